@@ -1,0 +1,126 @@
+"""Write a model folder the way every ctxext command does: atomically, with support files, length
+settings, numeric checks run on the finished folder before it is moved into place, and a manifest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctxext.io import (
+    ModelFolder,
+    OutTensor,
+    Source,
+    TensorInfo,
+    atomic_output,
+    copy_support_files,
+    read_json,
+    update_json,
+    write_json,
+    write_safetensors,
+)
+from ctxext.manifest import Check, OperationRecord, build_manifest, write_manifest
+
+ProgressFn = Callable[[str, int, int], None]
+"""Called as ``progress(task, done, total)``; the CLI renders it, the library never prints."""
+
+
+def no_progress(task: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class OutputPlan:
+    """Everything a command wants written: tensors, config changes and the records of its operations."""
+
+    command: str
+    options: dict[str, Any]
+    sources: dict[str, tuple[Source, dict[str, str]]]
+    tensors: list[OutTensor]
+    operations: list[OperationRecord]
+    config: dict[str, Any]
+    model_max_length: int | None = None
+    support_from: ModelFolder | None = None
+    extra_files: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputResult:
+    path: Path
+    manifest: dict[str, Any]
+
+
+def write_model_folder(
+    plan: OutputPlan,
+    out: str | Path,
+    *,
+    force: bool = False,
+    checks: Callable[[Path], list[Check]] | None = None,
+    progress: ProgressFn = no_progress,
+    argv: list[str] | None = None,
+) -> OutputResult:
+    """Write ``plan`` into ``out``; ``checks`` runs on the finished temporary folder and any failure
+    leaves nothing behind."""
+    with atomic_output(out, force=force) as staging:
+        model_dir = staging
+        if plan.support_from is not None:
+            copied, left_out = copy_support_files(plan.support_from, staging)
+            model_dir = staging / plan.support_from.relative_model_dir
+            plan.operations[0].files.setdefault("copied", []).extend(copied)
+            plan.operations[0].files.setdefault("left_out", []).extend(left_out)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        write_json(model_dir / "config.json", plan.config)
+        if plan.model_max_length is not None:
+            set_tokenizer_length(staging, model_dir, plan.model_max_length, plan.operations[0])
+        for relative, content in plan.extra_files.items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            write_json(staging / relative, content)
+
+        total = len(plan.tensors)
+        done = 0
+
+        def on_tensor(info: TensorInfo) -> None:
+            nonlocal done
+            done += 1
+            progress("writing tensors", done, total)
+
+        weights = write_safetensors(model_dir, plan.tensors, on_tensor=on_tensor)
+        if checks is not None:
+            progress("numeric checks", 0, 1)
+            plan.operations[-1].checks.extend(checks(staging))
+            progress("numeric checks", 1, 1)
+        manifest = build_manifest(
+            command=plan.command, options=plan.options, sources=plan.sources, operations=plan.operations,
+            weights=weights, weights_dir=str(model_dir.relative_to(staging)), argv=argv,
+        )
+        write_manifest(staging, manifest)
+    return OutputResult(path=Path(out).expanduser().absolute(), manifest=manifest)
+
+
+def set_tokenizer_length(root: Path, model_dir: Path, length: int, record: OperationRecord) -> None:
+    """Tell the tokenizer and sentence-transformers the new maximum length."""
+    for folder in dict.fromkeys([root, model_dir]):
+        tokenizer_config = folder / "tokenizer_config.json"
+        if tokenizer_config.is_file():
+            old = update_json(tokenizer_config, model_max_length=length)
+            if old:
+                record.config_changes[f"{_relative(tokenizer_config, root)}:model_max_length"] = length
+        st_config = folder / "sentence_bert_config.json"
+        if st_config.is_file():
+            old = update_json(st_config, max_seq_length=length)
+            if old:
+                record.config_changes[f"{_relative(st_config, root)}:max_seq_length"] = length
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The config keys a command set or changed, with their new values."""
+    return {key: value for key, value in new.items() if old.get(key) != value}
+
+
+def source_config(folder: ModelFolder) -> dict[str, Any]:
+    return read_json(folder.model_dir / "config.json")

@@ -1,0 +1,67 @@
+"""Numeric checks that run a written model against its source (torch and transformers, imported lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.errors import CheckFailed
+from ctxext.manifest import Check
+
+
+def load_model_strictly(model_dir: Path, model_class: Any = None, **kwargs: Any):
+    """Load with transformers and fail on any missing, unexpected or mismatched weight."""
+    if model_class is None:
+        from transformers import AutoModel as model_class
+    model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    problems = {key: value for key, value in info.items() if value and key != "error_msgs"}
+    if problems or info.get("error_msgs"):
+        raise CheckFailed(f"{model_dir} does not load cleanly with {model_class.__name__}: {problems or info}")
+    return model.eval()
+
+
+def random_batch(vocab_size: int, lengths: list[int], *, seed: int = 0, low: int = 1000) -> tuple[Any, Any]:
+    """Token ids drawn at random (away from special ids), right-padded, with an attention mask."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    longest = max(lengths)
+    input_ids = torch.zeros((len(lengths), longest), dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(lengths):
+        input_ids[row, :length] = torch.randint(min(low, vocab_size - 1), vocab_size, (length,), generator=generator)
+        attention_mask[row, :length] = 1
+    return input_ids, attention_mask
+
+
+def last_hidden_state(model: Any, input_ids: Any, attention_mask: Any) -> np.ndarray:
+    """Outputs at real (unpadded) positions, float64, padding rows zeroed."""
+    import torch
+
+    with torch.no_grad():
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return (hidden * attention_mask[..., None]).double().numpy()
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def matches_source(name: str, source: np.ndarray, output: np.ndarray, tolerance: float) -> Check:
+    difference = max_abs_diff(source, output)
+    return Check(name=name, value=difference, threshold=tolerance, passed=difference <= tolerance,
+                 detail="max abs diff of last hidden states")
+
+
+def agreement(name: str, source: np.ndarray, output: np.ndarray) -> Check:
+    """How far outputs moved, for methods that are not meant to reproduce the source (no bound)."""
+    return Check(name=name, value=max_abs_diff(source, output), detail="max abs diff of last hidden states; "
+                 "information only, this method changes short inputs too")
+
+
+def finite_outputs(name: str, outputs: np.ndarray) -> Check:
+    finite = bool(np.isfinite(outputs).all())
+    return Check(name=name, value=float(outputs.shape[1]), passed=finite,
+                 detail="all outputs finite" if finite else "non-finite outputs")

@@ -1,0 +1,68 @@
+"""`ctxext interpolate`: stretch position embeddings (or RoPE) to a longer window."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ctxext.cli._common import ForceOpt, JsonOpt, LenOpt, OutOpt, emit, key_value_table, progress_bars, reports_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("interpolate")(interpolate_command)
+
+
+@reports_errors
+def interpolate_command(
+    source: Annotated[str, typer.Argument(help="Model folder, sentence-transformers folder, hub ID, or an "
+                                               "embedded model name (all-MiniLM-L6-v2, all-mpnet-base-v2).")],
+    target_length: LenOpt,
+    out: OutOpt,
+    linear: Annotated[bool, typer.Option("--linear", help="Linear interpolation between original rows.")] = False,
+    spline: Annotated[bool, typer.Option("--spline", help="Cubic spline through the original rows (default).")] =
+    False,
+    tile: Annotated[bool, typer.Option("--tile", help="Repeat the original rows; short inputs stay exact.")] = False,
+    offset: Annotated[str, typer.Option(help="Rows reserved before position 0: 'auto' or a number.")] = "auto",
+    grid: Annotated[str, typer.Option(help="'pinned' (context-extension's grid, ends pinned) or 'scaled' "
+                                           "(PI: row i lands on position i*N/n).")] = "pinned",
+    rope_scaling: Annotated[str, typer.Option(help="RoPE models: linear, dynamic or yarn.")] = "linear",
+    check: Annotated[bool, typer.Option(help="Load the result and compare it with the source.")] = True,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stretch learned absolute position embeddings (or RoPE, through the config) to --len positions.
+
+    Examples:
+
+      ctxext interpolate all-MiniLM-L6-v2 --len 4096 --spline -o minilm-4096
+
+      ctxext interpolate ./roberta-base --len 2048 --tile -o roberta-2048 --force
+    """
+    from ctxext.errors import InvalidArgument
+    from ctxext.positions import Grid, Method, RopeScaling, interpolate
+
+    chosen = [m for m, flag in ((Method.linear, linear), (Method.spline, spline), (Method.tile, tile)) if flag]
+    if len(chosen) > 1:
+        raise InvalidArgument("choose one of --linear, --spline, --tile")
+    try:
+        offset_rows = None if offset == "auto" else int(offset)
+        grid_choice, scaling = Grid(grid), RopeScaling(rope_scaling)
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None
+    with progress_bars() as progress:
+        result = interpolate(
+            source, target_length, str(out), method=chosen[0] if chosen else Method.spline, grid=grid_choice,
+            offset=offset_rows, rope_scaling=scaling, force=force, check=check, progress=progress, argv=sys.argv,
+        )
+    operation = result.manifest["operations"][0]
+    summary = {
+        "output": str(result.path),
+        "operation": operation["name"],
+        **{key: len(operation[key]) for key in ("copied", "modified", "created", "dropped")},
+        "config": operation["config_changes"],
+        "checks": {c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
+                   for c in operation["checks"]},
+    }
+    emit(summary, as_json, lambda data: key_value_table("interpolate", data))

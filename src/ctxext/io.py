@@ -1,0 +1,650 @@
+"""Read any checkpoint ctxext accepts and write outputs atomically as safetensors.
+
+Reading and writing go one tensor at a time: a copied tensor is streamed from file to file in
+chunks, so peak memory stays near the largest tensor that an operation changes.
+Nothing here imports torch unless a PyTorch ``.bin`` checkpoint or a torch tensor is involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.errors import CorruptCheckpoint, OutputExists, SourceNotFound, WriteFailed
+
+CHUNK_BYTES = 16 * 2**20
+DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+SAFETENSORS_SINGLE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_SINGLE = "pytorch_model.bin"
+PYTORCH_INDEX = "pytorch_model.bin.index.json"
+MANIFEST_NAME = "manifest.json"
+
+# Weight files of other frameworks or formats that go stale once the weights change.
+STALE_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".onnx", ".tflite", ".gguf")
+STALE_WEIGHT_INDEXES = (SAFETENSORS_INDEX, PYTORCH_INDEX, "tf_model.h5.index.json", "flax_model.msgpack.index.json")
+STALE_EXPORT_DIRS = ("onnx", "openvino", "coreml", "tflite")
+
+ITEM_SIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+NUMPY_DTYPE = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_, "U16": np.uint16,
+    "U32": np.uint32, "U64": np.uint64,
+}
+SAFETENSORS_DTYPE = {np.dtype(v).name: k for k, v in NUMPY_DTYPE.items()}
+TORCH_TO_SAFETENSORS = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+    "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a checkpoint came from: the reference the user gave and the local folder it resolved to."""
+
+    ref: str
+    path: Path
+    hub_id: str | None = None
+    revision: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"ref": self.ref, "path": str(self.path), "hub_id": self.hub_id, "revision": self.revision}
+
+
+def resolve_source(
+    ref: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | None = None,
+    what: str = "model",
+) -> Source:
+    """Turn a local folder or a hub ID into a local folder. Hub downloads honour HF_HUB_OFFLINE."""
+    text = os.fspath(ref)
+    local = Path(text).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise SourceNotFound(f"{what} {text!r} is a file; give the folder that holds it")
+        return Source(ref=text, path=local.resolve())
+    if not HUB_ID.match(text) or text.startswith((".", "/", "~")):
+        raise SourceNotFound(f"{what} folder {text!r} does not exist")
+    from ctxext.presets import embedded_model
+
+    embedded = embedded_model(text)
+    if embedded is not None:
+        return Source(ref=text, path=embedded)
+    return _download_from_hub(text, revision, allow_patterns, ignore_patterns, what)
+
+
+def _download_from_hub(
+    hub_id: str,
+    revision: str | None,
+    allow_patterns: list[str] | None,
+    ignore_patterns: list[str] | None,
+    what: str,
+) -> Source:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    ignore = list(ignore_patterns or []) + [f"{d}/*" for d in STALE_EXPORT_DIRS] + ["*.h5", "*.msgpack", "*.ot"]
+    try:
+        path = snapshot_download(
+            hub_id, revision=revision, allow_patterns=allow_patterns, ignore_patterns=ignore
+        )
+    except RepositoryNotFoundError:
+        raise SourceNotFound(f"{what} {hub_id!r} is neither a local folder nor a model on the hub") from None
+    except RevisionNotFoundError:
+        raise SourceNotFound(f"{what} {hub_id!r} has no revision {revision!r}") from None
+    except GatedRepoError:
+        raise SourceNotFound(f"{what} {hub_id!r} is gated: log in with `hf auth login` and accept its terms") from None
+    except LocalEntryNotFoundError:
+        hint = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise SourceNotFound(
+            f"{what} {hub_id!r} is not a local folder and not in the Hugging Face cache, and {hint}; "
+            "download it once online or pass a local folder"
+        ) from None
+    except OSError as error:  # network failures surface as OSError subclasses (requests/httpx)
+        raise SourceNotFound(f"{what} {hub_id!r} could not be fetched from the hub: {error}") from None
+    return Source(ref=hub_id, path=Path(path), hub_id=hub_id, revision=revision)
+
+
+# ----------------------------------------------------------------------------- folder layout
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A Hugging Face model folder, possibly wrapped as a sentence-transformers folder.
+
+    ``root`` is the folder the user named; ``model_dir`` is where config.json and the weights are
+    (the same folder, or the Transformer module's subfolder of a sentence-transformers model).
+    """
+
+    root: Path
+    model_dir: Path
+    sentence_transformers: bool
+
+    @classmethod
+    def open(cls, root: Path) -> ModelFolder:
+        modules_file = root / "modules.json"
+        model_dir = root
+        is_st = modules_file.is_file()
+        if is_st:
+            modules = read_json(modules_file)
+            transformer = [m for m in modules if m.get("type", "").endswith("Transformer")]
+            if transformer:
+                model_dir = root / transformer[0].get("path", "")
+        if not (model_dir / "config.json").is_file():
+            raise SourceNotFound(f"{root} has no config.json: not a Hugging Face model folder")
+        return cls(root=root, model_dir=model_dir, sentence_transformers=is_st)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return read_json(self.model_dir / "config.json")
+
+    @property
+    def relative_model_dir(self) -> str:
+        return os.path.relpath(self.model_dir, self.root)
+
+    def weight_files(self) -> list[Path]:
+        """The files holding the model's weights: safetensors when present, else PyTorch pickles."""
+        for single, index in ((SAFETENSORS_SINGLE, SAFETENSORS_INDEX), (PYTORCH_SINGLE, PYTORCH_INDEX)):
+            if (self.model_dir / index).is_file():
+                weight_map = read_json(self.model_dir / index).get("weight_map", {})
+                return [self.model_dir / name for name in sorted(set(weight_map.values()))]
+            if (self.model_dir / single).is_file():
+                return [self.model_dir / single]
+        raise SourceNotFound(
+            f"{self.model_dir} has no weights (model.safetensors, a sharded index, or pytorch_model.bin)"
+        )
+
+
+def open_model(ref: str | os.PathLike[str], *, revision: str | None = None) -> tuple[Source, ModelFolder]:
+    source = resolve_source(ref, revision=revision)
+    return source, ModelFolder.open(source.path)
+
+
+# ----------------------------------------------------------------------------- safetensors reading
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * ITEM_SIZE[self.dtype]
+
+
+class SafetensorsFile:
+    """One .safetensors file, its header validated on open; tensor bytes read on demand."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.header, self.data_start = _read_header(path)
+        self.metadata: dict[str, str] = self.header.pop("__metadata__", None) or {}
+
+    def infos(self) -> list[TensorInfo]:
+        return [TensorInfo(name, e["dtype"], tuple(e["shape"])) for name, e in self.header.items()]
+
+    def chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        begin, end = self.header[name]["data_offsets"]
+        with open(self.path, "rb") as handle:
+            handle.seek(self.data_start + begin)
+            remaining = end - begin
+            while remaining > 0:
+                block = handle.read(min(chunk_bytes, remaining))
+                if not block:
+                    raise CorruptCheckpoint(f"{self.path}: tensor {name!r} is cut short")
+                remaining -= len(block)
+                yield block
+
+    def read_bytes(self, name: str) -> bytes:
+        return b"".join(self.chunks(name, chunk_bytes=2**62))
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CorruptCheckpoint(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(size - 8, 100 * 2**20):
+            raise CorruptCheckpoint(f"{path}: corrupt safetensors header (declared length {header_len})")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CorruptCheckpoint(f"{path}: corrupt safetensors header (not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise CorruptCheckpoint(f"{path}: corrupt safetensors header (not a JSON object)")
+    data_size = size - 8 - header_len
+    for name, entry in header.items():
+        if name != "__metadata__":
+            _check_entry(path, name, entry, data_size)
+    return header, 8 + header_len
+
+
+def _check_entry(path: Path, name: str, entry: Any, data_size: int) -> None:
+    try:
+        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        expected = math.prod(shape) * ITEM_SIZE[dtype]
+    except (KeyError, TypeError, ValueError):
+        raise CorruptCheckpoint(f"{path}: corrupt safetensors header entry for {name!r}") from None
+    if not (0 <= begin <= end <= data_size) or end - begin != expected:
+        raise CorruptCheckpoint(
+            f"{path}: tensor {name!r} does not fit the file (offsets {begin}..{end}, {data_size} data bytes)"
+        )
+
+
+# ----------------------------------------------------------------------------- checkpoint reading
+
+
+class CheckpointReader:
+    """All tensors of a model folder by name, whatever files they are spread over."""
+
+    def __init__(self, folder: ModelFolder):
+        self.folder = folder
+        self.files = folder.weight_files()
+        self._safetensors: dict[str, SafetensorsFile] = {}
+        self._pickled: dict[str, Any] = {}
+        for path in self.files:
+            if path.suffix == ".safetensors":
+                self._open_safetensors(path)
+            else:
+                self._pickled.update(load_pickled_state_dict(path))
+        self.infos: dict[str, TensorInfo] = {}
+        for shard in dict.fromkeys(self._safetensors.values()):
+            self.infos.update({info.name: info for info in shard.infos()})
+        for name, tensor in self._pickled.items():
+            self.infos[name] = TensorInfo(name, TORCH_TO_SAFETENSORS[str(tensor.dtype).removeprefix("torch.")],
+                                          tuple(tensor.shape))
+
+    def _open_safetensors(self, path: Path) -> None:
+        shard = SafetensorsFile(path)
+        for name in shard.header:
+            self._safetensors[name] = shard
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        if name in self._safetensors:
+            return self._safetensors[name].chunks(name)
+        return iter([tensor_bytes(self._pickled[name])])
+
+    def array(self, name: str) -> np.ndarray:
+        """The tensor as a numpy array; BF16 widens to float32, exactly."""
+        info = self.infos[name]
+        return bytes_to_array(b"".join(self.chunks(name)), info.dtype, info.shape)
+
+    def torch(self, name: str):
+        """The tensor as a torch tensor in its own dtype."""
+        import torch
+
+        if name in self._pickled:
+            return self._pickled[name]
+        info = self.infos[name]
+        raw = bytearray(b"".join(self.chunks(name)))
+        return torch.frombuffer(raw, dtype=torch_dtype(info.dtype)).reshape(info.shape) if raw else \
+            torch.empty(info.shape, dtype=torch_dtype(info.dtype))
+
+    def sha256_of_files(self) -> dict[str, str]:
+        return {os.path.relpath(p, self.folder.root): file_sha256(p) for p in self.files}
+
+
+def load_pickled_state_dict(path: Path) -> dict[str, Any]:
+    """A PyTorch state dict, loaded with weights_only=True so no pickled code ever runs."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CorruptCheckpoint(f"{path}: cannot be read as a PyTorch state dict with weights_only=True "
+                                f"({first_line})") from None
+    if not isinstance(state, dict):
+        raise CorruptCheckpoint(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def torch_dtype(safetensors_dtype: str):
+    import torch
+
+    by_name = {v: k for k, v in TORCH_TO_SAFETENSORS.items()}
+    return getattr(torch, by_name[safetensors_dtype])
+
+
+def bytes_to_array(raw: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    if dtype == "BF16":
+        widened = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
+        return widened.view(np.float32).reshape(shape)
+    if dtype not in NUMPY_DTYPE:
+        raise CorruptCheckpoint(f"dtype {dtype} cannot be read without torch")
+    return np.frombuffer(raw, dtype=NUMPY_DTYPE[dtype]).reshape(shape)
+
+
+def array_to_bytes(array: np.ndarray, dtype: str) -> bytes:
+    """Encode a numpy array as ``dtype``; BF16 rounds to nearest even, as torch does."""
+    if dtype == "BF16":
+        bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return rounded.astype(np.uint16).tobytes()
+    return np.ascontiguousarray(array, dtype=NUMPY_DTYPE[dtype]).tobytes()
+
+
+def tensor_bytes(tensor: Any) -> bytes:
+    """Raw little-endian bytes of a numpy array or a torch tensor."""
+    if isinstance(tensor, np.ndarray):
+        return np.ascontiguousarray(tensor).tobytes()
+    import torch
+
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def tensor_info(name: str, tensor: Any) -> TensorInfo:
+    if isinstance(tensor, np.ndarray):
+        return TensorInfo(name, SAFETENSORS_DTYPE[tensor.dtype.name], tuple(tensor.shape))
+    return TensorInfo(name, TORCH_TO_SAFETENSORS[str(tensor.dtype).removeprefix("torch.")], tuple(tensor.shape))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    """A tensor to write: its name, dtype, shape, and a function producing its bytes in chunks."""
+
+    info: TensorInfo
+    produce: Callable[[], Iterable[bytes]]
+
+    @classmethod
+    def copied(cls, reader: CheckpointReader, name: str, new_name: str | None = None) -> OutTensor:
+        info = reader.infos[name]
+        return cls(TensorInfo(new_name or name, info.dtype, info.shape), lambda: reader.chunks(name))
+
+    @classmethod
+    def from_array(cls, name: str, array: np.ndarray, dtype: str | None = None) -> OutTensor:
+        dtype = dtype or SAFETENSORS_DTYPE[array.dtype.name]
+        return cls(TensorInfo(name, dtype, tuple(array.shape)), lambda: [array_to_bytes(array, dtype)])
+
+    @classmethod
+    def from_tensor(cls, name: str, tensor: Any) -> OutTensor:
+        return cls(tensor_info(name, tensor), lambda: [tensor_bytes(tensor)])
+
+    @classmethod
+    def computed(cls, info: TensorInfo, compute: Callable[[], np.ndarray]) -> OutTensor:
+        """A tensor computed only when it is written, so it never waits in memory."""
+        return cls(info, lambda: [array_to_bytes(compute(), info.dtype)])
+
+
+@dataclass
+class WrittenTensor:
+    file: str
+    dtype: str
+    shape: list[int]
+    sha256: str
+
+
+@dataclass
+class WrittenWeights:
+    files: list[str] = field(default_factory=list)
+    tensors: dict[str, WrittenTensor] = field(default_factory=dict)
+
+
+def write_safetensors(
+    folder: Path,
+    tensors: list[OutTensor],
+    *,
+    metadata: dict[str, str] | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    on_tensor: Callable[[TensorInfo], None] | None = None,
+) -> WrittenWeights:
+    """Write tensors as one safetensors file, or shards plus the standard index past max_shard_bytes.
+
+    Each tensor's bytes are hashed as they are written, so the manifest needs no second read.
+    """
+    names = [t.info.name for t in tensors]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ValueError(f"tensor names written twice: {sorted(duplicates)}")
+    shards = _plan_shards(tensors, max_shard_bytes)
+    result = WrittenWeights()
+    header_metadata = {**(metadata or {}), "format": "pt"}
+    for index, shard in enumerate(shards, start=1):
+        name = SAFETENSORS_SINGLE if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        result.files.append(name)
+        for info_name, record in _write_shard(folder / name, shard, header_metadata, on_tensor).items():
+            result.tensors[info_name] = record
+    if len(shards) > 1:
+        total = sum(t.info.nbytes for t in tensors)
+        weight_map = {n: r.file for n, r in result.tensors.items()}
+        write_json(folder / SAFETENSORS_INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    return result
+
+
+def _plan_shards(tensors: list[OutTensor], max_shard_bytes: int) -> list[list[OutTensor]]:
+    shards: list[list[OutTensor]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.info.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.info.nbytes
+    return shards
+
+
+def _write_shard(
+    path: Path,
+    tensors: list[OutTensor],
+    metadata: dict[str, str],
+    on_tensor: Callable[[TensorInfo], None] | None,
+) -> dict[str, WrittenTensor]:
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for tensor in tensors:
+        info = tensor.info
+        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape),
+                             "data_offsets": [offset, offset + info.nbytes]}
+        offset += info.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    records = {}
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for tensor in tensors:
+            digest = hashlib.sha256()
+            written = 0
+            for block in tensor.produce():
+                handle.write(block)
+                digest.update(block)
+                written += len(block)
+            if written != tensor.info.nbytes:
+                raise ValueError(f"tensor {tensor.info.name!r}: produced {written} bytes, "
+                                 f"its shape and dtype need {tensor.info.nbytes}")
+            records[tensor.info.name] = WrittenTensor(path.name, tensor.info.dtype, list(tensor.info.shape),
+                                                      digest.hexdigest())
+            if on_tensor:
+                on_tensor(tensor.info)
+    return records
+
+
+def tensor_sha256(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for block in chunks:
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SourceNotFound(f"{path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptCheckpoint(f"{path} is not valid JSON ({error})") from None
+
+
+def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n",
+                          encoding="utf-8")
+
+
+def update_json(path: Path, **changes: Any) -> dict[str, Any]:
+    """Set keys in a JSON file that exists; return the old values of the keys that changed."""
+    data = read_json(path)
+    old = {key: data.get(key) for key, value in changes.items() if data.get(key) != value}
+    data.update(changes)
+    write_json(path, data)
+    return old
+
+
+# ----------------------------------------------------------------------------- copying folders
+
+
+def is_stale_weight(relative: Path, model_dir: Path) -> bool:
+    """Weights of the model being rewritten (and exports of them) must not be copied to the output."""
+    parts = relative.parts
+    if any(part in STALE_EXPORT_DIRS for part in parts):
+        return True
+    if relative.parent != model_dir:
+        return False
+    return relative.name.endswith(STALE_WEIGHT_SUFFIXES) or relative.name in STALE_WEIGHT_INDEXES or \
+        relative.name == MANIFEST_NAME
+
+
+def copy_support_files(folder: ModelFolder, destination: Path) -> tuple[list[str], list[str]]:
+    """Copy configs, tokenizer and sentence-transformers modules; leave out the stale weights.
+
+    Returns the relative paths copied and those left out.
+    """
+    copied, left_out = [], []
+    model_dir = Path(folder.relative_model_dir)
+    for path in sorted(folder.root.rglob("*")):
+        relative = path.relative_to(folder.root)
+        if path.is_dir() or any(part.startswith(".") for part in relative.parts):
+            continue
+        if is_stale_weight(relative, model_dir):
+            left_out.append(relative.as_posix())
+            continue
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        copied.append(relative.as_posix())
+    return copied, left_out
+
+
+# ----------------------------------------------------------------------------- atomic output
+
+
+@contextlib.contextmanager
+def atomic_output(target: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; rename it into place only if the block succeeds.
+
+    Any failure, interrupt or SIGTERM removes the temporary folder. With ``force`` an existing target
+    is replaced only after the new output is complete.
+    """
+    target = Path(target).expanduser().absolute()
+    if target.exists() and not force:
+        raise OutputExists(f"output {target} already exists; pass --force to replace it")
+    if target.exists() and not target.is_dir():
+        raise OutputExists(f"output {target} exists and is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".ctxext-tmp", dir=target.parent))
+        temporary.chmod(0o777 & ~_umask())
+    except OSError as error:
+        raise WriteFailed(f"cannot create the output beside {target}: {error.strerror or error}") from None
+    try:
+        with _sigterm_as_interrupt():
+            yield temporary
+            _move_into_place(temporary, target)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if error.errno == errno.ENOSPC:
+            raise WriteFailed(f"disk full while writing {target}; nothing was written") from None
+        raise WriteFailed(f"writing {target} failed: {error.strerror or error}; nothing was written") from None
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _move_into_place(temporary: Path, target: Path) -> None:
+    if not target.exists():
+        temporary.rename(target)
+        return
+    retired = target.with_name(f".{target.name}.{os.getpid()}.ctxext-old")
+    target.rename(retired)
+    try:
+        temporary.rename(target)
+    except BaseException:
+        retired.rename(target)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

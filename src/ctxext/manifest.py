@@ -1,0 +1,173 @@
+"""Provenance of every output: what went in, what each operation did, and a hash of every tensor.
+
+Each operation returns an :class:`OperationRecord`; the manifest is those records written down beside
+the weights, together with per-tensor sha256 (hashes of the tensor bytes, not of the file, because
+safetensors metadata order is not stable).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from ctxext import __version__
+from ctxext.errors import CheckFailed, CorruptCheckpoint, SourceNotFound
+from ctxext.io import (
+    MANIFEST_NAME,
+    SafetensorsFile,
+    Source,
+    WrittenWeights,
+    read_json,
+    tensor_sha256,
+    write_json,
+)
+
+TRACKED_LIBRARIES = (
+    "numpy", "scipy", "safetensors", "torch", "transformers", "adapters", "sentence-transformers",
+    "huggingface-hub", "tokenizers", "accelerate", "pyarrow",
+)
+
+
+@dataclass
+class Check:
+    """A numeric check: what was measured, the bound it had to meet, and whether it did."""
+
+    name: str
+    value: float
+    threshold: float | None = None
+    passed: bool = True
+    detail: str = ""
+
+
+@dataclass
+class OperationRecord:
+    """What one operation did, tensor by tensor."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    copied: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
+    config_changes: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def require(self, check: Check) -> Check:
+        """Record a check and fail the operation if it did not pass."""
+        self.checks.append(check)
+        if not check.passed:
+            bound = f" (bound {check.threshold:g})" if check.threshold is not None else ""
+            raise CheckFailed(f"check {check.name} failed: {check.value:g}{bound} {check.detail}".strip())
+        return check
+
+    def summary(self) -> dict[str, int]:
+        return {key: len(getattr(self, key)) for key in ("copied", "modified", "created", "dropped", "renamed")}
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_manifest(
+    *,
+    command: str,
+    options: dict[str, Any],
+    sources: dict[str, tuple[Source, dict[str, str]]],
+    operations: list[OperationRecord],
+    weights: WrittenWeights,
+    weights_dir: str = ".",
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """The manifest as a JSON-ready dict. ``sources`` maps a role (``model``, ``teacher``...) to its
+    source and the sha256 of its weight files."""
+    return {
+        "ctxext_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "argv": list(sys.argv if argv is None else argv),
+        "options": _jsonable(options),
+        "sources": {role: {**source.describe(), "weight_files_sha256": hashes}
+                    for role, (source, hashes) in sources.items()},
+        "libraries": library_versions(),
+        "operations": [_jsonable(asdict(op)) for op in operations],
+        "weights": {"dir": weights_dir, "files": weights.files},
+        "tensors": {name: asdict(record) for name, record in sorted(weights.tensors.items())},
+    }
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    write_json(path, manifest, sort_keys=True)
+    return path
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise SourceNotFound(f"{folder} has no {MANIFEST_NAME}: it was not written by ctxext")
+    return read_json(path)
+
+
+@dataclass
+class VerifyResult:
+    tensors_checked: int
+    files: list[str]
+
+
+def verify(folder: Path) -> VerifyResult:
+    """Re-hash every tensor against the manifest; raise naming the first tensor that differs."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    weights_dir = folder / manifest["weights"]["dir"]
+    expected = manifest["tensors"]
+    seen: set[str] = set()
+    for file_name in manifest["weights"]["files"]:
+        path = weights_dir / file_name
+        if not path.is_file():
+            raise CheckFailed(f"weight file {file_name} listed in the manifest is missing")
+        try:
+            shard = SafetensorsFile(path)
+        except CorruptCheckpoint as error:
+            raise CheckFailed(f"verify failed: {error}") from None
+        for info in shard.infos():
+            record = expected.get(info.name)
+            if record is None:
+                raise CheckFailed(f"tensor {info.name} in {file_name} is not in the manifest")
+            if [info.dtype, list(info.shape)] != [record["dtype"], record["shape"]]:
+                raise CheckFailed(f"tensor {info.name}: dtype/shape {info.dtype}{list(info.shape)} differ from "
+                                  f"the manifest's {record['dtype']}{record['shape']}")
+            if tensor_sha256(shard.chunks(info.name)) != record["sha256"]:
+                raise CheckFailed(f"tensor {info.name} in {file_name} does not match its sha256 in the manifest")
+            seen.add(info.name)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise CheckFailed(f"tensor {missing[0]} is in the manifest but in no weight file")
+    return VerifyResult(tensors_checked=len(seen), files=list(manifest["weights"]["files"]))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value

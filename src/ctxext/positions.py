@@ -1,0 +1,359 @@
+"""Position schemes and how to stretch them: learned tables (linear, cubic spline, tile) and RoPE scaling.
+
+The maths works on numpy arrays in float64 and is vectorised over every hidden dimension at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
+from ctxext.checks import max_abs_diff
+from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
+from ctxext.io import CheckpointReader, ModelFolder, OutTensor, array_to_bytes, bytes_to_array, open_model
+from ctxext.manifest import Check, OperationRecord
+
+POSITION_TABLE_SUFFIX = "embeddings.position_embeddings.weight"
+
+
+class Method(str, Enum):
+    linear = "linear"
+    spline = "spline"
+    tile = "tile"
+
+
+class Grid(str, Enum):
+    """Where new position j samples the original table (x in original-row units).
+
+    ``pinned`` (the context-extension package's grid): x = j * (n - 1) / (N - 1); both ends pinned.
+    ``scaled`` (position interpolation as in LongEmbed's PI): x = j * n / N; original row i lands on
+    new position i * N / n, and the last N/n - 1 positions extrapolate past the last row.
+    """
+
+    pinned = "pinned"
+    scaled = "scaled"
+
+
+class RopeScaling(str, Enum):
+    linear = "linear"
+    dynamic = "dynamic"
+    yarn = "yarn"
+
+
+# How many rows sit before position 0 in a learned table.
+NO_OFFSET = "none"
+PADDING_OFFSET = "padding_idx + 1"
+
+# Model types with a learned absolute position table, and the rule for their offset rows.
+LEARNED_POSITIONS: dict[str, str] = {
+    "bert": NO_OFFSET,
+    "electra": NO_OFFSET,
+    "distilbert": NO_OFFSET,
+    "albert": NO_OFFSET,
+    "big_bird": NO_OFFSET,
+    "roberta": PADDING_OFFSET,
+    "xlm-roberta": PADDING_OFFSET,
+    "xlm-roberta-xl": PADDING_OFFSET,
+    "camembert": PADDING_OFFSET,
+    "mpnet": PADDING_OFFSET,
+    "longformer": PADDING_OFFSET,
+}
+
+# Model types with rotary positions: no table, the config carries the scaling.
+ROPE_MODEL_TYPES = frozenset({
+    "modernbert", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
+    "phi3", "olmo", "olmo2", "gpt_neox", "falcon", "nomic_bert", "jina_bert", "eurobert",
+})
+
+# Model types without an absolute table to stretch, and what they use instead.
+OTHER_SCHEMES: dict[str, str] = {
+    "deberta-v2": "relative positions",
+    "deberta": "relative positions",
+    "t5": "relative position buckets",
+    "mt5": "relative position buckets",
+    "bloom": "ALiBi",
+    "mpt": "ALiBi",
+}
+
+# Non-persistent buffers that older checkpoints still carry, sized by max_position_embeddings.
+LENGTH_BUFFERS = {"embeddings.position_ids": "arange", "embeddings.token_type_ids": "zeros"}
+
+
+@dataclass(frozen=True)
+class LearnedLayout:
+    """Where a checkpoint's learned position table is and how it is laid out."""
+
+    tensor_names: tuple[str, ...]
+    rows: int
+    offset: int
+
+    @property
+    def length(self) -> int:
+        """Usable positions: the rows after the offset."""
+        return self.rows - self.offset
+
+
+def position_kind(config: dict[str, Any]) -> str:
+    """``learned``, ``rope`` or the name of another scheme, from the config's model_type."""
+    model_type = config.get("model_type", "")
+    if model_type in LEARNED_POSITIONS:
+        if config.get("position_embedding_type", "absolute") != "absolute":
+            return f"{config['position_embedding_type']} positions"
+        if config.get("sinusoidal_pos_embds"):
+            return "fixed sinusoidal positions"
+        return "learned"
+    if model_type in ROPE_MODEL_TYPES:
+        return "rope"
+    if model_type in OTHER_SCHEMES:
+        return OTHER_SCHEMES[model_type]
+    raise UnsupportedArchitecture(
+        f"model type {model_type!r} is not supported; known: "
+        f"{', '.join(sorted(LEARNED_POSITIONS) + sorted(ROPE_MODEL_TYPES))}"
+    )
+
+
+def learned_layout(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], offset: int | None) -> LearnedLayout:
+    """Find the position table(s) and their offset; ``offset=None`` detects it from the config."""
+    names = tuple(sorted(name for name in shapes if name.endswith(POSITION_TABLE_SUFFIX)))
+    if not names:
+        raise UnsupportedArchitecture(f"no tensor named *{POSITION_TABLE_SUFFIX} in this {config.get('model_type')} "
+                                      "checkpoint")
+    row_counts = {shapes[name][0] for name in names}
+    if len(row_counts) != 1:
+        raise UnsupportedArchitecture(f"position tables of different lengths: {names}")
+    rows = row_counts.pop()
+    if offset is None:
+        offset = detected_offset(config)
+    if not 0 <= offset < rows:
+        raise InvalidArgument(f"offset {offset} does not fit a position table of {rows} rows")
+    return LearnedLayout(tensor_names=names, rows=rows, offset=offset)
+
+
+def detected_offset(config: dict[str, Any]) -> int:
+    if LEARNED_POSITIONS.get(config.get("model_type", "")) == PADDING_OFFSET:
+        return int(config.get("pad_token_id", 1)) + 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- learned tables
+
+
+def grid_positions(original_length: int, target_length: int, grid: Grid) -> np.ndarray:
+    """Where each new position samples the original table, in original-row units."""
+    new_positions = np.arange(target_length, dtype=np.float64)
+    if grid == Grid.pinned:
+        return new_positions * (original_length - 1) / (target_length - 1)
+    return new_positions * original_length / target_length
+
+
+def anchor_rows(original_length: int, target_length: int, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """New rows that land exactly on an original row, and the original rows they land on."""
+    x = grid_positions(original_length, target_length, grid)
+    exact = np.isclose(x, np.round(x), rtol=0, atol=1e-9) & (np.round(x) <= original_length - 1)
+    return np.flatnonzero(exact), np.round(x[exact]).astype(np.int64)
+
+
+def stretch_linear(table: np.ndarray, target_length: int, grid: Grid = Grid.pinned) -> np.ndarray:
+    """Linear interpolation between neighbouring rows; past the last row the last segment extends."""
+    original = table.astype(np.float64)
+    x = grid_positions(len(original), target_length, grid)
+    left = np.clip(np.floor(x).astype(np.int64), 0, len(original) - 2)
+    weight = (x - left)[:, None]
+    return original[left] * (1.0 - weight) + original[left + 1] * weight
+
+
+def stretch_spline(table: np.ndarray, target_length: int, grid: Grid = Grid.pinned) -> np.ndarray:
+    """A not-a-knot cubic spline through every original row, all dimensions at once (float64)."""
+    from scipy.interpolate import CubicSpline
+
+    original = table.astype(np.float64)
+    spline = CubicSpline(np.arange(len(original), dtype=np.float64), original, axis=0, bc_type="not-a-knot")
+    return spline(grid_positions(len(original), target_length, grid))
+
+
+def tile(table: np.ndarray, target_length: int) -> np.ndarray:
+    """Repeat the original rows (the Longformer recipe): position p gets row p mod n."""
+    return table[np.arange(target_length) % len(table)]
+
+
+def extend_table(
+    position_table: np.ndarray, offset: int, target_length: int, method: Method, grid: Grid = Grid.pinned
+) -> np.ndarray:
+    """The full new table: offset rows unchanged, then ``target_length`` stretched rows, in float64."""
+    reserved, positions = position_table[:offset], position_table[offset:]
+    if method == Method.tile:
+        stretched = tile(positions.astype(np.float64), target_length)
+    elif method == Method.linear:
+        stretched = stretch_linear(positions, target_length, grid)
+    else:
+        stretched = stretch_spline(positions, target_length, grid)
+    return np.concatenate([reserved.astype(np.float64), stretched], axis=0)
+
+
+def length_buffer(kind: str, rows: int) -> np.ndarray:
+    if kind == "arange":
+        return np.arange(rows, dtype=np.int64)[None, :]
+    return np.zeros((1, rows), dtype=np.int64)
+
+
+def length_buffer_kind(name: str) -> str | None:
+    for suffix, kind in LENGTH_BUFFERS.items():
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+def check_target_length(current: int, target_length: int) -> None:
+    if target_length <= current:
+        raise InvalidArgument(f"--len {target_length} is not above the current length {current}")
+
+
+# ----------------------------------------------------------------------------- RoPE
+
+
+def rope_scaling_config(
+    config: dict[str, Any], target_length: int, scaling: RopeScaling
+) -> dict[str, Any]:
+    """The config keys that make a RoPE model accept ``target_length`` positions."""
+    current = int(config.get("max_position_embeddings") or 0)
+    existing = config.get("rope_scaling") or {}
+    original = int(existing.get("original_max_position_embeddings") or current)
+    if not original:
+        raise UnsupportedArchitecture("the config has no max_position_embeddings to scale from")
+    check_target_length(current, target_length)
+    factor = target_length / original
+    rope: dict[str, Any] = {"rope_type": scaling.value, "factor": factor}
+    if scaling != RopeScaling.linear:
+        rope["original_max_position_embeddings"] = original
+    return {"rope_scaling": rope, "max_position_embeddings": target_length}
+
+
+# ----------------------------------------------------------------------------- the interpolate operation
+
+
+def interpolate(
+    ref: str,
+    target_length: int,
+    out: str,
+    *,
+    method: Method = Method.spline,
+    grid: Grid = Grid.pinned,
+    offset: int | None = None,
+    rope_scaling: RopeScaling = RopeScaling.linear,
+    force: bool = False,
+    check: bool = True,
+    progress: ProgressFn = no_progress,
+    argv: list[str] | None = None,
+) -> OutputResult:
+    """Stretch a checkpoint's positions to ``target_length`` and write it to ``out``.
+
+    Learned tables are rewritten (offset rows unchanged); RoPE models get a rope_scaling config and
+    keep their weights byte for byte.
+    """
+    source, folder = open_model(ref)
+    config = folder.config
+    kind = position_kind(config)
+    reader = CheckpointReader(folder)
+    options = {"ref": ref, "len": target_length, "method": method.value, "grid": grid.value,
+               "offset": "auto" if offset is None else offset, "rope_scaling": rope_scaling.value, "check": check}
+    sources = {"model": (source, reader.sha256_of_files())}
+    if kind == "rope":
+        changes = rope_scaling_config(config, target_length, rope_scaling)
+        record = OperationRecord("scale_rope", parameters={"len": target_length, "rope_scaling": rope_scaling.value},
+                                 copied=list(reader.names), config_changes=changes,
+                                 notes=["RoPE model: no weights changed, scaling written into the config"])
+        plan = OutputPlan("interpolate", options, sources, [OutTensor.copied(reader, n) for n in reader.names],
+                          [record], {**config, **changes}, target_length, folder)
+        return write_model_folder(plan, out, force=force, progress=progress, argv=argv)
+    if kind != "learned":
+        raise UnsupportedArchitecture(f"{config.get('model_type')} uses {kind}: it has no learned absolute position "
+                                      "table to stretch")
+    layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, offset)
+    check_target_length(layout.length, target_length)
+    record = OperationRecord("interpolate_positions", parameters={
+        "method": method.value, "grid": grid.value, "offset": layout.offset, "original_length": layout.length,
+        "target_length": target_length})
+    tensors = []
+    for name in reader.names:
+        info = reader.infos[name]
+        if name in layout.tensor_names:
+            table = _stretched_table(reader, name, layout, target_length, method, grid, record)
+            tensors.append(OutTensor.from_array(name, table, info.dtype))
+            record.modified.append(name)
+        elif (buffer := length_buffer_kind(name)) is not None:
+            tensors.append(OutTensor.from_array(name, length_buffer(buffer, layout.offset + target_length)))
+            record.modified.append(name)
+        else:
+            tensors.append(OutTensor.copied(reader, name))
+            record.copied.append(name)
+    new_config = {**config, "max_position_embeddings": layout.offset + target_length}
+    record.config_changes.update(config_diff(config, new_config))
+    plan = OutputPlan("interpolate", options, sources, tensors, [record], new_config, target_length, folder)
+    checks = (lambda staging: model_checks(folder, ModelFolder.open(staging), layout, target_length, method)) \
+        if check else None
+    return write_model_folder(plan, out, force=force, checks=checks, progress=progress, argv=argv)
+
+
+def _stretched_table(
+    reader: CheckpointReader,
+    name: str,
+    layout: LearnedLayout,
+    target_length: int,
+    method: Method,
+    grid: Grid,
+    record: OperationRecord,
+) -> np.ndarray:
+    """The new table in the source's precision, after the table-level checks that need no model."""
+    original = reader.array(name)
+    dtype = reader.infos[name].dtype
+    table = bytes_to_array(array_to_bytes(extend_table(original, layout.offset, target_length, method, grid), dtype),
+                           dtype, (layout.offset + target_length, original.shape[1]))
+    record.require(Check(f"{name}: offset rows unchanged", max_abs_diff(table[: layout.offset],
+                                                                       original[: layout.offset]), 0.0))
+    record.require(Check(f"{name}: all rows finite", float(np.isfinite(table).all()), 1.0,
+                         passed=bool(np.isfinite(table).all())))
+    positions, kept = table[layout.offset:], original[layout.offset:]
+    if method == Method.tile:
+        new_rows, old_rows = np.arange(target_length), np.arange(target_length) % layout.length
+    else:
+        new_rows, old_rows = anchor_rows(layout.length, target_length, grid)
+    difference = max_abs_diff(positions[new_rows], kept[old_rows])
+    record.require(Check(f"{name}: original rows kept at {len(new_rows)} anchor positions", difference, 0.0,
+                         passed=difference == 0.0))
+    return table
+
+
+def model_checks(
+    source: ModelFolder, output: ModelFolder, layout: LearnedLayout, target_length: int, method: Method
+) -> list[Check]:
+    """Load both models: short inputs against the source, and one input of the full new length."""
+    from ctxext.checks import (
+        agreement,
+        finite_outputs,
+        last_hidden_state,
+        load_model_strictly,
+        matches_source,
+        random_batch,
+    )
+
+    source_model = load_model_strictly(source.model_dir)
+    output_model = load_model_strictly(output.model_dir)
+    vocab_size = source.config["vocab_size"]
+    short = random_batch(vocab_size, [layout.length, layout.length // 3], seed=0)
+    before, after = last_hidden_state(source_model, *short), last_hidden_state(output_model, *short)
+    checks = [Check("output loads with no missing or unexpected weights", 0.0, 0.0)]
+    if method == Method.tile:
+        checks.append(matches_source(f"inputs of up to {layout.length} tokens match the source", before, after, 1e-5))
+    else:
+        checks.append(agreement(f"inputs of up to {layout.length} tokens against the source", before, after))
+    del source_model
+    checks.append(finite_outputs(f"a {target_length}-token input runs",
+                                 last_hidden_state(output_model, *random_batch(vocab_size, [target_length], seed=1))))
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g} (bound {failed[0].threshold})")
+    return checks
