@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ctxext import __version__
-from ctxext.cli import checkpoints, interpolate
+from ctxext.cli import checkpoints, data, evaluate, flip, guide, interpolate, train, transfer
 
 app = typer.Typer(
     name="ctxext",
@@ -30,7 +30,7 @@ def _root(
     """Transformer checkpoint surgery and context extension."""
 
 
-for module in (interpolate, checkpoints):
+for module in (interpolate, checkpoints, transfer, guide, data, train, evaluate, flip):
     module.register(app)
 
 
