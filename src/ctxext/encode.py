@@ -1,0 +1,166 @@
+"""Embed texts with any checkpoint ctxext reads: length-bucketed batches, the checkpoint's own pooling.
+
+Sentence-transformers folders use their Pooling (and Normalize) modules; other encoders use CLS pooling,
+decoders the last token. BigBird is put back into block-sparse attention before every batch, because one
+short batch switches it to full attention for good (see shared notes, traps.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.errors import InvalidArgument
+from ctxext.io import ModelFolder, open_model, read_json
+
+POOLINGS = ("cls", "mean", "max", "last")
+DECODER_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text"})
+
+
+@dataclass
+class Encoder:
+    """A loaded model with its tokenizer and pooling; ``encode`` returns one float32 row per text."""
+
+    model: Any
+    tokenizer: Any
+    pooling: str
+    normalize: bool
+    max_length: int
+    folder: ModelFolder | None = None
+    attention_type: str | None = None
+    before_batch: list[Callable[[Any], None]] = field(default_factory=list)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        progress: ProgressFn = no_progress,
+    ) -> np.ndarray:
+        import torch
+
+        max_length = max_length or self.max_length
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
+        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        rows: list[np.ndarray | None] = [None] * len(texts)
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in indices]},
+                                       padding=True, return_tensors="pt")
+            for hook in self.before_batch:
+                hook(self.model)
+            with torch.inference_mode():
+                output = self.model(input_ids=batch["input_ids"].to(device),
+                                    attention_mask=batch["attention_mask"].to(device))
+            pooled = pool(output.last_hidden_state, batch["attention_mask"].to(device), self.pooling)
+            if self.normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            for row, index in zip(pooled.float().cpu().numpy(), indices):
+                rows[index] = row
+            progress("encoding", min(start + batch_size, len(order)), len(order))
+        dimension = self.model.config.hidden_size
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dimension), np.float32)
+
+
+def pool(hidden: Any, attention_mask: Any, pooling: str) -> Any:
+    """Pool token states into one vector per sequence (right padding assumed for ``last``)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(1).values
+    if pooling == "last":
+        last = attention_mask.sum(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise InvalidArgument(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+
+
+def load_encoder(
+    ref: str | Path,
+    *,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    device: str | None = None,
+    model_loader: Callable[[Path], Any] | None = None,
+) -> Encoder:
+    """Load a checkpoint for embedding. ``model_loader`` replaces ``AutoModel.from_pretrained`` (adapters
+    and other registered architectures use it)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    _, folder = open_model(ref)
+    config = folder.config
+    st_pooling, normalize, st_length = sentence_transformers_settings(folder)
+    chosen = pooling or st_pooling or ("last" if config.get("model_type") in DECODER_TYPES else "cls")
+    if chosen not in POOLINGS:
+        raise InvalidArgument(f"unknown pooling {chosen!r}; choose one of {', '.join(POOLINGS)}")
+    model = (model_loader or AutoModel.from_pretrained)(folder.model_dir)
+    model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file()
+                                              else folder.root)
+    tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # we pad pre-tokenized ids on purpose
+    if chosen == "last":
+        tokenizer.padding_side = "right"
+    length = max_length or st_length or _model_max_length(config, tokenizer)
+    encoder = Encoder(model=model, tokenizer=tokenizer, pooling=chosen, normalize=normalize, max_length=length,
+                      folder=folder, attention_type=config.get("attention_type"))
+    if config.get("model_type") == "big_bird":
+        encoder.before_batch.append(_restore_attention_type(config.get("attention_type", "block_sparse")))
+    return encoder
+
+
+def _restore_attention_type(attention_type: str) -> Callable[[Any], None]:
+    def restore(model: Any) -> None:
+        backbone = getattr(model, "bert", model)
+        if getattr(backbone, "attention_type", attention_type) != attention_type:
+            backbone.set_attention_type(attention_type)
+
+    return restore
+
+
+def _model_max_length(config: dict[str, Any], tokenizer: Any) -> int:
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None
+    positions = config.get("max_position_embeddings")
+    if positions and config.get("model_type") in {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"}:
+        positions -= int(config.get("pad_token_id", 1)) + 1
+    return min(v for v in (limit, positions, 512 if not (limit or positions) else None) if v)
+
+
+def sentence_transformers_settings(folder: ModelFolder) -> tuple[str | None, bool, int | None]:
+    """(pooling, normalize, max_seq_length) declared by a sentence-transformers folder, else (None, False, None)."""
+    if not folder.sentence_transformers:
+        return None, False, None
+    modules = read_json(folder.root / "modules.json")
+    pooling, normalize = None, False
+    for module in modules:
+        kind = module.get("type", "").rsplit(".", 1)[-1]
+        if kind == "Pooling":
+            settings = read_json(folder.root / module["path"] / "config.json")
+            pooling = next((name for name in POOLINGS
+                            if settings.get(f"pooling_mode_{'cls_token' if name == 'cls' else name + '_tokens'}")
+                            or (name == "last" and settings.get("pooling_mode_lasttoken"))), "mean")
+        elif kind == "Normalize":
+            normalize = True
+    st_config = folder.model_dir / "sentence_bert_config.json"
+    max_length = read_json(st_config).get("max_seq_length") if st_config.is_file() else None
+    return pooling, normalize, max_length
+
+
+def document_text(record: dict[str, Any], sep_token: str = "[SEP]") -> str:
+    """The text of one input record: SPECTER2's ``title [SEP] abstract``, or a plain ``text`` field."""
+    if "text" in record:
+        return str(record["text"])
+    if "title" in record or "abstract" in record:
+        return f"{record.get('title') or ''}{sep_token}{record.get('abstract') or ''}"
+    raise InvalidArgument(f"a record needs a 'text' field or 'title'/'abstract' fields; got {sorted(record)}")
