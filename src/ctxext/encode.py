@@ -62,7 +62,7 @@ class Encoder:
             pooled = pool(output.last_hidden_state, batch["attention_mask"].to(device), self.pooling)
             if self.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            for row, index in zip(pooled.float().cpu().numpy(), indices):
+            for row, index in zip(pooled.float().cpu().numpy(), indices, strict=True):
                 rows[index] = row
             progress("encoding", min(start + batch_size, len(order)), len(order))
         dimension = self.model.config.hidden_size

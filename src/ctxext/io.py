@@ -432,7 +432,7 @@ def write_safetensors(
     tensors: list[OutTensor],
     *,
     metadata: dict[str, str] | None = None,
-    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    max_shard_bytes: int | None = None,
     on_tensor: Callable[[TensorInfo], None] | None = None,
 ) -> WrittenWeights:
     """Write tensors as one safetensors file, or shards plus the standard index past max_shard_bytes.
@@ -443,7 +443,7 @@ def write_safetensors(
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ValueError(f"tensor names written twice: {sorted(duplicates)}")
-    shards = _plan_shards(tensors, max_shard_bytes)
+    shards = _plan_shards(tensors, max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
     result = WrittenWeights()
     header_metadata = {**(metadata or {}), "format": "pt"}
     for index, shard in enumerate(shards, start=1):

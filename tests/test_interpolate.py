@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tiny
+from ctxext.checks import last_hidden_state, load_model_strictly, random_batch
+from ctxext.io import CheckpointReader, ModelFolder
+from ctxext.manifest import verify
+from ctxext.positions import Grid, Method, anchor_rows, extend_table, interpolate, stretch_spline
+
+TARGET = 200
+
+
+def position_table(folder):
+    reader = CheckpointReader(ModelFolder.open(folder))
+    name = next(n for n in reader.names if n.endswith("embeddings.position_embeddings.weight"))
+    return reader.array(name)
+
+
+def offset_of(family: str) -> int:
+    return 2 if tiny.FAMILIES[family][2].get("pad_token_id") == 1 else 0
+
+
+@pytest.mark.parametrize("family", tiny.LEARNED_FAMILIES)
+def test_tile_reproduces_source_on_inputs_up_to_original_length(family, tiny_models, tmp_path):
+    source = tiny_models(family)
+    interpolate(str(source), TARGET, str(tmp_path / "out"), method=Method.tile)
+    original_length = 64
+    batch = random_batch(len(tiny.vocabulary()), [original_length, 17], low=5)
+    before = last_hidden_state(load_model_strictly(source), *batch)
+    after = last_hidden_state(load_model_strictly(tmp_path / "out"), *batch)
+    assert np.max(np.abs(before - after)) <= 1e-5
+
+
+@pytest.mark.parametrize("family", tiny.LEARNED_FAMILIES)
+@pytest.mark.parametrize("method", [Method.linear, Method.spline])
+def test_stretch_keeps_anchor_rows_and_offset_rows(family, method, tiny_models, tmp_path):
+    source = tiny_models(family)
+    offset = offset_of(family)
+    result = interpolate(str(source), TARGET, str(tmp_path / "out"), method=method)
+    old, new = position_table(source), position_table(tmp_path / "out")
+    assert new.shape == (TARGET + offset, old.shape[1])
+    np.testing.assert_array_equal(new[:offset], old[:offset])
+    new_rows, old_rows = anchor_rows(64, TARGET, Grid.pinned)
+    assert len(new_rows) >= 2  # both ends at least
+    np.testing.assert_array_equal(new[offset:][new_rows], old[offset:][old_rows])
+    assert np.isfinite(new).all()
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["max_position_embeddings"] == TARGET + offset
+    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["model_max_length"] == TARGET
+    assert any(c["name"].startswith(f"a {TARGET}-token input runs") and c["passed"]
+               for c in result.manifest["operations"][0]["checks"])
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_full_length_input_gives_finite_outputs(family, tiny_models, tmp_path):
+    interpolate(str(tiny_models(family)), TARGET, str(tmp_path / "out"), method=Method.spline, check=False)
+    model = load_model_strictly(tmp_path / "out")
+    outputs = last_hidden_state(model, *random_batch(len(tiny.vocabulary()), [TARGET], low=5))
+    assert outputs.shape[1] == TARGET and np.isfinite(outputs).all()
+
+
+def test_spline_equals_per_dimension_scipy_cubic_interpolation():
+    from scipy.interpolate import interp1d
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 7)).astype(np.float32)
+    ours = stretch_spline(table, 333, Grid.pinned)
+    grid = np.linspace(0, 49, 333)
+    peer = np.stack([interp1d(np.arange(50), table[:, d], kind="cubic")(grid) for d in range(7)], axis=1)
+    assert np.max(np.abs(ours - peer)) < 1e-9
+
+
+def test_scaled_grid_keeps_every_original_row_at_integer_scale():
+    table = np.random.default_rng(1).normal(size=(16, 3))
+    stretched = extend_table(table, 0, 64, Method.linear, Grid.scaled)
+    np.testing.assert_allclose(stretched[::4], table, atol=0)
+
+
+def test_tile_repeats_rows_after_offset():
+    table = np.arange(12, dtype=np.float64).reshape(6, 2)
+    stretched = extend_table(table, 2, 9, Method.tile)
+    np.testing.assert_array_equal(stretched[:2], table[:2])
+    np.testing.assert_array_equal(stretched[2:], table[2:][np.arange(9) % 4])
+
+
+def test_verify_passes_then_fails_after_one_flipped_byte(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    interpolate(str(tiny_models("bert")), TARGET, str(out), method=Method.linear, check=False)
+    assert verify(out).tensors_checked > 0
+    weights = out / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0x01
+    weights.write_bytes(bytes(raw))
+    from ctxext.errors import CheckFailed
+
+    with pytest.raises(CheckFailed, match="does not match its sha256"):
+        verify(out)
+
+
+def test_manifest_records_sources_tensors_and_checks(tiny_models, tmp_path):
+    result = interpolate(str(tiny_models("roberta")), TARGET, str(tmp_path / "out"), method=Method.spline)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest == json.loads(json.dumps(result.manifest, sort_keys=True))
+    assert manifest["sources"]["model"]["weight_files_sha256"]["model.safetensors"]
+    assert "transformers" in manifest["libraries"]
+    operation = manifest["operations"][0]
+    assert operation["modified"] == ["embeddings.position_embeddings.weight"]
+    assert operation["parameters"]["offset"] == 2
+    assert set(manifest["tensors"]) == set(operation["copied"]) | set(operation["modified"])
+    assert all(len(record["sha256"]) == 64 for record in manifest["tensors"].values())
+
+
+@pytest.mark.parametrize("family", tiny.ROPE_FAMILIES)
+def test_rope_models_get_scaling_in_config_and_unchanged_weights(family, tiny_models, tmp_path):
+    source = tiny_models(family)
+    result = interpolate(str(source), 512, str(tmp_path / "out"))
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["max_position_embeddings"] == 512
+    assert config["rope_scaling"]["rope_type"] == "linear" and config["rope_scaling"]["factor"] == 4.0
+    assert (tmp_path / "out" / "model.safetensors").read_bytes()[-1000:] == \
+        (source / "model.safetensors").read_bytes()[-1000:]
+    operation = result.manifest["operations"][0]
+    assert operation["name"] == "scale_rope" and not operation["modified"]
+
+
+def test_sentence_transformers_folder_keeps_modules_and_new_length(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "st")
+    interpolate(str(source), TARGET, str(tmp_path / "out"), method=Method.tile)
+    model = SentenceTransformer(str(tmp_path / "out"), device="cpu")
+    assert model.max_seq_length == TARGET
+    reference = SentenceTransformer(str(source), device="cpu")
+    text = ["the model of the long document"]
+    np.testing.assert_allclose(model.encode(text), reference.encode(text), atol=1e-6)
+
+
+def test_sharded_output_has_index_and_loads(tiny_models, tmp_path, monkeypatch):
+    import ctxext.io
+
+    monkeypatch.setattr(ctxext.io, "DEFAULT_MAX_SHARD_BYTES", 20_000)
+    interpolate(str(tiny_models("bert")), TARGET, str(tmp_path / "out"), method=Method.tile)
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert verify(tmp_path / "out").tensors_checked == len(index["weight_map"])
+
+
+def test_pytorch_bin_source_is_read_with_weights_only(tiny_models, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    source = tiny_models("bert", copy_to=tmp_path / "bin")
+    state = load_file(source / "model.safetensors")
+    (source / "model.safetensors").unlink()
+    torch.save(state, source / "pytorch_model.bin")
+    interpolate(str(source), TARGET, str(tmp_path / "out"), method=Method.tile)
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert not (tmp_path / "out" / "pytorch_model.bin").exists()
