@@ -63,15 +63,19 @@ def test_full_length_input_gives_finite_outputs(family, tiny_models, tmp_path):
     assert outputs.shape[1] == TARGET and np.isfinite(outputs).all()
 
 
-def test_spline_equals_per_dimension_scipy_cubic_interpolation():
-    from scipy.interpolate import interp1d
+@pytest.mark.parametrize("rows", [4, 5, 50, 514])
+def test_spline_equals_per_dimension_scipy_cubic_interpolation(rows):
+    from scipy.interpolate import CubicSpline, interp1d
 
-    rng = np.random.default_rng(0)
-    table = rng.normal(size=(50, 7)).astype(np.float32)
-    ours = stretch_spline(table, 333, Grid.pinned)
-    grid = np.linspace(0, 49, 333)
-    peer = np.stack([interp1d(np.arange(50), table[:, d], kind="cubic")(grid) for d in range(7)], axis=1)
+    rng = np.random.default_rng(rows)
+    table = rng.normal(size=(rows, 7)).astype(np.float32)
+    ours = stretch_spline(table, 3 * rows + 1, Grid.pinned)
+    grid = np.linspace(0, rows - 1, 3 * rows + 1)
+    peer = np.stack([interp1d(np.arange(rows), table[:, d], kind="cubic")(grid) for d in range(7)], axis=1)
     assert np.max(np.abs(ours - peer)) < 1e-9
+    scaled = stretch_spline(table, 4 * rows, Grid.scaled)
+    reference = CubicSpline(np.arange(rows), table.astype(np.float64), axis=0)(np.arange(4 * rows) * rows / (4 * rows))
+    assert np.max(np.abs(scaled - reference)) < 1e-9
 
 
 def test_scaled_grid_keeps_every_original_row_at_integer_scale():

@@ -167,12 +167,42 @@ def stretch_linear(table: np.ndarray, target_length: int, grid: Grid = Grid.pinn
 
 
 def stretch_spline(table: np.ndarray, target_length: int, grid: Grid = Grid.pinned) -> np.ndarray:
-    """A not-a-knot cubic spline through every original row, all dimensions at once (float64)."""
-    from scipy.interpolate import CubicSpline
+    """A not-a-knot cubic spline through every original row, all dimensions at once, in float64.
 
-    original = table.astype(np.float64)
-    spline = CubicSpline(np.arange(len(original), dtype=np.float64), original, axis=0, bc_type="not-a-knot")
-    return spline(grid_positions(len(original), target_length, grid))
+    The same curve as scipy's ``CubicSpline(bc_type="not-a-knot")`` (and ``interp1d(kind="cubic")``),
+    written with numpy alone because importing scipy.interpolate costs more than the whole surgery.
+    """
+    values = table.astype(np.float64)
+    if len(values) < 4:
+        raise InvalidArgument(f"a cubic spline needs at least 4 position rows, this table has {len(values)}")
+    slopes = _not_a_knot_slopes(values)
+    x = grid_positions(len(values), target_length, grid)
+    left = np.clip(np.floor(x).astype(np.int64), 0, len(values) - 2)
+    t = (x - left)[:, None]
+    secant = values[left + 1] - values[left]
+    quadratic = 3 * secant - 2 * slopes[left] - slopes[left + 1]
+    cubic = slopes[left] + slopes[left + 1] - 2 * secant
+    return values[left] + t * (slopes[left] + t * (quadratic + t * cubic))
+
+
+def _not_a_knot_slopes(values: np.ndarray) -> np.ndarray:
+    """First derivatives at unit-spaced knots: a tridiagonal solve (Thomas), vectorised over dimensions."""
+    rows = len(values)
+    secant = np.diff(values, axis=0)
+    lower, diagonal, upper = np.ones(rows), np.full(rows, 4.0), np.ones(rows)
+    rhs = np.empty_like(values)
+    rhs[1:-1] = 3 * (secant[1:] + secant[:-1])
+    diagonal[0], upper[0], rhs[0] = 1.0, 2.0, (5 * secant[0] + secant[1]) / 2
+    lower[-1], diagonal[-1], rhs[-1] = 2.0, 1.0, (secant[-2] + 5 * secant[-1]) / 2
+    for row in range(1, rows):
+        factor = lower[row] / diagonal[row - 1]
+        diagonal[row] -= factor * upper[row - 1]
+        rhs[row] -= factor * rhs[row - 1]
+    slopes = np.empty_like(values)
+    slopes[-1] = rhs[-1] / diagonal[-1]
+    for row in range(rows - 2, -1, -1):
+        slopes[row] = (rhs[row] - upper[row] * slopes[row + 1]) / diagonal[row]
+    return slopes
 
 
 def tile(table: np.ndarray, target_length: int) -> np.ndarray:
