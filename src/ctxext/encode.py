@@ -31,6 +31,7 @@ class Encoder:
     pooling: str
     normalize: bool
     max_length: int
+    position_limit: int = 512
     folder: ModelFolder | None = None
     attention_type: str | None = None
     before_batch: list[Callable[[Any], None]] = field(default_factory=list)
@@ -112,9 +113,10 @@ def load_encoder(
     tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # we pad pre-tokenized ids on purpose
     if chosen == "last":
         tokenizer.padding_side = "right"
-    length = max_length or st_length or _model_max_length(config, tokenizer)
-    encoder = Encoder(model=model, tokenizer=tokenizer, pooling=chosen, normalize=normalize, max_length=length,
-                      folder=folder, attention_type=config.get("attention_type"))
+    limit = _model_max_length(config, tokenizer)
+    encoder = Encoder(model=model, tokenizer=tokenizer, pooling=chosen, normalize=normalize,
+                      max_length=max_length or st_length or limit, position_limit=limit, folder=folder,
+                      attention_type=config.get("attention_type"))
     if config.get("model_type") == "big_bird":
         encoder.before_batch.append(_restore_attention_type(config.get("attention_type", "block_sparse")))
     return encoder
@@ -130,6 +132,7 @@ def _restore_attention_type(attention_type: str) -> Callable[[Any], None]:
 
 
 def _model_max_length(config: dict[str, Any], tokenizer: Any) -> int:
+    """The longest input the model takes: its usable positions, or the tokenizer's limit."""
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None
     positions = config.get("max_position_embeddings")
     if positions and config.get("model_type") in {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"}:

@@ -1,9 +1,73 @@
-"""`ctxext evaluate` commands (not built yet)."""
+"""`ctxext evaluate`: passkey, needle and BEIR retrieval scores per length, side by side for several models."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ctxext app."""
+    app.command("evaluate")(evaluate_command)
+
+
+@reports_errors
+def evaluate_command(
+    checkpoints: Annotated[list[str], typer.Argument(help="One or more checkpoints (folders, hub IDs, embedded "
+                                                          "names), scored side by side.")],
+    task: Annotated[str, typer.Option(help="passkey, needle or retrieval.")] = "passkey",
+    lengths: Annotated[str, typer.Option(help="Comma-separated document lengths in tokens.")] =
+    "256,512,1024,2048,4096",
+    truncate: Annotated[int | None, typer.Option(help="Truncate documents to this many tokens.")] = None,
+    chunk: Annotated[int | None, typer.Option(help="Embed documents as the mean of chunks of this many tokens.")] =
+    None,
+    beir: Annotated[Path | None, typer.Option(help="BEIR folder for --task retrieval.")] = None,
+    documents: Annotated[int, typer.Option(help="Candidate documents per length (LongEmbed: 100).")] = 100,
+    queries: Annotated[int, typer.Option(help="Queries per length (LongEmbed: 50).")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Documents per batch.")] = 8,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of score vs length here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score models on long-document retrieval: Acc@1 and nDCG@10 for each length.
+
+    Examples:
+
+      ctxext evaluate all-MiniLM-L6-v2 minilm-4096 --task passkey --lengths 256,1024,4096 --plot passkey.png
+
+      ctxext evaluate minilm-4096 --task retrieval --beir ./scifact --lengths 512,4096
+    """
+    from ctxext.errors import InvalidArgument
+    from ctxext.evaluate import Task, evaluate
+    from ctxext.evaluate import plot as plot_scores
+
+    try:
+        chosen, length_list = Task(task), [int(v) for v in lengths.split(",") if v.strip()]
+    except ValueError as error:
+        raise InvalidArgument(f"{error}; --task is passkey, needle or retrieval and --lengths like 256,512") from None
+    results = []
+    with progress_bars() as progress:
+        for checkpoint in checkpoints:
+            results.append(evaluate(checkpoint, chosen, lengths=length_list, max_length=truncate, chunk=chunk,
+                                    beir=str(beir) if beir else None, documents=documents, queries=queries,
+                                    batch_size=batch_size, progress=progress))
+    if plot is not None:
+        plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1")
+    emit([r.as_dict() for r in results], as_json, score_table)
+
+
+def score_table(results: list[dict]):
+    from rich.table import Table
+
+    metric = "ndcg_at_10" if results[0]["task"] == "retrieval" else "acc_at_1"
+    table = Table(title=f"{results[0]['task']}: {'nDCG@10' if metric == 'ndcg_at_10' else 'Acc@1'} by length",
+                  title_justify="left")
+    table.add_column("length", justify="right")
+    for result in results:
+        table.add_column(f"{Path(result['model']).name}\n{result['form']}", justify="right")
+    lengths = [score["length"] for score in results[0]["scores"]]
+    for row, length in enumerate(lengths):
+        table.add_row(str(length), *[f"{r['scores'][row][metric]:.3f}" for r in results])
+    return table

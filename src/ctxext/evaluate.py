@@ -1,0 +1,349 @@
+"""Long-context retrieval evaluation: passkey and needle built locally as LongEmbed builds them, and
+retrieval on local BEIR-format folders. Acc@1 and nDCG@10 per length.
+
+Passkey and needle are diagnostics of whether a model reads the whole input; never train on them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.errors import InvalidArgument, SourceNotFound
+
+PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+PASSKEY_NEEDLE = "{name}'s pass key is {key}. Remember it. {key} is the pass key for {name}."
+PASSKEY_QUERY = "what is the pass key for {name}?"
+NEEDLE_FACT = "{name}'s favourite {thing} is {value}."
+NEEDLE_QUERY = "What is {name}'s favourite {thing}?"
+NEEDLE_THINGS = {
+    "colour": ["teal", "crimson", "ochre", "violet", "amber"],
+    "city": ["Lisbon", "Kyoto", "Nairobi", "Quito", "Tallinn"],
+    "fruit": ["quince", "lychee", "papaya", "damson", "guava"],
+    "instrument": ["cello", "oboe", "sitar", "banjo", "harp"],
+    "animal": ["otter", "lynx", "heron", "ibex", "gecko"],
+}
+FIRST_NAMES = (
+    "Ada Alan Alice Amir Anna Aria Ben Bianca Carlos Chen Chloe Dara Diego Elena Emil Esme Farah Felix Gita Hana "
+    "Hugo Ines Ivan Jade Jonas Kai Kira Lars Leila Liam Lina Luca Maya Milo Nadia Nils Noor Omar Otto Paula Priya "
+    "Quinn Rafa Rosa Sami Sara Theo Uma Vera Wen Yara Zane Zoe Arlo Beatriz Cyrus Delia Ezra Freya Gideon Hazel "
+    "Idris Juno Kenji Lorna Marek Nell Orla Pavel Rhea Soren Talia Ulric Vida Wilma Xena Yusuf Zelda Abel Brynn "
+    "Cato Dina Eamon Fleur Gus Hedda Ilse Jasper Kalina Leon Mira Nico Opal Piers Rowan Signe Tobias Ursa"
+).split()
+DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
+
+
+class Task(str, Enum):
+    passkey = "passkey"
+    needle = "needle"
+    retrieval = "retrieval"
+
+
+@dataclass
+class RetrievalSet:
+    """Queries, candidate documents, and for each query the relevance of documents (index -> grade)."""
+
+    name: str
+    length: int | None
+    queries: list[str]
+    documents: list[str]
+    relevant: list[dict[int, float]]
+
+
+@dataclass
+class Score:
+    length: int | None
+    acc_at_1: float
+    ndcg_at_10: float
+    queries: int
+    documents: int
+
+
+@dataclass
+class Evaluation:
+    model: str
+    task: str
+    form: str
+    scores: list[Score] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "task": self.task, "form": self.form, "scores": [asdict(s) for s in self.scores]}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def accuracy_at_1(scores: np.ndarray, relevant: Sequence[dict[int, float]]) -> float:
+    """Share of queries whose top document is relevant; ties at the top count as the expected value, so a
+    constant model scores exactly chance."""
+    total = 0.0
+    for row, graded in zip(scores, relevant, strict=True):
+        top = np.flatnonzero(row == row.max())
+        total += sum(1 for index in top if graded.get(int(index), 0) > 0) / len(top)
+    return total / len(relevant)
+
+
+def ndcg_at_k(scores: np.ndarray, relevant: Sequence[dict[int, float]], k: int = 10, seed: int = 0) -> float:
+    """Mean nDCG@k; ties are broken by a fixed random order, so a constant model sits near chance."""
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for row, graded in zip(scores, relevant, strict=True):
+        shuffle = rng.permutation(len(row))
+        ranked = shuffle[np.argsort(-row[shuffle], kind="stable")][:k]
+        gains = np.array([graded.get(int(index), 0.0) for index in ranked])
+        discounts = 1.0 / np.log2(np.arange(2, len(gains) + 2))
+        ideal = np.sort(np.array(list(graded.values()), dtype=np.float64))[::-1][:k]
+        ideal_dcg = float((ideal * discounts[: len(ideal)]).sum())
+        total += float((gains * discounts).sum()) / ideal_dcg if ideal_dcg > 0 else 0.0
+    return total / len(relevant)
+
+
+def similarity(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
+    """Cosine similarity, queries x documents."""
+    def unit(matrix: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return matrix / np.where(norms == 0, 1.0, norms)
+
+    return unit(queries.astype(np.float64)) @ unit(documents.astype(np.float64)).T
+
+
+# ----------------------------------------------------------------------------- building the sets
+
+
+def _fill_to_length(
+    count_tokens: Callable[[str], int], filler_units: Sequence[str], needle: str, length: int, rng: random.Random
+) -> str:
+    """Filler units up to ``length`` tokens (special tokens included) with the needle at a random unit boundary."""
+    budget = length - 2 - count_tokens(needle)
+    units: list[str] = []
+    used = 0
+    for unit in _cycle(filler_units):
+        cost = count_tokens(unit)
+        if used + cost > budget:
+            break
+        units.append(unit)
+        used += cost
+    units.insert(rng.randint(0, len(units)), needle)
+    return " ".join(units)
+
+
+def _cycle(items: Sequence[str]):
+    while True:
+        yield from items
+
+
+def _token_counter(tokenizer: Any) -> Callable[[str], int]:
+    cache: dict[str, int] = {}
+
+    def count(text: str) -> int:
+        if text not in cache:
+            cache[text] = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + joining space
+        return cache[text]
+
+    return count
+
+
+def passkey_sets(tokenizer: Any, lengths: Sequence[int], documents: int = 100, queries: int = 50,
+                 seed: int = 0) -> list[RetrievalSet]:
+    """LongEmbed's passkey: repeated filler, one named pass key per document, queries ask for a name's key."""
+    _check_sizes(documents, queries)
+    count = _token_counter(tokenizer)
+    sets = []
+    for length in lengths:
+        rng = random.Random(f"passkey-{seed}-{length}")
+        names = rng.sample(FIRST_NAMES, documents)
+        needles = [PASSKEY_NEEDLE.format(name=name, key=rng.randint(10000, 99999)) for name in names]
+        docs = [_fill_to_length(count, [PASSKEY_FILLER], needle, length, rng) for needle in needles]
+        asked = rng.sample(range(documents), queries)
+        sets.append(RetrievalSet("passkey", length, [PASSKEY_QUERY.format(name=names[i]) for i in asked], docs,
+                                 [{i: 1.0} for i in asked]))
+    return sets
+
+
+def needle_sets(tokenizer: Any, lengths: Sequence[int], documents: int = 100, queries: int = 50, seed: int = 0,
+                haystack: Sequence[str] | None = None) -> list[RetrievalSet]:
+    """LongEmbed's needle: one short fact per document, hidden at a random depth in real prose."""
+    _check_sizes(documents, queries)
+    count = _token_counter(tokenizer)
+    prose = list(haystack or haystack_sentences())
+    sets = []
+    for length in lengths:
+        rng = random.Random(f"needle-{seed}-{length}")
+        names = rng.sample(FIRST_NAMES, documents)
+        facts = []
+        for name in names:
+            thing = rng.choice(sorted(NEEDLE_THINGS))
+            facts.append((name, thing, rng.choice(NEEDLE_THINGS[thing])))
+        docs = []
+        for name, thing, value in facts:
+            start = rng.randrange(len(prose))
+            window = prose[start:] + prose[:start]
+            docs.append(_fill_to_length(count, window, NEEDLE_FACT.format(name=name, thing=thing, value=value),
+                                        length, rng))
+        asked = rng.sample(range(documents), queries)
+        sets.append(RetrievalSet("needle", length, [NEEDLE_QUERY.format(name=facts[i][0], thing=facts[i][1])
+                                                    for i in asked], docs, [{i: 1.0} for i in asked]))
+    return sets
+
+
+def _check_sizes(documents: int, queries: int) -> None:
+    if not 1 <= queries <= documents <= len(FIRST_NAMES):
+        raise InvalidArgument(f"need 1 <= queries ({queries}) <= documents ({documents}) <= {len(FIRST_NAMES)}")
+
+
+HAYSTACK_MODULES = (
+    "json", "collections", "functools", "itertools", "pathlib", "argparse", "logging", "typing", "subprocess",
+    "textwrap", "string", "re", "datetime", "calendar", "decimal", "fractions", "statistics", "heapq", "bisect",
+    "shutil", "tempfile", "csv", "difflib", "unittest", "zipfile", "tarfile", "email.message", "http.client",
+)
+
+
+def haystack_sentences() -> list[str]:
+    """Prose that every Python installs: sentences of standard-library docstrings, in a fixed order."""
+    import importlib
+    import inspect
+    import re
+
+    sentences: list[str] = []
+    for module_name in HAYSTACK_MODULES:
+        module = importlib.import_module(module_name)
+        objects = [module] + [getattr(module, n) for n in sorted(vars(module)) if not n.startswith("_")]
+        for item in objects:
+            doc = inspect.getdoc(item) if callable(item) or inspect.ismodule(item) else None
+            if not doc or (item is not module and getattr(item, "__module__", module_name) != module_name):
+                continue
+            text = " ".join(line.strip() for line in doc.splitlines() if line.strip() and ">>>" not in line)
+            sentences += [s for s in re.split(r"(?<=[.!?])\s+", text) if 30 <= len(s) <= 300]
+    return list(dict.fromkeys(sentences))
+
+
+def beir_set(folder: Path, split: str = "test") -> RetrievalSet:
+    """A BEIR-format folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/<split>.tsv."""
+    folder = Path(folder)
+    for required in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (folder / required).is_file():
+            raise SourceNotFound(f"{folder} is not a BEIR folder: {required} is missing")
+    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+    doc_index = {str(doc["_id"]): i for i, doc in enumerate(corpus)}
+    judged: dict[str, dict[int, float]] = {}
+    for line in (folder / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
+        query_id, doc_id, grade = line.split("\t")[:3]
+        if doc_id in doc_index and float(grade) > 0:
+            judged.setdefault(query_id, {})[doc_index[doc_id]] = float(grade)
+    asked = [q for q in judged if q in queries]
+    if not asked:
+        raise InvalidArgument(f"{folder}: no query in qrels/{split}.tsv has a judged document in the corpus")
+    documents = [f"{doc.get('title', '')}. {doc.get('text', '')}".strip(". ") for doc in corpus]
+    return RetrievalSet(folder.name, None, [queries[q] for q in asked], documents, [judged[q] for q in asked])
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def score_set(
+    encode_queries: Callable[[list[str]], np.ndarray],
+    encode_documents: Callable[[list[str]], np.ndarray],
+    retrieval_set: RetrievalSet,
+) -> Score:
+    scores = similarity(encode_queries(retrieval_set.queries), encode_documents(retrieval_set.documents))
+    return Score(retrieval_set.length, accuracy_at_1(scores, retrieval_set.relevant),
+                 ndcg_at_k(scores, retrieval_set.relevant), len(retrieval_set.queries), len(retrieval_set.documents))
+
+
+def chunk_mean(encoder: Any, texts: list[str], chunk_tokens: int, batch_size: int,
+               progress: ProgressFn = no_progress) -> np.ndarray:
+    """The mean of embeddings of consecutive ``chunk_tokens``-token windows (the PCW / chunking baseline)."""
+    tokenizer = encoder.tokenizer
+    pieces, owners = [], []
+    for index, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        step = chunk_tokens - 2
+        for start in range(0, max(len(ids), 1), step):
+            pieces.append(tokenizer.decode(ids[start:start + step]))
+            owners.append(index)
+    embedded = encoder.encode(pieces, batch_size=batch_size, max_length=chunk_tokens, progress=progress)
+    owners_array = np.array(owners)
+    return np.stack([embedded[owners_array == i].mean(0) for i in range(len(texts))])
+
+
+def evaluate(
+    ref: str,
+    task: Task,
+    *,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    max_length: int | None = None,
+    chunk: int | None = None,
+    beir: str | None = None,
+    documents: int = 100,
+    queries: int = 50,
+    batch_size: int = 8,
+    pooling: str | None = None,
+    encoder: Any = None,
+    progress: ProgressFn = no_progress,
+) -> Evaluation:
+    """Score one model. ``max_length`` truncates documents (default: each set's length, capped at the
+    model's positions); ``chunk`` embeds documents as the mean of ``chunk``-token windows instead."""
+    from ctxext.encode import load_encoder
+
+    encoder = encoder or load_encoder(ref, pooling=pooling)
+    if task == Task.retrieval:
+        if beir is None:
+            raise InvalidArgument("--task retrieval needs --beir FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
+        base = beir_set(Path(beir))
+        sets = [RetrievalSet(base.name, length, base.queries, base.documents, base.relevant) for length in lengths]
+    elif task == Task.passkey:
+        sets = passkey_sets(encoder.tokenizer, lengths, documents, queries)
+    else:
+        sets = needle_sets(encoder.tokenizer, lengths, documents, queries)
+    form = f"mean of {chunk}-token chunks" if chunk else (f"truncated at {max_length}" if max_length else "full")
+    result = Evaluation(model=ref, task=task.value, form=form)
+    for done, retrieval_set in enumerate(sets):
+        length = min(max_length or retrieval_set.length or encoder.position_limit, encoder.position_limit)
+
+        def encode_documents(texts: list[str], length: int = length) -> np.ndarray:
+            if chunk:
+                return chunk_mean(encoder, texts, min(chunk, encoder.position_limit), batch_size)
+            return encoder.encode(texts, batch_size=batch_size, max_length=length)
+
+        result.scores.append(score_set(lambda texts: encoder.encode(texts, batch_size=batch_size),
+                                       encode_documents, retrieval_set))
+        progress(f"{task.value} lengths", done + 1, len(sets))
+    return result
+
+
+def plot(evaluations: Sequence[Evaluation], path: Path, metric: str = "acc_at_1") -> Path:
+    """A PNG of score against length, one line per model and form."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for evaluation in evaluations:
+        points = [(s.length, getattr(s, metric)) for s in evaluation.scores if s.length]
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                  label=f"{Path(evaluation.model).name} ({evaluation.form})")
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("document length (tokens)")
+    axes.set_ylabel(metric.replace("_at_", "@").replace("acc", "Acc").replace("ndcg", "nDCG"))
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_title(f"{evaluations[0].task}: score vs length")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial.png")
+    figure.savefig(partial, dpi=120)
+    plt.close(figure)
+    partial.replace(path)
+    return path
