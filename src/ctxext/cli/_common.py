@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -69,7 +69,7 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) -> None:
+def emit(data: Any, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
     """Print a command's result: JSON for scripts, a rich table for people."""
     if as_json or table is None:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -84,3 +84,38 @@ def key_value_table(title: str, rows: dict[str, Any]) -> Table:
     for key, value in rows.items():
         table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
     return table
+
+
+def manifest_summary(output: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a written checkpoint's manifest says, in a form both JSON and tables can show."""
+    return {
+        "output": str(output),
+        "operations": [{"name": op["name"], **{key: len(op[key]) for key in ("copied", "modified", "created",
+                                                                          "dropped")}}
+                       for op in manifest["operations"]],
+        "config_changes": {k: v for op in manifest["operations"] for k, v in op["config_changes"].items()},
+        "checks": [{"name": c["name"], "value": c["value"], "threshold": c["threshold"], "passed": c["passed"]}
+                   for op in manifest["operations"] for c in op["checks"]],
+    }
+
+
+def render_written(summary: dict[str, Any]) -> Group:
+    """The summary of a written checkpoint as rich tables: what each operation did, then the checks."""
+    operations = Table(title=f"wrote {summary['output']}", title_justify="left")
+    for column in ("operation", "copied", "modified", "created", "dropped"):
+        operations.add_column(column, justify="left" if column == "operation" else "right")
+    for op in summary["operations"]:
+        operations.add_row(op["name"], *(str(op[k]) for k in ("copied", "modified", "created", "dropped")))
+    parts: list[Any] = [operations]
+    if summary["config_changes"]:
+        parts.append(key_value_table("config changes", summary["config_changes"]))
+    if summary["checks"]:
+        checks = Table(title="checks", title_justify="left")
+        for column in ("check", "value", "bound", "result"):
+            checks.add_column(column, overflow="fold")
+        for check in summary["checks"]:
+            bound = "" if check["threshold"] is None else f"{check['threshold']:.3g}"
+            verdict = "[green]passed[/]" if check["passed"] else "[red]FAILED[/]"
+            checks.add_row(check["name"], f"{check['value']:.3g}", bound, verdict)
+        parts.append(checks)
+    return Group(*parts)

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, LenOpt, OutOpt, emit, key_value_table, progress_bars, reports_errors
+from ctxext.cli._common import (
+    ForceOpt,
+    JsonOpt,
+    LenOpt,
+    OutOpt,
+    emit,
+    manifest_summary,
+    progress_bars,
+    render_written,
+    reports_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -56,13 +66,4 @@ def interpolate_command(
             source, target_length, str(out), method=chosen[0] if chosen else Method.spline, grid=grid_choice,
             offset=offset_rows, rope_scaling=scaling, force=force, check=check, progress=progress, argv=sys.argv,
         )
-    operation = result.manifest["operations"][0]
-    summary = {
-        "output": str(result.path),
-        "operation": operation["name"],
-        **{key: len(operation[key]) for key in ("copied", "modified", "created", "dropped")},
-        "config": operation["config_changes"],
-        "checks": {c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
-                   for c in operation["checks"]},
-    }
-    emit(summary, as_json, lambda data: key_value_table("interpolate", data))
+    emit(manifest_summary(result.path, result.manifest), as_json, render_written)
