@@ -21,12 +21,14 @@ def chunk_spans(ranks: np.ndarray, limit: int, overlap: int = 0) -> list[tuple[i
         raise ValueError(f"overlap ({overlap}) must be below half the chunk's content tokens ({limit})")
     count = len(ranks) - 1
     spans: list[tuple[int, int]] = []
-    begin = 0
+    begin = previous_end = 0
     while True:
         if count - begin <= limit:
             spans.append((begin, count))
             return spans
-        end = best_cut(ranks, begin + max(1, limit // 2), begin + limit)
+        # every chunk ends later than the one before, so none is contained in its predecessor
+        end = best_cut(ranks, max(begin + max(1, limit // 2), previous_end + 1), begin + limit)
+        previous_end = end
         spans.append((begin, end))
         if overlap:
             following = word_cut_at_or_before(ranks, end - overlap, begin)

@@ -7,7 +7,6 @@ group at a time: memory is bounded by one batch (plus the dedupe index when aske
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,7 +141,7 @@ def build_corpus(
                     source_counts.tokens += tokens
                     for name, value in zip(CORPUS_COLUMNS, (document.source, document.file, document.doc_id,
                                                             document.field, document.title, row_chunk, text,
-                                                            tokens)):
+                                                            tokens), strict=False):
                         columns[name].append(value)
                     if len(columns["text"]) >= rows_per_group:
                         writer.write_columns(columns)
@@ -225,7 +224,7 @@ def _rows(batch: list[Document], tok: Tokenizer, limit: int | None,
     """(document, chunk index, text, tokens incl. special tokens) for every row of a batch."""
     encodings = tok.encode([d.text for d in batch])
     rows: list[tuple[Document, int, str, int | None]] = []
-    for document, encoding in zip(batch, encodings):
+    for document, encoding in zip(batch, encodings, strict=False):
         count = len(encoding)
         if limit is None or count <= limit:
             rows.append((document, 0, document.text, count + tok.special_tokens))

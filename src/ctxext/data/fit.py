@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.data.output import InputRecord, atomic_file_with_manifest, open_writer, output_format, write_file_manifest
+from ctxext.data.output import (
+    InputRecord,
+    atomic_file_with_manifest,
+    open_writer,
+    output_format,
+    write_file_manifest,
+)
 from ctxext.data.sources import (
     EmptySource,
     Problems,
@@ -79,7 +85,7 @@ def fit_texts(
     results: list[str] = list(texts)
     over: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     separator_tokens = len(tokenizer.encode([separator])[0]) if strategy == "head-tail" else 0
-    for index, (text, encoding) in enumerate(zip(texts, encodings)):
+    for index, (text, encoding) in enumerate(zip(texts, encodings, strict=False)):
         if len(encoding) <= content:
             continue
         starts, ends = token_spans(encoding)
@@ -105,7 +111,7 @@ def fit_texts(
             tokens = tokenizer.count([results[index]])[0]
         counts[index] = tokens
     return [Fitted(text, tokens, len(encoding) + tokenizer.special_tokens)
-            for text, tokens, encoding in zip(results, counts, encodings)]
+            for text, tokens, encoding in zip(results, counts, encodings, strict=False)]
 
 
 def head(text: str, ends: np.ndarray, ranks: np.ndarray, content: int) -> str:
@@ -253,7 +259,7 @@ def fit_file(
                 fitted = fit_texts(texts, tok, budget, strategy, head_fraction=head_fraction, separator=separator,
                                    encoder=_LazyEncoder(get_encoder) if strategy == "extractive" else None)
                 rows = []
-                for (record, text_field, _), result in zip(batch, fitted):
+                for (record, text_field, _), result in zip(batch, fitted, strict=False):
                     rows.append({**record, text_field: result.text, "tokens": result.tokens,
                                  "original_tokens": result.original_tokens})
                     counts.documents += 1

@@ -124,7 +124,7 @@ def sentence_units(ranks: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_
     cuts = np.flatnonzero(ranks >= SENTENCE)
     units: list[Unit] = []
     paragraph = 0
-    for first, last in zip(cuts[:-1], cuts[1:]):
+    for first, last in zip(cuts[:-1], cuts[1:], strict=False):
         if first > 0 and ranks[first] == PARAGRAPH:
             paragraph += 1
         begin = int(first)

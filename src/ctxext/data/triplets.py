@@ -250,7 +250,7 @@ def hard_negatives(documents: list[StructuredDocument], queries: list[Query], sc
     for start in range(0, len(queries), block):
         chunk = queries[start:start + block]
         matrix = scores_of(chunk)
-        for query, row in zip(chunk, matrix):
+        for query, row in zip(chunk, matrix, strict=False):
             positive = query.document
             order = np.argsort(-row, kind="stable")
             picked: list[tuple[int, float, int]] = []
@@ -349,7 +349,7 @@ def build_triplets(
     with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
         writer = JsonlWriter(temporary)
         try:
-            for query, picked in zip(made, found):
+            for query, picked in zip(made, found, strict=False):
                 if not picked:
                     counts.queries_without_negative += 1
                 writer.write([triplet_record(query, documents[query.document], documents[index], score, rank,
