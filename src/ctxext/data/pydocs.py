@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import sys
 import sysconfig
 from collections.abc import Iterator
@@ -28,17 +29,20 @@ def module_files(folder: Path | None = None) -> list[tuple[str, Path]]:
     """(dotted module name, source file) of the standard library's public pure-Python modules, sorted."""
     folder = folder or stdlib_folder()
     found = []
-    for path in sorted(folder.rglob("*.py")):
-        relative = path.relative_to(folder)
-        if any(part in SKIPPED_PARTS or part.startswith(("config-", ".")) for part in relative.parts):
-            continue
-        parts = list(relative.with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        if not parts or any(p.startswith("_") for p in parts) or parts[-1] == "__main__":
-            continue
-        found.append((".".join(parts), path))
-    return found
+    for directory, subdirectories, files in os.walk(folder):
+        subdirectories[:] = sorted(d for d in subdirectories
+                                   if d not in SKIPPED_PARTS and not d.startswith(("config-", ".", "_")))
+        for file_name in files:
+            if not file_name.endswith(".py"):
+                continue
+            path = Path(directory) / file_name
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if not parts or any(p.startswith("_") for p in parts) or parts[-1] == "__main__":
+                continue
+            found.append((".".join(parts), path))
+    return sorted(found)
 
 
 def module_document(name: str, path: Path) -> dict[str, Any] | None:
