@@ -9,13 +9,13 @@ from typing import Any
 
 TOPICS = {
     "astronomy": "star galaxy telescope orbit planet comet nebula light year solar eclipse moon crater "
-                 "astronomer cosmic radiation spectrum supernova",
+    "astronomer cosmic radiation spectrum supernova",
     "cooking": "recipe oven flour butter garlic onion simmer roast kitchen sauce pepper salt bake dough "
-               "chef spice tomato",
+    "chef spice tomato",
     "football": "goal striker referee penalty stadium league match keeper midfield coach tackle season "
-                "trophy fans pitch corner",
+    "trophy fans pitch corner",
     "geology": "rock mineral sediment volcano magma fault quartz erosion basalt granite crust mantle "
-               "fossil strata tectonic glacier",
+    "fossil strata tectonic glacier",
 }
 FILLER = "the a of and in with for on is was this that by from".split()
 
@@ -39,8 +39,11 @@ def structured_record(topic: str, index: int, seed: int) -> dict[str, Any]:
     """A long document with a title and Markdown sections, on one topic."""
     rng = random.Random(seed)
     sections = [f"## Part {n} on {topic}\n\n{paragraph(topic, rng, 4)}" for n in range(1, 4)]
-    return {"doc_id": f"{topic}-{index}", "title": f"Study {index} of {topic} matters",
-            "text": f"{paragraph(topic, rng, 3)}\n\n" + "\n\n".join(sections)}
+    return {
+        "doc_id": f"{topic}-{index}",
+        "title": f"Study {index} of {topic} matters",
+        "text": f"{paragraph(topic, rng, 3)}\n\n" + "\n\n".join(sections),
+    }
 
 
 def write_jsonl(path: Path, records: list[Any]) -> Path:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import long_text, write_jsonl, write_parquet, write_pdf
 from typer.testing import CliRunner
 
 from ctxext.cli import app
@@ -19,6 +18,7 @@ from ctxext.data.chunking import chunk_spans
 from ctxext.data.sources import EmptySource, UnreadableSource
 from ctxext.errors import InvalidArgument, OutputExists
 from ctxext.io import atomic_file
+from data_helpers import long_text, write_jsonl, write_parquet, write_pdf
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,11 @@ def rows_of(path: Path) -> list[dict]:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if "ctxext-tmp" in p.name or p.suffix == ".parquet"
-                  or p.name.endswith(".manifest.json"))
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if "ctxext-tmp" in p.name or p.suffix == ".parquet" or p.name.endswith(".manifest.json")
+    )
 
 
 # ----------------------------------------------------------------------------- formats
@@ -48,7 +51,9 @@ def test_corpus_reads_txt_md_jsonl_parquet_and_pdf(tmp_path: Path, tokenizer_ref
     inputs.mkdir()
     (inputs / "notes.txt").write_text("Plain text about telescopes.\n")
     (inputs / "guide.md").write_text("# Baking Guide\n\nKnead the dough twice.\n")
-    write_jsonl(inputs / "news.jsonl", [{"text": "Striker scores late goal."}, {"title": "T", "abstract": "Abs."}])
+    write_jsonl(
+        inputs / "news.jsonl", [{"text": "Striker scores late goal."}, {"title": "T", "abstract": "Abs."}]
+    )
     write_parquet(inputs / "wiki.parquet", [{"title": "Basalt", "text": "Basalt is a volcanic rock."}])
     write_pdf(inputs / "paper.pdf", "Supernova spectra reveal cosmic radiation.")
     result = build_corpus([str(inputs)], tmp_path / "corpus.parquet", tokenizer=tokenizer_ref)
@@ -57,9 +62,14 @@ def test_corpus_reads_txt_md_jsonl_parquet_and_pdf(tmp_path: Path, tokenizer_ref
     by_file = {Path(r["file"]).name: r for r in rows}
     assert set(by_file) == {"notes.txt", "guide.md", "news.jsonl", "wiki.parquet", "paper.pdf"}
     assert by_file["guide.md"]["title"] == "Baking Guide"
-    assert by_file["wiki.parquet"]["title"] == "Basalt" and by_file["wiki.parquet"]["text"].startswith("Basalt is")
+    assert by_file["wiki.parquet"]["title"] == "Basalt" and by_file["wiki.parquet"]["text"].startswith(
+        "Basalt is"
+    )
     assert "Supernova spectra reveal cosmic radiation." in by_file["paper.pdf"]["text"]
-    assert [r["text"] for r in rows if r["file"].endswith("news.jsonl")] == ["Striker scores late goal.", "Abs."]
+    assert [r["text"] for r in rows if r["file"].endswith("news.jsonl")] == [
+        "Striker scores late goal.",
+        "Abs.",
+    ]
     assert {r["source"] for r in rows} == {str(inputs)}
     assert result.totals.rows == len(rows) == 6 and result.totals.files == 5
 
@@ -67,24 +77,39 @@ def test_corpus_reads_txt_md_jsonl_parquet_and_pdf(tmp_path: Path, tokenizer_ref
 def test_source_labels_name_the_source_column(tmp_path: Path, tokenizer_ref: str):
     (tmp_path / "a.txt").write_text("First source text.")
     (tmp_path / "b.txt").write_text("Second source text.")
-    result = build_corpus([f"news={tmp_path / 'a.txt'}", f"wiki={tmp_path / 'b.txt'}"], tmp_path / "c.parquet",
-                          tokenizer=tokenizer_ref)
+    result = build_corpus(
+        [f"news={tmp_path / 'a.txt'}", f"wiki={tmp_path / 'b.txt'}"],
+        tmp_path / "c.parquet",
+        tokenizer=tokenizer_ref,
+    )
     assert [r["source"] for r in rows_of(result.path)] == ["news", "wiki"]
     assert set(result.sources) == {"news", "wiki"}
 
 
 def test_triplet_records_are_flattened_one_row_per_field(tmp_path: Path, tokenizer_ref: str):
-    write_jsonl(tmp_path / "triplets.jsonl", [
-        {"query": "what is a comet", "positive": {"title": "Comets", "abstract": "A comet is icy."},
-         "negative": ["Granite is a rock.", {"text": "Ovens bake bread."}]},
-        {"anchor": "goal keeper", "pos": "The keeper saved it.", "neg": "Magma rises."},
-    ])
-    rows = rows_of(build_corpus([str(tmp_path / "triplets.jsonl")], tmp_path / "c.parquet",
-                                tokenizer=tokenizer_ref).path)
+    write_jsonl(
+        tmp_path / "triplets.jsonl",
+        [
+            {
+                "query": "what is a comet",
+                "positive": {"title": "Comets", "abstract": "A comet is icy."},
+                "negative": ["Granite is a rock.", {"text": "Ovens bake bread."}],
+            },
+            {"anchor": "goal keeper", "pos": "The keeper saved it.", "neg": "Magma rises."},
+        ],
+    )
+    rows = rows_of(
+        build_corpus([str(tmp_path / "triplets.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref).path
+    )
     assert [(r["field"], r["text"]) for r in rows] == [
-        ("query", "what is a comet"), ("positive", "A comet is icy."), ("negative", "Granite is a rock."),
-        ("negative", "Ovens bake bread."), ("query", "goal keeper"), ("positive", "The keeper saved it."),
-        ("negative", "Magma rises.")]
+        ("query", "what is a comet"),
+        ("positive", "A comet is icy."),
+        ("negative", "Granite is a rock."),
+        ("negative", "Ovens bake bread."),
+        ("query", "goal keeper"),
+        ("positive", "The keeper saved it."),
+        ("negative", "Magma rises."),
+    ]
     assert rows[1]["title"] == "Comets"
     assert len({r["doc_id"] for r in rows}) == len(rows)
 
@@ -96,8 +121,15 @@ def test_chunks_stay_within_limit_overlap_and_cover_the_document(tmp_path: Path,
     document = long_text("astronomy", paragraphs=12)
     (tmp_path / "long.txt").write_text(document)
     chunk, overlap = 64, 16
-    rows = rows_of(build_corpus([str(tmp_path / "long.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref,
-                                chunk=chunk, overlap=overlap).path)
+    rows = rows_of(
+        build_corpus(
+            [str(tmp_path / "long.txt")],
+            tmp_path / "c.parquet",
+            tokenizer=tokenizer_ref,
+            chunk=chunk,
+            overlap=overlap,
+        ).path
+    )
     texts = [r["text"] for r in rows]
     assert len(texts) > 5
     assert max(tok.count(texts)) <= chunk
@@ -109,7 +141,7 @@ def test_chunks_stay_within_limit_overlap_and_cover_the_document(tmp_path: Path,
         spans.append((start, start + len(text)))
         cursor = start + 1
     assert spans[0][0] == 0 and spans[-1][1] == len(document.rstrip())
-    for (start, end), (next_start, next_end) in zip(spans, spans[1:], strict=False):
+    for (_start, end), (next_start, next_end) in zip(spans, spans[1:], strict=False):
         assert next_start < end < next_end  # overlapping and moving forward
         shared = tok.count([document[next_start:end]])[0] - tok.special_tokens
         assert shared >= overlap
@@ -135,14 +167,21 @@ def test_chunk_spans_cover_every_token_within_limit_for_any_boundaries():
 
 def test_unchunked_rows_count_tokens_with_special_tokens(tmp_path: Path, tokenizer_ref: str, tok):
     (tmp_path / "a.txt").write_text("Hello world, this is one row.")
-    row = rows_of(build_corpus([str(tmp_path / "a.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref).path)[0]
+    row = rows_of(
+        build_corpus([str(tmp_path / "a.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref).path
+    )[0]
     assert row["tokens"] == len(tok.backend.encode(row["text"]).ids)
 
 
 def test_corpus_writes_row_groups_as_it_goes(tmp_path: Path, tokenizer_ref: str):
     write_jsonl(tmp_path / "many.jsonl", [{"text": f"Row number {i} of many."} for i in range(95)])
-    result = build_corpus([str(tmp_path / "many.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref,
-                          rows_per_group=10, batch_documents=7)
+    result = build_corpus(
+        [str(tmp_path / "many.jsonl")],
+        tmp_path / "c.parquet",
+        tokenizer=tokenizer_ref,
+        rows_per_group=10,
+        batch_documents=7,
+    )
     parquet = pq.ParquetFile(result.path)
     assert parquet.metadata.num_rows == 95 and parquet.metadata.num_row_groups == 10
 
@@ -150,21 +189,37 @@ def test_corpus_writes_row_groups_as_it_goes(tmp_path: Path, tokenizer_ref: str)
 # ----------------------------------------------------------------------------- dedupe
 
 
-def test_dedupe_drops_exact_and_near_duplicates_and_counts_them_per_source(tmp_path: Path, tokenizer_ref: str):
+def test_dedupe_drops_exact_and_near_duplicates_and_counts_them_per_source(
+    tmp_path: Path, tokenizer_ref: str
+):
     rng = random.Random(3)
-    base = " ".join(rng.choice("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron "
-                               "pi rho sigma tau upsilon phi chi psi omega".split()) for _ in range(120))
+    base = " ".join(
+        rng.choice(
+            "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron "
+            "pi rho sigma tau upsilon phi chi psi omega".split()
+        )
+        for _ in range(120)
+    )
     words = base.split()
     near = " ".join(words[:60] + ["changed"] + words[61:])
     other = long_text("cooking", paragraphs=2)
-    write_jsonl(tmp_path / "a.jsonl", [{"text": base}, {"text": "  " + base.upper() + "\n"}, {"text": near},
-                                       {"text": other}])
-    result = build_corpus([str(tmp_path / "a.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, dedupe=True)
+    write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"text": base}, {"text": "  " + base.upper() + "\n"}, {"text": near}, {"text": other}],
+    )
+    result = build_corpus(
+        [str(tmp_path / "a.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, dedupe=True
+    )
     counts = result.sources[str(tmp_path / "a.jsonl")]
     assert (counts.rows, counts.exact_duplicates, counts.near_duplicates) == (2, 1, 1)
     assert [r["text"] for r in rows_of(result.path)] == [base, other]
-    exact_only = build_corpus([str(tmp_path / "a.jsonl")], tmp_path / "d.parquet", tokenizer=tokenizer_ref,
-                              dedupe=True, near_duplicates=False)
+    exact_only = build_corpus(
+        [str(tmp_path / "a.jsonl")],
+        tmp_path / "d.parquet",
+        tokenizer=tokenizer_ref,
+        dedupe=True,
+        near_duplicates=False,
+    )
     assert (exact_only.totals.rows, exact_only.totals.exact_duplicates) == (3, 1)
 
 
@@ -237,10 +292,15 @@ def test_encrypted_pdf_is_refused_and_nothing_is_written(tmp_path: Path, tokeniz
         build_corpus([str(tmp_path / "locked.pdf")], tmp_path / "c.parquet", tokenizer=tokenizer_ref)
     assert leftovers(tmp_path) == []
     with pytest.raises(UnreadableSource, match="password given is wrong"):
-        build_corpus([str(tmp_path / "locked.pdf")], tmp_path / "c.parquet", tokenizer=tokenizer_ref,
-                     pdf_password="nope")
-    result = build_corpus([str(tmp_path / "locked.pdf")], tmp_path / "c.parquet", tokenizer=tokenizer_ref,
-                          pdf_password="s3cret")
+        build_corpus(
+            [str(tmp_path / "locked.pdf")],
+            tmp_path / "c.parquet",
+            tokenizer=tokenizer_ref,
+            pdf_password="nope",
+        )
+    result = build_corpus(
+        [str(tmp_path / "locked.pdf")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, pdf_password="s3cret"
+    )
     assert "Secret comet data." in rows_of(result.path)[0]["text"]
 
 
@@ -256,13 +316,15 @@ def test_unreadable_pdf_is_reported_or_skipped(tmp_path: Path, tokenizer_ref: st
 
 
 def test_malformed_jsonl_line_is_reported_with_file_and_line(tmp_path: Path, tokenizer_ref: str):
-    write_jsonl(tmp_path / "bad.jsonl", [{"text": "one"}, '{"text": "two"', {"text": "three"}, '["x"]',
-                                         {"other": 1}])
+    write_jsonl(
+        tmp_path / "bad.jsonl", [{"text": "one"}, '{"text": "two"', {"text": "three"}, '["x"]', {"other": 1}]
+    )
     with pytest.raises(UnreadableSource, match=r"bad\.jsonl:2: malformed JSON line"):
         build_corpus([str(tmp_path / "bad.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref)
     assert leftovers(tmp_path) == []
-    result = build_corpus([str(tmp_path / "bad.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref,
-                          on_error="skip")
+    result = build_corpus(
+        [str(tmp_path / "bad.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, on_error="skip"
+    )
     assert [r["text"] for r in rows_of(result.path)] == ["one", "three"]
     assert [p.split(": ")[0].rsplit(":", 1)[1] for p in result.problems] == ["2", "4", "5"]
     assert json.loads(result.manifest_path.read_text())["problems"] == result.problems
@@ -276,7 +338,9 @@ def test_empty_sources_are_refused(tmp_path: Path, tokenizer_ref: str):
     with pytest.raises(EmptySource, match="holds no files"):
         build_corpus([str(tmp_path / "folder")], tmp_path / "c.parquet", tokenizer=tokenizer_ref)
     with pytest.raises(EmptySource, match="no rows to write"):
-        build_corpus([str(tmp_path / "empty.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, on_error="skip")
+        build_corpus(
+            [str(tmp_path / "empty.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, on_error="skip"
+        )
     assert leftovers(tmp_path) == []
 
 
@@ -285,21 +349,45 @@ def test_unknown_format_is_refused_before_reading(tmp_path: Path, tokenizer_ref:
     with pytest.raises(InvalidArgument, match=r"report\.docx: unknown format '\.docx'"):
         build_corpus([str(tmp_path / "report.docx")], tmp_path / "c.parquet", tokenizer=tokenizer_ref)
     (tmp_path / "code.py").write_text("print('hello')\n")
-    result = build_corpus([str(tmp_path)], tmp_path / "c.parquet", tokenizer=tokenizer_ref, pattern="*.py",
-                          input_format="txt")
+    result = build_corpus(
+        [str(tmp_path)], tmp_path / "c.parquet", tokenizer=tokenizer_ref, pattern="*.py", input_format="txt"
+    )
     assert [r["text"] for r in rows_of(result.path)] == ["print('hello')\n"]
 
 
 def test_cli_reports_bad_input_in_one_line_and_writes_nothing(tmp_path: Path, tokenizer_ref: str):
     write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, "{nope"])
     runner = CliRunner()
-    result = runner.invoke(app, ["data", "corpus", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "c.parquet"),
-                                 "--tokenizer", tokenizer_ref])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "corpus",
+            str(tmp_path / "bad.jsonl"),
+            "-o",
+            str(tmp_path / "c.parquet"),
+            "--tokenizer",
+            tokenizer_ref,
+        ],
+    )
     assert result.exit_code == 6
     assert "bad.jsonl:2: malformed JSON line" in result.output and "Traceback" not in result.output
     assert leftovers(tmp_path) == []
-    result = runner.invoke(app, ["data", "corpus", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "c.parquet"),
-                                 "--tokenizer", tokenizer_ref, "--on-error", "skip", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "corpus",
+            str(tmp_path / "bad.jsonl"),
+            "-o",
+            str(tmp_path / "c.parquet"),
+            "--tokenizer",
+            tokenizer_ref,
+            "--on-error",
+            "skip",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["sources"]["total"]["rows"] == 1 and summary["sources"]["total"]["problems"] == 1

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import long_text, paragraph, write_jsonl, write_parquet
 from typer.testing import CliRunner
 
 from ctxext.cli import app
 from ctxext.data import STRATEGIES, fit_file, fit_texts, load_tokenizer
 from ctxext.data.sources import UnreadableSource
 from ctxext.errors import InvalidArgument
+from data_helpers import long_text, paragraph, write_jsonl, write_parquet
 
 SENTENCE = re.compile(r"[^.]+\.")
 
@@ -33,8 +33,10 @@ def tiny_encoder(tiny_models):
 
 
 def documents() -> list[str]:
-    return [long_text(topic, paragraphs=6, seed=seed) for seed, topic in
-            enumerate(["astronomy", "cooking", "football", "geology"])] + ["A short one."]
+    return [
+        long_text(topic, paragraphs=6, seed=seed)
+        for seed, topic in enumerate(["astronomy", "cooking", "football", "geology"])
+    ] + ["A short one."]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -79,8 +81,10 @@ def test_extractive_drops_off_topic_sentences(minilm: Path, tok):
 
     rng = random.Random(5)
     on_topic = [paragraph("astronomy", rng, 4) for _ in range(6)]
-    off_topic = ["Preheat the oven and knead the dough with butter and garlic for the sauce.",
-                 "The striker scored a penalty goal after the referee stopped the match."]
+    off_topic = [
+        "Preheat the oven and knead the dough with butter and garlic for the sauce.",
+        "The striker scored a penalty goal after the referee stopped the match.",
+    ]
     text = "\n\n".join(on_topic[:3] + [off_topic[0]] + on_topic[3:] + [off_topic[1]])
     result = fit_texts([text], tok, 160, "extractive", encoder=load_encoder(minilm))[0]
     assert result.tokens <= 160 < result.original_tokens
@@ -89,20 +93,30 @@ def test_extractive_drops_off_topic_sentences(minilm: Path, tok):
 
 def test_fit_file_keeps_other_fields_and_records_counts(tmp_path: Path, minilm: Path, tok):
     texts = documents()
-    write_jsonl(tmp_path / "docs.jsonl", [{"id": i, "title": f"Doc {i}", "text": t} for i, t in enumerate(texts)])
-    result = fit_file(str(tmp_path / "docs.jsonl"), tmp_path / "fit.jsonl", budget=64, tokenizer=str(minilm),
-                      strategy="head-tail")
+    write_jsonl(
+        tmp_path / "docs.jsonl", [{"id": i, "title": f"Doc {i}", "text": t} for i, t in enumerate(texts)]
+    )
+    result = fit_file(
+        str(tmp_path / "docs.jsonl"),
+        tmp_path / "fit.jsonl",
+        budget=64,
+        tokenizer=str(minilm),
+        strategy="head-tail",
+    )
     rows = [json.loads(line) for line in (tmp_path / "fit.jsonl").read_text().splitlines()]
     assert [(r["id"], r["title"]) for r in rows] == [(i, f"Doc {i}") for i in range(len(texts))]
-    assert all(r["tokens"] <= 64 for r in rows) and [r["tokens"] for r in rows] == tok.count([r["text"] for r in rows])
+    assert all(r["tokens"] <= 64 for r in rows) and [r["tokens"] for r in rows] == tok.count(
+        [r["text"] for r in rows]
+    )
     assert result.counts.shortened == 4 and result.counts.documents == 5
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["options"]["strategy"] == "head-tail" and manifest["counts"]["shortened"] == 4
 
 
 def test_fit_file_parquet_to_parquet_keeps_the_schema(tmp_path: Path, minilm: Path):
-    write_parquet(tmp_path / "c.parquet", [{"source": "s", "title": None, "text": t, "tokens": 0}
-                                           for t in documents()])
+    write_parquet(
+        tmp_path / "c.parquet", [{"source": "s", "title": None, "text": t, "tokens": 0} for t in documents()]
+    )
     fit_file(str(tmp_path / "c.parquet"), tmp_path / "fit.parquet", budget=50, tokenizer=str(minilm))
     table = pq.read_table(tmp_path / "fit.parquet")
     assert table.column_names == ["source", "title", "text", "tokens", "original_tokens"]
@@ -112,7 +126,9 @@ def test_fit_file_parquet_to_parquet_keeps_the_schema(tmp_path: Path, minilm: Pa
 def test_fit_refuses_bad_options_and_bad_records(tmp_path: Path, minilm: Path):
     write_jsonl(tmp_path / "d.jsonl", [{"text": "fine"}, {"title": "no body"}])
     with pytest.raises(InvalidArgument, match="unknown strategy"):
-        fit_file(str(tmp_path / "d.jsonl"), tmp_path / "o.jsonl", budget=64, tokenizer=str(minilm), strategy="tail")
+        fit_file(
+            str(tmp_path / "d.jsonl"), tmp_path / "o.jsonl", budget=64, tokenizer=str(minilm), strategy="tail"
+        )
     with pytest.raises(InvalidArgument, match=r"\*\.parquet or \*\.jsonl"):
         fit_file(str(tmp_path / "d.jsonl"), tmp_path / "o.csv", budget=64, tokenizer=str(minilm))
     with pytest.raises(UnreadableSource, match=r"d\.jsonl:2: no text field to fit"):
@@ -122,8 +138,21 @@ def test_fit_refuses_bad_options_and_bad_records(tmp_path: Path, minilm: Path):
 
 def test_cli_fit_prints_a_summary(tmp_path: Path, minilm: Path):
     (tmp_path / "a.txt").write_text(documents()[0])
-    result = CliRunner().invoke(app, ["data", "fit", str(tmp_path / "a.txt"), "-o", str(tmp_path / "a.jsonl"),
-                                      "--budget", "32", "--tokenizer", str(minilm), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "fit",
+            str(tmp_path / "a.txt"),
+            "-o",
+            str(tmp_path / "a.jsonl"),
+            "--budget",
+            "32",
+            "--tokenizer",
+            str(minilm),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["shortened"] == 1 and summary["tokens_after"] <= 32

@@ -6,21 +6,24 @@ import json
 from pathlib import Path
 
 import pytest
-from data_helpers import structured_record, write_jsonl
 from typer.testing import CliRunner
 
 from ctxext.cli import app
 from ctxext.data import build_triplets, python_docs_documents, split_sections, structured_document
 from ctxext.data.sources import EmptySource
 from ctxext.data.text import normalize
+from data_helpers import structured_record, write_jsonl
 
 TOPICS = ["astronomy", "cooking", "football", "geology"]
 
 
 def corpus_records() -> list[dict]:
     """Two documents per topic: the hard negative of each is the other one on its topic."""
-    return [structured_record(topic, index, seed=10 * index + n)
-            for n, topic in enumerate(TOPICS) for index in (1, 2)]
+    return [
+        structured_record(topic, index, seed=10 * index + n)
+        for n, topic in enumerate(TOPICS)
+        for index in (1, 2)
+    ]
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -33,8 +36,11 @@ def topic_of(doc_id: str) -> str:
 
 def test_split_sections_reads_markdown_and_rst_headings():
     sections = split_sections("Intro text.\n\n## First\n\nBody one.\n\n### Second ##\nBody two.")
-    assert [(s.heading, s.text) for s in sections] == [(None, "Intro text."), ("First", "Body one."),
-                                                      ("Second", "Body two.")]
+    assert [(s.heading, s.text) for s in sections] == [
+        (None, "Intro text."),
+        ("First", "Body one."),
+        ("Second", "Body two."),
+    ]
     rst = split_sections("Title words\n===========\n\nBody.\n\nPart\n----\nMore.")
     assert [(s.heading, s.text) for s in rst] == [("Title words", "Body."), ("Part", "More.")]
 
@@ -42,7 +48,10 @@ def test_split_sections_reads_markdown_and_rst_headings():
 def test_markdown_title_is_taken_from_the_first_heading():
     document = structured_document({"text": "# My Paper\n\nAbstract here.\n\n## Method\n\nSteps."}, "x.md")
     assert document.title == "My Paper"
-    assert [(s.heading, s.text) for s in document.sections] == [(None, "Abstract here."), ("Method", "Steps.")]
+    assert [(s.heading, s.text) for s in document.sections] == [
+        (None, "Abstract here."),
+        ("Method", "Steps."),
+    ]
 
 
 def test_bm25_triplets_pick_the_same_topic_document_and_never_the_positive(tmp_path: Path):
@@ -65,8 +74,9 @@ def test_bm25_triplets_pick_the_same_topic_document_and_never_the_positive(tmp_p
 
 def test_embedding_negatives_with_a_tiny_encoder_are_never_the_positive(tmp_path: Path, tiny_models):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
-    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(tiny_models("bert")),
-                   negatives=3)
+    build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(tiny_models("bert")), negatives=3
+    )
     lines = read_lines(tmp_path / "t.jsonl")
     assert len(lines) == 48
     assert all(line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in lines)
@@ -76,7 +86,9 @@ def test_embedding_negatives_with_a_tiny_encoder_are_never_the_positive(tmp_path
 @pytest.mark.slow
 def test_embedding_negatives_with_minilm_are_hard(tmp_path: Path, minilm: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
-    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(minilm), queries="section")
+    build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(minilm), queries="section"
+    )
     lines = read_lines(tmp_path / "t.jsonl")
     assert len(lines) == 8
     assert all(topic_of(line["negative"]["doc_id"]) == topic_of(line["positive"]["doc_id"]) for line in lines)
@@ -86,7 +98,9 @@ def test_a_duplicate_of_the_positive_is_never_its_negative(tmp_path: Path):
     records = corpus_records()
     copy = dict(records[0], doc_id="astronomy-copy", title="Another title")
     write_jsonl(tmp_path / "corpus.jsonl", records + [copy])
-    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25", queries="title")
+    build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25", queries="title"
+    )
     for line in read_lines(tmp_path / "t.jsonl"):
         pair = {line["positive"]["doc_id"], line["negative"]["doc_id"]}
         assert pair != {"astronomy-1", "astronomy-copy"}
@@ -96,11 +110,17 @@ def test_verbatim_queries_are_dropped_unless_allowed(tmp_path: Path):
     records = corpus_records()
     records[0]["text"] = f"{records[0]['title']} is what this is about. " + records[0]["text"]
     write_jsonl(tmp_path / "corpus.jsonl", records)
-    strict = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "a.jsonl", negatives_from="bm25",
-                            queries="title")
+    strict = build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "a.jsonl", negatives_from="bm25", queries="title"
+    )
     assert strict.counts.dropped_verbatim == 1 and strict.counts.triplets == 7
-    loose = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "b.jsonl", negatives_from="bm25",
-                           queries="title", allow_verbatim=True)
+    loose = build_triplets(
+        str(tmp_path / "corpus.jsonl"),
+        tmp_path / "b.jsonl",
+        negatives_from="bm25",
+        queries="title",
+        allow_verbatim=True,
+    )
     assert loose.counts.dropped_verbatim == 0 and loose.counts.triplets == 8
 
 
@@ -127,7 +147,9 @@ def test_python_docs_corpus_has_titles_and_sections_and_gives_triplets(tmp_path:
     write_jsonl(tmp_path / "py.jsonl", documents)
     result = build_triplets(str(tmp_path / "py.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25")
     assert result.counts.triplets >= 4
-    assert all(line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in read_lines(tmp_path / "t.jsonl"))
+    assert all(
+        line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in read_lines(tmp_path / "t.jsonl")
+    )
 
 
 def test_cli_pydocs_then_triplets(tmp_path: Path):
@@ -135,7 +157,18 @@ def test_cli_pydocs_then_triplets(tmp_path: Path):
     result = runner.invoke(app, ["data", "pydocs", "-o", str(tmp_path / "py.jsonl"), "--limit", "3"])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "py.jsonl").read_text().splitlines()) == 3
-    result = runner.invoke(app, ["data", "triplets", str(tmp_path / "py.jsonl"), "-o", str(tmp_path / "t.jsonl"),
-                                 "--negatives-from", "bm25", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "triplets",
+            str(tmp_path / "py.jsonl"),
+            "-o",
+            str(tmp_path / "t.jsonl"),
+            "--negatives-from",
+            "bm25",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout[result.stdout.index("{"):])["triplets"] >= 3
+    assert json.loads(result.stdout[result.stdout.index("{") :])["triplets"] >= 3

@@ -39,9 +39,18 @@ READ_COLUMNS = ("doc_id", "id", "title", *TEXT_FIELDS, *TRIPLET_FIELDS)
 def corpus_schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema([("source", pa.string()), ("file", pa.string()), ("doc_id", pa.string()),
-                      ("field", pa.string()), ("title", pa.string()), ("chunk", pa.int32()),
-                      ("text", pa.string()), ("tokens", pa.int32())])
+    return pa.schema(
+        [
+            ("source", pa.string()),
+            ("file", pa.string()),
+            ("doc_id", pa.string()),
+            ("field", pa.string()),
+            ("title", pa.string()),
+            ("chunk", pa.int32()),
+            ("text", pa.string()),
+            ("tokens", pa.int32()),
+        ]
+    )
 
 
 @dataclass
@@ -105,10 +114,14 @@ def build_corpus(
     if chunk is not None:
         limit = chunk - tok.special_tokens
         if limit < 8:
-            raise InvalidArgument(f"--chunk {chunk} leaves {limit} content tokens after {tok.special_tokens} "
-                                  "special tokens; use at least 8 more")
+            raise InvalidArgument(
+                f"--chunk {chunk} leaves {limit} content tokens after {tok.special_tokens} "
+                "special tokens; use at least 8 more"
+            )
         if overlap < 0 or (overlap and overlap >= limit // 2):
-            raise InvalidArgument(f"--overlap {overlap} must be below half of the chunk's {limit} content tokens")
+            raise InvalidArgument(
+                f"--overlap {overlap} must be below half of the chunk's {limit} content tokens"
+            )
     elif overlap:
         raise InvalidArgument("--overlap needs --chunk")
     deduplicator = Deduplicator(near=near_duplicates, threshold=near_threshold) if dedupe else None
@@ -121,8 +134,9 @@ def build_corpus(
         columns: dict[str, list[Any]] = {name: [] for name in CORPUS_COLUMNS}
         try:
             read_bytes = 0
-            for source_file, batch in _document_batches(files, problems, counts, inputs, pdf_password,
-                                                        batch_documents, batch_chars):
+            for source_file, batch in _document_batches(
+                files, problems, counts, inputs, pdf_password, batch_documents, batch_chars
+            ):
                 if source_file is not None:  # a file finished
                     read_bytes += source_file.path.stat().st_size
                     progress("reading sources", read_bytes, total_bytes)
@@ -134,14 +148,28 @@ def build_corpus(
                     if deduplicator is not None:
                         verdict = deduplicator.check(text)
                         if verdict is not None:
-                            setattr(source_counts, f"{verdict}_duplicates",
-                                    getattr(source_counts, f"{verdict}_duplicates") + 1)
+                            setattr(
+                                source_counts,
+                                f"{verdict}_duplicates",
+                                getattr(source_counts, f"{verdict}_duplicates") + 1,
+                            )
                             continue
                     source_counts.rows += 1
                     source_counts.tokens += tokens
-                    for name, value in zip(CORPUS_COLUMNS, (document.source, document.file, document.doc_id,
-                                                            document.field, document.title, row_chunk, text,
-                                                            tokens), strict=False):
+                    for name, value in zip(
+                        CORPUS_COLUMNS,
+                        (
+                            document.source,
+                            document.file,
+                            document.doc_id,
+                            document.field,
+                            document.title,
+                            row_chunk,
+                            text,
+                            tokens,
+                        ),
+                        strict=False,
+                    ):
                         columns[name].append(value)
                     if len(columns["text"]) >= rows_per_group:
                         writer.write_columns(columns)
@@ -150,30 +178,64 @@ def build_corpus(
         finally:
             writer.close()
         if writer.rows == 0:
-            raise EmptySource("no rows to write: every source was empty" +
-                              (f" or skipped ({len(problems.messages)} problems)" if problems.messages else ""))
-        totals = SourceCounts(**{key: sum(getattr(c, key) for c in counts.values()) for key in asdict(SourceCounts())})
-        options = {"sources": sources, "tokenizer": tokenizer, "chunk": chunk, "overlap": overlap, "dedupe": dedupe,
-                   "near_duplicates": near_duplicates, "near_threshold": near_threshold, "format": input_format,
-                   "pattern": pattern, "on_error": on_error, "pdf_password": "***" if pdf_password else None}
-        manifest = write_file_manifest(
-            temporary_manifest, command="data corpus", options=options, inputs=inputs,
-            counts={"sources": {k: asdict(v) for k, v in counts.items()}, "totals": asdict(totals)},
-            output=out, written=temporary, rows=writer.rows, problems=problems.messages, argv=argv,
-            extra={"tokenizer": {"ref": tokenizer, "special_tokens": tok.special_tokens,
-                                 "folder": str(tok.path)},
-                   "dedupe": _dedupe_description(deduplicator)},
+            raise EmptySource(
+                "no rows to write: every source was empty"
+                + (f" or skipped ({len(problems.messages)} problems)" if problems.messages else "")
+            )
+        totals = SourceCounts(
+            **{key: sum(getattr(c, key) for c in counts.values()) for key in asdict(SourceCounts())}
         )
-    return CorpusResult(out, out.with_name(out.name + ".manifest.json"), counts, totals, problems.messages, manifest)
+        options = {
+            "sources": sources,
+            "tokenizer": tokenizer,
+            "chunk": chunk,
+            "overlap": overlap,
+            "dedupe": dedupe,
+            "near_duplicates": near_duplicates,
+            "near_threshold": near_threshold,
+            "format": input_format,
+            "pattern": pattern,
+            "on_error": on_error,
+            "pdf_password": "***" if pdf_password else None,
+        }
+        manifest = write_file_manifest(
+            temporary_manifest,
+            command="data corpus",
+            options=options,
+            inputs=inputs,
+            counts={"sources": {k: asdict(v) for k, v in counts.items()}, "totals": asdict(totals)},
+            output=out,
+            written=temporary,
+            rows=writer.rows,
+            problems=problems.messages,
+            argv=argv,
+            extra={
+                "tokenizer": {
+                    "ref": tokenizer,
+                    "special_tokens": tok.special_tokens,
+                    "folder": str(tok.path),
+                },
+                "dedupe": _dedupe_description(deduplicator),
+            },
+        )
+    return CorpusResult(
+        out, out.with_name(out.name + ".manifest.json"), counts, totals, problems.messages, manifest
+    )
 
 
 def _dedupe_description(deduplicator: Deduplicator | None) -> dict[str, Any] | None:
     if deduplicator is None:
         return None
     hasher = deduplicator.hasher
-    return {"exact": "blake2b-128 of whitespace-collapsed, case-folded text",
-            "near": deduplicator.near, "method": "minhash-lsh", "threshold_jaccard": deduplicator.threshold,
-            "num_perm": hasher.num_perm, "bands": deduplicator.bands, "shingle_words": hasher.shingle}
+    return {
+        "exact": "blake2b-128 of whitespace-collapsed, case-folded text",
+        "near": deduplicator.near,
+        "method": "minhash-lsh",
+        "threshold_jaccard": deduplicator.threshold,
+        "num_perm": hasher.num_perm,
+        "bands": deduplicator.bands,
+        "shingle_words": hasher.shingle,
+    }
 
 
 def _document_batches(
@@ -195,7 +257,9 @@ def _document_batches(
         source_counts.files += 1
         problems_before = len(problems.messages)
         documents = 0
-        for where, raw in iter_records(source_file, problems, pdf_password=pdf_password, columns=READ_COLUMNS):
+        for where, raw in iter_records(
+            source_file, problems, pdf_password=pdf_password, columns=READ_COLUMNS
+        ):
             try:
                 found = record_documents(raw, where, source_file)
             except UnreadableSource as error:
@@ -219,8 +283,9 @@ def _document_batches(
         yield None, batch
 
 
-def _rows(batch: list[Document], tok: Tokenizer, limit: int | None,
-          overlap: int) -> Iterator[tuple[Document, int, str, int]]:
+def _rows(
+    batch: list[Document], tok: Tokenizer, limit: int | None, overlap: int
+) -> Iterator[tuple[Document, int, str, int]]:
     """(document, chunk index, text, tokens incl. special tokens) for every row of a batch."""
     encodings = tok.encode([d.text for d in batch])
     rows: list[tuple[Document, int, str, int | None]] = []
@@ -233,7 +298,7 @@ def _rows(batch: list[Document], tok: Tokenizer, limit: int | None,
         ranks = cut_ranks(document.text, starts, ends)
         document.chunked = True
         for index, (begin, end) in enumerate(chunk_spans(ranks, limit, overlap)):
-            rows.append((document, index, document.text[starts[begin]:ends[end - 1]], None))
+            rows.append((document, index, document.text[starts[begin] : ends[end - 1]], None))
     # A chunk cut between words re-tokenizes as it was; check anyway (byte-level BPE can differ at a cut).
     pending = [row[2] for row in rows if row[3] is None]
     counted = iter(tok.count(pending) if pending else [])
@@ -242,6 +307,6 @@ def _rows(batch: list[Document], tok: Tokenizer, limit: int | None,
             tokens = next(counted)
             while limit is not None and tokens - tok.special_tokens > limit:
                 _, ends = token_spans(tok.encode([text])[0])
-                text = text[:ends[2 * limit - (tokens - tok.special_tokens) - 1]]
+                text = text[: ends[2 * limit - (tokens - tok.special_tokens) - 1]]
                 tokens = tok.count([text])[0]
         yield document, index, text, tokens

@@ -44,7 +44,7 @@ class MinHasher:
         width = min(self.shingle, len(words))
         combined = np.zeros(len(words) - width + 1, dtype=np.uint64)
         for offset in range(width):  # polynomial hash of each window; uint64 arithmetic wraps on purpose
-            combined += word_hashes[offset:len(words) - width + 1 + offset] * self.powers[offset]
+            combined += word_hashes[offset : len(words) - width + 1 + offset] * self.powers[offset]
         return np.unique((combined >> np.uint64(32)) ^ (combined & np.uint64(0xFFFFFFFF)))
 
     def signature(self, text: str) -> np.ndarray:
@@ -54,7 +54,7 @@ class MinHasher:
         shingles = self.shingle_hashes(text)
         signature = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
         for start in range(0, len(shingles), SHINGLE_BLOCK):
-            block = shingles[start:start + SHINGLE_BLOCK, None]
+            block = shingles[start : start + SHINGLE_BLOCK, None]
             np.minimum(signature, ((block * self.a + self.b) >> SHIFT).min(axis=0), out=signature)
         return signature.astype(np.uint32)
 
@@ -62,8 +62,16 @@ class MinHasher:
 class Deduplicator:
     """Remembers kept texts; ``check`` says whether a new text is an ``exact`` or ``near`` duplicate."""
 
-    def __init__(self, *, near: bool = True, threshold: float = 0.8, num_perm: int = 64, bands: int = 16,
-                 shingle: int = 5, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        near: bool = True,
+        threshold: float = 0.8,
+        num_perm: int = 64,
+        bands: int = 16,
+        shingle: int = 5,
+        seed: int = 0,
+    ):
         if num_perm % bands:
             raise ValueError("num_perm must be a multiple of bands")
         if not 0.0 < threshold <= 1.0:
@@ -77,7 +85,9 @@ class Deduplicator:
         self.signatures = np.zeros((1024, num_perm), dtype=np.uint32)
         self.kept = 0
         mixer = np.random.default_rng(seed + 1)
-        self.band_mix = mixer.integers(1, 2**63 - 1, size=(bands, num_perm // bands), dtype=np.uint64) | np.uint64(1)
+        self.band_mix = mixer.integers(
+            1, 2**63 - 1, size=(bands, num_perm // bands), dtype=np.uint64
+        ) | np.uint64(1)
         self.band_salt = mixer.integers(0, 2**63 - 1, size=bands, dtype=np.uint64)
 
     def check(self, text: str) -> str | None:
@@ -85,7 +95,9 @@ class Deduplicator:
         digest = hashlib.blake2b(normalize(text).encode(), digest_size=16).digest()
         if digest in self.digests:
             return "exact"
-        if self.near and WORD.search(text):  # word-less texts (punctuation, symbols) are compared exactly only
+        if self.near and WORD.search(
+            text
+        ):  # word-less texts (punctuation, symbols) are compared exactly only
             signature = self.hasher.signature(text)
             keys = self._band_keys(signature)
             candidates = {self.buckets[key] for key in keys if key in self.buckets}

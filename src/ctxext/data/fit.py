@@ -78,7 +78,9 @@ def fit_texts(
         raise InvalidArgument(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     content = budget - tokenizer.special_tokens
     if content < 1:
-        raise InvalidArgument(f"budget {budget} leaves no room after {tokenizer.special_tokens} special tokens")
+        raise InvalidArgument(
+            f"budget {budget} leaves no room after {tokenizer.special_tokens} special tokens"
+        )
     if not 0.0 <= head_fraction <= 1.0:
         raise InvalidArgument("--head-fraction must lie between 0 and 1")
     encodings = tokenizer.encode(texts)
@@ -93,7 +95,9 @@ def fit_texts(
         if strategy == "head":
             results[index] = head(text, ends, ranks, content)
         elif strategy == "head-tail":
-            results[index] = head_tail(text, starts, ends, ranks, content, head_fraction, separator, separator_tokens)
+            results[index] = head_tail(
+                text, starts, ends, ranks, content, head_fraction, separator, separator_tokens
+            )
         else:
             over.append((index, starts, ends, ranks))
     if over:
@@ -107,37 +111,52 @@ def fit_texts(
     for index, tokens in enumerate(counts):
         while tokens > budget:  # rare: a tokenizer that merges differently across a cut or a join
             _, ends = token_spans(tokenizer.encode([results[index]])[0])
-            results[index] = results[index][:ends[max(0, len(ends) - (tokens - budget) - 1)]]
+            results[index] = results[index][: ends[max(0, len(ends) - (tokens - budget) - 1)]]
             tokens = tokenizer.count([results[index]])[0]
         counts[index] = tokens
-    return [Fitted(text, tokens, len(encoding) + tokenizer.special_tokens)
-            for text, tokens, encoding in zip(results, counts, encodings, strict=False)]
+    return [
+        Fitted(text, tokens, len(encoding) + tokenizer.special_tokens)
+        for text, tokens, encoding in zip(results, counts, encodings, strict=False)
+    ]
 
 
 def head(text: str, ends: np.ndarray, ranks: np.ndarray, content: int) -> str:
     cut = word_cut_at_or_before(ranks, content, max(0, content - WORD_SEARCH))
-    return text[:ends[cut - 1]] if cut > 0 else ""
+    return text[: ends[cut - 1]] if cut > 0 else ""
 
 
-def head_tail(text: str, starts: np.ndarray, ends: np.ndarray, ranks: np.ndarray, content: int,
-              head_fraction: float, separator: str, separator_tokens: int) -> str:
+def head_tail(
+    text: str,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    ranks: np.ndarray,
+    content: int,
+    head_fraction: float,
+    separator: str,
+    separator_tokens: int,
+) -> str:
     count = len(starts)
     available = content - separator_tokens
     if available < 2:
         return head(text, ends, ranks, content)
     head_tokens = int(round(available * head_fraction))
     tail_tokens = available - head_tokens
-    head_cut = word_cut_at_or_before(ranks, head_tokens, max(0, head_tokens - WORD_SEARCH)) if head_tokens else 0
-    tail_start = word_cut_at_or_after(ranks, count - tail_tokens, min(count, count - tail_tokens + WORD_SEARCH))
-    kept_head = text[:ends[head_cut - 1]] if head_cut > 0 else ""
-    kept_tail = text[starts[tail_start]:] if tail_start < count else ""
+    head_cut = (
+        word_cut_at_or_before(ranks, head_tokens, max(0, head_tokens - WORD_SEARCH)) if head_tokens else 0
+    )
+    tail_start = word_cut_at_or_after(
+        ranks, count - tail_tokens, min(count, count - tail_tokens + WORD_SEARCH)
+    )
+    kept_head = text[: ends[head_cut - 1]] if head_cut > 0 else ""
+    kept_tail = text[starts[tail_start] :] if tail_start < count else ""
     if not kept_head or not kept_tail:
         return kept_head or kept_tail
     return kept_head + separator + kept_tail
 
 
-def extractive(texts: list[str], over: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], encoder: Any,
-               content: int) -> dict[int, str]:
+def extractive(
+    texts: list[str], over: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], encoder: Any, content: int
+) -> dict[int, str]:
     """Summaries of the texts in ``over`` (index, token starts, ends, cut ranks), embedded in one pass."""
     window = int(getattr(encoder, "max_length", 512) or 512)
     max_unit = max(8, min(content // 4, window - 2))
@@ -146,12 +165,12 @@ def extractive(texts: list[str], over: list[tuple[int, np.ndarray, np.ndarray, n
     for index, starts, ends, ranks in over:
         units = sentence_units(ranks, starts, ends, max_unit)
         documents.append((index, units, len(unit_texts)))
-        unit_texts.extend(texts[index][u.start:u.end] for u in units)
+        unit_texts.extend(texts[index][u.start : u.end] for u in units)
     embeddings = np.asarray(encoder.encode(unit_texts, batch_size=32), dtype=np.float32)
     embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     summaries = {}
     for index, units, offset in documents:
-        vectors = embeddings[offset:offset + len(units)]
+        vectors = embeddings[offset : offset + len(units)]
         summaries[index] = select_sentences(texts[index], units, vectors, content)
     return summaries
 
@@ -171,7 +190,7 @@ def select_sentences(text: str, units: list[Any], vectors: np.ndarray, content: 
     kept = np.flatnonzero(keep)
     if not len(kept):
         best = units[int(np.argmax(scores))]
-        return text[best.start:best.end]
+        return text[best.start : best.end]
     parts = []
     previous = None
     for position in kept:
@@ -179,10 +198,10 @@ def select_sentences(text: str, units: list[Any], vectors: np.ndarray, content: 
         if previous is not None:
             before = units[previous]
             if position == previous + 1:
-                parts.append(text[before.end:unit.start])
+                parts.append(text[before.end : unit.start])
             else:
                 parts.append("\n\n" if unit.paragraph != before.paragraph else " ")
-        parts.append(text[unit.start:unit.end])
+        parts.append(text[unit.start : unit.end])
         previous = position
     return "".join(parts)
 
@@ -256,12 +275,25 @@ def fit_file(
         try:
             for batch in _record_batches(files, problems, inputs, pdf_password, batch_documents):
                 texts = [text for _, _, text in batch]
-                fitted = fit_texts(texts, tok, budget, strategy, head_fraction=head_fraction, separator=separator,
-                                   encoder=_LazyEncoder(get_encoder) if strategy == "extractive" else None)
+                fitted = fit_texts(
+                    texts,
+                    tok,
+                    budget,
+                    strategy,
+                    head_fraction=head_fraction,
+                    separator=separator,
+                    encoder=_LazyEncoder(get_encoder) if strategy == "extractive" else None,
+                )
                 rows = []
                 for (record, text_field, _), result in zip(batch, fitted, strict=False):
-                    rows.append({**record, text_field: result.text, "tokens": result.tokens,
-                                 "original_tokens": result.original_tokens})
+                    rows.append(
+                        {
+                            **record,
+                            text_field: result.text,
+                            "tokens": result.tokens,
+                            "original_tokens": result.original_tokens,
+                        }
+                    )
                     counts.documents += 1
                     counts.shortened += result.tokens < result.original_tokens
                     counts.tokens_before += result.original_tokens
@@ -272,15 +304,35 @@ def fit_file(
             writer.close()
         counts.problems = len(problems.messages)
         if writer.rows == 0:
-            raise EmptySource(f"{source}: no documents to fit" +
-                              (f" ({len(problems.messages)} problems)" if problems.messages else ""))
-        options = {"source": source, "budget": budget, "tokenizer": tokenizer, "strategy": strategy,
-                   "encoder": encoder if strategy == "extractive" else None, "head_fraction": head_fraction,
-                   "separator": separator, "format": input_format, "on_error": on_error}
+            raise EmptySource(
+                f"{source}: no documents to fit"
+                + (f" ({len(problems.messages)} problems)" if problems.messages else "")
+            )
+        options = {
+            "source": source,
+            "budget": budget,
+            "tokenizer": tokenizer,
+            "strategy": strategy,
+            "encoder": encoder if strategy == "extractive" else None,
+            "head_fraction": head_fraction,
+            "separator": separator,
+            "format": input_format,
+            "on_error": on_error,
+        }
         manifest = write_file_manifest(
-            temporary_manifest, command="data fit", options=options, inputs=inputs, counts=asdict(counts),
-            output=out, written=temporary, rows=writer.rows, problems=problems.messages, argv=argv,
-            extra={"tokenizer": {"ref": tokenizer, "special_tokens": tok.special_tokens, "folder": str(tok.path)}},
+            temporary_manifest,
+            command="data fit",
+            options=options,
+            inputs=inputs,
+            counts=asdict(counts),
+            output=out,
+            written=temporary,
+            rows=writer.rows,
+            problems=problems.messages,
+            argv=argv,
+            extra={
+                "tokenizer": {"ref": tokenizer, "special_tokens": tok.special_tokens, "folder": str(tok.path)}
+            },
         )
     return FitResult(out, out.with_name(out.name + ".manifest.json"), counts, problems.messages, manifest)
 
@@ -331,8 +383,13 @@ def _parquet_schema(files: list[SourceFile]) -> Any:
     return schema.remove_metadata()
 
 
-def _record_batches(files: list[SourceFile], problems: Problems, inputs: list[InputRecord],
-                    pdf_password: str | None, size: int) -> Iterator[list[tuple[dict[str, Any], str, str]]]:
+def _record_batches(
+    files: list[SourceFile],
+    problems: Problems,
+    inputs: list[InputRecord],
+    pdf_password: str | None,
+    size: int,
+) -> Iterator[list[tuple[dict[str, Any], str, str]]]:
     batch: list[tuple[dict[str, Any], str, str]] = []
     for source_file in files:
         inputs.append(InputRecord.of(source_file))
@@ -340,7 +397,9 @@ def _record_batches(files: list[SourceFile], problems: Problems, inputs: list[In
         for where, record in iter_records(source_file, problems, pdf_password=pdf_password):
             text_field, text, _ = record_text(record)
             if text_field is None or text_field == "title":
-                problems.report(UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)"))
+                problems.report(
+                    UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)")
+                )
                 continue
             if source_file.format not in ("jsonl", "parquet"):
                 record = {"file": str(source_file.path), **record}

@@ -45,8 +45,13 @@ class InputRecord:
 
     @classmethod
     def of(cls, source: SourceFile) -> InputRecord:
-        return cls(source.label, str(source.path), source.format, source.path.stat().st_size,
-                   file_sha256(source.path))
+        return cls(
+            source.label,
+            str(source.path),
+            source.format,
+            source.path.stat().st_size,
+            file_sha256(source.path),
+        )
 
 
 @contextlib.contextmanager
@@ -54,8 +59,10 @@ def atomic_file_with_manifest(out: str | Path, *, force: bool) -> Iterator[tuple
     """Temporary paths for the output and its manifest; both are moved into place only on success
     (the manifest first, so an output never lies there without one)."""
     out = Path(out).expanduser().absolute()
-    with atomic_file(out, force=force) as temporary_out, \
-            atomic_file(manifest_path(out), force=True) as temporary_manifest:
+    with (
+        atomic_file(out, force=force) as temporary_out,
+        atomic_file(manifest_path(out), force=True) as temporary_manifest,
+    ):
         yield temporary_out, temporary_manifest
 
 
@@ -85,8 +92,12 @@ def write_file_manifest(
         "counts": _jsonable(counts),
         "problems": list(problems),
         "libraries": library_versions(),
-        "output": {"path": str(output), "bytes": written.stat().st_size, "sha256": file_sha256(written),
-                   "rows": rows},
+        "output": {
+            "path": str(output),
+            "bytes": written.stat().st_size,
+            "sha256": file_sha256(written),
+            "rows": rows,
+        },
         **_jsonable(extra or {}),
     }
     write_json(path, manifest, sort_keys=True)
@@ -127,8 +138,9 @@ class ParquetRowWriter:
         try:
             table = pa.Table.from_pylist(records, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise InvalidArgument(f"records do not fit one Parquet schema ({error}); write *.jsonl instead") \
-                from None
+            raise InvalidArgument(
+                f"records do not fit one Parquet schema ({error}); write *.jsonl instead"
+            ) from None
         if self.writer is None:
             self.schema = table.schema
             self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")

@@ -17,8 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-SKIPPED_PARTS = {"test", "tests", "idle_test", "idlelib", "turtledemo", "site-packages", "dist-packages",
-                 "__pycache__", "_bundled", "lib2to3", "ensurepip", "config-3"}
+SKIPPED_PARTS = {
+    "test",
+    "tests",
+    "idle_test",
+    "idlelib",
+    "turtledemo",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "_bundled",
+    "lib2to3",
+    "ensurepip",
+    "config-3",
+}
 
 
 def stdlib_folder() -> Path:
@@ -30,8 +42,9 @@ def module_files(folder: Path | None = None) -> list[tuple[str, Path]]:
     folder = folder or stdlib_folder()
     found = []
     for directory, subdirectories, files in os.walk(folder):
-        subdirectories[:] = sorted(d for d in subdirectories
-                                   if d not in SKIPPED_PARTS and not d.startswith(("config-", ".", "_")))
+        subdirectories[:] = sorted(
+            d for d in subdirectories if d not in SKIPPED_PARTS and not d.startswith(("config-", ".", "_"))
+        )
         for file_name in files:
             if not file_name.endswith(".py"):
                 continue
@@ -66,7 +79,9 @@ def module_document(name: str, path: Path) -> dict[str, Any] | None:
 
 
 def _definition_sections(node: ast.AST, prefix: str) -> list[dict[str, str]]:
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith(
+        "_"
+    ):
         return []
     docstring = ast.get_docstring(node)
     found = []
@@ -92,8 +107,9 @@ def _arguments(arguments: ast.arguments) -> str:
     return ", ".join(names)
 
 
-def python_docs_documents(*, min_words: int = 300, limit: int | None = None,
-                          folder: Path | None = None) -> Iterator[dict[str, Any]]:
+def python_docs_documents(
+    *, min_words: int = 300, limit: int | None = None, folder: Path | None = None
+) -> Iterator[dict[str, Any]]:
     """Standard-library modules with at least ``min_words`` words of documentation, in name order."""
     given = 0
     for name, path in module_files(folder):
@@ -106,8 +122,14 @@ def python_docs_documents(*, min_words: int = 300, limit: int | None = None,
             return
 
 
-def write_python_docs_corpus(out: str | Path, *, min_words: int = 300, limit: int | None = None,
-                             force: bool = False, argv: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
+def write_python_docs_corpus(
+    out: str | Path,
+    *,
+    min_words: int = 300,
+    limit: int | None = None,
+    force: bool = False,
+    argv: list[str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
     """Write the standard-library corpus as jsonl (one module per line) with a manifest beside it."""
     from ctxext.data.output import JsonlWriter, atomic_file_with_manifest, output_format, write_file_manifest
     from ctxext.data.sources import EmptySource
@@ -125,11 +147,20 @@ def write_python_docs_corpus(out: str | Path, *, min_words: int = 300, limit: in
         finally:
             writer.close()
         if writer.rows == 0:
-            raise EmptySource(f"no standard-library module under {stdlib_folder()} has {min_words}+ words of docs")
+            raise EmptySource(
+                f"no standard-library module under {stdlib_folder()} has {min_words}+ words of docs"
+            )
         manifest = write_file_manifest(
-            temporary_manifest, command="data pydocs", options={"min_words": min_words, "limit": limit},
-            inputs=[], counts={"documents": writer.rows, "words": words}, output=out, written=temporary,
-            rows=writer.rows, problems=[], argv=argv,
+            temporary_manifest,
+            command="data pydocs",
+            options={"min_words": min_words, "limit": limit},
+            inputs=[],
+            counts={"documents": writer.rows, "words": words},
+            output=out,
+            written=temporary,
+            rows=writer.rows,
+            problems=[],
+            argv=argv,
             extra={"python": {"version": sys.version.split()[0], "stdlib": str(stdlib_folder())}},
         )
     return out, manifest

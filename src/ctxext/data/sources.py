@@ -19,15 +19,28 @@ from typing import Any
 from ctxext.errors import CtxextError, InvalidArgument, SourceNotFound
 
 FORMAT_BY_SUFFIX = {
-    ".txt": "txt", ".text": "txt", ".rst": "txt", ".md": "md", ".markdown": "md",
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pdf": "pdf",
+    ".txt": "txt",
+    ".text": "txt",
+    ".rst": "txt",
+    ".md": "md",
+    ".markdown": "md",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pdf": "pdf",
 }
 FORMATS = ("txt", "md", "jsonl", "parquet", "pdf")
 TEXT_FIELDS = ("text", "body", "abstract", "content")
 # Triplet fields (sentence-transformers and SciRepEval names) -> the role each row gets.
 TRIPLET_FIELDS = {
-    "query": "query", "anchor": "query", "positive": "positive", "pos": "positive", "positives": "positive",
-    "negative": "negative", "neg": "negative", "negatives": "negative",
+    "query": "query",
+    "anchor": "query",
+    "positive": "positive",
+    "pos": "positive",
+    "positives": "positive",
+    "negative": "negative",
+    "neg": "negative",
+    "negatives": "negative",
 }
 ON_ERROR = ("stop", "skip")
 
@@ -100,11 +113,19 @@ def expand_sources(
         if not path.exists():
             raise SourceNotFound(f"source {path} does not exist")
         if path.is_dir():
-            found = [p for p in sorted(path.rglob(pattern or "*"))
-                     if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                     and (input_format or pattern or p.suffix.lower() in FORMAT_BY_SUFFIX)]
+            found = [
+                p
+                for p in sorted(path.rglob(pattern or "*"))
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and (input_format or pattern or p.suffix.lower() in FORMAT_BY_SUFFIX)
+            ]
             if not found:
-                wanted = f"matching {pattern!r}" if pattern else f"with a known suffix ({', '.join(FORMAT_BY_SUFFIX)})"
+                wanted = (
+                    f"matching {pattern!r}"
+                    if pattern
+                    else f"with a known suffix ({', '.join(FORMAT_BY_SUFFIX)})"
+                )
                 raise EmptySource(f"source folder {path} holds no files {wanted}")
             files.extend(SourceFile(label, p, format_of(p, input_format)) for p in found)
         else:
@@ -117,16 +138,23 @@ def format_of(path: Path, input_format: str | None = None) -> str:
         return input_format
     found = FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if found is None:
-        raise InvalidArgument(f"{path}: unknown format {path.suffix or '(no suffix)'!r}; known suffixes are "
-                              f"{', '.join(FORMAT_BY_SUFFIX)} (or pass --format txt|md|jsonl|parquet|pdf)")
+        raise InvalidArgument(
+            f"{path}: unknown format {path.suffix or '(no suffix)'!r}; known suffixes are "
+            f"{', '.join(FORMAT_BY_SUFFIX)} (or pass --format txt|md|jsonl|parquet|pdf)"
+        )
     return found
 
 
 # ----------------------------------------------------------------------------- records
 
 
-def iter_records(source: SourceFile, problems: Problems, *, pdf_password: str | None = None,
-                 columns: tuple[str, ...] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_records(
+    source: SourceFile,
+    problems: Problems,
+    *,
+    pdf_password: str | None = None,
+    columns: tuple[str, ...] | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, record)`` pairs of one file. txt/md/pdf give one record (``title``, ``text``);
     jsonl gives one per line, parquet one per row (only ``columns`` when given and present)."""
     try:
@@ -186,7 +214,9 @@ def _jsonl_records(source: SourceFile, problems: Problems) -> Iterator[tuple[str
                 problems.report(UnreadableSource(f"{where}: malformed JSON line ({reason})"))
                 continue
             if not isinstance(record, dict):
-                problems.report(UnreadableSource(f"{where}: expected a JSON object, got {type(record).__name__}"))
+                problems.report(
+                    UnreadableSource(f"{where}: expected a JSON object, got {type(record).__name__}")
+                )
                 continue
             seen += 1
             yield where, record
@@ -194,15 +224,18 @@ def _jsonl_records(source: SourceFile, problems: Problems) -> Iterator[tuple[str
         problems.report(EmptySource(f"{source.path}: empty source (no JSON records)"))
 
 
-def _parquet_records(source: SourceFile, problems: Problems,
-                     columns: tuple[str, ...] | None) -> Iterator[tuple[str, dict[str, Any]]]:
+def _parquet_records(
+    source: SourceFile, problems: Problems, columns: tuple[str, ...] | None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(source.path)
     except (pa.ArrowException, OSError) as error:
-        problems.report(UnreadableSource(f"{source.path}: not a readable Parquet file ({_first_line(error)})"))
+        problems.report(
+            UnreadableSource(f"{source.path}: not a readable Parquet file ({_first_line(error)})")
+        )
         return
     present = parquet.schema_arrow.names
     wanted = [c for c in present if c in columns] if columns else present
@@ -216,8 +249,9 @@ def _parquet_records(source: SourceFile, problems: Problems,
             row += 1
 
 
-def _pdf_records(source: SourceFile, problems: Problems,
-                 password: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+def _pdf_records(
+    source: SourceFile, problems: Problems, password: str | None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError, PyPdfError
 
@@ -228,8 +262,11 @@ def _pdf_records(source: SourceFile, problems: Problems,
             try:
                 unlocked = reader.decrypt(password or "")
             except (PyPdfError, NotImplementedError) as error:
-                problems.report(UnreadableSource(f"{source.path}: encrypted PDF that cannot be opened "
-                                                 f"({_first_line(error)})"))
+                problems.report(
+                    UnreadableSource(
+                        f"{source.path}: encrypted PDF that cannot be opened ({_first_line(error)})"
+                    )
+                )
                 return
             if not unlocked:
                 hint = "the password given is wrong" if password else "pass its password with --pdf-password"
@@ -242,8 +279,12 @@ def _pdf_records(source: SourceFile, problems: Problems,
         return
     text = "\n\n".join(page for page in pages if page)
     if not text.strip():
-        problems.report(EmptySource(f"{source.path}: PDF without extractable text (scanned pages need OCR, "
-                                    "which ctxext does not do)"))
+        problems.report(
+            EmptySource(
+                f"{source.path}: PDF without extractable text (scanned pages need OCR, "
+                "which ctxext does not do)"
+            )
+        )
         return
     yield f"{source.path}:pages 1-{len(pages)}", {"title": str(title) if title else None, "text": text}
 
@@ -298,16 +339,20 @@ def record_documents(record: dict[str, Any], where: str, source: SourceFile) -> 
                 elif isinstance(value, dict):
                     _, text, title = record_text(value)
                     if text is None:
-                        raise UnreadableSource(f"{where}: field {key!r} has no text (expected a string or an "
-                                               f"object with one of {', '.join(TEXT_FIELDS)} or title)")
+                        raise UnreadableSource(
+                            f"{where}: field {key!r} has no text (expected a string or an "
+                            f"object with one of {', '.join(TEXT_FIELDS)} or title)"
+                        )
                     documents.append(Document(source.label, file, doc_id, text, title, role))
                 elif value is not None:
                     raise UnreadableSource(f"{where}: field {key!r} holds a {type(value).__name__}, not text")
         return documents
     _, text, title = record_text(record)
     if text is None:
-        raise UnreadableSource(f"{where}: no text field (expected one of {', '.join(TEXT_FIELDS)}, title, or "
-                               f"triplet fields query/positive/negative; got {sorted(record)[:8]})")
+        raise UnreadableSource(
+            f"{where}: no text field (expected one of {', '.join(TEXT_FIELDS)}, title, or "
+            f"triplet fields query/positive/negative; got {sorted(record)[:8]})"
+        )
     doc_id = str(record.get("doc_id") or record.get("id") or where)
     return [Document(source.label, file, doc_id, text, title, "text")]
 

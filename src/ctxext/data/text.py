@@ -51,7 +51,9 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
     from tokenizers import Tokenizer as BackendTokenizer
 
     local = Path(ref).expanduser()
-    if local.is_dir() and ((local / "tokenizer.json").is_file() or (local / "tokenizer_config.json").is_file()):
+    if local.is_dir() and (
+        (local / "tokenizer.json").is_file() or (local / "tokenizer_config.json").is_file()
+    ):
         folder = local
     else:
         from ctxext.io import open_model
@@ -69,14 +71,17 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
         try:
             hf = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as error:
-            raise InvalidArgument(f"{ref}: no tokenizer could be loaded ({str(error).splitlines()[0]})") from None
+            raise InvalidArgument(
+                f"{ref}: no tokenizer could be loaded ({str(error).splitlines()[0]})"
+            ) from None
         if not getattr(hf, "is_fast", False):
             raise InvalidArgument(f"{ref}: needs a fast (Rust) tokenizer for token offsets; this one is slow")
         backend = BackendTokenizer.from_str(hf.backend_tokenizer.to_str())
     backend.no_truncation()
     backend.no_padding()
-    return Tokenizer(backend=backend, special_tokens=backend.num_special_tokens_to_add(False), ref=str(ref),
-                     path=folder)
+    return Tokenizer(
+        backend=backend, special_tokens=backend.num_special_tokens_to_add(False), ref=str(ref), path=folder
+    )
 
 
 def token_spans(encoding: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -140,14 +145,14 @@ def sentence_units(ranks: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_
 
 def best_cut(ranks: np.ndarray, low: int, high: int) -> int:
     """The cut in [low, high] of the highest rank, latest among equals; ``high`` when none ranks above 0."""
-    window = ranks[low:high + 1].astype(np.int64)
+    window = ranks[low : high + 1].astype(np.int64)
     choice = int(np.argmax(window * (high - low + 2) + np.arange(len(window))))
     return low + choice if window[choice] > 0 else high
 
 
 def word_cut_at_or_before(ranks: np.ndarray, position: int, floor: int) -> int:
     """The last word boundary at or before ``position`` and above ``floor``; ``position`` when none."""
-    window = ranks[floor + 1:position + 1]
+    window = ranks[floor + 1 : position + 1]
     hits = np.flatnonzero(window >= WORD)
     return floor + 1 + int(hits[-1]) if len(hits) else position
 

@@ -75,8 +75,11 @@ def split_sections(text: str) -> list[Section]:
     first heading is a section without one."""
     marks = [(m.start(), m.end(), m.group(2).strip()) for m in MARKDOWN_HEADING.finditer(text)]
     if not marks:
-        marks = [(m.start(), m.end(), m.group(1).strip()) for m in RST_HEADING.finditer(text)
-                 if len(m.group(2)) >= len(m.group(1).strip()) and m.group(1).strip()]
+        marks = [
+            (m.start(), m.end(), m.group(1).strip())
+            for m in RST_HEADING.finditer(text)
+            if len(m.group(2)) >= len(m.group(1).strip()) and m.group(1).strip()
+        ]
     sections = []
     previous_end, heading = 0, None
     for start, end, name in marks:
@@ -88,7 +91,9 @@ def split_sections(text: str) -> list[Section]:
     return [s for s in sections if s.text or s.heading]
 
 
-def structured_document(record: dict[str, Any], where: str, default_title: str | None = None) -> StructuredDocument:
+def structured_document(
+    record: dict[str, Any], where: str, default_title: str | None = None
+) -> StructuredDocument:
     """A record's title and sections: a ``sections`` list when given, else headings parsed from its text."""
     _, text, title = record_text(record)
     raw_sections = record.get("sections")
@@ -96,7 +101,9 @@ def structured_document(record: dict[str, Any], where: str, default_title: str |
         sections = []
         for item in raw_sections:
             if isinstance(item, dict):
-                sections.append(Section(item.get("heading") or item.get("title"), str(item.get("text") or "")))
+                sections.append(
+                    Section(item.get("heading") or item.get("title"), str(item.get("text") or ""))
+                )
             elif isinstance(item, str):
                 sections.append(Section(None, item))
     elif text is not None:
@@ -179,8 +186,16 @@ def make_queries(
                 if _words(rest) < min_positive_words:
                     continue
                 words = section.text.split()
-                made.append(Query(index, "section", " ".join(words[:max_query_words]), section.heading,
-                                  document.title, rest))
+                made.append(
+                    Query(
+                        index,
+                        "section",
+                        " ".join(words[:max_query_words]),
+                        section.heading,
+                        document.title,
+                        rest,
+                    )
+                )
         if not made:
             counts.documents_without_structure += 1
         for query in made:
@@ -212,19 +227,28 @@ def negative_scores_bm25(documents: list[StructuredDocument], queries: list[Quer
     return scores
 
 
-def negative_scores_embedding(documents: list[StructuredDocument], queries: list[Query], encoder: Any,
-                              progress: ProgressFn) -> Any:
+def negative_scores_embedding(
+    documents: list[StructuredDocument], queries: list[Query], encoder: Any, progress: ProgressFn
+) -> Any:
     if isinstance(encoder, (str, Path)):
         from ctxext.encode import load_encoder
 
         encoder = load_encoder(encoder)
     texts = [f"{d.title}\n\n{d.body()}" if d.title else d.body() for d in documents]
-    document_vectors = _unit(encoder.encode(texts, batch_size=32,
-                                            progress=lambda _t, done, total: progress("embedding documents", done,
-                                                                                       total)))
-    query_vectors = _unit(encoder.encode([q.text for q in queries], batch_size=64,
-                                         progress=lambda _t, done, total: progress("embedding queries", done,
-                                                                                    total)))
+    document_vectors = _unit(
+        encoder.encode(
+            texts,
+            batch_size=32,
+            progress=lambda _t, done, total: progress("embedding documents", done, total),
+        )
+    )
+    query_vectors = _unit(
+        encoder.encode(
+            [q.text for q in queries],
+            batch_size=64,
+            progress=lambda _t, done, total: progress("embedding queries", done, total),
+        )
+    )
     position = {id(q): i for i, q in enumerate(queries)}
 
     def scores(block: list[Query]) -> np.ndarray:
@@ -239,16 +263,23 @@ def _unit(vectors: Any) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def hard_negatives(documents: list[StructuredDocument], queries: list[Query], scores_of: Any, *,
-                   negatives: int = 1, skip_top: int = 0, block: int = 256,
-                   progress: ProgressFn = no_progress) -> list[list[tuple[int, float, int]]]:
+def hard_negatives(
+    documents: list[StructuredDocument],
+    queries: list[Query],
+    scores_of: Any,
+    *,
+    negatives: int = 1,
+    skip_top: int = 0,
+    block: int = 256,
+    progress: ProgressFn = no_progress,
+) -> list[list[tuple[int, float, int]]]:
     """For each query, ``negatives`` (document index, score, rank) after excluding the positive and any
     document sharing its normalized title or text."""
     text_key = [hash(normalize(d.body())) for d in documents]
     title_key = [normalize(d.title) if d.title else None for d in documents]
     found: list[list[tuple[int, float, int]]] = []
     for start in range(0, len(queries), block):
-        chunk = queries[start:start + block]
+        chunk = queries[start : start + block]
         matrix = scores_of(chunk)
         for query, row in zip(chunk, matrix, strict=False):
             positive = query.document
@@ -256,8 +287,11 @@ def hard_negatives(documents: list[StructuredDocument], queries: list[Query], sc
             picked: list[tuple[int, float, int]] = []
             rank = 0
             for candidate in order.tolist():
-                if candidate == positive or text_key[candidate] == text_key[positive] or \
-                        (title_key[positive] is not None and title_key[candidate] == title_key[positive]):
+                if (
+                    candidate == positive
+                    or text_key[candidate] == text_key[positive]
+                    or (title_key[positive] is not None and title_key[candidate] == title_key[positive])
+                ):
                     continue
                 rank += 1
                 if rank <= skip_top:
@@ -270,8 +304,14 @@ def hard_negatives(documents: list[StructuredDocument], queries: list[Query], sc
     return found
 
 
-def triplet_record(query: Query, document: StructuredDocument, negative: StructuredDocument, score: float,
-                   rank: int, method: str) -> dict[str, Any]:
+def triplet_record(
+    query: Query,
+    document: StructuredDocument,
+    negative: StructuredDocument,
+    score: float,
+    rank: int,
+    method: str,
+) -> dict[str, Any]:
     """One output line; the schema is documented in docs/data.md."""
     if query.kind == "title":
         negative_title, negative_text = None, negative.body()
@@ -279,7 +319,11 @@ def triplet_record(query: Query, document: StructuredDocument, negative: Structu
         negative_title, negative_text = negative.title, negative.body()
     return {
         "query": {"text": query.text, "kind": query.kind, "heading": query.heading},
-        "positive": {"doc_id": document.doc_id, "title": query.positive_title, "abstract": query.positive_text},
+        "positive": {
+            "doc_id": document.doc_id,
+            "title": query.positive_title,
+            "abstract": query.positive_text,
+        },
         "negative": {"doc_id": negative.doc_id, "title": negative_title, "abstract": negative_text},
         "negative_method": method,
         "negative_score": round(score, 6),
@@ -334,40 +378,78 @@ def build_triplets(
     counts = TripletCounts(documents=len(documents))
     if len(documents) < 2:
         raise EmptySource(f"{corpus}: a hard negative needs at least two documents; found {len(documents)}")
-    made = make_queries(documents, kinds=queries, sections_per_document=sections_per_document,
-                        min_query_words=min_query_words, max_query_words=max_query_words,
-                        min_positive_words=min_positive_words, allow_verbatim=allow_verbatim, seed=seed,
-                        counts=counts)
+    made = make_queries(
+        documents,
+        kinds=queries,
+        sections_per_document=sections_per_document,
+        min_query_words=min_query_words,
+        max_query_words=max_query_words,
+        min_positive_words=min_positive_words,
+        allow_verbatim=allow_verbatim,
+        seed=seed,
+        counts=counts,
+    )
     if not made:
-        raise EmptySource(f"{corpus}: no document gave a query (titles, or two or more sections with "
-                          f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)")
+        raise EmptySource(
+            f"{corpus}: no document gave a query (titles, or two or more sections with "
+            f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
+        )
     if negatives_from == "bm25":
         scores_of = negative_scores_bm25(documents, made)
     else:
         scores_of = negative_scores_embedding(documents, made, encoder, progress)
-    found = hard_negatives(documents, made, scores_of, negatives=negatives, skip_top=skip_top, progress=progress)
+    found = hard_negatives(
+        documents, made, scores_of, negatives=negatives, skip_top=skip_top, progress=progress
+    )
     with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
         writer = JsonlWriter(temporary)
         try:
             for query, picked in zip(made, found, strict=False):
                 if not picked:
                     counts.queries_without_negative += 1
-                writer.write([triplet_record(query, documents[query.document], documents[index], score, rank,
-                                             negatives_from) for index, score, rank in picked])
+                writer.write(
+                    [
+                        triplet_record(
+                            query, documents[query.document], documents[index], score, rank, negatives_from
+                        )
+                        for index, score, rank in picked
+                    ]
+                )
         finally:
             writer.close()
         counts.triplets = writer.rows
         counts.problems = len(problems.messages)
         if writer.rows == 0:
             raise EmptySource(f"{corpus}: no triplet could be made (every candidate negative was excluded)")
-        options = {"corpus": corpus, "queries": queries, "negatives_from": negatives_from,
-                   "encoder": encoder if negatives_from == "embedding" else None, "negatives": negatives,
-                   "skip_top": skip_top, "sections_per_document": sections_per_document,
-                   "min_query_words": min_query_words, "max_query_words": max_query_words,
-                   "min_positive_words": min_positive_words, "allow_verbatim": allow_verbatim, "seed": seed,
-                   "format": input_format, "on_error": on_error}
-        manifest = write_file_manifest(temporary_manifest, command="data triplets", options=options, inputs=inputs,
-                                       counts=asdict(counts), output=out, written=temporary, rows=writer.rows,
-                                       problems=problems.messages, argv=argv,
-                                       extra={"schema": "ctxext-triplets/1 (docs/data.md)"})
-    return TripletsResult(out, out.with_name(out.name + ".manifest.json"), counts, problems.messages, manifest)
+        options = {
+            "corpus": corpus,
+            "queries": queries,
+            "negatives_from": negatives_from,
+            "encoder": encoder if negatives_from == "embedding" else None,
+            "negatives": negatives,
+            "skip_top": skip_top,
+            "sections_per_document": sections_per_document,
+            "min_query_words": min_query_words,
+            "max_query_words": max_query_words,
+            "min_positive_words": min_positive_words,
+            "allow_verbatim": allow_verbatim,
+            "seed": seed,
+            "format": input_format,
+            "on_error": on_error,
+        }
+        manifest = write_file_manifest(
+            temporary_manifest,
+            command="data triplets",
+            options=options,
+            inputs=inputs,
+            counts=asdict(counts),
+            output=out,
+            written=temporary,
+            rows=writer.rows,
+            problems=problems.messages,
+            argv=argv,
+            extra={"schema": "ctxext-triplets/1 (docs/data.md)"},
+        )
+    return TripletsResult(
+        out, out.with_name(out.name + ".manifest.json"), counts, problems.messages, manifest
+    )
