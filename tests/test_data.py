@@ -149,6 +149,40 @@ def test_chunks_stay_within_limit_overlap_and_cover_the_document(tmp_path: Path,
     assert all(text.endswith(".") for text in texts)
 
 
+def byte_level_bpe_folder(folder: Path, text: str) -> Path:
+    """A small byte-level BPE tokenizer (GPT-2 style: the space belongs to the next word) trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    specials = [("<s>", 0), ("</s>", 1)]
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=specials)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([text], trainer)
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_byte_level_bpe_chunks_are_recounted_and_stay_within_limit(tmp_path: Path):
+    document = long_text("geology", paragraphs=10)
+    folder = byte_level_bpe_folder(tmp_path / "bpe", document)
+    tok = load_tokenizer(folder)
+    assert not tok.stable_cuts and tok.special_tokens == 2
+    (tmp_path / "long.txt").write_text(document)
+    rows = rows_of(build_corpus([str(tmp_path / "long.txt")], tmp_path / "c.parquet", tokenizer=str(folder),
+                                chunk=40, overlap=8).path)
+    assert len(rows) > 5
+    assert [r["tokens"] for r in rows] == tok.count([r["text"] for r in rows])
+    assert max(r["tokens"] for r in rows) <= 40
+
+
+def test_wordpiece_tokenizer_allows_exact_counts_without_a_second_pass(tok):
+    assert tok.stable_cuts
+
+
 def test_chunk_spans_cover_every_token_within_limit_for_any_boundaries():
     generator = np.random.default_rng(0)
     for _ in range(50):

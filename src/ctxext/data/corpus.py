@@ -28,7 +28,7 @@ from ctxext.data.sources import (
     iter_records,
     record_documents,
 )
-from ctxext.data.text import Tokenizer, cut_ranks, load_tokenizer, token_spans
+from ctxext.data.text import WORD, Tokenizer, cut_ranks, load_tokenizer, token_spans
 from ctxext.errors import InvalidArgument
 
 DEFAULT_TOKENIZER = "all-MiniLM-L6-v2"
@@ -94,8 +94,9 @@ def build_corpus(
     pdf_password: str | None = None,
     force: bool = False,
     batch_documents: int = 256,
-    batch_chars: int = 8_000_000,
+    batch_chars: int = 1_000_000,
     rows_per_group: int = 8192,
+    group_chars: int = 16_000_000,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> CorpusResult:
@@ -133,7 +134,7 @@ def build_corpus(
         writer = ParquetRowWriter(temporary, corpus_schema())
         columns: dict[str, list[Any]] = {name: [] for name in CORPUS_COLUMNS}
         try:
-            read_bytes = 0
+            read_bytes = buffered_chars = 0
             for source_file, batch in _document_batches(
                 files, problems, counts, inputs, pdf_password, batch_documents, batch_chars
             ):
@@ -171,9 +172,11 @@ def build_corpus(
                         strict=False,
                     ):
                         columns[name].append(value)
-                    if len(columns["text"]) >= rows_per_group:
+                    buffered_chars += len(text)
+                    if len(columns["text"]) >= rows_per_group or buffered_chars >= group_chars:
                         writer.write_columns(columns)
                         columns = {name: [] for name in CORPUS_COLUMNS}
+                        buffered_chars = 0
             writer.write_columns(columns)
         finally:
             writer.close()
@@ -298,8 +301,11 @@ def _rows(
         ranks = cut_ranks(document.text, starts, ends)
         document.chunked = True
         for index, (begin, end) in enumerate(chunk_spans(ranks, limit, overlap)):
-            rows.append((document, index, document.text[starts[begin] : ends[end - 1]], None))
-    # A chunk cut between words re-tokenizes as it was; check anyway (byte-level BPE can differ at a cut).
+            # Cut between words, a whitespace-splitting tokenizer gives the span's tokens again; any
+            # other cut (inside a word, or a byte-level BPE / Metaspace tokenizer) is re-tokenized.
+            exact = tok.stable_cuts and ranks[begin] >= WORD and ranks[end] >= WORD
+            tokens = end - begin + tok.special_tokens if exact else None
+            rows.append((document, index, document.text[starts[begin] : ends[end - 1]], tokens))
     pending = [row[2] for row in rows if row[3] is None]
     counted = iter(tok.count(pending) if pending else [])
     for document, index, text, tokens in rows:

@@ -7,6 +7,7 @@ side tokenizes to the same tokens it had in the whole document.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class Tokenizer:
     special_tokens: int
     ref: str
     path: Path
+    stable_cuts: bool = False
 
     def encode(self, texts: list[str]) -> list[Any]:
         """``tokenizers.Encoding`` per text, without special tokens (``len``, ``.offsets``)."""
@@ -80,8 +82,29 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
     backend.no_truncation()
     backend.no_padding()
     return Tokenizer(
-        backend=backend, special_tokens=backend.num_special_tokens_to_add(False), ref=str(ref), path=folder
+        backend=backend,
+        special_tokens=backend.num_special_tokens_to_add(False),
+        ref=str(ref),
+        path=folder,
+        stable_cuts=splits_on_whitespace(json.loads(backend.to_str()).get("pre_tokenizer")),
     )
+
+
+WHITESPACE_SPLITTERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+WORD_LOCAL = WHITESPACE_SPLITTERS | {"Punctuation", "Digits", "UnicodeScripts"}
+
+
+def splits_on_whitespace(pre_tokenizer: dict[str, Any] | None) -> bool:
+    """True when every token lies inside one whitespace-separated word (WordPiece/BERT-style
+    pre-tokenizers): a text cut between two words then tokenizes exactly as that span of the whole
+    text, so chunk token counts need no second tokenization. Byte-level BPE and Metaspace attach
+    the space to the next word and are re-checked instead."""
+    if not pre_tokenizer:
+        return False
+    sequence = pre_tokenizer.get("type") == "Sequence"
+    members = pre_tokenizer.get("pretokenizers", []) if sequence else [pre_tokenizer]
+    types = {member.get("type") for member in members}
+    return bool(types & WHITESPACE_SPLITTERS) and types <= WORD_LOCAL
 
 
 def token_spans(encoding: Any) -> tuple[np.ndarray, np.ndarray]:
