@@ -46,7 +46,8 @@ if mode == "naive":
     documents, total_tokens = len(texts), sum(tokens)
 else:
     from ctxext.data import build_corpus
-    options = {{"streamed": {{}}, "chunked": {{"chunk": 512, "overlap": 64}}, "dedupe": {{"dedupe": True}}}}[mode]
+    options = {{"streamed": {{}}, "chunked": {{"chunk": 512, "overlap": 64}},
+               "dedupe": {{"dedupe": True}}}}[mode]
     result = build_corpus([folder], out, tokenizer=tokenizer, force=True, **options)
     documents, total_tokens = result.totals.documents, result.totals.tokens
 seconds = time.perf_counter() - start
@@ -106,7 +107,8 @@ def main() -> None:
 
     sources = stdlib_texts()
     print(
-        f"collection: {len(sources)} standard-library files (.py/.rst/.txt) from {sysconfig.get_paths()['stdlib']}"
+        f"collection: {len(sources)} standard-library files (.py/.rst/.txt) "
+        f"from {sysconfig.get_paths()['stdlib']}"
         f"; tokenizer {args.tokenizer}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs"
     )
     results: dict[tuple[str, int], dict] = {}
@@ -131,10 +133,8 @@ def main() -> None:
     print(f"\npeak memory, x{last} input vs x{first} (1.00 = flat):")
     for mode in args.modes:
         ratio = results[(mode, last)]["peak_mb"] / results[(mode, first)]["peak_mb"]
-        print(
-            f"  {mode:9s} {results[(mode, first)]['peak_mb']:6.0f} MB -> {results[(mode, last)]['peak_mb']:6.0f} MB"
-            f"  ratio {ratio:.2f}"
-        )
+        low, high = results[(mode, first)]["peak_mb"], results[(mode, last)]["peak_mb"]
+        print(f"  {mode:9s} {low:6.0f} MB -> {high:6.0f} MB  ratio {ratio:.2f}")
     if "naive" in args.modes and "streamed" in args.modes:
         print(
             f"\nat x{last}: naive peak / streamed peak = "
