@@ -1,8 +1,8 @@
 """Throughput and peak memory of `ctxext data corpus` on a growing local text collection.
 
-The collection is the Python standard library's own sources (every machine has them): files are copied
-as .txt into a scratch folder until it holds N MB, for N = base x each scale. Each run is a fresh
-subprocess, so its peak RSS (ru_maxrss) is its own. Side by side in one run:
+The collection is the Python standard library's own sources (every machine has them): the first files
+(in sorted order) up to ``--base-mb`` MB, copied as .txt ``scale`` times into a scratch folder.
+Each run is a fresh subprocess, so its peak RSS (ru_maxrss) is its own. Side by side in one run:
 
 - streamed: ``build_corpus`` (batches of documents, Parquet row groups written as they fill);
 - chunked:  the same with --chunk 512 --overlap 64;
@@ -12,7 +12,7 @@ subprocess, so its peak RSS (ru_maxrss) is its own. Side by side in one run:
 
 Goal: the streamed peak stays flat as the input grows (ratio of peaks ~1.0 across scales).
 
-    python benchmarks/data.py                      # 8, 16, 32 MB
+    python benchmarks/data.py                      # 4, 8, 16, 32 MB
     python benchmarks/data.py --base-mb 16 --scales 1 4
 """
 
@@ -65,21 +65,23 @@ def stdlib_texts() -> list[Path]:
     return files
 
 
-def build_collection(folder: Path, megabytes: float, sources: list[Path]) -> tuple[int, int]:
-    """Copy source files into ``folder`` (as .txt, cycling through them) until it holds ``megabytes``."""
+def build_collection(folder: Path, megabytes: float, sources: list[Path], copies: int) -> tuple[int, int]:
+    """``copies`` copies of a base set of source files holding ``megabytes`` (as .txt files).
+
+    Growing the input by copies keeps its mix, and its largest single document, the same at every
+    scale, so a change in peak memory is due to the input's size alone."""
+    base, size = [], 0
+    for path in sources:
+        if size >= megabytes * 2**20:
+            break
+        if path.stat().st_size:
+            base.append(path)
+            size += path.stat().st_size
     folder.mkdir(parents=True)
-    written = count = 0
-    while written < megabytes * 2**20:
-        for path in sources:
-            size = path.stat().st_size
-            if size == 0:
-                continue
-            shutil.copyfile(path, folder / f"{count:06d}_{path.stem}.txt")
-            written += size
-            count += 1
-            if written >= megabytes * 2**20:
-                break
-    return count, written
+    for copy in range(copies):
+        for index, path in enumerate(base):
+            shutil.copyfile(path, folder / f"{copy:03d}_{index:05d}_{path.stem}.txt")
+    return len(base) * copies, size * copies
 
 
 def run(mode: str, folder: Path, out: Path, tokenizer: str) -> dict:
@@ -99,8 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--base-mb", type=float, default=8.0)
-    parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--base-mb", type=float, default=4.0)
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--modes", nargs="+", default=["streamed", "chunked", "dedupe", "naive"])
     parser.add_argument("--tokenizer", default="all-MiniLM-L6-v2")
     args = parser.parse_args()
@@ -115,7 +117,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ctxext-bench-data-") as scratch:
         for scale in args.scales:
             folder = Path(scratch) / f"x{scale}"
-            files, size = build_collection(folder, args.base_mb * scale, sources)
+            files, size = build_collection(folder, args.base_mb, sources, scale)
             for mode in args.modes:
                 result = run(mode, folder, Path(scratch) / f"{mode}-x{scale}.parquet", args.tokenizer)
                 result.update(files=files, input_mb=size / 2**20)

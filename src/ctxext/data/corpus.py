@@ -96,7 +96,7 @@ def build_corpus(
     batch_documents: int = 256,
     batch_chars: int = 1_000_000,
     rows_per_group: int = 8192,
-    group_chars: int = 16_000_000,
+    group_chars: int = 4_000_000,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> CorpusResult:

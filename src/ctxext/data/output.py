@@ -40,18 +40,17 @@ class InputRecord:
     file: str
     format: str
     bytes: int
-    sha256: str
+    sha256: str | None
     counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, source: SourceFile) -> InputRecord:
-        return cls(
-            source.label,
-            str(source.path),
-            source.format,
-            source.path.stat().st_size,
-            file_sha256(source.path),
-        )
+        """The file's size and sha256; None when it cannot be read (the reader reports why)."""
+        try:
+            return cls(source.label, str(source.path), source.format, source.path.stat().st_size,
+                       file_sha256(source.path))
+        except OSError:
+            return cls(source.label, str(source.path), source.format, 0, None)
 
 
 @contextlib.contextmanager
