@@ -614,6 +614,40 @@ def atomic_output(target: str | os.PathLike[str], *, force: bool = False) -> Ite
         raise
 
 
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path beside ``target``; rename it into place only if the block succeeds.
+
+    The file counterpart of :func:`atomic_output`: any failure, interrupt or SIGTERM removes the
+    temporary file, so a reader never sees a half-written Parquet or jsonl file.
+    """
+    target = Path(target).expanduser().absolute()
+    if target.exists() and not force:
+        raise OutputExists(f"output {target} already exists; pass --force to replace it")
+    if target.is_dir():
+        raise OutputExists(f"output {target} exists and is a folder, not a file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".ctxext-tmp", dir=target.parent)
+        os.close(handle)
+        temporary = Path(name)
+        temporary.chmod(0o666 & ~_umask())
+    except OSError as error:
+        raise WriteFailed(f"cannot create the output beside {target}: {error.strerror or error}") from None
+    try:
+        with _sigterm_as_interrupt():
+            yield temporary
+            os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise WriteFailed(f"disk full while writing {target}; nothing was written") from None
+        raise WriteFailed(f"writing {target} failed: {error.strerror or error}; nothing was written") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)

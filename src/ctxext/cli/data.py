@@ -1,9 +1,357 @@
-"""`ctxext data` commands (not built yet)."""
+"""`ctxext data`: corpora and long-document training sets from local files."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors, stderr
+
+FileOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out", "-o", help="Output file (written atomically, with <output>.manifest.json beside it)."
+    ),
+]
+TokenizerOpt = Annotated[
+    str,
+    typer.Option(
+        "--tokenizer", help="Checkpoint whose tokenizer counts tokens: folder, hub ID or embedded name."
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="Read every input as this format (txt, md, jsonl, parquet, pdf), whatever its suffix.",
+    ),
+]
+OnErrorOpt = Annotated[
+    str,
+    typer.Option(
+        "--on-error",
+        help="stop: a bad file or line stops the run (nothing is written); skip: report it and go on.",
+    ),
+]
+PdfPasswordOpt = Annotated[str | None, typer.Option("--pdf-password", help="Password of encrypted PDFs.")]
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")]
+
+app = typer.Typer(
+    name="data",
+    help="Corpora and long-document training sets from local files.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ctxext app."""
+def register(parent: typer.Typer) -> None:
+    parent.add_typer(app, name="data")
+
+
+def _warn_problems(problems: list[str]) -> None:
+    for message in problems[:20]:
+        stderr.print(f"[yellow]skipped:[/] {message}", highlight=False, soft_wrap=True)
+    if len(problems) > 20:
+        stderr.print(f"[yellow]skipped:[/] ... and {len(problems) - 20} more (all listed in the manifest)")
+
+
+@app.command("corpus")
+@reports_errors
+def corpus_command(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files or folders (txt, md, jsonl, parquet, pdf); "
+            "LABEL=PATH names a source in the `source` column."
+        ),
+    ],
+    out: FileOutOpt,
+    chunk: Annotated[
+        int | None,
+        typer.Option(
+            help="Most tokens per row, special tokens included; longer "
+            "documents are split on paragraph / sentence boundaries."
+        ),
+    ] = None,
+    overlap: Annotated[int, typer.Option(help="Fewest tokens consecutive chunks share.")] = 0,
+    tokenizer: TokenizerOpt = "all-MiniLM-L6-v2",
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe", help="Drop exact and near-duplicate rows (MinHash, Jaccard >= --near-threshold)."
+        ),
+    ] = False,
+    near_threshold: Annotated[
+        float, typer.Option(help="Word 5-gram Jaccard similarity above which two rows are near-duplicates.")
+    ] = 0.8,
+    exact_only: Annotated[
+        bool, typer.Option("--exact-only", help="With --dedupe: exact duplicates only.")
+    ] = False,
+    input_format: FormatOpt = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="Glob for files inside folders, e.g. '*.py' (with --format txt).")
+    ] = None,
+    on_error: OnErrorOpt = "stop",
+    pdf_password: PdfPasswordOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Flatten local sources into one Parquet corpus with a `source` column.
+
+    jsonl records give their `text` (or body / abstract / content); triplet records (query / positive /
+    negative, or anchor / pos / neg) give one row per field, marked in the `field` column.
+
+    Examples:
+
+      ctxext data corpus news.jsonl wiki/ papers/ -o corpus.parquet --chunk 512 --overlap 64 --dedupe
+
+      ctxext data corpus msmarco=triplets.jsonl encyclopedia=articles.parquet -o corpus.parquet
+    """
+    from ctxext.data.corpus import build_corpus
+
+    with progress_bars() as progress:
+        result = build_corpus(
+            sources,
+            out,
+            tokenizer=tokenizer,
+            chunk=chunk,
+            overlap=overlap,
+            dedupe=dedupe,
+            near_duplicates=not exact_only,
+            near_threshold=near_threshold,
+            input_format=input_format,
+            pattern=pattern,
+            on_error=on_error,
+            pdf_password=pdf_password,
+            force=force,
+            progress=progress,
+            argv=sys.argv,
+        )
+    _warn_problems(result.problems)
+    rows = {label: vars(counts) for label, counts in result.sources.items()}
+    rows["total"] = vars(result.totals)
+    emit(
+        {"output": str(result.path), "manifest": str(result.manifest_path), "sources": rows},
+        as_json,
+        lambda data: _counts_table(
+            f"corpus -> {data['output']}",
+            data["sources"],
+            (
+                "files",
+                "documents",
+                "rows",
+                "tokens",
+                "chunked_documents",
+                "exact_duplicates",
+                "near_duplicates",
+                "problems",
+            ),
+        ),
+    )
+
+
+@app.command("fit")
+@reports_errors
+def fit_command(
+    source: Annotated[
+        str, typer.Argument(help="File or folder of documents (jsonl, parquet, txt, md, pdf).")
+    ],
+    out: FileOutOpt,
+    budget: Annotated[
+        int, typer.Option(min=2, help="Most tokens per document, special tokens included.")
+    ] = 4096,
+    tokenizer: TokenizerOpt = "all-MiniLM-L6-v2",
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="head, head-tail, or extractive (the sentences closest to the "
+            "document's embedding, in their original order)."
+        ),
+    ] = "head",
+    encoder: Annotated[
+        str, typer.Option(help="Embedding model of the extractive strategy.")
+    ] = "all-MiniLM-L6-v2",
+    head_fraction: Annotated[
+        float, typer.Option(help="head-tail: share of the budget given to the head.")
+    ] = 0.5,
+    input_format: FormatOpt = None,
+    on_error: OnErrorOpt = "stop",
+    pdf_password: PdfPasswordOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make every document fit a token budget; records keep their other fields.
+
+    Examples:
+
+      ctxext data fit papers.jsonl -o papers-4k.jsonl --budget 4096 --tokenizer ./bigbird \
+        --strategy extractive
+
+      ctxext data fit corpus.parquet -o corpus-512.parquet --budget 512 --strategy head-tail
+    """
+    from ctxext.data.fit import fit_file
+
+    with progress_bars() as progress:
+        result = fit_file(
+            source,
+            out,
+            budget=budget,
+            tokenizer=tokenizer,
+            strategy=strategy,
+            encoder=encoder,
+            head_fraction=head_fraction,
+            input_format=input_format,
+            on_error=on_error,
+            pdf_password=pdf_password,
+            force=force,
+            progress=progress,
+            argv=sys.argv,
+        )
+    _warn_problems(result.problems)
+    emit(
+        {
+            "output": str(result.path),
+            "manifest": str(result.manifest_path),
+            "strategy": strategy,
+            "budget": budget,
+            **vars(result.counts),
+        },
+        as_json,
+        lambda data: _counts_table(
+            f"fit -> {data['output']}",
+            {"documents": data},
+            ("documents", "shortened", "tokens_before", "tokens_after", "problems"),
+        ),
+    )
+
+
+@app.command("triplets")
+@reports_errors
+def triplets_command(
+    corpus: Annotated[
+        str,
+        typer.Argument(
+            help="Long documents with structure: jsonl / parquet records with "
+            "title and text (Markdown headings) or sections, or md files."
+        ),
+    ],
+    out: FileOutOpt,
+    queries: Annotated[str, typer.Option(help="title, section, or both.")] = "both",
+    negatives_from: Annotated[str, typer.Option(help="embedding or bm25.")] = "embedding",
+    encoder: Annotated[str, typer.Option(help="Embedding model for hard negatives.")] = "all-MiniLM-L6-v2",
+    negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per query (one line each).")] = 1,
+    skip_top: Annotated[int, typer.Option(min=0, help="Pass over this many nearest candidates first.")] = 0,
+    sections_per_document: Annotated[int, typer.Option(min=1, help="Section queries per document.")] = 1,
+    min_query_words: Annotated[int, typer.Option(min=1, help="Shortest section usable as a query.")] = 8,
+    max_query_words: Annotated[
+        int, typer.Option(min=1, help="Section queries are cut to this many words.")
+    ] = 128,
+    allow_verbatim: Annotated[
+        bool, typer.Option("--allow-verbatim", help="Keep queries that occur verbatim in their positive.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the section choice.")] = 0,
+    input_format: FormatOpt = None,
+    on_error: OnErrorOpt = "stop",
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build (query, positive, hard negative) triplets for `ctxext finetune` (schema: docs/data.md).
+
+    Examples:
+
+      ctxext data pydocs -o pydocs.jsonl && ctxext data triplets pydocs.jsonl -o triplets.jsonl
+
+      ctxext data triplets papers.parquet -o triplets.jsonl --queries title --negatives-from bm25
+    """
+    from ctxext.data.triplets import build_triplets
+
+    with progress_bars() as progress:
+        result = build_triplets(
+            corpus,
+            out,
+            queries=queries,
+            negatives_from=negatives_from,
+            encoder=encoder,
+            negatives=negatives,
+            skip_top=skip_top,
+            sections_per_document=sections_per_document,
+            min_query_words=min_query_words,
+            max_query_words=max_query_words,
+            allow_verbatim=allow_verbatim,
+            seed=seed,
+            input_format=input_format,
+            on_error=on_error,
+            force=force,
+            progress=progress,
+            argv=sys.argv,
+        )
+    _warn_problems(result.problems)
+    emit(
+        {"output": str(result.path), "manifest": str(result.manifest_path), **vars(result.counts)},
+        as_json,
+        lambda data: _counts_table(
+            f"triplets -> {data['output']}",
+            {"corpus": data},
+            ("documents", "title_queries", "section_queries", "dropped_verbatim", "triplets", "problems"),
+        ),
+    )
+
+
+@app.command("pydocs")
+@reports_errors
+def pydocs_command(
+    out: FileOutOpt,
+    min_words: Annotated[
+        int, typer.Option(min=1, help="Skip modules with fewer words of documentation.")
+    ] = 300,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many modules.")] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a long-document corpus from the standard library's docstrings (no download needed).
+
+    Example:
+
+      ctxext data pydocs -o pydocs.jsonl --min-words 300
+    """
+    from ctxext.data.pydocs import write_python_docs_corpus
+
+    path, manifest = write_python_docs_corpus(
+        out, min_words=min_words, limit=limit, force=force, argv=sys.argv
+    )
+    emit(
+        {"output": str(path), **manifest["counts"]},
+        as_json,
+        lambda data: _counts_table(
+            f"pydocs -> {data['output']}", {"python-stdlib": data}, ("documents", "words")
+        ),
+    )
+
+
+HEADERS = {
+    "documents": "docs",
+    "chunked_documents": "chunked",
+    "exact_duplicates": "exact dup",
+    "near_duplicates": "near dup",
+    "tokens_before": "tokens in",
+    "tokens_after": "tokens out",
+    "title_queries": "title q",
+    "section_queries": "section q",
+    "dropped_verbatim": "verbatim dropped",
+}
+
+
+def _counts_table(title: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("source", style="bold", overflow="fold")
+    for column in columns:
+        table.add_column(HEADERS.get(column, column.replace("_", " ")), justify="right")
+    for label, counts in rows.items():
+        table.add_row(label, *(f"{counts.get(column, 0):,}" for column in columns))
+    return table

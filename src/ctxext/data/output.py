@@ -1,0 +1,171 @@
+"""File outputs of the data commands: written atomically, each with ``<output>.manifest.json`` beside it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ctxext import __version__
+from ctxext.data.sources import SourceFile
+from ctxext.errors import InvalidArgument
+from ctxext.io import atomic_file, file_sha256, write_json
+from ctxext.manifest import _jsonable, library_versions
+
+OUTPUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl"}
+
+
+def manifest_path(out: str | Path) -> Path:
+    out = Path(out).expanduser().absolute()
+    return out.with_name(out.name + ".manifest.json")
+
+
+def output_format(out: str | Path, allowed: tuple[str, ...] = ("parquet", "jsonl")) -> str:
+    found = OUTPUT_FORMATS.get(Path(out).suffix.lower())
+    if found not in allowed:
+        raise InvalidArgument(f"output {out}: name it *.{' or *.'.join(allowed)}")
+    return found
+
+
+@dataclass
+class InputRecord:
+    """One input file as the manifest lists it."""
+
+    source: str
+    file: str
+    format: str
+    bytes: int
+    sha256: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, source: SourceFile) -> InputRecord:
+        """The file's size and sha256; None when it cannot be read (the reader reports why)."""
+        try:
+            return cls(source.label, str(source.path), source.format, source.path.stat().st_size,
+                       file_sha256(source.path))
+        except OSError:
+            return cls(source.label, str(source.path), source.format, 0, None)
+
+
+@contextlib.contextmanager
+def atomic_file_with_manifest(out: str | Path, *, force: bool) -> Iterator[tuple[Path, Path]]:
+    """Temporary paths for the output and its manifest; both are moved into place only on success
+    (the manifest first, so an output never lies there without one)."""
+    out = Path(out).expanduser().absolute()
+    with (
+        atomic_file(out, force=force) as temporary_out,
+        atomic_file(manifest_path(out), force=True) as temporary_manifest,
+    ):
+        yield temporary_out, temporary_manifest
+
+
+def write_file_manifest(
+    path: Path,
+    *,
+    command: str,
+    options: dict[str, Any],
+    inputs: list[InputRecord],
+    counts: dict[str, Any],
+    output: Path,
+    written: Path,
+    rows: int,
+    problems: list[str],
+    argv: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the manifest of a file output; ``written`` is the finished temporary file, ``output`` its
+    final name."""
+    manifest = {
+        "ctxext_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "argv": list(sys.argv if argv is None else argv),
+        "options": _jsonable(options),
+        "inputs": [_jsonable(vars(record)) for record in inputs],
+        "counts": _jsonable(counts),
+        "problems": list(problems),
+        "libraries": library_versions(),
+        "output": {
+            "path": str(output),
+            "bytes": written.stat().st_size,
+            "sha256": file_sha256(written),
+            "rows": rows,
+        },
+        **_jsonable(extra or {}),
+    }
+    write_json(path, manifest, sort_keys=True)
+    return manifest
+
+
+class JsonlWriter:
+    """Append JSON records to an open file, one per line."""
+
+    def __init__(self, path: Path):
+        self.handle = open(path, "w", encoding="utf-8")
+        self.rows = 0
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.rows += len(records)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class ParquetRowWriter:
+    """Write lists of records as Parquet row groups; the schema is given or taken from the first batch."""
+
+    def __init__(self, path: Path, schema: Any = None):
+        self.path = path
+        self.schema = schema
+        self.writer: Any = None
+        self.rows = 0
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not records:
+            return
+        try:
+            table = pa.Table.from_pylist(records, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise InvalidArgument(
+                f"records do not fit one Parquet schema ({error}); write *.jsonl instead"
+            ) from None
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self.writer.write_table(table)
+        self.rows += len(records)
+
+    def write_columns(self, columns: dict[str, list[Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pydict(columns, schema=self.schema)
+        if not len(table):
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self.writer.write_table(table)
+        self.rows += len(table)
+
+    def close(self) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None and self.schema is not None:
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        if self.writer is not None:
+            self.writer.close()
+
+
+def open_writer(path: Path, kind: str, schema: Any = None) -> JsonlWriter | ParquetRowWriter:
+    return JsonlWriter(path) if kind == "jsonl" else ParquetRowWriter(path, schema)

@@ -1,0 +1,166 @@
+"""A long-document corpus from text every Python installation carries: the standard library's docstrings.
+
+No download, no import of the modules (``ast`` reads the sources, so nothing runs): each module becomes
+one document whose title is ``module — first line of its docstring`` and whose sections are the rest of
+the module docstring ("Overview") and the docstring of each public class, function and method, under a
+Markdown heading with its signature. Deterministic for one Python version (it is in the manifest).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import sys
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SKIPPED_PARTS = {
+    "test",
+    "tests",
+    "idle_test",
+    "idlelib",
+    "turtledemo",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "_bundled",
+    "lib2to3",
+    "ensurepip",
+    "config-3",
+}
+
+
+def stdlib_folder() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def module_files(folder: Path | None = None) -> list[tuple[str, Path]]:
+    """(dotted module name, source file) of the standard library's public pure-Python modules, sorted."""
+    folder = folder or stdlib_folder()
+    found = []
+    for directory, subdirectories, files in os.walk(folder):
+        subdirectories[:] = sorted(
+            d for d in subdirectories if d not in SKIPPED_PARTS and not d.startswith(("config-", ".", "_"))
+        )
+        for file_name in files:
+            if not file_name.endswith(".py"):
+                continue
+            path = Path(directory) / file_name
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if not parts or any(p.startswith("_") for p in parts) or parts[-1] == "__main__":
+                continue
+            found.append((".".join(parts), path))
+    return sorted(found)
+
+
+def module_document(name: str, path: Path) -> dict[str, Any] | None:
+    """One module as a record: ``doc_id``, ``title``, ``sections`` and ``text`` (Markdown)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return None
+    docstring = ast.get_docstring(tree) or ""
+    summary, _, rest = docstring.strip().partition("\n")
+    title = f"{name} — {summary.strip()}" if summary.strip() else name
+    sections: list[dict[str, str]] = []
+    if rest.strip():
+        sections.append({"heading": "Overview", "text": inspect.cleandoc(rest)})
+    for node in tree.body:
+        sections.extend(_definition_sections(node, prefix=""))
+    if not sections:
+        return None
+    text = "\n\n".join(f"## {s['heading']}\n\n{s['text']}" for s in sections)
+    return {"doc_id": name, "title": title, "sections": sections, "text": text, "source": "python-stdlib"}
+
+
+def _definition_sections(node: ast.AST, prefix: str) -> list[dict[str, str]]:
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith(
+        "_"
+    ):
+        return []
+    docstring = ast.get_docstring(node)
+    found = []
+    if isinstance(node, ast.ClassDef):
+        heading = f"class {prefix}{node.name}"
+    else:
+        heading = f"{prefix}{node.name}({_arguments(node.args)})"
+    if docstring and docstring.strip():
+        found.append({"heading": heading, "text": docstring.strip()})
+    if isinstance(node, ast.ClassDef):
+        for child in node.body:
+            found.extend(_definition_sections(child, prefix=f"{prefix}{node.name}."))
+    return found
+
+
+def _arguments(arguments: ast.arguments) -> str:
+    names = [a.arg for a in (*arguments.posonlyargs, *arguments.args) if a.arg not in ("self", "cls")]
+    if arguments.vararg:
+        names.append(f"*{arguments.vararg.arg}")
+    names.extend(a.arg for a in arguments.kwonlyargs)
+    if arguments.kwarg:
+        names.append(f"**{arguments.kwarg.arg}")
+    return ", ".join(names)
+
+
+def python_docs_documents(
+    *, min_words: int = 300, limit: int | None = None, folder: Path | None = None
+) -> Iterator[dict[str, Any]]:
+    """Standard-library modules with at least ``min_words`` words of documentation, in name order."""
+    given = 0
+    for name, path in module_files(folder):
+        document = module_document(name, path)
+        if document is None or len(document["text"].split()) < min_words:
+            continue
+        yield document
+        given += 1
+        if limit is not None and given >= limit:
+            return
+
+
+def write_python_docs_corpus(
+    out: str | Path,
+    *,
+    min_words: int = 300,
+    limit: int | None = None,
+    force: bool = False,
+    argv: list[str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Write the standard-library corpus as jsonl (one module per line) with a manifest beside it."""
+    from ctxext.data.output import JsonlWriter, atomic_file_with_manifest, output_format, write_file_manifest
+    from ctxext.data.sources import EmptySource
+
+    out = Path(out).expanduser().absolute()
+    if output_format(out, ("jsonl",)) != "jsonl":  # pragma: no cover - output_format raises first
+        raise AssertionError
+    with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
+        writer = JsonlWriter(temporary)
+        words = 0
+        try:
+            for document in python_docs_documents(min_words=min_words, limit=limit):
+                writer.write([document])
+                words += len(document["text"].split())
+        finally:
+            writer.close()
+        if writer.rows == 0:
+            raise EmptySource(
+                f"no standard-library module under {stdlib_folder()} has {min_words}+ words of docs"
+            )
+        manifest = write_file_manifest(
+            temporary_manifest,
+            command="data pydocs",
+            options={"min_words": min_words, "limit": limit},
+            inputs=[],
+            counts={"documents": writer.rows, "words": words},
+            output=out,
+            written=temporary,
+            rows=writer.rows,
+            problems=[],
+            argv=argv,
+            extra={"python": {"version": sys.version.split()[0], "stdlib": str(stdlib_folder())}},
+        )
+    return out, manifest

@@ -1,0 +1,455 @@
+"""``ctxext data triplets``: SciRepEval-style (query, positive, hard negative) triplets from a local corpus.
+
+Each document with structure (a title, or sections under headings) gives queries:
+- ``title``: the query is the title; the positive is the document's body. The title is left out of the
+  positive (the query would be a verbatim span of it) and, to leave no shortcut, out of the negative too.
+- ``section``: the query is one section (its first ``max_query_words`` words); the positive is the title
+  and the rest of the document, without that section.
+A query that still occurs verbatim in its positive (case and whitespace ignored) is dropped unless
+``allow_verbatim``. The negative is the most similar *other* document to the query, under an embedding
+model (cosine) or BM25 (Okapi, ``rank_bm25``); the positive itself, and any document with the same title
+or the same text, is never a negative. ``skip_top`` passes over the nearest candidates (which are more
+often unlabelled positives).
+
+The corpus is held in memory (texts and one embedding per document): triplet corpora are thousands of
+documents, not millions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.data.output import InputRecord, JsonlWriter, atomic_file_with_manifest, write_file_manifest
+from ctxext.data.sources import (
+    EmptySource,
+    Problems,
+    UnreadableSource,
+    expand_sources,
+    iter_records,
+    markdown_title,
+    record_text,
+)
+from ctxext.data.text import normalize
+from ctxext.errors import InvalidArgument
+
+QUERY_KINDS = ("title", "section", "both")
+NEGATIVE_METHODS = ("embedding", "bm25")
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+RST_HEADING = re.compile(r"^([^\n]+)\n([=\-~^\"'`#*+]{3,})[ \t]*$", re.MULTILINE)
+WORDS = re.compile(r"\w+")
+
+
+@dataclass
+class Section:
+    heading: str | None
+    text: str
+
+
+@dataclass
+class StructuredDocument:
+    """A document as title plus sections; ``body`` joins the sections back with their headings."""
+
+    doc_id: str
+    title: str | None
+    sections: list[Section]
+    source: str = ""
+
+    def body(self, without: int | None = None) -> str:
+        parts = []
+        for index, section in enumerate(self.sections):
+            if index == without:
+                continue
+            parts.append(f"{section.heading}\n\n{section.text}" if section.heading else section.text)
+        return "\n\n".join(part for part in parts if part.strip())
+
+
+def split_sections(text: str) -> list[Section]:
+    """Sections under Markdown (``## Heading``) or reStructuredText (underlined) headings; text before the
+    first heading is a section without one."""
+    marks = [(m.start(), m.end(), m.group(2).strip()) for m in MARKDOWN_HEADING.finditer(text)]
+    if not marks:
+        marks = [
+            (m.start(), m.end(), m.group(1).strip())
+            for m in RST_HEADING.finditer(text)
+            if len(m.group(2)) >= len(m.group(1).strip()) and m.group(1).strip()
+        ]
+    sections = []
+    previous_end, heading = 0, None
+    for start, end, name in marks:
+        chunk = text[previous_end:start].strip()
+        if chunk or heading:
+            sections.append(Section(heading, chunk))
+        previous_end, heading = end, name
+    sections.append(Section(heading, text[previous_end:].strip()))
+    return [s for s in sections if s.text or s.heading]
+
+
+def structured_document(
+    record: dict[str, Any], where: str, default_title: str | None = None
+) -> StructuredDocument:
+    """A record's title and sections: a ``sections`` list when given, else headings parsed from its text."""
+    _, text, title = record_text(record)
+    raw_sections = record.get("sections")
+    if isinstance(raw_sections, list) and raw_sections:
+        sections = []
+        for item in raw_sections:
+            if isinstance(item, dict):
+                sections.append(
+                    Section(item.get("heading") or item.get("title"), str(item.get("text") or ""))
+                )
+            elif isinstance(item, str):
+                sections.append(Section(None, item))
+    elif text is not None:
+        sections = split_sections(text)
+    else:
+        raise UnreadableSource(f"{where}: no text field and no sections")
+    title = title or default_title
+    if title is None and sections and sections[0].heading and text is not None and markdown_title(text):
+        title = sections[0].heading
+        sections[0] = Section(None, sections[0].text)
+    elif title and sections and sections[0].heading and normalize(sections[0].heading) == normalize(title):
+        sections[0] = Section(None, sections[0].text)
+    sections = [s for s in sections if s.text.strip() or s.heading]
+    doc_id = str(record.get("doc_id") or record.get("id") or where)
+    return StructuredDocument(doc_id, title, sections, where)
+
+
+@dataclass
+class Query:
+    document: int
+    kind: str
+    text: str
+    heading: str | None
+    positive_title: str | None
+    positive_text: str
+
+
+@dataclass
+class TripletCounts:
+    documents: int = 0
+    queries: int = 0
+    title_queries: int = 0
+    section_queries: int = 0
+    dropped_verbatim: int = 0
+    documents_without_structure: int = 0
+    queries_without_negative: int = 0
+    triplets: int = 0
+    problems: int = 0
+
+
+@dataclass
+class TripletsResult:
+    path: Path
+    manifest_path: Path
+    counts: TripletCounts
+    problems: list[str]
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def make_queries(
+    documents: list[StructuredDocument],
+    *,
+    kinds: str = "both",
+    sections_per_document: int = 1,
+    min_query_words: int = 8,
+    max_query_words: int = 128,
+    min_positive_words: int = 20,
+    allow_verbatim: bool = False,
+    seed: int = 0,
+    counts: TripletCounts | None = None,
+) -> list[Query]:
+    """Title and section queries with their positives; verbatim queries dropped unless allowed."""
+    if kinds not in QUERY_KINDS:
+        raise InvalidArgument(f"--queries must be one of {', '.join(QUERY_KINDS)}, not {kinds!r}")
+    counts = counts if counts is not None else TripletCounts()
+    generator = np.random.default_rng(seed)
+    queries: list[Query] = []
+    for index, document in enumerate(documents):
+        made = []
+        if kinds in ("title", "both") and document.title:
+            body = document.body()
+            if _words(body) >= min_positive_words:
+                made.append(Query(index, "title", document.title, None, None, body))
+        if kinds in ("section", "both") and len(document.sections) > 1:
+            eligible = [i for i, s in enumerate(document.sections) if _words(s.text) >= min_query_words]
+            chosen = generator.permutation(eligible)[:sections_per_document] if eligible else []
+            for position in sorted(int(i) for i in chosen):
+                section = document.sections[position]
+                rest = document.body(without=position)
+                if _words(rest) < min_positive_words:
+                    continue
+                words = section.text.split()
+                made.append(
+                    Query(
+                        index,
+                        "section",
+                        " ".join(words[:max_query_words]),
+                        section.heading,
+                        document.title,
+                        rest,
+                    )
+                )
+        if not made:
+            counts.documents_without_structure += 1
+        for query in made:
+            haystack = normalize(f"{query.positive_title or ''} {query.positive_text}")
+            if not allow_verbatim and normalize(query.text) in haystack:
+                counts.dropped_verbatim += 1
+                continue
+            queries.append(query)
+            counts.title_queries += query.kind == "title"
+            counts.section_queries += query.kind == "section"
+    counts.queries = len(queries)
+    return queries
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def negative_scores_bm25(documents: list[StructuredDocument], queries: list[Query]) -> Any:
+    """A function giving, for a block of queries, BM25 scores against every document."""
+    from rank_bm25 import BM25Okapi
+
+    corpus = [WORDS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents]
+    bm25 = BM25Okapi(corpus)
+
+    def scores(block: list[Query]) -> np.ndarray:
+        return np.stack([bm25.get_scores(WORDS.findall(q.text.casefold())) for q in block]).astype(np.float32)
+
+    return scores
+
+
+def negative_scores_embedding(
+    documents: list[StructuredDocument], queries: list[Query], encoder: Any, progress: ProgressFn
+) -> Any:
+    if isinstance(encoder, (str, Path)):
+        from ctxext.encode import load_encoder
+
+        encoder = load_encoder(encoder)
+    texts = [f"{d.title}\n\n{d.body()}" if d.title else d.body() for d in documents]
+    document_vectors = _unit(
+        encoder.encode(
+            texts,
+            batch_size=32,
+            progress=lambda _t, done, total: progress("embedding documents", done, total),
+        )
+    )
+    query_vectors = _unit(
+        encoder.encode(
+            [q.text for q in queries],
+            batch_size=64,
+            progress=lambda _t, done, total: progress("embedding queries", done, total),
+        )
+    )
+    position = {id(q): i for i, q in enumerate(queries)}
+
+    def scores(block: list[Query]) -> np.ndarray:
+        rows = query_vectors[[position[id(q)] for q in block]]
+        return rows @ document_vectors.T
+
+    return scores
+
+
+def _unit(vectors: Any) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def hard_negatives(
+    documents: list[StructuredDocument],
+    queries: list[Query],
+    scores_of: Any,
+    *,
+    negatives: int = 1,
+    skip_top: int = 0,
+    block: int = 256,
+    progress: ProgressFn = no_progress,
+) -> list[list[tuple[int, float, int]]]:
+    """For each query, ``negatives`` (document index, score, rank) after excluding the positive and any
+    document sharing its normalized title or text."""
+    text_key = [hash(normalize(d.body())) for d in documents]
+    title_key = [normalize(d.title) if d.title else None for d in documents]
+    found: list[list[tuple[int, float, int]]] = []
+    for start in range(0, len(queries), block):
+        chunk = queries[start : start + block]
+        matrix = scores_of(chunk)
+        for query, row in zip(chunk, matrix, strict=False):
+            positive = query.document
+            order = np.argsort(-row, kind="stable")
+            picked: list[tuple[int, float, int]] = []
+            rank = 0
+            for candidate in order.tolist():
+                if (
+                    candidate == positive
+                    or text_key[candidate] == text_key[positive]
+                    or (title_key[positive] is not None and title_key[candidate] == title_key[positive])
+                ):
+                    continue
+                rank += 1
+                if rank <= skip_top:
+                    continue
+                picked.append((candidate, float(row[candidate]), rank))
+                if len(picked) == negatives:
+                    break
+            found.append(picked)
+        progress("mining negatives", min(start + block, len(queries)), len(queries))
+    return found
+
+
+def triplet_record(
+    query: Query,
+    document: StructuredDocument,
+    negative: StructuredDocument,
+    score: float,
+    rank: int,
+    method: str,
+) -> dict[str, Any]:
+    """One output line; the schema is documented in docs/data.md."""
+    if query.kind == "title":
+        negative_title, negative_text = None, negative.body()
+    else:
+        negative_title, negative_text = negative.title, negative.body()
+    return {
+        "query": {"text": query.text, "kind": query.kind, "heading": query.heading},
+        "positive": {
+            "doc_id": document.doc_id,
+            "title": query.positive_title,
+            "abstract": query.positive_text,
+        },
+        "negative": {"doc_id": negative.doc_id, "title": negative_title, "abstract": negative_text},
+        "negative_method": method,
+        "negative_score": round(score, 6),
+        "negative_rank": rank,
+    }
+
+
+def build_triplets(
+    corpus: str,
+    out: str | Path,
+    *,
+    queries: str = "both",
+    negatives_from: str = "embedding",
+    encoder: str = DEFAULT_ENCODER,
+    negatives: int = 1,
+    skip_top: int = 0,
+    sections_per_document: int = 1,
+    min_query_words: int = 8,
+    max_query_words: int = 128,
+    min_positive_words: int = 20,
+    allow_verbatim: bool = False,
+    seed: int = 0,
+    input_format: str | None = None,
+    on_error: str = "stop",
+    pdf_password: str | None = None,
+    force: bool = False,
+    progress: ProgressFn = no_progress,
+    argv: list[str] | None = None,
+) -> TripletsResult:
+    """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets as jsonl to ``out``."""
+    out = Path(out).expanduser().absolute()
+    if out.suffix.lower() != ".jsonl":
+        raise InvalidArgument(f"output {out.name}: triplets are written as JSON lines; name it *.jsonl")
+    if negatives_from not in NEGATIVE_METHODS:
+        raise InvalidArgument(f"--negatives-from must be one of {', '.join(NEGATIVE_METHODS)}")
+    if negatives < 1 or skip_top < 0:
+        raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
+    problems = Problems(on_error)
+    files = expand_sources([corpus], input_format=input_format)
+    documents: list[StructuredDocument] = []
+    inputs: list[InputRecord] = []
+    for number, source_file in enumerate(files, start=1):
+        inputs.append(InputRecord.of(source_file))
+        before = len(documents)
+        for where, record in iter_records(source_file, problems, pdf_password=pdf_password):
+            try:
+                documents.append(structured_document(record, where))
+            except UnreadableSource as error:
+                problems.report(error)
+        inputs[-1].counts = {"documents": len(documents) - before}
+        progress("reading corpus", number, len(files))
+    counts = TripletCounts(documents=len(documents))
+    if len(documents) < 2:
+        raise EmptySource(f"{corpus}: a hard negative needs at least two documents; found {len(documents)}")
+    made = make_queries(
+        documents,
+        kinds=queries,
+        sections_per_document=sections_per_document,
+        min_query_words=min_query_words,
+        max_query_words=max_query_words,
+        min_positive_words=min_positive_words,
+        allow_verbatim=allow_verbatim,
+        seed=seed,
+        counts=counts,
+    )
+    if not made:
+        raise EmptySource(
+            f"{corpus}: no document gave a query (titles, or two or more sections with "
+            f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
+        )
+    if negatives_from == "bm25":
+        scores_of = negative_scores_bm25(documents, made)
+    else:
+        scores_of = negative_scores_embedding(documents, made, encoder, progress)
+    found = hard_negatives(
+        documents, made, scores_of, negatives=negatives, skip_top=skip_top, progress=progress
+    )
+    with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
+        writer = JsonlWriter(temporary)
+        try:
+            for query, picked in zip(made, found, strict=False):
+                if not picked:
+                    counts.queries_without_negative += 1
+                writer.write(
+                    [
+                        triplet_record(
+                            query, documents[query.document], documents[index], score, rank, negatives_from
+                        )
+                        for index, score, rank in picked
+                    ]
+                )
+        finally:
+            writer.close()
+        counts.triplets = writer.rows
+        counts.problems = len(problems.messages)
+        if writer.rows == 0:
+            raise EmptySource(f"{corpus}: no triplet could be made (every candidate negative was excluded)")
+        options = {
+            "corpus": corpus,
+            "queries": queries,
+            "negatives_from": negatives_from,
+            "encoder": encoder if negatives_from == "embedding" else None,
+            "negatives": negatives,
+            "skip_top": skip_top,
+            "sections_per_document": sections_per_document,
+            "min_query_words": min_query_words,
+            "max_query_words": max_query_words,
+            "min_positive_words": min_positive_words,
+            "allow_verbatim": allow_verbatim,
+            "seed": seed,
+            "format": input_format,
+            "on_error": on_error,
+        }
+        manifest = write_file_manifest(
+            temporary_manifest,
+            command="data triplets",
+            options=options,
+            inputs=inputs,
+            counts=asdict(counts),
+            output=out,
+            written=temporary,
+            rows=writer.rows,
+            problems=problems.messages,
+            argv=argv,
+            extra={"schema": "ctxext-triplets/1 (docs/data.md)"},
+        )
+    return TripletsResult(
+        out, out.with_name(out.name + ".manifest.json"), counts, problems.messages, manifest
+    )

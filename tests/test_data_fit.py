@@ -1,0 +1,158 @@
+"""`ctxext data fit`: every strategy within budget; extractive keeps original order and the on-topic text."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from ctxext.cli import app
+from ctxext.data import STRATEGIES, fit_file, fit_texts, load_tokenizer
+from ctxext.data.sources import UnreadableSource
+from ctxext.errors import InvalidArgument
+from data_helpers import long_text, paragraph, write_jsonl, write_parquet
+
+SENTENCE = re.compile(r"[^.]+\.")
+
+
+@pytest.fixture(scope="module")
+def tok(minilm: Path):
+    return load_tokenizer(minilm)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_models):
+    from ctxext.encode import load_encoder
+
+    return load_encoder(tiny_models("bert"))
+
+
+def documents() -> list[str]:
+    return [
+        long_text(topic, paragraphs=6, seed=seed)
+        for seed, topic in enumerate(["astronomy", "cooking", "football", "geology"])
+    ] + ["A short one."]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_fits_the_budget_special_tokens_included(strategy: str, tok, tiny_encoder):
+    texts = documents()
+    fitted = fit_texts(texts, tok, 100, strategy, encoder=tiny_encoder)
+    assert all(f.tokens <= 100 for f in fitted)
+    assert [f.tokens for f in fitted] == tok.count([f.text for f in fitted])
+    assert all(f.original_tokens > 300 for f in fitted[:4])
+    assert all(f.tokens > 60 for f in fitted[:4])  # the budget is used, not wasted
+    assert fitted[4].text == "A short one." and fitted[4].tokens == fitted[4].original_tokens
+
+
+def test_head_keeps_a_prefix_cut_between_words(tok):
+    text = documents()[0]
+    result = fit_texts([text], tok, 64, "head")[0].text
+    assert text.startswith(result) and text[len(result)] in " \n"
+
+
+def test_head_tail_keeps_both_ends(tok):
+    text = documents()[1]
+    result = fit_texts([text], tok, 80, "head-tail", head_fraction=0.25, separator="\n\n")[0].text
+    head, tail = result.split("\n\n", 1) if result.count("\n\n") == 1 else (None, None)
+    assert head is not None and text.startswith(head) and text.rstrip().endswith(tail.rstrip())
+    head_tokens, tail_tokens = (n - tok.special_tokens for n in tok.count([head, tail]))
+    assert head_tokens < tail_tokens  # a quarter of the budget for the head
+
+
+def test_extractive_keeps_whole_sentences_in_their_original_order(tok, tiny_encoder):
+    text = documents()[2]
+    result = fit_texts([text], tok, 120, "extractive", encoder=tiny_encoder)[0].text
+    kept = [s.strip() for s in SENTENCE.findall(result)]
+    assert len(kept) >= 3
+    positions = [text.index(sentence) for sentence in kept]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(positions)
+
+
+@pytest.mark.slow
+def test_extractive_drops_off_topic_sentences(minilm: Path, tok):
+    from ctxext.encode import load_encoder
+
+    rng = random.Random(5)
+    on_topic = [paragraph("astronomy", rng, 4) for _ in range(6)]
+    off_topic = [
+        "Preheat the oven and knead the dough with butter and garlic for the sauce.",
+        "The striker scored a penalty goal after the referee stopped the match.",
+    ]
+    text = "\n\n".join(on_topic[:3] + [off_topic[0]] + on_topic[3:] + [off_topic[1]])
+    result = fit_texts([text], tok, 160, "extractive", encoder=load_encoder(minilm))[0]
+    assert result.tokens <= 160 < result.original_tokens
+    assert not any(sentence in result.text for sentence in off_topic)
+
+
+def test_fit_file_keeps_other_fields_and_records_counts(tmp_path: Path, minilm: Path, tok):
+    texts = documents()
+    write_jsonl(
+        tmp_path / "docs.jsonl", [{"id": i, "title": f"Doc {i}", "text": t} for i, t in enumerate(texts)]
+    )
+    result = fit_file(
+        str(tmp_path / "docs.jsonl"),
+        tmp_path / "fit.jsonl",
+        budget=64,
+        tokenizer=str(minilm),
+        strategy="head-tail",
+    )
+    rows = [json.loads(line) for line in (tmp_path / "fit.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["title"]) for r in rows] == [(i, f"Doc {i}") for i in range(len(texts))]
+    assert all(r["tokens"] <= 64 for r in rows) and [r["tokens"] for r in rows] == tok.count(
+        [r["text"] for r in rows]
+    )
+    assert result.counts.shortened == 4 and result.counts.documents == 5
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["options"]["strategy"] == "head-tail" and manifest["counts"]["shortened"] == 4
+
+
+def test_fit_file_parquet_to_parquet_keeps_the_schema(tmp_path: Path, minilm: Path):
+    write_parquet(
+        tmp_path / "c.parquet", [{"source": "s", "title": None, "text": t, "tokens": 0} for t in documents()]
+    )
+    fit_file(str(tmp_path / "c.parquet"), tmp_path / "fit.parquet", budget=50, tokenizer=str(minilm))
+    table = pq.read_table(tmp_path / "fit.parquet")
+    assert table.column_names == ["source", "title", "text", "tokens", "original_tokens"]
+    assert max(table.column("tokens").to_pylist()) <= 50
+
+
+def test_fit_refuses_bad_options_and_bad_records(tmp_path: Path, minilm: Path):
+    write_jsonl(tmp_path / "d.jsonl", [{"text": "fine"}, {"title": "no body"}])
+    with pytest.raises(InvalidArgument, match="unknown strategy"):
+        fit_file(
+            str(tmp_path / "d.jsonl"), tmp_path / "o.jsonl", budget=64, tokenizer=str(minilm), strategy="tail"
+        )
+    with pytest.raises(InvalidArgument, match=r"\*\.parquet or \*\.jsonl"):
+        fit_file(str(tmp_path / "d.jsonl"), tmp_path / "o.csv", budget=64, tokenizer=str(minilm))
+    with pytest.raises(UnreadableSource, match=r"d\.jsonl:2: no text field to fit"):
+        fit_file(str(tmp_path / "d.jsonl"), tmp_path / "o.jsonl", budget=64, tokenizer=str(minilm))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
+
+
+def test_cli_fit_prints_a_summary(tmp_path: Path, minilm: Path):
+    (tmp_path / "a.txt").write_text(documents()[0])
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "fit",
+            str(tmp_path / "a.txt"),
+            "-o",
+            str(tmp_path / "a.jsonl"),
+            "--budget",
+            "32",
+            "--tokenizer",
+            str(minilm),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["shortened"] == 1 and summary["tokens_after"] <= 32

@@ -1,0 +1,174 @@
+"""`ctxext data triplets`: queries from titles and sections, hard negatives that are never the positive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ctxext.cli import app
+from ctxext.data import build_triplets, python_docs_documents, split_sections, structured_document
+from ctxext.data.sources import EmptySource
+from ctxext.data.text import normalize
+from data_helpers import structured_record, write_jsonl
+
+TOPICS = ["astronomy", "cooking", "football", "geology"]
+
+
+def corpus_records() -> list[dict]:
+    """Two documents per topic: the hard negative of each is the other one on its topic."""
+    return [
+        structured_record(topic, index, seed=10 * index + n)
+        for n, topic in enumerate(TOPICS)
+        for index in (1, 2)
+    ]
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def topic_of(doc_id: str) -> str:
+    return doc_id.split("-")[0]
+
+
+def test_split_sections_reads_markdown_and_rst_headings():
+    sections = split_sections("Intro text.\n\n## First\n\nBody one.\n\n### Second ##\nBody two.")
+    assert [(s.heading, s.text) for s in sections] == [
+        (None, "Intro text."),
+        ("First", "Body one."),
+        ("Second", "Body two."),
+    ]
+    rst = split_sections("Title words\n===========\n\nBody.\n\nPart\n----\nMore.")
+    assert [(s.heading, s.text) for s in rst] == [("Title words", "Body."), ("Part", "More.")]
+
+
+def test_markdown_title_is_taken_from_the_first_heading():
+    document = structured_document({"text": "# My Paper\n\nAbstract here.\n\n## Method\n\nSteps."}, "x.md")
+    assert document.title == "My Paper"
+    assert [(s.heading, s.text) for s in document.sections] == [
+        (None, "Abstract here."),
+        ("Method", "Steps."),
+    ]
+
+
+def test_bm25_triplets_pick_the_same_topic_document_and_never_the_positive(tmp_path: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    result = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25")
+    lines = read_lines(tmp_path / "t.jsonl")
+    assert result.counts.triplets == len(lines) == 16  # a title and a section query per document
+    assert {line["query"]["kind"] for line in lines} == {"title", "section"}
+    for line in lines:
+        assert line["negative"]["doc_id"] != line["positive"]["doc_id"]
+        assert line["negative"]["abstract"] != line["positive"]["abstract"]
+        assert topic_of(line["negative"]["doc_id"]) == topic_of(line["positive"]["doc_id"])
+        haystack = normalize(f"{line['positive']['title'] or ''} {line['positive']['abstract']}")
+        assert normalize(line["query"]["text"]) not in haystack
+        if line["query"]["kind"] == "title":  # the title is left out of positive and negative alike
+            assert line["positive"]["title"] is None and line["negative"]["title"] is None
+        else:
+            assert line["positive"]["title"] and line["negative"]["title"]
+
+
+def test_embedding_negatives_with_a_tiny_encoder_are_never_the_positive(tmp_path: Path, tiny_models):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(tiny_models("bert")), negatives=3
+    )
+    lines = read_lines(tmp_path / "t.jsonl")
+    assert len(lines) == 48
+    assert all(line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in lines)
+    assert all(line["negative_method"] == "embedding" for line in lines)
+
+
+@pytest.mark.slow
+def test_embedding_negatives_with_minilm_are_hard(tmp_path: Path, minilm: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(minilm), queries="section"
+    )
+    lines = read_lines(tmp_path / "t.jsonl")
+    assert len(lines) == 8
+    assert all(topic_of(line["negative"]["doc_id"]) == topic_of(line["positive"]["doc_id"]) for line in lines)
+
+
+def test_a_duplicate_of_the_positive_is_never_its_negative(tmp_path: Path):
+    records = corpus_records()
+    copy = dict(records[0], doc_id="astronomy-copy", title="Another title")
+    write_jsonl(tmp_path / "corpus.jsonl", records + [copy])
+    build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25", queries="title"
+    )
+    for line in read_lines(tmp_path / "t.jsonl"):
+        pair = {line["positive"]["doc_id"], line["negative"]["doc_id"]}
+        assert pair != {"astronomy-1", "astronomy-copy"}
+
+
+def test_verbatim_queries_are_dropped_unless_allowed(tmp_path: Path):
+    records = corpus_records()
+    records[0]["text"] = f"{records[0]['title']} is what this is about. " + records[0]["text"]
+    write_jsonl(tmp_path / "corpus.jsonl", records)
+    strict = build_triplets(
+        str(tmp_path / "corpus.jsonl"), tmp_path / "a.jsonl", negatives_from="bm25", queries="title"
+    )
+    assert strict.counts.dropped_verbatim == 1 and strict.counts.triplets == 7
+    loose = build_triplets(
+        str(tmp_path / "corpus.jsonl"),
+        tmp_path / "b.jsonl",
+        negatives_from="bm25",
+        queries="title",
+        allow_verbatim=True,
+    )
+    assert loose.counts.dropped_verbatim == 0 and loose.counts.triplets == 8
+
+
+def test_markdown_files_are_a_corpus_and_one_document_is_refused(tmp_path: Path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for record in corpus_records()[:4]:
+        (folder / f"{record['doc_id']}.md").write_text(f"# {record['title']}\n\n{record['text']}")
+    result = build_triplets(str(folder), tmp_path / "t.jsonl", negatives_from="bm25")
+    assert result.counts.documents == 4 and result.counts.triplets == 8
+    manifest = json.loads(result.manifest_path.read_text())
+    assert len(manifest["inputs"]) == 4 and all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    with pytest.raises(EmptySource, match="at least two documents"):
+        build_triplets(str(folder / "astronomy-1.md"), tmp_path / "u.jsonl", negatives_from="bm25")
+    assert not (tmp_path / "u.jsonl").exists()
+
+
+def test_python_docs_corpus_has_titles_and_sections_and_gives_triplets(tmp_path: Path):
+    documents = list(python_docs_documents(limit=4, min_words=200))
+    assert len(documents) == 4
+    assert all(d["title"] and d["sections"] and len(d["text"].split()) >= 200 for d in documents)
+    assert [d["doc_id"] for d in documents] == sorted(d["doc_id"] for d in documents)
+    assert all(d["text"].startswith("## ") for d in documents)
+    write_jsonl(tmp_path / "py.jsonl", documents)
+    result = build_triplets(str(tmp_path / "py.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25")
+    assert result.counts.triplets >= 4
+    assert all(
+        line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in read_lines(tmp_path / "t.jsonl")
+    )
+
+
+def test_cli_pydocs_then_triplets(tmp_path: Path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "pydocs", "-o", str(tmp_path / "py.jsonl"), "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "py.jsonl").read_text().splitlines()) == 3
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "triplets",
+            str(tmp_path / "py.jsonl"),
+            "-o",
+            str(tmp_path / "t.jsonl"),
+            "--negatives-from",
+            "bm25",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout[result.stdout.index("{") :])["triplets"] >= 3
