@@ -25,6 +25,7 @@ def make_specter2(root: Path, seed: int = 0, **bert_overrides) -> dict[str, Path
     from adapters import BertAdapterModel, SeqBnConfig
 
     base = tiny.make_model("bert", root / "specter2_base", seed=seed, **bert_overrides)
+    randomize_layer_norms(base, seed)
     model = BertAdapterModel.from_pretrained(base).eval()
     parts = {"base": base}
     generator = torch.Generator().manual_seed(seed + 1)
@@ -41,6 +42,22 @@ def make_specter2(root: Path, seed: int = 0, **bert_overrides) -> dict[str, Path
         (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
         parts[role] = folder
     return parts
+
+
+def randomize_layer_norms(folder: Path, seed: int) -> None:
+    """Trained models have a different LayerNorm in every layer; a fresh one has all ones and zeros, which
+    hides bugs that take one layer's LayerNorm for another's."""
+    import torch
+    from transformers import BertModel
+
+    model = BertModel.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "LayerNorm" in name:
+                base = 1.0 if name.endswith("weight") else 0.0
+                parameter.copy_(base + 0.5 * torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(folder, safe_serialization=True)
 
 
 def copy_parts(parts: dict[str, Path], root: Path) -> dict[str, Path]:

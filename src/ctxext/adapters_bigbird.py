@@ -6,8 +6,9 @@ BigBird's module tree equals BERT's. Every field below is needed (see shared not
 ``attention.self`` whenever its attention type changes and a hook on it would be lost.
 
 A checkpoint written by ``ctxext transfer`` carries ``adapter_interface.json`` beside its config, which
-``adapters.load_model(folder, BigBirdModel)`` reads by itself: no ctxext call is needed to load it back.
-For a BigBird folder without that file, :func:`load_model_with_adapters` passes the interface explicitly.
+``adapters.load_model(folder, BigBirdModel)`` reads by itself. One ctxext call is still needed after it,
+:func:`bind_layer_norm_hooks`, because adapters 1.3.0 hands every layer's bottleneck the last layer's
+LayerNorm under the plugin interface (see that function). :func:`load_model_with_adapters` does both.
 
 Adapter weights saved from natively supported models (BERT, RoBERTa) and from the plugin interface name
 the same tensors differently; :data:`ADAPTER_KEY_RULES` is the table between the two layouts. A key no
@@ -262,7 +263,50 @@ def init_adapters(model: Any) -> Any:
         raise UnsupportedArchitecture(
             f"the adapters library cannot add adapters to a {model.config.model_type} model: {error}"
         ) from None
+    if interface is not None:
+        bind_layer_norm_hooks(model)
     return model
+
+
+def bind_layer_norm_hooks(model: Any) -> int:
+    """Give each layer's bottleneck hooks that layer's own LayerNorm; returns how many hooks were rebound.
+
+    adapters 1.3.0 (``methods/bottleneck.py``, ``init_bottleneck``) builds the LayerNorm getters of the
+    plugin interface as ``lambda: multigetattr(layer, ...)`` inside its loop over layers, so every layer's
+    adapter reads the LAST layer's LayerNorm. Bottleneck adapters with ``original_ln_before`` (seq_bn,
+    SPECTER2's "pfeiffer") then compute wrong outputs on any model whose layers' LayerNorms differ (every
+    trained model). This is the one ctxext call needed after ``adapters.load_model(folder, BigBirdModel)``;
+    it is idempotent and harmless once adapters binds the getters itself.
+    """
+    import functools
+
+    from adapters.methods.bottleneck import hook_fn
+
+    base = model.base_model
+    interface = getattr(base, "adapter_interface", None)
+    if interface is None:
+        return 0
+    rebound = 0
+    hooked = [
+        (f"{interface.layer_self_attn}.{interface.attn_o_proj}", interface.layer_ln_1),
+        (interface.layer_output_proj, interface.layer_ln_2),
+    ]
+    for layer in _get_path(base, interface.model_layers):
+        for projection_path, norm_path in hooked:
+            projection = _get_path(layer, projection_path)
+            norm = _get_path(layer, norm_path) if norm_path else None
+            for key, hook in list(projection._forward_hooks.items()):
+                if isinstance(hook, functools.partial) and hook.func is hook_fn:
+                    getter = (lambda bound=norm: bound) if norm is not None else None
+                    projection._forward_hooks[key] = functools.partial(hook_fn, hook.args[0], getter)
+                    rebound += 1
+    return rebound
+
+
+def _get_path(module: Any, path: str) -> Any:
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
 
 
 def load_adapter_strictly(model: Any, folder: str | Path, load_as: str) -> str:
@@ -303,6 +347,7 @@ def load_model_with_adapters(model_dir: str | Path) -> Any:
     problems = {key: value for key, value in info.items() if value and key != "error_msgs"}
     if problems or info.get("error_msgs"):
         raise CheckFailed(f"{model_dir} does not load cleanly with BigBirdModel: {problems or info}")
+    bind_layer_norm_hooks(model)
     return model.eval()
 
 

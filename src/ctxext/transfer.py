@@ -240,26 +240,26 @@ def resolve_sources(
         wanted.append(("adapter", name, adapter_ref))
 
     resolved: list[Source] = []
-    missing: list[str] = []
+    missing: list[tuple[str, SourceNotFound]] = []
     for what, _, part_ref in wanted:
         patterns = None if what.endswith("model") else ADAPTER_FILES
         try:
             resolved.append(resolve_source(part_ref, allow_patterns=patterns, what=what))
         except SourceNotFound as error:
-            missing.append(f"{what} {part_ref!r}" if len(wanted) > 1 else str(error))
+            missing.append((f"{what} {part_ref!r}", error))
+    if len(wanted) == 1 and missing:
+        raise missing[0][1]
     if missing:
-        if len(wanted) == 1:
-            raise SourceNotFound(missing[0])
-        hint = (
-            "point the parts at local folders with --base / --adapter-path NAME=PATH"
-            if preset
-            else "pass local folders"
-        )
-        raise SourceNotFound(
-            f"missing {len(missing)} of {len(wanted)} parts (not local folders, not in the Hugging "
-            f"Face cache{', HF_HUB_OFFLINE is set' if _offline() else ''}): {'; '.join(missing)}; "
-            f"download them once online or {hint}"
-        )
+        hint = "point the parts at local folders with --base / --adapter-path ROLE=PATH" if preset else \
+            "pass local folders"
+        if _offline():
+            parts = "; ".join(label for label, _ in missing)
+            reason = "HF_HUB_OFFLINE is set and they are neither local folders nor in the Hugging Face cache"
+        else:
+            parts = "; ".join(str(error) for _, error in missing)
+            reason = "they could not be found or fetched"
+        raise SourceNotFound(f"missing {len(missing)} of {len(wanted)} parts ({reason}): {parts}; "
+                             f"download them once online or {hint}")
     model_source = resolved[0]
     sources = TransferSources(model=model_source, folder=ModelFolder.open(model_source.path))
     names: set[str] = set()
@@ -415,6 +415,12 @@ def transfer(
         raise InvalidArgument(
             f"--len {target_length} is not a multiple of --block-size {block_size}: BigBird pads "
             "inputs to whole blocks, so the last positions would be out of the table"
+        )
+    full_up_to = (5 + 2 * num_random_blocks) * block_size
+    if target_length <= full_up_to:
+        raise InvalidArgument(
+            f"--len {target_length} is not above (5 + 2 * {num_random_blocks}) * {block_size} = {full_up_to}: "
+            "BigBird would always fall back to full attention; use a smaller --block-size or --random-blocks"
         )
     sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters)
     folder = sources.folder
