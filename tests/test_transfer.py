@@ -37,7 +37,7 @@ def preset_args(parts: dict[str, Path]) -> list[str]:
 
 @pytest.fixture(scope="session")
 def small_blocks_out(specter2_parts, tmp_path_factory) -> Path:
-    """specter2 preset -> BigBird with blocks of 8 and 1 random block: block-sparse really runs on 64 tokens."""
+    """specter2 preset -> BigBird, blocks of 8 and 1 random block: block-sparse really runs on 64 tokens."""
     out = tmp_path_factory.mktemp("out") / "specter2-bigbird"
     result = runner.invoke(
         app,

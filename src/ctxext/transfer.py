@@ -419,7 +419,8 @@ def transfer(
     full_up_to = (5 + 2 * num_random_blocks) * block_size
     if target_length <= full_up_to:
         raise InvalidArgument(
-            f"--len {target_length} is not above (5 + 2 * {num_random_blocks}) * {block_size} = {full_up_to}: "
+            f"--len {target_length} is not above (5 + 2 * {num_random_blocks}) * {block_size} = "
+            f"{full_up_to}: "
             "BigBird would always fall back to full attention; use a smaller --block-size or --random-blocks"
         )
     sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters)
