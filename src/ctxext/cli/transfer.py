@@ -1,9 +1,216 @@
-"""`ctxext transfer` commands (not built yet)."""
+"""`ctxext transfer` (a BERT-family checkpoint and its adapters into BigBird) and `ctxext embed`."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from ctxext.cli._common import (
+    ForceOpt,
+    JsonOpt,
+    LenOpt,
+    OutOpt,
+    emit,
+    key_value_table,
+    progress_bars,
+    reports_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ctxext app."""
+    app.command("transfer")(transfer_command)
+    app.command("embed")(embed_command)
+
+
+@reports_errors
+def transfer_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="The preset 'specter2' (base + its four adapters), or a BERT-family model folder or hub ID."
+        ),
+    ],
+    target: Annotated[str, typer.Argument(help="Target architecture: bigbird.")],
+    target_length: LenOpt,
+    out: OutOpt,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adapter",
+            help="Add an adapter (adapters-library format): a folder or hub ID, or NAME=FOLDER_OR_ID. "
+            "Repeatable.",
+        ),
+    ] = None,
+    adapter_path: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adapter-path",
+            help="Point one adapter of the preset elsewhere: ROLE=FOLDER_OR_ID (specter2 roles: "
+            "proximity, adhoc_query, classification, regression). Repeatable.",
+        ),
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Point the preset's base model elsewhere (folder or hub ID).")
+    ] = None,
+    positions: Annotated[
+        str,
+        typer.Option(
+            help="How to fill positions past the source's: tile (default; inputs up "
+            "to the source length stay exact), linear or spline."
+        ),
+    ] = "tile",
+    grid: Annotated[
+        str, typer.Option(help="linear/spline only: 'pinned' or 'scaled' (see interpolate).")
+    ] = "pinned",
+    block_size: Annotated[int, typer.Option("--block-size", help="BigBird block size.")] = 64,
+    random_blocks: Annotated[
+        int, typer.Option("--random-blocks", help="BigBird random blocks per query block.")
+    ] = 3,
+    check: Annotated[
+        bool, typer.Option(help="Compare the result with the source, adapter by adapter.")
+    ] = True,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Transfer a BERT-family model and its adapters into BigBird with --len positions (block-sparse).
+
+    Examples:
+
+      ctxext transfer specter2 bigbird --len 4096 -o specter2-bigbird-4096
+
+      ctxext transfer specter2 bigbird --len 4096 --base ./specter2_base \\
+          --adapter-path proximity=./specter2 --adapter-path adhoc_query=./specter2_adhoc_query \\
+          --adapter-path classification=./specter2_classification \\
+          --adapter-path regression=./specter2_regression -o out
+
+      ctxext transfer all-MiniLM-L6-v2 bigbird --len 4096 --adapter mine=./my-adapter -o minilm-bigbird
+    """
+    from ctxext.errors import InvalidArgument
+    from ctxext.positions import Grid, Method
+    from ctxext.transfer import parse_named, transfer
+
+    try:
+        method, grid_choice = Method(positions), Grid(grid)
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None
+    paths = {}
+    for name, ref in parse_named(adapter_path or [], "--adapter-path"):
+        if name is None:
+            raise InvalidArgument(f"--adapter-path {ref!r}: expected ROLE=PATH_OR_HUB_ID")
+        paths[name] = ref
+    with progress_bars() as progress:
+        result = transfer(
+            source,
+            target,
+            target_length,
+            str(out),
+            base=base,
+            adapter_paths=paths,
+            adapters=parse_named(adapter or [], "--adapter"),
+            method=method,
+            grid=grid_choice,
+            block_size=block_size,
+            num_random_blocks=random_blocks,
+            force=force,
+            check=check,
+            progress=progress,
+            argv=sys.argv,
+        )
+    operations = result.manifest["operations"]
+    weights = operations[0]
+    checks = operations[-1]["checks"]
+    bounded = [c for c in checks if c["threshold"] is not None]
+    summary = {
+        "output": str(result.path),
+        "weights": {
+            key: len(weights[key]) for key in ("copied", "modified", "renamed", "created", "dropped")
+        },
+        "adapters": {
+            op["parameters"]["name"]: f"{op['parameters']['source_name']} -> {len(op['renamed'])} tensors"
+            for op in operations
+            if op["name"].startswith("adapter:")
+        },
+        "config": {
+            k: weights["config_changes"][k]
+            for k in ("max_position_embeddings", "attention_type", "block_size", "num_random_blocks")
+            if k in weights["config_changes"]
+        },
+        "checks": f"{sum(c['passed'] for c in bounded)}/{len(bounded)} bounded checks passed, worst "
+        f"{max((c['value'] for c in bounded), default=0.0):.2g}"
+        if check
+        else "skipped (--no-check)",
+    }
+    emit(summary, as_json, lambda data: key_value_table("transfer", data))
+
+
+@reports_errors
+def embed_command(
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="Any checkpoint ctxext reads (folder, hub ID, embedded name, or the preset 'specter2')."
+        ),
+    ],
+    input_path: Annotated[Path, typer.Argument(help='JSONL: {"title", "abstract"} or {"text"} per line.')],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output .npy (written atomically, manifest beside).")
+    ],
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            help="Adapter to activate: a name under CHECKPOINT/adapters/, a "
+            "preset role, or an adapter folder / hub ID."
+        ),
+    ] = None,
+    pooling: Annotated[
+        str | None,
+        typer.Option(
+            help="cls, mean, max or last; default: the sentence-transformers "
+            "pooling, else CLS (last token for decoders)."
+        ),
+    ] = None,
+    max_len: Annotated[
+        int | None, typer.Option("--max-len", min=1, help="Truncate inputs to N tokens.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per batch.")] = 16,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed documents: one float32 row per input line, in input order (length-bucketed batches).
+
+    Examples:
+
+      ctxext embed specter2-bigbird-4096 papers.jsonl --adapter proximity -o papers.npy
+
+      ctxext embed all-MiniLM-L6-v2 docs.jsonl -o docs.npy --max-len 256
+    """
+    from ctxext.embed import embed_file
+
+    with progress_bars() as progress:
+        result = embed_file(
+            checkpoint,
+            input_path,
+            out,
+            adapter=adapter,
+            pooling=pooling,
+            max_length=max_len,
+            batch_size=batch_size,
+            force=force,
+            progress=progress,
+            argv=sys.argv,
+        )
+    options = result.manifest["options"]
+    summary = {
+        "output": str(result.path),
+        "manifest": str(result.manifest_path),
+        "rows": result.rows,
+        "dimension": result.dimension,
+        "pooling": options["pooling"],
+        "max_length": options["max_length"],
+        "adapter": (result.manifest["adapter"] or {}).get("name"),
+    }
+    emit(summary, as_json, lambda data: key_value_table("embed", data))

@@ -1,0 +1,199 @@
+"""Embed a JSONL file of documents with any checkpoint ctxext reads, optionally through one adapter.
+
+Each line is ``{"title": ..., "abstract": ...}`` (joined as SPECTER2 does: ``title [SEP] abstract``) or
+``{"text": ...}``. Rows come out in input order, one float32 row per line, written atomically as .npy with
+``<output>.manifest.json`` beside it. Batching, pooling and BigBird's attention type are handled by
+``ctxext.encode`` (BigBird is put back into its configured attention before every batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound, WriteFailed
+from ctxext.io import ModelFolder, Source, file_sha256, open_model, resolve_source
+
+ADAPTERS_DIR = "adapters"
+
+
+@dataclass
+class EmbedResult:
+    path: Path
+    manifest_path: Path
+    rows: int
+    dimension: int
+    manifest: dict[str, Any]
+
+
+def read_documents(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSONL file; a line that is not a JSON object is an error naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFound(f"input file {path} does not exist")
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InvalidArgument(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise InvalidArgument(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    return records
+
+
+def resolve_checkpoint(
+    ref: str, adapter: str | None
+) -> tuple[Source, ModelFolder, Source | None, str | None]:
+    """The model folder and, if asked, the adapter folder and the name it is activated under.
+
+    The adapter is looked up as ``<checkpoint>/adapters/NAME`` (what ``ctxext transfer`` writes), then as
+    an adapter of a preset (``specter2`` + ``proximity``), then as a folder or hub ID.
+    """
+    from ctxext.transfer import ADAPTER_FILES, PRESETS, safe_adapter_name
+
+    preset = PRESETS.get(ref)
+    source, folder = open_model(preset.base if preset else ref)
+    if adapter is None:
+        return source, folder, None, None
+    for candidate in (folder.root / ADAPTERS_DIR / adapter, folder.model_dir / ADAPTERS_DIR / adapter):
+        if candidate.is_dir():
+            return source, folder, Source(ref=adapter, path=candidate), adapter
+    if preset and adapter in preset.adapters:
+        return (
+            source,
+            folder,
+            resolve_source(
+                preset.adapters[adapter],
+                allow_patterns=ADAPTER_FILES,
+                what=f"{preset.name} adapter {adapter}",
+            ),
+            adapter,
+        )
+    adapter_source = resolve_source(adapter, allow_patterns=ADAPTER_FILES, what="adapter")
+    from ctxext.adapters_bigbird import AdapterFolder
+
+    return (
+        source,
+        folder,
+        adapter_source,
+        safe_adapter_name(AdapterFolder.open(adapter_source.path).stored_name),
+    )
+
+
+def adapter_loader(adapter_path: Path, name: str) -> Callable[[Path], Any]:
+    """A ``model_loader`` for ``ctxext.encode.load_encoder`` that loads the model with one active adapter."""
+
+    def load(model_dir: Path) -> Any:
+        from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+
+        model = load_model_with_adapters(model_dir)
+        load_adapter_strictly(model, adapter_path, name)
+        model.set_active_adapters(name)
+        return model
+
+    return load
+
+
+def embed_file(
+    ref: str,
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    adapter: str | None = None,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    batch_size: int = 16,
+    force: bool = False,
+    device: str | None = None,
+    progress: ProgressFn = no_progress,
+    argv: list[str] | None = None,
+) -> EmbedResult:
+    """Embed every line of ``input_path`` and write the rows to ``out`` (.npy) with a manifest beside it."""
+    from ctxext.encode import document_text, load_encoder
+    from ctxext.manifest import library_versions
+
+    out = Path(out).expanduser().absolute()
+    manifest_path = out.with_name(out.name + ".manifest.json")
+    if (out.exists() or manifest_path.exists()) and not force:
+        raise OutputExists(f"output {out} already exists; pass --force to replace it")
+    if batch_size < 1:
+        raise InvalidArgument("--batch-size must be at least 1")
+    records = read_documents(input_path)
+    source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter)
+    loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source else None
+    encoder = load_encoder(
+        folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader
+    )
+    sep = encoder.tokenizer.sep_token or "[SEP]"
+    texts = [document_text(record, sep) for record in records]
+    rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    _write_atomically(out, lambda handle: np.save(handle, rows, allow_pickle=False))
+    manifest = {
+        "command": "embed",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": list(argv) if argv is not None else None,
+        "checkpoint": source.describe(),
+        "adapter": {"name": adapter_name, **adapter_source.describe()} if adapter_source else None,
+        "input": {
+            "path": str(Path(input_path).absolute()),
+            "sha256": file_sha256(Path(input_path)),
+            "lines": len(records),
+        },
+        "options": {
+            "pooling": encoder.pooling,
+            "normalize": encoder.normalize,
+            "max_length": max_length or encoder.max_length,
+            "batch_size": batch_size,
+            "attention_type": encoder.attention_type,
+        },
+        "output": {
+            "file": out.name,
+            "shape": list(rows.shape),
+            "dtype": "float32",
+            "sha256": file_sha256(out),
+        },
+        "libraries": library_versions(),
+    }
+    _write_atomically(
+        manifest_path,
+        lambda handle: handle.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()),
+    )
+    return EmbedResult(out, manifest_path, rows.shape[0], rows.shape[1] if rows.ndim == 2 else 0, manifest)
+
+
+def _write_atomically(path: Path, write: Callable[[Any], Any]) -> None:
+    """Write a file beside its target and rename it into place; a failure leaves nothing behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ctxext-tmp", dir=path.parent)
+    except OSError as error:
+        raise WriteFailed(f"cannot write beside {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WriteFailed(
+                f"writing {path} failed: {error.strerror or error}; nothing was written"
+            ) from None
+        raise

@@ -1,0 +1,838 @@
+"""Architecture-to-architecture transfer: a BERT-family checkpoint and its adapters into BigBird.
+
+The surgery streams tensors: every source tensor is looked up in :data:`BERT_TO_BIGBIRD` (one canonical
+role per row, a source name pattern and a target name pattern), copied byte for byte, renamed, or, for the
+position table, stretched with the methods of ``ctxext.positions``. A tensor no row matches stops the
+transfer. Adapters (``adapters`` format) are renamed into the layout of the adapters plugin interface on
+BigBird (``ctxext.adapters_bigbird``) and written in the adapters format under ``adapters/<name>/``.
+
+The numeric checks run on the finished temporary folder: for every adapter, the source model plus adapter
+against BigBird plus adapter on short inputs (original_full, and block-sparse as configured), and one input
+of the full new length in block-sparse attention.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.adapters_bigbird import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS_BIN,
+    ADAPTER_WEIGHTS_SAFETENSORS,
+    INTERFACE_FILE,
+    AdapterFolder,
+    check_supported,
+    interface_file_content,
+    rename_adapter_key,
+    renamed_adapter_config,
+)
+from ctxext.checkpoint import (
+    OutputPlan,
+    OutputResult,
+    ProgressFn,
+    config_diff,
+    no_progress,
+    write_model_folder,
+)
+from ctxext.checks import max_abs_diff
+from ctxext.errors import CheckFailed, InvalidArgument, SourceNotFound, UnsupportedArchitecture
+from ctxext.io import (
+    CheckpointReader,
+    ModelFolder,
+    OutTensor,
+    Source,
+    array_to_bytes,
+    bytes_to_array,
+    file_sha256,
+    resolve_source,
+    write_json,
+    write_safetensors,
+)
+from ctxext.manifest import Check, OperationRecord
+from ctxext.positions import Grid, Method, check_target_length, extend_table, learned_layout
+
+TARGETS = ("bigbird",)
+TOLERANCE = 1e-4
+
+# ----------------------------------------------------------------------------- the tensor table
+
+COPY = "copy"
+POSITIONS = "positions"
+DROP = "drop"
+CREATE_IF_MISSING = "pooler"
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    """One tensor role: where it is in the source (regex, after the base prefix) and where it goes."""
+
+    role: str
+    source: str
+    target: str | None
+    action: str = COPY
+    why: str = ""
+
+
+_LAYER = r"encoder\.layer\.(\d+)\."  # source: any layer index ...
+_SAME = r"encoder.layer.\1."  # ... target: the same index
+_WB = r"(weight|bias)"
+_BUFFER = "non-persistent buffer in BigBird, rebuilt from max_position_embeddings"
+
+# fmt: off
+BERT_TO_BIGBIRD: tuple[TensorRule, ...] = (
+    TensorRule("word_embeddings", r"embeddings\.word_embeddings\.weight",
+               "embeddings.word_embeddings.weight"),
+    TensorRule("position_embeddings", r"embeddings\.position_embeddings\.weight",
+               "embeddings.position_embeddings.weight", POSITIONS),
+    TensorRule("token_type_embeddings", r"embeddings\.token_type_embeddings\.weight",
+               "embeddings.token_type_embeddings.weight"),
+    TensorRule("embeddings_norm", r"embeddings\.LayerNorm\." + _WB, r"embeddings.LayerNorm.\1"),
+    TensorRule("attn_q", _LAYER + r"attention\.self\.query\." + _WB, _SAME + r"attention.self.query.\2"),
+    TensorRule("attn_k", _LAYER + r"attention\.self\.key\." + _WB, _SAME + r"attention.self.key.\2"),
+    TensorRule("attn_v", _LAYER + r"attention\.self\.value\." + _WB, _SAME + r"attention.self.value.\2"),
+    TensorRule("attn_out", _LAYER + r"attention\.output\.dense\." + _WB,
+               _SAME + r"attention.output.dense.\2"),
+    TensorRule("attn_norm", _LAYER + r"attention\.output\.LayerNorm\." + _WB,
+               _SAME + r"attention.output.LayerNorm.\2"),
+    TensorRule("ffn_up", _LAYER + r"intermediate\.dense\." + _WB, _SAME + r"intermediate.dense.\2"),
+    TensorRule("ffn_down", _LAYER + r"output\.dense\." + _WB, _SAME + r"output.dense.\2"),
+    TensorRule("ffn_norm", _LAYER + r"output\.LayerNorm\." + _WB, _SAME + r"output.LayerNorm.\2"),
+    TensorRule("pooler", r"pooler\.dense\." + _WB, r"pooler.\1"),
+    TensorRule("position_ids", r"embeddings\.position_ids", None, DROP, _BUFFER),
+    TensorRule("token_type_ids", r"embeddings\.token_type_ids", None, DROP, _BUFFER),
+    TensorRule("pretraining_heads", r"(?:cls|lm_head)\..+", None, DROP,
+               "pre-training head: BigBirdModel has none (the base model is what gets transferred)"),
+)
+# fmt: on
+
+# Source model types, the base-model prefix their checkpoints with a head use, and whether a row offset
+# sits before position 0 (learned_layout detects it).
+SOURCE_FAMILIES: dict[str, str] = {
+    "bert": "bert.",
+    "roberta": "roberta.",
+    "xlm-roberta": "roberta.",
+    "camembert": "roberta.",
+}
+
+# ----------------------------------------------------------------------------- the config table
+
+# Fields with the same meaning in BigBird: taken from the source config completed with its own class
+# defaults (never BigBird's: its hidden_act, vocab_size and special ids differ from BERT's).
+CONFIG_CARRIED = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "classifier_dropout",
+    "use_cache",
+    "dtype",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "finetuning_task",
+    "tokenizer_class",
+    "chunk_size_feed_forward",
+)
+# Source fields whose value BigBird cannot represent: the transfer refuses any other value.
+CONFIG_REQUIRED = {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False}
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A source made of a base model and named adapters, each a hub ID a user may point elsewhere."""
+
+    name: str
+    base: str
+    adapters: dict[str, str]
+
+
+PRESETS = {
+    "specter2": Preset(
+        "specter2",
+        "allenai/specter2_base",
+        {
+            "proximity": "allenai/specter2",
+            "adhoc_query": "allenai/specter2_adhoc_query",
+            "classification": "allenai/specter2_classification",
+            "regression": "allenai/specter2_regression",
+        },
+    ),
+}
+ADAPTER_FILES = [ADAPTER_CONFIG, ADAPTER_WEIGHTS_BIN, ADAPTER_WEIGHTS_SAFETENSORS, "head_config.json"]
+
+
+@dataclass
+class SourceAdapter:
+    """An adapter to transfer: the name it gets in the output and where it was found."""
+
+    name: str
+    source: Source
+    folder: AdapterFolder
+
+
+@dataclass
+class TransferSources:
+    model: Source
+    folder: ModelFolder
+    adapters: list[SourceAdapter] = field(default_factory=list)
+
+
+def parse_named(values: list[str] | tuple[str, ...], what: str) -> list[tuple[str | None, str]]:
+    """``NAME=REF`` or ``REF`` items as (name or None, ref)."""
+    parsed = []
+    for value in values:
+        name, sep, ref = value.partition("=")
+        if sep and name and "/" not in name and ref:
+            parsed.append((name, ref))
+        elif sep:
+            raise InvalidArgument(f"{what} {value!r}: expected NAME=PATH_OR_HUB_ID")
+        else:
+            parsed.append((None, value))
+    return parsed
+
+
+def resolve_sources(
+    ref: str,
+    *,
+    base: str | None = None,
+    adapter_paths: dict[str, str] | None = None,
+    extra_adapters: list[tuple[str | None, str]] | None = None,
+) -> TransferSources:
+    """Find every part before any work starts; report every part that is missing in one line."""
+    adapter_paths = dict(adapter_paths or {})
+    preset = PRESETS.get(ref)
+    if preset is None and (base or adapter_paths):
+        raise InvalidArgument(
+            f"--base and --adapter-path point the parts of a preset ({', '.join(PRESETS)}); "
+            f"{ref!r} is not one: give its adapters with --adapter"
+        )
+    unknown = sorted(set(adapter_paths) - set(preset.adapters if preset else ()))
+    if unknown:
+        raise InvalidArgument(
+            f"{preset.name} has no adapter {unknown[0]!r}; its adapters: {', '.join(preset.adapters)}"
+        )
+    wanted: list[tuple[str, str | None, str]] = []  # (what, output name, ref)
+    model_ref = (base or preset.base) if preset else ref
+    wanted.append((f"{preset.name} base model" if preset else "model", None, model_ref))
+    if preset:
+        for role, hub_id in preset.adapters.items():
+            wanted.append((f"{preset.name} adapter {role}", role, adapter_paths.get(role, hub_id)))
+    for name, adapter_ref in extra_adapters or []:
+        wanted.append(("adapter", name, adapter_ref))
+
+    resolved: list[Source] = []
+    missing: list[tuple[str, SourceNotFound]] = []
+    for what, _, part_ref in wanted:
+        patterns = None if what.endswith("model") else ADAPTER_FILES
+        try:
+            resolved.append(resolve_source(part_ref, allow_patterns=patterns, what=what))
+        except SourceNotFound as error:
+            missing.append((f"{what} {part_ref!r}", error))
+    if len(wanted) == 1 and missing:
+        raise missing[0][1]
+    if missing:
+        hint = "point the parts at local folders with --base / --adapter-path ROLE=PATH" if preset else \
+            "pass local folders"
+        if _offline():
+            parts = "; ".join(label for label, _ in missing)
+            reason = "HF_HUB_OFFLINE is set and they are neither local folders nor in the Hugging Face cache"
+        else:
+            parts = "; ".join(str(error) for _, error in missing)
+            reason = "they could not be found or fetched"
+        raise SourceNotFound(f"missing {len(missing)} of {len(wanted)} parts ({reason}): {parts}; "
+                             f"download them once online or {hint}")
+    model_source = resolved[0]
+    sources = TransferSources(model=model_source, folder=ModelFolder.open(model_source.path))
+    names: set[str] = set()
+    for (_, name, _), source in zip(wanted[1:], resolved[1:], strict=True):
+        folder = AdapterFolder.open(source.path)
+        out_name = safe_adapter_name(name or folder.stored_name)
+        if out_name in names:
+            raise InvalidArgument(
+                f"two adapters would be called {out_name!r}; name them with --adapter NAME=PATH"
+            )
+        names.add(out_name)
+        sources.adapters.append(SourceAdapter(out_name, source, folder))
+    return sources
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def safe_adapter_name(name: str) -> str:
+    """An adapter name that is also a folder name: SPECTER2's ``[PRX]`` becomes ``PRX``."""
+    cleaned = re.sub(r"[^\w.-]+", "_", name).strip("._")
+    if not cleaned:
+        raise InvalidArgument(
+            f"adapter name {name!r} has no usable characters; name it with --adapter NAME=PATH"
+        )
+    return cleaned
+
+
+# ----------------------------------------------------------------------------- mapping
+
+
+def base_prefix(names: list[str], model_type: str) -> str:
+    """The base-model prefix the checkpoint's encoder tensors carry ('' for a bare base model)."""
+    prefix = SOURCE_FAMILIES[model_type]
+    encoder = [n for n in names if ".encoder.layer." in f".{n}"]
+    if encoder and all(n.startswith(prefix) for n in encoder):
+        return prefix
+    return ""
+
+
+def map_tensor_name(name: str, prefix: str) -> tuple[TensorRule, str | None]:
+    """The rule and the target name of one source tensor; an unmapped tensor raises."""
+    bare = name[len(prefix) :] if prefix and name.startswith(prefix) else name
+    for rule in BERT_TO_BIGBIRD:
+        match = re.fullmatch(rule.source, bare)
+        if match:
+            return rule, match.expand(rule.target) if rule.target is not None else None
+    raise UnsupportedArchitecture(f"source tensor {name!r} has no BigBird mapping; nothing was written")
+
+
+def bigbird_config(
+    source_config: dict[str, Any],
+    target_length: int,
+    block_size: int,
+    num_random_blocks: int,
+    sep_token_id: int | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The BigBird config (every field explicit) and the source fields that have no meaning in BigBird."""
+    from transformers import AutoConfig, BigBirdConfig
+
+    model_type = source_config["model_type"]
+    complete = AutoConfig.for_model(**source_config).to_dict()
+    for key, required in CONFIG_REQUIRED.items():
+        if complete.get(key, required) != required:
+            raise UnsupportedArchitecture(
+                f"the source has {key}={complete[key]!r}; BigBird supports only {required!r}"
+            )
+    carried = {key: complete[key] for key in CONFIG_CARRIED if key in complete}
+    if carried.get("sep_token_id") is None:
+        carried["sep_token_id"] = sep_token_id
+    fields = {
+        **carried,
+        "max_position_embeddings": target_length,
+        "attention_type": "block_sparse",
+        "block_size": block_size,
+        "num_random_blocks": num_random_blocks,
+        "use_bias": True,
+        "rescale_embeddings": False,
+        "architectures": ["BigBirdModel"],
+    }
+    config = BigBirdConfig(**fields).to_dict()
+    config.pop("transformers_version", None)
+    generic = set(BigBirdConfig().to_dict())
+    left_out = sorted(
+        key
+        for key in source_config
+        if key not in config
+        and key not in generic
+        and key not in {"model_type", "transformers_version", "_name_or_path"}
+    )
+    if model_type != "bert":
+        left_out.append(f"model_type={model_type}")
+    return config, left_out
+
+
+def tokenizer_sep_id(folder: ModelFolder) -> int | None:
+    """The [SEP] id from the tokenizer files, for configs that do not name it (BigBird's default is 66)."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+        )
+    except (OSError, ValueError):
+        return None
+    return tokenizer.sep_token_id
+
+
+# ----------------------------------------------------------------------------- the operation
+
+
+@dataclass
+class AdapterOutput:
+    """An adapter as it will be written: its folder name, config and renamed tensors."""
+
+    name: str
+    source: SourceAdapter
+    config: dict[str, Any]
+    tensors: dict[str, Any]
+    record: OperationRecord
+
+
+def transfer(
+    ref: str,
+    target: str,
+    target_length: int,
+    out: str | Path,
+    *,
+    base: str | None = None,
+    adapter_paths: dict[str, str] | None = None,
+    adapters: list[tuple[str | None, str]] | None = None,
+    method: Method = Method.tile,
+    grid: Grid = Grid.pinned,
+    block_size: int = 64,
+    num_random_blocks: int = 3,
+    force: bool = False,
+    check: bool = True,
+    progress: ProgressFn = no_progress,
+    argv: list[str] | None = None,
+) -> OutputResult:
+    """Transfer ``ref`` (a preset such as ``specter2``, or a BERT-family folder / hub ID) into BigBird with
+    ``target_length`` positions, with every adapter renamed into the BigBird plugin layout."""
+    if target not in TARGETS:
+        raise UnsupportedArchitecture(
+            f"transfer target {target!r} is not supported; targets: {', '.join(TARGETS)}"
+        )
+    if block_size < 1 or num_random_blocks < 0:
+        raise InvalidArgument("--block-size must be at least 1 and --random-blocks at least 0")
+    if target_length % block_size:
+        raise InvalidArgument(
+            f"--len {target_length} is not a multiple of --block-size {block_size}: BigBird pads "
+            "inputs to whole blocks, so the last positions would be out of the table"
+        )
+    full_up_to = (5 + 2 * num_random_blocks) * block_size
+    if target_length <= full_up_to:
+        raise InvalidArgument(
+            f"--len {target_length} is not above (5 + 2 * {num_random_blocks}) * {block_size} = "
+            f"{full_up_to}: "
+            "BigBird would always fall back to full attention; use a smaller --block-size or --random-blocks"
+        )
+    sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters)
+    folder = sources.folder
+    config = folder.config
+    model_type = config.get("model_type")
+    if model_type not in SOURCE_FAMILIES:
+        raise UnsupportedArchitecture(
+            f"cannot transfer a {model_type!r} model to BigBird; sources: {', '.join(SOURCE_FAMILIES)}"
+        )
+    reader = CheckpointReader(folder)
+    layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, None)
+    check_target_length(layout.length, target_length)
+    new_config, left_out = bigbird_config(
+        config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
+    )
+    record = OperationRecord(
+        "bert_to_bigbird",
+        parameters={
+            "target": target,
+            "target_length": target_length,
+            "original_length": layout.length,
+            "offset_rows_dropped": layout.offset,
+            "method": method.value,
+            "grid": grid.value,
+            "block_size": block_size,
+            "num_random_blocks": num_random_blocks,
+        },
+    )
+    record.config_changes.update(config_diff(config, new_config))
+    if left_out:
+        record.notes.append(
+            f"source config fields with no meaning in BigBird, left out: {', '.join(left_out)}"
+        )
+    tensors = _map_tensors(reader, model_type, layout, target_length, method, grid, new_config, record)
+
+    adapter_outputs = [_map_adapter(item, new_config["hidden_size"]) for item in sources.adapters]
+    options = {
+        "source": ref,
+        "target": target,
+        "len": target_length,
+        "method": method.value,
+        "grid": grid.value,
+        "block_size": block_size,
+        "num_random_blocks": num_random_blocks,
+        "base": base,
+        "adapter_paths": adapter_paths or {},
+        "adapters": [f"{n}={r}" if n else r for n, r in adapters or []],
+        "check": check,
+    }
+    plan_sources = {"model": (sources.model, reader.sha256_of_files())}
+    for item in adapter_outputs:
+        plan_sources[f"adapter:{item.name}"] = (
+            item.source.source,
+            {item.source.folder.weights_file.name: file_sha256(item.source.folder.weights_file)},
+        )
+    checks_record = OperationRecord("numeric_checks", parameters={"tolerance": TOLERANCE, "enabled": check})
+    operations = [record, *[item.record for item in adapter_outputs], checks_record]
+    relative_model_dir = Path(folder.relative_model_dir)
+    plan = OutputPlan(
+        "transfer",
+        options,
+        plan_sources,
+        tensors,
+        operations,
+        new_config,
+        target_length,
+        folder,
+        extra_files={(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content()},
+    )
+
+    def finish(staging: Path) -> list[Check]:
+        for item in adapter_outputs:
+            _write_adapter(staging / "adapters" / item.name, item)
+        if not check:
+            return []
+        progress("numeric checks", 0, 1)
+        return equivalence_checks(
+            sources,
+            staging,
+            relative_model_dir,
+            [a.name for a in adapter_outputs],
+            layout.length,
+            target_length,
+            block_size,
+            num_random_blocks,
+        )
+
+    return write_model_folder(plan, out, force=force, checks=finish, progress=progress, argv=argv)
+
+
+def _map_tensors(
+    reader: CheckpointReader,
+    model_type: str,
+    layout: Any,
+    target_length: int,
+    method: Method,
+    grid: Grid,
+    new_config: dict[str, Any],
+    record: OperationRecord,
+) -> list[OutTensor]:
+    prefix = base_prefix(reader.names, model_type)
+    mapped = [(name, *map_tensor_name(name, prefix)) for name in reader.names]  # raises before any write
+    tensors: list[OutTensor] = []
+    for name, rule, target_name in mapped:
+        if rule.action == DROP:
+            record.dropped.append(name)
+            continue
+        if rule.action == POSITIONS:
+            tensors.append(
+                _position_table(reader, name, target_name, layout, target_length, method, grid, record)
+            )
+            continue
+        tensors.append(OutTensor.copied(reader, name, target_name))
+        if target_name == name:
+            record.copied.append(name)
+        else:
+            record.renamed[name] = target_name
+    written = {t.info.name for t in tensors}
+    if not {"pooler.weight", "pooler.bias"} & written:
+        tensors.extend(_new_pooler(new_config, reader, record))
+    record.notes.append(
+        f"dropped: {', '.join(sorted({map_tensor_name(n, prefix)[0].why for n in record.dropped}))}"
+        if record.dropped
+        else "no source tensor dropped"
+    )
+    return tensors
+
+
+def _position_table(
+    reader: CheckpointReader,
+    name: str,
+    target_name: str,
+    layout: Any,
+    target_length: int,
+    method: Method,
+    grid: Grid,
+    record: OperationRecord,
+) -> OutTensor:
+    """BigBird has no offset rows: the table keeps the rows after the source's offset, stretched."""
+    original = reader.array(name)
+    dtype = reader.infos[name].dtype
+    positions = original[layout.offset :]
+    stretched = extend_table(positions, 0, target_length, method, grid)
+    table = bytes_to_array(array_to_bytes(stretched, dtype), dtype, stretched.shape)
+    finite = bool(np.isfinite(table).all())
+    record.require(Check(f"{target_name}: all rows finite", float(finite), 1.0, passed=finite))
+    if method == Method.tile:
+        difference = max_abs_diff(table[: layout.length], positions)
+        record.require(
+            Check(
+                f"{target_name}: the first {layout.length} rows equal the source's",
+                difference,
+                0.0,
+                passed=difference == 0.0,
+            )
+        )
+    record.modified.append(target_name)
+    if name != target_name:
+        record.renamed[name] = target_name
+    record.parameters["position_table"] = {
+        "source": name,
+        "target": target_name,
+        "rows": [layout.rows, target_length],
+    }
+    return OutTensor.from_array(target_name, table, dtype)
+
+
+def _new_pooler(config: dict[str, Any], reader: CheckpointReader, record: OperationRecord) -> list[OutTensor]:
+    """BigBirdModel always has a pooler; a source without one gets a seeded random one (recorded)."""
+    hidden = config["hidden_size"]
+    dtype = reader.infos[next(n for n in reader.names if n.endswith("word_embeddings.weight"))].dtype
+    generator = np.random.default_rng(0)
+    weight = generator.normal(0.0, config["initializer_range"], (hidden, hidden)).astype(np.float32)
+    record.created.extend(["pooler.weight", "pooler.bias"])
+    record.notes.append(
+        "the source has no pooler; BigBird's pooler was created (normal init, seed 0): "
+        "pooler_output is untrained, last_hidden_state is unaffected"
+    )
+    return [
+        OutTensor.from_array("pooler.weight", weight, dtype),
+        OutTensor.from_array("pooler.bias", np.zeros(hidden, np.float32), dtype),
+    ]
+
+
+def _map_adapter(item: SourceAdapter, hidden_size: int) -> AdapterOutput:
+    adapter = item.folder
+    check_supported(adapter, hidden_size)
+    record = OperationRecord(
+        f"adapter:{item.name}",
+        parameters={
+            "source_name": adapter.stored_name,
+            "name": item.name,
+            "methods": adapter.methods(),
+            "source_file": adapter.weights_file.name,
+        },
+    )
+    renamed: dict[str, Any] = {}
+    for key, tensor in adapter.state_dict().items():
+        new_key, _ = rename_adapter_key(key, adapter.stored_name, item.name)
+        if new_key in renamed:
+            raise UnsupportedArchitecture(f"adapter {adapter.stored_name!r}: two weights map to {new_key!r}")
+        renamed[new_key] = tensor
+        record.renamed[key] = new_key
+    if not renamed:
+        raise UnsupportedArchitecture(f"adapter {adapter.stored_name!r} ({adapter.path}) has no weights")
+    config = renamed_adapter_config(adapter, item.name, hidden_size)
+    record.files["written"] = [
+        f"adapters/{item.name}/{f}"
+        for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS_SAFETENSORS, ADAPTER_WEIGHTS_BIN)
+    ]
+    return AdapterOutput(item.name, item, config, renamed, record)
+
+
+def _write_adapter(folder: Path, item: AdapterOutput) -> None:
+    """adapter_config.json, adapter.safetensors (for use_safetensors=True) and pytorch_adapter.bin (the
+    adapters library's default); the sha256 of each tensor goes into the adapter's record."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / ADAPTER_CONFIG, item.config)
+    tensors = {
+        name: torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value
+        for name, value in item.tensors.items()
+    }
+    written = write_safetensors(
+        folder, [OutTensor.from_tensor(name, t.contiguous()) for name, t in tensors.items()]
+    )
+    (folder / written.files[0]).rename(folder / ADAPTER_WEIGHTS_SAFETENSORS)
+    torch.save({name: t.contiguous() for name, t in tensors.items()}, folder / ADAPTER_WEIGHTS_BIN)
+    item.record.parameters["tensor_sha256"] = {name: w.sha256 for name, w in sorted(written.tensors.items())}
+
+
+# ----------------------------------------------------------------------------- numeric checks
+
+
+def equivalence_checks(
+    sources: TransferSources,
+    staging: Path,
+    relative_model_dir: Path,
+    adapter_names: list[str],
+    source_length: int,
+    target_length: int,
+    block_size: int,
+    num_random_blocks: int,
+) -> list[Check]:
+    """Source + adapter against BigBird + adapter, as loaded back from the written folder."""
+    from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+    from ctxext.checks import random_batch
+
+    source_model = load_model_with_adapters(sources.folder.model_dir)
+    output_model = load_model_with_adapters(staging / relative_model_dir)
+    for item in sources.adapters:
+        load_adapter_strictly(source_model, item.folder.path, item.name)
+        load_adapter_strictly(output_model, staging / "adapters" / item.name, item.name)
+    checks = [Check("output and adapters load with no missing or unexpected weights", 0.0, 0.0)]
+    vocab_size = output_model.config.vocab_size
+    short_length = min(source_length, 512)
+    low = test_token_floor(vocab_size)
+    short = random_batch(vocab_size, [short_length, max(1, short_length // 3)], seed=0, low=low)
+    settings: list[str | None] = [*adapter_names] or [None]
+    sparse_threshold = (5 + 2 * num_random_blocks) * block_size
+    for adapter in settings:
+        label = f"adapter {adapter}" if adapter else "no adapter"
+        _activate(source_model, adapter)
+        _activate(output_model, adapter)
+        expected = run_model(source_model, *short)
+        for attention in ("original_full", "block_sparse"):
+            got, ran = run_model(output_model, *short, attention_type=attention, probe=True)
+            name = f"{label}, inputs of up to {short_length} tokens, {attention} configured, {ran} ran"
+            if ran == "original_full":
+                checks.extend(pooled_checks(name, expected, got, short[1]))
+            else:  # small blocks: sparse attention ran on a short input; it approximates full attention
+                checks.append(
+                    Check(
+                        f"{name}: sparse attention approximates full attention",
+                        max_abs_diff(_cls(expected), _cls(got)),
+                        detail="max abs diff of CLS vectors; information only",
+                    )
+                )
+        if source_length - source_length % block_size > sparse_threshold:
+            checks.extend(
+                _sparse_short_checks(source_model, output_model, label, vocab_size, source_length, block_size)
+            )
+    _activate(output_model, settings[0])
+    long_batch = random_batch(vocab_size, [target_length], seed=1, low=low)
+    hidden, ran = run_model(output_model, *long_batch, attention_type="block_sparse", probe=True)
+    finite = bool(np.isfinite(hidden).all())
+    label = f"adapter {settings[0]}" if settings[0] else "no adapter"
+    checks.append(
+        Check(
+            f"{label}, a {target_length}-token input after short ones runs block-sparse",
+            float(ran == "block_sparse"),
+            1.0,
+            passed=ran == "block_sparse",
+            detail=f"{ran} ran",
+        )
+    )
+    checks.append(
+        Check(
+            f"{label}, a {target_length}-token input gives finite outputs", float(finite), 1.0, passed=finite
+        )
+    )
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        bound = f" (bound {failed[0].threshold:g})" if failed[0].threshold is not None else ""
+        raise CheckFailed(
+            f"check {failed[0].name} failed: {failed[0].value:g}{bound} {failed[0].detail}".strip()
+        )
+    return checks
+
+
+def _sparse_short_checks(
+    source_model: Any,
+    output_model: Any,
+    label: str,
+    vocab_size: int,
+    source_length: int,
+    block_size: int,
+) -> list[Check]:
+    """Blocks small enough that block-sparse really runs on a source-length input.
+
+    Rows that fit in the first block (a global block) must match the source. Longer rows are an
+    approximation, measured and not bounded: besides the window, transformers' BigBird in eval mode points
+    every random block at block 0, so block 0 counts twice in the softmax of every non-global query block
+    (even when the window already covers every real token).
+    """
+    from ctxext.checks import random_batch
+
+    long_row = source_length - source_length % block_size
+    batch = random_batch(
+        vocab_size, [long_row, block_size, max(1, block_size // 2)], seed=2, low=test_token_floor(vocab_size)
+    )
+    expected = run_model(source_model, *batch)
+    got, ran = run_model(output_model, *batch, attention_type="block_sparse", probe=True)
+    name = f"{label}, block-sparse configured, {ran} ran"
+    checks = pooled_checks(
+        f"{name}, rows of up to {block_size} tokens (one block) padded to {long_row}",
+        expected[1:],
+        got[1:],
+        batch[1][1:],
+    )
+    checks.append(
+        Check(
+            f"{name}, a {long_row}-token row: sparse attention approximates full attention",
+            max_abs_diff(_cls(expected[:1]), _cls(got[:1])),
+            detail="max abs diff of CLS vectors; information only",
+        )
+    )
+    return checks
+
+
+def test_token_floor(vocab_size: int) -> int:
+    """Lowest token id drawn for check inputs: past the special ids of real vocabularies, or of tiny ones."""
+    return 1000 if vocab_size > 2000 else 5
+
+
+def _activate(model: Any, adapter: str | None) -> None:
+    model.set_active_adapters(adapter)
+
+
+def run_model(
+    model: Any, input_ids: Any, attention_mask: Any, *, attention_type: str | None = None, probe: bool = False
+) -> Any:
+    """Last hidden states (float64, padding zeroed); with ``probe`` also which attention ran."""
+    import torch
+
+    from ctxext.adapters_bigbird import attention_probe
+
+    if attention_type is not None:
+        backbone = getattr(model, "bert", model)
+        backbone.set_attention_type(attention_type)
+    with torch.no_grad():
+        if probe:
+            with attention_probe(model) as seen:
+                hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            ran = (
+                "block_sparse"
+                if seen and set(seen) == {"block_sparse"}
+                else "original_full"
+                if seen and set(seen) == {"original_full"}
+                else f"mixed {sorted(set(seen))}"
+            )
+        else:
+            hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = (hidden * attention_mask[..., None]).double().numpy()
+    return (hidden, ran) if probe else hidden
+
+
+def _cls(hidden: np.ndarray) -> np.ndarray:
+    return hidden[:, 0]
+
+
+def _mean(hidden: np.ndarray, mask: Any) -> np.ndarray:
+    weights = np.asarray(mask, dtype=np.float64)[..., None]
+    return (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+
+
+def pooled_checks(name: str, expected: np.ndarray, got: np.ndarray, mask: Any) -> list[Check]:
+    checks = []
+    for pooling, a, b in (
+        ("cls", _cls(expected), _cls(got)),
+        ("mean", _mean(expected, mask), _mean(got, mask)),
+    ):
+        difference = max_abs_diff(a, b)
+        checks.append(
+            Check(
+                f"{name}: {pooling} pooling matches the source",
+                difference,
+                TOLERANCE,
+                passed=difference <= TOLERANCE,
+                detail="max abs diff of pooled vectors",
+            )
+        )
+    return checks
