@@ -738,3 +738,91 @@ def similarity_rank_correlation(student_embeddings: np.ndarray, teacher_embeddin
         return similarity[np.triu_indices(len(unit), k=1)]
 
     return float(spearmanr(pairwise(student_embeddings), pairwise(teacher_embeddings)).statistic)
+
+
+# ----------------------------------------------------------------------------- GUIDE against baselines
+
+
+@dataclass
+class Variant:
+    """One way to initialise the student, for comparisons."""
+
+    name: str
+    init: Init = Init.first
+    select: Select = Select.norm
+    projection: Projection = Projection.pca
+
+
+STANDARD_VARIANTS = (
+    Variant("random", Init.none),
+    Variant("weight selection (even, uniform)", Init.uniform, Select.even, Projection.even),
+    Variant("GUIDE first block", Init.first),
+    Variant("GUIDE uniform", Init.uniform),
+)
+
+
+def compare_initialisations(
+    teacher: str | Path,
+    dim: int,
+    layers: int,
+    train_texts: list[str],
+    held_out_texts: list[str],
+    *,
+    variants: tuple[Variant, ...] = STANDARD_VARIANTS,
+    embed_texts: list[str] | None = None,
+    max_len: int = 64,
+    mask: float = 0.3,
+    settings: Any = None,
+    work_dir: Path,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+) -> dict[str, dict[str, Any]]:
+    """Train each variant with masked-LM on the same packed data, same steps, same seed; report the held-out
+    loss (same masks for all) at step 0 and every ``settings.eval_every`` steps, and the Spearman correlation
+    between the student's and the teacher's pairwise similarities of ``embed_texts`` (teacher pooling) at
+    step 0 and after training."""
+    import time
+
+    from ctxext.encode import Encoder, load_encoder
+    from ctxext.train import TrainSettings, masked_held_out, mlm_trainer, pack_documents, ListDataset
+
+    settings = settings or TrainSettings(steps=50, batch_size=16, eval_every=10, progress_bars=False)
+    teacher_encoder = load_encoder(teacher, max_length=max_len)
+    tokenizer = teacher_encoder.tokenizer
+    embed_texts = embed_texts or held_out_texts[:64]
+    teacher_embeddings = teacher_encoder.encode(embed_texts)
+    del teacher_encoder
+    train_sequences = pack_documents(tokenizer, train_texts, max_len)
+    held_out = ListDataset(masked_held_out(tokenizer, pack_documents(tokenizer, held_out_texts, max_len), mask))
+    results: dict[str, dict[str, Any]] = {}
+    for number, variant in enumerate(variants):
+        progress("variants", number, len(variants))
+        started = time.perf_counter()
+        student = build_student(teacher, dim, layers=layers, init=variant.init, select=variant.select,
+                                projection=variant.projection, seed=seed)
+        model = student.model
+        _, folder = open_model(teacher)
+        from ctxext.encode import sentence_transformers_settings
+
+        pooling, normalize, _ = sentence_transformers_settings(folder)
+        encoder = Encoder(model=model.base_model, tokenizer=tokenizer, pooling=pooling or "mean",
+                          normalize=normalize, max_length=max_len)
+        agreement_start = similarity_rank_correlation(encoder.encode(embed_texts), teacher_embeddings)
+        trainer = mlm_trainer(model, tokenizer, train_sequences, held_out, mask=mask, settings=settings,
+                              work_dir=work_dir / f"variant-{number}", save=False)
+        start_loss = float(trainer.evaluate()["eval_loss"])
+        trainer.train()
+        from ctxext.train import loss_history
+
+        history = loss_history(trainer)
+        model.eval()
+        agreement_end = similarity_rank_correlation(encoder.encode(embed_texts), teacher_embeddings)
+        results[variant.name] = {
+            "eval": [[0, start_loss], *history["eval"]], "train": history["train"],
+            "final_loss": history["eval"][-1][1] if history["eval"] else start_loss,
+            "agreement_start": agreement_start, "agreement_end": agreement_end,
+            "explained_variance_ratio": student.projection.explained_variance_ratio,
+            "seconds": time.perf_counter() - started,
+        }
+    progress("variants", len(variants), len(variants))
+    return results
