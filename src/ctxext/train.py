@@ -1,0 +1,463 @@
+"""Training stages on the Hugging Face Trainer: masked-LM (``train_mlm``); distillation and fine-tuning
+build on the same pieces.
+
+The pieces are separate so each stage reuses them: reading text (:func:`read_documents`), packing it into
+fixed-length sequences (:func:`pack_documents`), the masking collator (:class:`MaskingCollator`), a
+held-out set masked once with a fixed seed (:func:`masked_held_out`), the Trainer setup
+(:func:`training_arguments`, :func:`build_trainer`) and writing the trained model with a manifest
+(:func:`write_trained_model`). Because everything runs through the Trainer, ``accelerate launch`` and
+``torchrun`` run it unchanged; only the main process writes the output.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
+from ctxext.io import ModelFolder, OutTensor, file_sha256, open_model
+from ctxext.manifest import Check, OperationRecord
+
+TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def read_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Documents from local files: ``.txt`` (blank-line separated paragraphs), ``.jsonl`` (a ``text`` field
+    per line), ``.parquet`` (a ``text`` column). A folder stands for the supported files inside it."""
+    documents: list[str] = []
+    for path in data_files(paths):
+        if path.suffix == ".txt":
+            text = path.read_text(encoding="utf-8", errors="replace")
+            documents += [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+        elif path.suffix == ".jsonl":
+            documents += _jsonl_texts(path)
+        else:
+            documents += _parquet_texts(path)
+    return documents
+
+
+def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if not paths:
+        raise InvalidArgument("no training data: pass --data FILE (txt, jsonl or parquet)")
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = sorted(p for p in entry.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+            if not found:
+                raise SourceNotFound(f"data folder {entry} holds no .txt, .jsonl or .parquet files")
+            files += found
+        elif entry.is_file():
+            if entry.suffix not in TEXT_SUFFIXES:
+                raise InvalidArgument(f"data file {entry}: unsupported type {entry.suffix!r}; "
+                                      "use .txt, .jsonl (a 'text' field) or .parquet (a 'text' column)")
+            files.append(entry)
+        else:
+            raise SourceNotFound(f"data file {entry} does not exist")
+    return files
+
+
+def _jsonl_texts(path: Path) -> list[str]:
+    texts = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise InvalidArgument(f"{path}:{number} is not valid JSON") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise InvalidArgument(f"{path}:{number} has no string 'text' field")
+            texts.append(record["text"])
+    return texts
+
+
+def _parquet_texts(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["text"])
+    except (KeyError, ValueError) as error:
+        raise InvalidArgument(f"{path} has no 'text' column ({error})") from None
+    except OSError as error:
+        raise InvalidArgument(f"{path} cannot be read as Parquet ({error})") from None
+    return [text for text in table.column("text").to_pylist() if isinstance(text, str) and text.strip()]
+
+
+def python_docstrings(min_chars: int = 200) -> list[tuple[str, str]]:
+    """Text every Python installation carries: the docstrings of the standard library's modules, classes and
+    functions, as (qualified name, text) pairs in a fixed order. For demos, tests and benchmarks without
+    downloads; the exact text depends on the Python version. Parsed once, then cached (ctxext's cache dir)."""
+    from ctxext.presets import cache_dir
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    cached = cache_dir() / f"python-docstrings-v2-{sys.version.split()[0]}-{min_chars}.json"
+    if cached.is_file():
+        try:
+            return [tuple(pair) for pair in json.loads(cached.read_text(encoding="utf-8"))]
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            pass
+    skipped = {"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "ensurepip", "tkinter"}
+    documents: dict[str, str] = {}
+    for path in sorted(stdlib.rglob("*.py")):
+        relative = path.relative_to(stdlib)
+        if skipped & set(relative.parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        module = ".".join(relative.with_suffix("").parts)
+        for node in [tree, *ast.walk(tree)]:
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            text = (ast.get_docstring(node) or "").split(">>>")[0]  # prose only, not doctest sessions
+            if len(text) >= min_chars:
+                documents.setdefault(f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split()))
+    pairs = list(documents.items())
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_name(f".{cached.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(pairs), encoding="utf-8")
+        temporary.replace(cached)
+    except OSError:
+        pass
+    return pairs
+
+
+def split_held_out(named: Iterable[tuple[str, str]], fraction: float) -> tuple[list[str], list[str]]:
+    """Split (name, text) pairs by a hash of the name: the same name always lands on the same side."""
+    train, held_out = [], []
+    for name, text in named:
+        (held_out if zlib.crc32(name.encode()) % 1000 < fraction * 1000 else train).append(text)
+    return train, held_out
+
+
+# ----------------------------------------------------------------------------- packing and masking
+
+
+def pack_documents(tokenizer: Any, documents: Sequence[str], max_len: int) -> list[list[int]]:
+    """Tokenize documents, join them with the separator token and cut the stream into sequences of exactly
+    ``max_len`` tokens (each starts with CLS and ends with SEP); the last, incomplete piece is dropped."""
+    if max_len < 8:
+        raise InvalidArgument(f"--max-len {max_len} is too short; use at least 8")
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if cls_id is None or sep_id is None:
+        raise InvalidArgument("the tokenizer has no CLS/SEP (or BOS/EOS) token to frame packed sequences")
+    body = max_len - 2
+    stream: list[int] = []
+    encoded = tokenizer(list(documents), add_special_tokens=False, truncation=False)["input_ids"]
+    for ids in encoded:
+        if ids:
+            stream += ids + [sep_id]
+    return [[cls_id, *stream[start:start + body], sep_id] for start in range(0, len(stream) - body + 1, body)]
+
+
+@dataclass
+class MaskingCollator:
+    """Masks a batch of packed sequences for masked-LM training (``probability`` of the tokens, 80% of them
+    replaced by the mask token, 10% by a random token, 10% kept). Examples that already carry ``labels``
+    (a held-out set masked once) are stacked as they are, so evaluation sees the same masks every time."""
+
+    tokenizer: Any
+    probability: float = 0.3
+
+    def __post_init__(self) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        if self.tokenizer.mask_token_id is None:
+            raise InvalidArgument("the tokenizer has no mask token; masked-LM training needs one")
+        self.masker = DataCollatorForLanguageModeling(self.tokenizer, mlm=True, mlm_probability=self.probability,
+                                                      return_tensors="pt")
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if "labels" in examples[0]:
+            return {key: torch.as_tensor([example[key] for example in examples]) for key in examples[0]}
+        return self.masker([{"input_ids": example["input_ids"]} for example in examples])
+
+
+def masked_held_out(tokenizer: Any, sequences: Sequence[list[int]], probability: float,
+                    seed: int = 1234) -> list[dict[str, list[int]]]:
+    """A held-out set masked once with a fixed seed: every model is evaluated on the same masks."""
+    import torch
+
+    collator = MaskingCollator(tokenizer, probability)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        batch = collator([{"input_ids": ids} for ids in sequences]) if sequences else {}
+    finally:
+        torch.random.set_rng_state(state)
+    return [{"input_ids": batch["input_ids"][i].tolist(), "attention_mask": [1] * len(sequences[i]),
+             "labels": batch["labels"][i].tolist()} for i in range(len(sequences))]
+
+
+class ListDataset:
+    """A plain in-memory dataset of dicts (what the Trainer needs: ``__len__`` and ``__getitem__``)."""
+
+    def __init__(self, items: Sequence[dict[str, Any]]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]
+
+
+def sequences_dataset(sequences: Sequence[list[int]]) -> ListDataset:
+    return ListDataset([{"input_ids": ids} for ids in sequences])
+
+
+# ----------------------------------------------------------------------------- Trainer
+
+
+@dataclass
+class TrainSettings:
+    """What a training run does; the same fields go into the manifest."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 0
+    eval_every: int = 0
+    save_every: int = 500
+    save_limit: int = 2
+    logging_every: int = 10
+    gradient_accumulation: int = 1
+    progress_bars: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = True, evaluate: bool = False):
+    """TrainingArguments for a ctxext stage: no external reporting, checkpoints every ``save_every`` steps."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation,
+        learning_rate=settings.learning_rate,
+        warmup_ratio=settings.warmup_ratio,
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type="linear",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        logging_steps=max(1, settings.logging_every),
+        eval_strategy="steps" if evaluate and settings.eval_every else "no",
+        eval_steps=settings.eval_every or None,
+        save_strategy="steps" if save else "no",
+        save_steps=max(1, settings.save_every),
+        save_total_limit=settings.save_limit,
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=not settings.progress_bars,
+        remove_unused_columns=False,
+        **settings.extra,
+    )
+
+
+def build_trainer(model: Any, tokenizer: Any, collator: Any, train_dataset: Any, eval_dataset: Any,
+                  arguments: Any, callbacks: Sequence[Any] = ()):
+    from transformers import Trainer
+
+    return Trainer(model=model, args=arguments, data_collator=collator, train_dataset=train_dataset,
+                   eval_dataset=eval_dataset, processing_class=tokenizer, callbacks=list(callbacks))
+
+
+def loss_history(trainer: Any) -> dict[str, list[list[float]]]:
+    """Training and evaluation losses the Trainer logged, as [step, loss] pairs."""
+    history: dict[str, list[list[float]]] = {"train": [], "eval": []}
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            history["train"].append([entry["step"], float(entry["loss"])])
+        if "eval_loss" in entry:
+            history["eval"].append([entry["step"], float(entry["eval_loss"])])
+    return history
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(found) if work_dir.is_dir() and (found := get_last_checkpoint(str(work_dir))) else None
+
+
+# ----------------------------------------------------------------------------- masked-LM stage
+
+
+def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
+    """The checkpoint as a masked-LM model and its tokenizer; returns the head tensors that had to be newly
+    initialised (a checkpoint without an MLM head, such as most sentence-transformers models)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(folder.model_dir, output_loading_info=True)
+    except ValueError as error:
+        raise InvalidArgument(f"{folder.root} has no masked-LM class in transformers: {error}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return model, tokenizer, list(info["missing_keys"])
+
+
+def mlm_trainer(model: Any, tokenizer: Any, train_sequences: Sequence[list[int]], eval_dataset: Any, *,
+                mask: float, settings: TrainSettings, work_dir: Path, save: bool = True,
+                callbacks: Sequence[Any] = ()):
+    """A Trainer for masked-LM training of an in-memory model on packed sequences (call ``.train()``)."""
+    arguments = training_arguments(work_dir, settings, save=save, evaluate=eval_dataset is not None)
+    return build_trainer(model, tokenizer, MaskingCollator(tokenizer, mask), sequences_dataset(train_sequences),
+                         eval_dataset, arguments, callbacks)
+
+
+@dataclass
+class MlmResult:
+    path: Path | None
+    manifest: dict[str, Any] | None
+    history: dict[str, list[list[float]]]
+    global_step: int
+
+
+def train_mlm(
+    checkpoint: str | Path,
+    data: Sequence[str | Path],
+    out: str | Path,
+    *,
+    mask: float = 0.3,
+    max_len: int | None = None,
+    settings: TrainSettings | None = None,
+    eval_fraction: float = 0.0,
+    work_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_checkpoints: bool = False,
+    force: bool = False,
+    callbacks: Sequence[Any] = (),
+    argv: list[str] | None = None,
+) -> MlmResult:
+    """Masked-LM training of ``checkpoint`` on local text, packed to ``max_len`` tokens, with the Trainer.
+
+    Trainer checkpoints go to ``work_dir`` (default: ``<out>.checkpoints`` beside the output); ``resume``
+    continues from the latest one there. The trained model is written to ``out`` atomically with a manifest
+    and loads with AutoModelForMaskedLM (a sentence-transformers input stays a sentence-transformers folder).
+    """
+    settings = settings or TrainSettings()
+    if not 0.0 < mask < 1.0:
+        raise InvalidArgument(f"--mask {mask} must be between 0 and 1")
+    if not 0.0 <= eval_fraction < 1.0:
+        raise InvalidArgument(f"--eval-fraction {eval_fraction} must be in [0, 1)")
+    out_path = Path(out).expanduser().absolute()
+    if out_path.exists() and not force:
+        raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
+    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
+    resume_from = None
+    if resume:
+        resume_from = latest_checkpoint(work)
+        if resume_from is None:
+            raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
+
+    source, folder = open_model(checkpoint)
+    model, tokenizer, new_head = load_masked_lm(folder)
+    from ctxext.encode import _model_max_length
+
+    limit = _model_max_length(folder.config, tokenizer)
+    max_len = max_len or min(512, limit)
+    if max_len > limit:
+        raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
+    files = data_files(data)
+    documents = read_documents(files)
+    named = [(f"{index}", text) for index, text in enumerate(documents)]
+    train_texts, held_texts = split_held_out(named, eval_fraction) if eval_fraction else (documents, [])
+    train_sequences = pack_documents(tokenizer, train_texts, max_len)
+    if not train_sequences:
+        raise InvalidArgument(f"the data holds fewer than {max_len} tokens: nothing to train on")
+    held_sequences = pack_documents(tokenizer, held_texts, max_len) if held_texts else []
+    eval_dataset = ListDataset(masked_held_out(tokenizer, held_sequences, mask)) if held_sequences else None
+
+    trainer = mlm_trainer(model, tokenizer, train_sequences, eval_dataset, mask=mask, settings=settings,
+                          work_dir=work, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final_eval = trainer.evaluate() if eval_dataset is not None else {}
+    history = loss_history(trainer)
+    if not trainer.is_world_process_zero():
+        return MlmResult(None, None, history, trainer.state.global_step)
+
+    record = OperationRecord("mlm", parameters={
+        "mask": mask, "max_len": max_len, "steps": settings.steps, "global_step": trainer.state.global_step,
+        "batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "seed": settings.seed,
+        "world_size": trainer.args.world_size, "train_sequences": len(train_sequences),
+        "held_out_sequences": len(held_sequences), "documents": len(documents),
+        "data_files_sha256": {str(path): file_sha256(path) for path in files},
+        "resumed_from": str(resume_from) if resume_from else None, "loss_history": history,
+        "newly_initialised": new_head,
+    })
+    if final_eval:
+        record.checks.append(Check("held_out_mlm_loss", float(final_eval["eval_loss"]),
+                                   detail=f"masked-LM loss on {len(held_sequences)} held-out sequences, fixed masks"))
+    if new_head:
+        record.notes.append(f"the checkpoint had no weights for {len(new_head)} tensors of the masked-LM class "
+                            "(no MLM head); they started from the family's init")
+    result = write_trained_model(model, folder, out_path, source, record, command="mlm",
+                                 options={"checkpoint": str(checkpoint), "data": [str(p) for p in files],
+                                          "mask": mask, "max_len": max_len, "eval_fraction": eval_fraction,
+                                          "resume": resume, **vars(settings)},
+                                 force=force, argv=argv)
+    if not keep_checkpoints:
+        shutil.rmtree(work, ignore_errors=True)
+    return MlmResult(result.path, result.manifest, history, trainer.state.global_step)
+
+
+def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any, record: OperationRecord, *,
+                        command: str, options: dict[str, Any], force: bool, argv: list[str] | None = None):
+    """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
+    that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it."""
+    from ctxext.checkpoint import OutputPlan, write_model_folder
+    from ctxext.guide import model_tensors
+    from ctxext.io import CheckpointReader
+
+    reader = CheckpointReader(folder)
+    tensors = model_tensors(_unwrap(model))
+    written = {tensor.info.name for tensor in tensors}
+    prefix = getattr(_unwrap(model), "base_model_prefix", "")
+    carried: dict[str, str] = {}
+    for name in reader.names:
+        if name.endswith(("position_ids", "token_type_ids")) or ".decoder." in name or name.startswith("decoder."):
+            continue
+        target = name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
+        if target not in written:
+            carried[name] = target
+    for name, target in carried.items():
+        tensors.append(OutTensor.copied(reader, name, target))
+    record.modified = sorted(written)
+    record.copied = sorted(carried.values())
+    record.renamed = {n: t for n, t in carried.items() if n != t}
+    config = _unwrap(model).config.to_dict()
+    config["architectures"] = [type(_unwrap(model)).__name__]
+    plan = OutputPlan(command, options, {"model": (source, reader.sha256_of_files())}, tensors, [record], config,
+                      support_from=folder)
+    return write_model_folder(plan, out, force=force, argv=argv)
+
+
+def _unwrap(model: Any) -> Any:
+    return getattr(model, "module", model)
