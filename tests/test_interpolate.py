@@ -164,3 +164,27 @@ def test_pytorch_bin_source_is_read_with_weights_only(tiny_models, tmp_path):
     interpolate(str(source), TARGET, str(tmp_path / "out"), method=Method.tile)
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert not (tmp_path / "out" / "pytorch_model.bin").exists()
+
+
+def test_sentence_transformers_dense_module_is_kept_and_stale_exports_left_out(tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Dense
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "st")
+    (source / "3_Dense").mkdir()
+    Dense(tiny.TINY["hidden_size"], 8).save(str(source / "3_Dense"))
+    modules = json.loads((source / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (source / "modules.json").write_text(json.dumps(modules))
+    (source / "onnx").mkdir()
+    (source / "onnx" / "model.onnx").write_bytes(b"stale")
+    (source / "pytorch_model.bin").write_bytes(b"stale")
+    result = interpolate(str(source), TARGET, str(tmp_path / "out"), method=Method.tile)
+    left_out = result.manifest["operations"][0]["files"]["left_out"]
+    assert "onnx/model.onnx" in left_out and "pytorch_model.bin" in left_out
+    assert not (tmp_path / "out" / "onnx").exists()
+    text = ["the model of the long document"]
+    reference = SentenceTransformer(str(source), device="cpu").encode(text)
+    stretched = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(text)
+    assert stretched.shape == (1, 8)
+    np.testing.assert_allclose(stretched, reference, atol=1e-6)
