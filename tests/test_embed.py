@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import specter2_tiny
-import tiny
 from typer.testing import CliRunner
 
+import specter2_tiny
+import tiny
 from ctxext.cli import app
 
 runner = CliRunner()
