@@ -30,7 +30,8 @@ TRANSFER_CHILD = textwrap.dedent("""
     from ctxext.transfer import transfer
     transfer("all-MiniLM-L6-v2", "bigbird", 4096, sys.argv[1], check=sys.argv[2] == "1", force=True)
     wall = time.perf_counter() - start
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak}))
 """)
 
 INTERPOLATE_CHILD = textwrap.dedent("""
@@ -39,7 +40,8 @@ INTERPOLATE_CHILD = textwrap.dedent("""
     from ctxext.positions import Method, interpolate
     interpolate("all-MiniLM-L6-v2", 4096, sys.argv[1], method=Method.tile, check=False, force=True)
     wall = time.perf_counter() - start
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak}))
 """)
 
 ENCODE_CHILD = textwrap.dedent("""
