@@ -1,0 +1,191 @@
+"""`ctxext embed`: one float32 row per input line, in order, with the checkpoint's pooling and adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import specter2_tiny
+import tiny
+from ctxext.cli import app
+
+runner = CliRunner()
+WORDS = tiny.WORDS
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> dict[str, Path]:
+    return specter2_tiny.make_specter2(tmp_path_factory.mktemp("specter2-tiny"))
+
+
+@pytest.fixture(scope="module")
+def bigbird(parts, tmp_path_factory) -> Path:
+    """The tiny SPECTER2 in BigBird, 256 positions, blocks of 8 (block-sparse past 56 tokens)."""
+    from ctxext.transfer import transfer
+
+    out = tmp_path_factory.mktemp("bigbird") / "out"
+    transfer(
+        "specter2",
+        "bigbird",
+        256,
+        out,
+        base=str(parts["base"]),
+        block_size=8,
+        num_random_blocks=1,
+        adapter_paths={role: str(parts[role]) for role in specter2_tiny.SPECTER2_ADAPTERS},
+        check=False,
+    )
+    return out
+
+
+def text(words: int, offset: int = 0) -> str:
+    return " ".join(WORDS[(offset + i) % len(WORDS)] for i in range(words))
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_rows_come_out_in_input_order_one_float32_row_per_line(bigbird, tmp_path):
+    records = [{"text": text(n, n)} for n in (3, 40, 7, 90, 1, 25)]
+    source = write_jsonl(tmp_path / "docs.jsonl", records)
+    result = runner.invoke(
+        app,
+        [
+            "embed",
+            str(bigbird),
+            str(source),
+            "-o",
+            str(tmp_path / "emb.npy"),
+            "--adapter",
+            "proximity",
+            "--batch-size",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = np.load(tmp_path / "emb.npy")
+    assert rows.shape == (len(records), 32) and rows.dtype == np.float32
+    for index, record in enumerate(records):  # each row equals that document embedded alone
+        single = write_jsonl(tmp_path / f"one{index}.jsonl", [record])
+        assert (
+            runner.invoke(
+                app,
+                [
+                    "embed",
+                    str(bigbird),
+                    str(single),
+                    "-o",
+                    str(tmp_path / f"one{index}.npy"),
+                    "--adapter",
+                    "proximity",
+                ],
+            ).exit_code
+            == 0
+        )
+        # 1e-4, not 1e-6: batched beside a 90-word row, a 40-word row runs block-sparse, alone it falls back
+        # to full attention (BigBird decides per batch)
+        np.testing.assert_allclose(np.load(tmp_path / f"one{index}.npy")[0], rows[index], atol=1e-4)
+    manifest = json.loads((tmp_path / "emb.npy.manifest.json").read_text())
+    assert manifest["output"]["shape"] == [len(records), 32] and manifest["adapter"]["name"] == "proximity"
+    assert manifest["options"]["pooling"] == "cls" and manifest["input"]["lines"] == len(records)
+
+
+def test_title_and_abstract_are_joined_with_sep_as_specter2_does(bigbird, tmp_path):
+    from ctxext.embed import embed_file
+
+    title, abstract = text(4), text(9, 5)
+    joined = embed_file(
+        str(bigbird),
+        write_jsonl(tmp_path / "a.jsonl", [{"title": title, "abstract": abstract}]),
+        tmp_path / "a.npy",
+        adapter="proximity",
+    )
+    plain = embed_file(
+        str(bigbird),
+        write_jsonl(tmp_path / "b.jsonl", [{"text": f"{title}[SEP]{abstract}"}]),
+        tmp_path / "b.npy",
+        adapter="proximity",
+    )
+    np.testing.assert_array_equal(np.load(joined.path), np.load(plain.path))
+
+
+def test_bigbird_embeddings_equal_source_bert_plus_adapter_on_short_documents(parts, bigbird, tmp_path):
+    from ctxext.embed import embed_file
+
+    docs = write_jsonl(
+        tmp_path / "docs.jsonl", [{"title": text(5, i), "abstract": text(20 + i, i)} for i in range(5)]
+    )
+    for role in ("proximity", "adhoc_query"):
+        source = embed_file(str(parts["base"]), docs, tmp_path / f"src-{role}.npy", adapter=str(parts[role]))
+        target = embed_file(str(bigbird), docs, tmp_path / f"bb-{role}.npy", adapter=role)
+        assert np.max(np.abs(np.load(source.path) - np.load(target.path))) <= 1e-4
+    plain = embed_file(str(bigbird), docs, tmp_path / "plain.npy")
+    assert np.max(np.abs(np.load(plain.path) - np.load(target.path))) > 1e-3  # the adapter was active
+
+
+def test_a_long_batch_after_a_short_one_still_runs_block_sparse(bigbird):
+    from ctxext.adapters_bigbird import attention_probe
+    from ctxext.embed import adapter_loader
+    from ctxext.encode import load_encoder
+
+    encoder = load_encoder(
+        bigbird, model_loader=adapter_loader(bigbird / "adapters" / "proximity", "proximity")
+    )
+    with attention_probe(encoder.model) as seen:
+        encoder.encode([text(10)])
+    assert set(seen) == {"original_full"}  # 12 tokens: BigBird falls back, and would stay there
+    with attention_probe(encoder.model) as seen:
+        rows = encoder.encode([text(200)])
+    assert set(seen) == {"block_sparse"} and np.isfinite(rows).all()
+
+
+def test_mean_pooling_and_max_len_are_honoured(bigbird, tmp_path):
+    from ctxext.embed import embed_file
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": text(30)}])
+    short = embed_file(str(bigbird), docs, tmp_path / "a.npy", pooling="mean", max_length=8)
+    same = embed_file(
+        str(bigbird),
+        write_jsonl(tmp_path / "b.jsonl", [{"text": text(6)}]),
+        tmp_path / "b.npy",
+        pooling="mean",
+    )
+    assert short.manifest["options"]["pooling"] == "mean"
+    np.testing.assert_allclose(np.load(short.path), np.load(same.path), atol=1e-6)  # 6 words + CLS + SEP
+
+
+def test_existing_output_is_refused_and_bad_lines_are_named(bigbird, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": "the"}])
+    (tmp_path / "emb.npy").write_bytes(b"keep")
+    result = runner.invoke(app, ["embed", str(bigbird), str(docs), "-o", str(tmp_path / "emb.npy")])
+    assert result.exit_code == 5 and (tmp_path / "emb.npy").read_bytes() == b"keep"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "the"}\n{"text": \n')
+    result = runner.invoke(app, ["embed", str(bigbird), str(bad), "-o", str(tmp_path / "x.npy")])
+    assert result.exit_code == 4 and "bad.jsonl:2" in result.output and not (tmp_path / "x.npy").exists()
+    wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"body": "the"}])
+    result = runner.invoke(app, ["embed", str(bigbird), str(wrong), "-o", str(tmp_path / "y.npy")])
+    assert result.exit_code == 4 and "'text'" in result.output
+
+
+@pytest.mark.slow
+def test_sentence_transformers_checkpoint_keeps_its_pooling_and_matches_the_library(minilm, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from ctxext.embed import embed_file
+
+    texts = ["a short sentence about attention", "position embeddings for long documents " * 5]
+    result = embed_file(
+        "all-MiniLM-L6-v2",
+        write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts]),
+        tmp_path / "e.npy",
+    )
+    assert result.manifest["options"]["pooling"] == "mean" and result.manifest["options"]["normalize"]
+    expected = SentenceTransformer(str(minilm), device="cpu").encode(texts)
+    np.testing.assert_allclose(np.load(result.path), expected, atol=1e-5)
