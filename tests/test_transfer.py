@@ -301,10 +301,30 @@ def test_manifest_maps_every_source_tensor_and_adapter_weight(small_blocks_out, 
         assert (
             operation["renamed"][key] == f"encoder.layer.0.output_adapters.adapters.{role}.adapter_up.weight"
         )
-        assert set(operation["parameters"]["tensor_sha256"]) == set(operation["renamed"].values())
+        hashed = manifest["extra_weights"][f"adapters/{role}/adapter.safetensors"]
+        assert set(hashed) == set(operation["renamed"].values())
         config = json.loads((small_blocks_out / "adapters" / role / "adapter_config.json").read_text())
         assert config["name"] == role and config["model_type"] == "big_bird"
     assert set(manifest["sources"]) == {"model", *(f"adapter:{r}" for r in ROLES)}
+
+
+def test_verify_checks_adapter_weights_too(small_blocks_out, tmp_path):
+    import shutil
+
+    from ctxext.errors import CheckFailed
+    from ctxext.manifest import verify
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_blocks_out, copy)
+    total = verify(copy).tensors_checked
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert total == len(manifest["tensors"]) + sum(len(t) for t in manifest["extra_weights"].values())
+    adapter_file = copy / "adapters" / ROLES[0] / "adapter.safetensors"
+    raw = bytearray(adapter_file.read_bytes())
+    raw[-3] ^= 0x10
+    adapter_file.write_bytes(bytes(raw))
+    with pytest.raises(CheckFailed, match="adapter.safetensors does not match"):
+        verify(copy)
 
 
 def test_tile_keeps_the_source_position_rows(small_blocks_out, specter2_parts):

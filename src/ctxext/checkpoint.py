@@ -43,6 +43,8 @@ class OutputPlan:
     model_max_length: int | None = None
     support_from: ModelFolder | None = None
     extra_files: dict[str, Any] = field(default_factory=dict)
+    extra_weights: dict[str, list[OutTensor]] = field(default_factory=dict)
+    """Safetensors files beside the model (adapters): relative path -> tensors; hashed and verified too."""
 
 
 @dataclass
@@ -86,6 +88,12 @@ def write_model_folder(
             progress("writing tensors", done, total)
 
         weights = write_safetensors(model_dir, plan.tensors, on_tensor=on_tensor)
+        extra_weights = {}
+        for relative, tensors in plan.extra_weights.items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            written = write_safetensors((staging / relative).parent, tensors, file_name=Path(relative).name,
+                                        max_shard_bytes=2**62)
+            extra_weights[relative] = written.tensors
         if checks is not None:
             progress("numeric checks", 0, 1)
             plan.operations[-1].checks.extend(checks(staging))
@@ -93,6 +101,7 @@ def write_model_folder(
         manifest = build_manifest(
             command=plan.command, options=plan.options, sources=plan.sources, operations=plan.operations,
             weights=weights, weights_dir=str(model_dir.relative_to(staging)), argv=argv,
+            extra_weights=extra_weights,
         )
         write_manifest(staging, manifest)
     return OutputResult(path=Path(out).expanduser().absolute(), manifest=manifest)

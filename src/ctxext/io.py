@@ -434,6 +434,7 @@ def write_safetensors(
     metadata: dict[str, str] | None = None,
     max_shard_bytes: int | None = None,
     on_tensor: Callable[[TensorInfo], None] | None = None,
+    file_name: str = SAFETENSORS_SINGLE,
 ) -> WrittenWeights:
     """Write tensors as one safetensors file, or shards plus the standard index past max_shard_bytes.
 
@@ -447,7 +448,7 @@ def write_safetensors(
     result = WrittenWeights()
     header_metadata = {**(metadata or {}), "format": "pt"}
     for index, shard in enumerate(shards, start=1):
-        name = SAFETENSORS_SINGLE if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        name = file_name if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
         result.files.append(name)
         for info_name, record in _write_shard(folder / name, shard, header_metadata, on_tensor).items():
             result.tensors[info_name] = record

@@ -21,6 +21,7 @@ from ctxext.io import (
     MANIFEST_NAME,
     SafetensorsFile,
     Source,
+    WrittenTensor,
     WrittenWeights,
     read_json,
     tensor_sha256,
@@ -91,6 +92,7 @@ def build_manifest(
     weights: WrittenWeights,
     weights_dir: str = ".",
     argv: list[str] | None = None,
+    extra_weights: dict[str, dict[str, WrittenTensor]] | None = None,
 ) -> dict[str, Any]:
     """The manifest as a JSON-ready dict. ``sources`` maps a role (``model``, ``teacher``...) to its
     source and the sha256 of its weight files."""
@@ -106,6 +108,8 @@ def build_manifest(
         "operations": [_jsonable(asdict(op)) for op in operations],
         "weights": {"dir": weights_dir, "files": weights.files},
         "tensors": {name: asdict(record) for name, record in sorted(weights.tensors.items())},
+        "extra_weights": {path: {name: asdict(record) for name, record in sorted(tensors.items())}
+                          for path, tensors in sorted((extra_weights or {}).items())},
     }
 
 
@@ -133,10 +137,18 @@ def verify(folder: Path) -> VerifyResult:
     folder = Path(folder)
     manifest = read_manifest(folder)
     weights_dir = folder / manifest["weights"]["dir"]
-    expected = manifest["tensors"]
+    files = [weights_dir / name for name in manifest["weights"]["files"]]
+    checked = _verify_files(files, manifest["tensors"], folder)
+    for relative, expected in manifest.get("extra_weights", {}).items():
+        checked += _verify_files([folder / relative], expected, folder)
+        files.append(folder / relative)
+    return VerifyResult(tensors_checked=checked, files=[str(p.relative_to(folder)) for p in files])
+
+
+def _verify_files(paths: list[Path], expected: dict[str, Any], folder: Path) -> int:
     seen: set[str] = set()
-    for file_name in manifest["weights"]["files"]:
-        path = weights_dir / file_name
+    for path in paths:
+        file_name = path.relative_to(folder).as_posix()
         if not path.is_file():
             raise CheckFailed(f"weight file {file_name} listed in the manifest is missing")
         try:
@@ -156,7 +168,7 @@ def verify(folder: Path) -> VerifyResult:
     missing = sorted(set(expected) - seen)
     if missing:
         raise CheckFailed(f"tensor {missing[0]} is in the manifest but in no weight file")
-    return VerifyResult(tensors_checked=len(seen), files=list(manifest["weights"]["files"]))
+    return len(seen)
 
 
 def _jsonable(value: Any) -> Any:

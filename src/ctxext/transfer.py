@@ -50,8 +50,6 @@ from ctxext.io import (
     bytes_to_array,
     file_sha256,
     resolve_source,
-    write_json,
-    write_safetensors,
 )
 from ctxext.manifest import Check, OperationRecord
 from ctxext.positions import Grid, Method, check_target_length, extend_table, learned_layout
@@ -489,12 +487,15 @@ def transfer(
         new_config,
         target_length,
         folder,
-        extra_files={(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content()},
+        extra_files={(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content(),
+                     **{f"adapters/{item.name}/{ADAPTER_CONFIG}": item.config for item in adapter_outputs}},
+        extra_weights={f"adapters/{item.name}/{ADAPTER_WEIGHTS_SAFETENSORS}": _adapter_tensors(item)
+                       for item in adapter_outputs},
     )
 
     def finish(staging: Path) -> list[Check]:
         for item in adapter_outputs:
-            _write_adapter(staging / "adapters" / item.name, item)
+            _write_adapter_pickle(staging / "adapters" / item.name, item)
         if not check:
             return []
         progress("numeric checks", 0, 1)
@@ -635,23 +636,20 @@ def _map_adapter(item: SourceAdapter, hidden_size: int) -> AdapterOutput:
     return AdapterOutput(item.name, item, config, renamed, record)
 
 
-def _write_adapter(folder: Path, item: AdapterOutput) -> None:
-    """adapter_config.json, adapter.safetensors (for use_safetensors=True) and pytorch_adapter.bin (the
-    adapters library's default); the sha256 of each tensor goes into the adapter's record."""
+def _adapter_tensors(item: AdapterOutput) -> list[OutTensor]:
+    """The adapter's weights for adapter.safetensors (hashed in the manifest, checked by verify)."""
+    return [OutTensor.from_tensor(name, np.ascontiguousarray(value) if isinstance(value, np.ndarray)
+                                  else value.contiguous())
+            for name, value in item.tensors.items()]
+
+
+def _write_adapter_pickle(folder: Path, item: AdapterOutput) -> None:
+    """pytorch_adapter.bin too: the adapters library loads it by default (use_safetensors=False)."""
     import torch
 
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / ADAPTER_CONFIG, item.config)
-    tensors = {
-        name: torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value
-        for name, value in item.tensors.items()
-    }
-    written = write_safetensors(
-        folder, [OutTensor.from_tensor(name, t.contiguous()) for name, t in tensors.items()]
-    )
-    (folder / written.files[0]).rename(folder / ADAPTER_WEIGHTS_SAFETENSORS)
-    torch.save({name: t.contiguous() for name, t in tensors.items()}, folder / ADAPTER_WEIGHTS_BIN)
-    item.record.parameters["tensor_sha256"] = {name: w.sha256 for name, w in sorted(written.tensors.items())}
+    tensors = {name: torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value.contiguous()
+               for name, value in item.tensors.items()}
+    torch.save(tensors, folder / ADAPTER_WEIGHTS_BIN)
 
 
 # ----------------------------------------------------------------------------- numeric checks
