@@ -166,45 +166,94 @@ def pack_documents(tokenizer: Any, documents: Sequence[str], max_len: int) -> li
     return [[cls_id, *stream[start:start + body], sep_id] for start in range(0, len(stream) - body + 1, body)]
 
 
+def mask_tokens(input_ids: Any, special_ids: Any, probability: float, mask_id: int, vocab_size: int,
+                generator: Any) -> tuple[Any, Any]:
+    """BERT masking of one sequence: ``probability`` of the non-special tokens are chosen; of those 80% become
+    the mask token, 10% a random token, 10% stay. Returns (masked input ids, labels with -100 elsewhere)."""
+    import torch
+
+    chances = torch.full(input_ids.shape, probability)
+    chances[torch.isin(input_ids, special_ids)] = 0.0
+    chosen = torch.bernoulli(chances, generator=generator).bool()
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    draw = torch.rand(input_ids.shape, generator=generator)
+    random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked = input_ids.clone()
+    masked[chosen & (draw < 0.8)] = mask_id
+    replaced = chosen & (draw >= 0.8) & (draw < 0.9)
+    masked[replaced] = random_tokens[replaced]
+    return masked, labels
+
+
+def mask_seed(seed: int, epoch: int, index: int) -> int:
+    return zlib.crc32(f"{seed}:{epoch}:{index}".encode())
+
+
 @dataclass
 class MaskingCollator:
-    """Masks a batch of packed sequences for masked-LM training (``probability`` of the tokens, 80% of them
-    replaced by the mask token, 10% by a random token, 10% kept). Examples that already carry ``labels``
-    (a held-out set masked once) are stacked as they are, so evaluation sees the same masks every time."""
+    """Masks a batch of packed sequences for masked-LM training (see :func:`mask_tokens`).
+
+    Each example's mask comes from its own seed (run seed, epoch, example index; set by
+    :class:`PackedDataset`), never from the global random state: the masks do not depend on batching,
+    prefetching, the number of processes, or on whether the run was resumed from a checkpoint. Examples that
+    already carry ``labels`` (a held-out set masked once) are stacked as they are."""
 
     tokenizer: Any
     probability: float = 0.3
 
     def __post_init__(self) -> None:
-        from transformers import DataCollatorForLanguageModeling
+        import torch
 
         if self.tokenizer.mask_token_id is None:
             raise InvalidArgument("the tokenizer has no mask token; masked-LM training needs one")
-        self.masker = DataCollatorForLanguageModeling(self.tokenizer, mlm=True, mlm_probability=self.probability,
-                                                      return_tensors="pt")
+        self.special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
+        self.vocab_size = len(self.tokenizer)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         if "labels" in examples[0]:
             return {key: torch.as_tensor([example[key] for example in examples]) for key in examples[0]}
-        return self.masker([{"input_ids": example["input_ids"]} for example in examples])
+        masked, labels = [], []
+        for example in examples:
+            generator = torch.Generator().manual_seed(int(example["mask_seed"]))
+            ids, label = mask_tokens(torch.as_tensor(example["input_ids"], dtype=torch.long), self.special_ids,
+                                     self.probability, self.tokenizer.mask_token_id, self.vocab_size, generator)
+            masked.append(ids)
+            labels.append(label)
+        input_ids = torch.stack(masked)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": torch.stack(labels)}
 
 
 def masked_held_out(tokenizer: Any, sequences: Sequence[list[int]], probability: float,
                     seed: int = 1234) -> list[dict[str, list[int]]]:
     """A held-out set masked once with a fixed seed: every model is evaluated on the same masks."""
-    import torch
-
     collator = MaskingCollator(tokenizer, probability)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        batch = collator([{"input_ids": ids} for ids in sequences]) if sequences else {}
-    finally:
-        torch.random.set_rng_state(state)
-    return [{"input_ids": batch["input_ids"][i].tolist(), "attention_mask": [1] * len(sequences[i]),
-             "labels": batch["labels"][i].tolist()} for i in range(len(sequences))]
+    items = []
+    for index, ids in enumerate(sequences):
+        batch = collator([{"input_ids": ids, "mask_seed": mask_seed(seed, 0, index)}])
+        items.append({"input_ids": batch["input_ids"][0].tolist(), "attention_mask": [1] * len(ids),
+                      "labels": batch["labels"][0].tolist()})
+    return items
+
+
+class PackedDataset:
+    """Packed sequences for training; each item carries the seed of its mask for the current epoch (the
+    Trainer's dataloader calls ``set_epoch``), so masks change from epoch to epoch but are reproducible."""
+
+    def __init__(self, sequences: Sequence[list[int]], seed: int = 0):
+        self.sequences = list(sequences)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"input_ids": self.sequences[index], "mask_seed": mask_seed(self.seed, self.epoch, index)}
 
 
 class ListDataset:
@@ -218,10 +267,6 @@ class ListDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.items[index]
-
-
-def sequences_dataset(sequences: Sequence[list[int]]) -> ListDataset:
-    return ListDataset([{"input_ids": ids} for ids in sequences])
 
 
 # ----------------------------------------------------------------------------- Trainer
@@ -248,6 +293,7 @@ class TrainSettings:
 
 def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = True, evaluate: bool = False):
     """TrainingArguments for a ctxext stage: no external reporting, checkpoints every ``save_every`` steps."""
+    import torch
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -270,6 +316,7 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
         save_total_limit=settings.save_limit,
         report_to=[],
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not settings.progress_bars,
         remove_unused_columns=False,
         **settings.extra,
@@ -328,7 +375,8 @@ def mlm_trainer(model: Any, tokenizer: Any, train_sequences: Sequence[list[int]]
                 callbacks: Sequence[Any] = ()):
     """A Trainer for masked-LM training of an in-memory model on packed sequences (call ``.train()``)."""
     arguments = training_arguments(work_dir, settings, save=save, evaluate=eval_dataset is not None)
-    return build_trainer(model, tokenizer, MaskingCollator(tokenizer, mask), sequences_dataset(train_sequences),
+    return build_trainer(model, tokenizer, MaskingCollator(tokenizer, mask),
+                         PackedDataset(train_sequences, settings.seed),
                          eval_dataset, arguments, callbacks)
 
 
@@ -378,6 +426,9 @@ def train_mlm(
             raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
 
     source, folder = open_model(checkpoint)
+    from transformers import set_seed
+
+    set_seed(settings.seed)  # a missing MLM head is initialised at load time: make it reproducible
     model, tokenizer, new_head = load_masked_lm(folder)
     from ctxext.encode import _model_max_length
 
