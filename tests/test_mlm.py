@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny
 from typer.testing import CliRunner
 
+import tiny
 from ctxext.cli import app
 from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
 from ctxext.train import (
@@ -56,10 +56,17 @@ def test_reads_txt_paragraphs_jsonl_text_fields_and_parquet_text_columns(tmp_pat
     import pyarrow.parquet as pq
 
     (tmp_path / "a.txt").write_text("first paragraph\nstill first\n\nsecond\n\n\n", encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text('{"text": "from jsonl", "id": 1}\n\n{"text": "again"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(
+        '{"text": "from jsonl", "id": 1}\n\n{"text": "again"}\n', encoding="utf-8"
+    )
     pq.write_table(pa.table({"text": ["from parquet", None], "n": [1, 2]}), tmp_path / "c.parquet")
     assert read_documents([tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.parquet"]) == [
-        "first paragraph\nstill first", "second", "from jsonl", "again", "from parquet"]
+        "first paragraph\nstill first",
+        "second",
+        "from jsonl",
+        "again",
+        "from parquet",
+    ]
     assert len(read_documents([tmp_path])) == 5  # a folder stands for the files inside
 
 
@@ -83,7 +90,7 @@ def test_packing_fills_every_sequence_to_max_len_in_order(tokenizer):
     for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]:
         stream += ids + [tokenizer.sep_token_id]
     bodies = [token for ids in packed for token in ids[1:-1]]
-    assert bodies == stream[:len(bodies)] and len(stream) - len(bodies) < 14
+    assert bodies == stream[: len(bodies)] and len(stream) - len(bodies) < 14
 
 
 def test_held_out_masks_are_fixed_and_cover_the_requested_share(tokenizer):
@@ -102,7 +109,9 @@ def test_training_masks_depend_on_seed_epoch_and_index_only(tokenizer):
     dataset, collator = PackedDataset(packed, seed=3), MaskingCollator(tokenizer, 0.3)
     together = collator([dataset[i] for i in range(4)])
     alone = collator([dataset[2]])
-    assert (together["labels"][2] == alone["labels"][0]).all() and (together["input_ids"][2] == alone["input_ids"][0]).all()
+    assert (together["labels"][2] == alone["labels"][0]).all() and (
+        together["input_ids"][2] == alone["input_ids"][0]
+    ).all()
     dataset.set_epoch(1)
     assert not (collator([dataset[2]])["labels"][0] == alone["labels"][0]).all()
 
@@ -124,7 +133,9 @@ def test_loss_falls_over_a_few_steps_on_a_fixed_batch(tiny_models, tokenizer, tm
     batch = pack_documents(tokenizer, sentences(40), 16)[:8]
     fixed = ListDataset(masked_held_out(tokenizer, batch, 0.3))
     settings = TrainSettings(steps=25, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, **QUIET)
-    trainer = mlm_trainer(model, tokenizer, batch, fixed, mask=0.3, settings=settings, work_dir=tmp_path, save=False)
+    trainer = mlm_trainer(
+        model, tokenizer, batch, fixed, mask=0.3, settings=settings, work_dir=tmp_path, save=False
+    )
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
@@ -156,11 +167,26 @@ def test_resuming_from_a_checkpoint_continues_where_it_stopped(tiny_models, corp
     settings = TrainSettings(steps=6, batch_size=4, save_every=3, learning_rate=1e-3, **QUIET)
     whole = train_mlm(tiny_models("bert"), [corpus], tmp_path / "whole", max_len=16, settings=settings)
     work = tmp_path / "work"
-    stopped = train_mlm(tiny_models("bert"), [corpus], tmp_path / "stopped", max_len=16, settings=settings,
-                        work_dir=work, keep_checkpoints=True, callbacks=[StopAt(3)])
+    stopped = train_mlm(
+        tiny_models("bert"),
+        [corpus],
+        tmp_path / "stopped",
+        max_len=16,
+        settings=settings,
+        work_dir=work,
+        keep_checkpoints=True,
+        callbacks=[StopAt(3)],
+    )
     assert stopped.global_step == 3 and (work / "checkpoint-3").is_dir()
-    resumed = train_mlm(tiny_models("bert"), [corpus], tmp_path / "resumed", max_len=16, settings=settings,
-                        work_dir=work, resume=True)
+    resumed = train_mlm(
+        tiny_models("bert"),
+        [corpus],
+        tmp_path / "resumed",
+        max_len=16,
+        settings=settings,
+        work_dir=work,
+        resume=True,
+    )
     assert resumed.global_step == 6
     # the log carries over from the checkpoint; steps 4-6 match the run that was never interrupted
     assert [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4, 5, 6]
@@ -187,10 +213,14 @@ def test_output_loads_with_automodelformaskedlm_and_keeps_the_sentence_transform
     assert operation["name"] == "mlm" and operation["parameters"]["global_step"] == 3
     assert sorted(operation["renamed"].values()) == ["mpnet.pooler.dense.bias", "mpnet.pooler.dense.weight"]
     assert any(name.startswith("lm_head.") for name in operation["parameters"]["newly_initialised"])
-    assert operation["checks"][0]["name"] == "held_out_mlm_loss" and np.isfinite(operation["checks"][0]["value"])
+    assert operation["checks"][0]["name"] == "held_out_mlm_loss" and np.isfinite(
+        operation["checks"][0]["value"]
+    )
 
 
-def test_existing_output_and_missing_resume_checkpoints_are_refused_before_training(tiny_models, corpus, tmp_path):
+def test_existing_output_and_missing_resume_checkpoints_are_refused_before_training(
+    tiny_models, corpus, tmp_path
+):
     (tmp_path / "out").mkdir()
     with pytest.raises(OutputExists):
         train_mlm(tiny_models("bert"), [corpus], tmp_path / "out")
@@ -200,11 +230,38 @@ def test_existing_output_and_missing_resume_checkpoints_are_refused_before_train
 
 def test_cli_mlm_trains_and_reports(tiny_models, corpus, tmp_path):
     out = tmp_path / "cli"
-    outcome = runner.invoke(app, ["mlm", str(tiny_models("bert")), "--data", str(corpus), "--max-len", "16",
-                                  "--steps", "2", "--batch-size", "4", "-o", str(out), "--json"])
+    outcome = runner.invoke(
+        app,
+        [
+            "mlm",
+            str(tiny_models("bert")),
+            "--data",
+            str(corpus),
+            "--max-len",
+            "16",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "-o",
+            str(out),
+            "--json",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
-    summary = json.loads(outcome.stdout[outcome.stdout.index("{\n"):])
+    summary = json.loads(outcome.stdout[outcome.stdout.index("{\n") :])
     assert summary["steps"] == 2 and (out / "manifest.json").is_file()
-    outcome = runner.invoke(app, ["mlm", str(tiny_models("bert")), "--data", str(corpus), "--mask", "1.5",
-                                  "-o", str(tmp_path / "bad")])
+    outcome = runner.invoke(
+        app,
+        [
+            "mlm",
+            str(tiny_models("bert")),
+            "--data",
+            str(corpus),
+            "--mask",
+            "1.5",
+            "-o",
+            str(tmp_path / "bad"),
+        ],
+    )
     assert outcome.exit_code == 4 and "--mask" in outcome.output

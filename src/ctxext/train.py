@@ -60,8 +60,10 @@ def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             files += found
         elif entry.is_file():
             if entry.suffix not in TEXT_SUFFIXES:
-                raise InvalidArgument(f"data file {entry}: unsupported type {entry.suffix!r}; "
-                                      "use .txt, .jsonl (a 'text' field) or .parquet (a 'text' column)")
+                raise InvalidArgument(
+                    f"data file {entry}: unsupported type {entry.suffix!r}; "
+                    "use .txt, .jsonl (a 'text' field) or .parquet (a 'text' column)"
+                )
             files.append(entry)
         else:
             raise SourceNotFound(f"data file {entry} does not exist")
@@ -125,7 +127,9 @@ def python_docstrings(min_chars: int = 200) -> list[tuple[str, str]]:
                 continue
             text = (ast.get_docstring(node) or "").split(">>>")[0]  # prose only, not doctest sessions
             if len(text) >= min_chars:
-                documents.setdefault(f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split()))
+                documents.setdefault(
+                    f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split())
+                )
     pairs = list(documents.items())
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -163,11 +167,14 @@ def pack_documents(tokenizer: Any, documents: Sequence[str], max_len: int) -> li
     for ids in encoded:
         if ids:
             stream += ids + [sep_id]
-    return [[cls_id, *stream[start:start + body], sep_id] for start in range(0, len(stream) - body + 1, body)]
+    return [
+        [cls_id, *stream[start : start + body], sep_id] for start in range(0, len(stream) - body + 1, body)
+    ]
 
 
-def mask_tokens(input_ids: Any, special_ids: Any, probability: float, mask_id: int, vocab_size: int,
-                generator: Any) -> tuple[Any, Any]:
+def mask_tokens(
+    input_ids: Any, special_ids: Any, probability: float, mask_id: int, vocab_size: int, generator: Any
+) -> tuple[Any, Any]:
     """BERT masking of one sequence: ``probability`` of the non-special tokens are chosen; of those 80% become
     the mask token, 10% a random token, 10% stay. Returns (masked input ids, labels with -100 elsewhere)."""
     import torch
@@ -217,23 +224,39 @@ class MaskingCollator:
         masked, labels = [], []
         for example in examples:
             generator = torch.Generator().manual_seed(int(example["mask_seed"]))
-            ids, label = mask_tokens(torch.as_tensor(example["input_ids"], dtype=torch.long), self.special_ids,
-                                     self.probability, self.tokenizer.mask_token_id, self.vocab_size, generator)
+            ids, label = mask_tokens(
+                torch.as_tensor(example["input_ids"], dtype=torch.long),
+                self.special_ids,
+                self.probability,
+                self.tokenizer.mask_token_id,
+                self.vocab_size,
+                generator,
+            )
             masked.append(ids)
             labels.append(label)
         input_ids = torch.stack(masked)
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": torch.stack(labels)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "labels": torch.stack(labels),
+        }
 
 
-def masked_held_out(tokenizer: Any, sequences: Sequence[list[int]], probability: float,
-                    seed: int = 1234) -> list[dict[str, list[int]]]:
+def masked_held_out(
+    tokenizer: Any, sequences: Sequence[list[int]], probability: float, seed: int = 1234
+) -> list[dict[str, list[int]]]:
     """A held-out set masked once with a fixed seed: every model is evaluated on the same masks."""
     collator = MaskingCollator(tokenizer, probability)
     items = []
     for index, ids in enumerate(sequences):
         batch = collator([{"input_ids": ids, "mask_seed": mask_seed(seed, 0, index)}])
-        items.append({"input_ids": batch["input_ids"][0].tolist(), "attention_mask": [1] * len(ids),
-                      "labels": batch["labels"][0].tolist()})
+        items.append(
+            {
+                "input_ids": batch["input_ids"][0].tolist(),
+                "attention_mask": [1] * len(ids),
+                "labels": batch["labels"][0].tolist(),
+            }
+        )
     return items
 
 
@@ -323,12 +346,26 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
     )
 
 
-def build_trainer(model: Any, tokenizer: Any, collator: Any, train_dataset: Any, eval_dataset: Any,
-                  arguments: Any, callbacks: Sequence[Any] = ()):
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    collator: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    arguments: Any,
+    callbacks: Sequence[Any] = (),
+):
     from transformers import Trainer
 
-    return Trainer(model=model, args=arguments, data_collator=collator, train_dataset=train_dataset,
-                   eval_dataset=eval_dataset, processing_class=tokenizer, callbacks=list(callbacks))
+    return Trainer(
+        model=model,
+        args=arguments,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
 
 
 def loss_history(trainer: Any) -> dict[str, list[list[float]]]:
@@ -365,19 +402,36 @@ def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
         raise InvalidArgument(f"{folder.root} has no masked-LM class in transformers: {error}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+    tokenizer_dir = (
+        folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+    )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     return model, tokenizer, list(info["missing_keys"])
 
 
-def mlm_trainer(model: Any, tokenizer: Any, train_sequences: Sequence[list[int]], eval_dataset: Any, *,
-                mask: float, settings: TrainSettings, work_dir: Path, save: bool = True,
-                callbacks: Sequence[Any] = ()):
+def mlm_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_sequences: Sequence[list[int]],
+    eval_dataset: Any,
+    *,
+    mask: float,
+    settings: TrainSettings,
+    work_dir: Path,
+    save: bool = True,
+    callbacks: Sequence[Any] = (),
+):
     """A Trainer for masked-LM training of an in-memory model on packed sequences (call ``.train()``)."""
     arguments = training_arguments(work_dir, settings, save=save, evaluate=eval_dataset is not None)
-    return build_trainer(model, tokenizer, MaskingCollator(tokenizer, mask),
-                         PackedDataset(train_sequences, settings.seed),
-                         eval_dataset, arguments, callbacks)
+    return build_trainer(
+        model,
+        tokenizer,
+        MaskingCollator(tokenizer, mask),
+        PackedDataset(train_sequences, settings.seed),
+        eval_dataset,
+        arguments,
+        callbacks,
+    )
 
 
 @dataclass
@@ -418,7 +472,11 @@ def train_mlm(
     out_path = Path(out).expanduser().absolute()
     if out_path.exists() and not force:
         raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
-    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
+    work = (
+        Path(work_dir).expanduser().absolute()
+        if work_dir
+        else out_path.with_name(out_path.name + ".checkpoints")
+    )
     resume_from = None
     if resume:
         resume_from = latest_checkpoint(work)
@@ -446,43 +504,93 @@ def train_mlm(
     held_sequences = pack_documents(tokenizer, held_texts, max_len) if held_texts else []
     eval_dataset = ListDataset(masked_held_out(tokenizer, held_sequences, mask)) if held_sequences else None
 
-    trainer = mlm_trainer(model, tokenizer, train_sequences, eval_dataset, mask=mask, settings=settings,
-                          work_dir=work, callbacks=callbacks)
+    trainer = mlm_trainer(
+        model,
+        tokenizer,
+        train_sequences,
+        eval_dataset,
+        mask=mask,
+        settings=settings,
+        work_dir=work,
+        callbacks=callbacks,
+    )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if eval_dataset is not None else {}
     history = loss_history(trainer)
     if not trainer.is_world_process_zero():
         return MlmResult(None, None, history, trainer.state.global_step)
 
-    record = OperationRecord("mlm", parameters={
-        "mask": mask, "max_len": max_len, "steps": settings.steps, "global_step": trainer.state.global_step,
-        "batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "seed": settings.seed,
-        "world_size": trainer.args.world_size, "train_sequences": len(train_sequences),
-        "held_out_sequences": len(held_sequences), "documents": len(documents),
-        "data_files_sha256": {str(path): file_sha256(path) for path in files},
-        "resumed_from": str(resume_from) if resume_from else None, "loss_history": history,
-        "newly_initialised": new_head,
-    })
+    record = OperationRecord(
+        "mlm",
+        parameters={
+            "mask": mask,
+            "max_len": max_len,
+            "steps": settings.steps,
+            "global_step": trainer.state.global_step,
+            "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate,
+            "seed": settings.seed,
+            "world_size": trainer.args.world_size,
+            "train_sequences": len(train_sequences),
+            "held_out_sequences": len(held_sequences),
+            "documents": len(documents),
+            "data_files_sha256": {str(path): file_sha256(path) for path in files},
+            "resumed_from": str(resume_from) if resume_from else None,
+            "loss_history": history,
+            "newly_initialised": new_head,
+        },
+    )
     if final_eval:
-        record.checks.append(Check("held_out_mlm_loss", float(final_eval["eval_loss"]),
-                                   detail=f"masked-LM loss on {len(held_sequences)} held-out sequences, fixed masks"))
+        record.checks.append(
+            Check(
+                "held_out_mlm_loss",
+                float(final_eval["eval_loss"]),
+                detail=f"masked-LM loss on {len(held_sequences)} held-out sequences, fixed masks",
+            )
+        )
     if new_head:
-        record.notes.append(f"the checkpoint had no weights for {len(new_head)} tensors of the masked-LM class "
-                            "(no MLM head); they started from the family's init")
-    result = write_trained_model(model, folder, out_path, source, record, command="mlm",
-                                 options={"checkpoint": str(checkpoint), "data": [str(p) for p in files],
-                                          "mask": mask, "max_len": max_len, "eval_fraction": eval_fraction,
-                                          "resume": resume, **vars(settings)},
-                                 force=force, argv=argv)
+        record.notes.append(
+            f"the checkpoint had no weights for {len(new_head)} tensors of the masked-LM class "
+            "(no MLM head); they started from the family's init"
+        )
+    result = write_trained_model(
+        model,
+        folder,
+        out_path,
+        source,
+        record,
+        command="mlm",
+        options={
+            "checkpoint": str(checkpoint),
+            "data": [str(p) for p in files],
+            "mask": mask,
+            "max_len": max_len,
+            "eval_fraction": eval_fraction,
+            "resume": resume,
+            **vars(settings),
+        },
+        force=force,
+        argv=argv,
+    )
     if not keep_checkpoints:
         shutil.rmtree(work, ignore_errors=True)
     return MlmResult(result.path, result.manifest, history, trainer.state.global_step)
 
 
-def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any, record: OperationRecord, *,
-                        command: str, options: dict[str, Any], force: bool, argv: list[str] | None = None):
-    """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
-    that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it."""
+def write_trained_model(
+    model: Any,
+    folder: ModelFolder,
+    out: Path,
+    source: Any,
+    record: OperationRecord,
+    *,
+    command: str,
+    options: dict[str, Any],
+    force: bool,
+    argv: list[str] | None = None,
+):
+    """Write a trained model beside the input's tokenizer and sentence-transformers files; input tensors
+    the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it."""
     from ctxext.checkpoint import OutputPlan, write_model_folder
     from ctxext.guide import model_tensors
     from ctxext.io import CheckpointReader
@@ -493,9 +601,15 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
     prefix = getattr(_unwrap(model), "base_model_prefix", "")
     carried: dict[str, str] = {}
     for name in reader.names:
-        if name.endswith(("position_ids", "token_type_ids")) or ".decoder." in name or name.startswith("decoder."):
+        if (
+            name.endswith(("position_ids", "token_type_ids"))
+            or ".decoder." in name
+            or name.startswith("decoder.")
+        ):
             continue
-        target = name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
+        target = (
+            name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
+        )
         if target not in written:
             carried[name] = target
     for name, target in carried.items():
@@ -505,8 +619,15 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
     record.renamed = {n: t for n, t in carried.items() if n != t}
     config = _unwrap(model).config.to_dict()
     config["architectures"] = [type(_unwrap(model)).__name__]
-    plan = OutputPlan(command, options, {"model": (source, reader.sha256_of_files())}, tensors, [record], config,
-                      support_from=folder)
+    plan = OutputPlan(
+        command,
+        options,
+        {"model": (source, reader.sha256_of_files())},
+        tensors,
+        [record],
+        config,
+        support_from=folder,
+    )
     return write_model_folder(plan, out, force=force, argv=argv)
 
 
