@@ -36,7 +36,7 @@ def test_guide_student_beats_random_init_on_held_out_mlm_loss(mpnet, tmp_path):
     )
     random_init, guided = results["random"], results["GUIDE"]
     print({name: {k: v for k, v in r.items() if k != "train"} for name, r in results.items()})
-    assert guided["final_loss"] < random_init["final_loss"] - 0.2
+    assert guided["final_loss"] < random_init["final_loss"] - 0.1
     assert 0.7 < guided["explained_variance_ratio"] < 0.85  # PCA of the real table keeps ~76% at 384 dims
     for result in results.values():
         assert -1.0 <= result["agreement_start"] <= 1.0 and -1.0 <= result["agreement_end"] <= 1.0

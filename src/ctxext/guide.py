@@ -890,7 +890,14 @@ def guide(
 def load_student(model_dir: Path, model_class: Any, allowed_unexpected: tuple[str, ...] = ()) -> Any:
     """Load with transformers: nothing missing, and nothing unexpected except names starting with
     ``allowed_unexpected`` (the MLM head for AutoModel, the pooler for the masked-LM class)."""
-    model, info = model_class.from_pretrained(model_dir, output_loading_info=True)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused pooler/head is expected; the check below decides
+    try:
+        model, info = model_class.from_pretrained(model_dir, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     unexpected = [name for name in info["unexpected_keys"] if not name.startswith(allowed_unexpected)]
     if info["missing_keys"] or unexpected or info.get("mismatched_keys") or info.get("error_msgs"):
         raise CheckFailed(
@@ -1021,8 +1028,15 @@ def compare_initialisations(
     step 0 and after training."""
     import time
 
-    from ctxext.encode import Encoder, load_encoder
-    from ctxext.train import ListDataset, TrainSettings, masked_held_out, mlm_trainer, pack_documents
+    from ctxext.encode import Encoder, load_encoder, sentence_transformers_settings
+    from ctxext.train import (
+        ListDataset,
+        TrainSettings,
+        loss_history,
+        masked_held_out,
+        mlm_trainer,
+        pack_documents,
+    )
 
     settings = settings or TrainSettings(steps=50, batch_size=16, eval_every=10, progress_bars=False)
     teacher_encoder = load_encoder(teacher, max_length=max_len)
@@ -1049,8 +1063,6 @@ def compare_initialisations(
         )
         model = student.model
         _, folder = open_model(teacher)
-        from ctxext.encode import sentence_transformers_settings
-
         pooling, normalize, _ = sentence_transformers_settings(folder)
         encoder = Encoder(
             model=model.base_model,
@@ -1072,8 +1084,6 @@ def compare_initialisations(
         )
         start_loss = float(trainer.evaluate()["eval_loss"])
         trainer.train()
-        from ctxext.train import loss_history
-
         history = loss_history(trainer)
         model.eval()
         agreement_end = similarity_rank_correlation(encoder.encode(embed_texts), teacher_embeddings)

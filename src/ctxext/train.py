@@ -163,7 +163,8 @@ def pack_documents(tokenizer: Any, documents: Sequence[str], max_len: int) -> li
         raise InvalidArgument("the tokenizer has no CLS/SEP (or BOS/EOS) token to frame packed sequences")
     body = max_len - 2
     stream: list[int] = []
-    encoded = tokenizer(list(documents), add_special_tokens=False, truncation=False)["input_ids"]
+    encoded = tokenizer(list(documents), add_special_tokens=False, truncation=False, verbose=False)
+    encoded = encoded["input_ids"]
     for ids in encoded:
         if ids:
             stream += ids + [sep_id]
