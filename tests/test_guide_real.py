@@ -9,9 +9,10 @@ from ctxext.train import TrainSettings, python_docstrings, split_held_out
 
 
 @pytest.mark.slow
-def test_guide_student_beats_random_init_on_held_out_mlm_loss(mpnet, tmp_path):
+def test_guide_student_is_ahead_of_random_init_after_20_mlm_steps(mpnet, tmp_path):
     """Same data, steps, seed and held-out masks; a small budget (384 x 4, 20 steps of 8 x 64 tokens).
-    The full comparison over a longer budget is benchmarks/guide.py."""
+    Measured: random 7.30, GUIDE 6.94. The lead is early: in a 60-step run random init catches up on the
+    unigram plateau and ends 0.1 lower (docs/guide.md, benchmarks/guide.py)."""
     train, held_out = split_held_out(python_docstrings(), 0.1)
     settings = TrainSettings(
         steps=20,
