@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny
 from typer.testing import CliRunner
 
+import tiny
 from ctxext.cli import app
 from ctxext.guide import (
     FAMILIES,
@@ -40,8 +40,11 @@ def teachers(tmp_path_factory: pytest.TempPathFactory):
     def get(family: str) -> Path:
         if family not in built:
             folder = root / family
-            built[family] = tiny.make_model(family, folder) if family == "modernbert" else \
-                tiny.make_sentence_transformer(family, folder)
+            built[family] = (
+                tiny.make_model(family, folder)
+                if family == "modernbert"
+                else tiny.make_sentence_transformer(family, folder)
+            )
         return built[family]
 
     return get
@@ -78,10 +81,14 @@ def test_pca_explained_variance_matches_scikit_learn():
     table = rng.normal(size=(500, 24)) @ rng.normal(size=(24, 24)) + 3.0
     ours = pca_projection(table, 7)
     reference = PCA(n_components=7, svd_solver="full").fit(table)
-    assert ours.explained_variance_ratio == pytest.approx(reference.explained_variance_ratio_.sum(), rel=1e-10)
+    assert ours.explained_variance_ratio == pytest.approx(
+        reference.explained_variance_ratio_.sum(), rel=1e-10
+    )
     assert np.allclose(ours.component_variance_ratios, reference.explained_variance_ratio_, rtol=1e-8)
     # same subspace as scikit-learn's components
-    assert np.allclose(ours.matrix @ ours.matrix.T, reference.components_.T @ reference.components_, atol=1e-8)
+    assert np.allclose(
+        ours.matrix @ ours.matrix.T, reference.components_.T @ reference.components_, atol=1e-8
+    )
 
 
 def test_explained_variance_is_the_share_of_centred_variance_the_projection_keeps():
@@ -139,10 +146,15 @@ def test_student_loads_cleanly_with_the_right_shapes_and_origins(family, teacher
     assert parameters["origins"][table].startswith("teacher ") and "rows @ M" in parameters["origins"][table]
     assert "teacher has no MLM head" in parameters["mlm_head"]
     teacher_table = CheckpointReader(ModelFolder.open(teachers(family))).array(
-        next(n for n in CheckpointReader(ModelFolder.open(teachers(family))).names
-             if n.endswith(FAMILIES[family].token_table)))
+        next(
+            n
+            for n in CheckpointReader(ModelFolder.open(teachers(family))).names
+            if n.endswith(FAMILIES[family].token_table)
+        )
+    )
     assert parameters["explained_variance_ratio"] == pytest.approx(
-        pca_projection(teacher_table, 16).explained_variance_ratio, rel=1e-12)
+        pca_projection(teacher_table, 16).explained_variance_ratio, rel=1e-12
+    )
     assert {c["name"]: c["passed"] for c in operation["checks"]}["written_student_matches_built"]
 
 
@@ -153,8 +165,15 @@ def test_full_width_student_with_identity_projection_reproduces_the_teacher(fami
     from ctxext.checks import random_batch
 
     teacher = teachers(family)
-    result = guide(teacher, tmp_path / "same", tiny.TINY["hidden_size"], init=Init.uniform, select=Select.norm,
-                   projection=Projection.even, check=False)
+    result = guide(
+        teacher,
+        tmp_path / "same",
+        tiny.TINY["hidden_size"],
+        init=Init.uniform,
+        select=Select.norm,
+        projection=Projection.even,
+        check=False,
+    )
     input_ids, attention_mask = random_batch(len(tiny.vocabulary()), [9, 5], low=5)
     expected = _hidden(ModelFolder.open(teacher).model_dir, input_ids, attention_mask)
     produced = _hidden(ModelFolder.open(result.path).model_dir, input_ids, attention_mask)
@@ -172,19 +191,26 @@ def test_projected_block_follows_the_formulas(teachers):
     rows = np.concatenate([np.arange(h * 8, h * 8 + 8) for h in heads])
     state = {k: v.double().numpy() for k, v in student.model.state_dict().items()}
     query = reader.array("encoder.layer.0.attention.self.query.weight").astype(np.float64)
-    assert np.allclose(state["bert.encoder.layer.0.attention.self.query.weight"], query[rows] @ matrix, atol=1e-6)
+    assert np.allclose(
+        state["bert.encoder.layer.0.attention.self.query.weight"], query[rows] @ matrix, atol=1e-6
+    )
     out = reader.array("encoder.layer.0.output.dense.weight").astype(np.float64)
-    assert np.allclose(state["bert.encoder.layer.0.output.dense.weight"], matrix.T @ out[:, selection["units"]],
-                       atol=1e-6)
+    assert np.allclose(
+        state["bert.encoder.layer.0.output.dense.weight"], matrix.T @ out[:, selection["units"]], atol=1e-6
+    )
     gamma = reader.array("encoder.layer.0.output.LayerNorm.weight").astype(np.float64)
-    assert np.allclose(state["bert.encoder.layer.0.output.LayerNorm.weight"], (matrix**2).T @ gamma, atol=1e-6)
+    assert np.allclose(
+        state["bert.encoder.layer.0.output.LayerNorm.weight"], (matrix**2).T @ gamma, atol=1e-6
+    )
     table = reader.array("embeddings.word_embeddings.weight").astype(np.float64)
     assert np.allclose(state["bert.embeddings.word_embeddings.weight"], table @ matrix, atol=1e-6)
     positions = reader.array("embeddings.position_embeddings.weight").astype(np.float64)
     assert np.allclose(state["bert.embeddings.position_embeddings.weight"], positions @ matrix, atol=1e-6)
     # the decoder is tied to the projected embeddings
-    assert student.model.get_output_embeddings().weight.data_ptr() == \
-        student.model.get_input_embeddings().weight.data_ptr()
+    assert (
+        student.model.get_output_embeddings().weight.data_ptr()
+        == student.model.get_input_embeddings().weight.data_ptr()
+    )
 
 
 def test_norm_selection_keeps_the_heads_that_survive_projection_best(teachers):
@@ -215,10 +241,18 @@ def test_narrow_heads_select_dimensions_within_each_head(teachers):
 def test_uniform_init_spreads_teacher_blocks_over_the_student(teachers):
     student = build_student(teachers("bert"), 16, layers=5, init=Init.uniform)
     sources = student.record.parameters["block_sources"]
-    assert sources == {"0": "teacher block 0", "1": "teacher block 0", "2": "teacher block 0",
-                       "3": "teacher block 1", "4": "teacher block 1"}
-    assert not any(origin.startswith("random") for name, origin in student.record.parameters["origins"].items()
-                   if ".encoder.layer." in name)
+    assert sources == {
+        "0": "teacher block 0",
+        "1": "teacher block 0",
+        "2": "teacher block 0",
+        "3": "teacher block 1",
+        "4": "teacher block 1",
+    }
+    assert not any(
+        origin.startswith("random")
+        for name, origin in student.record.parameters["origins"].items()
+        if ".encoder.layer." in name
+    )
 
 
 def test_random_baseline_takes_nothing_from_the_teacher(teachers):
@@ -230,8 +264,9 @@ def test_teacher_with_a_trained_mlm_head_passes_it_through_the_projection(tmp_pa
     import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
 
-    config = RobertaConfig(vocab_size=len(tiny.vocabulary()), **tiny.TINY, max_position_embeddings=66,
-                           pad_token_id=1)
+    config = RobertaConfig(
+        vocab_size=len(tiny.vocabulary()), **tiny.TINY, max_position_embeddings=66, pad_token_id=1
+    )
     torch.manual_seed(0)
     RobertaForMaskedLM(config).save_pretrained(tmp_path / "teacher")
     tiny.save_tokenizer(tmp_path / "teacher", 64)
@@ -243,15 +278,18 @@ def test_teacher_with_a_trained_mlm_head_passes_it_through_the_projection(tmp_pa
     assert np.allclose(state["lm_head.dense.weight"].double().numpy(), matrix.T @ dense @ matrix, atol=1e-6)
     assert np.allclose(state["lm_head.bias"].numpy(), reader.array("lm_head.bias"))
     assert student.record.parameters["mlm_head"] == "teacher head through M"
-    assert student.record.parameters["origins"]["lm_head.dense.weight"].startswith("teacher lm_head.dense.weight")
+    assert student.record.parameters["origins"]["lm_head.dense.weight"].startswith(
+        "teacher lm_head.dense.weight"
+    )
 
 
 def test_sentence_transformers_output_keeps_the_teacher_pooling_at_the_student_width(teachers, tmp_path):
     result = guide(teachers("mpnet"), tmp_path / "student", 16, layers=2)
     pooling = json.loads((result.path / "1_Pooling" / "config.json").read_text())
     assert pooling["word_embedding_dimension"] == 16 and pooling["pooling_mode_mean_tokens"]
-    assert json.loads((result.path / "modules.json").read_text()) == \
-        json.loads((teachers("mpnet") / "modules.json").read_text())
+    assert json.loads((result.path / "modules.json").read_text()) == json.loads(
+        (teachers("mpnet") / "modules.json").read_text()
+    )
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -259,8 +297,22 @@ def test_sentence_transformers_output_keeps_the_teacher_pooling_at_the_student_w
 
 def test_cli_writes_a_student_and_reports_it(teachers, tmp_path):
     out = tmp_path / "cli-student"
-    outcome = runner.invoke(app, ["guide", str(teachers("bert")), "--dim", "16", "--layers", "2", "--init", "uniform",
-                                  "-o", str(out), "--json"])
+    outcome = runner.invoke(
+        app,
+        [
+            "guide",
+            str(teachers("bert")),
+            "--dim",
+            "16",
+            "--layers",
+            "2",
+            "--init",
+            "uniform",
+            "-o",
+            str(out),
+            "--json",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     summary = json.loads(outcome.stdout)
     assert summary["blocks_from_teacher"] == "2 of 2"
@@ -268,12 +320,15 @@ def test_cli_writes_a_student_and_reports_it(teachers, tmp_path):
     assert (out / "manifest.json").is_file()
 
 
-@pytest.mark.parametrize(("arguments", "code", "words"), [
-    (["--dim", "64"], 4, "between 1 and the teacher's hidden size 32"),
-    (["--dim", "16", "--heads", "3"], 4, "not divisible"),
-    (["--dim", "16", "--heads", "1"], 4, "exceeds the teacher's 8"),
-    (["--dim", "16", "--init", "middle"], 4, "middle"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "code", "words"),
+    [
+        (["--dim", "64"], 4, "between 1 and the teacher's hidden size 32"),
+        (["--dim", "16", "--heads", "3"], 4, "not divisible"),
+        (["--dim", "16", "--heads", "1"], 4, "exceeds the teacher's 8"),
+        (["--dim", "16", "--init", "middle"], 4, "middle"),
+    ],
+)
 def test_cli_rejects_bad_options_in_one_line(arguments, code, words, teachers, tmp_path):
     outcome = runner.invoke(app, ["guide", str(teachers("bert")), *arguments, "-o", str(tmp_path / "x")])
     assert outcome.exit_code == code
@@ -282,8 +337,12 @@ def test_cli_rejects_bad_options_in_one_line(arguments, code, words, teachers, t
 
 
 def test_cli_refuses_unsupported_families_and_existing_outputs(tiny_models, teachers, tmp_path):
-    outcome = runner.invoke(app, ["guide", str(tiny_models("deberta-v2")), "--dim", "16", "-o", str(tmp_path / "d")])
+    outcome = runner.invoke(
+        app, ["guide", str(tiny_models("deberta-v2")), "--dim", "16", "-o", str(tmp_path / "d")]
+    )
     assert outcome.exit_code == 3 and "deberta-v2" in outcome.output
     (tmp_path / "exists").mkdir()
-    outcome = runner.invoke(app, ["guide", str(teachers("bert")), "--dim", "16", "-o", str(tmp_path / "exists")])
+    outcome = runner.invoke(
+        app, ["guide", str(teachers("bert")), "--dim", "16", "-o", str(tmp_path / "exists")]
+    )
     assert outcome.exit_code == 5 and "--force" in outcome.output

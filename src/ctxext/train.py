@@ -60,8 +60,10 @@ def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             files += found
         elif entry.is_file():
             if entry.suffix not in TEXT_SUFFIXES:
-                raise InvalidArgument(f"data file {entry}: unsupported type {entry.suffix!r}; "
-                                      "use .txt, .jsonl (a 'text' field) or .parquet (a 'text' column)")
+                raise InvalidArgument(
+                    f"data file {entry}: unsupported type {entry.suffix!r}; "
+                    "use .txt, .jsonl (a 'text' field) or .parquet (a 'text' column)"
+                )
             files.append(entry)
         else:
             raise SourceNotFound(f"data file {entry} does not exist")
@@ -125,7 +127,9 @@ def python_docstrings(min_chars: int = 200) -> list[tuple[str, str]]:
                 continue
             text = (ast.get_docstring(node) or "").split(">>>")[0]  # prose only, not doctest sessions
             if len(text) >= min_chars:
-                documents.setdefault(f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split()))
+                documents.setdefault(
+                    f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split())
+                )
     pairs = list(documents.items())
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -159,52 +163,121 @@ def pack_documents(tokenizer: Any, documents: Sequence[str], max_len: int) -> li
         raise InvalidArgument("the tokenizer has no CLS/SEP (or BOS/EOS) token to frame packed sequences")
     body = max_len - 2
     stream: list[int] = []
-    encoded = tokenizer(list(documents), add_special_tokens=False, truncation=False)["input_ids"]
+    encoded = tokenizer(list(documents), add_special_tokens=False, truncation=False, verbose=False)
+    encoded = encoded["input_ids"]
     for ids in encoded:
         if ids:
             stream += ids + [sep_id]
-    return [[cls_id, *stream[start:start + body], sep_id] for start in range(0, len(stream) - body + 1, body)]
+    return [
+        [cls_id, *stream[start : start + body], sep_id] for start in range(0, len(stream) - body + 1, body)
+    ]
+
+
+def mask_tokens(
+    input_ids: Any, special_ids: Any, probability: float, mask_id: int, vocab_size: int, generator: Any
+) -> tuple[Any, Any]:
+    """BERT masking of one sequence: ``probability`` of the non-special tokens are chosen; of those 80% become
+    the mask token, 10% a random token, 10% stay. Returns (masked input ids, labels with -100 elsewhere)."""
+    import torch
+
+    chances = torch.full(input_ids.shape, probability)
+    chances[torch.isin(input_ids, special_ids)] = 0.0
+    chosen = torch.bernoulli(chances, generator=generator).bool()
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    draw = torch.rand(input_ids.shape, generator=generator)
+    random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked = input_ids.clone()
+    masked[chosen & (draw < 0.8)] = mask_id
+    replaced = chosen & (draw >= 0.8) & (draw < 0.9)
+    masked[replaced] = random_tokens[replaced]
+    return masked, labels
+
+
+def mask_seed(seed: int, epoch: int, index: int) -> int:
+    return zlib.crc32(f"{seed}:{epoch}:{index}".encode())
 
 
 @dataclass
 class MaskingCollator:
-    """Masks a batch of packed sequences for masked-LM training (``probability`` of the tokens, 80% of them
-    replaced by the mask token, 10% by a random token, 10% kept). Examples that already carry ``labels``
-    (a held-out set masked once) are stacked as they are, so evaluation sees the same masks every time."""
+    """Masks a batch of packed sequences for masked-LM training (see :func:`mask_tokens`).
+
+    Each example's mask comes from its own seed (run seed, epoch, example index; set by
+    :class:`PackedDataset`), never from the global random state: the masks do not depend on batching,
+    prefetching, the number of processes, or on whether the run was resumed from a checkpoint. Examples that
+    already carry ``labels`` (a held-out set masked once) are stacked as they are."""
 
     tokenizer: Any
     probability: float = 0.3
 
     def __post_init__(self) -> None:
-        from transformers import DataCollatorForLanguageModeling
+        import torch
 
         if self.tokenizer.mask_token_id is None:
             raise InvalidArgument("the tokenizer has no mask token; masked-LM training needs one")
-        self.masker = DataCollatorForLanguageModeling(self.tokenizer, mlm=True, mlm_probability=self.probability,
-                                                      return_tensors="pt")
+        self.special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
+        self.vocab_size = len(self.tokenizer)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         if "labels" in examples[0]:
             return {key: torch.as_tensor([example[key] for example in examples]) for key in examples[0]}
-        return self.masker([{"input_ids": example["input_ids"]} for example in examples])
+        masked, labels = [], []
+        for example in examples:
+            generator = torch.Generator().manual_seed(int(example["mask_seed"]))
+            ids, label = mask_tokens(
+                torch.as_tensor(example["input_ids"], dtype=torch.long),
+                self.special_ids,
+                self.probability,
+                self.tokenizer.mask_token_id,
+                self.vocab_size,
+                generator,
+            )
+            masked.append(ids)
+            labels.append(label)
+        input_ids = torch.stack(masked)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "labels": torch.stack(labels),
+        }
 
 
-def masked_held_out(tokenizer: Any, sequences: Sequence[list[int]], probability: float,
-                    seed: int = 1234) -> list[dict[str, list[int]]]:
+def masked_held_out(
+    tokenizer: Any, sequences: Sequence[list[int]], probability: float, seed: int = 1234
+) -> list[dict[str, list[int]]]:
     """A held-out set masked once with a fixed seed: every model is evaluated on the same masks."""
-    import torch
-
     collator = MaskingCollator(tokenizer, probability)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        batch = collator([{"input_ids": ids} for ids in sequences]) if sequences else {}
-    finally:
-        torch.random.set_rng_state(state)
-    return [{"input_ids": batch["input_ids"][i].tolist(), "attention_mask": [1] * len(sequences[i]),
-             "labels": batch["labels"][i].tolist()} for i in range(len(sequences))]
+    items = []
+    for index, ids in enumerate(sequences):
+        batch = collator([{"input_ids": ids, "mask_seed": mask_seed(seed, 0, index)}])
+        items.append(
+            {
+                "input_ids": batch["input_ids"][0].tolist(),
+                "attention_mask": [1] * len(ids),
+                "labels": batch["labels"][0].tolist(),
+            }
+        )
+    return items
+
+
+class PackedDataset:
+    """Packed sequences for training; each item carries the seed of its mask for the current epoch (the
+    Trainer's dataloader calls ``set_epoch``), so masks change from epoch to epoch but are reproducible."""
+
+    def __init__(self, sequences: Sequence[list[int]], seed: int = 0):
+        self.sequences = list(sequences)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"input_ids": self.sequences[index], "mask_seed": mask_seed(self.seed, self.epoch, index)}
 
 
 class ListDataset:
@@ -218,10 +291,6 @@ class ListDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.items[index]
-
-
-def sequences_dataset(sequences: Sequence[list[int]]) -> ListDataset:
-    return ListDataset([{"input_ids": ids} for ids in sequences])
 
 
 # ----------------------------------------------------------------------------- Trainer
@@ -248,6 +317,7 @@ class TrainSettings:
 
 def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = True, evaluate: bool = False):
     """TrainingArguments for a ctxext stage: no external reporting, checkpoints every ``save_every`` steps."""
+    import torch
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -270,18 +340,33 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
         save_total_limit=settings.save_limit,
         report_to=[],
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not settings.progress_bars,
         remove_unused_columns=False,
         **settings.extra,
     )
 
 
-def build_trainer(model: Any, tokenizer: Any, collator: Any, train_dataset: Any, eval_dataset: Any,
-                  arguments: Any, callbacks: Sequence[Any] = ()):
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    collator: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    arguments: Any,
+    callbacks: Sequence[Any] = (),
+):
     from transformers import Trainer
 
-    return Trainer(model=model, args=arguments, data_collator=collator, train_dataset=train_dataset,
-                   eval_dataset=eval_dataset, processing_class=tokenizer, callbacks=list(callbacks))
+    return Trainer(
+        model=model,
+        args=arguments,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
 
 
 def loss_history(trainer: Any) -> dict[str, list[list[float]]]:
@@ -318,18 +403,36 @@ def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
         raise InvalidArgument(f"{folder.root} has no masked-LM class in transformers: {error}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+    tokenizer_dir = (
+        folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+    )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     return model, tokenizer, list(info["missing_keys"])
 
 
-def mlm_trainer(model: Any, tokenizer: Any, train_sequences: Sequence[list[int]], eval_dataset: Any, *,
-                mask: float, settings: TrainSettings, work_dir: Path, save: bool = True,
-                callbacks: Sequence[Any] = ()):
+def mlm_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_sequences: Sequence[list[int]],
+    eval_dataset: Any,
+    *,
+    mask: float,
+    settings: TrainSettings,
+    work_dir: Path,
+    save: bool = True,
+    callbacks: Sequence[Any] = (),
+):
     """A Trainer for masked-LM training of an in-memory model on packed sequences (call ``.train()``)."""
     arguments = training_arguments(work_dir, settings, save=save, evaluate=eval_dataset is not None)
-    return build_trainer(model, tokenizer, MaskingCollator(tokenizer, mask), sequences_dataset(train_sequences),
-                         eval_dataset, arguments, callbacks)
+    return build_trainer(
+        model,
+        tokenizer,
+        MaskingCollator(tokenizer, mask),
+        PackedDataset(train_sequences, settings.seed),
+        eval_dataset,
+        arguments,
+        callbacks,
+    )
 
 
 @dataclass
@@ -370,7 +473,11 @@ def train_mlm(
     out_path = Path(out).expanduser().absolute()
     if out_path.exists() and not force:
         raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
-    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
+    work = (
+        Path(work_dir).expanduser().absolute()
+        if work_dir
+        else out_path.with_name(out_path.name + ".checkpoints")
+    )
     resume_from = None
     if resume:
         resume_from = latest_checkpoint(work)
@@ -378,6 +485,9 @@ def train_mlm(
             raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
 
     source, folder = open_model(checkpoint)
+    from transformers import set_seed
+
+    set_seed(settings.seed)  # a missing MLM head is initialised at load time: make it reproducible
     model, tokenizer, new_head = load_masked_lm(folder)
     from ctxext.encode import _model_max_length
 
@@ -395,43 +505,93 @@ def train_mlm(
     held_sequences = pack_documents(tokenizer, held_texts, max_len) if held_texts else []
     eval_dataset = ListDataset(masked_held_out(tokenizer, held_sequences, mask)) if held_sequences else None
 
-    trainer = mlm_trainer(model, tokenizer, train_sequences, eval_dataset, mask=mask, settings=settings,
-                          work_dir=work, callbacks=callbacks)
+    trainer = mlm_trainer(
+        model,
+        tokenizer,
+        train_sequences,
+        eval_dataset,
+        mask=mask,
+        settings=settings,
+        work_dir=work,
+        callbacks=callbacks,
+    )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if eval_dataset is not None else {}
     history = loss_history(trainer)
     if not trainer.is_world_process_zero():
         return MlmResult(None, None, history, trainer.state.global_step)
 
-    record = OperationRecord("mlm", parameters={
-        "mask": mask, "max_len": max_len, "steps": settings.steps, "global_step": trainer.state.global_step,
-        "batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "seed": settings.seed,
-        "world_size": trainer.args.world_size, "train_sequences": len(train_sequences),
-        "held_out_sequences": len(held_sequences), "documents": len(documents),
-        "data_files_sha256": {str(path): file_sha256(path) for path in files},
-        "resumed_from": str(resume_from) if resume_from else None, "loss_history": history,
-        "newly_initialised": new_head,
-    })
+    record = OperationRecord(
+        "mlm",
+        parameters={
+            "mask": mask,
+            "max_len": max_len,
+            "steps": settings.steps,
+            "global_step": trainer.state.global_step,
+            "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate,
+            "seed": settings.seed,
+            "world_size": trainer.args.world_size,
+            "train_sequences": len(train_sequences),
+            "held_out_sequences": len(held_sequences),
+            "documents": len(documents),
+            "data_files_sha256": {str(path): file_sha256(path) for path in files},
+            "resumed_from": str(resume_from) if resume_from else None,
+            "loss_history": history,
+            "newly_initialised": new_head,
+        },
+    )
     if final_eval:
-        record.checks.append(Check("held_out_mlm_loss", float(final_eval["eval_loss"]),
-                                   detail=f"masked-LM loss on {len(held_sequences)} held-out sequences, fixed masks"))
+        record.checks.append(
+            Check(
+                "held_out_mlm_loss",
+                float(final_eval["eval_loss"]),
+                detail=f"masked-LM loss on {len(held_sequences)} held-out sequences, fixed masks",
+            )
+        )
     if new_head:
-        record.notes.append(f"the checkpoint had no weights for {len(new_head)} tensors of the masked-LM class "
-                            "(no MLM head); they started from the family's init")
-    result = write_trained_model(model, folder, out_path, source, record, command="mlm",
-                                 options={"checkpoint": str(checkpoint), "data": [str(p) for p in files],
-                                          "mask": mask, "max_len": max_len, "eval_fraction": eval_fraction,
-                                          "resume": resume, **vars(settings)},
-                                 force=force, argv=argv)
+        record.notes.append(
+            f"the checkpoint had no weights for {len(new_head)} tensors of the masked-LM class "
+            "(no MLM head); they started from the family's init"
+        )
+    result = write_trained_model(
+        model,
+        folder,
+        out_path,
+        source,
+        record,
+        command="mlm",
+        options={
+            "checkpoint": str(checkpoint),
+            "data": [str(p) for p in files],
+            "mask": mask,
+            "max_len": max_len,
+            "eval_fraction": eval_fraction,
+            "resume": resume,
+            **vars(settings),
+        },
+        force=force,
+        argv=argv,
+    )
     if not keep_checkpoints:
         shutil.rmtree(work, ignore_errors=True)
     return MlmResult(result.path, result.manifest, history, trainer.state.global_step)
 
 
-def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any, record: OperationRecord, *,
-                        command: str, options: dict[str, Any], force: bool, argv: list[str] | None = None):
-    """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
-    that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it."""
+def write_trained_model(
+    model: Any,
+    folder: ModelFolder,
+    out: Path,
+    source: Any,
+    record: OperationRecord,
+    *,
+    command: str,
+    options: dict[str, Any],
+    force: bool,
+    argv: list[str] | None = None,
+):
+    """Write a trained model beside the input's tokenizer and sentence-transformers files; input tensors
+    the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it."""
     from ctxext.checkpoint import OutputPlan, write_model_folder
     from ctxext.guide import model_tensors
     from ctxext.io import CheckpointReader
@@ -442,9 +602,15 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
     prefix = getattr(_unwrap(model), "base_model_prefix", "")
     carried: dict[str, str] = {}
     for name in reader.names:
-        if name.endswith(("position_ids", "token_type_ids")) or ".decoder." in name or name.startswith("decoder."):
+        if (
+            name.endswith(("position_ids", "token_type_ids"))
+            or ".decoder." in name
+            or name.startswith("decoder.")
+        ):
             continue
-        target = name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
+        target = (
+            name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
+        )
         if target not in written:
             carried[name] = target
     for name, target in carried.items():
@@ -454,8 +620,15 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
     record.renamed = {n: t for n, t in carried.items() if n != t}
     config = _unwrap(model).config.to_dict()
     config["architectures"] = [type(_unwrap(model)).__name__]
-    plan = OutputPlan(command, options, {"model": (source, reader.sha256_of_files())}, tensors, [record], config,
-                      support_from=folder)
+    plan = OutputPlan(
+        command,
+        options,
+        {"model": (source, reader.sha256_of_files())},
+        tensors,
+        [record],
+        config,
+        support_from=folder,
+    )
     return write_model_folder(plan, out, force=force, argv=argv)
 
 

@@ -17,26 +17,48 @@ def register(app: typer.Typer) -> None:
 
 @reports_errors
 def guide_command(
-    teacher: Annotated[str, typer.Argument(help="Teacher: model folder, sentence-transformers folder, hub ID or "
-                                                "embedded name (BERT, RoBERTa, MPNet or ModernBERT).")],
+    teacher: Annotated[
+        str,
+        typer.Argument(
+            help="Teacher: model folder, sentence-transformers folder, hub ID or "
+            "embedded name (BERT, RoBERTa, MPNet or ModernBERT)."
+        ),
+    ],
     dim: Annotated[int, typer.Option("--dim", min=1, help="Student hidden size.")],
     out: OutOpt,
     layers: Annotated[int | None, typer.Option(min=1, help="Student depth (default: the teacher's).")] = None,
-    heads: Annotated[int | None, typer.Option(min=1, help="Attention heads (default: keep the teacher's head "
-                                                          "size).")] = None,
-    intermediate: Annotated[int | None, typer.Option(min=1, help="Feed-forward units (default: the teacher's "
-                                                                 "ratio).")] = None,
-    init: Annotated[str, typer.Option(help="first: block 0 from the teacher's block 0 (GUIDE); uniform: teacher "
-                                           "blocks spread over all student blocks; none: random baseline.")]
-    = "first",
-    select: Annotated[str, typer.Option(help="Which heads and units to keep: norm (largest after projection) or "
-                                             "even (evenly spaced).")] = "norm",
-    projection: Annotated[str, typer.Option(help="pca (GUIDE) or even (evenly spaced coordinates, weight "
-                                                 "selection).")] = "pca",
-    seed: Annotated[int, typer.Option(help="Seed of the random init of everything not taken from the "
-                                           "teacher.")] = 0,
-    check: Annotated[bool, typer.Option(help="Load the result with AutoModel, AutoModelForMaskedLM and "
-                                             "sentence-transformers before moving it into place.")] = True,
+    heads: Annotated[
+        int | None, typer.Option(min=1, help="Attention heads (default: keep the teacher's head size).")
+    ] = None,
+    intermediate: Annotated[
+        int | None, typer.Option(min=1, help="Feed-forward units (default: the teacher's ratio).")
+    ] = None,
+    init: Annotated[
+        str,
+        typer.Option(
+            help="first: block 0 from the teacher's block 0 (GUIDE); uniform: teacher "
+            "blocks spread over all student blocks; none: random baseline."
+        ),
+    ] = "first",
+    select: Annotated[
+        str,
+        typer.Option(
+            help="Which heads and units to keep: norm (largest after projection) or even (evenly spaced)."
+        ),
+    ] = "norm",
+    projection: Annotated[
+        str, typer.Option(help="pca (GUIDE) or even (evenly spaced coordinates, weight selection).")
+    ] = "pca",
+    seed: Annotated[
+        int, typer.Option(help="Seed of the random init of everything not taken from the teacher.")
+    ] = 0,
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Load the result with AutoModel, AutoModelForMaskedLM and "
+            "sentence-transformers before moving it into place."
+        ),
+    ] = True,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -57,19 +79,34 @@ def guide_command(
     except ValueError as error:
         raise InvalidArgument(str(error)) from None
     with progress_bars() as progress:
-        result = guide(teacher, out, dim, layers=layers, heads=heads, intermediate=intermediate, init=init_choice,
-                       select=select_choice, projection=projection_choice, seed=seed, force=force, check=check,
-                       progress=progress, argv=sys.argv)
+        result = guide(
+            teacher,
+            out,
+            dim,
+            layers=layers,
+            heads=heads,
+            intermediate=intermediate,
+            init=init_choice,
+            select=select_choice,
+            projection=projection_choice,
+            seed=seed,
+            force=force,
+            check=check,
+            progress=progress,
+            argv=sys.argv,
+        )
     parameters = result.manifest["operations"][0]["parameters"]
     from_teacher = sum(1 for source in parameters["block_sources"].values() if source != "random init")
     summary = {
         "output": str(result.path),
         "student": f"{parameters['dim']} wide x {parameters['layers']} deep, {parameters['heads']} heads, "
-                   f"{parameters['intermediate']} units",
+        f"{parameters['intermediate']} units",
         "explained_variance": round(parameters["explained_variance_ratio"], 4),
         "blocks_from_teacher": f"{from_teacher} of {parameters['layers']}",
         "mlm_head": parameters["mlm_head"],
-        "checks": {c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
-                   for c in result.manifest["operations"][0]["checks"]},
+        "checks": {
+            c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
+            for c in result.manifest["operations"][0]["checks"]
+        },
     }
     emit(summary, as_json, lambda data: key_value_table("guide", data))

@@ -18,30 +18,46 @@ def register(app: typer.Typer) -> None:
 
 @reports_errors
 def mlm_command(
-    checkpoint: Annotated[str, typer.Argument(help="Model folder, sentence-transformers folder, hub ID or "
-                                                   "embedded name.")],
-    data: Annotated[list[Path], typer.Option("--data", help="Text: .txt, .jsonl ('text' field), .parquet ('text' "
-                                                            "column), or a folder of them. Repeat for more.")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="Model folder, sentence-transformers folder, hub ID or embedded name.")
+    ],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            "--data",
+            help="Text: .txt, .jsonl ('text' field), .parquet ('text' "
+            "column), or a folder of them. Repeat for more.",
+        ),
+    ],
     out: OutOpt,
     mask: Annotated[float, typer.Option(help="Share of tokens masked.")] = 0.3,
-    max_len: Annotated[int | None, typer.Option("--max-len", min=8, help="Packed sequence length (default: the "
-                                                                         "model's, at most 512).")] = None,
+    max_len: Annotated[
+        int | None,
+        typer.Option("--max-len", min=8, help="Packed sequence length (default: the model's, at most 512)."),
+    ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1000,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per device and step.")] = 16,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Sequences per device and step.")
+    ] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 5e-4,
     warmup: Annotated[float, typer.Option(help="Warmup, as a share of the steps.")] = 0.06,
-    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Documents held out for the evaluation "
-                                                                         "loss (0: none).")] = 0.0,
+    eval_fraction: Annotated[
+        float, typer.Option("--eval-fraction", help="Documents held out for the evaluation loss (0: none).")
+    ] = 0.0,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Evaluate every N steps.")] = 0,
-    save_every: Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")] =
-    500,
+    save_every: Annotated[
+        int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")
+    ] = 500,
     seed: Annotated[int, typer.Option(help="Seed of masking, data order and init.")] = 0,
-    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: "
-                                                                     "OUT.checkpoints).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work "
-                                              "dir.")] = False,
-    keep_checkpoints: Annotated[bool, typer.Option(help="Keep the Trainer checkpoints after a successful "
-                                                        "run.")] = False,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: OUT.checkpoints).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work dir.")
+    ] = False,
+    keep_checkpoints: Annotated[
+        bool, typer.Option(help="Keep the Trainer checkpoints after a successful run.")
+    ] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -56,11 +72,29 @@ def mlm_command(
     """
     from ctxext.train import TrainSettings, train_mlm
 
-    settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
-                             eval_every=eval_every, save_every=save_every)
-    result = train_mlm(checkpoint, data, out, mask=mask, max_len=max_len, settings=settings,
-                       eval_fraction=eval_fraction, work_dir=work_dir, resume=resume,
-                       keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
+    settings = TrainSettings(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        warmup_ratio=warmup,
+        seed=seed,
+        eval_every=eval_every,
+        save_every=save_every,
+    )
+    result = train_mlm(
+        checkpoint,
+        data,
+        out,
+        mask=mask,
+        max_len=max_len,
+        settings=settings,
+        eval_fraction=eval_fraction,
+        work_dir=work_dir,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+        force=force,
+        argv=sys.argv,
+    )
     if result.manifest is None:  # not the main process of a distributed run
         return
     parameters = result.manifest["operations"][0]["parameters"]
