@@ -61,8 +61,11 @@ class Head(str, Enum):
     qa = "qa"
 
 
-ST_POOLING_KEYS = {Pooling.mean: "pooling_mode_mean_tokens", Pooling.last: "pooling_mode_lasttoken",
-                   Pooling.cls: "pooling_mode_cls_token"}
+ST_POOLING_KEYS = {
+    Pooling.mean: "pooling_mode_mean_tokens",
+    Pooling.last: "pooling_mode_lasttoken",
+    Pooling.cls: "pooling_mode_cls_token",
+}
 
 _registered = False
 
@@ -118,11 +121,14 @@ def check_model_type(config: dict[str, Any]) -> str:
     if model_type.startswith("ctxext_") or config.get("use_bidirectional_attention"):
         raise InvalidArgument(f"this {model_type} checkpoint is already bidirectional (flipped)")
     if model_type == "gemma3":
-        raise UnsupportedArchitecture("multimodal Gemma 3 (model_type gemma3) is not supported; flip its text "
-                                      "model (gemma3_text, e.g. Gemma 3 270M / 1B)")
+        raise UnsupportedArchitecture(
+            "multimodal Gemma 3 (model_type gemma3) is not supported; flip its text "
+            "model (gemma3_text, e.g. Gemma 3 270M / 1B)"
+        )
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitecture(f"flip supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, "
-                                      f"not {model_type!r}")
+        raise UnsupportedArchitecture(
+            f"flip supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, not {model_type!r}"
+        )
     return model_type
 
 
@@ -137,23 +143,28 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
             model = AutoModelForCausalLM.from_pretrained(folder_path, gguf_file=name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(folder_path, gguf_file=name)
         except (ValueError, KeyError, OSError) as error:
-            raise UnsupportedArchitecture(f"{name}: transformers cannot load this GGUF file "
-                                          f"({str(error).strip().splitlines()[0]})") from None
+            raise UnsupportedArchitecture(
+                f"{name}: transformers cannot load this GGUF file ({str(error).strip().splitlines()[0]})"
+            ) from None
         config = model.config.to_dict()
         check_model_type(config)
-        return LoadedSource(source, model.eval(), tokenizer, config, {name: file_sha256(folder_path / name)},
-                            gguf_file=name)
+        return LoadedSource(
+            source, model.eval(), tokenizer, config, {name: file_sha256(folder_path / name)}, gguf_file=name
+        )
     source, folder = open_model(ref)
     folder = ModelFolder(folder.model_dir, folder.model_dir, False)  # flip writes a plain folder
     config = folder.config
     check_model_type(config)
     reader = CheckpointReader(folder)
-    model, info = AutoModelForCausalLM.from_pretrained(folder.model_dir, dtype=torch.float32,
-                                                       output_loading_info=True)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        folder.model_dir, dtype=torch.float32, output_loading_info=True
+    )
     missing = [key for key in info["missing_keys"] if key != LM_HEAD]
     if missing or info["unexpected_keys"] or info["mismatched_keys"]:
-        raise CheckFailed(f"{folder.model_dir} does not load cleanly as a causal LM: missing {missing[:3]}, "
-                          f"unexpected {info['unexpected_keys'][:3]}, mismatched {info['mismatched_keys'][:3]}")
+        raise CheckFailed(
+            f"{folder.model_dir} does not load cleanly as a causal LM: missing {missing[:3]}, "
+            f"unexpected {info['unexpected_keys'][:3]}, mismatched {info['mismatched_keys'][:3]}"
+        )
     tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
     return LoadedSource(source, model.eval(), tokenizer, config, reader.sha256_of_files(), reader, folder)
 
@@ -186,15 +197,24 @@ def intended_window(config: dict[str, Any], window: int | None) -> int | None:
     return int(sliding) // 2 + 1
 
 
-def flipped_config(config: dict[str, Any], *, bidirectional: bool, window: int | None, vocab_size: int,
-                   attn_implementation: str) -> Any:
+def flipped_config(
+    config: dict[str, Any],
+    *,
+    bidirectional: bool,
+    window: int | None,
+    vocab_size: int,
+    attn_implementation: str,
+) -> Any:
     """The config object of the flipped (or, with ``bidirectional=False``, the causal) model."""
     from transformers import AutoConfig, Gemma3TextConfig
 
     from ctxext import flip_models
 
-    values = {k: v for k, v in config.items() if k not in ("architectures", "_name_or_path", "auto_map",
-                                                           "transformers_version")}
+    values = {
+        k: v
+        for k, v in config.items()
+        if k not in ("architectures", "_name_or_path", "auto_map", "transformers_version")
+    }
     values.update(vocab_size=vocab_size, use_cache=False)
     model_type = values.pop("model_type")
     if model_type == GEMMA3:
@@ -204,10 +224,13 @@ def flipped_config(config: dict[str, Any], *, bidirectional: bool, window: int |
             values["sliding_window"] = 2 * (effective - 1)  # the constructor turns it into `effective`
         result = Gemma3TextConfig(**values)
         if bidirectional and result.sliding_window != effective:
-            raise CheckFailed(f"Gemma 3 sliding window {result.sliding_window} is not the intended {effective}")
+            raise CheckFailed(
+                f"Gemma 3 sliding window {result.sliding_window} is not the intended {effective}"
+            )
     elif bidirectional:
-        result = flip_models.ENCODER_CONFIGS[model_type](bidirectional_window=intended_window(config, window),
-                                                         **values)
+        result = flip_models.ENCODER_CONFIGS[model_type](
+            bidirectional_window=intended_window(config, window), **values
+        )
     else:
         result = AutoConfig.for_model(model_type, **values)
     result._attn_implementation = attn_implementation
@@ -285,12 +308,19 @@ def build_model(
     if head == Head.qa:
         prompt = prompt or PromptConfig()
         known = set(tokenizer.get_vocab())
-        tokenizer.add_special_tokens({"additional_special_tokens": list(prompt.special_tokens)},
-                                     replace_additional_special_tokens=False)
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": list(prompt.special_tokens)},
+            replace_additional_special_tokens=False,
+        )
         added = {t: tokenizer.convert_tokens_to_ids(t) for t in prompt.special_tokens if t not in known}
         vocab_size = max(vocab_size, len(tokenizer))
-    config = flipped_config(loaded.config, bidirectional=bidirectional, window=window, vocab_size=vocab_size,
-                            attn_implementation=loaded.model.config._attn_implementation)
+    config = flipped_config(
+        loaded.config,
+        bidirectional=bidirectional,
+        window=window,
+        vocab_size=vocab_size,
+        attn_implementation=loaded.model.config._attn_implementation,
+    )
     cls = model_class(config, head)
     try:
         from transformers.modeling_utils import no_init_weights
@@ -315,20 +345,30 @@ def build_model(
         changed.add(embedding_name)
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or set(missing) - set(QA_HEAD):
-        raise CheckFailed(f"the flipped model does not take the source weights: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}")
+        raise CheckFailed(
+            f"the flipped model does not take the source weights: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
     _copy_buffers(loaded.backbone, backbone)
     if head == Head.qa:
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            weight = torch.empty_like(model.qa_outputs.weight).normal_(0.0, config.initializer_range,
-                                                                       generator=generator)
+            weight = torch.empty_like(model.qa_outputs.weight).normal_(
+                0.0, config.initializer_range, generator=generator
+            )
             model.qa_outputs.weight.copy_(weight.to(round_to).float())
             model.qa_outputs.bias.zero_()
         created.update(QA_HEAD)
-    return BuiltModel(model.eval(), backbone, tokenizer, added, changed | created, created,
-                      getattr(config, "bidirectional_window", None) or
-                      (config.sliding_window if config.model_type == GEMMA3 and bidirectional else None))
+    return BuiltModel(
+        model.eval(),
+        backbone,
+        tokenizer,
+        added,
+        changed | created,
+        created,
+        getattr(config, "bidirectional_window", None)
+        or (config.sliding_window if config.model_type == GEMMA3 and bidirectional else None),
+    )
 
 
 def _copy_buffers(source: Any, target: Any) -> None:
@@ -359,9 +399,15 @@ def hidden_states(backbone: Any, input_ids: Any, attention_mask: Any) -> Any:
         return forward(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.double()
 
 
-def last_token_effect(backbone: Any, vocab_size: int, length: int = 12, seed: int = 0) -> float:
-    """How much the output at position 0 moves when only the last token changes (0 in a causal model)."""
+def last_token_effect(
+    backbone: Any, vocab_size: int, length: int = 12, seed: int = 0, window: int | None = None
+) -> float:
+    """How much the output at position 0 moves when only the last token changes (0 in a causal model).
+    With a sliding ``window`` the input is kept short enough for position 0 to reach the last token."""
     import torch
+
+    if window is not None:
+        length = max(2, min(length, window))
 
     ids = probe_ids(vocab_size, length, 1, seed).repeat(2, 1)
     ids[1, -1] = vocab_size // 4 + (int(ids[0, -1]) - vocab_size // 4 + 1) % (vocab_size - vocab_size // 4)
@@ -369,7 +415,9 @@ def last_token_effect(backbone: Any, vocab_size: int, length: int = 12, seed: in
     return float((hidden[0, 0] - hidden[1, 0]).abs().max())
 
 
-def padding_difference(backbone: Any, vocab_size: int, lengths: tuple[int, int] = (12, 7), seed: int = 1) -> float:
+def padding_difference(
+    backbone: Any, vocab_size: int, lengths: tuple[int, int] = (12, 7), seed: int = 1
+) -> float:
     """Largest difference at real positions between right- and left-padded copies of the same batch,
     relative to the largest output value."""
     import torch
@@ -380,31 +428,49 @@ def padding_difference(backbone: Any, vocab_size: int, lengths: tuple[int, int] 
     left_ids, left_mask = torch.zeros_like(ids), torch.zeros_like(ids)
     for row, length in enumerate(lengths):
         right_ids[row, :length], right_mask[row, :length] = ids[row, :length], 1
-        left_ids[row, longest - length:], left_mask[row, longest - length:] = ids[row, :length], 1
+        left_ids[row, longest - length :], left_mask[row, longest - length :] = ids[row, :length], 1
     right = hidden_states(backbone, right_ids, right_mask)
     left = hidden_states(backbone, left_ids, left_mask)
     worst = 0.0
     for row, length in enumerate(lengths):
-        worst = max(worst, float((right[row, :length] - left[row, longest - length:]).abs().max()))
+        worst = max(worst, float((right[row, :length] - left[row, longest - length :]).abs().max()))
     return worst / max(1.0, float(right.abs().max()))
 
 
-def bidirectionality_checks(source_backbone: Any, flipped_backbone: Any, vocab_size: int) -> list[Check]:
-    source_effect = last_token_effect(source_backbone, vocab_size)
-    flipped_effect = last_token_effect(flipped_backbone, vocab_size)
+def bidirectionality_checks(
+    source_backbone: Any, flipped_backbone: Any, vocab_size: int, window: int | None = None
+) -> list[Check]:
+    source_effect = last_token_effect(source_backbone, vocab_size, window=window)
+    flipped_effect = last_token_effect(flipped_backbone, vocab_size, window=window)
     padding = padding_difference(flipped_backbone, vocab_size)
     return [
-        Check("source is causal: position 0 ignores the last token", source_effect, 0.0,
-              passed=source_effect == 0.0, detail="max abs change of the output at position 0"),
-        Check("flipped: position 0 sees the last token", flipped_effect, 1e-6, passed=flipped_effect > 1e-6,
-              detail="max abs change of the output at position 0 (must exceed the bound)"),
-        Check("flipped: left and right padding give the same outputs", padding, RELATIVE_TOLERANCE,
-              passed=padding <= RELATIVE_TOLERANCE, detail="max abs diff at real positions / max abs output"),
+        Check(
+            "source is causal: position 0 ignores the last token",
+            source_effect,
+            0.0,
+            passed=source_effect == 0.0,
+            detail="max abs change of the output at position 0",
+        ),
+        Check(
+            "flipped: position 0 sees the last token",
+            flipped_effect,
+            1e-6,
+            passed=flipped_effect > 1e-6,
+            detail="max abs change of the output at position 0 (must exceed the bound)",
+        ),
+        Check(
+            "flipped: left and right padding give the same outputs",
+            padding,
+            RELATIVE_TOLERANCE,
+            passed=padding <= RELATIVE_TOLERANCE,
+            detail="max abs diff at real positions / max abs output",
+        ),
     ]
 
 
-def reload_checks(model_dir: Path, built: BuiltModel, head: Head, vocab_size: int,
-                  pooling: Pooling | None) -> list[Check]:
+def reload_checks(
+    model_dir: Path, built: BuiltModel, head: Head, vocab_size: int, pooling: Pooling | None
+) -> list[Check]:
     """Load the written folder the documented way and compare it with the in-memory model."""
     import torch
     from transformers import AutoModel, AutoModelForQuestionAnswering
@@ -420,25 +486,53 @@ def reload_checks(model_dir: Path, built: BuiltModel, head: Head, vocab_size: in
     expected, actual = hidden_states(built.backbone, ids, mask), hidden_states(reloaded_backbone, ids, mask)
     real = mask.bool()
     difference = float((expected[real] - actual[real]).abs().max())
-    checks = [Check("reloaded folder loads with no missing or unexpected weights", 0.0, 0.0),
-              Check("reloaded equals in-memory: last hidden states", difference, 0.0, passed=difference == 0.0,
-                    detail="max abs diff at real positions")]
+    checks = [
+        Check("reloaded folder loads with no missing or unexpected weights", 0.0, 0.0),
+        Check(
+            "reloaded equals in-memory: last hidden states",
+            difference,
+            0.0,
+            passed=difference == 0.0,
+            detail="max abs diff at real positions",
+        ),
+    ]
     if head == Head.qa:
         with torch.no_grad():
-            before, after = built.model(input_ids=ids, attention_mask=mask), reloaded(input_ids=ids,
-                                                                                      attention_mask=mask)
-        logits = max(float((before.start_logits - after.start_logits)[real].abs().max()),
-                     float((before.end_logits - after.end_logits)[real].abs().max()))
-        checks.append(Check("reloaded equals in-memory: QA start/end logits", logits, 0.0, passed=logits == 0.0))
-    effect = last_token_effect(reloaded_backbone, vocab_size)
+            before, after = (
+                built.model(input_ids=ids, attention_mask=mask),
+                reloaded(input_ids=ids, attention_mask=mask),
+            )
+        logits = max(
+            float((before.start_logits - after.start_logits)[real].abs().max()),
+            float((before.end_logits - after.end_logits)[real].abs().max()),
+        )
+        checks.append(
+            Check("reloaded equals in-memory: QA start/end logits", logits, 0.0, passed=logits == 0.0)
+        )
+    effect = last_token_effect(reloaded_backbone, vocab_size, window=built.window)
     checks.append(Check("reloaded: position 0 sees the last token", effect, 1e-6, passed=effect > 1e-6))
     if built.window is not None:
-        windows = {getattr(layer.self_attn, "sliding_window", None) for layer in reloaded_backbone.layers}
-        windows.discard(None)
-        config_window = getattr(reloaded.config, "bidirectional_window", None) or reloaded.config.sliding_window
+        # Gemma 3 layers take their window from the config; ctxext encoders build the mask from
+        # bidirectional_window (their layers' own sliding_window attribute is not used by eager/SDPA).
+        config_window = (
+            getattr(reloaded.config, "bidirectional_window", None) or reloaded.config.sliding_window
+        )
+        windows = (
+            set()
+            if hasattr(reloaded.config, "bidirectional_window")
+            else {getattr(layer.self_attn, "sliding_window", None) for layer in reloaded_backbone.layers}
+            - {None}
+        )
         ok = config_window == built.window and windows <= {built.window}
-        checks.append(Check("reloaded sliding window equals the intended one", float(config_window),
-                            float(built.window), passed=ok, detail=f"layer windows {sorted(windows)}"))
+        checks.append(
+            Check(
+                "reloaded sliding window equals the intended one",
+                float(config_window),
+                float(built.window),
+                passed=ok,
+                detail=f"layer windows {sorted(windows)}",
+            )
+        )
     if pooling is not None:
         checks.append(sentence_transformers_check(model_dir, built.backbone, ids, mask, pooling))
     return checks
@@ -454,7 +548,9 @@ def pool(hidden: Any, mask: Any, pooling: Pooling) -> Any:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
-def sentence_transformers_check(model_dir: Path, backbone: Any, ids: Any, mask: Any, pooling: Pooling) -> Check:
+def sentence_transformers_check(
+    model_dir: Path, backbone: Any, ids: Any, mask: Any, pooling: Pooling
+) -> Check:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -463,15 +559,20 @@ def sentence_transformers_check(model_dir: Path, backbone: Any, ids: Any, mask: 
         embedded = model({"input_ids": ids, "attention_mask": mask})["sentence_embedding"].double()
     expected = pool(hidden_states(backbone, ids, mask), mask, pooling)
     difference = float((embedded - expected).abs().max())
-    return Check(f"sentence-transformers ({pooling.value} pooling) equals pooled in-memory outputs", difference,
-                 1e-5 * max(1.0, float(expected.abs().max())), passed=difference <= 1e-5 * max(1.0, float(
-                     expected.abs().max())))
+    return Check(
+        f"sentence-transformers ({pooling.value} pooling) equals pooled in-memory outputs",
+        difference,
+        1e-5 * max(1.0, float(expected.abs().max())),
+        passed=difference <= 1e-5 * max(1.0, float(expected.abs().max())),
+    )
 
 
 # ----------------------------------------------------------------------------- writing
 
 
-def output_tensors(loaded: LoadedSource, built: BuiltModel, head: Head, record: OperationRecord) -> list[OutTensor]:
+def output_tensors(
+    loaded: LoadedSource, built: BuiltModel, head: Head, record: OperationRecord
+) -> list[OutTensor]:
     """Copied tensors streamed from the source files; computed ones from the in-memory model."""
     state = built.model.state_dict()
     used: set[str] = set()
@@ -480,8 +581,9 @@ def output_tensors(loaded: LoadedSource, built: BuiltModel, head: Head, record: 
         source_name = loaded.tensor_prefix + name
         if loaded.reader is not None and name not in built.changed:
             if source_name not in loaded.reader.infos:
-                raise UnsupportedArchitecture(f"tensor {name} of the flipped model has no source tensor "
-                                              f"{source_name}")
+                raise UnsupportedArchitecture(
+                    f"tensor {name} of the flipped model has no source tensor {source_name}"
+                )
             tensors.append(OutTensor.copied(loaded.reader, source_name, name))
             used.add(source_name)
             if source_name == name:
@@ -520,27 +622,51 @@ def _output_dtype(loaded: LoadedSource, source_name: str) -> Any:
     return torch_dtype(info.dtype)
 
 
-def write_sentence_transformers(staging: Path, hidden_size: int, pooling: Pooling, max_seq_length: int) -> list[str]:
+def write_sentence_transformers(
+    staging: Path, hidden_size: int, pooling: Pooling, max_seq_length: int
+) -> list[str]:
     """modules.json, sentence_bert_config.json and 1_Pooling: the folder loads with SentenceTransformer."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     write_json(staging / "modules.json", modules)
-    write_json(staging / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    write_json(
+        staging / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False}
+    )
     (staging / "1_Pooling").mkdir(exist_ok=True)
-    pooling_config = {"word_embedding_dimension": hidden_size, "pooling_mode_cls_token": False,
-                      "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
-                      "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
-                      "pooling_mode_lasttoken": False, "include_prompt": True}
+    pooling_config = {
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False,
+        "include_prompt": True,
+    }
     pooling_config[ST_POOLING_KEYS[pooling]] = True
     write_json(staging / "1_Pooling" / "config.json", pooling_config)
     versions = library_versions()
-    write_json(staging / "config_sentence_transformers.json", {
-        "__version__": {"sentence_transformers": versions.get("sentence-transformers"),
-                        "transformers": versions.get("transformers"), "pytorch": versions.get("torch")},
-        "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
-    return ["modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "config_sentence_transformers.json"]
+    write_json(
+        staging / "config_sentence_transformers.json",
+        {
+            "__version__": {
+                "sentence_transformers": versions.get("sentence-transformers"),
+                "transformers": versions.get("transformers"),
+                "pytorch": versions.get("torch"),
+            },
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+    )
+    return [
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "config_sentence_transformers.json",
+    ]
 
 
 def flip(
@@ -571,28 +697,50 @@ def flip(
     progress("loading the source", 0, 1)
     loaded = load_source(ref, gguf_file)
     progress("loading the source", 1, 1)
-    options = {"ref": ref, "gguf": gguf_file, "pooling": pooling.value if pooling else None, "head": head.value,
-               "special_tokens": str(special_tokens) if special_tokens else None, "sliding_window": sliding_window,
-               "seed": seed}
+    options = {
+        "ref": ref,
+        "gguf": gguf_file,
+        "pooling": pooling.value if pooling else None,
+        "head": head.value,
+        "special_tokens": str(special_tokens) if special_tokens else None,
+        "sliding_window": sliding_window,
+        "seed": seed,
+    }
     embedding_name = loaded.tensor_prefix + "embed_tokens.weight"
-    built = build_model(loaded, head=head, window=sliding_window, prompt=prompt, seed=seed,
-                        output_dtype=_output_dtype(loaded, embedding_name))
-    record = OperationRecord("flip_to_bidirectional", parameters={
-        "model_type": loaded.config["model_type"], "head": head.value,
-        "pooling": pooling.value if pooling else None, "sliding_window": built.window,
-        "added_special_tokens": built.added_tokens, "prompt": prompt.describe() if prompt else None})
+    built = build_model(
+        loaded,
+        head=head,
+        window=sliding_window,
+        prompt=prompt,
+        seed=seed,
+        output_dtype=_output_dtype(loaded, embedding_name),
+    )
+    record = OperationRecord(
+        "flip_to_bidirectional",
+        parameters={
+            "model_type": loaded.config["model_type"],
+            "head": head.value,
+            "pooling": pooling.value if pooling else None,
+            "sliding_window": built.window,
+            "added_special_tokens": built.added_tokens,
+            "prompt": prompt.describe() if prompt else None,
+        },
+    )
     if built.added_tokens:
         record.notes.append("new special-token embedding rows start as the mean of the existing rows")
     if loaded.gguf_file:
-        record.notes.append(f"weights dequantized from {loaded.gguf_file} by transformers and written as float32")
+        record.notes.append(
+            f"weights dequantized from {loaded.gguf_file} by transformers and written as float32"
+        )
     vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
     progress("numeric checks", 0, 2)
-    for check in bidirectionality_checks(loaded.backbone, built.backbone, vocab_size):
+    for check in bidirectionality_checks(loaded.backbone, built.backbone, vocab_size, built.window):
         record.require(check)
     progress("numeric checks", 1, 2)
     architecture = type(built.model).__name__
-    config = config_for_saving(built.model.config, architecture, str(_output_dtype(loaded, embedding_name))
-                               .removeprefix("torch."))
+    config = config_for_saving(
+        built.model.config, architecture, str(_output_dtype(loaded, embedding_name)).removeprefix("torch.")
+    )
     record.config_changes.update(config_diff(loaded.config, config))
     with atomic_output(out, force=force) as staging:
         if loaded.folder is not None:
@@ -600,24 +748,39 @@ def flip(
             record.files["copied"] = copied
             record.files["left_out"] = left_out
         tokenizer_files = built.tokenizer.save_pretrained(staging)
-        record.files["tokenizer"] = sorted(os.path.relpath(p, staging) for p in tokenizer_files
-                                           if Path(p).is_file())
+        record.files["tokenizer"] = sorted(
+            os.path.relpath(p, staging) for p in tokenizer_files if Path(p).is_file()
+        )
         write_json(staging / "config.json", config)
         if pooling is not None:
             hidden = int(config["hidden_size"])
-            length = int(min(config.get("max_position_embeddings") or 512,
-                             getattr(built.tokenizer, "model_max_length", 10**9) or 10**9))
-            record.files["sentence_transformers"] = write_sentence_transformers(staging, hidden, pooling, length)
+            length = int(
+                min(
+                    config.get("max_position_embeddings") or 512,
+                    getattr(built.tokenizer, "model_max_length", 10**9) or 10**9,
+                )
+            )
+            record.files["sentence_transformers"] = write_sentence_transformers(
+                staging, hidden, pooling, length
+            )
         tensors = output_tensors(loaded, built, head, record)
         written = iter(range(1, len(tensors) + 1))
-        weights = write_safetensors(staging, tensors,
-                                    on_tensor=lambda info: progress("writing tensors", next(written), len(tensors)))
+        weights = write_safetensors(
+            staging, tensors, on_tensor=lambda info: progress("writing tensors", next(written), len(tensors))
+        )
         for check in reload_checks(staging, built, head, vocab_size, pooling):
             record.require(check)
         progress("numeric checks", 2, 2)
         sources = {"model": (loaded.source, loaded.hashes)}
-        manifest = build_manifest(command="flip", options=options, sources=sources, operations=[record],
-                                  weights=weights, weights_dir=".", argv=argv)
+        manifest = build_manifest(
+            command="flip",
+            options=options,
+            sources=sources,
+            operations=[record],
+            weights=weights,
+            weights_dir=".",
+            argv=argv,
+        )
         write_manifest(staging, manifest)
     return OutputResult(path=out, manifest=manifest)
 
@@ -630,6 +793,8 @@ def describe_result(result: OutputResult) -> dict[str, Any]:
         **{key: len(operation[key]) for key in ("copied", "renamed", "modified", "created", "dropped")},
         "sliding_window": operation["parameters"]["sliding_window"],
         "added_special_tokens": json.dumps(operation["parameters"]["added_special_tokens"]),
-        "checks": {c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
-                   for c in operation["checks"]},
+        "checks": {
+            c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
+            for c in operation["checks"]
+        },
     }

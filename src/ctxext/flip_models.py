@@ -40,9 +40,7 @@ SLIDING = "sliding_attention"
 MASK_ATTENTION = ("eager", "sdpa")
 
 
-def bidirectional_mask(
-    padding_mask: torch.Tensor, window: int | None, dtype: torch.dtype
-) -> torch.Tensor:
+def bidirectional_mask(padding_mask: torch.Tensor, window: int | None, dtype: torch.dtype) -> torch.Tensor:
     """A (batch, 1, length, length) additive mask: 0 where a query may see a key, the dtype's minimum
     elsewhere. Every real token is visible; with ``window`` only keys with ``|q - k| < window``."""
     batch, length = padding_mask.shape
@@ -87,8 +85,10 @@ class BidirectionalEncoderMixin:
         **kwargs: Any,
     ):
         if self.config._attn_implementation not in MASK_ATTENTION:
-            raise ValueError(f"{type(self).__name__} needs attn_implementation 'eager' or 'sdpa' (it passes an "
-                             f"explicit bidirectional mask), not {self.config._attn_implementation!r}")
+            raise ValueError(
+                f"{type(self).__name__} needs attn_implementation 'eager' or 'sdpa' (it passes an "
+                f"explicit bidirectional mask), not {self.config._attn_implementation!r}"
+            )
         reference = input_ids if input_ids is not None else inputs_embeds
         batch, length = reference.shape[:2]
         if attention_mask is None:
@@ -103,8 +103,15 @@ class BidirectionalEncoderMixin:
                 attention_mask = {FULL: full, SLIDING: bidirectional_mask(attention_mask, window, dtype)}
             else:
                 attention_mask = full if window is None else bidirectional_mask(attention_mask, window, dtype)
-        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               past_key_values=None, inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=None,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
 
 
 def _encoder_config_class(base: type, family: str) -> type:
@@ -115,8 +122,11 @@ def _encoder_config_class(base: type, family: str) -> type:
         self.bidirectional_window = bidirectional_window
 
     name = f"{base.__name__.removesuffix('Config')}EncoderConfig"
-    return type(name, (base,), {"model_type": f"ctxext_{family}_encoder", "__init__": __init__,
-                                "__module__": __name__})
+    return type(
+        name,
+        (base,),
+        {"model_type": f"ctxext_{family}_encoder", "__init__": __init__, "__module__": __name__},
+    )
 
 
 def _encoder_model_class(backbone: type, config_class: type, mask_form: str) -> type:
@@ -125,8 +135,11 @@ def _encoder_model_class(backbone: type, config_class: type, mask_form: str) -> 
         self._make_bidirectional()
 
     name = f"{backbone.__name__.removesuffix('Model')}EncoderModel"
-    return type(name, (BidirectionalEncoderMixin, backbone), {
-        "config_class": config_class, "mask_form": mask_form, "__init__": __init__, "__module__": __name__})
+    return type(
+        name,
+        (BidirectionalEncoderMixin, backbone),
+        {"config_class": config_class, "mask_form": mask_form, "__init__": __init__, "__module__": __name__},
+    )
 
 
 class QuestionAnsweringMixin:
@@ -154,15 +167,26 @@ class QuestionAnsweringMixin:
     ) -> QuestionAnsweringModelOutput:
         kwargs.pop("past_key_values", None)
         kwargs.pop("use_cache", None)
-        outputs = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        outputs = super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
         logits = self.qa_outputs(outputs.last_hidden_state)
         start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = ForQuestionAnsweringLoss(start_logits, end_logits, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
-                                            hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
 
 def _qa_class(name: str, backbone: type) -> type:
@@ -170,8 +194,11 @@ def _qa_class(name: str, backbone: type) -> type:
         backbone.__init__(self, config)
         self._add_qa_head()
 
-    return type(name, (QuestionAnsweringMixin, backbone), {"__init__": __init__, "__module__": __name__,
-                                                           "__doc__": QuestionAnsweringMixin.__doc__})
+    return type(
+        name,
+        (QuestionAnsweringMixin, backbone),
+        {"__init__": __init__, "__module__": __name__, "__doc__": QuestionAnsweringMixin.__doc__},
+    )
 
 
 # source model_type -> (config class, backbone class, mask form)
@@ -189,8 +216,10 @@ QA_MODELS: dict[str, type] = {}
 for _family, (_config, _backbone, _form) in ENCODER_FAMILIES.items():
     ENCODER_CONFIGS[_family] = _encoder_config_class(_config, _family)
     ENCODER_MODELS[_family] = _encoder_model_class(_backbone, ENCODER_CONFIGS[_family], _form)
-    QA_MODELS[_family] = _qa_class(f"{ENCODER_MODELS[_family].__name__.removesuffix('Model')}ForQuestionAnswering",
-                                   ENCODER_MODELS[_family])
+    QA_MODELS[_family] = _qa_class(
+        f"{ENCODER_MODELS[_family].__name__.removesuffix('Model')}ForQuestionAnswering",
+        ENCODER_MODELS[_family],
+    )
     globals()[ENCODER_CONFIGS[_family].__name__] = ENCODER_CONFIGS[_family]
     globals()[ENCODER_MODELS[_family].__name__] = ENCODER_MODELS[_family]
     globals()[QA_MODELS[_family].__name__] = QA_MODELS[_family]

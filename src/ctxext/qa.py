@@ -62,7 +62,11 @@ def load_prompt_config(path: str | Path | None) -> PromptConfig:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CorruptCheckpoint(f"{path} is not valid JSON ({error})") from None
     tokens = data.get("special_tokens") if isinstance(data, dict) else None
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
+    if (
+        not isinstance(tokens, list)
+        or not tokens
+        or not all(isinstance(t, str) and t.strip() for t in tokens)
+    ):
         raise InvalidArgument(f"{path}: 'special_tokens' must be a non-empty list of strings")
     return PromptConfig(tuple(tokens), data.get("template", DEFAULT_TEMPLATE))
 
@@ -124,7 +128,7 @@ def find_evidence_span(post: str, evidence: str, *, threshold: float = DEFAULT_F
             last = first + count - 1
             if last >= len(words):
                 break
-            candidate = " ".join(post[s:e] for s, e in words[first:last + 1]).lower()
+            candidate = " ".join(post[s:e] for s, e in words[first : last + 1]).lower()
             matcher.set_seq1(candidate)
             if matcher.real_quick_ratio() <= best.score or matcher.quick_ratio() <= best.score:
                 continue
@@ -141,7 +145,9 @@ def char_span_to_token_span(
 ) -> tuple[int, int] | None:
     """First and last (inclusive) token whose characters overlap ``[char_start, char_end)``; special
     tokens (empty offsets) never count. None when no token overlaps (e.g. truncated away)."""
-    overlapping = [i for i, (begin, end) in enumerate(offsets) if end > begin and begin < char_end and end > char_start]
+    overlapping = [
+        i for i, (begin, end) in enumerate(offsets) if end > begin and begin < char_end and end > char_start
+    ]
     if not overlapping:
         return None
     return overlapping[0], overlapping[-1]
@@ -186,13 +192,19 @@ def read_squad_jsonl(path: str | Path) -> list[QAExample]:
         try:
             record = json.loads(line)
             answers = record["answers"]
-            example = QAExample(str(record.get("id", number)), record["question"], record["context"],
-                                list(answers["text"]), [int(s) for s in answers["answer_start"]])
+            example = QAExample(
+                str(record.get("id", number)),
+                record["question"],
+                record["context"],
+                list(answers["text"]),
+                [int(s) for s in answers["answer_start"]],
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise CorruptCheckpoint(f"{path}:{number}: not a SQuAD record ({type(error).__name__}: {error})") \
-                from None
+            raise CorruptCheckpoint(
+                f"{path}:{number}: not a SQuAD record ({type(error).__name__}: {error})"
+            ) from None
         for text, start in zip(example.answers, example.answer_starts, strict=True):
-            if example.context[start:start + len(text)] != text:
+            if example.context[start : start + len(text)] != text:
                 raise CorruptCheckpoint(f"{path}:{number}: answer {text!r} is not at answer_start {start}")
         examples.append(example)
     if not examples:
@@ -204,8 +216,12 @@ def write_squad_jsonl(path: str | Path, examples: Iterable[QAExample]) -> int:
     count = 0
     with open(path, "w", encoding="utf-8") as handle:
         for example in examples:
-            record = {"id": example.id, "question": example.question, "context": example.context,
-                      "answers": {"text": example.answers, "answer_start": example.answer_starts}}
+            record = {
+                "id": example.id,
+                "question": example.question,
+                "context": example.context,
+                "answers": {"text": example.answers, "answer_start": example.answer_starts},
+            }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
@@ -240,7 +256,11 @@ def squad_metrics(predictions: Sequence[str], examples: Sequence[QAExample]) -> 
         return {"exact_match": 0.0, "f1": 0.0, "count": 0}
     em = sum(max(exact_match(p, a) for a in ex.answers) for p, ex in zip(predictions, examples, strict=True))
     f1 = sum(max(f1_score(p, a) for a in ex.answers) for p, ex in zip(predictions, examples, strict=True))
-    return {"exact_match": 100.0 * em / len(examples), "f1": 100.0 * f1 / len(examples), "count": len(examples)}
+    return {
+        "exact_match": 100.0 * em / len(examples),
+        "f1": 100.0 * f1 / len(examples),
+        "count": len(examples),
+    }
 
 
 # ----------------------------------------------------------------------------- features
@@ -264,8 +284,14 @@ def encode_example(example: QAExample, tokenizer: Any, prompt: PromptConfig, max
     if example.answers:
         begin = context_start + example.answer_starts[0]
         span = char_span_to_token_span(offsets, begin, begin + len(example.answers[0]))
-    return QAFeature(list(encoded["input_ids"]), offsets, context_start, context_start + len(example.context),
-                     span[0] if span else None, span[1] if span else None)
+    return QAFeature(
+        list(encoded["input_ids"]),
+        offsets,
+        context_start,
+        context_start + len(example.context),
+        span[0] if span else None,
+        span[1] if span else None,
+    )
 
 
 def pad_batch(features: Sequence[QAFeature], pad_token_id: int, with_labels: bool) -> dict[str, Any]:
@@ -276,8 +302,8 @@ def pad_batch(features: Sequence[QAFeature], pad_token_id: int, with_labels: boo
     input_ids = torch.full((len(features), longest), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
     for row, feature in enumerate(features):
-        input_ids[row, :len(feature.input_ids)] = torch.tensor(feature.input_ids)
-        attention_mask[row, :len(feature.input_ids)] = 1
+        input_ids[row, : len(feature.input_ids)] = torch.tensor(feature.input_ids)
+        attention_mask[row, : len(feature.input_ids)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if with_labels:
         batch["start_positions"] = torch.tensor([f.start_position for f in features], dtype=torch.long)
@@ -334,7 +360,7 @@ def predict_answers(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     answers: list[str] = []
     for first in range(0, len(examples), batch_size):
-        chunk = examples[first:first + batch_size]
+        chunk = examples[first : first + batch_size]
         features = [encode_example(ex, tokenizer, prompt, max_length) for ex in chunk]
         batch = pad_batch(features, pad_id, with_labels=False)
         with torch.no_grad():
@@ -342,19 +368,22 @@ def predict_answers(
         allowed = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
         for row, feature in enumerate(features):
             for index, (begin, end) in enumerate(feature.offsets):
-                allowed[row, index] = end > begin and begin >= feature.context_start and end <= feature.context_end
+                allowed[row, index] = (
+                    end > begin and begin >= feature.context_start and end <= feature.context_end
+                )
         spans = best_spans(output.start_logits.float(), output.end_logits.float(), allowed, max_answer_tokens)
         for example, feature, (start, end) in zip(chunk, features, spans.tolist(), strict=True):
             if not (feature.offsets[start][1] > feature.offsets[start][0]):
                 answers.append("")
                 continue
             text, _ = prompt.render(example.question, example.context)
-            answers.append(text[feature.offsets[start][0]:feature.offsets[end][1]])
+            answers.append(text[feature.offsets[start][0] : feature.offsets[end][1]])
     return answers
 
 
-def evaluate_qa(model: Any, tokenizer: Any, examples: Sequence[QAExample], prompt: PromptConfig,
-                **kwargs: Any) -> dict[str, float]:
+def evaluate_qa(
+    model: Any, tokenizer: Any, examples: Sequence[QAExample], prompt: PromptConfig, **kwargs: Any
+) -> dict[str, float]:
     return squad_metrics(predict_answers(model, tokenizer, examples, prompt, **kwargs), examples)
 
 
@@ -396,7 +425,7 @@ def train_qa(
     work_dir: str | Path,
 ) -> QATrainingResult:
     """Fine-tune ``model`` (a ...ForQuestionAnswering) in place with the HF Trainer, then evaluate."""
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(settings.seed)
     features = [encode_example(ex, tokenizer, prompt, settings.max_length) for ex in train_examples]
@@ -407,19 +436,168 @@ def train_qa(
         model.get_input_embeddings().weight.requires_grad_(False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     arguments = TrainingArguments(
-        output_dir=str(work_dir), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, warmup_ratio=settings.warmup_ratio,
-        weight_decay=settings.weight_decay, lr_scheduler_type="linear", logging_steps=max(1, settings.steps // 10),
-        save_strategy="no", report_to=[], seed=settings.seed, data_seed=settings.seed,
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=str(work_dir),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_ratio=settings.warmup_ratio,
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, settings.steps // 10),
+        save_strategy="no",
+        report_to=[],
+        seed=settings.seed,
+        data_seed=settings.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=arguments, train_dataset=_FeatureDataset(usable),
-                      data_collator=lambda batch: pad_batch(batch, pad_id, with_labels=True))
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=_FeatureDataset(usable),
+        data_collator=lambda batch: pad_batch(batch, pad_id, with_labels=True),
+    )
+    trainer.remove_callback(PrinterCallback)  # the library never prints; losses stay in the log history
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = None
     if eval_examples:
         metrics = evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=settings.max_length)
-    return QATrainingResult(len(usable), len(features) - len(usable), losses[-1] if losses else None, losses,
-                            metrics)
+    return QATrainingResult(
+        len(usable), len(features) - len(usable), losses[-1] if losses else None, losses, metrics
+    )
 
+
+# ----------------------------------------------------------------------------- the finetune-qa operation
+
+
+def finetune_qa(
+    ref: str,
+    train_path: str | Path,
+    out: str | Path,
+    *,
+    eval_path: str | Path | None = None,
+    settings: QATrainingSettings | None = None,
+    special_tokens: str | Path | None = None,
+    force: bool = False,
+    argv: list[str] | None = None,
+):
+    """Fine-tune a QA model folder (``ctxext flip --head qa``) on SQuAD-format jsonl and write the result
+    (atomically, with a manifest holding exact match and F1 on ``eval_path``)."""
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from ctxext.checkpoint import OutputResult
+    from ctxext.errors import CheckFailed, OutputExists
+    from ctxext.flip import config_for_saving, register
+    from ctxext.io import (
+        CheckpointReader,
+        OutTensor,
+        atomic_output,
+        copy_support_files,
+        open_model,
+        write_json,
+    )
+    from ctxext.io import write_safetensors as write_weights
+    from ctxext.manifest import Check, OperationRecord, build_manifest, write_manifest
+
+    settings = settings or QATrainingSettings()
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not force:
+        raise OutputExists(f"output {out} already exists; pass --force to replace it")
+    prompt = load_prompt_config(special_tokens)
+    train_examples = read_squad_jsonl(train_path)
+    eval_examples = read_squad_jsonl(eval_path) if eval_path else None
+    source, folder = open_model(ref)
+    register()
+    model, info = AutoModelForQuestionAnswering.from_pretrained(
+        folder.model_dir, dtype=torch.float32, output_loading_info=True
+    )
+    problems = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")] + info["unexpected_keys"]
+    if problems or info["mismatched_keys"]:
+        raise CheckFailed(
+            f"{folder.model_dir} does not load as a QA model: {problems[:3] or info['mismatched_keys']}"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+    unknown = [t for t in prompt.special_tokens if t not in tokenizer.get_vocab()]
+    if unknown:
+        raise InvalidArgument(
+            f"the tokenizer lacks the prompt tokens {unknown}: flip with --head qa and the same "
+            "--special-tokens file first"
+        )
+    record = OperationRecord(
+        "finetune_qa",
+        parameters={
+            **settings.describe(),
+            "prompt": prompt.describe(),
+            "train": str(train_path),
+            "eval": str(eval_path),
+        },
+    )
+    if info["missing_keys"]:
+        record.notes.append("the folder had no QA head: qa_outputs started from transformers' default init")
+    with tempfile.TemporaryDirectory(prefix="ctxext-qa-") as work_dir:
+        result = train_qa(
+            model, tokenizer, train_examples, prompt, settings, eval_examples=eval_examples, work_dir=work_dir
+        )
+    model = model.cpu().eval()
+    record.parameters.update(train_examples=result.train_examples, skipped_examples=result.skipped_examples)
+    record.checks.append(
+        Check(
+            "final training loss",
+            float(result.final_loss or 0.0),
+            detail=f"losses logged: {[round(x, 4) for x in result.losses]}",
+        )
+    )
+    if result.metrics:
+        record.checks.append(
+            Check(
+                "eval exact match (%)",
+                result.metrics["exact_match"],
+                detail=f"{result.metrics['count']} examples",
+            )
+        )
+        record.checks.append(
+            Check("eval F1 (%)", result.metrics["f1"], detail=f"{result.metrics['count']} examples")
+        )
+    state = model.state_dict()
+    reader_names = set(CheckpointReader(folder).names)
+    for name in state:
+        (record.modified if name in reader_names else record.created).append(name)
+    config = config_for_saving(model.config, type(model).__name__, "float32")
+    with atomic_output(out, force=force) as staging:
+        copied, left_out = copy_support_files(folder, staging)
+        record.files.update(copied=copied, left_out=left_out)
+        tokenizer.save_pretrained(staging / folder.relative_model_dir)
+        write_json(staging / folder.relative_model_dir / "config.json", config)
+        weights = write_weights(
+            staging / folder.relative_model_dir,
+            [OutTensor.from_tensor(n, t.detach().contiguous()) for n, t in state.items()],
+        )
+        reloaded = AutoModelForQuestionAnswering.from_pretrained(staging / folder.relative_model_dir).eval()
+        features = [
+            encode_example(ex, tokenizer, prompt, settings.max_length)
+            for ex in (eval_examples or train_examples)[:4]
+        ]
+        batch = pad_batch(features, tokenizer.pad_token_id or 0, with_labels=False)
+        with torch.no_grad():
+            before, after = model(**batch), reloaded(**batch)
+        real = batch["attention_mask"].bool()
+        difference = float((before.start_logits - after.start_logits)[real].abs().max())
+        record.require(
+            Check("reloaded equals trained: QA start logits", difference, 0.0, passed=difference == 0.0)
+        )
+        manifest = build_manifest(
+            command="finetune-qa",
+            options={"ref": ref, **settings.describe()},
+            sources={"model": (source, CheckpointReader(folder).sha256_of_files())},
+            operations=[record],
+            weights=weights,
+            weights_dir=folder.relative_model_dir,
+            argv=argv,
+        )
+        write_manifest(staging, manifest)
+    return OutputResult(path=out, manifest=manifest), result
