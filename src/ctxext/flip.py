@@ -165,7 +165,12 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
             f"{folder.model_dir} does not load cleanly as a causal LM: missing {missing[:3]}, "
             f"unexpected {info['unexpected_keys'][:3]}, mismatched {info['mismatched_keys'][:3]}"
         )
-    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+    except (OSError, ValueError) as error:
+        raise SourceNotFound(
+            f"{folder.model_dir} has no usable tokenizer ({str(error).strip().splitlines()[0]})"
+        ) from None
     return LoadedSource(source, model.eval(), tokenizer, config, reader.sha256_of_files(), reader, folder)
 
 
@@ -313,7 +318,7 @@ def build_model(
             replace_additional_special_tokens=False,
         )
         added = {t: tokenizer.convert_tokens_to_ids(t) for t in prompt.special_tokens if t not in known}
-        vocab_size = max(vocab_size, len(tokenizer))
+        vocab_size = max(vocab_size, len(tokenizer), max(added.values(), default=-1) + 1)
     config = flipped_config(
         loaded.config,
         bidirectional=bidirectional,

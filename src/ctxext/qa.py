@@ -425,6 +425,7 @@ def train_qa(
     work_dir: str | Path,
 ) -> QATrainingResult:
     """Fine-tune ``model`` (a ...ForQuestionAnswering) in place with the HF Trainer, then evaluate."""
+    import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(settings.seed)
@@ -450,6 +451,7 @@ def train_qa(
         data_seed=settings.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True,
     )
     trainer = Trainer(
