@@ -345,6 +345,7 @@ def build_model(
         embedding = torch.zeros((vocab_size, source_embedding.shape[1]), dtype=source_embedding.dtype)
         embedding[: source_embedding.shape[0]] = source_embedding
         mean_row = source_embedding.double().mean(0).to(round_to).to(source_embedding.dtype)
+        embedding[source_embedding.shape[0] :] = mean_row  # new rows, including gaps in the token ids
         embedding[list(added.values())] = mean_row
         state[embedding_name] = embedding
         changed.add(embedding_name)
