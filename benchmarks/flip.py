@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from ctxext.flip import Head, build_model, load_source
+    from ctxext.flip import Head, build_model, last_token_effect, load_source, padding_difference
     from ctxext.qa import PromptConfig, QATrainingSettings, evaluate_qa, train_qa, write_squad_jsonl
 
     torch.set_num_threads(args.threads)
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     loaded = load_source("gemma-3-270m")
     load_seconds = time.perf_counter() - started
+    vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
+    print(f"GGUF loaded in {load_seconds:.0f} s", file=sys.stderr)
     prompt = PromptConfig()
     settings = QATrainingSettings(
         steps=args.steps,
@@ -188,7 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for label, bidirectional in (("flipped (bidirectional)", True), ("causal (unflipped)", False)):
         built = build_model(loaded, head=Head.qa, bidirectional=bidirectional, prompt=prompt, seed=0)
+        effect = last_token_effect(built.backbone, vocab_size)
+        padding = padding_difference(built.backbone, vocab_size)
+        print(f"{label}: evaluating before training", file=sys.stderr)
         before = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=args.max_length)
+        print(f"{label}: training {args.steps} steps", file=sys.stderr)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as work_dir:
             outcome = train_qa(
@@ -201,6 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
                 work_dir=work_dir,
             )
         results["models"][label] = {
+            "position0_change_from_last_token": effect,
+            "left_vs_right_padding_rel_diff": padding,
             "f1_before": round(before["f1"], 2),
             "em_before": round(before["exact_match"], 2),
             "f1": round(outcome.metrics["f1"], 2),
@@ -216,11 +224,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"\nQA fine-tune of Gemma 3 270M (GGUF), {args.steps} steps x {args.batch_size}, lr {args.lr}, "
         f"{len(train)} train / {len(evaluation)} eval docstring questions"
     )
-    print(f"{'model':<26}{'EM before':>10}{'F1 before':>10}{'EM':>8}{'F1':>8}{'loss':>8}{'seconds':>9}")
+    print(
+        f"{'model':<26}{'pos0 change':>12}{'EM before':>10}{'F1 before':>10}"
+        f"{'EM':>8}{'F1':>8}{'loss':>8}{'s':>7}"
+    )
     for label, row in results["models"].items():
         print(
-            f"{label:<26}{row['em_before']:>10.1f}{row['f1_before']:>10.1f}{row['em']:>8.1f}{row['f1']:>8.1f}"
-            f"{row['final_loss']:>8.3f}{row['train_and_eval_s']:>9.0f}"
+            f"{label:<26}{row['position0_change_from_last_token']:>12.3g}{row['em_before']:>10.1f}"
+            f"{row['f1_before']:>10.1f}{row['em']:>8.1f}{row['f1']:>8.1f}{row['final_loss']:>8.3f}"
+            f"{row['train_and_eval_s']:>7.0f}"
         )
     print(f"F1 flipped / causal: {results['f1_ratio_flipped_over_causal']}")
     if args.json:
