@@ -1,0 +1,244 @@
+"""Flipped (bidirectional) against causal Gemma 3 270M on a short extractive-QA fine-tune, side by side.
+
+Both models start from the same GGUF weights (loaded once), get the same prompt special tokens, the same
+QA head initialisation, the same data, steps and seed; the only difference is the attention mask.
+
+Data: a SQuAD-format set built from standard-library docstrings (text every Python install has), see
+``build_docstring_squad``: for each public function whose docstring says "Return(s) X.", the question is
+"What does <module>.<function> return?" and the answer is X, located inside the docstring's first
+paragraph; the context puts that entry ("name: paragraph") among two other entries of the same module, so
+the model has to find the function named in the question. Train and eval come from disjoint modules. The set
+is written to --data as jsonl.
+
+    python benchmarks/flip.py                      # defaults below; prints a table and JSON
+    python benchmarks/flip.py --steps 40 --train-size 160 --eval-size 80
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRAIN_MODULES = (
+    "os",
+    "os.path",
+    "shutil",
+    "json",
+    "re",
+    "string",
+    "textwrap",
+    "collections",
+    "itertools",
+    "functools",
+    "operator",
+    "math",
+    "statistics",
+    "random",
+    "datetime",
+    "calendar",
+    "heapq",
+    "bisect",
+    "copy",
+    "pathlib",
+    "glob",
+    "fnmatch",
+    "tempfile",
+    "zipfile",
+    "tarfile",
+    "csv",
+    "configparser",
+    "logging",
+    "argparse",
+    "base64",
+)
+EVAL_MODULES = (
+    "inspect",
+    "ast",
+    "tokenize",
+    "urllib.parse",
+    "http.cookies",
+    "email.utils",
+    "html",
+    "difflib",
+    "locale",
+    "gettext",
+    "codecs",
+    "unicodedata",
+    "pickle",
+    "struct",
+    "socket",
+    "select",
+    "subprocess",
+    "threading",
+    "queue",
+    "sysconfig",
+    "platform",
+    "pprint",
+    "reprlib",
+    "enum",
+    "numbers",
+    "decimal",
+    "fractions",
+)
+RETURN_SENTENCE = re.compile(r"(?:^|(?<=[.!?]\s))Returns? (?P<answer>[^.;:]{4,90}?)[.;:](?=\s|$)")
+
+
+def build_docstring_squad(modules: tuple[str, ...], limit: int, prefix: str, distractors: int = 2) -> list:
+    """SQuAD examples from "Return(s) X." sentences in the docstrings of public functions of ``modules``.
+
+    Each context holds the target entry ``name: first paragraph of its docstring`` among ``distractors``
+    other entries of the same module (fixed-seed order), so the question's function name must be found.
+    """
+    import random
+
+    from ctxext.qa import QAExample
+
+    entries: list[tuple[str, str, str, int]] = []  # module, "name: doc", answer, answer offset in the entry
+    seen: set[str] = set()
+    for module_name in modules:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name, member in sorted(vars(module).items()):
+            if name.startswith("_") or not callable(member) or not inspect.getdoc(member):
+                continue
+            paragraph = " ".join(inspect.getdoc(member).split("\n\n")[0].split())
+            match = RETURN_SENTENCE.search(paragraph)
+            if not match or len(paragraph) > 400 or paragraph in seen:
+                continue
+            seen.add(paragraph)
+            entry = f"{name}: {paragraph}"
+            entries.append(
+                (module_name, entry, match.group("answer").strip(), len(name) + 2 + match.start("answer"))
+            )
+    chooser = random.Random(0)
+    examples: list[QAExample] = []
+    for index, (module_name, entry, answer, offset) in enumerate(entries):
+        same_module = [e[1] for j, e in enumerate(entries) if e[0] == module_name and j != index]
+        others = [e[1] for j, e in enumerate(entries) if j != index]
+        pool = same_module if len(same_module) >= distractors else others
+        parts = chooser.sample(pool, distractors) + [entry]
+        chooser.shuffle(parts)
+        context = " ".join(parts)
+        start = context.index(entry) + offset
+        name = entry.split(":", 1)[0]
+        examples.append(
+            QAExample(
+                f"{prefix}-{index}", f"What does {module_name}.{name} return?", context, [answer], [start]
+            )
+        )
+        if len(examples) == limit:
+            break
+    return examples
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-length", type=int, default=160)
+    parser.add_argument("--train-size", type=int, default=160)
+    parser.add_argument("--eval-size", type=int, default=80)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=None, help="Folder to write the jsonl set into.")
+    parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from ctxext.flip import Head, build_model, last_token_effect, load_source, padding_difference
+    from ctxext.qa import PromptConfig, QATrainingSettings, evaluate_qa, train_qa, write_squad_jsonl
+
+    torch.set_num_threads(args.threads)
+    train = build_docstring_squad(TRAIN_MODULES, args.train_size, "train")
+    evaluation = build_docstring_squad(EVAL_MODULES, args.eval_size, "eval")
+    data_dir = args.data or Path(tempfile.mkdtemp(prefix="ctxext-flip-bench-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_squad_jsonl(data_dir / "train.jsonl", train)
+    write_squad_jsonl(data_dir / "eval.jsonl", evaluation)
+    print(f"data: {len(train)} train / {len(evaluation)} eval examples in {data_dir}", file=sys.stderr)
+
+    started = time.perf_counter()
+    loaded = load_source("gemma-3-270m")
+    load_seconds = time.perf_counter() - started
+    vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
+    print(f"GGUF loaded in {load_seconds:.0f} s", file=sys.stderr)
+    prompt = PromptConfig()
+    settings = QATrainingSettings(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        max_length=args.max_length,
+        freeze_embeddings=True,
+        seed=0,
+    )
+    results = {
+        "load_gguf_s": round(load_seconds, 1),
+        "settings": settings.describe(),
+        "train_examples": len(train),
+        "eval_examples": len(evaluation),
+        "models": {},
+    }
+    for label, bidirectional in (("flipped (bidirectional)", True), ("causal (unflipped)", False)):
+        built = build_model(loaded, head=Head.qa, bidirectional=bidirectional, prompt=prompt, seed=0)
+        effect = last_token_effect(built.backbone, vocab_size)
+        padding = padding_difference(built.backbone, vocab_size)
+        print(f"{label}: evaluating before training", file=sys.stderr)
+        before = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=args.max_length)
+        print(f"{label}: training {args.steps} steps", file=sys.stderr)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as work_dir:
+            outcome = train_qa(
+                built.model,
+                built.tokenizer,
+                train,
+                prompt,
+                settings,
+                eval_examples=evaluation,
+                work_dir=work_dir,
+            )
+        results["models"][label] = {
+            "position0_change_from_last_token": effect,
+            "left_vs_right_padding_rel_diff": padding,
+            "f1_before": round(before["f1"], 2),
+            "em_before": round(before["exact_match"], 2),
+            "f1": round(outcome.metrics["f1"], 2),
+            "em": round(outcome.metrics["exact_match"], 2),
+            "final_loss": round(outcome.final_loss, 4),
+            "train_and_eval_s": round(time.perf_counter() - started, 1),
+        }
+        print(label, results["models"][label], file=sys.stderr)
+        del built
+    flipped, causal = results["models"].values()
+    results["f1_ratio_flipped_over_causal"] = round(flipped["f1"] / causal["f1"], 3) if causal["f1"] else None
+    print(
+        f"\nQA fine-tune of Gemma 3 270M (GGUF), {args.steps} steps x {args.batch_size}, lr {args.lr}, "
+        f"{len(train)} train / {len(evaluation)} eval docstring questions"
+    )
+    print(
+        f"{'model':<26}{'pos0 change':>12}{'EM before':>10}{'F1 before':>10}"
+        f"{'EM':>8}{'F1':>8}{'loss':>8}{'s':>7}"
+    )
+    for label, row in results["models"].items():
+        print(
+            f"{label:<26}{row['position0_change_from_last_token']:>12.3g}{row['em_before']:>10.1f}"
+            f"{row['f1_before']:>10.1f}{row['em']:>8.1f}{row['f1']:>8.1f}{row['final_loss']:>8.3f}"
+            f"{row['train_and_eval_s']:>7.0f}"
+        )
+    print(f"F1 flipped / causal: {results['f1_ratio_flipped_over_causal']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

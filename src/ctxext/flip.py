@@ -1,0 +1,806 @@
+"""Decoder -> encoder: bidirectional attention, optional pooling and an extractive-QA head.
+
+Gemma 3 flips through transformers' own ``use_bidirectional_attention``. Its config constructor rewrites
+``sliding_window`` to ``window // 2 + 1`` whenever the flag is set, so a config saved as is halves the window
+again on every reload (512 -> 257 -> 129). ``flip`` writes the pre-rewrite value (``2 * (window - 1)``), so
+the folder reloads with the intended window, and checks that it does. Llama, Mistral, Qwen2 and Gemma 2 flip
+into ctxext encoder classes (``ctxext.flip_models``) that load after one call::
+
+    import ctxext.flip
+    ctxext.flip.register()
+    AutoModel.from_pretrained(folder)  # or AutoModelForQuestionAnswering / SentenceTransformer(folder)
+
+Weights are streamed from safetensors sources byte for byte (only a resized embedding and a new QA head are
+computed); GGUF sources are dequantized by transformers and written as float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ctxext.checkpoint import OutputResult, ProgressFn, config_diff, no_progress
+from ctxext.errors import CheckFailed, InvalidArgument, SourceNotFound, UnsupportedArchitecture
+from ctxext.io import (
+    CheckpointReader,
+    ModelFolder,
+    OutTensor,
+    Source,
+    atomic_output,
+    copy_support_files,
+    file_sha256,
+    open_model,
+    resolve_source,
+    write_json,
+    write_safetensors,
+)
+from ctxext.manifest import Check, OperationRecord, build_manifest, library_versions, write_manifest
+from ctxext.qa import PromptConfig, load_prompt_config
+
+GEMMA3 = "gemma3_text"
+MASK_FAMILIES = ("llama", "mistral", "qwen2", "gemma2")
+SUPPORTED_MODEL_TYPES = (GEMMA3, *MASK_FAMILIES)
+EMBEDDED_GGUF = {"gemma-3-270m": "gemma_gguf_path"}
+LM_HEAD = "lm_head.weight"
+QA_HEAD = ("qa_outputs.weight", "qa_outputs.bias")
+RELATIVE_TOLERANCE = 1e-5  # left vs right padding: same maths, different float summation order
+
+
+class Pooling(str, Enum):
+    mean = "mean"
+    last = "last"
+    cls = "cls"
+
+
+class Head(str, Enum):
+    none = "none"
+    qa = "qa"
+
+
+ST_POOLING_KEYS = {
+    Pooling.mean: "pooling_mode_mean_tokens",
+    Pooling.last: "pooling_mode_lasttoken",
+    Pooling.cls: "pooling_mode_cls_token",
+}
+
+_registered = False
+
+
+def register() -> None:
+    """Make flipped folders loadable with plain transformers Auto classes (idempotent, no remote code)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoConfig, AutoModel, AutoModelForQuestionAnswering, Gemma3TextConfig
+
+    from ctxext import flip_models
+
+    for family in MASK_FAMILIES:
+        config_class = flip_models.ENCODER_CONFIGS[family]
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, flip_models.ENCODER_MODELS[family], exist_ok=True)
+        AutoModelForQuestionAnswering.register(config_class, flip_models.QA_MODELS[family], exist_ok=True)
+    AutoModelForQuestionAnswering.register(Gemma3TextConfig, flip_models.QA_MODELS[GEMMA3], exist_ok=True)
+    _registered = True
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass
+class LoadedSource:
+    """The causal source model in float32, its tokenizer, and where its tensors can be streamed from."""
+
+    source: Source
+    model: Any
+    tokenizer: Any
+    config: dict[str, Any]
+    hashes: dict[str, str]
+    reader: CheckpointReader | None = None  # None for GGUF: tensors come from the dequantized model
+    folder: ModelFolder | None = None
+    gguf_file: str | None = None
+
+    @property
+    def backbone(self) -> Any:
+        return self.model.model
+
+    @property
+    def tensor_prefix(self) -> str:
+        """The prefix of backbone tensors in the source files ("model." for ...ForCausalLM checkpoints)."""
+        if self.reader is not None and "embed_tokens.weight" in self.reader.infos:
+            return ""
+        return "model."
+
+
+def check_model_type(config: dict[str, Any]) -> str:
+    model_type = config.get("model_type", "")
+    if model_type.startswith("ctxext_") or config.get("use_bidirectional_attention"):
+        raise InvalidArgument(f"this {model_type} checkpoint is already bidirectional (flipped)")
+    if model_type == "gemma3":
+        raise UnsupportedArchitecture(
+            "multimodal Gemma 3 (model_type gemma3) is not supported; flip its text "
+            "model (gemma3_text, e.g. Gemma 3 270M / 1B)"
+        )
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitecture(
+            f"flip supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, not {model_type!r}"
+        )
+    return model_type
+
+
+def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
+    """Load a causal decoder (folder, hub ID, GGUF file in a folder, or ``gemma-3-270m``) in float32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if gguf_file is not None or ref in EMBEDDED_GGUF:
+        source, folder_path, name = _resolve_gguf(ref, gguf_file)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder_path, gguf_file=name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(folder_path, gguf_file=name)
+        except (ValueError, KeyError, OSError) as error:
+            raise UnsupportedArchitecture(
+                f"{name}: transformers cannot load this GGUF file ({str(error).strip().splitlines()[0]})"
+            ) from None
+        config = model.config.to_dict()
+        check_model_type(config)
+        return LoadedSource(
+            source, model.eval(), tokenizer, config, {name: file_sha256(folder_path / name)}, gguf_file=name
+        )
+    source, folder = open_model(ref)
+    folder = ModelFolder(folder.model_dir, folder.model_dir, False)  # flip writes a plain folder
+    config = folder.config
+    check_model_type(config)
+    reader = CheckpointReader(folder)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        folder.model_dir, dtype=torch.float32, output_loading_info=True
+    )
+    missing = [key for key in info["missing_keys"] if key != LM_HEAD]
+    if missing or info["unexpected_keys"] or info["mismatched_keys"]:
+        raise CheckFailed(
+            f"{folder.model_dir} does not load cleanly as a causal LM: missing {missing[:3]}, "
+            f"unexpected {info['unexpected_keys'][:3]}, mismatched {info['mismatched_keys'][:3]}"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+    except (OSError, ValueError) as error:
+        raise SourceNotFound(
+            f"{folder.model_dir} has no usable tokenizer ({str(error).strip().splitlines()[0]})"
+        ) from None
+    return LoadedSource(source, model.eval(), tokenizer, config, reader.sha256_of_files(), reader, folder)
+
+
+def _resolve_gguf(ref: str, gguf_file: str | None) -> tuple[Source, Path, str]:
+    if gguf_file is None:
+        from ctxext import presets
+
+        path = getattr(presets, EMBEDDED_GGUF[ref])()
+        return Source(ref=ref, path=path.parent), path.parent, path.name
+    source = resolve_source(ref, allow_patterns=[gguf_file, "*.json"], what="GGUF folder")
+    if not (source.path / gguf_file).is_file():
+        raise SourceNotFound(f"GGUF file {gguf_file!r} is not in {source.path}")
+    return source, source.path, gguf_file
+
+
+# ----------------------------------------------------------------------------- the flipped model
+
+
+def intended_window(config: dict[str, Any], window: int | None) -> int | None:
+    """The exclusive half-width (|q - k| < w) of the flipped sliding layers: the user's, or the one
+    transformers derives for Gemma 3 from the causal window (w // 2 + 1, the same number of tokens seen)."""
+    sliding = config.get("sliding_window")
+    if window is not None:
+        if window < 1:
+            raise InvalidArgument("--sliding-window must be at least 1")
+        return window
+    if not sliding or (config.get("model_type") == "qwen2" and not config.get("use_sliding_window")):
+        return None
+    return int(sliding) // 2 + 1
+
+
+def flipped_config(
+    config: dict[str, Any],
+    *,
+    bidirectional: bool,
+    window: int | None,
+    vocab_size: int,
+    attn_implementation: str,
+) -> Any:
+    """The config object of the flipped (or, with ``bidirectional=False``, the causal) model."""
+    from transformers import AutoConfig, Gemma3TextConfig
+
+    from ctxext import flip_models
+
+    values = {
+        k: v
+        for k, v in config.items()
+        if k not in ("architectures", "_name_or_path", "auto_map", "transformers_version")
+    }
+    values.update(vocab_size=vocab_size, use_cache=False)
+    model_type = values.pop("model_type")
+    if model_type == GEMMA3:
+        values["use_bidirectional_attention"] = bidirectional
+        if bidirectional:
+            effective = intended_window(config, window)
+            values["sliding_window"] = 2 * (effective - 1)  # the constructor turns it into `effective`
+        result = Gemma3TextConfig(**values)
+        if bidirectional and result.sliding_window != effective:
+            raise CheckFailed(
+                f"Gemma 3 sliding window {result.sliding_window} is not the intended {effective}"
+            )
+    elif bidirectional:
+        result = flip_models.ENCODER_CONFIGS[model_type](
+            bidirectional_window=intended_window(config, window), **values
+        )
+    else:
+        result = AutoConfig.for_model(model_type, **values)
+    result._attn_implementation = attn_implementation
+    return result
+
+
+def config_for_saving(config: Any, architecture: str, dtype: str) -> dict[str, Any]:
+    """config.json content that reloads into the same model (Gemma 3: the pre-rewrite sliding window)."""
+    values = config.to_dict()
+    if values.get("model_type") == GEMMA3 and values.get("use_bidirectional_attention"):
+        values["sliding_window"] = 2 * (config.sliding_window - 1)
+    values["architectures"] = [architecture]
+    values["dtype"] = dtype
+    values.pop("_name_or_path", None)
+    return values
+
+
+def model_class(config: Any, head: Head) -> Any:
+    from transformers import AutoModel
+
+    from ctxext import flip_models
+
+    model_type = config.model_type
+    if head == Head.qa:
+        if model_type == GEMMA3:
+            return flip_models.QA_MODELS[GEMMA3]
+        family = model_type.removeprefix("ctxext_").removesuffix("_encoder")
+        if model_type.startswith("ctxext_"):
+            return flip_models.QA_MODELS[family]
+        return flip_models.causal_qa_class(type(config))
+    if model_type.startswith("ctxext_"):
+        return flip_models.ENCODER_MODELS[model_type.removeprefix("ctxext_").removesuffix("_encoder")]
+    return AutoModel._model_mapping[type(config)]
+
+
+@dataclass
+class BuiltModel:
+    """An in-memory flipped model and what was done to build it."""
+
+    model: Any
+    backbone: Any
+    tokenizer: Any
+    added_tokens: dict[str, int]
+    changed: set[str]  # output tensor names computed rather than copied
+    created: set[str]
+    window: int | None
+
+
+def build_model(
+    loaded: LoadedSource,
+    *,
+    head: Head = Head.none,
+    bidirectional: bool = True,
+    window: int | None = None,
+    prompt: PromptConfig | None = None,
+    seed: int = 0,
+    output_dtype: Any = None,
+) -> BuiltModel:
+    """The flipped model in memory, with its own copy of the weights (the source stays usable).
+
+    With ``head=qa`` the prompt's special tokens are added to a copy of the tokenizer; each new token's
+    embedding row starts as the mean of the existing rows; the QA head starts as N(0, initializer_range)
+    with zero bias. New values are rounded to ``output_dtype`` so the written folder equals the model.
+    """
+    import copy
+
+    import torch
+
+    register()
+    source_embedding = loaded.backbone.get_input_embeddings().weight.detach()
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    tokenizer.padding_side = "right"
+    added: dict[str, int] = {}
+    vocab_size = source_embedding.shape[0]
+    if head == Head.qa:
+        prompt = prompt or PromptConfig()
+        known = set(tokenizer.get_vocab())
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": list(prompt.special_tokens)},
+            replace_additional_special_tokens=False,
+        )
+        added = {t: tokenizer.convert_tokens_to_ids(t) for t in prompt.special_tokens if t not in known}
+        vocab_size = max(vocab_size, len(tokenizer), max(added.values(), default=-1) + 1)
+    config = flipped_config(
+        loaded.config,
+        bidirectional=bidirectional,
+        window=window,
+        vocab_size=vocab_size,
+        attn_implementation=loaded.model.config._attn_implementation,
+    )
+    cls = model_class(config, head)
+    try:
+        from transformers.modeling_utils import no_init_weights
+    except ImportError:  # pragma: no cover - older transformers
+        import contextlib
+
+        no_init_weights = contextlib.nullcontext
+    with no_init_weights():
+        model = cls(config)
+    backbone = model  # a QA model is its backbone class plus qa_outputs: same tensor names
+    state = {name: tensor.detach().clone() for name, tensor in loaded.backbone.state_dict().items()}
+    changed: set[str] = set()
+    created: set[str] = set()
+    round_to = output_dtype or torch.float32
+    embedding_name = next(n for n, t in state.items() if t is not None and n.endswith("embed_tokens.weight"))
+    if added or vocab_size != source_embedding.shape[0]:
+        embedding = torch.zeros((vocab_size, source_embedding.shape[1]), dtype=source_embedding.dtype)
+        embedding[: source_embedding.shape[0]] = source_embedding
+        mean_row = source_embedding.double().mean(0).to(round_to).to(source_embedding.dtype)
+        embedding[source_embedding.shape[0] :] = mean_row  # new rows, including gaps in the token ids
+        embedding[list(added.values())] = mean_row
+        state[embedding_name] = embedding
+        changed.add(embedding_name)
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - set(QA_HEAD):
+        raise CheckFailed(
+            f"the flipped model does not take the source weights: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    _copy_buffers(loaded.backbone, backbone)
+    if head == Head.qa:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            weight = torch.empty_like(model.qa_outputs.weight).normal_(
+                0.0, config.initializer_range, generator=generator
+            )
+            model.qa_outputs.weight.copy_(weight.to(round_to).float())
+            model.qa_outputs.bias.zero_()
+        created.update(QA_HEAD)
+    return BuiltModel(
+        model.eval(),
+        backbone,
+        tokenizer,
+        added,
+        changed | created,
+        created,
+        getattr(config, "bidirectional_window", None)
+        or (config.sliding_window if config.model_type == GEMMA3 and bidirectional else None),
+    )
+
+
+def _copy_buffers(source: Any, target: Any) -> None:
+    """Non-persistent buffers (RoPE frequencies, Gemma's embedding scale) are not in the state dict."""
+    source_buffers = dict(source.named_buffers())
+    for name, buffer in target.named_buffers():
+        if name in source_buffers and buffer.shape == source_buffers[name].shape:
+            buffer.copy_(source_buffers[name])
+
+
+# ----------------------------------------------------------------------------- numeric checks
+
+
+def probe_ids(vocab_size: int, length: int, rows: int, seed: int) -> Any:
+    """Random token ids away from the low (special) ids."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    low = min(vocab_size // 4, 1000)
+    return torch.randint(low, vocab_size, (rows, length), generator=generator)
+
+
+def hidden_states(backbone: Any, input_ids: Any, attention_mask: Any) -> Any:
+    import torch
+
+    forward = getattr(backbone, "encode", backbone)  # QA models: the backbone's own forward
+    with torch.no_grad():
+        return forward(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.double()
+
+
+def last_token_effect(
+    backbone: Any, vocab_size: int, length: int = 12, seed: int = 0, window: int | None = None
+) -> float:
+    """How much the output at position 0 moves when only the last token changes (0 in a causal model).
+    With a sliding ``window`` the input is kept short enough for position 0 to reach the last token."""
+    import torch
+
+    if window is not None:
+        length = max(2, min(length, window))
+
+    ids = probe_ids(vocab_size, length, 1, seed).repeat(2, 1)
+    ids[1, -1] = vocab_size // 4 + (int(ids[0, -1]) - vocab_size // 4 + 1) % (vocab_size - vocab_size // 4)
+    hidden = hidden_states(backbone, ids, torch.ones_like(ids))
+    return float((hidden[0, 0] - hidden[1, 0]).abs().max())
+
+
+def padding_difference(
+    backbone: Any, vocab_size: int, lengths: tuple[int, int] = (12, 7), seed: int = 1
+) -> float:
+    """Largest difference at real positions between right- and left-padded copies of the same batch,
+    relative to the largest output value."""
+    import torch
+
+    longest = max(lengths)
+    ids = probe_ids(vocab_size, longest, len(lengths), seed)
+    right_ids, right_mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    left_ids, left_mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        right_ids[row, :length], right_mask[row, :length] = ids[row, :length], 1
+        left_ids[row, longest - length :], left_mask[row, longest - length :] = ids[row, :length], 1
+    right = hidden_states(backbone, right_ids, right_mask)
+    left = hidden_states(backbone, left_ids, left_mask)
+    worst = 0.0
+    for row, length in enumerate(lengths):
+        worst = max(worst, float((right[row, :length] - left[row, longest - length :]).abs().max()))
+    return worst / max(1.0, float(right.abs().max()))
+
+
+def bidirectionality_checks(
+    source_backbone: Any, flipped_backbone: Any, vocab_size: int, window: int | None = None
+) -> list[Check]:
+    source_effect = last_token_effect(source_backbone, vocab_size, window=window)
+    flipped_effect = last_token_effect(flipped_backbone, vocab_size, window=window)
+    padding = padding_difference(flipped_backbone, vocab_size)
+    return [
+        Check(
+            "source is causal: position 0 ignores the last token",
+            source_effect,
+            0.0,
+            passed=source_effect == 0.0,
+            detail="max abs change of the output at position 0",
+        ),
+        Check(
+            "flipped: position 0 sees the last token",
+            flipped_effect,
+            1e-6,
+            passed=flipped_effect > 1e-6,
+            detail="max abs change of the output at position 0 (must exceed the bound)",
+        ),
+        Check(
+            "flipped: left and right padding give the same outputs",
+            padding,
+            RELATIVE_TOLERANCE,
+            passed=padding <= RELATIVE_TOLERANCE,
+            detail="max abs diff at real positions / max abs output",
+        ),
+    ]
+
+
+def reload_checks(
+    model_dir: Path, built: BuiltModel, head: Head, vocab_size: int, pooling: Pooling | None
+) -> list[Check]:
+    """Load the written folder the documented way and compare it with the in-memory model."""
+    import torch
+    from transformers import AutoModel, AutoModelForQuestionAnswering
+
+    from ctxext.checks import load_model_strictly
+
+    register()
+    reloaded = load_model_strictly(model_dir, AutoModelForQuestionAnswering if head == Head.qa else AutoModel)
+    reloaded_backbone = reloaded
+    ids = probe_ids(vocab_size, 16, 2, seed=2)
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0
+    expected, actual = hidden_states(built.backbone, ids, mask), hidden_states(reloaded_backbone, ids, mask)
+    real = mask.bool()
+    difference = float((expected[real] - actual[real]).abs().max())
+    checks = [
+        Check("reloaded folder loads with no missing or unexpected weights", 0.0, 0.0),
+        Check(
+            "reloaded equals in-memory: last hidden states",
+            difference,
+            0.0,
+            passed=difference == 0.0,
+            detail="max abs diff at real positions",
+        ),
+    ]
+    if head == Head.qa:
+        with torch.no_grad():
+            before, after = (
+                built.model(input_ids=ids, attention_mask=mask),
+                reloaded(input_ids=ids, attention_mask=mask),
+            )
+        logits = max(
+            float((before.start_logits - after.start_logits)[real].abs().max()),
+            float((before.end_logits - after.end_logits)[real].abs().max()),
+        )
+        checks.append(
+            Check("reloaded equals in-memory: QA start/end logits", logits, 0.0, passed=logits == 0.0)
+        )
+    effect = last_token_effect(reloaded_backbone, vocab_size, window=built.window)
+    checks.append(Check("reloaded: position 0 sees the last token", effect, 1e-6, passed=effect > 1e-6))
+    if built.window is not None:
+        # Gemma 3 layers take their window from the config; ctxext encoders build the mask from
+        # bidirectional_window (their layers' own sliding_window attribute is not used by eager/SDPA).
+        config_window = (
+            getattr(reloaded.config, "bidirectional_window", None) or reloaded.config.sliding_window
+        )
+        windows = (
+            set()
+            if hasattr(reloaded.config, "bidirectional_window")
+            else {getattr(layer.self_attn, "sliding_window", None) for layer in reloaded_backbone.layers}
+            - {None}
+        )
+        ok = config_window == built.window and windows <= {built.window}
+        checks.append(
+            Check(
+                "reloaded sliding window equals the intended one",
+                float(config_window),
+                float(built.window),
+                passed=ok,
+                detail=f"layer windows {sorted(windows)}",
+            )
+        )
+    if pooling is not None:
+        checks.append(sentence_transformers_check(model_dir, built.backbone, ids, mask, pooling))
+    return checks
+
+
+def pool(hidden: Any, mask: Any, pooling: Pooling) -> Any:
+    if pooling == Pooling.cls:
+        return hidden[:, 0]
+    if pooling == Pooling.last:
+        last = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)
+        return hidden[range(hidden.shape[0]), last]
+    weights = mask[..., None].to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def sentence_transformers_check(
+    model_dir: Path, backbone: Any, ids: Any, mask: Any, pooling: Pooling
+) -> Check:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    with torch.no_grad():
+        embedded = model({"input_ids": ids, "attention_mask": mask})["sentence_embedding"].double()
+    expected = pool(hidden_states(backbone, ids, mask), mask, pooling)
+    difference = float((embedded - expected).abs().max())
+    return Check(
+        f"sentence-transformers ({pooling.value} pooling) equals pooled in-memory outputs",
+        difference,
+        1e-5 * max(1.0, float(expected.abs().max())),
+        passed=difference <= 1e-5 * max(1.0, float(expected.abs().max())),
+    )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def output_tensors(
+    loaded: LoadedSource, built: BuiltModel, head: Head, record: OperationRecord
+) -> list[OutTensor]:
+    """Copied tensors streamed from the source files; computed ones from the in-memory model."""
+    state = built.model.state_dict()
+    used: set[str] = set()
+    tensors = []
+    for name, tensor in state.items():
+        source_name = loaded.tensor_prefix + name
+        if loaded.reader is not None and name not in built.changed:
+            if source_name not in loaded.reader.infos:
+                raise UnsupportedArchitecture(
+                    f"tensor {name} of the flipped model has no source tensor {source_name}"
+                )
+            tensors.append(OutTensor.copied(loaded.reader, source_name, name))
+            used.add(source_name)
+            if source_name == name:
+                record.copied.append(name)
+            else:
+                record.renamed[source_name] = name
+            continue
+        dtype = _output_dtype(loaded, source_name)
+        tensors.append(OutTensor.from_tensor(name, tensor.detach().to(dtype).contiguous()))
+        if name in built.created:
+            record.created.append(name)
+        elif name in built.changed:
+            record.modified.append(name)
+        else:
+            record.copied.append(name)  # dequantized from GGUF
+    if loaded.reader is not None:
+        used.update(loaded.tensor_prefix + n for n in built.changed if n not in built.created)
+        leftover = sorted(set(loaded.reader.names) - used)
+        unexpected = [n for n in leftover if n != LM_HEAD]
+        if unexpected:
+            raise UnsupportedArchitecture(f"source tensor {unexpected[0]} has no place in the flipped model")
+        record.dropped.extend(leftover)
+    else:
+        record.dropped.append(LM_HEAD + " (tied to the embeddings in GGUF; an encoder has no LM head)")
+    return tensors
+
+
+def _output_dtype(loaded: LoadedSource, source_name: str) -> Any:
+    import torch
+
+    from ctxext.io import torch_dtype
+
+    if loaded.reader is None:
+        return torch.float32
+    info = loaded.reader.infos.get(source_name) or next(iter(loaded.reader.infos.values()))
+    return torch_dtype(info.dtype)
+
+
+def write_sentence_transformers(
+    staging: Path, hidden_size: int, pooling: Pooling, max_seq_length: int
+) -> list[str]:
+    """modules.json, sentence_bert_config.json and 1_Pooling: the folder loads with SentenceTransformer."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    write_json(staging / "modules.json", modules)
+    write_json(
+        staging / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False}
+    )
+    (staging / "1_Pooling").mkdir(exist_ok=True)
+    pooling_config = {
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False,
+        "include_prompt": True,
+    }
+    pooling_config[ST_POOLING_KEYS[pooling]] = True
+    write_json(staging / "1_Pooling" / "config.json", pooling_config)
+    versions = library_versions()
+    write_json(
+        staging / "config_sentence_transformers.json",
+        {
+            "__version__": {
+                "sentence_transformers": versions.get("sentence-transformers"),
+                "transformers": versions.get("transformers"),
+                "pytorch": versions.get("torch"),
+            },
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+    )
+    return [
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "config_sentence_transformers.json",
+    ]
+
+
+def flip(
+    ref: str,
+    out: str | Path,
+    *,
+    gguf_file: str | None = None,
+    pooling: Pooling | None = None,
+    head: Head = Head.none,
+    special_tokens: str | Path | None = None,
+    sliding_window: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+    progress: ProgressFn = no_progress,
+    argv: list[str] | None = None,
+) -> OutputResult:
+    """Turn a causal decoder into a bidirectional encoder and write it to ``out`` (atomically, with a
+    manifest holding every check: the source is causal, the flip is bidirectional, padding side does not
+    matter, the reloaded folder equals the in-memory model, the sliding window survives reload)."""
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not force:
+        from ctxext.errors import OutputExists
+
+        raise OutputExists(f"output {out} already exists; pass --force to replace it")
+    prompt = load_prompt_config(special_tokens) if head == Head.qa else None
+    if special_tokens is not None and head != Head.qa:
+        raise InvalidArgument("--special-tokens goes with --head qa")
+    progress("loading the source", 0, 1)
+    loaded = load_source(ref, gguf_file)
+    progress("loading the source", 1, 1)
+    options = {
+        "ref": ref,
+        "gguf": gguf_file,
+        "pooling": pooling.value if pooling else None,
+        "head": head.value,
+        "special_tokens": str(special_tokens) if special_tokens else None,
+        "sliding_window": sliding_window,
+        "seed": seed,
+    }
+    embedding_name = loaded.tensor_prefix + "embed_tokens.weight"
+    built = build_model(
+        loaded,
+        head=head,
+        window=sliding_window,
+        prompt=prompt,
+        seed=seed,
+        output_dtype=_output_dtype(loaded, embedding_name),
+    )
+    record = OperationRecord(
+        "flip_to_bidirectional",
+        parameters={
+            "model_type": loaded.config["model_type"],
+            "head": head.value,
+            "pooling": pooling.value if pooling else None,
+            "sliding_window": built.window,
+            "added_special_tokens": built.added_tokens,
+            "prompt": prompt.describe() if prompt else None,
+        },
+    )
+    if built.added_tokens:
+        record.notes.append("new special-token embedding rows start as the mean of the existing rows")
+    if loaded.gguf_file:
+        record.notes.append(
+            f"weights dequantized from {loaded.gguf_file} by transformers and written as float32"
+        )
+    vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
+    progress("numeric checks", 0, 2)
+    for check in bidirectionality_checks(loaded.backbone, built.backbone, vocab_size, built.window):
+        record.require(check)
+    progress("numeric checks", 1, 2)
+    architecture = type(built.model).__name__
+    config = config_for_saving(
+        built.model.config, architecture, str(_output_dtype(loaded, embedding_name)).removeprefix("torch.")
+    )
+    record.config_changes.update(config_diff(loaded.config, config))
+    with atomic_output(out, force=force) as staging:
+        if loaded.folder is not None:
+            copied, left_out = copy_support_files(loaded.folder, staging)
+            record.files["copied"] = copied
+            record.files["left_out"] = left_out
+        tokenizer_files = built.tokenizer.save_pretrained(staging)
+        record.files["tokenizer"] = sorted(
+            os.path.relpath(p, staging) for p in tokenizer_files if Path(p).is_file()
+        )
+        write_json(staging / "config.json", config)
+        if pooling is not None:
+            hidden = int(config["hidden_size"])
+            length = int(
+                min(
+                    config.get("max_position_embeddings") or 512,
+                    getattr(built.tokenizer, "model_max_length", 10**9) or 10**9,
+                )
+            )
+            record.files["sentence_transformers"] = write_sentence_transformers(
+                staging, hidden, pooling, length
+            )
+        tensors = output_tensors(loaded, built, head, record)
+        written = iter(range(1, len(tensors) + 1))
+        weights = write_safetensors(
+            staging, tensors, on_tensor=lambda info: progress("writing tensors", next(written), len(tensors))
+        )
+        for check in reload_checks(staging, built, head, vocab_size, pooling):
+            record.require(check)
+        progress("numeric checks", 2, 2)
+        sources = {"model": (loaded.source, loaded.hashes)}
+        manifest = build_manifest(
+            command="flip",
+            options=options,
+            sources=sources,
+            operations=[record],
+            weights=weights,
+            weights_dir=".",
+            argv=argv,
+        )
+        write_manifest(staging, manifest)
+    return OutputResult(path=out, manifest=manifest)
+
+
+def describe_result(result: OutputResult) -> dict[str, Any]:
+    operation = result.manifest["operations"][0]
+    return {
+        "output": str(result.path),
+        "model_type": operation["parameters"]["model_type"],
+        **{key: len(operation[key]) for key in ("copied", "renamed", "modified", "created", "dropped")},
+        "sliding_window": operation["parameters"]["sliding_window"],
+        "added_special_tokens": json.dumps(operation["parameters"]["added_special_tokens"]),
+        "checks": {
+            c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
+            for c in operation["checks"]
+        },
+    }

