@@ -67,10 +67,10 @@ def main() -> None:
     if "chunk" in forms:
         plan.append(("source, mean of 512-token chunks", source, {"chunk": 512}))
     if "spline" in forms:
-        plan.append((f"interpolate --spline {longest}", build(
+        plan.append((f"interpolate --spline {longest}", lambda: build(
             "spline", lambda p: interpolate(source, longest, str(p), method=Method.spline)), {}))
     if "tile" in forms:
-        plan.append((f"interpolate --tile {longest}", build(
+        plan.append((f"interpolate --tile {longest}", lambda: build(
             "tile", lambda p: interpolate(source, longest, str(p), method=Method.tile)), {}))
     bigbird = None
     if "bigbird" in forms or "finetuned" in forms:
@@ -96,9 +96,16 @@ def main() -> None:
             result_holder["history"] = result.history
             result_holder["attention_runs"] = result.attention_runs
 
-        plan.append((f"BigBird + finetune ({arguments.train_len} tok, {arguments.steps} steps)",
-                     build(name, make_finetuned), {}))
-        if result_holder:
+        def build_finetuned() -> str:
+            path = build(name, make_finetuned)
+            if result_holder:
+                report_losses()
+            return path
+
+        plan.append((f"BigBird + finetune ({arguments.train_len} tok, {arguments.steps} steps)", build_finetuned,
+                     {}))
+
+        def report_losses() -> None:
             losses = [loss for _, loss in result_holder["history"]["train"]]
             print(f"finetune loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, mean of first 5 "
                   f"{sum(losses[:5]) / len(losses[:5]):.4f}, of last 5 {sum(losses[-5:]) / len(losses[-5:]):.4f}; "
@@ -106,6 +113,7 @@ def main() -> None:
 
     rows = []
     for label, ref, options in plan:
+        ref = ref() if callable(ref) else ref
         started = time.perf_counter()
         evaluation = evaluate(ref, Task.passkey, lengths=lengths, documents=arguments.documents,
                               queries=arguments.queries, batch_size=2, **options)
