@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 import train_helpers
 from ctxext.train import TrainSettings, train_mlm
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +38,41 @@ def test_mlm_loss_falls_over_a_few_steps(tiny_models, texts, tmp_path):
     result = train_mlm(str(tiny_models("bert")), [texts], tmp_path / "out", max_len=16, settings=settings)
     losses = [loss for _, loss in result.history["train"]]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def _pipeline(config, work, **overrides):
+    import runpy
+    import sys
+
+    argv = ["pipeline.py", str(ROOT / "configs" / config), "--work", str(work)]
+    for key, value in overrides.items():
+        argv += ["--set", f"{key}={value}"]
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_path(str(ROOT / "scripts" / "pipeline.py"), run_name="__main__")
+    except SystemExit as error:
+        assert not error.code, error.code
+    finally:
+        sys.argv = saved
+
+
+def test_tiny_guide_mlm_distill_pipeline_writes_every_stage_with_a_manifest(tmp_path):
+    import tiny
+
+    teacher = tiny.make_sentence_transformer("bert", tmp_path / "teacher")
+    _pipeline("ci_guide_distill.json", tmp_path / "run", teacher=teacher)
+    for stage in ("student", "student-mlm", "student-distilled"):
+        assert (tmp_path / "run" / stage / "manifest.json").is_file(), stage
+    assert (tmp_path / "run" / "student-distilled" / "pca_projection.safetensors").is_file()
+    assert (tmp_path / "run" / "evaluate.png").is_file()
+
+
+def test_tiny_transfer_finetune_pipeline_writes_every_stage_with_a_manifest(tmp_path):
+    import tiny
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "source")
+    _pipeline("ci_transfer_finetune.json", tmp_path / "run", source=source)
+    manifest = json.loads((tmp_path / "run" / "bigbird-finetuned" / "manifest.json").read_text())
+    assert manifest["operations"][0]["parameters"]["attention_runs"] == {"block_sparse": 2}
+    assert (tmp_path / "run" / "evaluate.png").is_file()

@@ -251,7 +251,8 @@ def distill(
     options = {"student": str(student), "teacher": str(teacher), "data": [str(p) for p in files],
                "max_len": max_len, "pca_sample": pca_sample, "eval_beir": str(eval_beir) if eval_beir else None,
                "cache": str(cache_path) if cache_path else None, "resume": resume, **vars(settings)}
-    result = write_trained_model(backbone, folder, out_path, source, record, command="distill", options=options,
+    result = write_trained_model(backbone, folder, out_path, source, record, carry=False, command="distill",
+                                 options=options,
                                  force=force, argv=argv, extra_files=extra_files, finish=finish,
                                  sources={"teacher": (teacher_source,
                                                       CheckpointReader(teacher_folder).sha256_of_files())})

@@ -276,7 +276,7 @@ def finetune(
         result = _write_with_adapter(backbone, adapter, folder, out_path, source, record, options, force, argv,
                                      config_updates)
     else:
-        result = write_trained_model(backbone, folder, out_path, source, record, command="finetune",
+        result = write_trained_model(backbone, folder, out_path, source, record, carry=False, command="finetune",
                                      options=options, force=force, argv=argv, config_updates=config_updates)
     if not keep_checkpoints:
         shutil.rmtree(work, ignore_errors=True)
@@ -312,5 +312,5 @@ def _write_with_adapter(model: Any, adapter: str, folder: Any, out: Path, source
             record.files["adapter_sha256"] = {p.name: file_sha256(p) for p in sorted(target.iterdir())}
             return []
 
-        return write_trained_model(model, folder, out, source, record, command="finetune", options=options,
+        return write_trained_model(model, folder, out, source, record, carry=False, command="finetune", options=options,
                                    force=force, argv=argv, finish=finish, config_updates=config_updates)

@@ -430,13 +430,14 @@ def train_mlm(
 def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any, record: OperationRecord, *,
                         command: str, options: dict[str, Any], force: bool, argv: list[str] | None = None,
                         extra_files: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
-                        finish: Any = None, config_updates: dict[str, Any] | None = None):
+                        finish: Any = None, config_updates: dict[str, Any] | None = None, carry: bool = True):
     """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
     that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it.
 
     ``extra_files`` are JSON files to add (relative path -> content), ``sources`` more manifest sources
     (role -> (Source, sha256 of its files)), ``finish(staging)`` writes further files into the staging folder
-    and returns checks, before the manifest is written."""
+    and returns checks, before the manifest is written. ``carry=False`` writes the model's own tensors only
+    (an embedding stage writes the base model; the input's MLM head is left out, and listed as dropped)."""
     from ctxext.checkpoint import OutputPlan, write_model_folder
     from ctxext.guide import model_tensors
     from ctxext.io import CheckpointReader
@@ -452,6 +453,9 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
         target = name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
         if target not in written:
             carried[name] = target
+    if not carry:
+        record.dropped = sorted(carried)
+        carried = {}
     for name, target in carried.items():
         tensors.append(OutTensor.copied(reader, name, target))
     record.modified = sorted(written)
