@@ -1,4 +1,4 @@
-"""Training commands on the Hugging Face Trainer: `ctxext mlm` (masked-LM)."""
+"""Training commands on the Hugging Face Trainer: `ctxext mlm` (masked-LM), `distill`, `finetune`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table,
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ctxext app."""
     app.command("mlm")(mlm_command)
+    app.command("distill")(distill_command)
+    app.command("finetune")(finetune_command)
 
 
 @reports_errors
@@ -108,3 +110,128 @@ def mlm_command(
         "held_out_loss": history["eval"][-1][1] if history["eval"] else None,
     }
     emit(summary, as_json, lambda data: key_value_table("mlm", data))
+
+
+StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
+SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of data order and init.")]
+WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: "
+                                                                   "OUT.checkpoints).")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work dir.")]
+KeepOpt = Annotated[bool, typer.Option(help="Keep the Trainer checkpoints after a successful run.")]
+EvalBeirOpt = Annotated[Path | None, typer.Option("--eval-beir", help="BEIR folder scored (Acc@1, nDCG@10) every "
+                                                                     "--eval-every steps and at the end.")]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
+
+
+def _losses(history: dict) -> dict:
+    train = history.get("train") or []
+    retrieval = history.get("retrieval") or []
+    return {"first_train_loss": train[0][1] if train else None, "last_train_loss": train[-1][1] if train else None,
+            "retrieval_ndcg_at_10": [[e["step"], round(e["retrieval_ndcg_at_10"], 4)] for e in retrieval] or None}
+
+
+@reports_errors
+def distill_command(
+    student: Annotated[str, typer.Argument(help="Student: model folder, sentence-transformers folder or hub ID.")],
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher whose sentence embeddings are learned.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Texts: .txt, .jsonl ('text'), .parquet ('text'), "
+                                                            "or a folder of them. Repeat for more.")],
+    out: OutOpt,
+    max_len: Annotated[int, typer.Option("--max-len", min=8, help="Tokens per text (student and teacher).")] = 128,
+    pca_sample: Annotated[int, typer.Option("--pca-sample", min=2, help="Teacher embeddings the PCA is fitted "
+                                                                        "on.")] = 20000,
+    steps: StepsOpt = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per device and step.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 1e-4,
+    warmup: Annotated[float, typer.Option(help="Warmup, as a share of the steps.")] = 0.06,
+    eval_beir: EvalBeirOpt = None,
+    eval_every: EvalEveryOpt = 0,
+    cache: Annotated[str | None, typer.Option(help="Folder of cached teacher embeddings (default: ctxext's cache "
+                                                   "dir; 'none' turns the cache off).")] = None,
+    save_every: SaveEveryOpt = 500,
+    seed: SeedOpt = 0,
+    work_dir: WorkDirOpt = None,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepOpt = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Distil a teacher's sentence embeddings (PCA-projected to the student's width, computed once and cached)
+    into a student with an MSE loss; output: a sentence-transformers folder with pca_projection.safetensors.
+
+    Examples:
+
+      ctxext distill student-mlm --teacher all-mpnet-base-v2 --data docstrings.jsonl --eval-beir pydocs-beir \
+        --eval-every 100 --steps 2000 -o student-distilled
+    """
+    from ctxext.train import TrainSettings
+    from ctxext.train.distill import distill
+
+    settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
+                             eval_every=eval_every, save_every=save_every)
+    result = distill(student, teacher, data, out, max_len=max_len, pca_sample=pca_sample, settings=settings,
+                     eval_beir=eval_beir, cache=cache, work_dir=work_dir, resume=resume,
+                     keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
+    if result.manifest is None:
+        return
+    parameters = result.manifest["operations"][0]["parameters"]
+    summary = {"output": str(result.path), "steps": result.global_step, "texts": parameters["texts"],
+               "teacher_cache": f"{parameters['teacher_cache']} ({'hit' if result.cached else 'written'})",
+               "pca_explained_variance": round(parameters["pca_explained_variance_ratio"], 4),
+               **_losses(result.history)}
+    emit(summary, as_json, lambda data: key_value_table("distill", data))
+
+
+@reports_errors
+def finetune_command(
+    checkpoint: Annotated[str, typer.Argument(help="Model folder (a transferred BigBird, a sentence-transformers "
+                                                   "folder, ...) or hub ID.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Triplets jsonl (query, positive, negative; see "
+                                                            "docs/data.md). Repeat for more.")],
+    out: OutOpt,
+    adapter: Annotated[str | None, typer.Option(help="Train only this adapter (CKPT/adapters/NAME if present, "
+                                                     "else a new seq_bn one); the base stays frozen.")] = None,
+    max_len: Annotated[int, typer.Option("--max-len", min=8, help="Tokens per document.")] = 4096,
+    query_max_len: Annotated[int, typer.Option("--query-max-len", min=8, help="Tokens per query.")] = 128,
+    temperature: Annotated[float, typer.Option(help="InfoNCE temperature (cosine similarities).")] = 0.05,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward "
+                                                              "pass.")] = True,
+    steps: StepsOpt = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Triplets per device and step.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 2e-5,
+    warmup: Annotated[float, typer.Option(help="Warmup, as a share of the steps.")] = 0.06,
+    eval_beir: EvalBeirOpt = None,
+    eval_every: EvalEveryOpt = 0,
+    save_every: SaveEveryOpt = 500,
+    seed: SeedOpt = 0,
+    work_dir: WorkDirOpt = None,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepOpt = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Contrastive fine-tuning on triplets (InfoNCE, in-batch + hard negatives). A transferred BigBird trains on
+    long inputs in block-sparse mode, fully or one adapter only, with gradient checkpointing.
+
+    Examples:
+
+      ctxext finetune minilm-bigbird --data triplets.jsonl --max-len 2048 --batch-size 2 --steps 500 -o long
+
+      ctxext finetune specter2-bigbird --adapter proximity --data triplets.jsonl --max-len 4096 -o prox-long
+    """
+    from ctxext.train import TrainSettings
+    from ctxext.train.finetune import finetune
+
+    settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
+                             eval_every=eval_every, save_every=save_every)
+    result = finetune(checkpoint, data, out, adapter=adapter, max_len=max_len, query_max_len=query_max_len,
+                      temperature=temperature, gradient_checkpointing=gradient_checkpointing, settings=settings,
+                      eval_beir=eval_beir, work_dir=work_dir, resume=resume, keep_checkpoints=keep_checkpoints,
+                      force=force, argv=sys.argv)
+    if result.manifest is None:
+        return
+    parameters = result.manifest["operations"][0]["parameters"]
+    summary = {"output": str(result.path), "steps": result.global_step, "triplets": parameters["triplets"],
+               "adapter": adapter, "attention_runs": result.attention_runs or None, **_losses(result.history)}
+    emit(summary, as_json, lambda data: key_value_table("finetune", data))

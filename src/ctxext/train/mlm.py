@@ -1,5 +1,4 @@
-"""Training stages on the Hugging Face Trainer: masked-LM (``train_mlm``); distillation and fine-tuning
-build on the same pieces.
+"""Masked-LM training on the Hugging Face Trainer (``train_mlm``), and the pieces every stage reuses.
 
 The pieces are separate so each stage reuses them: reading text (:func:`read_documents`), packing it into
 fixed-length sequences (:func:`pack_documents`), the masking collator (:class:`MaskingCollator`), a
@@ -578,20 +577,17 @@ def train_mlm(
     return MlmResult(result.path, result.manifest, history, trainer.state.global_step)
 
 
-def write_trained_model(
-    model: Any,
-    folder: ModelFolder,
-    out: Path,
-    source: Any,
-    record: OperationRecord,
-    *,
-    command: str,
-    options: dict[str, Any],
-    force: bool,
-    argv: list[str] | None = None,
-):
-    """Write a trained model beside the input's tokenizer and sentence-transformers files; input tensors
-    the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it."""
+def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any, record: OperationRecord, *,
+                        command: str, options: dict[str, Any], force: bool, argv: list[str] | None = None,
+                        extra_files: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
+                        finish: Any = None, config_updates: dict[str, Any] | None = None, carry: bool = True):
+    """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
+    that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it.
+
+    ``extra_files`` are JSON files to add (relative path -> content), ``sources`` more manifest sources
+    (role -> (Source, sha256 of its files)), ``finish(staging)`` writes further files into the staging folder
+    and returns checks, before the manifest is written. ``carry=False`` writes the model's own tensors only
+    (an embedding stage writes the base model; the input's MLM head is left out, and listed as dropped)."""
     from ctxext.checkpoint import OutputPlan, write_model_folder
     from ctxext.guide import model_tensors
     from ctxext.io import CheckpointReader
@@ -613,6 +609,9 @@ def write_trained_model(
         )
         if target not in written:
             carried[name] = target
+    if not carry:
+        record.dropped = sorted(carried)
+        carried = {}
     for name, target in carried.items():
         tensors.append(OutTensor.copied(reader, name, target))
     record.modified = sorted(written)
@@ -620,16 +619,10 @@ def write_trained_model(
     record.renamed = {n: t for n, t in carried.items() if n != t}
     config = _unwrap(model).config.to_dict()
     config["architectures"] = [type(_unwrap(model)).__name__]
-    plan = OutputPlan(
-        command,
-        options,
-        {"model": (source, reader.sha256_of_files())},
-        tensors,
-        [record],
-        config,
-        support_from=folder,
-    )
-    return write_model_folder(plan, out, force=force, argv=argv)
+    config.update(config_updates or {})
+    plan = OutputPlan(command, options, {"model": (source, reader.sha256_of_files()), **(sources or {})}, tensors,
+                      [record], config, support_from=folder, extra_files=dict(extra_files or {}))
+    return write_model_folder(plan, out, force=force, argv=argv, checks=finish)
 
 
 def _unwrap(model: Any) -> Any:

@@ -1,0 +1,135 @@
+"""Passkey Acc@1 per length for all-MiniLM-L6-v2 in every form, side by side, in one run.
+
+Forms: the source truncated at 512 tokens; the mean of 512-token chunk embeddings; `interpolate --spline`
+and `--tile` to the longest length; `transfer` to BigBird (block-sparse) before fine-tuning; and the
+transferred model after `finetune` on long documents (triplets built from the Python standard library's
+documentation, `ctxext data pydocs` + `data triplets`; never on passkey data).
+
+    python benchmarks/passkey_forms.py --documents 20 --queries 10 --train-len 1024 --steps 30
+
+Intermediate checkpoints go to --work (default: a folder in ctxext's cache dir); they are reused when
+present, so a second run only re-evaluates. Results are printed and written to WORK/passkey_forms.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="256,512,1024,2048,4096")
+    parser.add_argument("--documents", type=int, default=20, help="passkey documents per length (LongEmbed: 100)")
+    parser.add_argument("--queries", type=int, default=10, help="passkey queries per length (LongEmbed: 50)")
+    parser.add_argument("--train-len", type=int, default=1024, help="fine-tuning document length (tokens)")
+    parser.add_argument("--steps", type=int, default=30, help="fine-tuning steps")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--pydocs-limit", type=int, default=None, help="modules in the training corpus")
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--forms", default="truncate,chunk,spline,tile,bigbird,finetuned")
+    arguments = parser.parse_args()
+
+    from ctxext.data import write_python_docs_corpus
+    from ctxext.data.triplets import build_triplets
+    from ctxext.evaluate import Task, evaluate
+    from ctxext.positions import Method, interpolate
+    from ctxext.presets import cache_dir, minilm_path
+    from ctxext.train import TrainSettings
+    from ctxext.train.finetune import finetune
+    from ctxext.transfer import transfer
+
+    lengths = [int(x) for x in arguments.lengths.split(",")]
+    longest = max(lengths)
+    work = arguments.work or cache_dir() / "bench-passkey-forms"
+    work.mkdir(parents=True, exist_ok=True)
+    source = str(minilm_path())
+    print(f"passkey: {arguments.documents} documents, {arguments.queries} queries per length "
+          f"(LongEmbed uses 100/50); chance Acc@1 = {1 / arguments.documents:.3f}", flush=True)
+    timings: dict[str, float] = {}
+
+    def build(name: str, make) -> str:  # noqa: ANN001
+        path = work / name
+        if not path.exists():
+            started = time.perf_counter()
+            make(path)
+            timings[f"build {name}"] = time.perf_counter() - started
+            print(f"built {name} in {timings[f'build {name}']:.0f} s", flush=True)
+        return str(path)
+
+    forms = arguments.forms.split(",")
+    plan: list[tuple[str, str, dict]] = []
+    if "truncate" in forms:
+        plan.append(("source, truncated at 512", source, {"max_length": 512}))
+    if "chunk" in forms:
+        plan.append(("source, mean of 512-token chunks", source, {"chunk": 512}))
+    if "spline" in forms:
+        plan.append((f"interpolate --spline {longest}", lambda: build(
+            "spline", lambda p: interpolate(source, longest, str(p), method=Method.spline)), {}))
+    if "tile" in forms:
+        plan.append((f"interpolate --tile {longest}", lambda: build(
+            "tile", lambda p: interpolate(source, longest, str(p), method=Method.tile)), {}))
+    bigbird = None
+    if "bigbird" in forms or "finetuned" in forms:
+        bigbird = build("bigbird", lambda p: transfer(source, "bigbird", longest, p))
+    if "bigbird" in forms:
+        plan.append(("transfer -> BigBird (no training)", bigbird, {}))
+    if "finetuned" in forms:
+        corpus = work / "pydocs.jsonl"
+        if not corpus.exists():
+            write_python_docs_corpus(corpus, limit=arguments.pydocs_limit)
+        triplets = work / "pydocs-triplets.jsonl"
+        if not triplets.exists():
+            build_triplets(str(corpus), triplets, negatives_from="bm25", seed=0)
+        settings = TrainSettings(steps=arguments.steps, batch_size=arguments.batch_size, learning_rate=arguments.lr,
+                                 warmup_ratio=0.1, logging_every=1, save_every=10, progress_bars=False)
+        name = f"finetuned-{arguments.train_len}-{arguments.steps}"
+        result_holder: dict = {}
+
+        def make_finetuned(path: Path) -> None:
+            result = finetune(bigbird, [triplets], path, max_len=arguments.train_len, settings=settings,
+                              work_dir=work / f"{name}.checkpoints", resume=(work / f"{name}.checkpoints").exists()
+                              and any((work / f"{name}.checkpoints").glob("checkpoint-*")))
+            result_holder["history"] = result.history
+            result_holder["attention_runs"] = result.attention_runs
+
+        def build_finetuned() -> str:
+            path = build(name, make_finetuned)
+            if result_holder:
+                report_losses()
+            return path
+
+        plan.append((f"BigBird + finetune ({arguments.train_len} tok, {arguments.steps} steps)", build_finetuned,
+                     {}))
+
+        def report_losses() -> None:
+            losses = [loss for _, loss in result_holder["history"]["train"]]
+            print(f"finetune loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, mean of first 5 "
+                  f"{sum(losses[:5]) / len(losses[:5]):.4f}, of last 5 {sum(losses[-5:]) / len(losses[-5:]):.4f}; "
+                  f"attention runs {result_holder['attention_runs']}", flush=True)
+
+    rows = []
+    for label, ref, options in plan:
+        ref = ref() if callable(ref) else ref
+        started = time.perf_counter()
+        evaluation = evaluate(ref, Task.passkey, lengths=lengths, documents=arguments.documents,
+                              queries=arguments.queries, batch_size=2, **options)
+        seconds = time.perf_counter() - started
+        scores = {score.length: score.acc_at_1 for score in evaluation.scores}
+        rows.append({"form": label, "model": ref, "acc_at_1": scores, "seconds": round(seconds, 1)})
+        print(f"{label:<48}" + " ".join(f"{scores[n]:>6.2f}" for n in lengths) + f"   ({seconds:.0f} s)",
+              flush=True)
+
+    print()
+    print(f"{'passkey Acc@1':<48}" + " ".join(f"{n:>6}" for n in lengths))
+    for row in rows:
+        print(f"{row['form']:<48}" + " ".join(f"{row['acc_at_1'][n]:>6.2f}" for n in lengths))
+    (work / "passkey_forms.json").write_text(json.dumps({"options": {k: str(v) for k, v in vars(arguments).items()},
+                                                         "rows": rows, "timings": timings}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

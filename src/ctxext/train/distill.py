@@ -1,0 +1,309 @@
+"""Embedding distillation: a student learns a teacher's sentence embeddings, projected to its width by PCA.
+
+The teacher encodes every training text once; the embeddings are cached on disk under a key made of the
+sha256 of the teacher's weight files, the sha256 of the data files and the encoding settings, so a second
+run (or a resumed one) does not encode again. A PCA fitted on a sample of them maps the teacher's width onto
+the student's (``pca_projection.safetensors`` beside the output: ``components`` teacher x student, ``mean``);
+targets are ``(teacher - mean) @ components``, L2-normalised when the student normalises its output. Loss:
+mean squared error between the student's pooled embedding and its target. Output: a sentence-transformers
+folder (``SentenceTransformer(OUT)`` loads it).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
+from ctxext.io import CheckpointReader, atomic_output, file_sha256, open_model
+from ctxext.manifest import Check, OperationRecord
+from ctxext.train.embedding import (
+    EmbeddingModel,
+    load_backbone,
+    relative_to_model_dir,
+    retrieval_callback,
+    sentence_transformers_files,
+)
+from ctxext.train.mlm import (
+    ListDataset,
+    TrainSettings,
+    build_trainer,
+    data_files,
+    latest_checkpoint,
+    loss_history,
+    read_documents,
+    training_arguments,
+    write_trained_model,
+)
+
+PROJECTION_FILE = "pca_projection.safetensors"
+CACHE_VERSION = "1"
+
+
+# ----------------------------------------------------------------------------- teacher embeddings
+
+
+def teacher_embeddings(teacher: str | Path, texts: Sequence[str], key_parts: dict[str, Any], *, max_len: int,
+                       cache: Path | None, batch_size: int = 32) -> tuple[np.ndarray, Path | None, bool]:
+    """The teacher's embeddings of ``texts`` (its own pooling and normalisation), from the cache when the key
+    (teacher weights sha256 + data sha256 + settings) matches; returns (embeddings, cache file, was cached)."""
+    from ctxext.encode import load_encoder
+
+    _, folder = open_model(teacher)
+    key_source = {"version": CACHE_VERSION, "teacher_weights_sha256": CheckpointReader(folder).sha256_of_files(),
+                  "max_len": max_len, "texts": len(texts), **key_parts}
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
+    path = cache / f"teacher-{key[:32]}.npy" if cache else None
+    if path is not None and path.is_file():
+        embeddings = np.load(path, allow_pickle=False)
+        if embeddings.shape[0] == len(texts):
+            return embeddings, path, True
+    encoder = load_encoder(teacher, max_length=max_len)
+    embeddings = encoder.encode(list(texts), batch_size=batch_size, max_length=max_len).astype(np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.npy")
+        np.save(temporary, embeddings, allow_pickle=False)
+        temporary.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(key_source, sort_keys=True, indent=1))
+    return embeddings, path, False
+
+
+@dataclass
+class Projection:
+    components: np.ndarray  # teacher width x student width
+    mean: np.ndarray
+    explained_variance_ratio: float
+    sample: int
+
+    def apply(self, embeddings: np.ndarray) -> np.ndarray:
+        return ((embeddings - self.mean) @ self.components).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file({"components": self.components.astype(np.float32), "mean": self.mean.astype(np.float32)},
+                  str(path), metadata={"format": "np", "explained_variance_ratio": f"{self.explained_variance_ratio}",
+                                       "sample": str(self.sample), "usage": "(teacher - mean) @ components"})
+
+
+def fit_projection(embeddings: np.ndarray, dim: int, sample: int, seed: int = 0) -> Projection:
+    """PCA of (up to) ``sample`` rows chosen with ``seed``; the student's width ``dim`` components."""
+    from ctxext.guide import pca_projection
+
+    rows = np.random.default_rng(seed).permutation(len(embeddings))[:sample]
+    table = embeddings[np.sort(rows)].astype(np.float64)
+    if len(table) < 2:
+        raise InvalidArgument("distillation needs at least 2 texts to fit the PCA projection")
+    projection = pca_projection(table, dim)
+    return Projection(projection.matrix, table.mean(axis=0), projection.explained_variance_ratio, len(table))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class DistillModel(EmbeddingModel):
+    """The student's pooled embedding (normalised if the student normalises) against its target: MSE."""
+
+    def forward(self, input_ids: Any, attention_mask: Any, targets: Any) -> dict[str, Any]:
+        import torch
+
+        pooled = self.embed(input_ids, attention_mask, record=True)
+        return {"loss": torch.nn.functional.mse_loss(pooled, targets)}
+
+
+@dataclass
+class TextTargetCollator:
+    tokenizer: Any
+    max_len: int
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch = self.tokenizer([e["text"] for e in examples], truncation=True, max_length=self.max_len,
+                               padding=True, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "targets": torch.as_tensor(np.stack([e["target"] for e in examples]))}
+
+
+@dataclass
+class DistillResult:
+    path: Path | None
+    manifest: dict[str, Any] | None
+    history: dict[str, Any]
+    global_step: int
+    teacher_cache: Path | None
+    cached: bool
+
+
+def distill(
+    student: str | Path,
+    teacher: str | Path,
+    data: Sequence[str | Path],
+    out: str | Path,
+    *,
+    max_len: int = 128,
+    pca_sample: int = 20000,
+    settings: TrainSettings | None = None,
+    eval_beir: str | Path | None = None,
+    cache: str | Path | None = None,
+    teacher_batch_size: int = 32,
+    work_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_checkpoints: bool = False,
+    force: bool = False,
+    callbacks: Sequence[Any] = (),
+    argv: list[str] | None = None,
+) -> DistillResult:
+    """Distil ``teacher``'s sentence embeddings of the texts in ``data`` into ``student``; see the module doc.
+    ``cache`` holds the teacher's embeddings (default: ctxext's cache dir; ``False``-y string "none": off)."""
+    from ctxext.encode import _model_max_length, sentence_transformers_settings
+    from ctxext.presets import cache_dir
+
+    settings = settings or TrainSettings(learning_rate=1e-4)
+    out_path = Path(out).expanduser().absolute()
+    if out_path.exists() and not force:
+        raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
+    if pca_sample < 2:
+        raise InvalidArgument(f"--pca-sample {pca_sample} must be at least 2")
+    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
+    resume_from = latest_checkpoint(work) if resume else None
+    if resume and resume_from is None:
+        raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
+    cache_path = None if str(cache) == "none" else Path(cache) if cache else cache_dir() / "distill"
+
+    source, folder = open_model(student)
+    teacher_source, teacher_folder = open_model(teacher)
+    backbone, tokenizer = load_backbone(folder)
+    limit = _model_max_length(folder.config, tokenizer)
+    if max_len > limit:
+        raise InvalidArgument(f"--max-len {max_len} exceeds the student's {limit} positions")
+    pooling, normalize, _ = sentence_transformers_settings(folder)
+    files = data_files(data)
+    texts = read_documents(files)
+    if len(texts) < 2:
+        raise InvalidArgument("the data holds fewer than 2 texts: nothing to distil")
+    data_sha = {path.name: file_sha256(path) for path in files}
+    embeddings, cache_file, cached = teacher_embeddings(teacher, texts, {"data_sha256": sorted(data_sha.values())},
+                                                        max_len=max_len, cache=cache_path,
+                                                        batch_size=teacher_batch_size)
+    dim = backbone.config.hidden_size
+    if embeddings.shape[1] < dim:
+        raise InvalidArgument(f"the teacher's embeddings ({embeddings.shape[1]}) are narrower than the student "
+                              f"({dim}); PCA cannot widen them")
+    projection = fit_projection(embeddings, dim, pca_sample, settings.seed)
+    targets = projection.apply(embeddings)
+    if normalize:
+        targets /= np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+
+    model = DistillModel(backbone, pooling or "mean", normalize)
+    model.train()
+    all_callbacks = list(callbacks)
+    if eval_beir:
+        from ctxext.evaluate import beir_set
+
+        all_callbacks.append(retrieval_callback(model, tokenizer, beir_set(Path(eval_beir)), settings.eval_every,
+                                                max_len, max_len))
+    dataset = ListDataset([{"text": text, "target": target} for text, target in zip(texts, targets, strict=True)])
+    trainer = build_trainer(model, tokenizer, TextTargetCollator(tokenizer, max_len), dataset, None,
+                            training_arguments(work, settings), all_callbacks)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
+                                                      if "retrieval_ndcg_at_10" in e]}
+    if not trainer.is_world_process_zero():
+        return DistillResult(None, None, history, trainer.state.global_step, cache_file, cached)
+
+    model.restore_attention_type()
+    model.eval()
+    record = OperationRecord("distill", parameters={
+        "loss": "MSE to PCA-projected teacher embeddings", "max_len": max_len, "pooling": pooling or "mean",
+        "normalize": normalize, "texts": len(texts), "teacher_dim": int(embeddings.shape[1]), "student_dim": dim,
+        "pca_sample": projection.sample, "pca_explained_variance_ratio": projection.explained_variance_ratio,
+        "teacher_cache": str(cache_file) if cache_file else None, "teacher_cache_hit": cached,
+        "steps": settings.steps, "global_step": trainer.state.global_step, "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate, "seed": settings.seed, "world_size": trainer.args.world_size,
+        "data_files_sha256": {str(p): file_sha256(p) for p in files}, "attention_runs": dict(model.attention_runs),
+        "resumed_from": str(resume_from) if resume_from else None, "loss_history": history,
+    })
+    if history["retrieval"]:
+        last = history["retrieval"][-1]
+        record.checks.append(Check("retrieval_ndcg_at_10", float(last["retrieval_ndcg_at_10"]),
+                                   detail=f"{eval_beir}, at step {last['step']}"))
+    extra_files = {} if folder.sentence_transformers else relative_to_model_dir(
+        folder, sentence_transformers_files(pooling or "mean", dim, max_len))
+
+    def finish(staging: Path) -> list[Check]:
+        target = staging / PROJECTION_FILE
+        projection.save(target)
+        record.files["pca_projection"] = [PROJECTION_FILE]
+        record.parameters["pca_projection_sha256"] = file_sha256(target)
+        return []
+
+    options = {"student": str(student), "teacher": str(teacher), "data": [str(p) for p in files],
+               "max_len": max_len, "pca_sample": pca_sample, "eval_beir": str(eval_beir) if eval_beir else None,
+               "cache": str(cache_path) if cache_path else None, "resume": resume, **vars(settings)}
+    result = write_trained_model(backbone, folder, out_path, source, record, carry=False, command="distill",
+                                 options=options,
+                                 force=force, argv=argv, extra_files=extra_files, finish=finish,
+                                 sources={"teacher": (teacher_source,
+                                                      CheckpointReader(teacher_folder).sha256_of_files())})
+    if not keep_checkpoints:
+        shutil.rmtree(work, ignore_errors=True)
+    return DistillResult(result.path, result.manifest, history, trainer.state.global_step, cache_file, cached)
+
+
+# ----------------------------------------------------------------------------- a local retrieval set
+
+
+def write_pydocs_beir(out: str | Path, *, limit: int = 300, min_words: int = 5, force: bool = False) -> Path:
+    """A BEIR-format retrieval set from the standard library: query = the summary line of a public function's
+    docstring, document = that function's source with the docstring removed (``ast.unparse``), one relevant
+    document per query. Functions are taken in module order, every k-th, to ``limit``; duplicate summary
+    lines and bodies are skipped. Deterministic for one Python version."""
+    from ctxext.data.pydocs import module_files
+
+    candidates: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for module, path in module_files():
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+                continue
+            docstring = ast.get_docstring(node)
+            if not docstring:
+                continue
+            summary = " ".join(docstring.strip().split("\n\n")[0].split())
+            if len(summary.split()) < min_words or summary in seen:
+                continue
+            node.body = node.body[1:] or [ast.Pass()]
+            body = ast.unparse(node)
+            if len(body.split()) < 10:
+                continue
+            seen.add(summary)
+            candidates.append((f"{module}.{node.name}", summary, body))
+    if not candidates:
+        raise SourceNotFound("no documented public function found in the standard library")
+    step = max(1, len(candidates) // limit)
+    chosen = candidates[::step][:limit]
+    with atomic_output(out, force=force) as staging:
+        with open(staging / "corpus.jsonl", "w", encoding="utf-8") as corpus, \
+                open(staging / "queries.jsonl", "w", encoding="utf-8") as queries:
+            for index, (name, summary, body) in enumerate(chosen):
+                corpus.write(json.dumps({"_id": f"d{index}", "title": "", "text": body}) + "\n")
+                queries.write(json.dumps({"_id": f"q{index}", "text": summary, "function": name}) + "\n")
+        (staging / "qrels").mkdir()
+        (staging / "qrels" / "test.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(chosen))))
+    return Path(out).expanduser().absolute()

@@ -1,0 +1,163 @@
+"""Pieces shared by the embedding stages (distill, finetune): a backbone with its pooling as one module the
+Trainer can train, BigBird attention kept block-sparse, and retrieval scoring during training."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxext.errors import InvalidArgument
+from ctxext.io import ModelFolder
+
+
+def load_backbone(folder: ModelFolder) -> Any:
+    """The checkpoint's base model (AutoModel) and tokenizer; heads the checkpoint holds are ignored."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModel.from_pretrained(folder.model_dir)
+    except (ValueError, OSError) as error:
+        raise InvalidArgument(f"{folder.root} does not load with transformers' AutoModel: {error}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+    return model, AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+def _module_base():
+    import torch
+
+    return torch.nn.Module
+
+
+class EmbeddingModel(_module_base()):
+    """A transformers backbone plus pooling (and L2 normalisation): one vector per text.
+
+    BigBird falls back to full attention for short batches and never switches back (shared notes,
+    traps.md), so ``attention_type`` is set again before every call; ``attention_runs`` counts which
+    attention each call actually ran (read off the first layer after the call)."""
+
+    def __init__(self, backbone: Any, pooling: str, normalize: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.normalize = normalize
+        config = backbone.config
+        self.attention_type = getattr(config, "attention_type", None) if config.model_type == "big_bird" else None
+        self.attention_runs: Counter[str] = Counter()
+
+    def embed(self, input_ids: Any, attention_mask: Any, *, normalize: bool | None = None,
+              attention_type: str | None = None, record: bool = False) -> Any:
+        """Pooled embeddings; ``attention_type`` overrides BigBird's for this call (``original_full`` for short
+        queries, which skips BigBird's fallback warning); ``record`` counts which attention ran."""
+        import torch
+
+        from ctxext.encode import pool
+
+        wanted = attention_type or self.attention_type
+        if wanted is not None and self.backbone.attention_type != wanted:
+            self.backbone.set_attention_type(wanted)
+        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        if self.attention_type is not None and record:
+            kind = type(self.backbone.encoder.layer[0].attention.self).__name__
+            self.attention_runs["block_sparse" if "BlockSparse" in kind else "original_full"] += 1
+        pooled = pool(output.last_hidden_state, attention_mask, self.pooling)
+        if self.normalize if normalize is None else normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+    def restore_attention_type(self) -> None:
+        if self.attention_type is not None:
+            self.backbone.set_attention_type(self.attention_type)
+
+
+def encode_texts(model: EmbeddingModel, tokenizer: Any, texts: Sequence[str], max_len: int,
+                 batch_size: int = 16) -> np.ndarray:
+    """Embeddings of ``texts`` with the model in eval mode (restores train mode after), longest first."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_len)["input_ids"]
+    order = np.argsort([-len(ids) for ids in encoded], kind="stable")
+    rows: list[Any] = [None] * len(texts)
+    try:
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
+            with torch.no_grad():
+                pooled = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                     normalize=True)
+            for row, index in zip(pooled.float().cpu().numpy(), indices, strict=True):
+                rows[index] = row
+    finally:
+        model.train(was_training)
+    return np.stack(rows) if rows else np.zeros((0, model.backbone.config.hidden_size), np.float32)
+
+
+def retrieval_callback(model: EmbeddingModel, tokenizer: Any, retrieval_set: Any, every: int, max_len: int,
+                       query_max_len: int = 128):
+    """A TrainerCallback that scores ``retrieval_set`` (Acc@1, nDCG@10) every ``every`` steps and at the end;
+    the scores go into the Trainer's log history (``retrieval_ndcg_at_10``, ``retrieval_acc_at_1``)."""
+    from transformers import TrainerCallback
+
+    from ctxext.evaluate import accuracy_at_1, ndcg_at_k, similarity
+
+    def score() -> dict[str, float]:
+        queries = encode_texts(model, tokenizer, retrieval_set.queries, query_max_len)
+        documents = encode_texts(model, tokenizer, retrieval_set.documents, max_len)
+        scores = similarity(queries, documents)
+        return {"retrieval_acc_at_1": accuracy_at_1(scores, retrieval_set.relevant),
+                "retrieval_ndcg_at_10": ndcg_at_k(scores, retrieval_set.relevant)}
+
+    class RetrievalEvaluation(TrainerCallback):
+        def __init__(self) -> None:
+            self.scores: list[dict[str, float]] = []
+
+        def _run(self, state: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            result = {"step": state.global_step, **score()}
+            self.scores.append(result)
+            state.log_history.append(dict(result))
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            if not any(entry["step"] == state.global_step for entry in self.scores):
+                self._run(state)
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if every and state.global_step % every == 0:
+                self._run(state)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if not self.scores or self.scores[-1]["step"] != state.global_step:
+                self._run(state)
+
+    return RetrievalEvaluation()
+
+
+def sentence_transformers_files(pooling: str, dim: int, max_seq_length: int) -> dict[str, Any]:
+    """modules.json and friends that make a plain transformers folder a sentence-transformers model."""
+    return {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ],
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": dim, "pooling_mode_cls_token": pooling == "cls",
+            "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": pooling == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_lasttoken": pooling == "last"},
+    }
+
+
+def relative_to_model_dir(folder: ModelFolder, names: dict[str, Any]) -> dict[str, Any]:
+    return {(Path(folder.relative_model_dir) / name).as_posix(): content for name, content in names.items()}

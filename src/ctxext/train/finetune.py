@@ -1,0 +1,316 @@
+"""Contrastive fine-tuning on (query, positive, negative) triplets with the Hugging Face Trainer.
+
+Loss: InfoNCE over cosine similarities divided by a temperature; each query's candidates are every
+positive and every hard negative of the batch (in-batch negatives plus the hard ones). Queries and
+documents go through the same encoder and pooling. A transferred BigBird trains on long inputs in
+block-sparse mode (set again before every document batch; the manifest counts which attention ran), either
+fully or only one adapter (``adapter``: the rest of the model frozen, the adapter saved in the adapters
+format under ``OUT/adapters/NAME``), with gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
+from ctxext.io import file_sha256, open_model
+from ctxext.manifest import Check, OperationRecord
+from ctxext.train.embedding import EmbeddingModel, load_backbone, retrieval_callback
+from ctxext.train.mlm import (
+    ListDataset,
+    TrainSettings,
+    build_trainer,
+    latest_checkpoint,
+    loss_history,
+    training_arguments,
+    write_trained_model,
+)
+
+ADAPTERS_DIR = "adapters"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def triplet_text(value: Any, sep_token: str, where: str) -> str:
+    """A query or a document of a triplet line: a string, ``{"text": ...}``, or SciRepEval's
+    ``{"title": ..., "abstract": ...}`` (``title [SEP] abstract``, just the abstract when there is no title)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value:
+        return triplet_text(value[0], sep_token, where)
+    if isinstance(value, dict):
+        if isinstance(value.get("text"), str):
+            return value["text"]
+        title, abstract = value.get("title") or "", value.get("abstract") or value.get("body") or ""
+        if title or abstract:
+            return f"{title}{sep_token}{abstract}" if title and abstract else title or abstract
+    raise InvalidArgument(f"{where}: expected a string or an object with 'text' or 'title'/'abstract'")
+
+
+def read_triplets(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list[tuple[str, str, str]]:
+    """(query, positive, negative) texts from jsonl files in the ``ctxext-triplets/1`` schema
+    (docs/data.md); ``anchor``/``pos``/``neg`` keys are accepted too."""
+    if not paths:
+        raise InvalidArgument("no training data: pass --data triplets.jsonl")
+    triplets = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise SourceNotFound(f"triplets file {path} does not exist")
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise InvalidArgument(f"{where} is not valid JSON") from None
+                if not isinstance(record, dict):
+                    raise InvalidArgument(f"{where} is not a JSON object")
+                parts = []
+                for keys in (("query", "anchor"), ("positive", "pos"), ("negative", "neg")):
+                    key = next((k for k in keys if k in record), None)
+                    if key is None:
+                        raise InvalidArgument(f"{where} has no '{keys[0]}' field")
+                    parts.append(triplet_text(record[key], sep_token, f"{where} field '{key}'"))
+                triplets.append(tuple(parts))
+    if not triplets:
+        raise InvalidArgument(f"{', '.join(map(str, paths))}: no triplets")
+    return triplets
+
+
+@dataclass
+class TripletCollator:
+    """Tokenizes a batch of triplets: queries up to ``query_max_len``, positives then negatives up to
+    ``max_len`` tokens (padded to the longest in the batch)."""
+
+    tokenizer: Any
+    max_len: int
+    query_max_len: int = 128
+
+    def __call__(self, examples: list[dict[str, str]]) -> dict[str, Any]:
+        queries = self.tokenizer([e["query"] for e in examples], truncation=True, max_length=self.query_max_len,
+                                 padding=True, return_tensors="pt")
+        documents = [e["positive"] for e in examples] + [e["negative"] for e in examples]
+        docs = self.tokenizer(documents, truncation=True, max_length=self.max_len, padding=True,
+                              return_tensors="pt")
+        return {"query_input_ids": queries["input_ids"], "query_attention_mask": queries["attention_mask"],
+                "document_input_ids": docs["input_ids"], "document_attention_mask": docs["attention_mask"]}
+
+
+class ContrastiveModel(EmbeddingModel):
+    """InfoNCE with in-batch and hard negatives; ``forward`` returns ``{"loss": ...}`` for the Trainer."""
+
+    def __init__(self, backbone: Any, pooling: str, temperature: float = 0.05):
+        super().__init__(backbone, pooling, normalize=True)
+        self.temperature = temperature
+
+    def forward(self, query_input_ids: Any, query_attention_mask: Any, document_input_ids: Any,
+                document_attention_mask: Any) -> dict[str, Any]:
+        import torch
+
+        # Queries first and without gradient checkpointing: checkpointed layers are recomputed in the backward
+        # pass with the attention type BigBird holds then, which is the documents' (short queries would fail
+        # in block-sparse mode, and switching back later would break the documents' recomputation).
+        with _checkpointing_off(self.backbone):
+            queries = self.embed(query_input_ids, query_attention_mask,
+                                 attention_type="original_full" if self.attention_type else None)
+        documents = self.embed(document_input_ids, document_attention_mask, record=True)
+        logits = queries @ documents.T / self.temperature
+        labels = torch.arange(queries.shape[0], device=logits.device)
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
+
+
+@contextlib.contextmanager
+def _checkpointing_off(model: Any) -> Iterator[None]:
+    flagged = [(module, module.gradient_checkpointing) for module in model.modules()
+               if isinstance(getattr(module, "gradient_checkpointing", None), bool)]
+    for module, _ in flagged:
+        module.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for module, value in flagged:
+            module.gradient_checkpointing = value
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+@dataclass
+class FinetuneResult:
+    path: Path | None
+    manifest: dict[str, Any] | None
+    history: dict[str, Any]
+    global_step: int
+    attention_runs: dict[str, int]
+
+
+def _prepare_adapter(backbone: Any, folder: Any, adapter: str, reduction_factor: int) -> tuple[Any, str]:
+    """The backbone with adapter support and ``adapter`` trainable (loaded from ``CKPT/adapters/NAME`` if there,
+    else a new SPECTER2-style seq_bn bottleneck); everything else frozen."""
+    from ctxext.adapters_bigbird import bind_layer_norm_hooks, load_adapter_strictly, load_model_with_adapters
+
+    model = load_model_with_adapters(folder.model_dir)
+    existing = next((c for c in (folder.root / ADAPTERS_DIR / adapter, folder.model_dir / ADAPTERS_DIR / adapter)
+                     if c.is_dir()), None)
+    if existing is not None:
+        load_adapter_strictly(model, existing, adapter)
+        origin = f"loaded from {existing}"
+    else:
+        from adapters import SeqBnConfig
+
+        model.add_adapter(adapter, config=SeqBnConfig(reduction_factor=reduction_factor))
+        origin = f"new seq_bn adapter, reduction factor {reduction_factor}"
+    model.train_adapter(adapter)
+    bind_layer_norm_hooks(model)
+    return model, origin
+
+
+def finetune(
+    checkpoint: str | Path,
+    data: Sequence[str | Path],
+    out: str | Path,
+    *,
+    adapter: str | None = None,
+    max_len: int = 4096,
+    query_max_len: int = 128,
+    temperature: float = 0.05,
+    gradient_checkpointing: bool = True,
+    adapter_reduction_factor: int = 16,
+    settings: TrainSettings | None = None,
+    eval_beir: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_checkpoints: bool = False,
+    force: bool = False,
+    callbacks: Sequence[Any] = (),
+    argv: list[str] | None = None,
+) -> FinetuneResult:
+    """Contrastive fine-tuning of ``checkpoint`` on triplets; the output loads like the input (a
+    sentence-transformers folder stays one; with ``adapter`` the base is unchanged and the adapter is new)."""
+    settings = settings or TrainSettings(learning_rate=2e-5)
+    if temperature <= 0:
+        raise InvalidArgument(f"--temperature {temperature} must be positive")
+    out_path = Path(out).expanduser().absolute()
+    if out_path.exists() and not force:
+        raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
+    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
+    resume_from = latest_checkpoint(work) if resume else None
+    if resume and resume_from is None:
+        raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
+
+    from ctxext.encode import _model_max_length, sentence_transformers_settings
+
+    source, folder = open_model(checkpoint)
+    backbone, tokenizer = load_backbone(folder)
+    limit = _model_max_length(folder.config, tokenizer)
+    if max_len > limit:
+        raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
+    pooling, _, _ = sentence_transformers_settings(folder)
+    pooling = pooling or "cls"
+    adapter_origin = None
+    if adapter:
+        backbone, adapter_origin = _prepare_adapter(backbone, folder, adapter, adapter_reduction_factor)
+    triplets = read_triplets(data, tokenizer.sep_token or "[SEP]")
+    model = ContrastiveModel(backbone, pooling, temperature)
+    if gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+
+    retrieval_set = None
+    all_callbacks = list(callbacks)
+    if eval_beir:
+        from ctxext.evaluate import beir_set
+
+        retrieval_set = beir_set(Path(eval_beir))
+        all_callbacks.append(retrieval_callback(model, tokenizer, retrieval_set, settings.eval_every, max_len,
+                                                query_max_len))
+    dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
+    arguments = training_arguments(work, settings)
+    trainer = build_trainer(model, tokenizer, TripletCollator(tokenizer, max_len, query_max_len), dataset, None,
+                            arguments, all_callbacks)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
+                                                      if "retrieval_ndcg_at_10" in e]}
+    runs = dict(model.attention_runs)
+    if not trainer.is_world_process_zero():
+        return FinetuneResult(None, None, history, trainer.state.global_step, runs)
+
+    model.restore_attention_type()
+    if gradient_checkpointing:
+        backbone.gradient_checkpointing_disable()
+    model.eval()
+    files = [Path(p) for p in data]
+    record = OperationRecord("finetune", parameters={
+        "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature", "temperature": temperature,
+        "max_len": max_len, "query_max_len": query_max_len, "pooling": pooling, "steps": settings.steps,
+        "global_step": trainer.state.global_step, "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate, "seed": settings.seed, "world_size": trainer.args.world_size,
+        "triplets": len(triplets), "gradient_checkpointing": gradient_checkpointing,
+        "attention_type": model.attention_type, "attention_runs": runs, "adapter": adapter,
+        "adapter_origin": adapter_origin, "data_files_sha256": {str(p): file_sha256(p) for p in files},
+        "resumed_from": str(resume_from) if resume_from else None, "loss_history": history,
+    })
+    if model.attention_type == "block_sparse" and runs.get("original_full"):
+        record.notes.append(f"{runs['original_full']} of {sum(runs.values())} training forward passes ran "
+                            "original_full: their batches were too short for block-sparse attention")
+    if history["retrieval"]:
+        last = history["retrieval"][-1]
+        record.checks.append(Check("retrieval_ndcg_at_10", float(last["retrieval_ndcg_at_10"]),
+                                   detail=f"{eval_beir}, at step {last['step']}"))
+    options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "adapter": adapter,
+               "max_len": max_len, "query_max_len": query_max_len, "temperature": temperature,
+               "gradient_checkpointing": gradient_checkpointing, "eval_beir": str(eval_beir) if eval_beir else None,
+               "resume": resume, **vars(settings)}
+    config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
+    if adapter:
+        result = _write_with_adapter(backbone, adapter, folder, out_path, source, record, options, force, argv,
+                                     config_updates)
+    else:
+        result = write_trained_model(backbone, folder, out_path, source, record, carry=False, command="finetune",
+                                     options=options, force=force, argv=argv, config_updates=config_updates)
+    if not keep_checkpoints:
+        shutil.rmtree(work, ignore_errors=True)
+    return FinetuneResult(result.path, result.manifest, history, trainer.state.global_step, runs)
+
+
+def _write_with_adapter(model: Any, adapter: str, folder: Any, out: Path, source: Any, record: OperationRecord,
+                        options: dict[str, Any], force: bool, argv: list[str] | None,
+                        config_updates: dict[str, Any]):
+    """The base weights as they came in (checked unchanged), the trained adapter in the adapters format."""
+    import torch
+
+    from ctxext.io import CheckpointReader
+
+    with tempfile.TemporaryDirectory(prefix="ctxext-adapter-") as temporary:
+        saved = Path(temporary) / adapter
+        model.save_adapter(str(saved), adapter)
+        model.delete_adapter(adapter)
+        reader = CheckpointReader(folder)
+        state = model.state_dict()
+        changed = [name for name in reader.names if name in state and not torch.equal(
+            state[name].cpu(), reader.torch(name))]
+        if changed:
+            raise AssertionError(f"adapter-only training changed base weights: {changed[:3]}")
+        record.checks.append(Check("base_weights_unchanged", 0.0, detail="every base tensor equals the input's"))
+
+        def finish(staging: Path) -> list[Check]:
+            target = staging / ADAPTERS_DIR / adapter
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(saved, target)
+            record.files["adapter"] = sorted(f"{ADAPTERS_DIR}/{adapter}/{p.name}" for p in target.iterdir())
+            record.files["adapter_sha256"] = {p.name: file_sha256(p) for p in sorted(target.iterdir())}
+            return []
+
+        return write_trained_model(model, folder, out, source, record, carry=False, command="finetune", options=options,
+                                   force=force, argv=argv, finish=finish, config_updates=config_updates)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import train_helpers
+from ctxext.evaluate import beir_set
+from ctxext.io import file_sha256
+from ctxext.train import TrainSettings
+from ctxext.train.distill import DistillModel, TextTargetCollator, distill, fit_projection, write_pydocs_beir
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    import tiny
+
+    root = tmp_path_factory.mktemp("distill")
+    teacher = tiny.make_sentence_transformer("bert", root / "teacher")  # 32 wide, mean pooling, normalised
+    student = tiny.make_model("bert", root / "student", seed=1, hidden_size=16, intermediate_size=32)
+    return {"teacher": teacher, "student": student, "texts": train_helpers.write_texts(root / "texts.jsonl"),
+            "root": root}
+
+
+def settings(steps):
+    return TrainSettings(steps=steps, batch_size=8, learning_rate=2e-3, save_every=100,
+                         **train_helpers.STEPS_SETTINGS)
+
+
+def test_pca_projection_keeps_the_largest_directions_and_maps_the_mean_to_zero():
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(200, 3)) * [5.0, 1.0, 0.1] + 7.0
+    projection = fit_projection(table, 2, sample=200)
+    assert abs(abs(projection.components[0, 0]) - 1) < 1e-2 and projection.explained_variance_ratio > 0.99
+    assert np.allclose(projection.apply(projection.mean[None]), 0, atol=1e-5)
+
+
+def test_mse_loss_falls_on_a_fixed_batch(parts):
+    from transformers import AutoModel, AutoTokenizer
+
+    backbone = AutoModel.from_pretrained(parts["student"])
+    tokenizer = AutoTokenizer.from_pretrained(parts["student"])
+    model = DistillModel(backbone, "mean", normalize=True).train()
+    targets = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    batch = TextTargetCollator(tokenizer, 32)([{"text": t, "target": targets[i].numpy()} for i, t in
+                                               enumerate(["the model", "sky blue", "green grass here", "a paper"])])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(**batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.8
+
+
+def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_the_teacher(parts, tmp_path):
+    from safetensors.numpy import load_file
+    from sentence_transformers import SentenceTransformer
+
+    cache = tmp_path / "cache"
+    first = distill(str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "a", max_len=32,
+                    settings=settings(3), cache=cache)
+    assert not first.cached and first.teacher_cache.is_file()
+    second = distill(str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "b", max_len=32,
+                     settings=settings(3), cache=cache)
+    assert second.cached and second.teacher_cache == first.teacher_cache
+    projection = load_file(tmp_path / "a" / "pca_projection.safetensors")
+    assert projection["components"].shape == (32, 16) and projection["mean"].shape == (32,)
+    record = json.loads((tmp_path / "a" / "manifest.json").read_text())["operations"][0]
+    assert record["parameters"]["pca_projection_sha256"] == file_sha256(tmp_path / "a" / "pca_projection.safetensors")
+    assert "teacher" in json.loads((tmp_path / "a" / "manifest.json").read_text())["sources"]
+    vectors = SentenceTransformer(str(tmp_path / "a"), device="cpu").encode(["the model", "sky blue"])
+    assert vectors.shape == (2, 16)
+
+
+def test_pydocs_retrieval_set_pairs_summaries_with_bodies_and_scores_during_training(parts, tmp_path):
+    folder = write_pydocs_beir(tmp_path / "beir", limit=12)
+    retrieval_set = beir_set(folder)
+    assert len(retrieval_set.queries) == len(retrieval_set.documents) == 12
+    assert all(query not in document for query, document in zip(retrieval_set.queries, retrieval_set.documents,
+                                                                 strict=True))
+    result = distill(str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "out", max_len=32,
+                     settings=TrainSettings(steps=2, batch_size=8, eval_every=1, save_every=100,
+                                            **train_helpers.STEPS_SETTINGS), eval_beir=folder, cache="none")
+    steps = [entry["step"] for entry in result.history["retrieval"]]
+    assert steps == [0, 1, 2]
+    assert all(0.0 <= entry["retrieval_ndcg_at_10"] <= 1.0 for entry in result.history["retrieval"])

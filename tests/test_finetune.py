@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import train_helpers
+from ctxext.cli import app
+from ctxext.errors import InvalidArgument
+from ctxext.train import TrainSettings
+from ctxext.train.finetune import ContrastiveModel, TripletCollator, finetune, read_triplets
+from ctxext.transfer import transfer
+
+BLOCK = 8  # tiny BigBird: block-sparse needs more than (5 + 2 * 1) * 8 = 56 tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_bigbird(tmp_path_factory):
+    import tiny
+
+    root = tmp_path_factory.mktemp("finetune")
+    bert = tiny.make_sentence_transformer("bert", root / "bert")
+    return transfer(str(bert), "bigbird", 256, root / "bigbird", block_size=BLOCK, num_random_blocks=1).path
+
+
+@pytest.fixture(scope="module")
+def triplets(tmp_path_factory):
+    return train_helpers.write_triplets(tmp_path_factory.mktemp("triplets") / "t.jsonl")
+
+
+def settings(steps, **extra):
+    return TrainSettings(steps=steps, batch_size=4, learning_rate=2e-3, save_every=2, **train_helpers.STEPS_SETTINGS,
+                         **extra)
+
+
+def test_contrastive_loss_falls_on_a_fixed_batch_in_block_sparse_mode(tiny_bigbird):
+    from transformers import AutoModel, AutoTokenizer
+
+    backbone = AutoModel.from_pretrained(tiny_bigbird)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bigbird)
+    model = ContrastiveModel(backbone, "mean", temperature=0.05).train()
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    rows = read_triplets([train_helpers.write_triplets(tiny_bigbird.parent / "fixed.jsonl", count=4)])
+    batch = TripletCollator(tokenizer, 128)([{"query": q, "positive": p, "negative": n} for q, p, n in rows])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(6):
+        loss = model(**batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.7
+    # queries run full attention (too short), documents block-sparse every time, even after a short batch
+    assert model.attention_runs == {"block_sparse": 6}
+
+
+def test_finetune_writes_a_model_that_loads_with_its_pooling_and_block_sparse_config(tiny_bigbird, triplets,
+                                                                                     tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    result = finetune(str(tiny_bigbird), [triplets], tmp_path / "out", max_len=128, settings=settings(4))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    parameters = manifest["operations"][0]["parameters"]
+    assert parameters["attention_type"] == "block_sparse" and parameters["attention_runs"] == {"block_sparse": 4}
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["attention_type"] == "block_sparse"
+    assert result.global_step == 4 and not (tmp_path / "out.checkpoints").exists()
+    vectors = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["the model", "sky blue"])
+    assert vectors.shape == (2, 32)
+    before = json.loads((tiny_bigbird / "manifest.json").read_text())["tensors"]
+    changed = [n for n, t in manifest["tensors"].items() if n in before and t["sha256"] != before[n]["sha256"]]
+    assert changed  # training moved the weights
+
+
+def test_resuming_continues_from_the_checkpoint_to_the_same_weights(tiny_bigbird, triplets, tmp_path):
+    import safetensors.torch
+
+    straight = finetune(str(tiny_bigbird), [triplets], tmp_path / "straight", max_len=128, settings=settings(4))
+    stopped = tmp_path / "stopped.work"
+    finetune(str(tiny_bigbird), [triplets], tmp_path / "half", max_len=128, settings=settings(4),
+             work_dir=stopped, keep_checkpoints=True, callbacks=[_StopAt(2)])
+    assert (stopped / "checkpoint-2").is_dir()
+    resumed = finetune(str(tiny_bigbird), [triplets], tmp_path / "resumed", max_len=128, settings=settings(4),
+                       work_dir=stopped, resume=True)
+    # it went on from step 3: two more steps ran, the log history carries the first two from the checkpoint
+    assert resumed.global_step == 4 and resumed.attention_runs == {"block_sparse": 2}
+    assert [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]
+    assert resumed.manifest["operations"][0]["parameters"]["resumed_from"].endswith("checkpoint-2")
+    a = safetensors.torch.load_file(straight.path / "model.safetensors")
+    b = safetensors.torch.load_file(resumed.path / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_adapter_only_training_keeps_the_base_and_saves_an_adapters_format_adapter(tiny_bigbird, triplets,
+                                                                                   tmp_path):
+    from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+
+    result = finetune(str(tiny_bigbird), [triplets], tmp_path / "out", adapter="proximity", max_len=128,
+                      settings=settings(3))
+    record = result.manifest["operations"][0]
+    assert {c["name"] for c in record["checks"]} >= {"base_weights_unchanged"}
+    assert (tmp_path / "out" / "adapters" / "proximity" / "adapter_config.json").is_file()
+    model = load_model_with_adapters(tmp_path / "out")
+    load_adapter_strictly(model, tmp_path / "out" / "adapters" / "proximity", "proximity")
+    weights = [p for n, p in model.named_parameters() if "proximity" in n]
+    assert weights and any(w.abs().sum() > 0 for w in weights)
+    assert result.history["train"][0][1] > 0
+
+
+def test_plain_sentence_transformers_models_train_too(tmp_path, triplets):
+    import tiny
+
+    model = tiny.make_sentence_transformer("bert", tmp_path / "st")
+    result = finetune(str(model), [triplets], tmp_path / "out", max_len=48, settings=settings(2),
+                      gradient_checkpointing=False)
+    assert result.attention_runs == {} and (tmp_path / "out" / "modules.json").is_file()
+
+
+def test_bad_triplets_and_lengths_are_one_line_errors(tiny_bigbird, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "positive": "p"}\n')
+    with pytest.raises(InvalidArgument, match="no 'negative' field"):
+        read_triplets([bad])
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", str(tiny_bigbird), "--data", str(bad), "--max-len", "100000",
+                                 "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "exceeds the model's 256 positions" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+class _StopAt:
+    """A TrainerCallback that stops training after ``step`` (a run interrupted after a checkpoint)."""
+
+    def __new__(cls, step):
+        from transformers import TrainerCallback
+
+        class Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step >= step:
+                    control.should_training_stop = True
+                    control.should_save = True
+
+        return Stop()

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import train_helpers
+from ctxext.train import TrainSettings, train_mlm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    return train_helpers.write_texts(tmp_path_factory.mktemp("mlm") / "texts.jsonl", count=48, words=30)
+
+
+def test_mlm_resumes_from_a_checkpoint_and_finishes_the_run(tiny_models, texts, tmp_path):
+    from test_finetune import _StopAt
+
+    checkpoint = tiny_models("bert")
+    settings = TrainSettings(steps=4, batch_size=4, learning_rate=1e-3, save_every=2, **train_helpers.STEPS_SETTINGS)
+    work = tmp_path / "work"
+    train_mlm(str(checkpoint), [texts], tmp_path / "half", max_len=16, settings=settings, work_dir=work,
+              keep_checkpoints=True, callbacks=[_StopAt(2)])
+    assert (work / "checkpoint-2").is_dir()
+    resumed = train_mlm(str(checkpoint), [texts], tmp_path / "out", max_len=16, settings=settings, work_dir=work,
+                        resume=True)
+    assert resumed.global_step == 4 and [s for s, _ in resumed.history["train"]] == [1, 2, 3, 4]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["operations"][0]["parameters"]["resumed_from"].endswith("checkpoint-2")
+
+
+def test_mlm_loss_falls_over_a_few_steps(tiny_models, texts, tmp_path):
+    settings = TrainSettings(steps=12, batch_size=8, learning_rate=3e-3, save_every=100,
+                             **train_helpers.STEPS_SETTINGS)
+    result = train_mlm(str(tiny_models("bert")), [texts], tmp_path / "out", max_len=16, settings=settings)
+    losses = [loss for _, loss in result.history["train"]]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def _pipeline(config, work, **overrides):
+    import runpy
+    import sys
+
+    argv = ["pipeline.py", str(ROOT / "configs" / config), "--work", str(work)]
+    for key, value in overrides.items():
+        argv += ["--set", f"{key}={value}"]
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_path(str(ROOT / "scripts" / "pipeline.py"), run_name="__main__")
+    except SystemExit as error:
+        assert not error.code, error.code
+    finally:
+        sys.argv = saved
+
+
+def test_tiny_guide_mlm_distill_pipeline_writes_every_stage_with_a_manifest(tmp_path):
+    import tiny
+
+    teacher = tiny.make_sentence_transformer("bert", tmp_path / "teacher")
+    _pipeline("ci_guide_distill.json", tmp_path / "run", teacher=teacher)
+    for stage in ("student", "student-mlm", "student-distilled"):
+        assert (tmp_path / "run" / stage / "manifest.json").is_file(), stage
+    assert (tmp_path / "run" / "student-distilled" / "pca_projection.safetensors").is_file()
+    assert (tmp_path / "run" / "evaluate.png").is_file()
+
+
+def test_tiny_transfer_finetune_pipeline_writes_every_stage_with_a_manifest(tmp_path):
+    import tiny
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "source")
+    _pipeline("ci_transfer_finetune.json", tmp_path / "run", source=source)
+    manifest = json.loads((tmp_path / "run" / "bigbird-finetuned" / "manifest.json").read_text())
+    assert manifest["operations"][0]["parameters"]["attention_runs"] == {"block_sparse": 2}
+    assert (tmp_path / "run" / "evaluate.png").is_file()
