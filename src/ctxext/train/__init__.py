@@ -12,6 +12,7 @@ from ctxext.train.mlm import (
     ListDataset,
     MaskingCollator,
     MlmResult,
+    PackedDataset,
     TrainSettings,
     _unwrap,
     build_trainer,
@@ -24,7 +25,6 @@ from ctxext.train.mlm import (
     pack_documents,
     python_docstrings,
     read_documents,
-    sequences_dataset,
     split_held_out,
     train_mlm,
     training_arguments,
@@ -32,8 +32,9 @@ from ctxext.train.mlm import (
 )
 
 __all__ = [
-    "TEXT_SUFFIXES", "ListDataset", "MaskingCollator", "MlmResult", "TrainSettings", "_unwrap", "build_trainer",
+    "TEXT_SUFFIXES", "ListDataset", "MaskingCollator", "MlmResult", "PackedDataset", "TrainSettings", "_unwrap",
+    "build_trainer",
     "data_files", "latest_checkpoint", "load_masked_lm", "loss_history", "masked_held_out", "mlm_trainer",
-    "pack_documents", "python_docstrings", "read_documents", "sequences_dataset", "split_held_out", "train_mlm",
+    "pack_documents", "python_docstrings", "read_documents", "split_held_out", "train_mlm",
     "training_arguments", "write_trained_model",
 ]
