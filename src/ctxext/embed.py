@@ -21,7 +21,7 @@ import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound, WriteFailed
-from ctxext.io import ModelFolder, Source, file_sha256, open_model, resolve_source
+from ctxext.io import ModelFolder, Source, file_sha256, open_model, read_jsonl, resolve_source
 
 ADAPTERS_DIR = "adapters"
 
@@ -40,18 +40,7 @@ def read_documents(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise SourceNotFound(f"input file {path} does not exist")
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InvalidArgument(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise InvalidArgument(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
+    records = [record for _, record in read_jsonl(path)]
     return records
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.errors import CorruptCheckpoint, OutputExists, SourceNotFound, WriteFailed
+from ctxext.errors import CorruptCheckpoint, InvalidArgument, OutputExists, SourceNotFound, WriteFailed
 
 CHUNK_BYTES = 16 * 2**20
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
@@ -529,6 +529,21 @@ def read_json(path: Path) -> Any:
         raise SourceNotFound(f"{path} does not exist") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CorruptCheckpoint(f"{path} is not valid JSON ({error})") from None
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line; a line that is not a JSON object is an error naming it."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InvalidArgument(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise InvalidArgument(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
 
 
 def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
-from ctxext.io import ModelFolder, OutTensor, file_sha256, open_model
+from ctxext.io import ModelFolder, OutTensor, file_sha256, open_model, read_jsonl
 from ctxext.manifest import Check, OperationRecord
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -71,17 +71,10 @@ def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 def _jsonl_texts(path: Path) -> list[str]:
     texts = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise InvalidArgument(f"{path}:{number} is not valid JSON") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise InvalidArgument(f"{path}:{number} has no string 'text' field")
-            texts.append(record["text"])
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get("text"), str):
+            raise InvalidArgument(f"{path}:{number} has no string 'text' field")
+        texts.append(record["text"])
     return texts
 
 
