@@ -18,7 +18,7 @@ import shutil
 import signal
 import struct
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,34 @@ class CheckpointReader:
 
     def sha256_of_files(self) -> dict[str, str]:
         return {os.path.relpath(p, self.folder.root): file_sha256(p) for p in self.files}
+
+    def sha256_of_files_in_background(self) -> Mapping[str, str]:
+        """The same hashes, computed on a thread while the caller streams tensors (hashlib releases the
+        GIL), so hashing the source does not add to the wall time of a surgery."""
+        return BackgroundHashes({os.path.relpath(p, self.folder.root): p for p in self.files})
+
+
+class BackgroundHashes(Mapping):
+    """sha256 of files, computed on a thread started at construction; reading it waits for the result."""
+
+    def __init__(self, files: dict[str, Path]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxext-sha256")
+        self._future = executor.submit(lambda: {name: file_sha256(path) for name, path in files.items()})
+        executor.shutdown(wait=False)
+
+    def _hashes(self) -> dict[str, str]:
+        return self._future.result()
+
+    def __getitem__(self, key: str) -> str:
+        return self._hashes()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._hashes())
+
+    def __len__(self) -> int:
+        return len(self._hashes())
 
 
 def load_pickled_state_dict(path: Path) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def build_manifest(
         "command": command,
         "argv": list(sys.argv if argv is None else argv),
         "options": _jsonable(options),
-        "sources": {role: {**source.describe(), "weight_files_sha256": hashes}
+        "sources": {role: {**source.describe(), "weight_files_sha256": dict(hashes)}
                     for role, (source, hashes) in sources.items()},
         "libraries": library_versions(),
         "operations": [_jsonable(asdict(op)) for op in operations],

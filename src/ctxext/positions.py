@@ -290,7 +290,7 @@ def interpolate(
     reader = CheckpointReader(folder)
     options = {"ref": ref, "len": target_length, "method": method.value, "grid": grid.value,
                "offset": "auto" if offset is None else offset, "rope_scaling": rope_scaling.value, "check": check}
-    sources = {"model": (source, reader.sha256_of_files())}
+    sources = {"model": (source, reader.sha256_of_files_in_background())}
     if kind == "rope":
         changes = rope_scaling_config(config, target_length, rope_scaling)
         record = OperationRecord("scale_rope", parameters={"len": target_length, "rope_scaling": rope_scaling.value},

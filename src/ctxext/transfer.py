@@ -469,7 +469,7 @@ def transfer(
         "adapters": [f"{n}={r}" if n else r for n, r in adapters or []],
         "check": check,
     }
-    plan_sources = {"model": (sources.model, reader.sha256_of_files())}
+    plan_sources = {"model": (sources.model, reader.sha256_of_files_in_background())}
     for item in adapter_outputs:
         plan_sources[f"adapter:{item.name}"] = (
             item.source.source,
