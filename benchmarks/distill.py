@@ -1,25 +1,45 @@
 """The distilled 384-wide student against its teacher (all-mpnet-base-v2) on a local retrieval set, in one run:
 nDCG@10 and Acc@1 of both, their ratio, and encoding speed (documents per second) of both, their ratio.
 
-    python benchmarks/distill.py --texts 2000 --steps 120
+    python benchmarks/distill.py --texts 4000 --steps 1000
 
-Student: `guide` (all-mpnet-base-v2 -> 384 wide, --layers) then `distill` on standard-library docstrings
-(the full recipe puts `mlm` between them: scripts/pipeline.py configs/modernbert_small_v2.json). Retrieval set:
-`write_pydocs_beir` (query = a function's docstring summary line, document = its source without the docstring).
+Student: `guide` (all-mpnet-base-v2 -> 384 wide, --layers) then `distill` on standard-library text: docstrings
+and, for a share of the texts (--code-share), the source of functions that are not in the retrieval set, so the
+student sees both sides of the task (the full recipe puts `mlm` between guide and distill: scripts/pipeline.py
+configs/modernbert_small_v2.json). Retrieval set: `write_pydocs_beir` (query = a function's docstring summary
+line, document = its source without the docstring).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
+from itertools import zip_longest
 from pathlib import Path
+
+
+def function_sources() -> list[tuple[str, str]]:
+    """(module.function, source) of the standard library's public functions, in module order."""
+    from ctxext.data.pydocs import module_files
+
+    found = []
+    for module, path in module_files():
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        found.extend((f"{module}.{node.name}", ast.unparse(node)) for node in ast.walk(tree)
+                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"))
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=2000, help="docstrings to distil on")
-    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--texts", type=int, default=4000, help="texts to distil on")
+    parser.add_argument("--code-share", type=float, default=0.5, help="share of the texts that are function sources")
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--layers", type=int, default=6)
@@ -38,17 +58,22 @@ def main() -> None:
     work = arguments.work or cache_dir() / "bench-distill"
     work.mkdir(parents=True, exist_ok=True)
     teacher = str(mpnet_path())
-    texts = work / f"docstrings-{arguments.texts}.jsonl"
-    if not texts.exists():
-        pairs = python_docstrings()[: arguments.texts]
-        texts.write_text("".join(json.dumps({"text": t}) + "\n" for _, t in pairs))
     beir = work / f"pydocs-beir-{arguments.queries}"
     if not beir.exists():
         write_pydocs_beir(beir, limit=arguments.queries)
+    texts = work / f"texts-{arguments.texts}-code{arguments.code_share}-beir{arguments.queries}.jsonl"
+    if not texts.exists():
+        held_out = {json.loads(line)["function"] for line in (beir / "queries.jsonl").read_text().splitlines()}
+        sources = [t for name, t in function_sources() if name not in held_out]
+        wanted = int(arguments.texts * arguments.code_share)
+        code = sources[:: max(1, len(sources) // max(wanted, 1))][:wanted]  # spread over the whole library
+        prose = [t for _, t in python_docstrings()][: arguments.texts - len(code)]
+        mixed = [text for pair in zip_longest(prose, code) for text in pair if text]
+        texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in mixed))
     student = work / f"guide-384x{arguments.layers}"
     if not student.exists():
         guide(teacher, student, 384, layers=arguments.layers)
-    out = work / f"distilled-{arguments.texts}-{arguments.steps}"
+    out = work / f"distilled-{texts.stem}-{arguments.steps}-lr{arguments.lr}"
     if not out.exists():
         started = time.perf_counter()
         result = distill(str(student), teacher, [texts], out, max_len=arguments.max_len,

@@ -2,13 +2,16 @@
 
 Forms: the source truncated at 512 tokens; the mean of 512-token chunk embeddings; `interpolate --spline`
 and `--tile` to the longest length; `transfer` to BigBird (block-sparse) before fine-tuning; and the
-transferred model after `finetune` on long documents (triplets built from the Python standard library's
-documentation, `ctxext data pydocs` + `data triplets`; never on passkey data).
+transferred model after `finetune` on long documents: the Python standard library's documentation
+(`ctxext data pydocs`) made into inverse-cloze triplets (`ctxext data triplets --queries passage`: a 32-word
+passage from a random depth is the query, its whole module page the positive, the BM25-nearest other page
+the negative). Never on passkey data.
 
-    python benchmarks/passkey_forms.py --documents 20 --queries 10 --train-len 1024 --steps 30
+    python benchmarks/passkey_forms.py --documents 50 --queries 25 --train-len 2048 --steps 150
 
 Intermediate checkpoints go to --work (default: a folder in ctxext's cache dir); they are reused when
-present, so a second run only re-evaluates. Results are printed and written to WORK/passkey_forms.json.
+present, and so are evaluations (WORK/evaluations), so forms can be evaluated in separate runs and printed side
+by side by the last. Results are printed and written to WORK/passkey_forms.json.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="256,512,1024,2048,4096")
-    parser.add_argument("--documents", type=int, default=20, help="passkey documents per length (LongEmbed: 100)")
-    parser.add_argument("--queries", type=int, default=10, help="passkey queries per length (LongEmbed: 50)")
-    parser.add_argument("--train-len", type=int, default=1024, help="fine-tuning document length (tokens)")
-    parser.add_argument("--steps", type=int, default=30, help="fine-tuning steps")
+    parser.add_argument("--documents", type=int, default=50, help="passkey documents per length (LongEmbed: 100)")
+    parser.add_argument("--queries", type=int, default=25, help="passkey queries per length (LongEmbed: 50)")
+    parser.add_argument("--train-len", type=int, default=2048, help="fine-tuning document length (tokens)")
+    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
+    parser.add_argument("--passages-per-document", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--pydocs-limit", type=int, default=None, help="modules in the training corpus")
@@ -81,12 +85,15 @@ def main() -> None:
         corpus = work / "pydocs.jsonl"
         if not corpus.exists():
             write_python_docs_corpus(corpus, limit=arguments.pydocs_limit)
-        triplets = work / "pydocs-triplets.jsonl"
+        triplets = work / f"pydocs-passages-{arguments.train_len}.jsonl"
         if not triplets.exists():
-            build_triplets(str(corpus), triplets, negatives_from="bm25", seed=0)
+            # About 1.75 tokens per word in this corpus: passages end within the first train-len tokens.
+            build_triplets(str(corpus), triplets, queries="passage", negatives_from="bm25", seed=0,
+                           sections_per_document=arguments.passages_per_document,
+                           max_depth_words=arguments.train_len // 2)
         settings = TrainSettings(steps=arguments.steps, batch_size=arguments.batch_size, learning_rate=arguments.lr,
-                                 warmup_ratio=0.1, logging_every=1, save_every=10, progress_bars=False)
-        name = f"finetuned-{arguments.train_len}-{arguments.steps}"
+                                 warmup_ratio=0.1, logging_every=1, save_every=25, progress_bars=False)
+        name = f"finetuned-passages-{arguments.train_len}-{arguments.steps}"
         result_holder: dict = {}
 
         def make_finetuned(path: Path) -> None:
@@ -114,19 +121,30 @@ def main() -> None:
     rows = []
     for label, ref, options in plan:
         ref = ref() if callable(ref) else ref
-        started = time.perf_counter()
-        evaluation = evaluate(ref, Task.passkey, lengths=lengths, documents=arguments.documents,
-                              queries=arguments.queries, batch_size=2, **options)
-        seconds = time.perf_counter() - started
-        scores = {score.length: score.acc_at_1 for score in evaluation.scores}
-        rows.append({"form": label, "model": ref, "acc_at_1": scores, "seconds": round(seconds, 1)})
-        print(f"{label:<48}" + " ".join(f"{scores[n]:>6.2f}" for n in lengths) + f"   ({seconds:.0f} s)",
-              flush=True)
+        setting = "".join(f"-{key}{value}" for key, value in options.items())
+        cached = work / "evaluations" / f"{Path(ref).name}{setting}-{arguments.documents}x{arguments.queries}.json"
+        if cached.is_file():
+            row = json.loads(cached.read_text())
+        else:
+            started = time.perf_counter()
+            evaluation = evaluate(ref, Task.passkey, lengths=lengths, documents=arguments.documents,
+                                  queries=arguments.queries, batch_size=2, **options)
+            scores = {str(score.length): score.acc_at_1 for score in evaluation.scores}
+            row = {"form": label, "model": ref, "acc_at_1": scores,
+                   "seconds": round(time.perf_counter() - started, 1)}
+            cached.parent.mkdir(exist_ok=True)
+            cached.write_text(json.dumps(row))
+        if not all(str(n) in row["acc_at_1"] for n in lengths):
+            cached.unlink()
+            raise SystemExit(f"{cached} lacks some of --lengths; run again to re-evaluate")
+        rows.append(row)
+        print(f"{label:<48}" + " ".join(f"{row['acc_at_1'][str(n)]:>6.2f}" for n in lengths)
+              + f"   ({row['seconds']:.0f} s)", flush=True)
 
     print()
     print(f"{'passkey Acc@1':<48}" + " ".join(f"{n:>6}" for n in lengths))
     for row in rows:
-        print(f"{row['form']:<48}" + " ".join(f"{row['acc_at_1'][n]:>6.2f}" for n in lengths))
+        print(f"{row['form']:<48}" + " ".join(f"{row['acc_at_1'][str(n)]:>6.2f}" for n in lengths))
     (work / "passkey_forms.json").write_text(json.dumps({"options": {k: str(v) for k, v in vars(arguments).items()},
                                                          "rows": rows, "timings": timings}, indent=2))
 

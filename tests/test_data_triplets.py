@@ -172,3 +172,29 @@ def test_cli_pydocs_then_triplets(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout[result.stdout.index("{") :])["triplets"] >= 3
+
+
+def test_passage_queries_are_runs_of_words_from_anywhere_in_their_whole_positive(tmp_path: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    result = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25",
+                            queries="passage", sections_per_document=3, passage_words=6)
+    lines = read_lines(tmp_path / "t.jsonl")
+    assert result.counts.passage_queries == result.counts.triplets == 3 * len(TOPICS) * 2
+    for line in lines:
+        query, positive = line["query"], line["positive"]
+        assert query["kind"] == "passage" and len(query["text"].split()) == 6
+        assert normalize(query["text"]) in normalize(positive["abstract"])
+        assert positive["doc_id"] != line["negative"]["doc_id"]
+    by_document: dict[str, set[str]] = {}
+    for line in lines:
+        by_document.setdefault(line["positive"]["doc_id"], set()).add(line["query"]["text"])
+    assert all(len(texts) == 3 for texts in by_document.values())
+
+
+def test_passages_end_within_the_depth_limit(tmp_path: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25",
+                   queries="passage", sections_per_document=2, passage_words=5, max_depth_words=12)
+    for line in read_lines(tmp_path / "t.jsonl"):
+        head = " ".join(line["positive"]["abstract"].split()[:12])
+        assert normalize(line["query"]["text"]) in normalize(head)

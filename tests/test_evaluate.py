@@ -63,9 +63,11 @@ def test_documents_fit_their_length_and_hold_their_needle(builder, tokenizer):
     sets = builder(tokenizer, [256, 1024], documents=10, queries=5)
     for retrieval_set in sets:
         assert len(retrieval_set.documents) == 10 and len(retrieval_set.queries) == 5
+        # within one filler unit of the length: a passkey unit is about 25 tokens, a prose sentence longer
+        slack = 30 if builder is passkey_sets else retrieval_set.length * 0.2
         for document in retrieval_set.documents:
             tokens = len(tokenizer(document)["input_ids"])
-            assert retrieval_set.length * 0.8 <= tokens <= retrieval_set.length
+            assert retrieval_set.length - slack <= tokens <= retrieval_set.length
         for query, relevant in zip(retrieval_set.queries, retrieval_set.relevant, strict=True):
             (gold,) = relevant
             name = query.split("for ")[-1].rstrip("?") if builder is passkey_sets else query.split()[2][:-2]

@@ -121,7 +121,9 @@ def similarity(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
 def _fill_to_length(
     count_tokens: Callable[[str], int], filler_units: Sequence[str], needle: str, length: int, rng: random.Random
 ) -> str:
-    """Filler units up to ``length`` tokens (special tokens included) with the needle at a random unit boundary."""
+    """Filler units up to ``length`` tokens (special tokens included) with the needle at a random unit boundary.
+    Units are counted one by one, then the joined text is counted again and trimmed, because tokens can merge
+    across the joins."""
     budget = length - 2 - count_tokens(needle)
     units: list[str] = []
     used = 0
@@ -132,6 +134,8 @@ def _fill_to_length(
         units.append(unit)
         used += cost
     units.insert(rng.randint(0, len(units)), needle)
+    while count_tokens(" ".join(units)) + 2 > length and len(units) > 1:
+        units.pop(-1 if units[-1] != needle else -2)
     return " ".join(units)
 
 
@@ -144,9 +148,12 @@ def _token_counter(tokenizer: Any) -> Callable[[str], int]:
     cache: dict[str, int] = {}
 
     def count(text: str) -> int:
-        if text not in cache:
-            cache[text] = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + joining space
-        return cache[text]
+        if text in cache:
+            return cache[text]
+        tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(text) < 1000:
+            cache[text] = tokens
+        return tokens
 
     return count
 

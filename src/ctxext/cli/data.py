@@ -242,12 +242,16 @@ def triplets_command(
         ),
     ],
     out: FileOutOpt,
-    queries: Annotated[str, typer.Option(help="title, section, or both.")] = "both",
+    queries: Annotated[
+        str, typer.Option(help="title, section, both, or passage (inverse cloze: a random run of words).")
+    ] = "both",
     negatives_from: Annotated[str, typer.Option(help="embedding or bm25.")] = "embedding",
     encoder: Annotated[str, typer.Option(help="Embedding model for hard negatives.")] = "all-MiniLM-L6-v2",
     negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per query (one line each).")] = 1,
     skip_top: Annotated[int, typer.Option(min=0, help="Pass over this many nearest candidates first.")] = 0,
-    sections_per_document: Annotated[int, typer.Option(min=1, help="Section queries per document.")] = 1,
+    sections_per_document: Annotated[
+        int, typer.Option(min=1, help="Section (or passage) queries per document.")
+    ] = 1,
     min_query_words: Annotated[int, typer.Option(min=1, help="Shortest section usable as a query.")] = 8,
     max_query_words: Annotated[
         int, typer.Option(min=1, help="Section queries are cut to this many words.")
@@ -255,7 +259,11 @@ def triplets_command(
     allow_verbatim: Annotated[
         bool, typer.Option("--allow-verbatim", help="Keep queries that occur verbatim in their positive.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the section choice.")] = 0,
+    passage_words: Annotated[int, typer.Option(min=1, help="Words in a passage query.")] = 32,
+    max_depth_words: Annotated[
+        int | None, typer.Option(min=1, help="Passages end within this many words of the body's start.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the section and passage choice.")] = 0,
     input_format: FormatOpt = None,
     on_error: OnErrorOpt = "stop",
     force: ForceOpt = False,
@@ -284,6 +292,8 @@ def triplets_command(
             min_query_words=min_query_words,
             max_query_words=max_query_words,
             allow_verbatim=allow_verbatim,
+            passage_words=passage_words,
+            max_depth_words=max_depth_words,
             seed=seed,
             input_format=input_format,
             on_error=on_error,
@@ -298,7 +308,8 @@ def triplets_command(
         lambda data: _counts_table(
             f"triplets -> {data['output']}",
             {"corpus": data},
-            ("documents", "title_queries", "section_queries", "dropped_verbatim", "triplets", "problems"),
+            ("documents", "title_queries", "section_queries", "passage_queries", "dropped_verbatim", "triplets",
+             "problems"),
         ),
     )
 

@@ -5,7 +5,11 @@ Each document with structure (a title, or sections under headings) gives queries
   positive (the query would be a verbatim span of it) and, to leave no shortcut, out of the negative too.
 - ``section``: the query is one section (its first ``max_query_words`` words); the positive is the title
   and the rest of the document, without that section.
-A query that still occurs verbatim in its positive (case and whitespace ignored) is dropped unless
+- ``passage``: the inverse cloze task with the context kept (Lee et al. 2019): the query is a run of
+  ``passage_words`` words taken at a uniformly random depth of the body (within its first
+  ``max_depth_words`` words when given, so that it survives truncation at training time); the positive is the
+  whole document, passage included. It teaches a long encoder to carry content from anywhere in its input.
+A title or section query that still occurs verbatim in its positive (case and whitespace ignored) is dropped unless
 ``allow_verbatim``. The negative is the most similar *other* document to the query, under an embedding
 model (cosine) or BM25 (Okapi, ``rank_bm25``); the positive itself, and any document with the same title
 or the same text, is never a negative. ``skip_top`` passes over the nearest candidates (which are more
@@ -38,7 +42,7 @@ from ctxext.data.sources import (
 from ctxext.data.text import normalize
 from ctxext.errors import InvalidArgument
 
-QUERY_KINDS = ("title", "section", "both")
+QUERY_KINDS = ("title", "section", "both", "passage")
 NEGATIVE_METHODS = ("embedding", "bm25")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -137,6 +141,7 @@ class TripletCounts:
     queries: int = 0
     title_queries: int = 0
     section_queries: int = 0
+    passage_queries: int = 0
     dropped_verbatim: int = 0
     documents_without_structure: int = 0
     queries_without_negative: int = 0
@@ -162,10 +167,13 @@ def make_queries(
     max_query_words: int = 128,
     min_positive_words: int = 20,
     allow_verbatim: bool = False,
+    passage_words: int = 32,
+    max_depth_words: int | None = None,
     seed: int = 0,
     counts: TripletCounts | None = None,
 ) -> list[Query]:
-    """Title and section queries with their positives; verbatim queries dropped unless allowed."""
+    """Title, section or passage queries with their positives; verbatim title and section queries dropped
+    unless allowed (a passage is verbatim by design). ``sections_per_document`` also counts passages."""
     if kinds not in QUERY_KINDS:
         raise InvalidArgument(f"--queries must be one of {', '.join(QUERY_KINDS)}, not {kinds!r}")
     counts = counts if counts is not None else TripletCounts()
@@ -196,9 +204,16 @@ def make_queries(
                         rest,
                     )
                 )
+        if kinds == "passage":
+            made.extend(_passage_queries(index, document, sections_per_document, passage_words, max_depth_words,
+                                         min_positive_words, generator))
         if not made:
             counts.documents_without_structure += 1
         for query in made:
+            if query.kind == "passage":
+                queries.append(query)
+                counts.passage_queries += 1
+                continue
             haystack = normalize(f"{query.positive_title or ''} {query.positive_text}")
             if not allow_verbatim and normalize(query.text) in haystack:
                 counts.dropped_verbatim += 1
@@ -208,6 +223,28 @@ def make_queries(
             counts.section_queries += query.kind == "section"
     counts.queries = len(queries)
     return queries
+
+
+def _passage_queries(
+    index: int,
+    document: StructuredDocument,
+    count: int,
+    passage_words: int,
+    max_depth_words: int | None,
+    min_positive_words: int,
+    generator: np.random.Generator,
+) -> list[Query]:
+    """``count`` passages at distinct random depths (word offsets) of the document's body."""
+    body = document.body()
+    words = body.split()
+    if len(words) < max(min_positive_words, passage_words):
+        return []
+    last_start = len(words) - passage_words
+    if max_depth_words is not None:
+        last_start = min(last_start, max(0, max_depth_words - passage_words))
+    starts = sorted(int(s) for s in generator.permutation(last_start + 1)[:count])
+    return [Query(index, "passage", " ".join(words[start:start + passage_words]), None, document.title, body)
+            for start in starts]
 
 
 def _words(text: str) -> int:
@@ -345,6 +382,8 @@ def build_triplets(
     max_query_words: int = 128,
     min_positive_words: int = 20,
     allow_verbatim: bool = False,
+    passage_words: int = 32,
+    max_depth_words: int | None = None,
     seed: int = 0,
     input_format: str | None = None,
     on_error: str = "stop",
@@ -386,6 +425,8 @@ def build_triplets(
         max_query_words=max_query_words,
         min_positive_words=min_positive_words,
         allow_verbatim=allow_verbatim,
+        passage_words=passage_words,
+        max_depth_words=max_depth_words,
         seed=seed,
         counts=counts,
     )
@@ -433,6 +474,8 @@ def build_triplets(
             "max_query_words": max_query_words,
             "min_positive_words": min_positive_words,
             "allow_verbatim": allow_verbatim,
+            "passage_words": passage_words if queries == "passage" else None,
+            "max_depth_words": max_depth_words if queries == "passage" else None,
             "seed": seed,
             "format": input_format,
             "on_error": on_error,
