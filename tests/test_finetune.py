@@ -58,6 +58,25 @@ def test_contrastive_loss_falls_on_a_fixed_batch_in_block_sparse_mode(tiny_bigbi
     assert model.attention_runs == {"block_sparse": 6}
 
 
+
+def test_gradient_checkpointing_recomputes_the_same_random_blocks(tiny_bigbird):
+    """BigBird draws its random blocks with numpy, which checkpointing does not restore; transformers reseeds
+    numpy with the layer index on every call, so recomputation sees the forward pass's blocks."""
+    from transformers import AutoModel
+
+    gradients = []
+    for checkpointing in (False, True):
+        backbone = AutoModel.from_pretrained(tiny_bigbird, hidden_dropout_prob=0.0,
+                                             attention_probs_dropout_prob=0.0).train()
+        if checkpointing:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        input_ids = torch.arange(5, 5 + 12 * BLOCK).unsqueeze(0) % backbone.config.vocab_size
+        hidden = backbone(input_ids=input_ids).last_hidden_state
+        (hidden * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+        gradients.append(backbone.encoder.layer[0].attention.self.query.weight.grad.clone())
+    assert backbone.attention_type == "block_sparse"
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-4, atol=1e-4 * gradients[0].abs().max().item())
+
 def test_finetune_writes_a_model_that_loads_with_its_pooling_and_block_sparse_config(tiny_bigbird, triplets,
                                                                                      tmp_path):
     from sentence_transformers import SentenceTransformer
