@@ -20,21 +20,6 @@ from itertools import zip_longest
 from pathlib import Path
 
 
-def function_sources() -> list[tuple[str, str]]:
-    """(module.function, source) of the standard library's public functions, in module order."""
-    from ctxext.data.pydocs import module_files
-
-    found = []
-    for module, path in module_files():
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-            continue
-        found.extend((f"{module}.{node.name}", ast.unparse(node)) for node in ast.walk(tree)
-                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"))
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=4000, help="texts to distil on")
@@ -48,6 +33,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     arguments = parser.parse_args()
 
+    from ctxext.data.pydocs import public_functions
     from ctxext.encode import load_encoder
     from ctxext.evaluate import accuracy_at_1, beir_set, ndcg_at_k, similarity
     from ctxext.guide import guide
@@ -64,7 +50,7 @@ def main() -> None:
     texts = work / f"texts-{arguments.texts}-code{arguments.code_share}-beir{arguments.queries}.jsonl"
     if not texts.exists():
         held_out = {json.loads(line)["function"] for line in (beir / "queries.jsonl").read_text().splitlines()}
-        sources = [t for name, t in function_sources() if name not in held_out]
+        sources = [ast.unparse(node) for name, node in public_functions() if name not in held_out]
         wanted = int(arguments.texts * arguments.code_share)
         code = sources[:: max(1, len(sources) // max(wanted, 1))][:wanted]  # spread over the whole library
         prose = [t for _, t in python_docstrings()][: arguments.texts - len(code)]

@@ -214,20 +214,17 @@ HAYSTACK_MODULES = (
 
 
 def haystack_sentences() -> list[str]:
-    """Prose that every Python installs: sentences of standard-library docstrings, in a fixed order."""
-    import importlib
-    import inspect
+    """Prose that every Python installs: sentences of some standard-library modules' docs, in a fixed order."""
     import re
 
+    from ctxext.data.pydocs import module_document, parsed_modules
+
     sentences: list[str] = []
-    for module_name in HAYSTACK_MODULES:
-        module = importlib.import_module(module_name)
-        objects = [module] + [getattr(module, n) for n in sorted(vars(module)) if not n.startswith("_")]
-        for item in objects:
-            doc = inspect.getdoc(item) if callable(item) or inspect.ismodule(item) else None
-            if not doc or (item is not module and getattr(item, "__module__", module_name) != module_name):
-                continue
-            text = " ".join(line.strip() for line in doc.splitlines() if line.strip() and ">>>" not in line)
+    for name, tree in parsed_modules(names=set(HAYSTACK_MODULES)):
+        document = module_document(name, tree) or {"sections": []}
+        for section in document["sections"]:
+            text = " ".join(line.strip() for line in section["text"].splitlines()
+                            if line.strip() and ">>>" not in line)
             sentences += [s for s in re.split(r"(?<=[.!?])\s+", text) if 30 <= len(s) <= 300]
     return list(dict.fromkeys(sentences))
 

@@ -1,15 +1,19 @@
-"""A long-document corpus from text every Python installation carries: the standard library's docstrings.
+"""Text every Python installation carries, read from the standard library's sources with ``ast`` (no download,
+no import of the modules, so nothing runs). The one reader behind the corpus of module pages
+(``ctxext data pydocs``), the docstrings that MLM and distillation demos train on, the needle task's haystack
+and the local retrieval set (``ctxext.train.distill.write_pydocs_beir``).
 
-No download, no import of the modules (``ast`` reads the sources, so nothing runs): each module becomes
-one document whose title is ``module — first line of its docstring`` and whose sections are the rest of
-the module docstring ("Overview") and the docstring of each public class, function and method, under a
-Markdown heading with its signature. Deterministic for one Python version (it is in the manifest).
+For the corpus, each module becomes one document whose title is ``module — first line of its docstring``
+and whose sections are the rest of the module docstring ("Overview") and the docstring of each public class,
+function and method, under a Markdown heading with its signature. Deterministic for one Python version (it
+is in the manifest).
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import sys
 import sysconfig
@@ -58,12 +62,58 @@ def module_files(folder: Path | None = None) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def module_document(name: str, path: Path) -> dict[str, Any] | None:
-    """One module as a record: ``doc_id``, ``title``, ``sections`` and ``text`` (Markdown)."""
+def parsed_modules(folder: Path | None = None, names: set[str] | None = None) -> Iterator[tuple[str, ast.Module]]:
+    """(dotted name, syntax tree) of each module of ``module_files`` (only ``names`` when given) that parses."""
+    for name, path in module_files(folder):
+        if names is not None and name not in names:
+            continue
+        try:
+            yield name, ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError, OSError):
+            continue
+
+
+def public_functions(folder: Path | None = None) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """(``module.function``, node) of every public function and method, in module order."""
+    for module, tree in parsed_modules(folder):
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                yield f"{module}.{node.name}", node
+
+
+def python_docstrings(min_chars: int = 200) -> list[tuple[str, str]]:
+    """The docstrings of the standard library's modules, classes and functions (prose only, doctest sessions
+    cut), as (qualified name, text) pairs in a fixed order: text for demos, tests and benchmarks without
+    downloads. Depends on the Python version; parsed once, then cached (ctxext's cache dir)."""
+    from ctxext.presets import cache_dir
+
+    cached = cache_dir() / f"python-docstrings-v3-{sys.version.split()[0]}-{min_chars}.json"
+    if cached.is_file():
+        try:
+            return [tuple(pair) for pair in json.loads(cached.read_text(encoding="utf-8"))]
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            pass
+    documents: dict[str, str] = {}
+    for module, tree in parsed_modules():
+        for node in [tree, *ast.walk(tree)]:
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            text = (ast.get_docstring(node) or "").split(">>>")[0]
+            if len(text) >= min_chars:
+                documents.setdefault(f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split()))
+    pairs = list(documents.items())
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError, OSError):
-        return None
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_name(f".{cached.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(pairs), encoding="utf-8")
+        temporary.replace(cached)
+    except OSError:
+        pass
+    return pairs
+
+
+def module_document(name: str, tree: ast.Module) -> dict[str, Any] | None:
+    """One module as a record: ``doc_id``, ``title``, ``sections`` and ``text`` (Markdown)."""
     docstring = ast.get_docstring(tree) or ""
     summary, _, rest = docstring.strip().partition("\n")
     title = f"{name} — {summary.strip()}" if summary.strip() else name
@@ -112,8 +162,8 @@ def python_docs_documents(
 ) -> Iterator[dict[str, Any]]:
     """Standard-library modules with at least ``min_words`` words of documentation, in name order."""
     given = 0
-    for name, path in module_files(folder):
-        document = module_document(name, path)
+    for name, tree in parsed_modules(folder):
+        document = module_document(name, tree)
         if document is None or len(document["text"].split()) < min_words:
             continue
         yield document

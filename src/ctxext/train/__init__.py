@@ -7,6 +7,7 @@ only the main process writes the output.
 
 from __future__ import annotations
 
+from ctxext.data.pydocs import python_docstrings
 from ctxext.train.mlm import (
     TEXT_SUFFIXES,
     ListDataset,
@@ -23,7 +24,6 @@ from ctxext.train.mlm import (
     masked_held_out,
     mlm_trainer,
     pack_documents,
-    python_docstrings,
     read_documents,
     split_held_out,
     train_mlm,

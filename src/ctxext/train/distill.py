@@ -269,30 +269,23 @@ def write_pydocs_beir(out: str | Path, *, limit: int = 300, min_words: int = 5, 
     docstring, document = that function's source with the docstring removed (``ast.unparse``), one relevant
     document per query. Functions are taken in module order, every k-th, to ``limit``; duplicate summary
     lines and bodies are skipped. Deterministic for one Python version."""
-    from ctxext.data.pydocs import module_files
+    from ctxext.data.pydocs import public_functions
 
     candidates: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    for module, path in module_files():
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    for name, node in public_functions():
+        docstring = ast.get_docstring(node)
+        if not docstring:
             continue
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
-                continue
-            docstring = ast.get_docstring(node)
-            if not docstring:
-                continue
-            summary = " ".join(docstring.strip().split("\n\n")[0].split())
-            if len(summary.split()) < min_words or summary in seen:
-                continue
-            node.body = node.body[1:] or [ast.Pass()]
-            body = ast.unparse(node)
-            if len(body.split()) < 10:
-                continue
-            seen.add(summary)
-            candidates.append((f"{module}.{node.name}", summary, body))
+        summary = " ".join(docstring.strip().split("\n\n")[0].split())
+        if len(summary.split()) < min_words or summary in seen:
+            continue
+        node.body = node.body[1:] or [ast.Pass()]
+        body = ast.unparse(node)
+        if len(body.split()) < 10:
+            continue
+        seen.add(summary)
+        candidates.append((name, summary, body))
     if not candidates:
         raise SourceNotFound("no documented public function found in the standard library")
     step = max(1, len(candidates) // limit)

@@ -10,12 +10,8 @@ held-out set masked once with a fixed seed (:func:`masked_held_out`), the Traine
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 import shutil
-import sys
-import sysconfig
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -88,49 +84,6 @@ def _parquet_texts(path: Path) -> list[str]:
     except OSError as error:
         raise InvalidArgument(f"{path} cannot be read as Parquet ({error})") from None
     return [text for text in table.column("text").to_pylist() if isinstance(text, str) and text.strip()]
-
-
-def python_docstrings(min_chars: int = 200) -> list[tuple[str, str]]:
-    """Text every Python installation carries: the docstrings of the standard library's modules, classes and
-    functions, as (qualified name, text) pairs in a fixed order. For demos, tests and benchmarks without
-    downloads; the exact text depends on the Python version. Parsed once, then cached (ctxext's cache dir)."""
-    from ctxext.presets import cache_dir
-
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    cached = cache_dir() / f"python-docstrings-v2-{sys.version.split()[0]}-{min_chars}.json"
-    if cached.is_file():
-        try:
-            return [tuple(pair) for pair in json.loads(cached.read_text(encoding="utf-8"))]
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
-            pass
-    skipped = {"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "ensurepip", "tkinter"}
-    documents: dict[str, str] = {}
-    for path in sorted(stdlib.rglob("*.py")):
-        relative = path.relative_to(stdlib)
-        if skipped & set(relative.parts):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        module = ".".join(relative.with_suffix("").parts)
-        for node in [tree, *ast.walk(tree)]:
-            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            text = (ast.get_docstring(node) or "").split(">>>")[0]  # prose only, not doctest sessions
-            if len(text) >= min_chars:
-                documents.setdefault(
-                    f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split())
-                )
-    pairs = list(documents.items())
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cached.with_name(f".{cached.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(pairs), encoding="utf-8")
-        temporary.replace(cached)
-    except OSError:
-        pass
-    return pairs
 
 
 def split_held_out(named: Iterable[tuple[str, str]], fraction: float) -> tuple[list[str], list[str]]:
