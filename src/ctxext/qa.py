@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound
+from ctxext.train.mlm import TrainSettings
 
 DEFAULT_SPECIAL_TOKENS = ("[INST]", "[/INST]", "[POST]", "[/POST]", "[CRITERION]", "[/CRITERION]")
 DEFAULT_TEMPLATE = "[INST] {question} [/INST] [POST] {context} [/POST]"
@@ -311,19 +312,6 @@ def pad_batch(features: Sequence[QAFeature], pad_token_id: int, with_labels: boo
     return batch
 
 
-class _FeatureDataset:
-    """A map-style dataset over features with labels (what the Trainer iterates)."""
-
-    def __init__(self, features: list[QAFeature]):
-        self.features = features
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, index: int) -> QAFeature:
-        return self.features[index]
-
-
 # ----------------------------------------------------------------------------- prediction
 
 
@@ -391,15 +379,18 @@ def evaluate_qa(
 
 
 @dataclass
-class QATrainingSettings:
+class QATrainingSettings(TrainSettings):
+    """The training stages' settings, with QA's defaults, plus its input length and whether the token
+    embeddings stay fixed."""
+
     steps: int = 100
     batch_size: int = 8
     learning_rate: float = 3e-5
-    max_length: int = 384
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
+    progress_bars: bool = False
+    max_length: int = 384
     freeze_embeddings: bool = False
-    seed: int = 0
 
     def describe(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -425,8 +416,9 @@ def train_qa(
     work_dir: str | Path,
 ) -> QATrainingResult:
     """Fine-tune ``model`` (a ...ForQuestionAnswering) in place with the HF Trainer, then evaluate."""
-    import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, set_seed
+
+    from ctxext.train.mlm import ListDataset, build_trainer, training_arguments
 
     set_seed(settings.seed)
     features = [encode_example(ex, tokenizer, prompt, settings.max_length) for ex in train_examples]
@@ -436,30 +428,8 @@ def train_qa(
     if settings.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    arguments = TrainingArguments(
-        output_dir=str(work_dir),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        warmup_ratio=settings.warmup_ratio,
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type="linear",
-        logging_steps=max(1, settings.steps // 10),
-        save_strategy="no",
-        report_to=[],
-        seed=settings.seed,
-        data_seed=settings.seed,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=True,
-    )
-    trainer = Trainer(
-        model=model,
-        args=arguments,
-        train_dataset=_FeatureDataset(usable),
-        data_collator=lambda batch: pad_batch(batch, pad_id, with_labels=True),
-    )
+    trainer = build_trainer(model, None, lambda batch: pad_batch(batch, pad_id, with_labels=True),
+                            ListDataset(usable), None, training_arguments(Path(work_dir), settings, save=False))
     trainer.remove_callback(PrinterCallback)  # the library never prints; losses stay in the log history
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

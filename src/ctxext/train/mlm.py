@@ -226,15 +226,15 @@ class PackedDataset:
 
 
 class ListDataset:
-    """A plain in-memory dataset of dicts (what the Trainer needs: ``__len__`` and ``__getitem__``)."""
+    """A plain in-memory dataset (what the Trainer needs: ``__len__`` and ``__getitem__``)."""
 
-    def __init__(self, items: Sequence[dict[str, Any]]):
+    def __init__(self, items: Sequence[Any]):
         self.items = list(items)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Any:
         return self.items[index]
 
 
