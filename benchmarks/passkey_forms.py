@@ -148,33 +148,33 @@ def main() -> None:
         print(f"{row['form']:<48}" + " ".join(f"{row['acc_at_1'][str(n)]:>6.2f}" for n in lengths))
     global_needles = needles_in_global_blocks(source, lengths, arguments.documents, arguments.queries)
     print("\ndocuments whose pass key sentence touches BigBird's global blocks (first or last 64 tokens), per "
-          "length: " + ", ".join(f"{n}: {global_needles[n]}/{arguments.documents}" for n in lengths))
+          "length: " + ", ".join(f"{n}: {len(global_needles[n])}/{arguments.documents}" for n in lengths))
     (work / "passkey_forms.json").write_text(json.dumps({"options": {k: str(v) for k, v in vars(arguments).items()},
                                                          "rows": rows, "timings": timings,
                                                          "needles_in_global_blocks": global_needles}, indent=2))
 
 
 def needles_in_global_blocks(model: str, lengths: list[int], documents: int, queries: int,
-                             block: int = 64) -> dict[int, int]:
-    """How many passkey documents per length have their needle (partly) in the first or last block: BigBird's
-    global tokens, which every token attends to, so such a document's embedding is pulled toward its needle."""
+                             block: int = 64) -> dict[int, list[int]]:
+    """Per length, the passkey documents whose needle lies (partly) in the first or last block: BigBird's global
+    tokens, which every token attends to, so such a document's embedding is pulled toward its needle."""
     from transformers import AutoTokenizer
 
     from ctxext.evaluate import passkey_sets
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    counts = {}
+    found = {}
     for retrieval_set in passkey_sets(tokenizer, lengths, documents=documents, queries=queries):
-        touching = 0
-        for document in retrieval_set.documents:
+        touching = []
+        for index, document in enumerate(retrieval_set.documents):
             needle = re.search(r"(\w+)'s pass key is (\d+)\. Remember it\. \2 is the pass key for \1\.", document)
             spans = tokenizer(document, return_offsets_mapping=True)["offset_mapping"]
             inside = [i for i, (a, b) in enumerate(spans) if b > a and a < needle.end() and b > needle.start()]
             padded = -(-len(spans) // block) * block  # BigBird pads to whole blocks
-            touching += inside[0] < block or inside[-1] >= padded - block
-        counts[retrieval_set.length] = touching
-    return counts
-
+            if inside[0] < block or inside[-1] >= padded - block:
+                touching.append(index)
+        found[retrieval_set.length] = touching
+    return found
 
 if __name__ == "__main__":
     main()
