@@ -210,17 +210,16 @@ def make_queries(
         if not made:
             counts.documents_without_structure += 1
         for query in made:
-            if query.kind == "passage":
-                queries.append(query)
-                counts.passage_queries += 1
-                continue
-            haystack = normalize(f"{query.positive_title or ''} {query.positive_text}")
-            if not allow_verbatim and normalize(query.text) in haystack:
+            verbatim_allowed = allow_verbatim or query.kind == "passage"  # a passage is verbatim by design
+            if not verbatim_allowed and normalize(query.text) in normalize(
+                f"{query.positive_title or ''} {query.positive_text}"
+            ):
                 counts.dropped_verbatim += 1
                 continue
             queries.append(query)
             counts.title_queries += query.kind == "title"
             counts.section_queries += query.kind == "section"
+            counts.passage_queries += query.kind == "passage"
     counts.queries = len(queries)
     return queries
 
