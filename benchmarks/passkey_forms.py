@@ -35,6 +35,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--pydocs-limit", type=int, default=None, help="modules in the training corpus")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--negatives", default="swap", choices=["swap", "bm25"],
+                        help="swap: the positive with its passage swapped out; bm25: the nearest other page")
+    parser.add_argument("--global-registers", action="store_true",
+                        help="transfer with --global-registers (reserved tokens fill BigBird's global blocks)")
+    parser.add_argument("--bf16", action="store_true", help="fine-tune in bfloat16 mixed precision (GPUs)")
+    parser.add_argument("--eval-batch-size", type=int, default=2)
+    parser.add_argument("--source", default=None, help="all-MiniLM-L6-v2 folder (default: the installed package's)")
     parser.add_argument("--forms", default="truncate,chunk,spline,tile,bigbird,finetuned")
     arguments = parser.parse_args()
 
@@ -51,7 +58,7 @@ def main() -> None:
     longest = max(lengths)
     work = arguments.work or cache_dir() / "bench-passkey-forms"
     work.mkdir(parents=True, exist_ok=True)
-    source = str(minilm_path())
+    source = arguments.source or str(minilm_path())
     print(f"passkey: {arguments.documents} documents, {arguments.queries} queries per length "
           f"(LongEmbed uses 100/50); chance Acc@1 = {1 / arguments.documents:.3f}", flush=True)
     timings: dict[str, float] = {}
@@ -79,22 +86,26 @@ def main() -> None:
             "tile", lambda p: interpolate(source, longest, str(p), method=Method.tile)), {}))
     bigbird = None
     if "bigbird" in forms or "finetuned" in forms:
-        bigbird = build("bigbird", lambda p: transfer(source, "bigbird", longest, p))
+        bigbird = build("bigbird-registers" if arguments.global_registers else "bigbird", lambda p: transfer(
+            source, "bigbird", longest, p, global_registers=arguments.global_registers))
     if "bigbird" in forms:
-        plan.append(("transfer -> BigBird (no training)", bigbird, {}))
+        plan.append((f"transfer -> BigBird{' + registers' if arguments.global_registers else ''} (no training)",
+                     bigbird, {}))
     if "finetuned" in forms:
         corpus = work / "pydocs.jsonl"
         if not corpus.exists():
             write_python_docs_corpus(corpus, limit=arguments.pydocs_limit)
-        triplets = work / f"pydocs-passages-{arguments.train_len}.jsonl"
+        recipe = f"{arguments.negatives}-{arguments.passages_per_document}-{arguments.train_len}"
+        triplets = work / f"pydocs-passages-{recipe}.jsonl"
         if not triplets.exists():
             # About 1.75 tokens per word in this corpus: passages end within the first train-len tokens.
-            build_triplets(str(corpus), triplets, queries="passage", negatives_from="bm25", seed=0,
+            build_triplets(str(corpus), triplets, queries="passage", negatives_from=arguments.negatives, seed=0,
                            sections_per_document=arguments.passages_per_document,
                            max_depth_words=arguments.train_len // 2)
         settings = TrainSettings(steps=arguments.steps, batch_size=arguments.batch_size, learning_rate=arguments.lr,
-                                 warmup_ratio=0.1, logging_every=1, save_every=25, progress_bars=False)
-        name = f"finetuned-passages-{arguments.train_len}-{arguments.steps}"
+                                 warmup_ratio=0.1, logging_every=1, save_every=25, progress_bars=False,
+                                 extra={"bf16": True} if arguments.bf16 else {})
+        name = f"{Path(bigbird).name}-finetuned-{recipe}-b{arguments.batch_size}-lr{arguments.lr:g}-{arguments.steps}"
         result_holder: dict = {}
 
         def make_finetuned(path: Path) -> None:
@@ -110,7 +121,8 @@ def main() -> None:
                 report_losses()
             return path
 
-        plan.append((f"BigBird + finetune ({arguments.train_len} tok, {arguments.steps} steps)", build_finetuned,
+        plan.append((f"{Path(bigbird).name} + finetune ({arguments.train_len} tok, {arguments.steps} steps)",
+                     build_finetuned,
                      {}))
 
         def report_losses() -> None:
@@ -129,7 +141,8 @@ def main() -> None:
         else:
             started = time.perf_counter()
             evaluation = evaluate(ref, Task.passkey, lengths=lengths, documents=arguments.documents,
-                                  queries=arguments.queries, batch_size=2, **options)
+                                  queries=arguments.queries, batch_size=arguments.eval_batch_size,
+                                  **options)
             scores = {str(score.length): score.acc_at_1 for score in evaluation.scores}
             row = {"form": label, "model": ref, "acc_at_1": scores,
                    "seconds": round(time.perf_counter() - started, 1)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from ctxext.cli import app
 from ctxext.data import build_triplets, python_docs_documents, split_sections, structured_document
 from ctxext.data.sources import EmptySource
 from ctxext.data.text import normalize
+from ctxext.errors import InvalidArgument
 from data_helpers import structured_record, write_jsonl
 
 TOPICS = ["astronomy", "cooking", "football", "geology"]
@@ -198,3 +200,27 @@ def test_passages_end_within_the_depth_limit(tmp_path: Path):
     for line in read_lines(tmp_path / "t.jsonl"):
         head = " ".join(line["positive"]["abstract"].split()[:12])
         assert normalize(line["query"]["text"]) in normalize(head)
+
+
+def test_swapped_negative_is_the_positive_with_only_the_passage_replaced(tmp_path: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    result = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="swap",
+                            queries="passage", sections_per_document=2, passage_words=6, negatives=2)
+    lines = read_lines(tmp_path / "t.jsonl")
+    assert result.counts.triplets == len(lines) == 2 * 2 * len(TOPICS) * 2
+    for line in lines:
+        positive, negative = line["positive"]["abstract"], line["negative"]["abstract"]
+        assert line["negative_method"] == "swap" and line["negative_score"] is None
+        assert line["negative"]["title"] == line["positive"]["title"]
+        assert normalize(line["query"]["text"]) not in normalize(negative)
+        head = len(os.path.commonprefix([positive, negative]))
+        tail = min(len(os.path.commonprefix([positive[::-1], negative[::-1]])), len(positive) - head,
+                   len(negative) - head)
+        changed = positive[head:len(positive) - tail]
+        assert changed.strip() and normalize(changed) in normalize(line["query"]["text"])
+        assert len(negative.split()) == len(positive.split())
+
+def test_swap_needs_passage_queries(tmp_path: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    with pytest.raises(InvalidArgument, match="--queries passage"):
+        build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="swap", queries="title")

@@ -13,6 +13,7 @@ of the full new length in block-sparse attention.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from ctxext.io import (
     array_to_bytes,
     bytes_to_array,
     file_sha256,
+    read_json,
     resolve_source,
 )
 from ctxext.manifest import Check, OperationRecord
@@ -396,13 +398,16 @@ def transfer(
     grid: Grid = Grid.pinned,
     block_size: int = 64,
     num_random_blocks: int = 3,
+    global_registers: bool = False,
     force: bool = False,
     check: bool = True,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> OutputResult:
     """Transfer ``ref`` (a preset such as ``specter2``, or a BERT-family folder / hub ID) into BigBird with
-    ``target_length`` positions, with every adapter renamed into the BigBird plugin layout."""
+    ``target_length`` positions, with every adapter renamed into the BigBird plugin layout.
+    ``global_registers``: the tokenizer fills BigBird's global blocks with reserved tokens
+    (``reserve_global_blocks``)."""
     if target not in TARGETS:
         raise UnsupportedArchitecture(
             f"transfer target {target!r} is not supported; targets: {', '.join(TARGETS)}"
@@ -446,9 +451,18 @@ def transfer(
             "grid": grid.value,
             "block_size": block_size,
             "num_random_blocks": num_random_blocks,
+            "global_registers": global_registers,
         },
     )
     record.config_changes.update(config_diff(config, new_config))
+    tokenizer_files = {}
+    if global_registers:
+        tokenizer_path, registers = _registered_tokenizer(folder, block_size)
+        tokenizer_files[tokenizer_path] = registers.tokenizer
+        record.notes.append(
+            f"global registers: the tokenizer puts {len(registers.head)} reserved tokens after [CLS] "
+            f"({registers.head[0]}..{registers.head[-1]}) and {len(registers.tail)} before the last [SEP] "
+            f"({registers.tail[0]}..{registers.tail[-1]}), so no text lands in BigBird's global blocks")
     if left_out:
         record.notes.append(
             f"source config fields with no meaning in BigBird, left out: {', '.join(left_out)}"
@@ -464,6 +478,7 @@ def transfer(
         "grid": grid.value,
         "block_size": block_size,
         "num_random_blocks": num_random_blocks,
+        "global_registers": global_registers,
         "base": base,
         "adapter_paths": adapter_paths or {},
         "adapters": [f"{n}={r}" if n else r for n, r in adapters or []],
@@ -487,7 +502,7 @@ def transfer(
         new_config,
         target_length,
         folder,
-        extra_files={(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content(),
+        extra_files={(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content(), **tokenizer_files,
                      **{f"adapters/{item.name}/{ADAPTER_CONFIG}": item.config for item in adapter_outputs}},
         extra_weights={f"adapters/{item.name}/{ADAPTER_WEIGHTS_SAFETENSORS}": _adapter_tensors(item)
                        for item in adapter_outputs},
@@ -511,6 +526,58 @@ def transfer(
         )
 
     return write_model_folder(plan, out, force=force, checks=finish, progress=progress, argv=argv)
+
+
+@dataclass
+class GlobalRegisters:
+    tokenizer: dict[str, Any]
+    head: list[str]
+    tail: list[str]
+
+
+def reserve_global_blocks(tokenizer: dict[str, Any], block_size: int) -> GlobalRegisters:
+    """A copy of a BERT-style ``tokenizer.json`` whose template puts ``block_size - 1`` reserved tokens
+    (``[unusedN]``) after [CLS] and as many before the last [SEP].
+
+    BigBird's global tokens are the first and last block of the input: every token attends to them. Text
+    there reaches the whole sequence while text anywhere else reaches a few blocks, so a document whose
+    key sentence lands in a global block outweighs every other (passkey: all wrong answers go to them).
+    With registers, the global blocks hold the same tokens for every input and gather the whole document
+    evenly, as BigBird-ETC's extra global tokens do; any tokenizer built from the file adds them."""
+    processor = tokenizer.get("post_processor") or {}
+    vocabulary = (tokenizer.get("model") or {}).get("vocab") or {}
+    if processor.get("type") != "TemplateProcessing" or len(processor.get("single", [])) != 3:
+        raise UnsupportedArchitecture("--global-registers needs a BERT-style tokenizer.json ([CLS] $A [SEP])")
+    reserved = sorted((name for name in vocabulary if re.fullmatch(r"\[unused\d+\]", name)),
+                      key=lambda name: int(name[7:-1]))
+    count = block_size - 1
+    if len(reserved) < 2 * count:
+        raise UnsupportedArchitecture(f"--global-registers needs {2 * count} [unusedN] tokens in the vocabulary; "
+                                      f"it has {len(reserved)}")
+    head, tail = reserved[:count], reserved[count:2 * count]
+    result = json.loads(json.dumps(tokenizer))
+    template = result["post_processor"]
+    for name, tokens in (("[GLOBAL_HEAD]", head), ("[GLOBAL_TAIL]", tail)):
+        template["special_tokens"][name] = {"id": name, "ids": [vocabulary[t] for t in tokens], "tokens": tokens}
+
+    def register(name: str, type_id: int) -> dict[str, Any]:
+        return {"SpecialToken": {"id": name, "type_id": type_id}}
+
+    first, text, last = template["single"]
+    template["single"] = [first, register("[GLOBAL_HEAD]", 0), text, register("[GLOBAL_TAIL]", 0), last]
+    if len(template.get("pair", [])) == 5:
+        first, a, middle, b, last = template["pair"]
+        template["pair"] = [first, register("[GLOBAL_HEAD]", 0), a, middle, b, register("[GLOBAL_TAIL]", 1), last]
+    return GlobalRegisters(result, head, tail)
+
+
+def _registered_tokenizer(folder: ModelFolder, block_size: int) -> tuple[str, GlobalRegisters]:
+    """(path of tokenizer.json relative to the output root, its registered version)."""
+    for directory in dict.fromkeys([folder.model_dir, folder.root]):
+        path = directory / "tokenizer.json"
+        if path.is_file():
+            return path.relative_to(folder.root).as_posix(), reserve_global_blocks(read_json(path), block_size)
+    raise SourceNotFound(f"--global-registers: no tokenizer.json in {folder.root}")
 
 
 def _map_tensors(

@@ -245,7 +245,8 @@ def triplets_command(
     queries: Annotated[
         str, typer.Option(help="title, section, both, or passage (inverse cloze: a random run of words).")
     ] = "both",
-    negatives_from: Annotated[str, typer.Option(help="embedding or bm25.")] = "embedding",
+    negatives_from: Annotated[str, typer.Option(
+        help="embedding, bm25, or swap (passage queries: the positive with the passage swapped out).")] = "embedding",
     encoder: Annotated[str, typer.Option(help="Embedding model for hard negatives.")] = "all-MiniLM-L6-v2",
     negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per query (one line each).")] = 1,
     skip_top: Annotated[int, typer.Option(min=0, help="Pass over this many nearest candidates first.")] = 0,

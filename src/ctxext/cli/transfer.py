@@ -70,6 +70,10 @@ def transfer_command(
     random_blocks: Annotated[
         int, typer.Option("--random-blocks", help="BigBird random blocks per query block.")
     ] = 3,
+    global_registers: Annotated[
+        bool, typer.Option(help="Fill BigBird's global blocks (first and last) with reserved tokens added by the "
+                           "tokenizer, so no text sits where every token attends (see docs/transfer.md).")
+    ] = False,
     check: Annotated[
         bool, typer.Option(help="Compare the result with the source, adapter by adapter.")
     ] = True,
@@ -115,6 +119,7 @@ def transfer_command(
             grid=grid_choice,
             block_size=block_size,
             num_random_blocks=random_blocks,
+            global_registers=global_registers,
             force=force,
             check=check,
             progress=progress,

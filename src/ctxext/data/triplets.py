@@ -13,7 +13,8 @@ A title or section query that still occurs verbatim in its positive (case and wh
 ``allow_verbatim``. The negative is the most similar *other* document to the query, under an embedding
 model (cosine) or BM25 (Okapi, ``rank_bm25``); the positive itself, and any document with the same title
 or the same text, is never a negative. ``skip_top`` passes over the nearest candidates (which are more
-often unlabelled positives).
+often unlabelled positives). For passage queries the negative can instead be ``swap``: the positive itself with
+the passage replaced by as many words of another document, so that it differs from the positive only there.
 
 The corpus is held in memory (texts and one embedding per document): triplet corpora are thousands of
 documents, not millions.
@@ -43,11 +44,12 @@ from ctxext.data.text import normalize
 from ctxext.errors import InvalidArgument
 
 QUERY_KINDS = ("title", "section", "both", "passage")
-NEGATIVE_METHODS = ("embedding", "bm25")
+NEGATIVE_METHODS = ("embedding", "bm25", "swap")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 RST_HEADING = re.compile(r"^([^\n]+)\n([=\-~^\"'`#*+]{3,})[ \t]*$", re.MULTILINE)
 WORDS = re.compile(r"\w+")
+NON_SPACE = re.compile(r"\S+")
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Query:
     heading: str | None
     positive_title: str | None
     positive_text: str
+    span: tuple[int, int] | None = None  # a passage's character span in positive_text
 
 
 @dataclass
@@ -242,8 +245,39 @@ def _passage_queries(
     if max_depth_words is not None:
         last_start = min(last_start, max(0, max_depth_words - passage_words))
     starts = sorted(int(s) for s in generator.permutation(last_start + 1)[:count])
-    return [Query(index, "passage", " ".join(words[start:start + passage_words]), None, document.title, body)
+    spans = [m.span() for m in NON_SPACE.finditer(body)]
+    return [Query(index, "passage", " ".join(words[start:start + passage_words]), None, document.title, body,
+                  (spans[start][0], spans[start + passage_words - 1][1]))
             for start in starts]
+
+
+def swapped_negatives(
+    documents: list[StructuredDocument], queries: list[Query], *, negatives: int = 1, seed: int = 0
+) -> list[list[tuple[StructuredDocument, str]]]:
+    """For each passage query, ``negatives`` copies of its positive with the passage replaced by as many words
+    from another document: the same text but for the one spot the query asks about, so only an encoder that
+    carries that spot into its embedding tells them apart. Each comes with the donor document's id."""
+    generator = np.random.default_rng([seed, 1])
+    text_key = [hash(normalize(d.body())) for d in documents]
+    donors = [d.body().split() for d in documents]
+    found = []
+    for query in queries:
+        if query.span is None:
+            raise InvalidArgument("--negatives-from swap needs --queries passage")
+        length = len(query.text.split())
+        candidates = [i for i, words in enumerate(donors)
+                      if text_key[i] != text_key[query.document] and len(words) >= length]
+        picked = []
+        for donor in generator.permutation(candidates)[:negatives].tolist():
+            start = int(generator.integers(len(donors[donor]) - length + 1))
+            replacement = " ".join(donors[donor][start:start + length])
+            first, last = query.span
+            text = query.positive_text[:first] + replacement + query.positive_text[last:]
+            swapped = StructuredDocument(f"{documents[query.document].doc_id}~{documents[donor].doc_id}",
+                                         query.positive_title, [Section(None, text)])
+            picked.append((swapped, documents[donor].doc_id))
+        found.append(picked)
+    return found
 
 
 def _words(text: str) -> int:
@@ -344,7 +378,7 @@ def triplet_record(
     query: Query,
     document: StructuredDocument,
     negative: StructuredDocument,
-    score: float,
+    score: float | None,
     rank: int,
     method: str,
 ) -> dict[str, Any]:
@@ -362,7 +396,7 @@ def triplet_record(
         },
         "negative": {"doc_id": negative.doc_id, "title": negative_title, "abstract": negative_text},
         "negative_method": method,
-        "negative_score": round(score, 6),
+        "negative_score": None if score is None else round(score, 6),
         "negative_rank": rank,
     }
 
@@ -399,6 +433,8 @@ def build_triplets(
         raise InvalidArgument(f"--negatives-from must be one of {', '.join(NEGATIVE_METHODS)}")
     if negatives < 1 or skip_top < 0:
         raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
+    if negatives_from == "swap" and queries != "passage":
+        raise InvalidArgument("--negatives-from swap needs --queries passage (it swaps the passage out)")
     problems = Problems(on_error)
     files = expand_sources([corpus], input_format=input_format)
     documents: list[StructuredDocument] = []
@@ -434,13 +470,15 @@ def build_triplets(
             f"{corpus}: no document gave a query (titles, or two or more sections with "
             f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
         )
-    if negatives_from == "bm25":
-        scores_of = negative_scores_bm25(documents, made)
+    if negatives_from == "swap":
+        found = [[(swapped, None, 0) for swapped, _ in picked]
+                 for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)]
     else:
-        scores_of = negative_scores_embedding(documents, made, encoder, progress)
-    found = hard_negatives(
-        documents, made, scores_of, negatives=negatives, skip_top=skip_top, progress=progress
-    )
+        scores_of = (negative_scores_bm25(documents, made) if negatives_from == "bm25"
+                     else negative_scores_embedding(documents, made, encoder, progress))
+        found = [[(documents[index], score, rank) for index, score, rank in picked]
+                 for picked in hard_negatives(documents, made, scores_of, negatives=negatives, skip_top=skip_top,
+                                              progress=progress)]
     with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
         writer = JsonlWriter(temporary)
         try:
@@ -449,10 +487,8 @@ def build_triplets(
                     counts.queries_without_negative += 1
                 writer.write(
                     [
-                        triplet_record(
-                            query, documents[query.document], documents[index], score, rank, negatives_from
-                        )
-                        for index, score, rank in picked
+                        triplet_record(query, documents[query.document], negative, score, rank, negatives_from)
+                        for negative, score, rank in picked
                     ]
                 )
         finally:
