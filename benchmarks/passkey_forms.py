@@ -39,6 +39,7 @@ def main() -> None:
                         help="swap: the positive with its passage swapped out; bm25: the nearest other page")
     parser.add_argument("--global-registers", action="store_true",
                         help="transfer with --global-registers (reserved tokens fill BigBird's global blocks)")
+    parser.add_argument("--cls-pooling", action="store_true", help="pool BigBird's [CLS] (a global token)")
     parser.add_argument("--bf16", action="store_true", help="fine-tune in bfloat16 mixed precision (GPUs)")
     parser.add_argument("--eval-batch-size", type=int, default=2)
     parser.add_argument("--source", default=None, help="all-MiniLM-L6-v2 folder (default: the installed package's)")
@@ -86,10 +87,17 @@ def main() -> None:
             "tile", lambda p: interpolate(source, longest, str(p), method=Method.tile)), {}))
     bigbird = None
     if "bigbird" in forms or "finetuned" in forms:
-        bigbird = build("bigbird-registers" if arguments.global_registers else "bigbird", lambda p: transfer(
-            source, "bigbird", longest, p, global_registers=arguments.global_registers))
+        def make_bigbird(path: Path) -> None:
+            transfer(source, "bigbird", longest, path, global_registers=arguments.global_registers)
+            if arguments.cls_pooling:
+                pooling = path / "1_Pooling" / "config.json"
+                pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_cls_token": True,
+                                               "pooling_mode_mean_tokens": False}, indent=2))
+
+        bigbird = build("bigbird" + "-registers" * arguments.global_registers + "-cls" * arguments.cls_pooling,
+                        make_bigbird)
     if "bigbird" in forms:
-        plan.append((f"transfer -> BigBird{' + registers' if arguments.global_registers else ''} (no training)",
+        plan.append((f"transfer -> {Path(bigbird).name} (no training)",
                      bigbird, {}))
     if "finetuned" in forms:
         corpus = work / "pydocs.jsonl"
