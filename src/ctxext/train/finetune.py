@@ -221,6 +221,9 @@ def finetune(
     if adapter:
         backbone, adapter_origin = _prepare_adapter(backbone, folder, adapter, adapter_reduction_factor)
     triplets = read_triplets(data, tokenizer.sep_token or "[SEP]")
+    # Tokens a tokenizer adds beyond [CLS] and [SEP] (``transfer --global-registers``) come on top of the
+    # query budget: counted against it, they would truncate every query to nothing.
+    query_length = query_max_len + max(0, tokenizer.num_special_tokens_to_add() - 2)
     model = ContrastiveModel(backbone, pooling, temperature)
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -233,10 +236,10 @@ def finetune(
 
         retrieval_set = beir_set(Path(eval_beir))
         all_callbacks.append(retrieval_callback(model, tokenizer, retrieval_set, settings.eval_every, max_len,
-                                                query_max_len))
+                                                query_length))
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
     arguments = training_arguments(work, settings)
-    trainer = build_trainer(model, tokenizer, TripletCollator(tokenizer, max_len, query_max_len), dataset, None,
+    trainer = build_trainer(model, tokenizer, TripletCollator(tokenizer, max_len, query_length), dataset, None,
                             arguments, all_callbacks)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
