@@ -41,6 +41,14 @@ def constant_vectors(texts: list[str]) -> np.ndarray:
     return np.ones((len(texts), 4))
 
 
+def test_longembed_sizes_are_the_defaults_and_build(tokenizer):
+    for builder in (passkey_sets, needle_sets):
+        (built,) = builder(tokenizer, [256])
+        assert len(built.documents) == 100 and len(built.queries) == 50
+        assert len({name for name in FIRST_NAMES if any(re.search(rf"\b{name}\b", d) for d in built.documents)}) \
+            == 100
+
+
 def test_perfect_model_scores_one_and_constant_model_scores_chance(tokenizer):
     for retrieval_set in passkey_sets(tokenizer, [256], documents=40, queries=20):
         perfect = score_set(name_vectors, name_vectors, retrieval_set)

@@ -524,3 +524,45 @@ def test_minilm_with_a_seq_bn_adapter_matches_in_full_and_block_sparse(minilm, t
         assert full["value"] <= 1e-4 and sparse["value"] <= 1e-4
     assert by_name["adapter mine, a 4096-token input after short ones runs block-sparse"]["passed"]
     assert (tmp_path / "out" / "modules.json").is_file()  # still a sentence-transformers folder
+
+
+# ----------------------------------------------------------------------------- global registers
+
+
+def registered_tokenizer(folder: Path, block_size: int):
+    """A BERT tokenizer with reserved [unusedN] tokens, rewritten by reserve_global_blocks and loaded back."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from ctxext.transfer import reserve_global_blocks
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", *(f"[unused{i}]" for i in range(2 * block_size)), "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+             "alpha", "beta", "gamma"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64).save_pretrained(folder)
+    registers = reserve_global_blocks(json.loads((folder / "tokenizer.json").read_text()), block_size)
+    (folder / "tokenizer.json").write_text(json.dumps(registers.tokenizer))
+    return AutoTokenizer.from_pretrained(folder), registers
+
+
+def test_global_registers_fill_the_first_and_last_block_around_any_text(tmp_path):
+    tokenizer, registers = registered_tokenizer(tmp_path / "tok", block_size=8)
+    assert registers.head == [f"[unused{i}]" for i in range(7)]
+    assert registers.tail == [f"[unused{i}]" for i in range(7, 14)]
+    ids = tokenizer("alpha beta gamma")["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens == ["[CLS]", *registers.head, "alpha", "beta", "gamma", *registers.tail, "[SEP]"]
+    pair = tokenizer.convert_ids_to_tokens(tokenizer("alpha", "beta")["input_ids"])
+    assert pair == ["[CLS]", *registers.head, "alpha", "[SEP]", "beta", *registers.tail, "[SEP]"]
+    truncated = tokenizer("alpha " * 100, truncation=True, max_length=40)["input_ids"]
+    assert len(truncated) == 40 and tokenizer.convert_ids_to_tokens(truncated)[-8:] == [*registers.tail, "[SEP]"]
+
+
+def test_global_registers_need_enough_reserved_tokens_and_write_nothing_otherwise(tiny_models, tmp_path):
+    from ctxext.errors import UnsupportedArchitecture
+    from ctxext.transfer import transfer
+
+    with pytest.raises(UnsupportedArchitecture, match=r"needs 14 \[unusedN\] tokens"):
+        transfer(str(tiny_models("bert")), "bigbird", 128, tmp_path / "out", block_size=8, num_random_blocks=1,
+                 global_registers=True)
+    assert not (tmp_path / "out").exists()

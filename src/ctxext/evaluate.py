@@ -36,7 +36,9 @@ FIRST_NAMES = (
     "Hugo Ines Ivan Jade Jonas Kai Kira Lars Leila Liam Lina Luca Maya Milo Nadia Nils Noor Omar Otto Paula Priya "
     "Quinn Rafa Rosa Sami Sara Theo Uma Vera Wen Yara Zane Zoe Arlo Beatriz Cyrus Delia Ezra Freya Gideon Hazel "
     "Idris Juno Kenji Lorna Marek Nell Orla Pavel Rhea Soren Talia Ulric Vida Wilma Xena Yusuf Zelda Abel Brynn "
-    "Cato Dina Eamon Fleur Gus Hedda Ilse Jasper Kalina Leon Mira Nico Opal Piers Rowan Signe Tobias Ursa"
+    "Cato Dina Eamon Fleur Gus Hedda Ilse Jasper Kalina Leon Mira Nico Opal Piers Rowan Signe Tobias Ursa "
+    "Anton Bela Clara Dario Edith Flora Greta Hector Iris Joel Karim Lotte Marta Nora Oskar Pia Ruben Stella "
+    "Tariq Viggo Wanda Yvonne"
 ).split()
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
 
