@@ -4,10 +4,15 @@ Forms: the source truncated at 512 tokens; the mean of 512-token chunk embedding
 and `--tile` to the longest length; `transfer` to BigBird (block-sparse) before fine-tuning; and the
 transferred model after `finetune` on long documents: the Python standard library's documentation
 (`ctxext data pydocs`) made into inverse-cloze triplets (`ctxext data triplets --queries passage`: a 32-word
-passage from a random depth is the query, its whole module page the positive, the BM25-nearest other page
-the negative). Never on passkey data.
+passage from a random depth is the query, its whole module page the positive, and the negative that page
+with the passage swapped out, or with `--negatives bm25` the BM25-nearest other page). Never on passkey data.
+`--global-registers` and `--cls-pooling` transfer with reserved tokens in BigBird's global blocks and pool its
+[CLS] (docs/transfer.md).
 
     python benchmarks/passkey_forms.py --documents 50 --queries 25 --train-len 2048 --steps 150
+    # on a GPU (docs/train.md):
+    python benchmarks/passkey_forms.py --forms bigbird,finetuned --global-registers --cls-pooling \
+        --train-len 4096 --steps 250 --batch-size 16 --lr 5e-5 --passages-per-document 20 --bf16 --eval-batch-size 16
 
 Intermediate checkpoints go to --work (default: a folder in ctxext's cache dir); they are reused when
 present, and so are evaluations (WORK/evaluations), so forms can be evaluated in separate runs and printed side
@@ -48,7 +53,7 @@ def main() -> None:
 
     from ctxext.data import write_python_docs_corpus
     from ctxext.data.triplets import build_triplets
-    from ctxext.evaluate import Task, evaluate
+    from ctxext.evaluate import FIRST_NAMES, Task, evaluate
     from ctxext.positions import Method, interpolate
     from ctxext.presets import cache_dir, minilm_path
     from ctxext.train import TrainSettings
@@ -97,8 +102,7 @@ def main() -> None:
         bigbird = build("bigbird" + "-registers" * arguments.global_registers + "-cls" * arguments.cls_pooling,
                         make_bigbird)
     if "bigbird" in forms:
-        plan.append((f"transfer -> {Path(bigbird).name} (no training)",
-                     bigbird, {}))
+        plan.append((f"transfer -> {Path(bigbird).name} (no training)", bigbird, {}))
     if "finetuned" in forms:
         corpus = work / "pydocs.jsonl"
         if not corpus.exists():
@@ -130,8 +134,7 @@ def main() -> None:
             return path
 
         plan.append((f"{Path(bigbird).name} + finetune ({arguments.train_len} tok, {arguments.steps} steps)",
-                     build_finetuned,
-                     {}))
+                     build_finetuned, {}))
 
         def report_losses() -> None:
             losses = [loss for _, loss in result_holder["history"]["train"]]
@@ -143,7 +146,8 @@ def main() -> None:
     for label, ref, options in plan:
         ref = ref() if callable(ref) else ref
         setting = "".join(f"-{key}{value}" for key, value in options.items())
-        cached = work / "evaluations" / f"{Path(ref).name}{setting}-{arguments.documents}x{arguments.queries}.json"
+        sizes = f"{arguments.documents}x{arguments.queries}-names{len(FIRST_NAMES)}"  # the names draw the sets
+        cached = work / "evaluations" / f"{Path(ref).name}{setting}-{sizes}.json"
         if cached.is_file():
             row = json.loads(cached.read_text())
         else:

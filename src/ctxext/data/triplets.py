@@ -253,10 +253,10 @@ def _passage_queries(
 
 def swapped_negatives(
     documents: list[StructuredDocument], queries: list[Query], *, negatives: int = 1, seed: int = 0
-) -> list[list[tuple[StructuredDocument, str]]]:
+) -> list[list[StructuredDocument]]:
     """For each passage query, ``negatives`` copies of its positive with the passage replaced by as many words
-    from another document: the same text but for the one spot the query asks about, so only an encoder that
-    carries that spot into its embedding tells them apart. Each comes with the donor document's id."""
+    from another document (id ``POSITIVE~DONOR``): the same text but for the one spot the query asks about, so
+    only an encoder that carries that spot into its embedding tells them apart."""
     generator = np.random.default_rng([seed, 1])
     text_key = [hash(normalize(d.body())) for d in documents]
     donors = [d.body().split() for d in documents]
@@ -273,9 +273,8 @@ def swapped_negatives(
             replacement = " ".join(donors[donor][start:start + length])
             first, last = query.span
             text = query.positive_text[:first] + replacement + query.positive_text[last:]
-            swapped = StructuredDocument(f"{documents[query.document].doc_id}~{documents[donor].doc_id}",
-                                         query.positive_title, [Section(None, text)])
-            picked.append((swapped, documents[donor].doc_id))
+            picked.append(StructuredDocument(f"{documents[query.document].doc_id}~{documents[donor].doc_id}",
+                                             query.positive_title, [Section(None, text)]))
         found.append(picked)
     return found
 
@@ -471,7 +470,7 @@ def build_triplets(
             f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
         )
     if negatives_from == "swap":
-        found = [[(swapped, None, 0) for swapped, _ in picked]
+        found = [[(swapped, None, 0) for swapped in picked]
                  for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)]
     else:
         scores_of = (negative_scores_bm25(documents, made) if negatives_from == "bm25"
