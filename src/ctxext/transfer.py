@@ -13,7 +13,7 @@ of the full new length in block-sparse attention.
 
 from __future__ import annotations
 
-import json
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -555,7 +555,7 @@ def reserve_global_blocks(tokenizer: dict[str, Any], block_size: int) -> GlobalR
         raise UnsupportedArchitecture(f"--global-registers needs {2 * count} [unusedN] tokens in the vocabulary; "
                                       f"it has {len(reserved)}")
     head, tail = reserved[:count], reserved[count:2 * count]
-    result = json.loads(json.dumps(tokenizer))
+    result = copy.deepcopy(tokenizer)
     template = result["post_processor"]
     for name, tokens in (("[GLOBAL_HEAD]", head), ("[GLOBAL_TAIL]", tail)):
         template["special_tokens"][name] = {"id": name, "ids": [vocabulary[t] for t in tokens], "tokens": tokens}

@@ -238,14 +238,14 @@ def _passage_queries(
 ) -> list[Query]:
     """``count`` passages at distinct random depths (word offsets) of the document's body."""
     body = document.body()
-    words = body.split()
+    spans = [m.span() for m in NON_SPACE.finditer(body)]
+    words = [body[first:last] for first, last in spans]
     if len(words) < max(min_positive_words, passage_words):
         return []
     last_start = len(words) - passage_words
     if max_depth_words is not None:
         last_start = min(last_start, max(0, max_depth_words - passage_words))
     starts = sorted(int(s) for s in generator.permutation(last_start + 1)[:count])
-    spans = [m.span() for m in NON_SPACE.finditer(body)]
     return [Query(index, "passage", " ".join(words[start:start + passage_words]), None, document.title, body,
                   (spans[start][0], spans[start + passage_words - 1][1]))
             for start in starts]
@@ -258,7 +258,7 @@ def swapped_negatives(
     from another document (id ``POSITIVE~DONOR``): the same text but for the one spot the query asks about, so
     only an encoder that carries that spot into its embedding tells them apart."""
     generator = np.random.default_rng([seed, 1])
-    text_key = [hash(normalize(d.body())) for d in documents]
+    text_key = _text_keys(documents)
     donors = [d.body().split() for d in documents]
     found = []
     for query in queries:
@@ -277,6 +277,11 @@ def swapped_negatives(
                                              query.positive_title, [Section(None, text)]))
         found.append(picked)
     return found
+
+
+def _text_keys(documents: list[StructuredDocument]) -> list[int]:
+    """One key per document; documents with the same normalized body share it."""
+    return [hash(normalize(d.body())) for d in documents]
 
 
 def _words(text: str) -> int:
@@ -344,7 +349,7 @@ def hard_negatives(
 ) -> list[list[tuple[int, float, int]]]:
     """For each query, ``negatives`` (document index, score, rank) after excluding the positive and any
     document sharing its normalized title or text."""
-    text_key = [hash(normalize(d.body())) for d in documents]
+    text_key = _text_keys(documents)
     title_key = [normalize(d.title) if d.title else None for d in documents]
     found: list[list[tuple[int, float, int]]] = []
     for start in range(0, len(queries), block):
