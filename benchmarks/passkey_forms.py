@@ -7,9 +7,11 @@ transferred model after `finetune` on long documents: the Python standard librar
 passage from a random depth is the query, its whole module page the positive, and the negative that page
 with the passage swapped out, or with `--negatives bm25` the BM25-nearest other page). Never on passkey data.
 `--global-registers` and `--cls-pooling` transfer with reserved tokens in BigBird's global blocks and pool its
-[CLS] (docs/transfer.md).
+[CLS] (docs/transfer.md). `--finetune-from spline` fine-tunes the `--spline` model (full attention) instead.
 
     python benchmarks/passkey_forms.py --documents 50 --queries 25 --train-len 2048 --steps 150
+    python benchmarks/passkey_forms.py --finetune-from spline --train-len 2048 --steps 100 --lr 5e-5 \
+        --passages-per-document 20
     # on a GPU (docs/train.md):
     python benchmarks/passkey_forms.py --forms bigbird,finetuned --global-registers --cls-pooling \
         --train-len 4096 --steps 250 --batch-size 16 --lr 5e-5 --passages-per-document 20 --bf16 --eval-batch-size 16
@@ -49,6 +51,8 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, default=2)
     parser.add_argument("--source", default=None, help="all-MiniLM-L6-v2 folder (default: the installed package's)")
     parser.add_argument("--forms", default="truncate,chunk,spline,tile,bigbird,finetuned")
+    parser.add_argument("--finetune-from", default="bigbird", choices=["bigbird", "spline"],
+                        help="the long model to fine-tune: the BigBird transfer, or the --spline one (full attention)")
     arguments = parser.parse_args()
 
     from ctxext.data import write_python_docs_corpus
@@ -84,14 +88,16 @@ def main() -> None:
         plan.append(("source, truncated at 512", source, {"max_length": 512}))
     if "chunk" in forms:
         plan.append(("source, mean of 512-token chunks", source, {"chunk": 512}))
+    def spline() -> str:
+        return build("spline", lambda p: interpolate(source, longest, str(p), method=Method.spline))
+
     if "spline" in forms:
-        plan.append((f"interpolate --spline {longest}", lambda: build(
-            "spline", lambda p: interpolate(source, longest, str(p), method=Method.spline)), {}))
+        plan.append((f"interpolate --spline {longest}", spline, {}))
     if "tile" in forms:
         plan.append((f"interpolate --tile {longest}", lambda: build(
             "tile", lambda p: interpolate(source, longest, str(p), method=Method.tile)), {}))
     bigbird = None
-    if "bigbird" in forms or "finetuned" in forms:
+    if "bigbird" in forms or ("finetuned" in forms and arguments.finetune_from == "bigbird"):
         def make_bigbird(path: Path) -> None:
             transfer(source, "bigbird", longest, path, global_registers=arguments.global_registers)
             if arguments.cls_pooling:
@@ -117,11 +123,12 @@ def main() -> None:
         settings = TrainSettings(steps=arguments.steps, batch_size=arguments.batch_size, learning_rate=arguments.lr,
                                  warmup_ratio=0.1, logging_every=1, save_every=25, progress_bars=False,
                                  extra={"bf16": True} if arguments.bf16 else {})
-        name = f"{Path(bigbird).name}-finetuned-{recipe}-b{arguments.batch_size}-lr{arguments.lr:g}-{arguments.steps}"
+        base = bigbird if arguments.finetune_from == "bigbird" else spline()
+        name = f"{Path(base).name}-finetuned-{recipe}-b{arguments.batch_size}-lr{arguments.lr:g}-{arguments.steps}"
         result_holder: dict = {}
 
         def make_finetuned(path: Path) -> None:
-            result = finetune(bigbird, [triplets], path, max_len=arguments.train_len, settings=settings,
+            result = finetune(base, [triplets], path, max_len=arguments.train_len, settings=settings,
                               work_dir=work / f"{name}.checkpoints", resume=(work / f"{name}.checkpoints").exists()
                               and any((work / f"{name}.checkpoints").glob("checkpoint-*")))
             result_holder["history"] = result.history
@@ -133,7 +140,7 @@ def main() -> None:
                 report_losses()
             return path
 
-        plan.append((f"{Path(bigbird).name} + finetune ({arguments.train_len} tok, {arguments.steps} steps)",
+        plan.append((f"{Path(base).name} + finetune ({arguments.train_len} tok, {arguments.steps} steps)",
                      build_finetuned, {}))
 
         def report_losses() -> None:
