@@ -1,7 +1,8 @@
-"""Run one of the two training pipelines end to end from a JSON config (configs/*.json).
+"""Run one of the training pipelines end to end from a JSON config (configs/*.json).
 
   python scripts/pipeline.py configs/modernbert_small_v2.json --work runs/msv2
   python scripts/pipeline.py configs/specter2_bigbird_minilm.json --work runs/bigbird
+  python scripts/pipeline.py configs/minilm_spline_finetune.json --work runs/spline
   python scripts/pipeline.py configs/ci_guide_distill.json --work /tmp/ci --set teacher=/path/to/tiny-teacher
 
 Each stage is the ctxext CLI command of the same name, run in-process (`ctxext.cli.app`), so every output
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PIPELINES = ("guide-distill", "transfer-finetune")
+PIPELINES = ("guide-distill", "transfer-finetune", "interpolate-finetune")
 
 
 def run(arguments: list[str]) -> None:
@@ -115,12 +116,17 @@ def main() -> None:
                        "--eval-beir", str(data["beir"]), *options(config.get("distill", {}))])
         evaluated = [config["teacher"], str(final)]
     else:
-        transferred = stage("transfer", work / "bigbird", ["transfer", config["source"], "bigbird",
-                                                           *options(config.get("transfer", {}))], resumable=False)
-        final = stage("finetune", work / "bigbird-finetuned",
-                      ["finetune", str(transferred), "--data", str(data["triplets"]),
+        if config["pipeline"] == "transfer-finetune":
+            long_model = stage("transfer", work / "bigbird", ["transfer", config["source"], "bigbird",
+                                                              *options(config.get("transfer", {}))], resumable=False)
+        else:
+            long_model = stage("interpolate", work / "interpolated", ["interpolate", config["source"],
+                                                                      *options(config.get("interpolate", {}))],
+                               resumable=False)
+        final = stage("finetune", work / f"{long_model.name}-finetuned",
+                      ["finetune", str(long_model), "--data", str(data["triplets"]),
                        *options(config.get("finetune", {}))])
-        evaluated = [config["source"], str(transferred), str(final)]
+        evaluated = [config["source"], str(long_model), str(final)]
     evaluation = config.get("evaluate", {})
     if evaluation.get("task") == "retrieval":
         evaluation = {**evaluation, "beir": str(data["beir"])}

@@ -76,3 +76,16 @@ def test_tiny_transfer_finetune_pipeline_writes_every_stage_with_a_manifest(tmp_
     manifest = json.loads((tmp_path / "run" / "bigbird-finetuned" / "manifest.json").read_text())
     assert manifest["operations"][0]["parameters"]["attention_runs"] == {"block_sparse": 2}
     assert (tmp_path / "run" / "evaluate.png").is_file()
+
+
+def test_tiny_interpolate_finetune_pipeline_fine_tunes_the_stretched_model(tmp_path):
+    import tiny
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "source")
+    _pipeline("ci_interpolate_finetune.json", tmp_path / "run", source=source)
+    manifest = json.loads((tmp_path / "run" / "interpolated-finetuned" / "manifest.json").read_text())
+    parameters = manifest["operations"][0]["parameters"]
+    assert parameters["max_len"] == 128 and parameters["global_step"] == 2
+    assert json.loads((tmp_path / "run" / "interpolated" / "config.json").read_text())["max_position_embeddings"] \
+        == 256
+    assert (tmp_path / "run" / "evaluate.png").is_file()
