@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, default=2)
     parser.add_argument("--source", default=None, help="all-MiniLM-L6-v2 folder (default: the installed package's)")
     parser.add_argument("--forms", default="truncate,chunk,spline,tile,bigbird,finetuned")
+    parser.add_argument("--also", action="append", default=[], metavar="FOLDER",
+                        help="another model to evaluate beside the forms (for example a further `ctxext finetune`)")
     parser.add_argument("--finetune-from", default="bigbird", choices=["bigbird", "spline"],
                         help="the long model to fine-tune: the BigBird transfer, or the --spline one (full attention)")
     arguments = parser.parse_args()
@@ -149,6 +151,7 @@ def main() -> None:
                   f"{sum(losses[:5]) / len(losses[:5]):.4f}, of last 5 {sum(losses[-5:]) / len(losses[-5:]):.4f}; "
                   f"attention runs {result_holder['attention_runs']}", flush=True)
 
+    plan += [(Path(folder).name, str(Path(folder).absolute()), {}) for folder in arguments.also]
     rows = []
     for label, ref, options in plan:
         ref = ref() if callable(ref) else ref
