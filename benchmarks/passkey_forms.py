@@ -144,6 +144,9 @@ def main() -> None:
 
         plan.append((f"{Path(base).name} + finetune ({arguments.train_len} tok, {arguments.steps} steps)",
                      build_finetuned, {}))
+        if arguments.train_len < longest:  # the fine-tuned model over windows of the length it was trained at
+            plan.append((f"  the same, mean of {arguments.train_len}-token windows", build_finetuned,
+                         {"chunk": arguments.train_len}))
 
         def report_losses() -> None:
             losses = [loss for _, loss in result_holder["history"]["train"]]
