@@ -90,6 +90,7 @@ def main() -> None:
         plan.append(("source, truncated at 512", source, {"max_length": 512}))
     if "chunk" in forms:
         plan.append(("source, mean of 512-token chunks", source, {"chunk": 512}))
+
     def spline() -> str:
         return build("spline", lambda p: interpolate(source, longest, str(p), method=Method.spline))
 
