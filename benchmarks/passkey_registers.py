@@ -11,7 +11,6 @@ Same passkey sets as benchmarks/passkey_forms.py (50 documents, 25 queries per l
 from __future__ import annotations
 
 import argparse
-import re
 import time
 
 
@@ -31,24 +30,34 @@ def main() -> None:
     encoder = load_encoder(arguments.model)
     lengths = [int(n) for n in arguments.lengths.split(",")]
     sets = passkey_sets(encoder.tokenizer, lengths, arguments.documents, arguments.queries)
+    registers = register_ids(encoder.tokenizer)
     for variant in arguments.variants.split(","):
         started = time.perf_counter()
         scores = []
         for retrieval_set in sets:
-            queries = encode_without_registers(encoder, retrieval_set.queries, variant)
-            documents = encode_without_registers(encoder, retrieval_set.documents, variant)
+            queries = encode_without_registers(encoder, retrieval_set.queries, registers, variant)
+            documents = encode_without_registers(encoder, retrieval_set.documents, registers, variant)
             scores.append(accuracy_at_1(similarity(queries, documents), retrieval_set.relevant))
         print(f"{variant:<10}" + " ".join(f"{n}: {score:.2f}" for n, score in zip(lengths, scores, strict=True))
               + f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-def encode_without_registers(encoder, texts: list[str], variant: str, batch_size: int = 2):  # noqa: ANN001
+def register_ids(tokenizer):  # noqa: ANN001, ANN201
+    """The ids the tokenizer's template adds around any text besides [CLS] and [SEP]: the registers."""
+    import torch
+
+    added = tokenizer("")["input_ids"]
+    return torch.tensor([i for i in added if i not in (tokenizer.cls_token_id, tokenizer.sep_token_id)])
+
+
+def encode_without_registers(encoder, texts: list[str], registers, variant: str, batch_size: int = 2):  # noqa: ANN001
     """Mean-pooled, normalised embeddings with the register tokens left out of the pooling."""
     import numpy as np
     import torch
 
+    from ctxext.encode import pool
+
     tokenizer = encoder.tokenizer
-    registers = torch.tensor([i for token, i in tokenizer.get_vocab().items() if re.fullmatch(r"\[unused\d+\]", token)])
     rows = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=encoder.max_length,
@@ -64,9 +73,7 @@ def encode_without_registers(encoder, texts: list[str], variant: str, batch_size
             hook(encoder.model)
         with torch.inference_mode():
             hidden = encoder.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        weights = text_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1)
-        rows.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        rows.append(torch.nn.functional.normalize(pool(hidden, text_mask, "mean"), dim=-1).numpy())
     return np.concatenate(rows)
 
 

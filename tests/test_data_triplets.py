@@ -220,6 +220,7 @@ def test_swapped_negative_is_the_positive_with_only_the_passage_replaced(tmp_pat
         assert changed.strip() and normalize(changed) in normalize(line["query"]["text"])
         assert len(negative.split()) == len(positive.split())
 
+
 def test_swap_needs_passage_queries(tmp_path: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
     with pytest.raises(InvalidArgument, match="--queries passage"):
