@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=50, help="passkey documents per length (LongEmbed: 100)")
     parser.add_argument("--queries", type=int, default=25, help="passkey queries per length (LongEmbed: 50)")
     parser.add_argument("--train-len", type=int, default=2048, help="fine-tuning document length (tokens)")
+    parser.add_argument("--position-span", type=int, default=None,
+                        help="fine-tune with position ids spread over this many positions (PoSE)")
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
     parser.add_argument("--passages-per-document", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=2)
@@ -127,11 +129,14 @@ def main() -> None:
                                  warmup_ratio=0.1, logging_every=1, save_every=25, progress_bars=False,
                                  extra={"bf16": True} if arguments.bf16 else {})
         base = bigbird if arguments.finetune_from == "bigbird" else spline()
-        name = f"{Path(base).name}-finetuned-{recipe}-b{arguments.batch_size}-lr{arguments.lr:g}-{arguments.steps}"
+        span = f"-span{arguments.position_span}" if arguments.position_span else ""
+        name = (f"{Path(base).name}-finetuned-{recipe}{span}-b{arguments.batch_size}-lr{arguments.lr:g}-"
+                f"{arguments.steps}")
         result_holder: dict = {}
 
         def make_finetuned(path: Path) -> None:
-            result = finetune(base, [triplets], path, max_len=arguments.train_len, settings=settings,
+            result = finetune(base, [triplets], path, max_len=arguments.train_len,
+                              position_span=arguments.position_span, settings=settings,
                               work_dir=work / f"{name}.checkpoints", resume=(work / f"{name}.checkpoints").exists()
                               and any((work / f"{name}.checkpoints").glob("checkpoint-*")))
             result_holder["history"] = result.history
@@ -143,9 +148,11 @@ def main() -> None:
                 report_losses()
             return path
 
-        plan.append((f"{Path(base).name} + finetune ({arguments.train_len} tok, {arguments.steps} steps)",
+        over = f" over {arguments.position_span} positions" if arguments.position_span else ""
+        plan.append((f"{Path(base).name} + finetune ({arguments.train_len} tok{over}, {arguments.steps} steps)",
                      build_finetuned, {}))
-        if arguments.train_len < longest:  # the fine-tuned model over windows of the length it was trained at
+        # the fine-tuned model over windows of the length it was trained at
+        if arguments.train_len < longest and not arguments.position_span:
             plan.append((f"  the same, mean of {arguments.train_len}-token windows", build_finetuned,
                          {"chunk": arguments.train_len}))
 

@@ -10,7 +10,7 @@ import train_helpers
 from ctxext.cli import app
 from ctxext.errors import InvalidArgument
 from ctxext.train import TrainSettings
-from ctxext.train.finetune import ContrastiveModel, TripletCollator, finetune, read_triplets
+from ctxext.train.finetune import ContrastiveModel, TripletCollator, finetune, read_triplets, skipped_position_ids
 from ctxext.transfer import transfer
 
 BLOCK = 8  # tiny BigBird: block-sparse needs more than (5 + 2 * 1) * 8 = 56 tokens
@@ -138,6 +138,41 @@ def test_plain_sentence_transformers_models_train_too(tmp_path, triplets):
     assert result.attention_runs == {} and (tmp_path / "out" / "modules.json").is_file()
 
 
+def test_skipped_position_ids_start_at_the_offset_keep_order_and_reach_the_span():
+    torch.manual_seed(0)
+    lengths = [10, 6, 1]
+    highest = []
+    for _ in range(200):
+        ids = skipped_position_ids(lengths, 10, 40, offset=2)
+        for row, length in zip(ids, lengths, strict=True):
+            real = row[:length]
+            assert real[0] == 2 and bool((real[1:] > real[:-1]).all()) and row.max() <= 41
+            highest.append(int(real.max()))
+    assert max(highest) == 41 and min(highest) == 2  # the one-token document stays at the first position
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_position_span_trains_rows_beyond_max_len_and_leaves_reserved_rows(kind, tmp_path, triplets):
+    import safetensors.torch
+
+    import tiny
+
+    model = tiny.make_sentence_transformer(kind, tmp_path / kind)
+    result = finetune(str(model), [triplets], tmp_path / "out", max_len=24, position_span=64,
+                      settings=settings(3, weight_decay=0.0), gradient_checkpointing=False)
+    assert result.manifest["operations"][0]["parameters"]["position_span"] == 64
+
+    def table(folder):
+        tensors = safetensors.torch.load_file(folder / "model.safetensors")
+        return next(t for n, t in tensors.items() if n.endswith("position_embeddings.weight"))
+
+    before, after = table(model), table(tmp_path / "out")
+    offset = 2 if kind == "roberta" else 0
+    moved = (after - before).abs().amax(dim=1) > 0
+    assert bool(moved[offset + 24:].any())  # positions no 24-token document reaches without skips
+    assert not bool(moved[:offset].any())
+
+
 def test_bad_triplets_and_lengths_are_one_line_errors(tiny_bigbird, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "positive": "p"}\n')
@@ -148,6 +183,10 @@ def test_bad_triplets_and_lengths_are_one_line_errors(tiny_bigbird, tmp_path):
                                  "-o", str(tmp_path / "o")])
     assert result.exit_code != 0 and "exceeds the model's 256 positions" in result.output
     assert not (tmp_path / "o").exists()
+    for span in ("64", "512"):
+        result = runner.invoke(app, ["finetune", str(tiny_bigbird), "--data", str(bad), "--max-len", "64",
+                                     "--position-span", span, "-o", str(tmp_path / "o")])
+        assert result.exit_code != 0 and "must be above --max-len 64 and at most the model's 256" in result.output
 
 
 class _StopAt:

@@ -193,6 +193,9 @@ def finetune_command(
     adapter: Annotated[str | None, typer.Option(help="Train only this adapter (CKPT/adapters/NAME if present, "
                                                      "else a new seq_bn one); the base stays frozen.")] = None,
     max_len: Annotated[int, typer.Option("--max-len", min=8, help="Tokens per document.")] = 4096,
+    position_span: Annotated[int | None, typer.Option(
+        "--position-span", min=9, help="Spread document position ids over N positions with random skips (PoSE): "
+                                       "train positions up to N on --max-len-token documents.")] = None,
     query_max_len: Annotated[int, typer.Option("--query-max-len", min=8, help="Tokens per query.")] = 128,
     temperature: Annotated[float, typer.Option(help="InfoNCE temperature (cosine similarities).")] = 0.05,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward "
@@ -218,6 +221,8 @@ def finetune_command(
 
       ctxext finetune minilm-bigbird --data triplets.jsonl --max-len 2048 --batch-size 2 --steps 500 -o long
 
+      ctxext finetune minilm-spline-4096 --data triplets.jsonl --max-len 2048 --position-span 4096 -o long
+
       ctxext finetune specter2-bigbird --adapter proximity --data triplets.jsonl --max-len 4096 -o prox-long
     """
     from ctxext.train import TrainSettings
@@ -225,10 +230,10 @@ def finetune_command(
 
     settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
                              eval_every=eval_every, save_every=save_every)
-    result = finetune(checkpoint, data, out, adapter=adapter, max_len=max_len, query_max_len=query_max_len,
-                      temperature=temperature, gradient_checkpointing=gradient_checkpointing, settings=settings,
-                      eval_beir=eval_beir, work_dir=work_dir, resume=resume, keep_checkpoints=keep_checkpoints,
-                      force=force, argv=sys.argv)
+    result = finetune(checkpoint, data, out, adapter=adapter, max_len=max_len, position_span=position_span,
+                      query_max_len=query_max_len, temperature=temperature,
+                      gradient_checkpointing=gradient_checkpointing, settings=settings, eval_beir=eval_beir,
+                      work_dir=work_dir, resume=resume, keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
     if result.manifest is None:
         return
     parameters = result.manifest["operations"][0]["parameters"]

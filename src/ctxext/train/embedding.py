@@ -54,7 +54,7 @@ class EmbeddingModel(_module_base()):
         self.attention_runs: Counter[str] = Counter()
 
     def embed(self, input_ids: Any, attention_mask: Any, *, normalize: bool | None = None,
-              attention_type: str | None = None, record: bool = False) -> Any:
+              attention_type: str | None = None, record: bool = False, position_ids: Any = None) -> Any:
         """Pooled embeddings; ``attention_type`` overrides BigBird's for this call (``original_full`` for short
         queries, which skips BigBird's fallback warning); ``record`` counts which attention ran."""
         import torch
@@ -64,7 +64,8 @@ class EmbeddingModel(_module_base()):
         wanted = attention_type or self.attention_type
         if wanted is not None and self.backbone.attention_type != wanted:
             self.backbone.set_attention_type(wanted)
-        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        extra = {} if position_ids is None else {"position_ids": position_ids}
+        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
         if self.attention_type is not None and record:
             kind = type(self.backbone.encoder.layer[0].attention.self).__name__
             self.attention_runs["block_sparse" if "BlockSparse" in kind else "original_full"] += 1

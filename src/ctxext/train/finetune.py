@@ -87,14 +87,35 @@ def read_triplets(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list
     return triplets
 
 
+def skipped_position_ids(lengths: Sequence[int], width: int, span: int, offset: int = 0) -> Any:
+    """Position ids for documents of ``lengths`` tokens (padded to ``width``) that reach up to ``span``:
+    positional skip-wise training (PoSE, Zhu et al. 2023). Each document is cut at a random point after its
+    first token; the second part's ids jump ahead by a random skip, so that over many steps every position
+    below ``span`` is trained while the inputs stay short. Padding ids continue, capped at the span (padding is masked).
+    ``offset``: the first position id (RoBERTa-style tables start after their reserved rows)."""
+    import torch
+
+    rows = []
+    for length in lengths:
+        ids = torch.arange(width)
+        if 1 < length < span:
+            cut = int(torch.randint(1, length, ()))
+            ids[cut:] += int(torch.randint(0, span - length + 1, ()))
+        rows.append(ids.clamp(max=span - 1))
+    return torch.stack(rows) + offset
+
+
 @dataclass
 class TripletCollator:
     """Tokenizes a batch of triplets: queries up to ``query_max_len``, positives then negatives up to
-    ``max_len`` tokens (padded to the longest in the batch)."""
+    ``max_len`` tokens (padded to the longest in the batch). With ``position_span``, document position ids
+    spread over that many positions (``skipped_position_ids``)."""
 
     tokenizer: Any
     max_len: int
     query_max_len: int = 128
+    position_span: int | None = None
+    position_offset: int = 0
 
     def __call__(self, examples: list[dict[str, str]]) -> dict[str, Any]:
         queries = self.tokenizer([e["query"] for e in examples], truncation=True, max_length=self.query_max_len,
@@ -102,8 +123,13 @@ class TripletCollator:
         documents = [e["positive"] for e in examples] + [e["negative"] for e in examples]
         docs = self.tokenizer(documents, truncation=True, max_length=self.max_len, padding=True,
                               return_tensors="pt")
-        return {"query_input_ids": queries["input_ids"], "query_attention_mask": queries["attention_mask"],
-                "document_input_ids": docs["input_ids"], "document_attention_mask": docs["attention_mask"]}
+        batch = {"query_input_ids": queries["input_ids"], "query_attention_mask": queries["attention_mask"],
+                 "document_input_ids": docs["input_ids"], "document_attention_mask": docs["attention_mask"]}
+        if self.position_span:
+            batch["document_position_ids"] = skipped_position_ids(
+                docs["attention_mask"].sum(dim=1).tolist(), docs["input_ids"].shape[1], self.position_span,
+                self.position_offset)
+        return batch
 
 
 class ContrastiveModel(EmbeddingModel):
@@ -114,7 +140,7 @@ class ContrastiveModel(EmbeddingModel):
         self.temperature = temperature
 
     def forward(self, query_input_ids: Any, query_attention_mask: Any, document_input_ids: Any,
-                document_attention_mask: Any) -> dict[str, Any]:
+                document_attention_mask: Any, document_position_ids: Any = None) -> dict[str, Any]:
         import torch
 
         # Queries first and without gradient checkpointing: checkpointed layers are recomputed in the backward
@@ -123,7 +149,8 @@ class ContrastiveModel(EmbeddingModel):
         with _checkpointing_off(self.backbone):
             queries = self.embed(query_input_ids, query_attention_mask,
                                  attention_type="original_full" if self.attention_type else None)
-        documents = self.embed(document_input_ids, document_attention_mask, record=True)
+        documents = self.embed(document_input_ids, document_attention_mask, record=True,
+                               position_ids=document_position_ids)
         logits = queries @ documents.T / self.temperature
         labels = torch.arange(queries.shape[0], device=logits.device)
         return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
@@ -154,6 +181,22 @@ class FinetuneResult:
     attention_runs: dict[str, int]
 
 
+def _position_offset(backbone: Any, position_span: int | None, max_len: int, limit: int) -> int:
+    """The first position id of ``backbone``'s table, after checking ``position_span`` fits it."""
+    import inspect
+
+    from ctxext.positions import detected_offset
+
+    if position_span is None:
+        return 0
+    if not max_len < position_span <= limit:
+        raise InvalidArgument(f"--position-span {position_span} must be above --max-len {max_len} and at most the "
+                              f"model's {limit} positions")
+    if "position_ids" not in inspect.signature(backbone.forward).parameters:
+        raise InvalidArgument(f"--position-span: {type(backbone).__name__} takes no position ids")
+    return detected_offset(backbone.config.to_dict())
+
+
 def _prepare_adapter(backbone: Any, folder: Any, adapter: str, reduction_factor: int) -> tuple[Any, str]:
     """The backbone with adapter support and ``adapter`` trainable (loaded from ``CKPT/adapters/NAME`` if there,
     else a new SPECTER2-style seq_bn bottleneck); everything else frozen."""
@@ -182,6 +225,7 @@ def finetune(
     *,
     adapter: str | None = None,
     max_len: int = 4096,
+    position_span: int | None = None,
     query_max_len: int = 128,
     temperature: float = 0.05,
     gradient_checkpointing: bool = True,
@@ -196,7 +240,8 @@ def finetune(
     argv: list[str] | None = None,
 ) -> FinetuneResult:
     """Contrastive fine-tuning of ``checkpoint`` on triplets; the output loads like the input (a
-    sentence-transformers folder stays one; with ``adapter`` the base is unchanged and the adapter is new)."""
+    sentence-transformers folder stays one; with ``adapter`` the base is unchanged and the adapter is new).
+    ``position_span``: documents of ``max_len`` tokens train positions up to this (``skipped_position_ids``)."""
     settings = settings or TrainSettings(learning_rate=2e-5)
     if temperature <= 0:
         raise InvalidArgument(f"--temperature {temperature} must be positive")
@@ -215,6 +260,7 @@ def finetune(
     limit = _model_max_length(folder.config, tokenizer)
     if max_len > limit:
         raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
+    position_offset = _position_offset(backbone, position_span, max_len, limit)
     pooling, _, _ = sentence_transformers_settings(folder)
     pooling = pooling or "cls"
     adapter_origin = None
@@ -239,8 +285,8 @@ def finetune(
                                                 query_length))
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
     arguments = training_arguments(work, settings)
-    trainer = build_trainer(model, tokenizer, TripletCollator(tokenizer, max_len, query_length), dataset, None,
-                            arguments, all_callbacks)
+    collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
+    trainer = build_trainer(model, tokenizer, collator, dataset, None, arguments, all_callbacks)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
                                                       if "retrieval_ndcg_at_10" in e]}
@@ -255,8 +301,8 @@ def finetune(
     files = [Path(p) for p in data]
     record = OperationRecord("finetune", parameters={
         "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature", "temperature": temperature,
-        "max_len": max_len, "query_max_len": query_max_len, "pooling": pooling, "steps": settings.steps,
-        "global_step": trainer.state.global_step, "batch_size": settings.batch_size,
+        "max_len": max_len, "position_span": position_span, "query_max_len": query_max_len, "pooling": pooling,
+        "steps": settings.steps, "global_step": trainer.state.global_step, "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate, "seed": settings.seed, "world_size": trainer.args.world_size,
         "triplets": len(triplets), "gradient_checkpointing": gradient_checkpointing,
         "attention_type": model.attention_type, "attention_runs": runs, "adapter": adapter,
@@ -271,7 +317,8 @@ def finetune(
         record.checks.append(Check("retrieval_ndcg_at_10", float(last["retrieval_ndcg_at_10"]),
                                    detail=f"{eval_beir}, at step {last['step']}"))
     options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "adapter": adapter,
-               "max_len": max_len, "query_max_len": query_max_len, "temperature": temperature,
+               "max_len": max_len, "position_span": position_span, "query_max_len": query_max_len,
+               "temperature": temperature,
                "gradient_checkpointing": gradient_checkpointing, "eval_beir": str(eval_beir) if eval_beir else None,
                "resume": resume, **vars(settings)}
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
