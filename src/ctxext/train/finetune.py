@@ -91,8 +91,8 @@ def skipped_position_ids(lengths: Sequence[int], width: int, span: int, offset: 
     """Position ids for documents of ``lengths`` tokens (padded to ``width``) that reach up to ``span``:
     positional skip-wise training (PoSE, Zhu et al. 2023). Each document is cut at a random point after its
     first token; the second part's ids jump ahead by a random skip, so that over many steps every position
-    below ``span`` is trained while the inputs stay short. Padding ids continue, capped at the span (padding is masked).
-    ``offset``: the first position id (RoBERTa-style tables start after their reserved rows)."""
+    below ``span`` is trained while the inputs stay short. Padding ids continue, capped at the span (padding
+    is masked). ``offset``: the first position id (RoBERTa-style tables start after their reserved rows)."""
     import torch
 
     rows = []
