@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--lengths", default="256,512,1024,2048,4096")
     parser.add_argument("--documents", type=int, default=50, help="passkey documents per length (LongEmbed: 100)")
     parser.add_argument("--queries", type=int, default=25, help="passkey queries per length (LongEmbed: 50)")
+    parser.add_argument("--seed", type=int, default=0, help="draw other passkey sets (a held-out check)")
     parser.add_argument("--train-len", type=int, default=2048, help="fine-tuning document length (tokens)")
     parser.add_argument("--position-span", type=int, default=None,
                         help="fine-tune with position ids spread over this many positions (PoSE)")
@@ -167,14 +168,17 @@ def main() -> None:
     for label, ref, options in plan:
         ref = ref() if callable(ref) else ref
         setting = "".join(f"-{key}{value}" for key, value in options.items())
-        sizes = f"{arguments.documents}x{arguments.queries}-names{len(FIRST_NAMES)}"  # the names draw the sets
+        # the names and the seed draw the sets
+        sizes = f"{arguments.documents}x{arguments.queries}-names{len(FIRST_NAMES)}" + (
+            f"-seed{arguments.seed}" if arguments.seed else "")
         cached = work / "evaluations" / f"{Path(ref).name}{setting}-{sizes}.json"
         if cached.is_file():
             row = json.loads(cached.read_text())
         else:
             started = time.perf_counter()
             evaluation = evaluate(ref, Task.passkey, lengths=lengths, documents=arguments.documents,
-                                  queries=arguments.queries, batch_size=arguments.eval_batch_size,
+                                  queries=arguments.queries, seed=arguments.seed,
+                                  batch_size=arguments.eval_batch_size,
                                   **options)
             scores = {str(score.length): score.acc_at_1 for score in evaluation.scores}
             row = {"form": label, "model": ref, "acc_at_1": scores,

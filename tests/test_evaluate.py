@@ -57,6 +57,13 @@ def test_perfect_model_scores_one_and_constant_model_scores_chance(tokenizer):
         assert constant.acc_at_1 == pytest.approx(1 / 40)
 
 
+@pytest.mark.parametrize("builder", [passkey_sets, needle_sets])
+def test_a_seed_draws_other_sets_and_the_same_seed_the_same(builder, tokenizer):
+    (first,), (again,), (other,) = (builder(tokenizer, [128], 10, 5, seed=seed) for seed in (0, 0, 1))
+    assert (first.documents, first.queries) == (again.documents, again.queries)
+    assert first.documents != other.documents
+
+
 def test_ndcg_on_a_hand_made_ranking():
     scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3]])
     relevant = [{1: 1.0}, {2: 1.0, 0: 1.0}]

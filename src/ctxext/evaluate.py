@@ -291,13 +291,15 @@ def evaluate(
     beir: str | None = None,
     documents: int = 100,
     queries: int = 50,
+    seed: int = 0,
     batch_size: int = 8,
     pooling: str | None = None,
     encoder: Any = None,
     progress: ProgressFn = no_progress,
 ) -> Evaluation:
     """Score one model. ``max_length`` truncates documents (default: each set's length, capped at the
-    model's positions); ``chunk`` embeds documents as the mean of ``chunk``-token windows instead."""
+    model's positions); ``chunk`` embeds documents as the mean of ``chunk``-token windows instead; ``seed``
+    draws other passkey and needle sets."""
     from ctxext.encode import load_encoder
 
     encoder = encoder or load_encoder(ref, pooling=pooling)
@@ -307,9 +309,9 @@ def evaluate(
         base = beir_set(Path(beir))
         sets = [RetrievalSet(base.name, length, base.queries, base.documents, base.relevant) for length in lengths]
     elif task == Task.passkey:
-        sets = passkey_sets(encoder.tokenizer, lengths, documents, queries)
+        sets = passkey_sets(encoder.tokenizer, lengths, documents, queries, seed)
     else:
-        sets = needle_sets(encoder.tokenizer, lengths, documents, queries)
+        sets = needle_sets(encoder.tokenizer, lengths, documents, queries, seed)
     form = f"mean of {chunk}-token chunks" if chunk else (f"truncated at {max_length}" if max_length else "full")
     result = Evaluation(model=ref, task=task.value, form=form)
     for done, retrieval_set in enumerate(sets):

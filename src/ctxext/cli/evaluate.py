@@ -27,6 +27,7 @@ def evaluate_command(
     beir: Annotated[Path | None, typer.Option(help="BEIR folder for --task retrieval.")] = None,
     documents: Annotated[int, typer.Option(help="Candidate documents per length (LongEmbed: 100).")] = 100,
     queries: Annotated[int, typer.Option(help="Queries per length (LongEmbed: 50).")] = 50,
+    seed: Annotated[int, typer.Option(help="Draw other passkey / needle sets (names, keys, depths).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Documents per batch.")] = 8,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of score vs length here.")] = None,
     as_json: JsonOpt = False,
@@ -52,7 +53,7 @@ def evaluate_command(
         for checkpoint in checkpoints:
             results.append(evaluate(checkpoint, chosen, lengths=length_list, max_length=truncate, chunk=chunk,
                                     beir=str(beir) if beir else None, documents=documents, queries=queries,
-                                    batch_size=batch_size, progress=progress))
+                                    seed=seed, batch_size=batch_size, progress=progress))
     if plot is not None:
         plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1")
     emit([r.as_dict() for r in results], as_json, score_table)
