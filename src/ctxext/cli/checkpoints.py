@@ -1,4 +1,5 @@
-"""`ctxext inspect` and `ctxext verify`: look at a checkpoint and check it against its manifest."""
+"""`ctxext inspect`, `verify` and `average`: look at a checkpoint, check it against its manifest, average
+checkpoints."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import JsonOpt, emit, key_value_table, reports_errors, stdout
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table, progress_bars, reports_errors, stdout
 
 
 def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect_command)
     app.command("verify")(verify_command)
+    app.command("average")(average_command)
 
 
 @reports_errors
@@ -45,3 +47,29 @@ def verify_command(
         emit({"ok": True, "tensors": result.tensors_checked, "files": result.files}, True)
     else:
         stdout.print(f"[green]ok[/]: {result.tensors_checked} tensors match the manifest")
+
+
+@reports_errors
+def average_command(
+    checkpoints: Annotated[list[str], typer.Argument(help="Two or more model folders or hub IDs fine-tuned from "
+                                                          "one starting point.")],
+    out: OutOpt,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Average checkpoints tensor by tensor (a uniform model soup): same config, same tensors; support files
+    come from the first.
+
+    Example: ctxext average run-a run-b -o soup
+    """
+    import sys
+
+    from ctxext.average import average
+
+    with progress_bars() as progress:
+        result = average(checkpoints, out, force=force, progress=progress, argv=sys.argv)
+    record = result.manifest["operations"][0]
+    check = record["checks"][0]
+    emit({"output": str(result.path), "checkpoints": len(checkpoints), "averaged": len(record["modified"]),
+          "copied": len(record["copied"]), check["name"]: check["value"]}, as_json,
+         lambda data: key_value_table("average", data))
