@@ -36,11 +36,11 @@ def average(
     config = source_config(opened[0][1])
     for ref, (_, folder), reader in zip(refs[1:], opened[1:], readers[1:], strict=True):
         _require_same_model(str(refs[0]), config, readers[0], str(ref), source_config(folder), reader)
-    averaged = [name for name, info in readers[0].infos.items() if info.dtype in FLOAT_DTYPES]
+    infos = readers[0].infos
     record = OperationRecord("average", parameters={"checkpoints": [str(r) for r in refs], "weights": "uniform"},
-                             modified=averaged, copied=[n for n in readers[0].names if n not in set(averaged)])
-    tensors = [OutTensor.computed(info, lambda name=name: _mean(readers, name)) for name, info in
-               readers[0].infos.items()]
+                             modified=[n for n, info in infos.items() if info.dtype in FLOAT_DTYPES],
+                             copied=[n for n, info in infos.items() if info.dtype not in FLOAT_DTYPES])
+    tensors = [OutTensor.computed(info, lambda name=name: _mean(readers, name)) for name, info in infos.items()]
     sources = {f"checkpoint_{i}": (source, reader.sha256_of_files_in_background())
                for i, ((source, _), reader) in enumerate(zip(opened, readers, strict=True))}
     options = {"refs": [str(r) for r in refs]}
