@@ -72,8 +72,8 @@ def test_length_not_above_current(tiny_models, tmp_path, length):
     assert_nothing_written(tmp_path)
 
 
-def test_existing_output_is_refused_without_force(tiny_models, tmp_path):
-    (tmp_path / "out").mkdir()
+def test_existing_output_is_refused_without_force_and_replaced_with_it(tiny_models, tmp_path):
+    assert run("interpolate", tiny_models("bert"), "--len", 96, "-o", tmp_path / "out", "--no-check").exit_code == 0
     (tmp_path / "out" / "keep.txt").write_text("mine")
     result = run("interpolate", tiny_models("bert"), "--len", 128, "-o", tmp_path / "out")
     assert_one_line_error(result, "already exists", "--force")
@@ -82,6 +82,14 @@ def test_existing_output_is_refused_without_force(tiny_models, tmp_path):
     assert forced.exit_code == 0, forced.output
     assert not (tmp_path / "out" / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_force_refuses_a_folder_that_ctxext_did_not_write(tiny_models, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    result = run("interpolate", tiny_models("bert"), "--len", 128, "-o", tmp_path / "out", "--force")
+    assert_one_line_error(result, "not a ctxext output")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("corruption", ["huge header length", "not json", "offsets past the end", "truncated"])

@@ -64,7 +64,8 @@ def write_model_folder(
 ) -> OutputResult:
     """Write ``plan`` into ``out``; ``checks`` runs on the finished temporary folder and any failure
     leaves nothing behind."""
-    with atomic_output(out, force=force) as staging:
+    protect = [source.path for source, _ in plan.sources.values()]
+    with atomic_output(out, force=force, protect=protect) as staging:
         model_dir = staging
         if plan.support_from is not None:
             copied, left_out = copy_support_files(plan.support_from, staging)

@@ -12,11 +12,45 @@ from ctxext.manifest import Check
 
 
 def load_model_strictly(model_dir: Path, model_class: Any = None, **kwargs: Any):
-    """Load with transformers and fail on any missing, unexpected or mismatched weight."""
-    if model_class is None:
-        from transformers import AutoModel as model_class
+    """Load with transformers and fail on any missing, unexpected or mismatched weight.
+
+    With no ``model_class``, the class the config names in ``architectures`` is used, so a pre-training or
+    MLM head is loaded and checked too; AutoModel where the config names no transformers class, or where the
+    folder holds a base model's tensors only (all-mpnet-base-v2 names MPNetForMaskedLM and has no head).
+    """
+    if model_class is not None:
+        return _load_clean(model_dir, model_class, **kwargs)
+    from transformers import AutoModel
+
+    named = _architecture_class(model_dir)
+    if named is None:
+        return _load_clean(model_dir, AutoModel, **kwargs)
+    try:
+        return _load_clean(model_dir, named, **kwargs)
+    except CheckFailed as with_head:
+        try:
+            return _load_clean(model_dir, AutoModel, **kwargs)
+        except CheckFailed:
+            raise with_head from None
+
+
+def _architecture_class(model_dir: Path) -> Any:
+    """The transformers model class named first in the config's ``architectures``, if it is one."""
+    import transformers
+
+    from ctxext.io import read_json
+
+    config = read_json(Path(model_dir) / "config.json")
+    names = config.get("architectures") if isinstance(config, dict) else None
+    if not isinstance(names, list) or not names or not isinstance(names[0], str):
+        return None
+    found = getattr(transformers, names[0], None)
+    return found if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel) else None
+
+
+def _load_clean(model_dir: Path, model_class: Any, **kwargs: Any):
     model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
-    problems = {key: value for key, value in info.items() if value and key != "error_msgs"}
+    problems = {key: sorted(value)[:5] for key, value in info.items() if value and key != "error_msgs"}
     if problems or info.get("error_msgs"):
         raise CheckFailed(f"{model_dir} does not load cleanly with {model_class.__name__}: {problems or info}")
     return model.eval()
@@ -40,8 +74,9 @@ def last_hidden_state(model: Any, input_ids: Any, attention_mask: Any) -> np.nda
     """Outputs at real (unpadded) positions, float64, padding rows zeroed."""
     import torch
 
-    with torch.no_grad():
-        hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    with torch.no_grad():  # a model with a head: the encoder's own outputs
+        encoder = getattr(model, "base_model", model)
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     return (hidden * attention_mask[..., None]).double().numpy()
 
 

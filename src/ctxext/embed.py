@@ -8,9 +8,6 @@ Each line is ``{"title": ..., "abstract": ...}`` (joined as SPECTER2 does: ``tit
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,9 +16,21 @@ from typing import Any
 
 import numpy as np
 
+from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound, WriteFailed
-from ctxext.io import ModelFolder, Source, file_sha256, open_model, read_jsonl, resolve_source
+from ctxext.errors import InvalidArgument
+from ctxext.io import (
+    ModelFolder,
+    Source,
+    atomic_files,
+    check_output_target,
+    file_manifest_path,
+    file_sha256,
+    open_model,
+    read_jsonl,
+    resolve_source,
+    write_json,
+)
 
 ADAPTERS_DIR = "adapters"
 
@@ -35,12 +44,12 @@ class EmbedResult:
     manifest: dict[str, Any]
 
 
-def read_documents(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSONL file; a line that is not a JSON object is an error naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourceNotFound(f"input file {path} does not exist")
-    records = [record for _, record in read_jsonl(path)]
+def read_documents(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of each line of a JSONL file; a line that is not a JSON object, or a file with
+    no records, is an error naming it."""
+    records = list(read_jsonl(Path(path)))
+    if not records:
+        raise InvalidArgument(f"{path} holds no documents")
     return records
 
 
@@ -115,10 +124,7 @@ def embed_file(
     from ctxext.encode import document_text, load_encoder
     from ctxext.manifest import library_versions
 
-    out = Path(out).expanduser().absolute()
-    manifest_path = out.with_name(out.name + ".manifest.json")
-    if (out.exists() or manifest_path.exists()) and not force:
-        raise OutputExists(f"output {out} already exists; pass --force to replace it")
+    out = check_output_target(out, force=force, protect=[input_path], is_file=True)  # before the slow part
     if batch_size < 1:
         raise InvalidArgument("--batch-size must be at least 1")
     records = read_documents(input_path)
@@ -128,61 +134,41 @@ def embed_file(
         folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader
     )
     sep = encoder.tokenizer.sep_token or "[SEP]"
-    texts = [document_text(record, sep) for record in records]
+    texts = [document_text(record, sep, where=f"{input_path}:{line}") for line, record in records]
     rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
     rows = np.ascontiguousarray(rows, dtype=np.float32)
-    _write_atomically(out, lambda handle: np.save(handle, rows, allow_pickle=False))
-    manifest = {
-        "command": "embed",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": list(argv) if argv is not None else None,
-        "checkpoint": source.describe(),
-        "adapter": {"name": adapter_name, **adapter_source.describe()} if adapter_source else None,
-        "input": {
-            "path": str(Path(input_path).absolute()),
-            "sha256": file_sha256(Path(input_path)),
-            "lines": len(records),
-        },
-        "options": {
-            "pooling": encoder.pooling,
-            "normalize": encoder.normalize,
-            "max_length": max_length or encoder.max_length,
-            "batch_size": batch_size,
-            "attention_type": encoder.attention_type,
-        },
-        "output": {
-            "file": out.name,
-            "shape": list(rows.shape),
-            "dtype": "float32",
-            "sha256": file_sha256(out),
-        },
-        "libraries": library_versions(),
-    }
-    _write_atomically(
-        manifest_path,
-        lambda handle: handle.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()),
-    )
+    manifest_path = file_manifest_path(out)
+    with atomic_files([out, manifest_path], force=force, protect=[input_path, source.path]) as (
+        temporary, temporary_manifest
+    ):
+        with open(temporary, "wb") as handle:
+            np.save(handle, rows, allow_pickle=False)
+        manifest = {
+            "ctxext_version": __version__,
+            "command": "embed",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "argv": list(argv) if argv is not None else None,
+            "checkpoint": source.describe(),
+            "adapter": {"name": adapter_name, **adapter_source.describe()} if adapter_source else None,
+            "input": {
+                "path": str(Path(input_path).absolute()),
+                "sha256": file_sha256(Path(input_path)),
+                "lines": len(records),
+            },
+            "options": {
+                "pooling": encoder.pooling,
+                "normalize": encoder.normalize,
+                "max_length": max_length or encoder.max_length,
+                "batch_size": batch_size,
+                "attention_type": encoder.attention_type,
+            },
+            "output": {
+                "file": out.name,
+                "shape": list(rows.shape),
+                "dtype": "float32",
+                "sha256": file_sha256(temporary),
+            },
+            "libraries": library_versions(),
+        }
+        write_json(temporary_manifest, manifest, sort_keys=True)
     return EmbedResult(out, manifest_path, rows.shape[0], rows.shape[1] if rows.ndim == 2 else 0, manifest)
-
-
-def _write_atomically(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write a file beside its target and rename it into place; a failure leaves nothing behind."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ctxext-tmp", dir=path.parent)
-    except OSError as error:
-        raise WriteFailed(f"cannot write beside {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise WriteFailed(
-                f"writing {path} failed: {error.strerror or error}; nothing was written"
-            ) from None
-        raise

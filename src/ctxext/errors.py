@@ -49,3 +49,16 @@ class WriteFailed(CtxextError):
     """Writing the output failed (disk full, permissions); nothing was left behind."""
 
     exit_code = 8
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the command; ``kept`` says what was deliberately left on disk."""
+
+    def __init__(self, signal_number: int = 2, kept: str | None = None):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+        self.kept = kept
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number

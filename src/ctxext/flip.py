@@ -31,6 +31,7 @@ from ctxext.io import (
     OutTensor,
     Source,
     atomic_output,
+    check_output_target,
     copy_support_files,
     file_sha256,
     open_model,
@@ -692,11 +693,7 @@ def flip(
     """Turn a causal decoder into a bidirectional encoder and write it to ``out`` (atomically, with a
     manifest holding every check: the source is causal, the flip is bidirectional, padding side does not
     matter, the reloaded folder equals the in-memory model, the sliding window survives reload)."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not force:
-        from ctxext.errors import OutputExists
-
-        raise OutputExists(f"output {out} already exists; pass --force to replace it")
+    out = check_output_target(out, force=force)  # before the slow load; atomic_output checks again
     prompt = load_prompt_config(special_tokens) if head == Head.qa else None
     if special_tokens is not None and head != Head.qa:
         raise InvalidArgument("--special-tokens goes with --head qa")
@@ -748,7 +745,7 @@ def flip(
         built.model.config, architecture, str(_output_dtype(loaded, embedding_name)).removeprefix("torch.")
     )
     record.config_changes.update(config_diff(loaded.config, config))
-    with atomic_output(out, force=force) as staging:
+    with atomic_output(out, force=force, protect=[loaded.source.path]) as staging:
         if loaded.folder is not None:
             copied, left_out = copy_support_files(loaded.folder, staging)
             record.files["copied"] = copied

@@ -34,8 +34,16 @@ from typing import Any
 import numpy as np
 
 from ctxext.checkpoint import OutputPlan, ProgressFn, no_progress, write_model_folder
-from ctxext.errors import CheckFailed, InvalidArgument, OutputExists, UnsupportedArchitecture
-from ctxext.io import CheckpointReader, ModelFolder, OutTensor, Source, open_model, read_json
+from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
+from ctxext.io import (
+    CheckpointReader,
+    ModelFolder,
+    OutTensor,
+    Source,
+    check_output_target,
+    open_model,
+    read_json,
+)
 from ctxext.manifest import Check, OperationRecord
 
 
@@ -843,10 +851,7 @@ def guide(
 ) -> GuideResult:
     """Build a GUIDE student of ``teacher`` and write it to ``out`` (loads with AutoModel,
     AutoModelForMaskedLM and sentence-transformers); the manifest records every tensor's origin."""
-    if Path(out).expanduser().exists() and not force:  # refuse before any work; atomic_output checks again
-        raise OutputExists(
-            f"output {Path(out).expanduser().absolute()} already exists; pass --force to replace it"
-        )
+    check_output_target(out, force=force)  # refuse before any work; atomic_output checks again, sources too
     student = build_student(
         teacher,
         dim,

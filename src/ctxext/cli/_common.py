@@ -5,18 +5,21 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from ctxext.errors import CtxextError
+from ctxext.errors import CtxextError, InvalidArgument
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -28,30 +31,79 @@ LenOpt = Annotated[int, typer.Option("--len", min=1, help="Target number of posi
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ctxext errors, interrupts and OS errors into one line on stderr and a non-zero exit."""
+    """Turn ctxext errors, interrupts (SIGINT, SIGTERM) and OS errors into one line on stderr and a non-zero
+    exit; the codes are listed in docs/errors.md."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ctxext.io import sigterm_as_interrupt
+
         try:
-            return command(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
         except CtxextError as error:
-            stderr.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            stderr.print("[bold red]interrupted:[/] nothing was written", highlight=False)
-            raise typer.Exit(130) from None
+            fail(str(error), error.exit_code)
+        except KeyboardInterrupt as error:
+            signal_number = getattr(error, "signal_number", signal.SIGINT)
+            kept = getattr(error, "kept", None) or "nothing was written"
+            fail(f"{signal.Signals(signal_number).name}: {kept}", 128 + signal_number, label="interrupted")
+        except MemoryError:
+            fail("out of memory: try a shorter length, a smaller batch or a smaller model", 8)
         except OSError as error:
-            stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            fail(f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""), 1)
         except Exception as error:  # a bug: still one line, the traceback only on request
             if os.environ.get("CTXEXT_DEBUG"):
                 raise
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            stderr.print(f"[bold red]internal error:[/] {type(error).__name__}: {first} "
-                         "(set CTXEXT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
-            raise typer.Exit(70) from None
+            fail(f"{type(error).__name__}: {first} (set CTXEXT_DEBUG=1 for the traceback)", 70,
+                 label="internal error")
 
     return wrapper
+
+
+def fail(message: str, exit_code: int, *, label: str = "error") -> NoReturn:
+    """Print one line on stderr and exit."""
+    one_line = " ".join(message.split())
+    stderr.print(f"[bold red]{label}:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code)
+
+
+def _click_exception() -> type[Exception]:
+    # typer bundles its own Click and does not export its exception base; BadParameter (public) derives from it.
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _given_value(error: Exception, arguments: list[str]) -> str:
+    """`` (given: VALUE)`` for a bad option value, read back from the command line (Click does not keep it)."""
+    names = getattr(getattr(error, "param", None), "opts", None) or []
+    for index, argument in enumerate(arguments):
+        for name in names:
+            if argument == name and index + 1 < len(arguments):
+                return f" (given: {arguments[index + 1]!r})"
+            if argument.startswith(name + "="):
+                return f" (given: {argument[len(name) + 1:]!r})"
+    return ""
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Usage errors (a bad or missing option value) as one line naming the option, not typer's box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        arguments = list(kwargs.get("args") or (args[0] if args else sys.argv[1:]) or [])
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _click_exception() as error:
+            context = getattr(error, "ctx", None)
+            hint = f" (see {context.command_path} --help)" if context is not None else ""
+            message = " ".join(error.format_message().split()) + _given_value(error, arguments)
+            stderr.print(f"[bold red]error:[/] {escape(message)}{hint}", highlight=False, soft_wrap=True)
+            sys.exit(InvalidArgument.exit_code)
+        except typer.Abort:
+            stderr.print("[bold red]aborted[/]", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @contextmanager

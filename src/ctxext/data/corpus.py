@@ -15,7 +15,13 @@ from typing import Any
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.chunking import chunk_spans
 from ctxext.data.dedupe import Deduplicator
-from ctxext.data.output import InputRecord, ParquetRowWriter, atomic_file_with_manifest, write_file_manifest
+from ctxext.data.output import (
+    InputRecord,
+    ParquetRowWriter,
+    atomic_file_with_manifest,
+    checked_output,
+    write_file_manifest,
+)
 from ctxext.data.sources import (
     TEXT_FIELDS,
     TRIPLET_FIELDS,
@@ -110,6 +116,7 @@ def build_corpus(
         raise InvalidArgument(f"output {out.name}: the corpus is written as Parquet; name it *.parquet")
     problems = Problems(on_error)
     files = expand_sources(sources, input_format=input_format, pattern=pattern)
+    checked_output(out, force=force, inputs=files)
     tok = load_tokenizer(tokenizer)
     limit = None
     if chunk is not None:
@@ -130,7 +137,7 @@ def build_corpus(
     inputs: list[InputRecord] = []
     total_bytes = sum(f.path.stat().st_size for f in files)
 
-    with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
+    with atomic_file_with_manifest(out, force=force, inputs=files) as (temporary, temporary_manifest):
         writer = ParquetRowWriter(temporary, corpus_schema())
         columns: dict[str, list[Any]] = {name: [] for name in CORPUS_COLUMNS}
         try:

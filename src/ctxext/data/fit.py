@@ -26,6 +26,7 @@ from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.output import (
     InputRecord,
     atomic_file_with_manifest,
+    checked_output,
     open_writer,
     output_format,
     write_file_manifest,
@@ -255,6 +256,7 @@ def fit_file(
     kind = output_format(out)
     problems = Problems(on_error)
     files = expand_sources([source], input_format=input_format)
+    checked_output(out, force=force, inputs=files)
     tok = load_tokenizer(tokenizer)
     if budget <= tok.special_tokens:
         raise InvalidArgument(f"--budget {budget} leaves no room after {tok.special_tokens} special tokens")
@@ -270,7 +272,7 @@ def fit_file(
     counts = FitCounts()
     inputs: list[InputRecord] = []
     total = sum(_record_estimate(f) for f in files)
-    with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
+    with atomic_file_with_manifest(out, force=force, inputs=files) as (temporary, temporary_manifest):
         writer = open_writer(temporary, kind, _parquet_schema(files) if kind == "parquet" else None)
         try:
             for batch in _record_batches(files, problems, inputs, pdf_password, batch_documents):

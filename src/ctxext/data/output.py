@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,15 +14,10 @@ from typing import Any
 from ctxext import __version__
 from ctxext.data.sources import SourceFile
 from ctxext.errors import InvalidArgument
-from ctxext.io import atomic_file, file_sha256, write_json
+from ctxext.io import atomic_files, check_output_target, file_manifest_path, file_sha256, write_json
 from ctxext.manifest import _jsonable, library_versions
 
 OUTPUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl"}
-
-
-def manifest_path(out: str | Path) -> Path:
-    out = Path(out).expanduser().absolute()
-    return out.with_name(out.name + ".manifest.json")
 
 
 def output_format(out: str | Path, allowed: tuple[str, ...] = ("parquet", "jsonl")) -> str:
@@ -53,16 +48,21 @@ class InputRecord:
             return cls(source.label, str(source.path), source.format, 0, None)
 
 
+def checked_output(out: str | Path, *, force: bool, inputs: Sequence[SourceFile] = ()) -> Path:
+    """The output path, refused before any work if it may not be written (see ``io.check_output_target``)."""
+    return check_output_target(out, force=force, protect=[source.path for source in inputs], is_file=True)
+
+
 @contextlib.contextmanager
-def atomic_file_with_manifest(out: str | Path, *, force: bool) -> Iterator[tuple[Path, Path]]:
-    """Temporary paths for the output and its manifest; both are moved into place only on success
-    (the manifest first, so an output never lies there without one)."""
-    out = Path(out).expanduser().absolute()
-    with (
-        atomic_file(out, force=force) as temporary_out,
-        atomic_file(manifest_path(out), force=True) as temporary_manifest,
-    ):
-        yield temporary_out, temporary_manifest
+def atomic_file_with_manifest(
+    out: str | Path, *, force: bool, inputs: Sequence[SourceFile] = ()
+) -> Iterator[tuple[Path, Path]]:
+    """Temporary paths for the output and its manifest; both are moved into place together on success,
+    or neither. No input may be the output."""
+    out = Path(out)
+    protect = [source.path for source in inputs]
+    with atomic_files([out, file_manifest_path(out)], force=force, protect=protect) as (temporary, manifest):
+        yield temporary, manifest
 
 
 def write_file_manifest(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.errors import CtxextError, InvalidArgument, SourceNotFound
+from ctxext.io import file_manifest_path, input_file, is_ctxext_manifest
 
 FORMAT_BY_SUFFIX = {
     ".txt": "txt",
@@ -102,7 +103,9 @@ def expand_sources(
     arguments: list[str], *, input_format: str | None = None, pattern: str | None = None
 ) -> list[SourceFile]:
     """Every file to read, in a stable order. Folders are searched recursively for known formats (or
-    ``pattern``); a file named explicitly with an unknown suffix is refused unless ``input_format`` says."""
+    ``pattern``), leaving out ctxext's own file outputs (a file with ``<file>.manifest.json`` beside it), so
+    an output written inside a source folder is never read back in; name such a file to read it. A file
+    named explicitly with an unknown suffix is refused unless ``input_format`` says."""
     if not arguments:
         raise InvalidArgument("give at least one source (a file or a folder)")
     if input_format is not None and input_format not in FORMATS:
@@ -119,6 +122,7 @@ def expand_sources(
                 if p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and (input_format or pattern or p.suffix.lower() in FORMAT_BY_SUFFIX)
+                and not is_ctxext_manifest(file_manifest_path(p))
             ]
             if not found:
                 wanted = (
@@ -129,7 +133,7 @@ def expand_sources(
                 raise EmptySource(f"source folder {path} holds no files {wanted}")
             files.extend(SourceFile(label, p, format_of(p, input_format)) for p in found)
         else:
-            files.append(SourceFile(label, path, format_of(path, input_format)))
+            files.append(SourceFile(label, input_file(path, "source"), format_of(path, input_format)))
     return files
 
 

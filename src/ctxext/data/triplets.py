@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.data.output import InputRecord, JsonlWriter, atomic_file_with_manifest, write_file_manifest
+from ctxext.data.output import (
+    InputRecord,
+    JsonlWriter,
+    atomic_file_with_manifest,
+    checked_output,
+    write_file_manifest,
+)
 from ctxext.data.sources import (
     EmptySource,
     Problems,
@@ -441,6 +447,7 @@ def build_triplets(
         raise InvalidArgument("--negatives-from swap needs --queries passage (it swaps the passage out)")
     problems = Problems(on_error)
     files = expand_sources([corpus], input_format=input_format)
+    checked_output(out, force=force, inputs=files)
     documents: list[StructuredDocument] = []
     inputs: list[InputRecord] = []
     for number, source_file in enumerate(files, start=1):
@@ -483,7 +490,7 @@ def build_triplets(
         found = [[(documents[index], score, rank) for index, score, rank in picked]
                  for picked in hard_negatives(documents, made, scores_of, negatives=negatives, skip_top=skip_top,
                                               progress=progress)]
-    with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
+    with atomic_file_with_manifest(out, force=force, inputs=files) as (temporary, temporary_manifest):
         writer = JsonlWriter(temporary)
         try:
             for query, picked in zip(made, found, strict=False):

@@ -15,7 +15,6 @@ import ast
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
+from ctxext.errors import InvalidArgument, SourceNotFound
 from ctxext.io import CheckpointReader, atomic_output, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.embedding import (
@@ -38,10 +37,12 @@ from ctxext.train.mlm import (
     TrainSettings,
     build_trainer,
     data_files,
-    latest_checkpoint,
+    discard_checkpoints,
     loss_history,
     read_documents,
+    resumable_checkpoints_kept,
     training_arguments,
+    training_paths,
     write_trained_model,
 )
 
@@ -170,19 +171,15 @@ def distill(
     from ctxext.presets import cache_dir
 
     settings = settings or TrainSettings(learning_rate=1e-4)
-    out_path = Path(out).expanduser().absolute()
-    if out_path.exists() and not force:
-        raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
     if pca_sample < 2:
         raise InvalidArgument(f"--pca-sample {pca_sample} must be at least 2")
-    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
-    resume_from = latest_checkpoint(work) if resume else None
-    if resume and resume_from is None:
-        raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
     cache_path = None if str(cache) == "none" else Path(cache) if cache else cache_dir() / "distill"
 
     source, folder = open_model(student)
     teacher_source, teacher_folder = open_model(teacher)
+    paths = training_paths(out, work_dir, resume=resume, force=force,
+                           protect=[source.path, teacher_source.path, *data])
+    out_path, work, resume_from = paths.out, paths.work, paths.resume_from
     backbone, tokenizer = load_backbone(folder)
     limit = _model_max_length(folder.config, tokenizer)
     if max_len > limit:
@@ -214,9 +211,10 @@ def distill(
         all_callbacks.append(retrieval_callback(model, tokenizer, beir_set(Path(eval_beir)), settings.eval_every,
                                                 max_len, max_len))
     dataset = ListDataset([{"text": text, "target": target} for text, target in zip(texts, targets, strict=True)])
-    trainer = build_trainer(model, tokenizer, TextTargetCollator(tokenizer, max_len), dataset, None,
-                            training_arguments(work, settings), all_callbacks)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with resumable_checkpoints_kept(work):
+        trainer = build_trainer(model, tokenizer, TextTargetCollator(tokenizer, max_len), dataset, None,
+                                training_arguments(work, settings), all_callbacks)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
                                                       if "retrieval_ndcg_at_10" in e]}
     if not trainer.is_world_process_zero():
@@ -257,7 +255,7 @@ def distill(
                                  sources={"teacher": (teacher_source,
                                                       CheckpointReader(teacher_folder).sha256_of_files())})
     if not keep_checkpoints:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_checkpoints(work)
     return DistillResult(result.path, result.manifest, history, trainer.state.global_step, cache_file, cached)
 
 

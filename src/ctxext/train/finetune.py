@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
+from ctxext.errors import InvalidArgument, SourceNotFound
 from ctxext.io import file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.embedding import EmbeddingModel, load_backbone, retrieval_callback
@@ -27,9 +27,11 @@ from ctxext.train.mlm import (
     ListDataset,
     TrainSettings,
     build_trainer,
-    latest_checkpoint,
+    discard_checkpoints,
     loss_history,
+    resumable_checkpoints_kept,
     training_arguments,
+    training_paths,
     write_trained_model,
 )
 
@@ -245,17 +247,11 @@ def finetune(
     settings = settings or TrainSettings(learning_rate=2e-5)
     if temperature <= 0:
         raise InvalidArgument(f"--temperature {temperature} must be positive")
-    out_path = Path(out).expanduser().absolute()
-    if out_path.exists() and not force:
-        raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
-    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
-    resume_from = latest_checkpoint(work) if resume else None
-    if resume and resume_from is None:
-        raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
-
     from ctxext.encode import _model_max_length, sentence_transformers_settings
 
     source, folder = open_model(checkpoint)
+    paths = training_paths(out, work_dir, resume=resume, force=force, protect=[source.path, *data])
+    out_path, work, resume_from = paths.out, paths.work, paths.resume_from
     backbone, tokenizer = load_backbone(folder)
     limit = _model_max_length(folder.config, tokenizer)
     if max_len > limit:
@@ -284,10 +280,11 @@ def finetune(
         all_callbacks.append(retrieval_callback(model, tokenizer, retrieval_set, settings.eval_every, max_len,
                                                 query_length))
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
-    arguments = training_arguments(work, settings)
     collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
-    trainer = build_trainer(model, tokenizer, collator, dataset, None, arguments, all_callbacks)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with resumable_checkpoints_kept(work):
+        arguments = training_arguments(work, settings)
+        trainer = build_trainer(model, tokenizer, collator, dataset, None, arguments, all_callbacks)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
                                                       if "retrieval_ndcg_at_10" in e]}
     runs = dict(model.attention_runs)
@@ -329,7 +326,7 @@ def finetune(
         result = write_trained_model(backbone, folder, out_path, source, record, carry=False, command="finetune",
                                      options=options, force=force, argv=argv, config_updates=config_updates)
     if not keep_checkpoints:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_checkpoints(work)
     return FinetuneResult(result.path, result.manifest, history, trainer.state.global_step, runs)
 
 

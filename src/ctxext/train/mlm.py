@@ -10,16 +10,18 @@ held-out set masked once with a fixed seed (:func:`masked_held_out`), the Traine
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
-from ctxext.io import ModelFolder, OutTensor, file_sha256, open_model, read_jsonl
+from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound
+from ctxext.io import ModelFolder, OutTensor, check_output_target, file_sha256, open_model, read_jsonl
 from ctxext.manifest import Check, OperationRecord
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -331,6 +333,57 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
     return Path(found) if work_dir.is_dir() and (found := get_last_checkpoint(str(work_dir))) else None
 
 
+# ----------------------------------------------------------------------------- where a run keeps its checkpoints
+
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    out: Path
+    work: Path
+    resume_from: Path | None
+
+
+def training_paths(out: str | Path, work_dir: str | Path | None, *, resume: bool, force: bool,
+                   protect: Iterable[str | Path] = ()) -> TrainingPaths:
+    """The output (checked before any training: see ``io.check_output_target``), the folder for Trainer
+    checkpoints (default ``<out>.checkpoints``) and, with ``resume``, the checkpoint to continue from."""
+    out_path = check_output_target(out, force=force, protect=protect)
+    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
+    resume_from = latest_checkpoint(work) if resume else None
+    if resume and resume_from is None:
+        raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
+    return TrainingPaths(out_path, work, resume_from)
+
+
+@contextlib.contextmanager
+def resumable_checkpoints_kept(work: Path) -> Iterator[None]:
+    """Around training: a failed or interrupted run leaves its Trainer checkpoints (and says how to resume
+    from them) or, with none written yet, nothing at all."""
+    try:
+        yield
+    except BaseException as error:
+        kept = latest_checkpoint(work)
+        if kept is None:
+            discard_checkpoints(work)
+        if isinstance(error, KeyboardInterrupt):
+            message = (f"checkpoint {kept} kept; rerun the same command with --resume to continue" if kept
+                       else "nothing was written")
+            raise Interrupted(getattr(error, "signal_number", signal.SIGINT), kept=message) from None
+        raise
+
+
+def discard_checkpoints(work: Path) -> None:
+    """Remove the Trainer checkpoints in ``work``, then ``work`` itself if nothing else is in it (a
+    ``--work-dir`` the user named may hold other files, which stay)."""
+    if not work.is_dir():
+        return
+    for checkpoint in work.glob("checkpoint-*"):
+        if checkpoint.is_dir() and not checkpoint.is_symlink():
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.rmdir()
+
+
 # ----------------------------------------------------------------------------- masked-LM stage
 
 
@@ -415,21 +468,10 @@ def train_mlm(
         raise InvalidArgument(f"--mask {mask} must be between 0 and 1")
     if not 0.0 <= eval_fraction < 1.0:
         raise InvalidArgument(f"--eval-fraction {eval_fraction} must be in [0, 1)")
-    out_path = Path(out).expanduser().absolute()
-    if out_path.exists() and not force:
-        raise OutputExists(f"output {out_path} already exists; pass --force to replace it")
-    work = (
-        Path(work_dir).expanduser().absolute()
-        if work_dir
-        else out_path.with_name(out_path.name + ".checkpoints")
-    )
-    resume_from = None
-    if resume:
-        resume_from = latest_checkpoint(work)
-        if resume_from is None:
-            raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
-
     source, folder = open_model(checkpoint)
+    files = data_files(data)
+    paths = training_paths(out, work_dir, resume=resume, force=force, protect=[source.path, *files])
+    out_path, work, resume_from = paths.out, paths.work, paths.resume_from
     from transformers import set_seed
 
     set_seed(settings.seed)  # a missing MLM head is initialised at load time: make it reproducible
@@ -440,7 +482,6 @@ def train_mlm(
     max_len = max_len or min(512, limit)
     if max_len > limit:
         raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
-    files = data_files(data)
     documents = read_documents(files)
     named = [(f"{index}", text) for index, text in enumerate(documents)]
     train_texts, held_texts = split_held_out(named, eval_fraction) if eval_fraction else (documents, [])
@@ -450,17 +491,18 @@ def train_mlm(
     held_sequences = pack_documents(tokenizer, held_texts, max_len) if held_texts else []
     eval_dataset = ListDataset(masked_held_out(tokenizer, held_sequences, mask)) if held_sequences else None
 
-    trainer = mlm_trainer(
-        model,
-        tokenizer,
-        train_sequences,
-        eval_dataset,
-        mask=mask,
-        settings=settings,
-        work_dir=work,
-        callbacks=callbacks,
-    )
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with resumable_checkpoints_kept(work):
+        trainer = mlm_trainer(
+            model,
+            tokenizer,
+            train_sequences,
+            eval_dataset,
+            mask=mask,
+            settings=settings,
+            work_dir=work,
+            callbacks=callbacks,
+        )
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if eval_dataset is not None else {}
     history = loss_history(trainer)
     if not trainer.is_world_process_zero():
@@ -519,7 +561,7 @@ def train_mlm(
         argv=argv,
     )
     if not keep_checkpoints:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_checkpoints(work)
     return MlmResult(result.path, result.manifest, history, trainer.state.global_step)
 
 
