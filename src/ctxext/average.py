@@ -80,6 +80,8 @@ def _written_mean_check(readers: list[CheckpointReader], staging: Path) -> Check
     error = 0.0
     for name in written.names:
         difference = written.array(name).astype(np.float64) - _mean(readers, name)
+        if not np.isfinite(difference).all():
+            raise CheckFailed(f"{name}: the average holds NaN or infinite values (so does an input checkpoint)")
         error = max(error, float(np.abs(difference).max(initial=0.0)))
     bound = 1e-2 if any(i.dtype in {"F16", "BF16"} for i in written.infos.values()) else 1e-6
     if error > bound:

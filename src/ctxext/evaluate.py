@@ -6,7 +6,6 @@ Passkey and needle are diagnostics of whether a model reads the whole input; nev
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument, SourceNotFound
+from ctxext.io import read_jsonl
 
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 PASSKEY_NEEDLE = "{name}'s pass key is {key}. Remember it. {key} is the pass key for {name}."
@@ -231,18 +231,38 @@ def haystack_sentences() -> list[str]:
     return list(dict.fromkeys(sentences))
 
 
+def _required(record: dict[str, Any], key: str, path: Path, number: int) -> Any:
+    if key not in record:
+        raise InvalidArgument(f"{path}:{number}: the record has no {key!r} field")
+    return record[key]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def beir_set(folder: Path, split: str = "test") -> RetrievalSet:
     """A BEIR-format folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/<split>.tsv."""
     folder = Path(folder)
     for required in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / required).is_file():
             raise SourceNotFound(f"{folder} is not a BEIR folder: {required} is missing")
-    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
-    doc_index = {str(doc["_id"]): i for i, doc in enumerate(corpus)}
+    corpus = [record for _, record in read_jsonl(folder / "corpus.jsonl")]
+    queries = {str(_required(record, "_id", folder / "queries.jsonl", number)):
+               str(_required(record, "text", folder / "queries.jsonl", number))
+               for number, record in read_jsonl(folder / "queries.jsonl")}
+    doc_index = {str(_required(doc, "_id", folder / "corpus.jsonl", i + 1)): i for i, doc in enumerate(corpus)}
     judged: dict[str, dict[int, float]] = {}
-    for line in (folder / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
-        query_id, doc_id, grade = line.split("\t")[:3]
+    qrels = folder / "qrels" / f"{split}.tsv"
+    for number, line in enumerate(qrels.read_text(encoding="utf-8", errors="replace").splitlines()[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) < 3 or not _is_number(fields[2]):
+            raise InvalidArgument(f"{qrels}:{number}: expected query-id, corpus-id and a numeric score, tab-separated")
+        query_id, doc_id, grade = fields[:3]
         if doc_id in doc_index and float(grade) > 0:
             judged.setdefault(query_id, {})[doc_index[doc_id]] = float(grade)
     asked = [q for q in judged if q in queries]
@@ -281,6 +301,31 @@ def chunk_mean(encoder: Any, texts: list[str], chunk_tokens: int, batch_size: in
     return np.stack([embedded[owners_array == i].mean(0) for i in range(len(texts))])
 
 
+MAX_EVALUATION_LENGTH = 131_072
+"""Longest document a set is built at (LongEmbed stops at 32768); past it the texts alone need gigabytes."""
+
+
+def check_evaluation_options(lengths: Sequence[int], max_length: int | None, chunk: int | None, documents: int,
+                             queries: int, batch_size: int) -> None:
+    """Refuse, in one line, values that cannot make a meaningful evaluation, before any model loads."""
+    if not lengths:
+        raise InvalidArgument("--lengths is empty; give lengths in tokens like 256,512,1024")
+    for length in lengths:
+        if not 16 <= length <= MAX_EVALUATION_LENGTH:
+            raise InvalidArgument(f"--lengths: {length} is out of range; each length must be 16 to "
+                                  f"{MAX_EVALUATION_LENGTH} tokens")
+    for option, value in (("--truncate", max_length), ("--chunk", chunk)):
+        if value is not None and value < 8:
+            raise InvalidArgument(f"{option} {value} is too small; give at least 8 tokens")
+    if chunk and max_length:
+        raise InvalidArgument("choose one of --chunk and --truncate")
+    if queries < 1 or documents < 2 or documents < queries:
+        raise InvalidArgument(f"--documents {documents} / --queries {queries}: need at least 2 documents and "
+                              "1 query, and no more queries than documents")
+    if batch_size < 1:
+        raise InvalidArgument(f"--batch-size {batch_size} must be at least 1")
+
+
 def evaluate(
     ref: str,
     task: Task,
@@ -302,6 +347,7 @@ def evaluate(
     draws other passkey and needle sets."""
     from ctxext.encode import load_encoder
 
+    check_evaluation_options(lengths, max_length, chunk, documents, queries, batch_size)
     encoder = encoder or load_encoder(ref, pooling=pooling)
     if task == Task.retrieval:
         if beir is None:
@@ -312,7 +358,13 @@ def evaluate(
         sets = passkey_sets(encoder.tokenizer, lengths, documents, queries, seed)
     else:
         sets = needle_sets(encoder.tokenizer, lengths, documents, queries, seed)
-    form = f"mean of {chunk}-token chunks" if chunk else (f"truncated at {max_length}" if max_length else "full")
+    longest = max(lengths)
+    if chunk:
+        form = f"mean of {chunk}-token chunks"
+    elif max_length or longest > encoder.position_limit:  # a cap is said in the label, never hidden
+        form = f"truncated at {min(max_length or longest, encoder.position_limit)}"
+    else:
+        form = "full"
     result = Evaluation(model=ref, task=task.value, form=form)
     for done, retrieval_set in enumerate(sets):
         length = min(max_length or retrieval_set.length or encoder.position_limit, encoder.position_limit)

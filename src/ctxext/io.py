@@ -85,7 +85,11 @@ def resolve_source(
 ) -> Source:
     """Turn a local folder or a hub ID into a local folder. Hub downloads honour HF_HUB_OFFLINE."""
     text = os.fspath(ref)
+    if not text.strip():
+        raise SourceNotFound(f"the {what} is an empty string; name a folder, a hub ID or an embedded model")
     local = Path(text).expanduser()
+    if local.is_symlink() and not local.exists():
+        raise SourceNotFound(f"{what} {text!r} is a broken symbolic link or a link loop")
     if local.exists():
         if not local.is_dir():
             raise SourceNotFound(f"{what} {text!r} is a file; give the folder that holds it")
@@ -160,11 +164,15 @@ class ModelFolder:
         is_st = modules_file.is_file()
         if is_st:
             modules = read_json(modules_file)
-            transformer = [m for m in modules if m.get("type", "").endswith("Transformer")]
+            if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+                raise CorruptCheckpoint(f"{modules_file} is not a list of module objects")
+            transformer = [m for m in modules if str(m.get("type", "")).endswith("Transformer")]
             if transformer:
                 model_dir = root / transformer[0].get("path", "")
         if not (model_dir / "config.json").is_file():
             raise SourceNotFound(f"{root} has no config.json: not a Hugging Face model folder")
+        if not isinstance(read_json(model_dir / "config.json"), dict):
+            raise CorruptCheckpoint(f"{model_dir / 'config.json'} is not a JSON object")
         return cls(root=root, model_dir=model_dir, sentence_transformers=is_st)
 
     @property
@@ -246,7 +254,7 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
         raw = handle.read(header_len)
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CorruptCheckpoint(f"{path}: corrupt safetensors header (not valid JSON)") from None
     if not isinstance(header, dict):
         raise CorruptCheckpoint(f"{path}: corrupt safetensors header (not a JSON object)")
@@ -257,12 +265,21 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + header_len
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_entry(path: Path, name: str, entry: Any, data_size: int) -> None:
     try:
         dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        expected = math.prod(shape) * ITEM_SIZE[dtype]
+        valid = (isinstance(dtype, str) and dtype in ITEM_SIZE and isinstance(shape, list)
+                 and all(map(_is_count, shape)) and _is_count(begin) and _is_count(end))
     except (KeyError, TypeError, ValueError):
-        raise CorruptCheckpoint(f"{path}: corrupt safetensors header entry for {name!r}") from None
+        valid = False
+    if not valid:
+        raise CorruptCheckpoint(f"{path}: corrupt safetensors header entry for {name!r} (dtype, shape and "
+                                "offsets must be a known dtype and non-negative whole numbers)")
+    expected = math.prod(shape) * ITEM_SIZE[dtype]
     if not (0 <= begin <= end <= data_size) or end - begin != expected:
         raise CorruptCheckpoint(
             f"{path}: tensor {name!r} does not fit the file (offsets {begin}..{end}, {data_size} data bytes)"
@@ -361,7 +378,13 @@ def load_pickled_state_dict(path: Path) -> dict[str, Any]:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            # the legacy (pre-1.6, non-zip) format cannot be memory-mapped: read it whole, still weights only
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CorruptCheckpoint(f"{path}: cannot be read as a PyTorch state dict with weights_only=True "
@@ -556,8 +579,12 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SourceNotFound(f"{path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptCheckpoint(f"{path} is not valid JSON ({error})") from None
+    except IsADirectoryError:
+        raise InvalidArgument(f"{path} is a folder, not a JSON file") from None
+    except UnicodeDecodeError:
+        raise CorruptCheckpoint(f"{path} is not UTF-8 text") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise CorruptCheckpoint(f"{path} is not valid JSON ({getattr(error, 'msg', 'nested too deeply')})") from None
 
 
 def input_file(path: str | os.PathLike[str], what: str = "input file") -> Path:

@@ -7,6 +7,7 @@ safetensors metadata order is not stable).
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,10 @@ class Check:
     threshold: float | None = None
     passed: bool = True
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not math.isfinite(self.value):  # NaN compares as "within" any bound
+            self.passed = False
 
 
 @dataclass
@@ -123,7 +128,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise SourceNotFound(f"{folder} has no {MANIFEST_NAME}: it was not written by ctxext")
-    return read_json(path)
+    manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise CorruptCheckpoint(f"{path} is malformed: not a JSON object")
+    return manifest
 
 
 @dataclass
@@ -136,10 +144,17 @@ def verify(folder: Path) -> VerifyResult:
     """Re-hash every tensor against the manifest; raise naming the first tensor that differs."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    weights_dir = folder / manifest["weights"]["dir"]
-    files = [weights_dir / name for name in manifest["weights"]["files"]]
-    checked = _verify_files(files, manifest["tensors"], folder)
-    for relative, expected in manifest.get("extra_weights", {}).items():
+    try:
+        weights_dir = folder / manifest["weights"]["dir"]
+        files = [weights_dir / name for name in manifest["weights"]["files"]]
+        tensors, extra = dict(manifest["tensors"]), dict(manifest.get("extra_weights", {}))
+        if not all(isinstance(r, dict) and {"dtype", "shape", "sha256"} <= set(r) for r in tensors.values()):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise CorruptCheckpoint(f"{folder / MANIFEST_NAME} is malformed: it lacks the weights and tensors "
+                                "sections ctxext writes") from None
+    checked = _verify_files(files, tensors, folder)
+    for relative, expected in extra.items():
         checked += _verify_files([folder / relative], expected, folder)
         files.append(folder / relative)
     return VerifyResult(tensors_checked=checked, files=[str(p.relative_to(folder)) for p in files])

@@ -237,9 +237,34 @@ def length_buffer_kind(name: str) -> str | None:
     return None
 
 
-def check_target_length(current: int, target_length: int) -> None:
+FLOAT64_COPIES_PER_ROW = 4  # the spline's work arrays and the result, in float64, while a table is built
+MAX_POSITIONS = 2**20
+"""The longest window ctxext writes (1,048,576): far past any learned table in use, and it keeps a typo
+such as --len 1000000000 from allocating gigabytes."""
+
+
+def check_target_length(current: int, target_length: int, row_bytes: int = 0) -> None:
+    """``target_length`` must grow the window, stay under ``MAX_POSITIONS``, and (``row_bytes`` per new row
+    while it is computed) fit in the memory this machine has free."""
     if target_length <= current:
         raise InvalidArgument(f"--len {target_length} is not above the current length {current}")
+    if target_length > MAX_POSITIONS:
+        raise InvalidArgument(f"--len {target_length} is above the {MAX_POSITIONS} positions ctxext writes")
+    needed, free = target_length * row_bytes, available_memory()
+    if free is not None and needed > free:
+        raise InvalidArgument(f"--len {target_length} needs about {needed / 2**30:.1f} GiB to build the table and "
+                              f"{free / 2**30:.1f} GiB is free; choose a shorter length")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 # ----------------------------------------------------------------------------- RoPE
@@ -303,7 +328,8 @@ def interpolate(
         raise UnsupportedArchitecture(f"{config.get('model_type')} uses {kind}: it has no learned absolute position "
                                       "table to stretch")
     layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, offset)
-    check_target_length(layout.length, target_length)
+    widths = [reader.infos[name].shape[-1] for name in layout.tensor_names]
+    check_target_length(layout.length, target_length, row_bytes=FLOAT64_COPIES_PER_ROW * 8 * sum(widths))
     record = OperationRecord("interpolate_positions", parameters={
         "method": method.value, "grid": grid.value, "offset": layout.offset, "original_length": layout.length,
         "target_length": target_length})

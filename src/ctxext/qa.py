@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound
+from ctxext.errors import CorruptCheckpoint, InvalidArgument
+from ctxext.io import input_file, read_jsonl
 from ctxext.train.mlm import TrainSettings
 
 DEFAULT_SPECIAL_TOKENS = ("[INST]", "[/INST]", "[POST]", "[/POST]", "[CRITERION]", "[/CRITERION]")
@@ -55,9 +56,7 @@ def load_prompt_config(path: str | Path | None) -> PromptConfig:
     """Read a JSON file ``{"special_tokens": [...], "template": "..."}``; None gives the defaults."""
     if path is None:
         return PromptConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise SourceNotFound(f"special-tokens config {path} does not exist")
+    path = input_file(path, "special-tokens config")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -184,14 +183,9 @@ def read_squad_jsonl(path: str | Path) -> list[QAExample]:
     """One SQuAD record per line: ``{"id", "question", "context", "answers": {"text": [...],
     "answer_start": [...]}}``. Every answer must sit at its answer_start in the context."""
     path = Path(path)
-    if not path.is_file():
-        raise SourceNotFound(f"QA data {path} does not exist")
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, record in read_jsonl(input_file(path, "QA data")):
         try:
-            record = json.loads(line)
             answers = record["answers"]
             example = QAExample(
                 str(record.get("id", number)),
@@ -200,7 +194,7 @@ def read_squad_jsonl(path: str | Path) -> list[QAExample]:
                 list(answers["text"]),
                 [int(s) for s in answers["answer_start"]],
             )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise CorruptCheckpoint(
                 f"{path}:{number}: not a SQuAD record ({type(error).__name__}: {error})"
             ) from None

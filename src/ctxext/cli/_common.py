@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ctxext.errors import CtxextError, InvalidArgument
+from ctxext.errors import CtxextError, InvalidArgument, UnsupportedArchitecture
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -48,17 +48,34 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             kept = getattr(error, "kept", None) or "nothing was written"
             fail(f"{signal.Signals(signal_number).name}: {kept}", 128 + signal_number, label="interrupted")
         except MemoryError:
-            fail("out of memory: try a shorter length, a smaller batch or a smaller model", 8)
+            fail(OUT_OF_MEMORY, 8)
         except OSError as error:
             fail(f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""), 1)
-        except Exception as error:  # a bug: still one line, the traceback only on request
+        except Exception as error:  # a library's refusal said plainly, else a bug: one line, traceback on request
             if os.environ.get("CTXEXT_DEBUG"):
                 raise
+            known = _known_library_error(error)
+            if known:
+                fail(*known)
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             fail(f"{type(error).__name__}: {first} (set CTXEXT_DEBUG=1 for the traceback)", 70,
                  label="internal error")
 
     return wrapper
+
+
+OUT_OF_MEMORY = "out of memory: try a shorter length, a smaller batch or a smaller model (or --no-check)"
+
+
+def _known_library_error(error: Exception) -> tuple[str, int] | None:
+    """Refusals of transformers and torch that are the user's input, not a ctxext bug."""
+    text = str(error)
+    if "trust_remote_code" in text:
+        return ("this model needs its own Python code (trust_remote_code), and ctxext never runs a model's code "
+                "unless you pass --trust-remote-code where a command offers it", UnsupportedArchitecture.exit_code)
+    if isinstance(error, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text):
+        return OUT_OF_MEMORY, 8
+    return None
 
 
 def fail(message: str, exit_code: int, *, label: str = "error") -> NoReturn:

@@ -56,11 +56,13 @@ def interpolate_command(
     chosen = [m for m, flag in ((Method.linear, linear), (Method.spline, spline), (Method.tile, tile)) if flag]
     if len(chosen) > 1:
         raise InvalidArgument("choose one of --linear, --spline, --tile")
+    if offset != "auto" and not (offset.isdigit() and offset.isascii()):
+        raise InvalidArgument(f"--offset must be 'auto' or a whole number of rows (0 or more), not {offset!r}")
+    offset_rows = None if offset == "auto" else int(offset)
     try:
-        offset_rows = None if offset == "auto" else int(offset)
         grid_choice, scaling = Grid(grid), RopeScaling(rope_scaling)
     except ValueError as error:
-        raise InvalidArgument(str(error)) from None
+        raise InvalidArgument(f"{error}; --grid is pinned or scaled, --rope-scaling linear, dynamic or yarn") from None
     with progress_bars() as progress:
         result = interpolate(
             source, target_length, str(out), method=chosen[0] if chosen else Method.spline, grid=grid_choice,

@@ -11,7 +11,6 @@ format under ``OUT/adapters/NAME``), with gradient checkpointing.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -19,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.errors import InvalidArgument, SourceNotFound
-from ctxext.io import file_sha256, open_model
+from ctxext.errors import InvalidArgument
+from ctxext.io import file_sha256, open_model, read_jsonl
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.embedding import EmbeddingModel, load_backbone, retrieval_callback
 from ctxext.train.mlm import (
@@ -64,26 +63,15 @@ def read_triplets(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list
         raise InvalidArgument("no training data: pass --data triplets.jsonl")
     triplets = []
     for path in map(Path, paths):
-        if not path.is_file():
-            raise SourceNotFound(f"triplets file {path} does not exist")
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise InvalidArgument(f"{where} is not valid JSON") from None
-                if not isinstance(record, dict):
-                    raise InvalidArgument(f"{where} is not a JSON object")
-                parts = []
-                for keys in (("query", "anchor"), ("positive", "pos"), ("negative", "neg")):
-                    key = next((k for k in keys if k in record), None)
-                    if key is None:
-                        raise InvalidArgument(f"{where} has no '{keys[0]}' field")
-                    parts.append(triplet_text(record[key], sep_token, f"{where} field '{key}'"))
-                triplets.append(tuple(parts))
+        for number, record in read_jsonl(path):
+            where = f"{path}:{number}"
+            parts = []
+            for keys in (("query", "anchor"), ("positive", "pos"), ("negative", "neg")):
+                key = next((k for k in keys if k in record), None)
+                if key is None:
+                    raise InvalidArgument(f"{where} has no '{keys[0]}' field")
+                parts.append(triplet_text(record[key], sep_token, f"{where} field '{key}'"))
+            triplets.append(tuple(parts))
     if not triplets:
         raise InvalidArgument(f"{', '.join(map(str, paths))}: no triplets")
     return triplets

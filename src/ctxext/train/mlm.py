@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound
-from ctxext.io import ModelFolder, OutTensor, check_output_target, file_sha256, open_model, read_jsonl
+from ctxext.io import (
+    ModelFolder,
+    OutTensor,
+    check_output_target,
+    file_sha256,
+    input_file,
+    open_model,
+    read_jsonl,
+)
 from ctxext.manifest import Check, OperationRecord
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -55,7 +63,8 @@ def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             if not found:
                 raise SourceNotFound(f"data folder {entry} holds no .txt, .jsonl or .parquet files")
             files += found
-        elif entry.is_file():
+        elif entry.exists() or entry.is_symlink():
+            input_file(entry, "data file")
             if entry.suffix not in TEXT_SUFFIXES:
                 raise InvalidArgument(
                     f"data file {entry}: unsupported type {entry.suffix!r}; "
