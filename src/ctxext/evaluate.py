@@ -17,7 +17,8 @@ import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument, SourceNotFound
-from ctxext.io import read_jsonl
+from ctxext import __version__
+from ctxext.io import atomic_files, file_manifest_path, read_jsonl, write_json
 
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 PASSKEY_NEEDLE = "{name}'s pass key is {key}. Remember it. {key} is the pass key for {name}."
@@ -380,8 +381,9 @@ def evaluate(
     return result
 
 
-def plot(evaluations: Sequence[Evaluation], path: Path, metric: str = "acc_at_1") -> Path:
-    """A PNG of score against length, one line per model and form."""
+def plot(evaluations: Sequence[Evaluation], path: Path, metric: str = "acc_at_1", *, force: bool = False) -> Path:
+    """A PNG of score against length, one line per model and form, with the scores it shows in
+    ``<png>.manifest.json`` beside it (both written atomically; ``force`` replaces a previous plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,10 +402,14 @@ def plot(evaluations: Sequence[Evaluation], path: Path, metric: str = "acc_at_1"
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial.png")
-    figure.savefig(partial, dpi=120)
-    plt.close(figure)
-    partial.replace(path)
-    return path
+    from ctxext.manifest import library_versions
+
+    try:
+        with atomic_files([path, file_manifest_path(path)], force=force) as (partial, manifest):
+            figure.savefig(partial, dpi=120, format="png")
+            write_json(manifest, {"ctxext_version": __version__, "command": "evaluate", "metric": metric,
+                                  "evaluations": [e.as_dict() for e in evaluations],
+                                  "libraries": library_versions()}, sort_keys=True)
+    finally:
+        plt.close(figure)
+    return Path(path).expanduser().absolute()

@@ -29,7 +29,9 @@ def evaluate_command(
     queries: Annotated[int, typer.Option(help="Queries per length (LongEmbed: 50).")] = 50,
     seed: Annotated[int, typer.Option(help="Draw other passkey / needle sets (names, keys, depths).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Documents per batch.")] = 8,
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG of score vs length here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of score vs length here (its scores in "
+                                                   "<png>.manifest.json beside it).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous --plot.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score models on long-document retrieval: Acc@1 and nDCG@10 for each length.
@@ -43,11 +45,14 @@ def evaluate_command(
     from ctxext.errors import InvalidArgument
     from ctxext.evaluate import Task, evaluate
     from ctxext.evaluate import plot as plot_scores
+    from ctxext.io import check_output_target
 
     try:
         chosen, length_list = Task(task), [int(v) for v in lengths.split(",") if v.strip()]
     except ValueError as error:
         raise InvalidArgument(f"{error}; --task is passkey, needle or retrieval and --lengths like 256,512") from None
+    if plot is not None:  # refused now, not after the evaluation
+        check_output_target(plot, force=force, is_file=True)
     results = []
     with progress_bars() as progress:
         for checkpoint in checkpoints:
@@ -55,7 +60,7 @@ def evaluate_command(
                                     beir=str(beir) if beir else None, documents=documents, queries=queries,
                                     seed=seed, batch_size=batch_size, progress=progress))
     if plot is not None:
-        plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1")
+        plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1", force=force)
     emit([r.as_dict() for r in results], as_json, score_table)
 
 

@@ -11,6 +11,7 @@ held-out set masked once with a fixed seed (:func:`masked_held_out`), the Traine
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -269,6 +270,19 @@ class TrainSettings:
     gradient_accumulation: int = 1
     progress_bars: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse values the Trainer would only reject (as an internal error) after the model is loaded."""
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise InvalidArgument(f"--lr {self.learning_rate} must be a positive number")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise InvalidArgument(f"--warmup {self.warmup_ratio} must be a share of the steps, in [0, 1)")
+        if self.weight_decay < 0:
+            raise InvalidArgument(f"weight decay {self.weight_decay} must not be negative")
+        for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
+                              ("gradient accumulation", self.gradient_accumulation)):
+            if value < 1:
+                raise InvalidArgument(f"{option} {value} must be at least 1")
 
 
 def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = True, evaluate: bool = False):
