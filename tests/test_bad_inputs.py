@@ -120,7 +120,8 @@ O = ["-o", "out"]  # noqa: E741 - the output every case names unless it tests th
 
 CASES: list[Case] = [
     # --- interpolate: sources
-    case("interpolate: missing source", NOT_FOUND, "not a local folder")(lambda s: ["interpolate", "nope", "--len", 96, *O]),
+    case("interpolate: missing source", NOT_FOUND, "not a local folder")(
+        lambda s: ["interpolate", "nope", "--len", 96, *O]),
     case("interpolate: source is a file", NOT_FOUND, "is a file")(
         lambda s: ["interpolate", s.file("model.bin", b"x"), "--len", 96, *O]),
     case("interpolate: empty source name", NOT_FOUND, "empty")(lambda s: ["interpolate", "", "--len", 96, *O]),
@@ -242,7 +243,8 @@ CASES: list[Case] = [
     case("output: the home folder", EXISTS, "home folder")(
         lambda s: ["interpolate", s.model(), "--len", 96, "-o", "~", "--force"]),
     # --- transfer
-    case("transfer: unknown target", UNSUPPORTED, "bigbird")(lambda s: ["transfer", s.model(), "longformer", "--len", 128, *O]),
+    case("transfer: unknown target", UNSUPPORTED, "bigbird")(
+        lambda s: ["transfer", s.model(), "longformer", "--len", 128, *O]),
     case("transfer: --len 0", INVALID, "--len")(lambda s: ["transfer", s.model(), "bigbird", "--len", 0, *O]),
     case("transfer: non-BERT source", UNSUPPORTED)(
         lambda s: ["transfer", s.model("deberta-v2"), "bigbird", "--len", 512, "--block-size", 16, *O]),
@@ -253,13 +255,15 @@ CASES: list[Case] = [
                    *O]),
     # --- guide
     case("guide: --dim 0", INVALID, "--dim")(lambda s: ["guide", s.model(), "--dim", 0, *O]),
-    case("guide: --layers 0", INVALID, "--layers", "'0'")(lambda s: ["guide", s.model(), "--dim", 16, "--layers", 0, *O]),
+    case("guide: --layers 0", INVALID, "--layers", "'0'")(
+        lambda s: ["guide", s.model(), "--dim", 16, "--layers", 0, *O]),
     case("guide: wider than the teacher", INVALID)(lambda s: ["guide", s.model(), "--dim", 64, *O]),
     case("guide: --init wobbly", INVALID)(lambda s: ["guide", s.model(), "--dim", 16, "--init", "wobbly", *O]),
     case("guide: -o the teacher --force", EXISTS, "input")(
         lambda s: ["guide", s.model(), "--dim", 16, "-o", "src", "--force"]),
     # --- embed
-    case("embed: missing input", NOT_FOUND, "does not exist")(lambda s: ["embed", s.model(), "nope.jsonl", "-o", "e.npy"]),
+    case("embed: missing input", NOT_FOUND, "does not exist")(
+        lambda s: ["embed", s.model(), "nope.jsonl", "-o", "e.npy"]),
     case("embed: input is a folder", INVALID, "is a folder")(
         lambda s: ["embed", s.model(), s.folder("docs"), "-o", "e.npy"]),
     case("embed: input is a device", INVALID, "not a regular file")(
@@ -326,7 +330,8 @@ CASES: list[Case] = [
     case("inspect: missing", NOT_FOUND, "does not exist")(lambda s: ["inspect", "./nope"]),
     case("inspect: config.json is a number", CORRUPT, "not a JSON object")(lambda s: ["inspect", s.config("7")]),
     # --- data
-    case("data corpus: a device", INVALID, "not a regular file")(lambda s: ["data", "corpus", "/dev/zero", "-o", "c.parquet"]),
+    case("data corpus: a device", INVALID, "not a regular file")(
+        lambda s: ["data", "corpus", "/dev/zero", "-o", "c.parquet"]),
     case("data corpus: missing source", NOT_FOUND, "does not exist")(
         lambda s: ["data", "corpus", "nope", "-o", "c.parquet"]),
     case("data corpus: empty folder", INVALID, "holds no files")(

@@ -48,12 +48,14 @@ def vocabulary() -> list[str]:
     return SPECIAL + WORDS
 
 
-def make_model(family: str, folder: Path, seed: int = 0, **overrides: Any) -> Path:
-    """A randomly initialised model of ``family`` saved (safetensors) to ``folder`` with a tokenizer."""
+def make_model(family: str, folder: Path, seed: int = 0, model_class: str | None = None, **overrides: Any) -> Path:
+    """A randomly initialised model of ``family`` saved (safetensors) to ``folder`` with a tokenizer;
+    ``model_class`` saves another class of the family (``BertForMaskedLM``: the model with its head)."""
     import torch
     import transformers
 
     config_name, model_name, family_overrides = FAMILIES[family]
+    model_name = model_class or model_name
     config = getattr(transformers, config_name)(vocab_size=len(vocabulary()), **{**TINY, **family_overrides,
                                                                                  **overrides})
     torch.manual_seed(seed)

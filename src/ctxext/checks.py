@@ -15,23 +15,25 @@ def load_model_strictly(model_dir: Path, model_class: Any = None, **kwargs: Any)
     """Load with transformers and fail on any missing, unexpected or mismatched weight.
 
     With no ``model_class``, the class the config names in ``architectures`` is used, so a pre-training or
-    MLM head is loaded and checked too; AutoModel where the config names no transformers class, or where the
-    folder holds a base model's tensors only (all-mpnet-base-v2 names MPNetForMaskedLM and has no head).
+    MLM head is loaded and checked too. AutoModel takes over only for what that class lacks: a folder of a
+    base model's tensors (all-mpnet-base-v2 names MPNetForMaskedLM and has no head), or tensors of the base
+    model the head class leaves out (``guide`` writes a pooler beside the MLM head).
     """
-    if model_class is not None:
-        return _load_clean(model_dir, model_class, **kwargs)
     from transformers import AutoModel
 
-    named = _architecture_class(model_dir)
-    if named is None:
-        return _load_clean(model_dir, AutoModel, **kwargs)
-    try:
-        return _load_clean(model_dir, named, **kwargs)
-    except CheckFailed as with_head:
-        try:
-            return _load_clean(model_dir, AutoModel, **kwargs)
-        except CheckFailed:
-            raise with_head from None
+    named = model_class or _architecture_class(model_dir) or AutoModel
+    model, problems = _load(model_dir, named, **kwargs)
+    if not problems:
+        return model
+    if model_class is None and named is not AutoModel:
+        base, base_problems = _load(model_dir, AutoModel, **kwargs)
+        if not base_problems:
+            return base
+        unused_by_head, unused_by_base = problems.get("unexpected_keys", []), base_problems.get("unexpected_keys", [])
+        if set(problems) == set(base_problems) == {"unexpected_keys"} and not set(unused_by_head) & set(unused_by_base):
+            return model
+    shown = {key: sorted(value)[:5] for key, value in problems.items()}
+    raise CheckFailed(f"{model_dir} does not load cleanly with {named.__name__}: {shown}")
 
 
 def _architecture_class(model_dir: Path) -> Any:
@@ -48,12 +50,10 @@ def _architecture_class(model_dir: Path) -> Any:
     return found if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel) else None
 
 
-def _load_clean(model_dir: Path, model_class: Any, **kwargs: Any):
+def _load(model_dir: Path, model_class: Any, **kwargs: Any) -> tuple[Any, dict[str, list[str]]]:
+    """The model in eval mode, and what did not load cleanly (missing, unexpected, mismatched weights)."""
     model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
-    problems = {key: sorted(value)[:5] for key, value in info.items() if value and key != "error_msgs"}
-    if problems or info.get("error_msgs"):
-        raise CheckFailed(f"{model_dir} does not load cleanly with {model_class.__name__}: {problems or info}")
-    return model.eval()
+    return model.eval(), {key: list(value) for key, value in info.items() if value}
 
 
 def random_batch(vocab_size: int, lengths: list[int], *, seed: int = 0, low: int = 1000) -> tuple[Any, Any]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument, SourceNotFound
-from ctxext import __version__
 from ctxext.io import atomic_files, file_manifest_path, read_jsonl, write_json
 
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."

@@ -30,6 +30,7 @@ from ctxext.io import (
     input_file,
     open_model,
     read_jsonl,
+    sigterm_as_interrupt,
 )
 from ctxext.manifest import Check, OperationRecord
 
@@ -383,7 +384,8 @@ def resumable_checkpoints_kept(work: Path) -> Iterator[None]:
     """Around training: a failed or interrupted run leaves its Trainer checkpoints (and says how to resume
     from them) or, with none written yet, nothing at all."""
     try:
-        yield
+        with sigterm_as_interrupt():
+            yield
     except BaseException as error:
         kept = latest_checkpoint(work)
         if kept is None:
