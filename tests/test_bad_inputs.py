@@ -74,6 +74,14 @@ class Scene:
         (source / "config.json").write_text(content)
         return source
 
+    def remote_code_model(self) -> Path:
+        """A model whose config points at its own Python code (never run: there is none)."""
+        config = json.loads((self.tiny_models("bert") / "config.json").read_text())
+        config.update(model_type="custom_thing", auto_map={"AutoConfig": "modeling.CustomConfig",
+                                                           "AutoModel": "modeling.CustomModel",
+                                                           "AutoModelForMaskedLM": "modeling.CustomModel"})
+        return self.config(json.dumps(config), name="remote")
+
     def text_records(self, count: int = 12) -> Path:
         words = "the model reads a long document about position embedding and sparse attention".split()
         return self.jsonl("texts.jsonl", [{"text": " ".join(words[i % 5:] + words)} for i in range(count)])
@@ -151,6 +159,12 @@ CASES: list[Case] = [
                    "--len", 96, *O]),
     case("interpolate: relative positions (deberta-v2)", UNSUPPORTED, "relative positions")(
         lambda s: ["interpolate", s.model("deberta-v2"), "--len", 96, *O]),
+    case("embed: a model that needs remote code", UNSUPPORTED, "trust_remote_code")(
+        lambda s: ["embed", s.remote_code_model(), s.text_records(), "-o", "e.npy"]),
+    case("evaluate: a model that needs remote code", UNSUPPORTED, "trust_remote_code")(
+        lambda s: ["evaluate", s.remote_code_model(), "--lengths", "64"]),
+    case("mlm: a model that needs remote code", UNSUPPORTED, "trust_remote_code")(
+        lambda s: ["mlm", s.remote_code_model(), "--data", s.text_records(), *O]),
     case("interpolate: remote code only", UNSUPPORTED)(
         lambda s: ["interpolate", s.config(json.dumps({"model_type": "custom_thing", "auto_map": {
             "AutoModel": "modeling_custom.CustomModel"}})), "--len", 96, *O]),
@@ -357,6 +371,13 @@ CASES: list[Case] = [
     case("mlm: missing data", NOT_FOUND, "does not exist")(lambda s: ["mlm", s.model(), "--data", "nope.txt", *O]),
     case("mlm: data is a device", INVALID, "not a regular file")(
         lambda s: ["mlm", s.model(), "--data", "/dev/zero", *O]),
+    case("mlm: empty text file", INVALID, "holds no text")(
+        lambda s: ["mlm", s.model(), "--data", s.file("empty.txt", ""), *O]),
+    case("distill: empty data", INVALID, "holds no text")(
+        lambda s: ["distill", s.model(), "--teacher", s.model(name="t"), "--data", s.file("e.jsonl", "\n"),
+                   "--max-len", 32, *O]),
+    case("data corpus: empty parquet file", CORRUPT, "Parquet")(
+        lambda s: ["data", "corpus", s.file("e.parquet", b""), "-o", "c.parquet"]),
     case("mlm: --mask 0", INVALID, "--mask")(lambda s: ["mlm", s.model(), "--data", s.text_records(), "--mask", 0, *O]),
     case("mlm: --lr -1", INVALID, "--lr")(
         lambda s: ["mlm", s.model(), "--data", s.text_records(), "--lr", -1, "--steps", 1, *O]),
@@ -412,6 +433,14 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
+def prompts(monkeypatch) -> list[str]:
+    """Questions asked on the terminal (transformers asks whether to run a model's code): there must be none."""
+    asked: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda question="": asked.append(question) or "n")
+    return asked
+
+
+@pytest.fixture
 def scene(tiny_models, tmp_path, monkeypatch) -> Scene:
     work = tmp_path / "work"
     work.mkdir()
@@ -426,7 +455,7 @@ def test_the_catalogue_holds_at_least_80_distinct_cases():
 
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.name for c in CASES])
-def test_bad_input_gets_one_line_its_exit_code_and_changes_nothing(bad: Case, scene: Scene):
+def test_bad_input_gets_one_line_its_exit_code_and_changes_nothing(bad: Case, scene: Scene, prompts: list[str]):
     arguments = [str(a) for a in bad.build(scene)]
     before = snapshot(scene.root)
     result = CliRunner().invoke(app, arguments)
@@ -438,4 +467,5 @@ def test_bad_input_gets_one_line_its_exit_code_and_changes_nothing(bad: Case, sc
         assert fragment in lines[0], lines[0]
     assert snapshot(scene.root) == before
     assert not (scene.root.parent / "pwned").exists() and not Path("pwned").exists()
+    assert prompts == []
     shutil.rmtree(scene.root, ignore_errors=True)

@@ -52,7 +52,8 @@ def _architecture_class(model_dir: Path) -> Any:
 
 def _load(model_dir: Path, model_class: Any, **kwargs: Any) -> tuple[Any, dict[str, list[str]]]:
     """The model in eval mode, and what did not load cleanly (missing, unexpected, mismatched weights)."""
-    model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    model, info = model_class.from_pretrained(model_dir, output_loading_info=True,
+                                              **{"trust_remote_code": False, **kwargs})
     return model.eval(), {key: list(value) for key, value in info.items() if value}
 
 

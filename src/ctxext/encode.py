@@ -107,10 +107,11 @@ def load_encoder(
     chosen = pooling or st_pooling or ("last" if config.get("model_type") in DECODER_TYPES else "cls")
     if chosen not in POOLINGS:
         raise InvalidArgument(f"unknown pooling {chosen!r}; choose one of {', '.join(POOLINGS)}")
-    model = (model_loader or AutoModel.from_pretrained)(folder.model_dir)
+    model = model_loader(folder.model_dir) if model_loader else \
+        AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
     model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file()
-                                              else folder.root)
+                                              else folder.root, trust_remote_code=False)
     tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # we pad pre-tokenized ids on purpose
     if chosen == "last":
         tokenizer.padding_side = "right"

@@ -62,3 +62,11 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signal_number
+
+
+def remote_code_refusal(error: Exception) -> UnsupportedArchitecture | None:
+    """transformers' refusal to load a model that needs its own code, said as ctxext says it; None otherwise."""
+    if "trust_remote_code" not in str(error):
+        return None
+    return UnsupportedArchitecture("this model needs its own Python code (trust_remote_code), and ctxext never runs "
+                                   "a model's code unless you pass --trust-remote-code where a command offers it")

@@ -141,8 +141,9 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
     if gguf_file is not None or ref in EMBEDDED_GGUF:
         source, folder_path, name = _resolve_gguf(ref, gguf_file)
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder_path, gguf_file=name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(folder_path, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder_path, gguf_file=name, dtype=torch.float32,
+                                                         trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(folder_path, gguf_file=name, trust_remote_code=False)
         except (ValueError, KeyError, OSError) as error:
             raise UnsupportedArchitecture(
                 f"{name}: transformers cannot load this GGUF file ({str(error).strip().splitlines()[0]})"
@@ -158,7 +159,7 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
     check_model_type(config)
     reader = CheckpointReader(folder)
     model, info = AutoModelForCausalLM.from_pretrained(
-        folder.model_dir, dtype=torch.float32, output_loading_info=True
+        folder.model_dir, dtype=torch.float32, output_loading_info=True, trust_remote_code=False
     )
     missing = [key for key in info["missing_keys"] if key != LM_HEAD]
     if missing or info["unexpected_keys"] or info["mismatched_keys"]:
@@ -167,7 +168,7 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
             f"unexpected {info['unexpected_keys'][:3]}, mismatched {info['mismatched_keys'][:3]}"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(folder.model_dir, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise SourceNotFound(
             f"{folder.model_dir} has no usable tokenizer ({str(error).strip().splitlines()[0]})"

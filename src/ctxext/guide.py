@@ -547,7 +547,7 @@ def build_student(
     matrix = stream.matrix
     progress("projection", 1, 1)
 
-    student_config = AutoConfig.from_pretrained(folder.model_dir)
+    student_config = AutoConfig.from_pretrained(folder.model_dir, trust_remote_code=False)
     student_config.update(
         {
             "hidden_size": shape.dim,
@@ -900,7 +900,7 @@ def load_student(model_dir: Path, model_class: Any, allowed_unexpected: tuple[st
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the unused pooler/head is expected; the check below decides
     try:
-        model, info = model_class.from_pretrained(model_dir, output_loading_info=True)
+        model, info = model_class.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False)
     finally:
         hf_logging.set_verbosity(verbosity)
     unexpected = [name for name in info["unexpected_keys"] if not name.startswith(allowed_unexpected)]

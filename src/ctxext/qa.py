@@ -480,14 +480,14 @@ def finetune_qa(
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None
     register()
     model, info = AutoModelForQuestionAnswering.from_pretrained(
-        folder.model_dir, dtype=torch.float32, output_loading_info=True
+        folder.model_dir, dtype=torch.float32, output_loading_info=True, trust_remote_code=False
     )
     problems = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")] + info["unexpected_keys"]
     if problems or info["mismatched_keys"]:
         raise CheckFailed(
             f"{folder.model_dir} does not load as a QA model: {problems[:3] or info['mismatched_keys']}"
         )
-    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir, trust_remote_code=False)
     unknown = [t for t in prompt.special_tokens if t not in tokenizer.get_vocab()]
     if unknown:
         raise InvalidArgument(
@@ -543,7 +543,9 @@ def finetune_qa(
             staging / folder.relative_model_dir,
             [OutTensor.from_tensor(n, t.detach().contiguous()) for n, t in state.items()],
         )
-        reloaded = AutoModelForQuestionAnswering.from_pretrained(staging / folder.relative_model_dir).eval()
+        reloaded = AutoModelForQuestionAnswering.from_pretrained(
+            staging / folder.relative_model_dir, trust_remote_code=False
+        ).eval()
         features = [
             encode_example(ex, tokenizer, prompt, settings.max_length)
             for ex in (eval_examples or train_examples)[:4]

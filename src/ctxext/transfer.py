@@ -364,7 +364,8 @@ def tokenizer_sep_id(folder: ModelFolder) -> int | None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(
-            folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
+            folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root,
+            trust_remote_code=False,
         )
     except (OSError, ValueError):
         return None

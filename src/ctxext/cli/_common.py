@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ctxext.errors import CtxextError, InvalidArgument, UnsupportedArchitecture
+from ctxext.errors import CtxextError, InvalidArgument, remote_code_refusal
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -70,9 +70,9 @@ OUT_OF_MEMORY = "out of memory: try a shorter length, a smaller batch or a small
 def _known_library_error(error: Exception) -> tuple[str, int] | None:
     """Refusals of transformers and torch that are the user's input, not a ctxext bug."""
     text = str(error)
-    if "trust_remote_code" in text:
-        return ("this model needs its own Python code (trust_remote_code), and ctxext never runs a model's code "
-                "unless you pass --trust-remote-code where a command offers it", UnsupportedArchitecture.exit_code)
+    refusal = remote_code_refusal(error)
+    if refusal:
+        return str(refusal), refusal.exit_code
     if isinstance(error, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text):
         return OUT_OF_MEMORY, 8
     return None

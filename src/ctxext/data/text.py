@@ -71,7 +71,7 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
         from transformers import AutoTokenizer
 
         try:
-            hf = AutoTokenizer.from_pretrained(folder)
+            hf = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         except (OSError, ValueError) as error:
             raise InvalidArgument(
                 f"{ref}: no tokenizer could be loaded ({str(error).splitlines()[0]})"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.errors import InvalidArgument
+from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder
 
 
@@ -22,13 +22,13 @@ def load_backbone(folder: ModelFolder) -> Any:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = AutoModel.from_pretrained(folder.model_dir)
+        model = AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
     except (ValueError, OSError) as error:
-        raise InvalidArgument(f"{folder.root} does not load with transformers' AutoModel: {error}") from None
+            f"{folder.root} does not load with transformers' AutoModel: {error}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
-    return model, AutoTokenizer.from_pretrained(tokenizer_dir)
+    return model, AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
 
 
 def _module_base():

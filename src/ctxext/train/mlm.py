@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound
+from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound, remote_code_refusal
 from ctxext.io import (
     ModelFolder,
     OutTensor,
@@ -52,6 +52,8 @@ def read_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
             documents += _jsonl_texts(path)
         else:
             documents += _parquet_texts(path)
+    if not documents:
+        raise InvalidArgument(f"the data ({', '.join(map(str, paths))}) holds no text")
     return documents
 
 
@@ -421,15 +423,17 @@ def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(folder.model_dir, output_loading_info=True)
+        model, info = AutoModelForMaskedLM.from_pretrained(folder.model_dir, output_loading_info=True,
+                                                           trust_remote_code=False)
     except ValueError as error:
-        raise InvalidArgument(f"{folder.root} has no masked-LM class in transformers: {error}") from None
+        raise remote_code_refusal(error) or InvalidArgument(
+            f"{folder.root} has no masked-LM class in transformers: {error}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     tokenizer_dir = (
         folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
     )
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     return model, tokenizer, list(info["missing_keys"])
 
 
