@@ -24,6 +24,7 @@ def load_backbone(folder: ModelFolder) -> Any:
     try:
         model = AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
     except (ValueError, OSError) as error:
+        raise remote_code_refusal(error) or InvalidArgument(
             f"{folder.root} does not load with transformers' AutoModel: {error}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
