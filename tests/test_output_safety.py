@@ -84,6 +84,17 @@ def test_default_checks_accept_a_source_with_a_head_and_keep_the_head_byte_for_b
     assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [model_class]
 
 
+@pytest.mark.parametrize("command", [
+    ["transfer", "{src}", "bigbird", "--len", 512, "--block-size", 16],
+    ["average", "{src}", "{src}"],
+    ["guide", "{src}", "--dim", 16, "--layers", 2],
+])
+def test_every_command_that_checks_its_output_accepts_a_masked_lm_source(command, tmp_path):
+    source = tiny.make_model("bert", tmp_path / "src", model_class="BertForMaskedLM")
+    result = run(*[str(source) if part == "{src}" else part for part in command], "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+
+
 def test_default_checks_accept_a_guide_output(tiny_models, tmp_path):
     assert run("guide", tiny_models("bert"), "--dim", 16, "--layers", 2, "-o", tmp_path / "student").exit_code == 0
     result = run("interpolate", tmp_path / "student", "--len", 128, "--tile", "-o", tmp_path / "out")

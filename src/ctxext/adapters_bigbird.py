@@ -339,7 +339,8 @@ def load_model_with_adapters(model_dir: str | Path) -> Any:
 
     model_dir = Path(model_dir)
     if read_json(model_dir / "config.json").get("model_type") != "big_bird":
-        return init_adapters(load_model_strictly(model_dir))
+        # every tensor is checked with the class the config names; adapters go on its base model
+        return init_adapters(load_model_strictly(model_dir).base_model)
     from transformers import BigBirdModel
 
     interface = None if (model_dir / INTERFACE_FILE).is_file() else bigbird_interface()
