@@ -188,3 +188,70 @@ def test_sentence_transformers_dense_module_is_kept_and_stale_exports_left_out(t
     stretched = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(text)
     assert stretched.shape == (1, 8)
     np.testing.assert_allclose(stretched, reference, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the default check, without a model
+
+
+@pytest.mark.parametrize("family", tiny.LEARNED_FAMILIES)
+@pytest.mark.parametrize("method", [Method.tile, Method.spline])
+def test_default_check_computes_the_embedding_layer_as_transformers_does(family, method, tiny_models, tmp_path):
+    """The check's numpy embedding layer equals the model's own, so what it compares is what the model sees."""
+    import torch
+
+    from ctxext.positions import EmbeddingLayer
+
+    result = interpolate(str(tiny_models(family)), TARGET, str(tmp_path / "out"), method=method)
+    names = {c["name"] for c in result.manifest["operations"][0]["checks"]}
+    assert {"every other tensor is the source's byte for byte", f"a {TARGET}-token input runs"} <= names
+    model = load_model_strictly(tmp_path / "out").base_model
+    reader = CheckpointReader(ModelFolder.open(tmp_path / "out"))
+    table = next(n for n in reader.names if n.endswith("embeddings.position_embeddings.weight"))
+    layer = EmbeddingLayer.read(reader, table.removesuffix("embeddings.position_embeddings.weight"),
+                                json.loads((tmp_path / "out" / "config.json").read_text()))
+    ids = torch.randint(6, len(tiny.vocabulary()), (1, TARGET))
+    with torch.no_grad():
+        expected = model.embeddings(input_ids=ids).double().numpy()
+    np.testing.assert_allclose(layer.outputs(ids.numpy(), offset_of(family)), expected, atol=1e-5)
+
+
+def test_default_check_fails_on_a_changed_tensor_that_should_have_been_copied(tiny_models, tmp_path):
+    from ctxext.errors import CheckFailed
+    from ctxext.positions import learned_layout, written_table_checks
+
+    source = tiny_models("bert")
+    result = interpolate(str(source), TARGET, str(tmp_path / "out"), method=Method.tile, check=False)
+    weights = tmp_path / "out" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0xFF  # the last tensor's last bytes: a copied tensor
+    weights.write_bytes(bytes(raw))
+    reader = CheckpointReader(ModelFolder.open(source))
+    layout = learned_layout(ModelFolder.open(source).config, {n: i.shape for n, i in reader.infos.items()}, None)
+    with pytest.raises(CheckFailed, match="byte for byte"):
+        written_table_checks(reader, ModelFolder.open(tmp_path / "out"), layout, TARGET, Method.tile,
+                             result.manifest["operations"][0]["copied"])
+
+
+def test_full_check_also_runs_the_whole_encoder(tiny_models, tmp_path):
+    from ctxext.positions import CheckLevel
+
+    result = interpolate(str(tiny_models("roberta")), TARGET, str(tmp_path / "out"), method=Method.tile,
+                         check=CheckLevel.full)
+    checks = {c["name"]: c for c in result.manifest["operations"][0]["checks"]}
+    assert checks[f"a {TARGET}-token input runs through the whole encoder"]["passed"]
+    assert checks["whole encoder: inputs of up to 64 tokens match the source"]["value"] <= 1e-5
+    assert result.manifest["options"]["check"] == "full"
+
+
+@pytest.mark.parametrize("check", ["--no-check", "--check"])
+def test_interpolate_imports_neither_transformers_nor_sentence_transformers(check, tiny_models, tmp_path):
+    import subprocess
+    import sys
+
+    arguments = ["interpolate", str(tiny_models("bert")), "--len", "128", "-o", str(tmp_path / "out"), check]
+    script = (f"import sys\nfrom ctxext.cli import app\napp({arguments!r}, standalone_mode=False)\n"
+              "heavy = {'torch', 'transformers', 'sentence_transformers'}\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "manifest.json").is_file()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,20 @@ class Grid(str, Enum):
 
     pinned = "pinned"
     scaled = "scaled"
+
+
+class CheckLevel(str, Enum):
+    """What ``interpolate`` checks on the written folder before it is moved into place.
+
+    ``fast`` (the default) needs neither torch nor transformers: every tensor but the table is the source's byte
+    for byte, the layout matches the config, and the embedding layer (where learned positions act) is computed
+    from the written files: against the source on short inputs, finite at every new position. ``full`` adds
+    loading both models with transformers and running the whole encoder.
+    """
+
+    none = "none"
+    fast = "fast"
+    full = "full"
 
 
 class RopeScaling(str, Enum):
@@ -300,21 +315,24 @@ def interpolate(
     offset: int | None = None,
     rope_scaling: RopeScaling = RopeScaling.linear,
     force: bool = False,
-    check: bool = True,
+    check: bool | CheckLevel = CheckLevel.fast,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> OutputResult:
-    """Stretch a checkpoint's positions to ``target_length`` and write it to ``out``.
+    """Stretch a checkpoint's positions to ``target_length`` and write it to ``out``; ``check`` is a
+    :class:`CheckLevel` (True: fast, False: none).
 
     Learned tables are rewritten (offset rows unchanged); RoPE models get a rope_scaling config and
     keep their weights byte for byte.
     """
+    level = CheckLevel(check) if isinstance(check, str) else (CheckLevel.fast if check else CheckLevel.none)
     source, folder = open_model(ref)
     config = folder.config
     kind = position_kind(config)
     reader = CheckpointReader(folder)
     options = {"ref": ref, "len": target_length, "method": method.value, "grid": grid.value,
-               "offset": "auto" if offset is None else offset, "rope_scaling": rope_scaling.value, "check": check}
+               "offset": "auto" if offset is None else offset, "rope_scaling": rope_scaling.value,
+               "check": level.value}
     sources = {"model": (source, reader.sha256_of_files_in_background())}
     if kind == "rope":
         changes = rope_scaling_config(config, target_length, rope_scaling)
@@ -349,9 +367,15 @@ def interpolate(
     new_config = {**config, "max_position_embeddings": layout.offset + target_length}
     record.config_changes.update(config_diff(config, new_config))
     plan = OutputPlan("interpolate", options, sources, tensors, [record], new_config, target_length, folder)
-    checks = (lambda staging: model_checks(folder, ModelFolder.open(staging), layout, target_length, method)) \
-        if check else None
-    return write_model_folder(plan, out, force=force, checks=checks, progress=progress, argv=argv)
+    def checks(staging: Path) -> list[Check]:
+        written = ModelFolder.open(staging)
+        found = written_table_checks(reader, written, layout, target_length, method, record.copied)
+        if level == CheckLevel.full or found is None:  # no embedding recipe for this layout: load the models
+            found = (found or []) + model_checks(folder, written, layout, target_length, method)
+        return found
+
+    return write_model_folder(plan, out, force=force, checks=None if level == CheckLevel.none else checks,
+                              progress=progress, argv=argv)
 
 
 def _stretched_table(
@@ -383,6 +407,126 @@ def _stretched_table(
     return table
 
 
+EMBEDDING_CHECK_BLOCK = 8192  # positions per block when the embedding layer is computed at the full length
+
+
+def written_table_checks(
+    source: CheckpointReader,
+    output: ModelFolder,
+    layout: LearnedLayout,
+    target_length: int,
+    method: Method,
+    copied: list[str],
+) -> list[Check] | None:
+    """Check the written folder without loading a model (see :class:`CheckLevel`); None when the embedding
+    layer's tensors are not where BERT-family models keep them, so the caller loads the models instead.
+
+    Learned positions act only in the embedding layer: with every other tensor the source's byte for byte,
+    the embedding outputs decide whether short inputs give the source's outputs and whether a full-length
+    input can run.
+    """
+    written = CheckpointReader(output)
+    prefixes = [name[: -len(POSITION_TABLE_SUFFIX)] for name in layout.tensor_names]
+    if not all(f"{p}embeddings.word_embeddings.weight" in written.infos and f"{p}embeddings.LayerNorm.weight"
+               in written.infos for p in prefixes):
+        return None
+    checks = [_layout_check(source, written, output.config, layout, target_length), _copied_check(source, written,
+                                                                                                copied)]
+    rng = np.random.default_rng(0)  # each position's embedding output depends on that position alone
+    for prefix in prefixes:
+        before = EmbeddingLayer.read(source, prefix, output.config)
+        after = EmbeddingLayer.read(written, prefix, output.config)
+        vocab = len(after.words)
+        ids = rng.integers(min(1000, vocab - 1), vocab, size=(2, layout.length))
+        difference = max_abs_diff(before.outputs(ids, layout.offset), after.outputs(ids, layout.offset))
+        name = f"inputs of up to {layout.length} tokens" + (f" ({prefix.rstrip('.')})" if prefix else "")
+        detail = "max abs diff of the embedding layer's outputs; every later tensor is the source's byte for byte"
+        if method == Method.tile:
+            checks.append(Check(f"{name} match the source", difference, 1e-6, detail=detail))
+        else:
+            checks.append(Check(f"{name} against the source", difference,
+                                detail=detail + "; information only, this method changes short inputs too"))
+        checks.append(_full_length_check(after, layout.offset, target_length, rng))
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g} {failed[0].detail}")
+    return checks
+
+
+def _layout_check(source: CheckpointReader, written: CheckpointReader, config: dict[str, Any], layout: LearnedLayout,
+                  target_length: int) -> Check:
+    """The written tensors are the source's, with only the tables and length buffers resized to the config."""
+    rows = layout.offset + target_length
+    problems = sorted(set(source.names) ^ set(written.names))
+    for name, info in source.infos.items():
+        new = written.infos.get(name)
+        if new is None:
+            continue
+        resized = name in layout.tensor_names or length_buffer_kind(name) is not None
+        expected = ((rows, *info.shape[1:]) if name in layout.tensor_names else (1, rows)) if resized else info.shape
+        if (new.dtype, new.shape) != (info.dtype, tuple(expected)):
+            problems.append(name)
+    if config.get("max_position_embeddings") != rows:
+        problems.append(f"config max_position_embeddings {config.get('max_position_embeddings')} != {rows}")
+    return Check("output holds the source's tensors, tables resized to the config", float(len(problems)), 0.0,
+                 passed=not problems, detail="; ".join(problems[:3]) or "names, dtypes and shapes as expected")
+
+
+def _copied_check(source: CheckpointReader, written: CheckpointReader, copied: list[str]) -> Check:
+    differing = [name for name in copied if any(a != b for a, b in zip(source.chunks(name), written.chunks(name),
+                                                                       strict=True))]
+    return Check("every other tensor is the source's byte for byte", float(len(differing)), 0.0,
+                 passed=not differing, detail=", ".join(differing[:3]) or f"{len(copied)} tensors compared")
+
+
+@dataclass(frozen=True)
+class EmbeddingLayer:
+    """The embedding layer of a BERT-family model, read from a checkpoint, computed in float64: word (rescaled
+    where the config says so) + position + token type 0, then LayerNorm."""
+
+    words: np.ndarray
+    positions: np.ndarray
+    token_type: np.ndarray | float
+    norm_weight: np.ndarray
+    norm_bias: np.ndarray | float
+    epsilon: float
+    word_scale: float
+
+    @classmethod
+    def read(cls, reader: CheckpointReader, prefix: str, config: dict[str, Any]) -> EmbeddingLayer:
+        def optional(name: str) -> np.ndarray | float:
+            return reader.array(name).astype(np.float64) if name in reader.infos else 0.0
+
+        words = reader.array(f"{prefix}embeddings.word_embeddings.weight")
+        token_type = optional(f"{prefix}embeddings.token_type_embeddings.weight")
+        return cls(words, reader.array(f"{prefix}embeddings.position_embeddings.weight"),
+                   token_type[0] if isinstance(token_type, np.ndarray) else 0.0,
+                   reader.array(f"{prefix}embeddings.LayerNorm.weight").astype(np.float64),
+                   optional(f"{prefix}embeddings.LayerNorm.bias"), config.get("layer_norm_eps", 1e-12),
+                   float(np.sqrt(config.get("hidden_size", words.shape[1]))) if config.get("rescale_embeddings")
+                   else 1.0)
+
+    def outputs(self, ids: np.ndarray, first_row: int) -> np.ndarray:
+        """Outputs for token ``ids`` (batch, length) at position rows ``first_row ..``."""
+        hidden = self.words[ids].astype(np.float64) * self.word_scale
+        hidden += self.positions[first_row:first_row + ids.shape[1]]
+        hidden += self.token_type
+        centred = hidden - hidden.mean(axis=-1, keepdims=True)
+        return centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + self.epsilon) * self.norm_weight + \
+            self.norm_bias
+
+
+def _full_length_check(layer: EmbeddingLayer, offset: int, target_length: int, rng: np.random.Generator) -> Check:
+    """One input of ``target_length`` random tokens through the embedding layer, in blocks of positions."""
+    vocab = len(layer.words)
+    finite = True
+    for first in range(0, target_length, EMBEDDING_CHECK_BLOCK):
+        ids = rng.integers(min(1000, vocab - 1), vocab, size=(1, min(EMBEDDING_CHECK_BLOCK, target_length - first)))
+        finite &= bool(np.isfinite(layer.outputs(ids, offset + first)).all())
+    return Check(f"a {target_length}-token input runs", float(target_length), passed=finite,
+                 detail="embedding layer finite at every position" if finite else "non-finite embedding outputs")
+
+
 def model_checks(
     source: ModelFolder, output: ModelFolder, layout: LearnedLayout, target_length: int, method: Method
 ) -> list[Check]:
@@ -401,13 +545,15 @@ def model_checks(
     vocab_size = source.config["vocab_size"]
     short = random_batch(vocab_size, [layout.length, layout.length // 3], seed=0)
     before, after = last_hidden_state(source_model, *short), last_hidden_state(output_model, *short)
-    checks = [Check("output loads with no missing or unexpected weights", 0.0, 0.0)]
+    checks = [Check("output loads with transformers, no missing or unexpected weights", 0.0, 0.0)]
     if method == Method.tile:
-        checks.append(matches_source(f"inputs of up to {layout.length} tokens match the source", before, after, 1e-5))
+        checks.append(matches_source(f"whole encoder: inputs of up to {layout.length} tokens match the source", before,
+                                     after, 1e-5))
     else:
-        checks.append(agreement(f"inputs of up to {layout.length} tokens against the source", before, after))
+        checks.append(agreement(f"whole encoder: inputs of up to {layout.length} tokens against the source", before,
+                                after))
     del source_model
-    checks.append(finite_outputs(f"a {target_length}-token input runs",
+    checks.append(finite_outputs(f"a {target_length}-token input runs through the whole encoder",
                                  last_hidden_state(output_model, *random_batch(vocab_size, [target_length], seed=1))))
     failed = [c for c in checks if not c.passed]
     if failed:

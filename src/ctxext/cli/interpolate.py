@@ -38,7 +38,10 @@ def interpolate_command(
     grid: Annotated[str, typer.Option(help="'pinned' (context-extension's grid, ends pinned) or 'scaled' "
                                            "(PI: row i lands on position i*N/n).")] = "pinned",
     rope_scaling: Annotated[str, typer.Option(help="RoPE models: linear, dynamic or yarn.")] = "linear",
-    check: Annotated[bool, typer.Option(help="Load the result and compare it with the source.")] = True,
+    check: Annotated[bool, typer.Option(help="Check the written folder against the source before it is moved "
+                                             "into place (no model load: see --full-check).")] = True,
+    full_check: Annotated[bool, typer.Option("--full-check", help="Also load both models with transformers and "
+                                                                   "run the whole encoder.")] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -51,7 +54,7 @@ def interpolate_command(
       ctxext interpolate ./roberta-base --len 2048 --tile -o roberta-2048 --force
     """
     from ctxext.errors import InvalidArgument
-    from ctxext.positions import Grid, Method, RopeScaling, interpolate
+    from ctxext.positions import CheckLevel, Grid, Method, RopeScaling, interpolate
 
     chosen = [m for m, flag in ((Method.linear, linear), (Method.spline, spline), (Method.tile, tile)) if flag]
     if len(chosen) > 1:
@@ -66,6 +69,7 @@ def interpolate_command(
     with progress_bars() as progress:
         result = interpolate(
             source, target_length, str(out), method=chosen[0] if chosen else Method.spline, grid=grid_choice,
-            offset=offset_rows, rope_scaling=scaling, force=force, check=check, progress=progress, argv=sys.argv,
+            offset=offset_rows, rope_scaling=scaling, force=force, progress=progress, argv=sys.argv,
+            check=CheckLevel.full if full_check else CheckLevel.fast if check else CheckLevel.none,
         )
     emit(manifest_summary(result.path, result.manifest), as_json, render_written)
