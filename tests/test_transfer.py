@@ -566,3 +566,28 @@ def test_global_registers_need_enough_reserved_tokens_and_write_nothing_otherwis
         transfer(str(tiny_models("bert")), "bigbird", 128, tmp_path / "out", block_size=8, num_random_blocks=1,
                  global_registers=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_config_built_without_transformers_loads_as_transformers_would_build_it(tiny_models, tmp_path):
+    """bigbird_config fills a source's missing fields from data tables; the loaded config must equal the one
+    transformers' own classes give (BertConfig defaults for the source, every BigBird field explicit)."""
+    from transformers import AutoConfig, BigBirdConfig
+
+    from ctxext.transfer import CONFIG_CARRIED, bigbird_config
+
+    for model_type in ("bert", "roberta", "xlm-roberta", "camembert"):
+        minimal = {"model_type": model_type, "hidden_size": 32}
+        built, _ = bigbird_config(minimal, 1024, 16, 2, sep_token_id=3)
+        expected = AutoConfig.for_model(**minimal).to_dict()
+        loaded = BigBirdConfig(**{k: v for k, v in built.items() if k != "model_type"}).to_dict()
+        for key in set(CONFIG_CARRIED) - {"sep_token_id", "id2label", "label2id", "dtype"}:
+            if key in expected:
+                assert loaded[key] == expected[key], (model_type, key)
+        assert loaded["sep_token_id"] == 3
+
+
+def test_sep_id_is_read_from_the_tokenizer_files(tiny_models):
+    from ctxext.io import ModelFolder
+    from ctxext.transfer import tokenizer_sep_id
+
+    assert tokenizer_sep_id(ModelFolder.open(tiny_models("bert"))) == tiny.vocabulary().index("[SEP]")

@@ -152,6 +152,37 @@ CONFIG_CARRIED = (
 # Source fields whose value BigBird cannot represent: the transfer refuses any other value.
 CONFIG_REQUIRED = {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False}
 
+# transformers' defaults (BertConfig, RobertaConfig, ...) for the model fields a hand-written source config may
+# leave out; a saved config carries them all. As data, so the surgery needs no transformers import.
+_BERT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+    "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+    "bos_token_id": None, "eos_token_id": None, "classifier_dropout": None, "use_cache": True, **CONFIG_REQUIRED,
+}
+_ROBERTA_TOKENS = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+SOURCE_CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bert": _BERT_DEFAULTS,
+    "roberta": {**_BERT_DEFAULTS, **_ROBERTA_TOKENS, "vocab_size": 50265},
+    "xlm-roberta": {**_BERT_DEFAULTS, **_ROBERTA_TOKENS},
+    "camembert": {**_BERT_DEFAULTS, **_ROBERTA_TOKENS},
+}
+# Fields every transformers config has (generation settings, labels, output flags); BigBird reads them as any
+# model does, so a source's values for them are not reported as left out.
+GENERIC_CONFIG_FIELDS = frozenset({
+    "_name_or_path", "add_cross_attention", "architectures", "bad_words_ids", "begin_suppress_tokens",
+    "bos_token_id", "chunk_size_feed_forward", "cross_attention_hidden_size", "decoder_start_token_id",
+    "diversity_penalty", "do_sample", "dtype", "torch_dtype", "early_stopping", "encoder_no_repeat_ngram_size",
+    "eos_token_id", "exponential_decay_length_penalty", "finetuning_task", "forced_bos_token_id",
+    "forced_eos_token_id", "id2label", "is_decoder", "is_encoder_decoder", "label2id", "length_penalty",
+    "max_length", "min_length", "model_type", "no_repeat_ngram_size", "num_beam_groups", "num_beams",
+    "num_return_sequences", "output_attentions", "output_hidden_states", "output_scores", "pad_token_id", "prefix",
+    "problem_type", "pruned_heads", "remove_invalid_values", "repetition_penalty", "return_dict",
+    "return_dict_in_generate", "sep_token_id", "suppress_tokens", "task_specific_params", "temperature",
+    "tf_legacy_loss", "tie_encoder_decoder", "tie_word_embeddings", "tokenizer_class", "top_k", "top_p",
+    "torchscript", "transformers_version", "typical_p", "use_bfloat16",
+})
+
 
 # ----------------------------------------------------------------------------- presets
 
@@ -320,11 +351,10 @@ def bigbird_config(
     num_random_blocks: int,
     sep_token_id: int | None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The BigBird config (every field explicit) and the source fields that have no meaning in BigBird."""
-    from transformers import AutoConfig, BigBirdConfig
-
+    """The BigBird config (every model field explicit, none left to BigBird's defaults, which differ from
+    BERT's) and the source fields that have no meaning in BigBird."""
     model_type = source_config["model_type"]
-    complete = AutoConfig.for_model(**source_config).to_dict()
+    complete = {**SOURCE_CONFIG_DEFAULTS[model_type], **source_config}
     for key, required in CONFIG_REQUIRED.items():
         if complete.get(key, required) != required:
             raise UnsupportedArchitecture(
@@ -333,7 +363,8 @@ def bigbird_config(
     carried = {key: complete[key] for key in CONFIG_CARRIED if key in complete}
     if carried.get("sep_token_id") is None:
         carried["sep_token_id"] = sep_token_id
-    fields = {
+    config = {
+        "model_type": "big_bird",
         **carried,
         "max_position_embeddings": target_length,
         "attention_type": "block_sparse",
@@ -343,15 +374,8 @@ def bigbird_config(
         "rescale_embeddings": False,
         "architectures": ["BigBirdModel"],
     }
-    config = BigBirdConfig(**fields).to_dict()
-    config.pop("transformers_version", None)
-    generic = set(BigBirdConfig().to_dict())
     left_out = sorted(
-        key
-        for key in source_config
-        if key not in config
-        and key not in generic
-        and key not in {"model_type", "transformers_version", "_name_or_path"}
+        key for key in source_config if key not in config and key not in GENERIC_CONFIG_FIELDS
     )
     if model_type != "bert":
         left_out.append(f"model_type={model_type}")
@@ -359,17 +383,36 @@ def bigbird_config(
 
 
 def tokenizer_sep_id(folder: ModelFolder) -> int | None:
-    """The [SEP] id from the tokenizer files, for configs that do not name it (BigBird's default is 66)."""
-    try:
-        from transformers import AutoTokenizer
+    """The [SEP] id from the tokenizer files (tokenizer.json, else vocab.txt), for configs that do not name it
+    (BigBird's default is 66). Read as JSON and text: loading a tokenizer class would import transformers."""
+    for directory in dict.fromkeys([folder.model_dir, folder.root]):
+        sep = _sep_token(directory)
+        tokenizer_json, vocab = directory / "tokenizer.json", directory / "vocab.txt"
+        if tokenizer_json.is_file():
+            data = read_json(tokenizer_json)
+            added = {t.get("content"): t.get("id") for t in data.get("added_tokens", []) if isinstance(t, dict)}
+            vocabulary = (data.get("model") or {}).get("vocab")
+            if sep in added:
+                return added[sep]
+            if isinstance(vocabulary, dict) and sep in vocabulary:
+                return vocabulary[sep]
+        if vocab.is_file():
+            tokens = vocab.read_text(encoding="utf-8", errors="replace").splitlines()
+            if sep in tokens:
+                return tokens.index(sep)
+    return None
 
-        tokenizer = AutoTokenizer.from_pretrained(
-            folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root,
-            trust_remote_code=False,
-        )
-    except (OSError, ValueError):
-        return None
-    return tokenizer.sep_token_id
+
+def _sep_token(directory: Path) -> str:
+    """The separator the tokenizer names (special_tokens_map.json or tokenizer_config.json), else [SEP]."""
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = directory / name
+        token = read_json(path).get("sep_token") if path.is_file() else None
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str):
+            return token
+    return "[SEP]"
 
 
 # ----------------------------------------------------------------------------- the operation
