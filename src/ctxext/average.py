@@ -4,6 +4,7 @@ dtype and shape; integer tensors (buffers) must be equal and are copied."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,15 @@ import numpy as np
 
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, no_progress, source_config, write_model_folder
 from ctxext.errors import CheckFailed, InvalidArgument
-from ctxext.io import CheckpointReader, ModelFolder, OutTensor, open_model
+from ctxext.io import (
+    CheckpointReader,
+    ModelFolder,
+    OutTensor,
+    array_to_bytes,
+    bytes_to_array,
+    open_model,
+    tensor_sha256,
+)
 from ctxext.manifest import Check, OperationRecord
 
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
@@ -40,13 +49,14 @@ def average(
     record = OperationRecord("average", parameters={"checkpoints": [str(r) for r in refs], "weights": "uniform"},
                              modified=[n for n, info in infos.items() if info.dtype in FLOAT_DTYPES],
                              copied=[n for n, info in infos.items() if info.dtype not in FLOAT_DTYPES])
-    tensors = [OutTensor.computed(info, lambda name=name: _mean(readers, name)) for name, info in infos.items()]
+    means = WrittenMeans(readers)
+    tensors = [OutTensor(info, lambda name=name: [means.encoded(name)]) for name, info in infos.items()]
     sources = {f"checkpoint_{i}": (source, reader.sha256_of_files_in_background())
                for i, ((source, _), reader) in enumerate(zip(opened, readers, strict=True))}
     options = {"refs": [str(r) for r in refs]}
     plan = OutputPlan("average", options, sources, tensors, [record], config, None, opened[0][1])
     return write_model_folder(plan, out, force=force, progress=progress, argv=argv,
-                              checks=lambda staging: [_written_mean_check(readers, staging)])
+                              checks=means.check)
 
 
 def _require_same_model(first_ref: str, first_config: dict[str, Any], first: CheckpointReader, ref: str,
@@ -65,25 +75,54 @@ def _require_same_model(first_ref: str, first_config: dict[str, Any], first: Che
                                   f"{list(other.shape)} in {ref}")
 
 
+ROWS_PER_BLOCK = 4096  # rows of a tensor compared at a time, so the check's float64 copies stay small
+
+
 def _mean(readers: list[CheckpointReader], name: str) -> np.ndarray:
-    arrays = [reader.array(name) for reader in readers]
-    if readers[0].infos[name].dtype in FLOAT_DTYPES:
-        return np.mean([a.astype(np.float64) for a in arrays], axis=0)
-    if any(not np.array_equal(arrays[0], a) for a in arrays[1:]):
-        raise InvalidArgument(f"{name}: integer tensor differs between checkpoints; it cannot be averaged")
-    return arrays[0]
+    """The float64 mean, accumulated one input at a time (never every input in memory at once); integer
+    tensors must be equal and are returned as they are."""
+    if readers[0].infos[name].dtype not in FLOAT_DTYPES:
+        first = readers[0].array(name)
+        if any(not np.array_equal(first, reader.array(name)) for reader in readers[1:]):
+            raise InvalidArgument(f"{name}: integer tensor differs between checkpoints; it cannot be averaged")
+        return first
+    total = readers[0].array(name).astype(np.float64)
+    for reader in readers[1:]:
+        total += reader.array(name)
+    total /= len(readers)
+    return total
 
 
-def _written_mean_check(readers: list[CheckpointReader], staging: Path) -> Check:
-    """Read the written tensors back, one at a time, against the mean in float64."""
-    written = CheckpointReader(ModelFolder.open(staging))
-    error = 0.0
-    for name in written.names:
-        difference = written.array(name).astype(np.float64) - _mean(readers, name)
-        if not np.isfinite(difference).all():
-            raise CheckFailed(f"{name}: the average holds NaN or infinite values (so does an input checkpoint)")
-        error = max(error, float(np.abs(difference).max(initial=0.0)))
-    bound = 1e-2 if any(i.dtype in {"F16", "BF16"} for i in written.infos.values()) else 1e-6
-    if error > bound:
-        raise CheckFailed(f"written tensors differ from the mean of the inputs by {error:g} (bound {bound:g})")
-    return Check("max_abs_error_vs_mean", error, bound, detail="written tensors against the float64 mean")
+class WrittenMeans:
+    """Produces each tensor's mean in its dtype, measuring on the way how far the stored values are from the
+    float64 mean; the check then reads the written file back against the bytes produced, so the inputs are
+    read once, not twice."""
+
+    def __init__(self, readers: list[CheckpointReader]):
+        self.readers = readers
+        self.error = 0.0
+        self.produced: dict[str, str] = {}
+
+    def encoded(self, name: str) -> bytes:
+        info = self.readers[0].infos[name]
+        mean = _mean(self.readers, name)
+        data = array_to_bytes(mean, info.dtype)
+        stored = bytes_to_array(data, info.dtype, info.shape)
+        for start in range(0, max(len(mean), 1), ROWS_PER_BLOCK):
+            difference = stored[start:start + ROWS_PER_BLOCK].astype(np.float64) - mean[start:start + ROWS_PER_BLOCK]
+            if not np.isfinite(difference).all():
+                raise CheckFailed(f"{name}: the average holds NaN or infinite values (so does an input checkpoint)")
+            self.error = max(self.error, float(np.abs(difference).max(initial=0.0)))
+        self.produced[name] = hashlib.sha256(data).hexdigest()
+        return data
+
+    def check(self, staging: Path) -> list[Check]:
+        written = CheckpointReader(ModelFolder.open(staging))
+        differing = [name for name in written.names if tensor_sha256(written.chunks(name)) != self.produced[name]]
+        if differing:
+            raise CheckFailed(f"written tensor {differing[0]} differs from the mean that was computed")
+        bound = 1e-2 if any(i.dtype in {"F16", "BF16"} for i in written.infos.values()) else 1e-6
+        if self.error > bound:
+            raise CheckFailed(f"written tensors differ from the mean of the inputs by {self.error:g} (bound {bound:g})")
+        return [Check("max_abs_error_vs_mean", self.error, bound, detail="written tensors against the float64 mean "
+                      "(read back from the written file)")]
