@@ -430,8 +430,8 @@ def written_table_checks(
     if not all(f"{p}embeddings.word_embeddings.weight" in written.infos and f"{p}embeddings.LayerNorm.weight"
                in written.infos for p in prefixes):
         return None
-    checks = [_layout_check(source, written, output.config, layout, target_length), _copied_check(source, written,
-                                                                                                copied)]
+    checks = [_layout_check(source, written, output.config, layout, target_length),
+              _copied_check(source, written, copied)]
     rng = np.random.default_rng(0)  # each position's embedding output depends on that position alone
     for prefix in prefixes:
         before = EmbeddingLayer.read(source, prefix, output.config)
