@@ -429,6 +429,15 @@ def tensor_bytes(tensor: Any) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
+def tensor_buffer(tensor: Any) -> memoryview:
+    """The raw bytes of a CPU torch tensor without copying them (a copy of a 670 MB embedding table would sit
+    on top of the model at the writer's peak); a tensor on another device is copied to the CPU first."""
+    import torch
+
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
 def tensor_info(name: str, tensor: Any) -> TensorInfo:
     if isinstance(tensor, np.ndarray):
         return TensorInfo(name, SAFETENSORS_DTYPE[tensor.dtype.name], tuple(tensor.shape))
@@ -457,7 +466,7 @@ class OutTensor:
 
     @classmethod
     def from_tensor(cls, name: str, tensor: Any) -> OutTensor:
-        return cls(tensor_info(name, tensor), lambda: [tensor_bytes(tensor)])
+        return cls(tensor_info(name, tensor), lambda: [tensor_buffer(tensor)])
 
     @classmethod
     def computed(cls, info: TensorInfo, compute: Callable[[], np.ndarray]) -> OutTensor:
