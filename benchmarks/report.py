@@ -9,6 +9,7 @@ with whether it is met. Peers and references:
 
     pip install -e ".[test,bench]" && python benchmarks/report.py --repeats 3
     python benchmarks/report.py --only interpolate,transfer --repeats 3   # a subset
+    python benchmarks/report.py --only guide --merge                      # one benchmark again, the rest kept
 """
 
 from __future__ import annotations
@@ -286,6 +287,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: " + ", ".join(BENCHMARKS))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true", help="keep the rows of the other benchmarks from the "
+                        "report.json already in --out (rerun one benchmark after a change)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -294,6 +297,10 @@ def main() -> None:
         for name in chosen:
             print(f"{name}:", flush=True)
             summaries += [row.summary() for row in BENCHMARKS[name](Path(scratch), args.repeats)]
+    if args.merge and (args.out / "report.json").is_file():
+        kept = [row for row in json.loads((args.out / "report.json").read_text())
+                if row["operation"].split()[0] not in chosen]
+        summaries = sorted(kept + summaries, key=lambda row: list(BENCHMARKS).index(row["operation"].split()[0]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(summaries, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(summaries, args.repeats))

@@ -275,7 +275,8 @@ def pca_projection(table: np.ndarray, dim: int) -> StreamProjection:
     rows, width = table.shape
     if not 0 < dim <= width:
         raise InvalidArgument(f"student width {dim} must be between 1 and the teacher's width {width}")
-    centred = table.astype(np.float64) - table.astype(np.float64).mean(axis=0)
+    centred = table.astype(np.float64)  # one float64 copy, centred in place
+    centred -= centred.mean(axis=0)
     covariance = centred.T @ centred / max(rows - 1, 1)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
@@ -295,7 +296,8 @@ def even_projection(table: np.ndarray, dim: int) -> StreamProjection:
         raise InvalidArgument(f"student width {dim} must be between 1 and the teacher's width {width}")
     matrix = np.zeros((width, dim))
     matrix[evenly_spaced(width, dim), np.arange(dim)] = 1.0
-    centred = table.astype(np.float64) - table.astype(np.float64).mean(axis=0)
+    centred = table.astype(np.float64)  # one float64 copy, centred in place
+    centred -= centred.mean(axis=0)
     total = float((centred**2).sum())
     kept = ((centred @ matrix) ** 2).sum(axis=0)
     ratios = kept / total if total > 0 else np.zeros(dim)
