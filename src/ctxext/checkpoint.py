@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctxext.card import CARD_NAME, write_model_card
 from ctxext.io import (
     ModelFolder,
     OutTensor,
@@ -105,6 +106,8 @@ def write_model_folder(
             extra_weights=extra_weights,
         )
         write_manifest(staging, manifest)
+        write_model_card(staging, manifest, name=Path(out).name,
+                         source_card=plan.support_from.root / CARD_NAME if plan.support_from else None)
     return OutputResult(path=Path(out).expanduser().absolute(), manifest=manifest)
 
 

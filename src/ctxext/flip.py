@@ -25,6 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ctxext.card import CARD_NAME, write_model_card
 from ctxext.checkpoint import OutputResult, ProgressFn, config_diff, no_progress
 from ctxext.errors import CheckFailed, CtxextError, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
@@ -831,6 +832,8 @@ def flip(
             argv=argv,
         )
         write_manifest(staging, manifest)
+        write_model_card(staging, manifest, name=out.name,
+                         source_card=loaded.folder.root / CARD_NAME if loaded.folder else None)
     return OutputResult(path=out, manifest=manifest)
 
 

@@ -96,11 +96,11 @@ def resolve_source(
         return Source(ref=text, path=local.resolve())
     if not HUB_ID.match(text) or text.startswith((".", "/", "~")):
         raise SourceNotFound(f"{what} folder {text!r} does not exist")
-    from ctxext.presets import embedded_model
+    from ctxext.presets import EMBEDDED_HUB_IDS, embedded_model
 
     embedded = embedded_model(text)
     if embedded is not None:
-        return Source(ref=text, path=embedded)
+        return Source(ref=text, path=embedded, hub_id=EMBEDDED_HUB_IDS[text])
     return _download_from_hub(text, revision, allow_patterns, ignore_patterns, what)
 
 
@@ -651,7 +651,10 @@ def update_json(path: Path, **changes: Any) -> dict[str, Any]:
 
 
 def is_stale_weight(relative: Path, model_dir: Path) -> bool:
-    """Weights of the model being rewritten (and exports of them) must not be copied to the output."""
+    """Weights of the model being rewritten (and exports of them) must not be copied to the output, nor the
+    source's model card: every output gets its own (``ctxext.card``)."""
+    if relative == Path("README.md"):
+        return True
     parts = relative.parts
     if any(part in STALE_EXPORT_DIRS for part in parts):
         return True

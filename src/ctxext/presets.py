@@ -96,6 +96,11 @@ EMBEDDED = {
     "all-MiniLM-L6-v2": minilm_path,
     "all-mpnet-base-v2": mpnet_path,
 }
+# The hub IDs the embedded models are copies of: what a written model card names as its base model.
+EMBEDDED_HUB_IDS = {
+    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
+}
 
 
 def embedded_model(name: str) -> Path | None:

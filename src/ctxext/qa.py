@@ -456,6 +456,7 @@ def finetune_qa(
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
+    from ctxext.card import CARD_NAME, write_model_card
     from ctxext.checkpoint import OutputResult
     from ctxext.errors import CheckFailed
     from ctxext.flip import config_for_saving, register
@@ -568,4 +569,5 @@ def finetune_qa(
             argv=argv,
         )
         write_manifest(staging, manifest)
+        write_model_card(staging, manifest, name=out.name, source_card=folder.root / CARD_NAME)
     return OutputResult(path=out, manifest=manifest), result

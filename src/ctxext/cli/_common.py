@@ -151,7 +151,7 @@ def key_value_table(title: str, rows: dict[str, Any]) -> Table:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in rows.items():
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
+        table.add_row(escape(key), escape(value if isinstance(value, str) else json.dumps(value, default=str)))
     return table
 
 

@@ -1,0 +1,133 @@
+"""The model card every model output carries: ``README.md`` with Hub front matter, written from the manifest.
+
+The source's own card is never copied (its figures describe another model); its license is carried over when
+its front matter names one. ``huggingface_hub.ModelCard.load(OUT)`` parses the result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CARD_NAME = "README.md"
+
+# Commands whose outputs load through ctxext's registered encoder classes.
+FLIP_COMMANDS = frozenset({"flip", "finetune-qa", "finetune_qa"})
+# What a reader of the Hub does with each kind of output.
+PIPELINE_BY_ARCHITECTURE_SUFFIX = {
+    "ForQuestionAnswering": "question-answering",
+    "ForMaskedLM": "fill-mask",
+    "ForPreTraining": "fill-mask",
+}
+
+
+def write_model_card(folder: Path, manifest: dict[str, Any], *, name: str, source_card: Path | None = None) -> Path:
+    """Write ``folder/README.md`` for the output ``name`` that ``manifest`` describes (``folder`` may still be
+    the temporary folder it is built in); ``source_card`` is the source's README, read for its license."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    sentence_transformers = (folder / "modules.json").is_file()
+    architecture = _architecture(folder, manifest)
+    data = ModelCardData(
+        base_model=_base_model(manifest),
+        library_name="sentence-transformers" if sentence_transformers else "transformers",
+        pipeline_tag=_pipeline_tag(architecture, sentence_transformers),
+        tags=["ctxext", f"ctxext-{manifest['command']}",
+              *(["sentence-transformers", "sentence-similarity"] if sentence_transformers else [])],
+        license=_source_license(source_card),
+    )
+    body = "\n\n".join([
+        f"# {name}",
+        _summary(manifest, architecture),
+        _operations(manifest),
+        _checks(manifest),
+        _how_to_load(sentence_transformers, architecture, manifest["command"] in FLIP_COMMANDS),
+    ])
+    path = folder / CARD_NAME
+    path.write_text(str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")), encoding="utf-8")
+    return path
+
+
+def _architecture(folder: Path, manifest: dict[str, Any]) -> str:
+    config = folder / manifest.get("weights", {}).get("dir", ".") / "config.json"
+    try:
+        return (json.loads(config.read_text(encoding="utf-8")).get("architectures") or [""])[0]
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def _base_model(manifest: dict[str, Any]) -> str | None:
+    """The hub ID of the first source that has one (``None`` for local folders: nothing to link to)."""
+    return next((source["hub_id"] for source in manifest.get("sources", {}).values() if source.get("hub_id")), None)
+
+
+def _pipeline_tag(architecture: str, sentence_transformers: bool) -> str:
+    if sentence_transformers:
+        return "sentence-similarity"
+    for suffix, tag in PIPELINE_BY_ARCHITECTURE_SUFFIX.items():
+        if architecture.endswith(suffix):
+            return tag
+    return "feature-extraction"
+
+
+def _source_license(source_card: Path | None) -> str | None:
+    if source_card is None or not source_card.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(source_card).data.license
+    except Exception:  # noqa: BLE001 - a card we cannot parse has no license we can carry
+        return None
+
+
+def _summary(manifest: dict[str, Any], architecture: str) -> str:
+    sources = ", ".join(f"{role}: `{source.get('hub_id') or source.get('ref')}`"
+                        for role, source in manifest.get("sources", {}).items())
+    return (f"Written by [ctxext](https://pypi.org/project/ctxext/) {manifest.get('ctxext_version', '')} with "
+            f"`ctxext {manifest['command']}` from {sources or 'no source'}"
+            f"{f'; architecture `{architecture}`' if architecture else ''}. Every tensor's sha256 and every check "
+            "below are in `manifest.json`; `ctxext verify` re-hashes the weights against it.")
+
+
+def _operations(manifest: dict[str, Any]) -> str:
+    lines = ["## What was done", "", "| operation | parameters | copied | modified | created | dropped |",
+             "|---|---|---|---|---|---|"]
+    for operation in manifest.get("operations", []):
+        parameters = ", ".join(f"{key}={json.dumps(value)}" for key, value in operation.get("parameters", {}).items()
+                               if key not in {"loss_history"} and not isinstance(value, (dict, list)))
+        counts = [str(len(operation.get(key, []))) for key in ("copied", "modified", "created", "dropped")]
+        lines.append(f"| {operation['name']} | {parameters} | {' | '.join(counts)} |")
+    options = ", ".join(f"{key}={json.dumps(value)}" for key, value in manifest.get("options", {}).items()
+                        if not isinstance(value, (dict, list)))
+    notes = [note for operation in manifest.get("operations", []) for note in operation.get("notes", [])]
+    return "\n".join(lines + ["", f"Options: {options}."] + [f"- {note}" for note in notes])
+
+
+def _checks(manifest: dict[str, Any]) -> str:
+    rows = [check for operation in manifest.get("operations", []) for check in operation.get("checks", [])]
+    if not rows:
+        return "## Checks\n\nNo numeric check was run (`--no-check`)."
+    lines = ["## Checks", "", "| check | value | bound | result |", "|---|---|---|---|"]
+    for check in rows:
+        bound = "" if check.get("threshold") is None else f"{check['threshold']:.3g}"
+        lines.append(f"| {check['name']} | {check['value']:.4g} | {bound} | "
+                     f"{'passed' if check.get('passed', True) else 'FAILED'} |")
+    return "\n".join(lines)
+
+
+def _how_to_load(sentence_transformers: bool, architecture: str, flipped: bool) -> str:
+    if sentence_transformers:
+        code = ("from sentence_transformers import SentenceTransformer\n\n"
+                "model = SentenceTransformer(\"path/to/this/folder\")\n"
+                "embeddings = model.encode([\"a long document ...\"])")
+    else:
+        head = next((f"AutoModel{suffix}" for suffix in PIPELINE_BY_ARCHITECTURE_SUFFIX if architecture.endswith(
+            suffix)), "AutoModel")
+        register = ("import ctxext.flip\n\nctxext.flip.register()  # ctxext's encoder classes, no remote code\n"
+                    if flipped else "")
+        code = (f"from transformers import {head}, AutoTokenizer\n{register}\n"
+                f"model = {head}.from_pretrained(\"path/to/this/folder\")\n"
+                "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")")
+    return f"## Load it\n\n```python\n{code}\n```"
