@@ -80,3 +80,23 @@ def test_a_source_without_a_card_gives_a_card_without_a_license(tiny_models, tmp
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.license is None and "offset rows unchanged" in card.text
     assert tiny.FAMILIES["bert"][1] in card.text
+
+
+def test_written_configs_name_current_versions_and_no_local_paths(tiny_models, tmp_path):
+    from importlib import metadata
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "src")
+    (source / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {
+        "sentence_transformers": "2.0.0", "transformers": "4.6.1", "pytorch": "1.8.1"}}))
+    run("guide", source, "--dim", 16, "--layers", 2, "-o", tmp_path / "out")
+    versions = json.loads((tmp_path / "out" / "config_sentence_transformers.json").read_text())["__version__"]
+    assert versions["transformers"] == metadata.version("transformers")
+    assert "_name_or_path" not in json.loads((tmp_path / "out" / "config.json").read_text())
+
+
+def test_the_cli_runs_as_a_module():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ctxext.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("ctxext ")

@@ -74,7 +74,8 @@ def write_model_folder(
             plan.operations[0].files.setdefault("copied", []).extend(copied)
             plan.operations[0].files.setdefault("left_out", []).extend(left_out)
         model_dir.mkdir(parents=True, exist_ok=True)
-        write_json(model_dir / "config.json", plan.config)
+        write_json(model_dir / "config.json", publishable_config(plan.config))
+        refresh_sentence_transformers_versions(staging)
         if plan.model_max_length is not None:
             set_tokenizer_length(staging, model_dir, plan.model_max_length, plan.operations[0])
         for relative, content in plan.extra_files.items():
@@ -109,6 +110,29 @@ def write_model_folder(
         write_model_card(staging, manifest, name=Path(out).name,
                          source_card=plan.support_from.root / CARD_NAME if plan.support_from else None)
     return OutputResult(path=Path(out).expanduser().absolute(), manifest=manifest)
+
+
+def publishable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as written: no ``_name_or_path`` (a local, often temporary, path means nothing elsewhere)."""
+    return {key: value for key, value in config.items() if key != "_name_or_path"}
+
+
+def refresh_sentence_transformers_versions(root: Path) -> None:
+    """A copied ``config_sentence_transformers.json`` names the library versions the source was saved with;
+    the output was written with these (read from package metadata: importing them would cost seconds)."""
+    from importlib import metadata
+
+    path = root / "config_sentence_transformers.json"
+    if not path.is_file():
+        return
+    versions = {}
+    for key, package in (("sentence_transformers", "sentence-transformers"), ("transformers", "transformers"),
+                         ("pytorch", "torch")):
+        try:
+            versions[key] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    update_json(path, __version__=versions)
 
 
 def set_tokenizer_length(root: Path, model_dir: Path, length: int, record: OperationRecord) -> None:

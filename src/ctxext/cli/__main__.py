@@ -1,0 +1,3 @@
+from ctxext.cli import main
+
+main()
