@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,3 +203,14 @@ class _StopAt:
                     control.should_save = True
 
         return Stop()
+
+
+def test_training_options_reach_the_trainer_and_missing_integrations_are_refused():
+    from ctxext.train.mlm import training_arguments
+
+    arguments = training_arguments(Path("/tmp/ctxext-args"), TrainSettings(gradient_accumulation=3, bf16=True))
+    assert (arguments.gradient_accumulation_steps, arguments.bf16, arguments.report_to) == (3, True, [])
+    with pytest.raises(InvalidArgument, match="tensorboard or wandb"):
+        TrainSettings(report_to=("mlflow",))
+    with pytest.raises(InvalidArgument, match="--grad-accum"):
+        TrainSettings(gradient_accumulation=0)

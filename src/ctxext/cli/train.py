@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table, reports_errors
+
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps (effective "
+                                                                     "batch: batch size x this x processes).")]
+Bf16Opt = Annotated[bool, typer.Option("--bf16", help="bfloat16 mixed precision (GPUs with bf16, recent CPUs).")]
+ReportToOpt = Annotated[list[str] | None, typer.Option("--report-to", help="Log to tensorboard or wandb (installed "
+                                                                           "separately); repeat for both.")]
+
+
+def training_settings(*, grad_accum: int, bf16: bool, report_to: list[str] | None, **fields) -> Any:
+    """TrainSettings from the options every training command shares."""
+    from ctxext.train import TrainSettings
+
+    return TrainSettings(gradient_accumulation=grad_accum, bf16=bf16, report_to=tuple(report_to or ()), **fields)
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +73,9 @@ def mlm_command(
     keep_checkpoints: Annotated[
         bool, typer.Option(help="Keep the Trainer checkpoints after a successful run.")
     ] = False,
+    grad_accum: GradAccumOpt = 1,
+    bf16: Bf16Opt = False,
+    report_to: ReportToOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -72,17 +88,11 @@ def mlm_command(
 
       accelerate launch -m ctxext mlm ./student --data texts/ --steps 20000 -o student-mlm --resume
     """
-    from ctxext.train import TrainSettings, train_mlm
+    from ctxext.train import train_mlm
 
-    settings = TrainSettings(
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        warmup_ratio=warmup,
-        seed=seed,
-        eval_every=eval_every,
-        save_every=save_every,
-    )
+    settings = training_settings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
+                                 eval_every=eval_every, save_every=save_every, grad_accum=grad_accum, bf16=bf16,
+                                 report_to=report_to)
     result = train_mlm(
         checkpoint,
         data,
@@ -154,6 +164,9 @@ def distill_command(
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
+    grad_accum: GradAccumOpt = 1,
+    bf16: Bf16Opt = False,
+    report_to: ReportToOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -165,11 +178,11 @@ def distill_command(
       ctxext distill student-mlm --teacher all-mpnet-base-v2 --data docstrings.jsonl --eval-beir pydocs-beir \
         --eval-every 100 --steps 2000 -o student-distilled
     """
-    from ctxext.train import TrainSettings
     from ctxext.train.distill import distill
 
-    settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
-                             eval_every=eval_every, save_every=save_every)
+    settings = training_settings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
+                                 eval_every=eval_every, save_every=save_every, grad_accum=grad_accum, bf16=bf16,
+                                 report_to=report_to)
     result = distill(student, teacher, data, out, max_len=max_len, pca_sample=pca_sample, settings=settings,
                      eval_beir=eval_beir, cache=cache, work_dir=work_dir, resume=resume,
                      keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
@@ -211,6 +224,9 @@ def finetune_command(
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
+    grad_accum: GradAccumOpt = 1,
+    bf16: Bf16Opt = False,
+    report_to: ReportToOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -225,11 +241,11 @@ def finetune_command(
 
       ctxext finetune specter2-bigbird --adapter proximity --data triplets.jsonl --max-len 4096 -o prox-long
     """
-    from ctxext.train import TrainSettings
     from ctxext.train.finetune import finetune
 
-    settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
-                             eval_every=eval_every, save_every=save_every)
+    settings = training_settings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
+                                 eval_every=eval_every, save_every=save_every, grad_accum=grad_accum, bf16=bf16,
+                                 report_to=report_to)
     result = finetune(checkpoint, data, out, adapter=adapter, max_len=max_len, position_span=position_span,
                       query_max_len=query_max_len, temperature=temperature,
                       gradient_checkpointing=gradient_checkpointing, settings=settings, eval_beir=eval_beir,

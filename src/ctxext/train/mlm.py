@@ -11,6 +11,7 @@ held-out set masked once with a fixed seed (:func:`masked_held_out`), the Traine
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import shutil
@@ -256,6 +257,10 @@ class ListDataset:
 # ----------------------------------------------------------------------------- Trainer
 
 
+# --report-to integrations and the package each needs.
+REPORT_TO = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
 @dataclass
 class TrainSettings:
     """What a training run does; the same fields go into the manifest."""
@@ -271,6 +276,9 @@ class TrainSettings:
     save_limit: int = 2
     logging_every: int = 10
     gradient_accumulation: int = 1
+    bf16: bool = False
+    report_to: tuple[str, ...] = ()
+    """Trainer integrations to log to (``tensorboard``, ``wandb``); none by default."""
     progress_bars: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -283,13 +291,20 @@ class TrainSettings:
         if self.weight_decay < 0:
             raise InvalidArgument(f"weight decay {self.weight_decay} must not be negative")
         for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
-                              ("gradient accumulation", self.gradient_accumulation)):
+                              ("--grad-accum", self.gradient_accumulation)):
             if value < 1:
                 raise InvalidArgument(f"{option} {value} must be at least 1")
+        for integration in self.report_to:
+            if integration not in REPORT_TO:
+                raise InvalidArgument(f"--report-to {integration!r}: choose {' or '.join(REPORT_TO)}")
+            if importlib.util.find_spec(REPORT_TO[integration]) is None:
+                raise InvalidArgument(f"--report-to {integration} needs the {REPORT_TO[integration]} package: "
+                                      f"pip install {REPORT_TO[integration]}")
 
 
 def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = True, evaluate: bool = False):
-    """TrainingArguments for a ctxext stage: no external reporting, checkpoints every ``save_every`` steps."""
+    """TrainingArguments for a ctxext stage: checkpoints every ``save_every`` steps; reporting, bf16 and
+    gradient accumulation as ``settings`` say."""
     import torch
     from transformers import TrainingArguments
 
@@ -311,7 +326,10 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
         save_strategy="steps" if save else "no",
         save_steps=max(1, settings.save_every),
         save_total_limit=settings.save_limit,
-        report_to=[],
+        report_to=list(settings.report_to),
+        bf16=settings.bf16,
+        # transformers refuses bf16 on a machine without CUDA unless told to train on the CPU
+        use_cpu=settings.bf16 and not torch.cuda.is_available(),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not settings.progress_bars,
