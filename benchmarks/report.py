@@ -22,25 +22,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from interpolate import measure, peer, peer_compatible  # this folder is on sys.path when run as a script
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CTXEXT = [sys.executable, "-m", "ctxext"]
 MiB = 2**20
-
-
-def measure(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MiB of one child process (which must succeed)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}\n{process.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
 
 
 @dataclass
@@ -119,8 +109,6 @@ def weights_mib(folder: Path) -> float:
 
 
 def interpolate_rows(scratch: Path, repeats: int) -> list[Row]:
-    from interpolate import peer, peer_compatible
-
     from ctxext.presets import minilm_path, mpnet_path
 
     rows = []
@@ -290,7 +278,6 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="keep the rows of the other benchmarks from the "
                         "report.json already in --out (rerun one benchmark after a change)")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     summaries = []
     with tempfile.TemporaryDirectory(prefix="ctxext-report-") as scratch:
