@@ -252,11 +252,13 @@ def beir_set(folder: Path, split: str = "test") -> RetrievalSet:
     for required in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / required).is_file():
             raise SourceNotFound(f"{folder} is not a BEIR folder: {required} is missing")
-    corpus = [record for _, record in read_jsonl(folder / "corpus.jsonl")]
+    numbered = list(read_jsonl(folder / "corpus.jsonl"))
+    corpus = [record for _, record in numbered]
     queries = {str(_required(record, "_id", folder / "queries.jsonl", number)):
                str(_required(record, "text", folder / "queries.jsonl", number))
                for number, record in read_jsonl(folder / "queries.jsonl")}
-    doc_index = {str(_required(doc, "_id", folder / "corpus.jsonl", i + 1)): i for i, doc in enumerate(corpus)}
+    doc_index = {str(_required(doc, "_id", folder / "corpus.jsonl", number)): i
+                 for i, (number, doc) in enumerate(numbered)}
     judged: dict[str, dict[int, float]] = {}
     qrels = folder / "qrels" / f"{split}.tsv"
     for number, line in enumerate(qrels.read_text(encoding="utf-8", errors="replace").splitlines()[1:], start=2):
