@@ -89,3 +89,37 @@ def test_tiny_interpolate_finetune_pipeline_fine_tunes_the_stretched_model(tmp_p
     assert json.loads((tmp_path / "run" / "interpolated" / "config.json").read_text())["max_position_embeddings"] \
         == 256
     assert (tmp_path / "run" / "evaluate.png").is_file()
+
+
+def test_ctxext_pipeline_reads_yaml_skips_finished_stages_and_replaces_its_plot_on_a_rerun(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    import tiny
+    from ctxext.cli import app
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "source")
+    config = json.loads((ROOT / "configs" / "ci_interpolate_finetune.json").read_text())
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    arguments = ["pipeline", str(tmp_path / "pipeline.yaml"), "--work", str(tmp_path / "run"), "--set",
+                 f"source={source}"]
+    first = CliRunner().invoke(app, arguments)
+    assert first.exit_code == 0, first.stderr
+    stretched = (tmp_path / "run" / "interpolated" / "manifest.json").read_bytes()
+    second = CliRunner().invoke(app, arguments)
+    assert second.exit_code == 0, second.stderr
+    assert "skip interpolate" in second.stdout and "skip finetune" in second.stdout
+    assert (tmp_path / "run" / "interpolated" / "manifest.json").read_bytes() == stretched
+    assert (tmp_path / "run" / "evaluate.png.manifest.json").is_file()
+
+
+def test_a_config_that_names_no_known_pipeline_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from ctxext.cli import app
+
+    (tmp_path / "bad.json").write_text(json.dumps({"pipeline": "vibes"}))
+    result = CliRunner().invoke(app, ["pipeline", str(tmp_path / "bad.json"), "--work", str(tmp_path / "run")])
+    assert result.exit_code == 4 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'bad.json'}: 'pipeline' must be one of guide-distill, transfer-finetune, "
+        "interpolate-finetune"]
