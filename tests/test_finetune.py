@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -205,11 +204,18 @@ class _StopAt:
         return Stop()
 
 
-def test_training_options_reach_the_trainer_and_missing_integrations_are_refused():
-    from ctxext.train.mlm import training_arguments
+def test_training_options_reach_the_trainer_and_missing_integrations_are_refused(tmp_path):
+    import subprocess
+    import sys
 
-    arguments = training_arguments(Path("/tmp/ctxext-args"), TrainSettings(gradient_accumulation=3, bf16=True))
-    assert (arguments.gradient_accumulation_steps, arguments.bf16, arguments.report_to) == (3, True, [])
+    # in a child process: TrainingArguments(bf16=True) sets accelerate's process-wide mixed-precision state,
+    # which would leak into every later Trainer of this test session
+    script = ("from pathlib import Path\nfrom ctxext.train import TrainSettings\n"
+              "from ctxext.train.mlm import training_arguments\n"
+              f"a = training_arguments(Path({str(tmp_path)!r}), TrainSettings(gradient_accumulation=3, bf16=True))\n"
+              "print(a.gradient_accumulation_steps, a.bf16, a.report_to)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["3", "True", "[]"]
     with pytest.raises(InvalidArgument, match="tensorboard or wandb"):
         TrainSettings(report_to=("mlflow",))
     with pytest.raises(InvalidArgument, match="--grad-accum"):
