@@ -79,10 +79,14 @@ def _known_library_error(error: Exception) -> tuple[str, int] | None:
 
 
 def fail(message: str, exit_code: int, *, label: str = "error") -> NoReturn:
-    """Print one line on stderr and exit."""
-    one_line = " ".join(message.split())
-    stderr.print(f"[bold red]{label}:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+    """Print one line on stderr and exit (from a command's wrapper: a command itself raises a CtxextError)."""
+    print_one_line(message, label)
     raise typer.Exit(exit_code)
+
+
+def print_one_line(message: str, label: str = "error") -> None:
+    """``label: message`` on stderr, whitespace folded to one line, markup in the message shown as text."""
+    stderr.print(f"[bold red]{label}:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 
 
 def _click_exception() -> type[Exception]:
@@ -114,11 +118,10 @@ class OneLineUsageErrors(TyperGroup):
         except _click_exception() as error:
             context = getattr(error, "ctx", None)
             hint = f" (see {context.command_path} --help)" if context is not None else ""
-            message = " ".join(error.format_message().split()) + _given_value(error, arguments)
-            stderr.print(f"[bold red]error:[/] {escape(message)}{hint}", highlight=False, soft_wrap=True)
+            print_one_line(error.format_message() + _given_value(error, arguments) + hint)
             sys.exit(InvalidArgument.exit_code)
         except typer.Abort:
-            stderr.print("[bold red]aborted[/]", highlight=False)
+            print_one_line("the command was aborted", label="aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
