@@ -13,6 +13,7 @@ of the full new length in block-sparse attention.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass, field
@@ -383,19 +384,19 @@ def bigbird_config(
 
 
 def tokenizer_sep_id(folder: ModelFolder) -> int | None:
-    """The [SEP] id from the tokenizer files (tokenizer.json, else vocab.txt), for configs that do not name it
-    (BigBird's default is 66). Read as JSON and text: loading a tokenizer class would import transformers."""
+    """The [SEP] id from the tokenizer files (tokenizer.json through the ``tokenizers`` library, else
+    vocab.txt), for configs that do not name it (BigBird's default is 66). A transformers tokenizer class
+    would import transformers, which costs seconds."""
+    from tokenizers import Tokenizer
+
     for directory in dict.fromkeys([folder.model_dir, folder.root]):
         sep = _sep_token(directory)
         tokenizer_json, vocab = directory / "tokenizer.json", directory / "vocab.txt"
         if tokenizer_json.is_file():
-            data = read_json(tokenizer_json)
-            added = {t.get("content"): t.get("id") for t in data.get("added_tokens", []) if isinstance(t, dict)}
-            vocabulary = (data.get("model") or {}).get("vocab")
-            if sep in added:
-                return added[sep]
-            if isinstance(vocabulary, dict) and sep in vocabulary:
-                return vocabulary[sep]
+            with contextlib.suppress(Exception):  # tokenizers raises a bare Exception on a file it cannot read
+                found = Tokenizer.from_file(str(tokenizer_json)).token_to_id(sep)
+                if found is not None:
+                    return found
         if vocab.is_file():
             tokens = vocab.read_text(encoding="utf-8", errors="replace").splitlines()
             if sep in tokens:
