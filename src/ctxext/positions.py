@@ -462,8 +462,12 @@ def _layout_check(source: CheckpointReader, written: CheckpointReader, config: d
         new = written.infos.get(name)
         if new is None:
             continue
-        resized = name in layout.tensor_names or length_buffer_kind(name) is not None
-        expected = ((rows, *info.shape[1:]) if name in layout.tensor_names else (1, rows)) if resized else info.shape
+        if name in layout.tensor_names:
+            expected = (rows, *info.shape[1:])
+        elif length_buffer_kind(name) is not None:
+            expected = (1, rows)
+        else:
+            expected = info.shape
         if (new.dtype, new.shape) != (info.dtype, tuple(expected)):
             problems.append(name)
     if config.get("max_position_embeddings") != rows:
