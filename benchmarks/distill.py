@@ -38,7 +38,8 @@ def main() -> None:
     from ctxext.evaluate import accuracy_at_1, beir_set, ndcg_at_k, similarity
     from ctxext.guide import guide
     from ctxext.presets import cache_dir, mpnet_path
-    from ctxext.train import TrainSettings, python_docstrings
+    from ctxext.data.pydocs import python_docstrings
+    from ctxext.train import TrainSettings
     from ctxext.train.distill import distill, write_pydocs_beir
 
     work = arguments.work or cache_dir() / "bench-distill"

@@ -211,7 +211,7 @@ def test_training_options_reach_the_trainer_and_missing_integrations_are_refused
     # in a child process: TrainingArguments(bf16=True) sets accelerate's process-wide mixed-precision state,
     # which would leak into every later Trainer of this test session
     script = ("from pathlib import Path\nfrom ctxext.train import TrainSettings\n"
-              "from ctxext.train.mlm import training_arguments\n"
+              "from ctxext.train.runner import training_arguments\n"
               f"a = training_arguments(Path({str(tmp_path)!r}), TrainSettings(gradient_accumulation=3, bf16=True))\n"
               "print(a.gradient_accumulation_steps, a.bf16, a.report_to)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

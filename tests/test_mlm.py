@@ -12,18 +12,17 @@ from typer.testing import CliRunner
 import tiny
 from ctxext.cli import app
 from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
-from ctxext.train import (
-    ListDataset,
+from ctxext.train import TrainSettings, train_mlm
+from ctxext.train.mlm import (
     MaskingCollator,
     PackedDataset,
-    TrainSettings,
     masked_held_out,
     mlm_trainer,
     pack_documents,
     read_documents,
     split_held_out,
-    train_mlm,
 )
+from ctxext.train.runner import ListDataset
 
 runner = CliRunner()
 QUIET = {"progress_bars": False, "logging_every": 1}

@@ -67,7 +67,7 @@ def options(values: dict[str, Any]) -> list[str]:
 
 
 def build_data(work: Path, config: dict[str, Any]) -> dict[str, Path]:
-    from ctxext.train import python_docstrings
+    from ctxext.data.pydocs import python_docstrings
     from ctxext.train.distill import write_pydocs_beir
 
     paths = {}

@@ -15,7 +15,7 @@ import ast
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,20 +29,16 @@ from ctxext.train.embedding import (
     EmbeddingModel,
     load_backbone,
     relative_to_model_dir,
-    retrieval_callback,
+    retrieval_callbacks,
     sentence_transformers_files,
 )
-from ctxext.train.mlm import (
+from ctxext.train.mlm import data_files, read_documents
+from ctxext.train.runner import (
     ListDataset,
+    TrainingResult,
+    TrainingRun,
     TrainSettings,
-    build_trainer,
-    data_files,
-    discard_checkpoints,
-    loss_history,
-    read_documents,
-    resumable_checkpoints_kept,
-    training_arguments,
-    training_paths,
+    last_retrieval_check,
     write_trained_model,
 )
 
@@ -137,13 +133,39 @@ class TextTargetCollator:
 
 
 @dataclass
-class DistillResult:
-    path: Path | None
-    manifest: dict[str, Any] | None
-    history: dict[str, Any]
-    global_step: int
+class DistillResult(TrainingResult):
     teacher_cache: Path | None
     cached: bool
+
+
+@dataclass
+class DistillTargets:
+    """The teacher's embeddings of the training texts, projected onto the student's width."""
+
+    texts: list[str]
+    targets: np.ndarray
+    teacher_dim: int
+    projection: Projection
+    cache_file: Path | None
+    cached: bool
+
+
+def distill_targets(teacher: str | Path, files: Sequence[Path], dim: int, normalize: bool, *, max_len: int,
+                    pca_sample: int, seed: int, cache: Path | None, batch_size: int) -> DistillTargets:
+    texts = read_documents(files)
+    if len(texts) < 2:
+        raise InvalidArgument("the data holds fewer than 2 texts: nothing to distil")
+    data_sha = sorted(file_sha256(path) for path in files)
+    embeddings, cache_file, cached = teacher_embeddings(teacher, texts, {"data_sha256": data_sha}, max_len=max_len,
+                                                        cache=cache, batch_size=batch_size)
+    if embeddings.shape[1] < dim:
+        raise InvalidArgument(f"the teacher's embeddings ({embeddings.shape[1]}) are narrower than the student "
+                              f"({dim}); PCA cannot widen them")
+    projection = fit_projection(embeddings, dim, pca_sample, seed)
+    targets = projection.apply(embeddings)
+    if normalize:
+        targets /= np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+    return DistillTargets(texts, targets, int(embeddings.shape[1]), projection, cache_file, cached)
 
 
 def distill(
@@ -177,67 +199,53 @@ def distill(
 
     source, folder = open_model(student)
     teacher_source, teacher_folder = open_model(teacher)
-    paths = training_paths(out, work_dir, resume=resume, force=force,
-                           protect=[source.path, teacher_source.path, *data])
-    out_path, work, resume_from = paths.out, paths.work, paths.resume_from
+    run = TrainingRun(out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints,
+                      protect=[source.path, teacher_source.path, *data])
     backbone, tokenizer = load_backbone(folder)
     limit = _model_max_length(folder.config, tokenizer)
     if max_len > limit:
         raise InvalidArgument(f"--max-len {max_len} exceeds the student's {limit} positions")
     pooling, normalize, _ = sentence_transformers_settings(folder)
+    pooling = pooling or "mean"
     files = data_files(data)
-    texts = read_documents(files)
-    if len(texts) < 2:
-        raise InvalidArgument("the data holds fewer than 2 texts: nothing to distil")
-    data_sha = {path.name: file_sha256(path) for path in files}
-    embeddings, cache_file, cached = teacher_embeddings(teacher, texts, {"data_sha256": sorted(data_sha.values())},
-                                                        max_len=max_len, cache=cache_path,
-                                                        batch_size=teacher_batch_size)
     dim = backbone.config.hidden_size
-    if embeddings.shape[1] < dim:
-        raise InvalidArgument(f"the teacher's embeddings ({embeddings.shape[1]}) are narrower than the student "
-                              f"({dim}); PCA cannot widen them")
-    projection = fit_projection(embeddings, dim, pca_sample, settings.seed)
-    targets = projection.apply(embeddings)
-    if normalize:
-        targets /= np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
-
-    model = DistillModel(backbone, pooling or "mean", normalize)
+    goal = distill_targets(teacher, files, dim, normalize, max_len=max_len, pca_sample=pca_sample,
+                           seed=settings.seed, cache=cache_path, batch_size=teacher_batch_size)
+    model = DistillModel(backbone, pooling, normalize)
     model.train()
-    all_callbacks = list(callbacks)
-    if eval_beir:
-        from ctxext.evaluate import beir_set
-
-        all_callbacks.append(retrieval_callback(model, tokenizer, beir_set(Path(eval_beir)), settings.eval_every,
-                                                max_len, max_len))
-    dataset = ListDataset([{"text": text, "target": target} for text, target in zip(texts, targets, strict=True)])
-    with resumable_checkpoints_kept(work):
-        trainer = build_trainer(model, tokenizer, TextTargetCollator(tokenizer, max_len), dataset, None,
-                                training_arguments(work, settings), all_callbacks)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
-                                                      if "retrieval_ndcg_at_10" in e]}
-    if not trainer.is_world_process_zero():
-        return DistillResult(None, None, history, trainer.state.global_step, cache_file, cached)
-
+    callbacks = [*callbacks, *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len,
+                                                  max_len)]
+    dataset = ListDataset([{"text": text, "target": target}
+                           for text, target in zip(goal.texts, goal.targets, strict=True)])
+    run.train(model, tokenizer, TextTargetCollator(tokenizer, max_len), dataset, settings, callbacks=callbacks)
+    history = run.history(retrieval=True)
     model.restore_attention_type()
     model.eval()
     record = OperationRecord("distill", parameters={
-        "loss": "MSE to PCA-projected teacher embeddings", "max_len": max_len, "pooling": pooling or "mean",
-        "normalize": normalize, "texts": len(texts), "teacher_dim": int(embeddings.shape[1]), "student_dim": dim,
-        "pca_sample": projection.sample, "pca_explained_variance_ratio": projection.explained_variance_ratio,
-        "teacher_cache": str(cache_file) if cache_file else None, "teacher_cache_hit": cached,
-        "steps": settings.steps, "global_step": trainer.state.global_step, "batch_size": settings.batch_size,
-        "learning_rate": settings.learning_rate, "seed": settings.seed, "world_size": trainer.args.world_size,
-        "data_files_sha256": {str(p): file_sha256(p) for p in files}, "attention_runs": dict(model.attention_runs),
-        "resumed_from": str(resume_from) if resume_from else None, "loss_history": history,
-    })
-    if history["retrieval"]:
-        last = history["retrieval"][-1]
-        record.checks.append(Check("retrieval_ndcg_at_10", float(last["retrieval_ndcg_at_10"]),
-                                   detail=f"{eval_beir}, at step {last['step']}"))
+        "loss": "MSE to PCA-projected teacher embeddings", "max_len": max_len, "pooling": pooling,
+        "normalize": normalize, "texts": len(goal.texts), "teacher_dim": goal.teacher_dim, "student_dim": dim,
+        "pca_sample": goal.projection.sample,
+        "pca_explained_variance_ratio": goal.projection.explained_variance_ratio,
+        "teacher_cache": str(goal.cache_file) if goal.cache_file else None, "teacher_cache_hit": goal.cached,
+        **run.parameters(settings, history), "data_files_sha256": {str(p): file_sha256(p) for p in files},
+        "attention_runs": dict(model.attention_runs),
+    }, checks=last_retrieval_check(history, eval_beir))
     extra_files = {} if folder.sentence_transformers else relative_to_model_dir(
-        folder, sentence_transformers_files(pooling or "mean", dim, max_len))
+        folder, sentence_transformers_files(pooling, dim, max_len))
+    options = {"student": str(student), "teacher": str(teacher), "data": [str(p) for p in files],
+               "max_len": max_len, "pca_sample": pca_sample, "eval_beir": str(eval_beir) if eval_beir else None,
+               "cache": str(cache_path) if cache_path else None, "resume": resume, **vars(settings)}
+    teacher_sha = CheckpointReader(teacher_folder).sha256_of_files
+    result = run.write(lambda: write_trained_model(
+        backbone, folder, run.out, source, record, carry=False, command="distill", options=options, force=force,
+        argv=argv, extra_files=extra_files, finish=_projection_writer(goal.projection, record),
+        sources={"teacher": (teacher_source, teacher_sha())}))
+    return DistillResult(result and result.path, result and result.manifest, history, run.global_step,
+                         goal.cache_file, goal.cached)
+
+
+def _projection_writer(projection: Projection, record: OperationRecord) -> Callable[[Path], list[Check]]:
+    """Writes the PCA projection beside the model (``pca_projection.safetensors``) and records it."""
 
     def finish(staging: Path) -> list[Check]:
         target = staging / PROJECTION_FILE
@@ -246,17 +254,7 @@ def distill(
         record.parameters["pca_projection_sha256"] = file_sha256(target)
         return []
 
-    options = {"student": str(student), "teacher": str(teacher), "data": [str(p) for p in files],
-               "max_len": max_len, "pca_sample": pca_sample, "eval_beir": str(eval_beir) if eval_beir else None,
-               "cache": str(cache_path) if cache_path else None, "resume": resume, **vars(settings)}
-    result = write_trained_model(backbone, folder, out_path, source, record, carry=False, command="distill",
-                                 options=options,
-                                 force=force, argv=argv, extra_files=extra_files, finish=finish,
-                                 sources={"teacher": (teacher_source,
-                                                      CheckpointReader(teacher_folder).sha256_of_files())})
-    if not keep_checkpoints:
-        discard_checkpoints(work)
-    return DistillResult(result.path, result.manifest, history, trainer.state.global_step, cache_file, cached)
+    return finish
 
 
 # ----------------------------------------------------------------------------- a local retrieval set

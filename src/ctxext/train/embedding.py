@@ -105,6 +105,16 @@ def encode_texts(model: EmbeddingModel, tokenizer: Any, texts: Sequence[str], ma
     return np.stack(rows) if rows else np.zeros((0, model.backbone.config.hidden_size), np.float32)
 
 
+def retrieval_callbacks(model: EmbeddingModel, tokenizer: Any, eval_beir: str | Path | None, every: int,
+                        max_len: int, query_max_len: int = 128) -> list[Any]:
+    """The Trainer callbacks that evaluate on the BEIR folder ``eval_beir`` during training: none without one."""
+    if not eval_beir:
+        return []
+    from ctxext.evaluate import beir_set
+
+    return [retrieval_callback(model, tokenizer, beir_set(Path(eval_beir)), every, max_len, query_max_len)]
+
+
 def retrieval_callback(model: EmbeddingModel, tokenizer: Any, retrieval_set: Any, every: int, max_len: int,
                        query_max_len: int = 128):
     """A TrainerCallback that scores ``retrieval_set`` (Acc@1, nDCG@10) every ``every`` steps and at the end;

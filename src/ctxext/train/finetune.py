@@ -18,19 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxext.checkpoint import OutputResult
 from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model, read_jsonl
 from ctxext.manifest import Check, OperationRecord
-from ctxext.train.embedding import EmbeddingModel, load_backbone, retrieval_callback
-from ctxext.train.mlm import (
+from ctxext.train.embedding import EmbeddingModel, load_backbone, retrieval_callbacks
+from ctxext.train.runner import (
     ListDataset,
+    TrainingResult,
+    TrainingRun,
     TrainSettings,
-    build_trainer,
-    discard_checkpoints,
-    loss_history,
-    resumable_checkpoints_kept,
-    training_arguments,
-    training_paths,
+    last_retrieval_check,
     write_trained_model,
 )
 
@@ -163,11 +161,7 @@ def _checkpointing_off(model: Any) -> Iterator[None]:
 
 
 @dataclass
-class FinetuneResult:
-    path: Path | None
-    manifest: dict[str, Any] | None
-    history: dict[str, Any]
-    global_step: int
+class FinetuneResult(TrainingResult):
     attention_runs: dict[str, int]
 
 
@@ -238,46 +232,30 @@ def finetune(
     from ctxext.encode import _model_max_length, sentence_transformers_settings
 
     source, folder = open_model(checkpoint)
-    paths = training_paths(out, work_dir, resume=resume, force=force, protect=[source.path, *data])
-    out_path, work, resume_from = paths.out, paths.work, paths.resume_from
+    run = TrainingRun(out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints,
+                      protect=[source.path, *data])
     backbone, tokenizer = load_backbone(folder)
     limit = _model_max_length(folder.config, tokenizer)
     if max_len > limit:
         raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
     position_offset = _position_offset(backbone, position_span, max_len, limit)
-    pooling, _, _ = sentence_transformers_settings(folder)
-    pooling = pooling or "cls"
+    pooling = sentence_transformers_settings(folder)[0] or "cls"
     adapter_origin = None
     if adapter:
         backbone, adapter_origin = _prepare_adapter(backbone, folder, adapter, adapter_reduction_factor)
     triplets = read_triplets(data, tokenizer.sep_token or "[SEP]")
-    # Tokens a tokenizer adds beyond [CLS] and [SEP] (``transfer --global-registers``) come on top of the
-    # query budget: counted against it, they would truncate every query to nothing.
-    query_length = query_max_len + max(0, tokenizer.num_special_tokens_to_add() - 2)
+    query_length = _query_length(tokenizer, query_max_len)
     model = ContrastiveModel(backbone, pooling, temperature)
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-
-    retrieval_set = None
-    all_callbacks = list(callbacks)
-    if eval_beir:
-        from ctxext.evaluate import beir_set
-
-        retrieval_set = beir_set(Path(eval_beir))
-        all_callbacks.append(retrieval_callback(model, tokenizer, retrieval_set, settings.eval_every, max_len,
-                                                query_length))
+    callbacks = [*callbacks, *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len,
+                                                  query_length)]
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
     collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
-    with resumable_checkpoints_kept(work):
-        arguments = training_arguments(work, settings)
-        trainer = build_trainer(model, tokenizer, collator, dataset, None, arguments, all_callbacks)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    history = {**loss_history(trainer), "retrieval": [e for e in trainer.state.log_history
-                                                      if "retrieval_ndcg_at_10" in e]}
+    run.train(model, tokenizer, collator, dataset, settings, callbacks=callbacks)
+    history = run.history(retrieval=True)
     runs = dict(model.attention_runs)
-    if not trainer.is_world_process_zero():
-        return FinetuneResult(None, None, history, trainer.state.global_step, runs)
 
     model.restore_attention_type()
     if gradient_checkpointing:
@@ -287,41 +265,42 @@ def finetune(
     record = OperationRecord("finetune", parameters={
         "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature", "temperature": temperature,
         "max_len": max_len, "position_span": position_span, "query_max_len": query_max_len, "pooling": pooling,
-        "steps": settings.steps, "global_step": trainer.state.global_step, "batch_size": settings.batch_size,
-        "learning_rate": settings.learning_rate, "seed": settings.seed, "world_size": trainer.args.world_size,
-        "triplets": len(triplets), "gradient_checkpointing": gradient_checkpointing,
-        "attention_type": model.attention_type, "attention_runs": runs, "adapter": adapter,
-        "adapter_origin": adapter_origin, "data_files_sha256": {str(p): file_sha256(p) for p in files},
-        "resumed_from": str(resume_from) if resume_from else None, "loss_history": history,
-    })
-    if model.attention_type == "block_sparse" and runs.get("original_full"):
-        record.notes.append(f"{runs['original_full']} of {sum(runs.values())} training forward passes ran "
-                            "original_full: their batches were too short for block-sparse attention")
-    if history["retrieval"]:
-        last = history["retrieval"][-1]
-        record.checks.append(Check("retrieval_ndcg_at_10", float(last["retrieval_ndcg_at_10"]),
-                                   detail=f"{eval_beir}, at step {last['step']}"))
+        **run.parameters(settings, history), "triplets": len(triplets),
+        "gradient_checkpointing": gradient_checkpointing, "attention_type": model.attention_type,
+        "attention_runs": runs, "adapter": adapter, "adapter_origin": adapter_origin,
+        "data_files_sha256": {str(p): file_sha256(p) for p in files},
+    }, checks=last_retrieval_check(history, eval_beir), notes=_attention_notes(model.attention_type, runs))
     options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "adapter": adapter,
                "max_len": max_len, "position_span": position_span, "query_max_len": query_max_len,
-               "temperature": temperature,
-               "gradient_checkpointing": gradient_checkpointing, "eval_beir": str(eval_beir) if eval_beir else None,
-               "resume": resume, **vars(settings)}
+               "temperature": temperature, "gradient_checkpointing": gradient_checkpointing,
+               "eval_beir": str(eval_beir) if eval_beir else None, "resume": resume, **vars(settings)}
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
-    if adapter:
-        result = _write_with_adapter(backbone, adapter, folder, out_path, source, record, options, force, argv,
-                                     config_updates)
-    else:
-        result = write_trained_model(backbone, folder, out_path, source, record, carry=False, command="finetune",
-                                     options=options, force=force, argv=argv, config_updates=config_updates)
-    if not keep_checkpoints:
-        discard_checkpoints(work)
-    return FinetuneResult(result.path, result.manifest, history, trainer.state.global_step, runs)
+    result = run.write(lambda: _write_finetuned(backbone, adapter, folder, run.out, source, record, options, force,
+                                                argv, config_updates))
+    return FinetuneResult(result and result.path, result and result.manifest, history, run.global_step, runs)
 
 
-def _write_with_adapter(model: Any, adapter: str, folder: Any, out: Path, source: Any, record: OperationRecord,
-                        options: dict[str, Any], force: bool, argv: list[str] | None,
-                        config_updates: dict[str, Any]):
-    """The base weights as they came in (checked unchanged), the trained adapter in the adapters format."""
+def _query_length(tokenizer: Any, query_max_len: int) -> int:
+    """Tokens a tokenizer adds beyond [CLS] and [SEP] (``transfer --global-registers``) come on top of the
+    query budget: counted against it, they would truncate every query to nothing."""
+    return query_max_len + max(0, tokenizer.num_special_tokens_to_add() - 2)
+
+
+def _attention_notes(attention_type: str | None, runs: dict[str, int]) -> list[str]:
+    if attention_type == "block_sparse" and runs.get("original_full"):
+        return [f"{runs['original_full']} of {sum(runs.values())} training forward passes ran original_full: "
+                "their batches were too short for block-sparse attention"]
+    return []
+
+
+def _write_finetuned(model: Any, adapter: str | None, folder: Any, out: Path, source: Any, record: OperationRecord,
+                     options: dict[str, Any], force: bool, argv: list[str] | None,
+                     config_updates: dict[str, Any]) -> OutputResult:
+    """The fine-tuned model; with ``adapter``, the base weights as they came in (checked unchanged) and the
+    trained adapter in the adapters format."""
+    if not adapter:
+        return write_trained_model(model, folder, out, source, record, carry=False, command="finetune",
+                                   options=options, force=force, argv=argv, config_updates=config_updates)
     import torch
 
     from ctxext.io import CheckpointReader

@@ -10,30 +10,31 @@ held-out set masked once with a fixed seed (:func:`masked_held_out`), the Traine
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import math
 import os
-import shutil
-import signal
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound, remote_code_refusal
+from ctxext.errors import InvalidArgument, SourceNotFound, remote_code_refusal
 from ctxext.io import (
     ModelFolder,
-    OutTensor,
-    check_output_target,
     file_sha256,
     input_file,
     open_model,
     read_jsonl,
-    sigterm_as_interrupt,
 )
 from ctxext.manifest import Check, OperationRecord
+from ctxext.train.runner import (
+    ListDataset,
+    TrainingResult,
+    TrainingRun,
+    TrainSettings,
+    build_trainer,
+    training_arguments,
+    write_trained_model,
+)
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
@@ -241,194 +242,6 @@ class PackedDataset:
         return {"input_ids": self.sequences[index], "mask_seed": mask_seed(self.seed, self.epoch, index)}
 
 
-class ListDataset:
-    """A plain in-memory dataset (what the Trainer needs: ``__len__`` and ``__getitem__``)."""
-
-    def __init__(self, items: Sequence[Any]):
-        self.items = list(items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.items[index]
-
-
-# ----------------------------------------------------------------------------- Trainer
-
-
-# --report-to integrations and the package each needs.
-REPORT_TO = {"tensorboard": "tensorboard", "wandb": "wandb"}
-
-
-@dataclass
-class TrainSettings:
-    """What a training run does; the same fields go into the manifest."""
-
-    steps: int = 1000
-    batch_size: int = 16
-    learning_rate: float = 5e-4
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    seed: int = 0
-    eval_every: int = 0
-    save_every: int = 500
-    save_limit: int = 2
-    logging_every: int = 10
-    gradient_accumulation: int = 1
-    bf16: bool = False
-    report_to: tuple[str, ...] = ()
-    """Trainer integrations to log to (``tensorboard``, ``wandb``); none by default."""
-    progress_bars: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Refuse values the Trainer would only reject (as an internal error) after the model is loaded."""
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise InvalidArgument(f"--lr {self.learning_rate} must be a positive number")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise InvalidArgument(f"--warmup {self.warmup_ratio} must be a share of the steps, in [0, 1)")
-        if self.weight_decay < 0:
-            raise InvalidArgument(f"weight decay {self.weight_decay} must not be negative")
-        for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
-                              ("--grad-accum", self.gradient_accumulation)):
-            if value < 1:
-                raise InvalidArgument(f"{option} {value} must be at least 1")
-        for integration in self.report_to:
-            if integration not in REPORT_TO:
-                raise InvalidArgument(f"--report-to {integration!r}: choose {' or '.join(REPORT_TO)}")
-            if importlib.util.find_spec(REPORT_TO[integration]) is None:
-                raise InvalidArgument(f"--report-to {integration} needs the {REPORT_TO[integration]} package: "
-                                      f"pip install {REPORT_TO[integration]}")
-
-
-def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = True, evaluate: bool = False):
-    """TrainingArguments for a ctxext stage: checkpoints every ``save_every`` steps; reporting, bf16 and
-    gradient accumulation as ``settings`` say."""
-    import torch
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(work_dir),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation,
-        learning_rate=settings.learning_rate,
-        warmup_ratio=settings.warmup_ratio,
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type="linear",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        logging_steps=max(1, settings.logging_every),
-        eval_strategy="steps" if evaluate and settings.eval_every else "no",
-        eval_steps=settings.eval_every or None,
-        save_strategy="steps" if save else "no",
-        save_steps=max(1, settings.save_every),
-        save_total_limit=settings.save_limit,
-        report_to=list(settings.report_to),
-        bf16=settings.bf16,
-        # transformers refuses bf16 on a machine without CUDA unless told to train on the CPU
-        use_cpu=settings.bf16 and not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=not settings.progress_bars,
-        remove_unused_columns=False,
-        **settings.extra,
-    )
-
-
-def build_trainer(
-    model: Any,
-    tokenizer: Any,
-    collator: Any,
-    train_dataset: Any,
-    eval_dataset: Any,
-    arguments: Any,
-    callbacks: Sequence[Any] = (),
-):
-    from transformers import Trainer
-
-    return Trainer(
-        model=model,
-        args=arguments,
-        data_collator=collator,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
-
-
-def loss_history(trainer: Any) -> dict[str, list[list[float]]]:
-    """Training and evaluation losses the Trainer logged, as [step, loss] pairs."""
-    history: dict[str, list[list[float]]] = {"train": [], "eval": []}
-    for entry in trainer.state.log_history:
-        if "loss" in entry:
-            history["train"].append([entry["step"], float(entry["loss"])])
-        if "eval_loss" in entry:
-            history["eval"].append([entry["step"], float(entry["eval_loss"])])
-    return history
-
-
-def latest_checkpoint(work_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(found) if work_dir.is_dir() and (found := get_last_checkpoint(str(work_dir))) else None
-
-
-# ----------------------------------------------------------------------------- where a run keeps its checkpoints
-
-
-@dataclass(frozen=True)
-class TrainingPaths:
-    out: Path
-    work: Path
-    resume_from: Path | None
-
-
-def training_paths(out: str | Path, work_dir: str | Path | None, *, resume: bool, force: bool,
-                   protect: Iterable[str | Path] = ()) -> TrainingPaths:
-    """The output (checked before any training: see ``io.check_output_target``), the folder for Trainer
-    checkpoints (default ``<out>.checkpoints``) and, with ``resume``, the checkpoint to continue from."""
-    out_path = check_output_target(out, force=force, protect=protect)
-    work = Path(work_dir).expanduser().absolute() if work_dir else out_path.with_name(out_path.name + ".checkpoints")
-    resume_from = latest_checkpoint(work) if resume else None
-    if resume and resume_from is None:
-        raise SourceNotFound(f"--resume: no Trainer checkpoint in {work}")
-    return TrainingPaths(out_path, work, resume_from)
-
-
-@contextlib.contextmanager
-def resumable_checkpoints_kept(work: Path) -> Iterator[None]:
-    """Around training: a failed or interrupted run leaves its Trainer checkpoints (and says how to resume
-    from them) or, with none written yet, nothing at all."""
-    try:
-        with sigterm_as_interrupt():
-            yield
-    except BaseException as error:
-        kept = latest_checkpoint(work)
-        if kept is None:
-            discard_checkpoints(work)
-        if isinstance(error, KeyboardInterrupt):
-            message = (f"checkpoint {kept} kept; rerun the same command with --resume to continue" if kept
-                       else "nothing was written")
-            raise Interrupted(getattr(error, "signal_number", signal.SIGINT), kept=message) from None
-        raise
-
-
-def discard_checkpoints(work: Path) -> None:
-    """Remove the Trainer checkpoints in ``work``, then ``work`` itself if nothing else is in it (a
-    ``--work-dir`` the user named may hold other files, which stay)."""
-    if not work.is_dir():
-        return
-    for checkpoint in work.glob("checkpoint-*"):
-        if checkpoint.is_dir() and not checkpoint.is_symlink():
-            shutil.rmtree(checkpoint, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        work.rmdir()
-
-
 # ----------------------------------------------------------------------------- masked-LM stage
 
 
@@ -480,12 +293,29 @@ def mlm_trainer(
     )
 
 
+MlmResult = TrainingResult
+
+
 @dataclass
-class MlmResult:
-    path: Path | None
-    manifest: dict[str, Any] | None
-    history: dict[str, list[list[float]]]
-    global_step: int
+class MlmData:
+    """Packed training sequences and the held-out set, masked once."""
+
+    documents: int
+    train_sequences: list[list[int]]
+    held_sequences: list[list[int]]
+    eval_dataset: ListDataset | None
+
+
+def mlm_data(tokenizer: Any, files: Sequence[Path], max_len: int, mask: float, eval_fraction: float) -> MlmData:
+    documents = read_documents(files)
+    named = [(f"{index}", text) for index, text in enumerate(documents)]
+    train_texts, held_texts = split_held_out(named, eval_fraction) if eval_fraction else (documents, [])
+    train_sequences = pack_documents(tokenizer, train_texts, max_len)
+    if not train_sequences:
+        raise InvalidArgument(f"the data holds fewer than {max_len} tokens: nothing to train on")
+    held_sequences = pack_documents(tokenizer, held_texts, max_len) if held_texts else []
+    eval_dataset = ListDataset(masked_held_out(tokenizer, held_sequences, mask)) if held_sequences else None
+    return MlmData(len(documents), train_sequences, held_sequences, eval_dataset)
 
 
 def train_mlm(
@@ -503,7 +333,7 @@ def train_mlm(
     force: bool = False,
     callbacks: Sequence[Any] = (),
     argv: list[str] | None = None,
-) -> MlmResult:
+) -> TrainingResult:
     """Masked-LM training of ``checkpoint`` on local text, packed to ``max_len`` tokens, with the Trainer.
 
     Trainer checkpoints go to ``work_dir`` (default: ``<out>.checkpoints`` beside the output); ``resume``
@@ -517,8 +347,8 @@ def train_mlm(
         raise InvalidArgument(f"--eval-fraction {eval_fraction} must be in [0, 1)")
     source, folder = open_model(checkpoint)
     files = data_files(data)
-    paths = training_paths(out, work_dir, resume=resume, force=force, protect=[source.path, *files])
-    out_path, work, resume_from = paths.out, paths.work, paths.resume_from
+    run = TrainingRun(out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints,
+                      protect=[source.path, *files])
     from transformers import set_seed
 
     set_seed(settings.seed)  # a missing MLM head is initialised at load time: make it reproducible
@@ -529,136 +359,35 @@ def train_mlm(
     max_len = max_len or min(512, limit)
     if max_len > limit:
         raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
-    documents = read_documents(files)
-    named = [(f"{index}", text) for index, text in enumerate(documents)]
-    train_texts, held_texts = split_held_out(named, eval_fraction) if eval_fraction else (documents, [])
-    train_sequences = pack_documents(tokenizer, train_texts, max_len)
-    if not train_sequences:
-        raise InvalidArgument(f"the data holds fewer than {max_len} tokens: nothing to train on")
-    held_sequences = pack_documents(tokenizer, held_texts, max_len) if held_texts else []
-    eval_dataset = ListDataset(masked_held_out(tokenizer, held_sequences, mask)) if held_sequences else None
+    data_set = mlm_data(tokenizer, files, max_len, mask, eval_fraction)
+    trainer = run.train(model, tokenizer, MaskingCollator(tokenizer, mask),
+                        PackedDataset(data_set.train_sequences, settings.seed), settings,
+                        eval_dataset=data_set.eval_dataset, callbacks=callbacks)
+    final_eval = trainer.evaluate() if data_set.eval_dataset is not None else {}
+    history = run.history()
+    record = _mlm_record(run, settings, history, mask, max_len, data_set, files, new_head, final_eval)
+    options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "mask": mask, "max_len": max_len,
+               "eval_fraction": eval_fraction, "resume": resume, **vars(settings)}
+    result = run.write(lambda: write_trained_model(model, folder, run.out, source, record, command="mlm",
+                                                   options=options, force=force, argv=argv))
+    return TrainingResult(result and result.path, result and result.manifest, history, run.global_step)
 
-    with resumable_checkpoints_kept(work):
-        trainer = mlm_trainer(
-            model,
-            tokenizer,
-            train_sequences,
-            eval_dataset,
-            mask=mask,
-            settings=settings,
-            work_dir=work,
-            callbacks=callbacks,
-        )
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    final_eval = trainer.evaluate() if eval_dataset is not None else {}
-    history = loss_history(trainer)
-    if not trainer.is_world_process_zero():
-        return MlmResult(None, None, history, trainer.state.global_step)
 
-    record = OperationRecord(
-        "mlm",
-        parameters={
-            "mask": mask,
-            "max_len": max_len,
-            "steps": settings.steps,
-            "global_step": trainer.state.global_step,
-            "batch_size": settings.batch_size,
-            "learning_rate": settings.learning_rate,
-            "seed": settings.seed,
-            "world_size": trainer.args.world_size,
-            "train_sequences": len(train_sequences),
-            "held_out_sequences": len(held_sequences),
-            "documents": len(documents),
-            "data_files_sha256": {str(path): file_sha256(path) for path in files},
-            "resumed_from": str(resume_from) if resume_from else None,
-            "loss_history": history,
-            "newly_initialised": new_head,
-        },
-    )
+def _mlm_record(run: TrainingRun, settings: TrainSettings, history: dict[str, Any], mask: float, max_len: int,
+                data_set: MlmData, files: Sequence[Path], new_head: list[str],
+                final_eval: dict[str, float]) -> OperationRecord:
+    record = OperationRecord("mlm", parameters={
+        "mask": mask, "max_len": max_len, **run.parameters(settings, history),
+        "train_sequences": len(data_set.train_sequences), "held_out_sequences": len(data_set.held_sequences),
+        "documents": data_set.documents, "data_files_sha256": {str(path): file_sha256(path) for path in files},
+        "newly_initialised": new_head})
     if final_eval:
-        record.checks.append(
-            Check(
-                "held_out_mlm_loss",
-                float(final_eval["eval_loss"]),
-                detail=f"masked-LM loss on {len(held_sequences)} held-out sequences, fixed masks",
-            )
-        )
+        record.checks.append(Check("held_out_mlm_loss", float(final_eval["eval_loss"]),
+                                   detail=f"masked-LM loss on {len(data_set.held_sequences)} held-out sequences, "
+                                   "fixed masks"))
     if new_head:
         record.notes.append(
             f"the checkpoint had no weights for {len(new_head)} tensors of the masked-LM class "
             "(no MLM head); they started from the family's init"
         )
-    result = write_trained_model(
-        model,
-        folder,
-        out_path,
-        source,
-        record,
-        command="mlm",
-        options={
-            "checkpoint": str(checkpoint),
-            "data": [str(p) for p in files],
-            "mask": mask,
-            "max_len": max_len,
-            "eval_fraction": eval_fraction,
-            "resume": resume,
-            **vars(settings),
-        },
-        force=force,
-        argv=argv,
-    )
-    if not keep_checkpoints:
-        discard_checkpoints(work)
-    return MlmResult(result.path, result.manifest, history, trainer.state.global_step)
-
-
-def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any, record: OperationRecord, *,
-                        command: str, options: dict[str, Any], force: bool, argv: list[str] | None = None,
-                        extra_files: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
-                        finish: Any = None, config_updates: dict[str, Any] | None = None, carry: bool = True):
-    """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
-    that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it.
-
-    ``extra_files`` are JSON files to add (relative path -> content), ``sources`` more manifest sources
-    (role -> (Source, sha256 of its files)), ``finish(staging)`` writes further files into the staging folder
-    and returns checks, before the manifest is written. ``carry=False`` writes the model's own tensors only
-    (an embedding stage writes the base model; the input's MLM head is left out, and listed as dropped)."""
-    from ctxext.checkpoint import OutputPlan, write_model_folder
-    from ctxext.guide import model_tensors
-    from ctxext.io import CheckpointReader
-
-    reader = CheckpointReader(folder)
-    tensors = model_tensors(_unwrap(model))
-    written = {tensor.info.name for tensor in tensors}
-    prefix = getattr(_unwrap(model), "base_model_prefix", "")
-    carried: dict[str, str] = {}
-    for name in reader.names:
-        if (
-            name.endswith(("position_ids", "token_type_ids"))
-            or ".decoder." in name
-            or name.startswith("decoder.")
-        ):
-            continue
-        target = (
-            name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
-        )
-        if target not in written:
-            carried[name] = target
-    if not carry:
-        record.dropped = sorted(carried)
-        carried = {}
-    for name, target in carried.items():
-        tensors.append(OutTensor.copied(reader, name, target))
-    record.modified = sorted(written)
-    record.copied = sorted(carried.values())
-    record.renamed = {n: t for n, t in carried.items() if n != t}
-    config = _unwrap(model).config.to_dict()
-    config["architectures"] = [type(_unwrap(model)).__name__]
-    config.update(config_updates or {})
-    plan = OutputPlan(command, options, {"model": (source, reader.sha256_of_files()), **(sources or {})}, tensors,
-                      [record], config, support_from=folder, extra_files=dict(extra_files or {}))
-    return write_model_folder(plan, out, force=force, argv=argv, checks=finish)
-
-
-def _unwrap(model: Any) -> Any:
-    return getattr(model, "module", model)
+    return record
