@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,17 @@ from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.io import ModelFolder, open_model, read_json
 
-POOLINGS = ("cls", "mean", "max", "last")
+
+class Pooling(str, Enum):
+    """How token states become one embedding."""
+
+    cls = "cls"
+    mean = "mean"
+    max = "max"
+    last = "last"
+
+
+POOLINGS = tuple(pooling.value for pooling in Pooling)
 DECODER_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text"})
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ctxext.errors import CtxextError, InvalidArgument, remote_code_refusal
+from ctxext.positions import Grid, Method
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -28,6 +29,19 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (writte
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")]
 LenOpt = Annotated[int, typer.Option("--len", min=1, help="Target number of positions.")]
+LinearOpt = Annotated[bool, typer.Option("--linear", help="Linear interpolation between the original rows.")]
+SplineOpt = Annotated[bool, typer.Option("--spline", help="Cubic spline through the original rows.")]
+TileOpt = Annotated[bool, typer.Option("--tile", help="Repeat the original rows; short inputs stay exact.")]
+GridOpt = Annotated[Grid, typer.Option(help="linear/spline: 'pinned' (context-extension's grid, ends pinned) or "
+                                            "'scaled' (PI: row i lands on position i*N/n).")]
+
+
+def chosen_method(*, linear: bool, spline: bool, tile: bool, default: Method) -> Method:
+    """The position-filling method of the --linear / --spline / --tile flags (at most one)."""
+    chosen = [m for m, flag in ((Method.linear, linear), (Method.spline, spline), (Method.tile, tile)) if flag]
+    if len(chosen) > 1:
+        raise InvalidArgument("choose one of --linear, --spline, --tile")
+    return chosen[0] if chosen else default
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,11 +155,21 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def emit(data: Any, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
-    """Print a command's result: JSON for scripts, a rich table for people."""
-    if as_json or table is None:
+def emit(result: Any, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
+    """Print an operation's result: its ``summary()`` as JSON for scripts, or rendered for people (as its
+    ``view`` says: ``written`` for a model folder, ``scores`` for evaluations, else a table titled ``title``).
+    Nothing is printed on processes other than the main one of a distributed run (no output there)."""
+    if table is not None or not hasattr(result, "summary"):  # TODO(15): every caller passes a result
+        data = result
+    elif getattr(result, "manifest", True) is None:
+        return
+    else:
+        data = result.summary()
+    if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
         return
+    if table is None:
+        table = VIEWS.get(getattr(result, "view", ""), lambda rows: key_value_table(result.title, rows))
     stdout.print(table(data))
 
 
@@ -191,3 +215,6 @@ def render_written(summary: dict[str, Any]) -> Group:
             checks.add_row(check["name"], f"{check['value']:.3g}", bound, verdict)
         parts.append(checks)
     return Group(*parts)
+
+
+VIEWS: dict[str, Callable[[Any], Any]] = {"written": render_written}

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors
+from ctxext.evaluate import Task
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def evaluate_command(
     checkpoints: Annotated[list[str], typer.Argument(help="One or more checkpoints (folders, hub IDs, embedded "
                                                           "names), scored side by side.")],
-    task: Annotated[str, typer.Option(help="passkey, needle or retrieval.")] = "passkey",
+    task: Annotated[Task, typer.Option(help="passkey, needle or retrieval.")] = Task.passkey,
     lengths: Annotated[str, typer.Option(help="Comma-separated document lengths in tokens.")] =
     "256,512,1024,2048,4096",
     truncate: Annotated[int | None, typer.Option(help="Truncate documents to this many tokens.")] = None,
@@ -43,14 +44,15 @@ def evaluate_command(
       ctxext evaluate minilm-4096 --task retrieval --beir ./scifact --lengths 512,4096
     """
     from ctxext.errors import InvalidArgument
-    from ctxext.evaluate import Task, evaluate
+    from ctxext.evaluate import evaluate
     from ctxext.evaluate import plot as plot_scores
     from ctxext.io import check_output_target
 
+    chosen = task
     try:
-        chosen, length_list = Task(task), [int(v) for v in lengths.split(",") if v.strip()]
+        length_list = [int(v) for v in lengths.split(",") if v.strip()]
     except ValueError as error:
-        raise InvalidArgument(f"{error}; --task is passkey, needle or retrieval and --lengths like 256,512") from None
+        raise InvalidArgument(f"{error}; --lengths takes whole numbers like 256,512") from None
     if plot is not None:  # refused now, not after the evaluation
         check_output_target(plot, force=force, is_file=True)
     results = []

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, reports_errors
 
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps (effective "
                                                                      "batch: batch size x this x processes).")]
@@ -107,19 +107,7 @@ def mlm_command(
         force=force,
         argv=sys.argv,
     )
-    if result.manifest is None:  # not the main process of a distributed run
-        return
-    parameters = result.manifest["operations"][0]["parameters"]
-    history = result.history
-    summary = {
-        "output": str(result.path),
-        "steps": result.global_step,
-        "train_sequences": parameters["train_sequences"],
-        "first_train_loss": history["train"][0][1] if history["train"] else None,
-        "last_train_loss": history["train"][-1][1] if history["train"] else None,
-        "held_out_loss": history["eval"][-1][1] if history["eval"] else None,
-    }
-    emit(summary, as_json, lambda data: key_value_table("mlm", data))
+    emit(result, as_json)
 
 
 StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
@@ -132,13 +120,6 @@ KeepOpt = Annotated[bool, typer.Option(help="Keep the Trainer checkpoints after 
 EvalBeirOpt = Annotated[Path | None, typer.Option("--eval-beir", help="BEIR folder scored (Acc@1, nDCG@10) every "
                                                                      "--eval-every steps and at the end.")]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
-
-
-def _losses(history: dict) -> dict:
-    train = history.get("train") or []
-    retrieval = history.get("retrieval") or []
-    return {"first_train_loss": train[0][1] if train else None, "last_train_loss": train[-1][1] if train else None,
-            "retrieval_ndcg_at_10": [[e["step"], round(e["retrieval_ndcg_at_10"], 4)] for e in retrieval] or None}
 
 
 @reports_errors
@@ -186,14 +167,7 @@ def distill_command(
     result = distill(student, teacher, data, out, max_len=max_len, pca_sample=pca_sample, settings=settings,
                      eval_beir=eval_beir, cache=cache, work_dir=work_dir, resume=resume,
                      keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
-    if result.manifest is None:
-        return
-    parameters = result.manifest["operations"][0]["parameters"]
-    summary = {"output": str(result.path), "steps": result.global_step, "texts": parameters["texts"],
-               "teacher_cache": f"{parameters['teacher_cache']} ({'hit' if result.cached else 'written'})",
-               "pca_explained_variance": round(parameters["pca_explained_variance_ratio"], 4),
-               **_losses(result.history)}
-    emit(summary, as_json, lambda data: key_value_table("distill", data))
+    emit(result, as_json)
 
 
 @reports_errors
@@ -250,9 +224,4 @@ def finetune_command(
                       query_max_len=query_max_len, temperature=temperature,
                       gradient_checkpointing=gradient_checkpointing, settings=settings, eval_beir=eval_beir,
                       work_dir=work_dir, resume=resume, keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
-    if result.manifest is None:
-        return
-    parameters = result.manifest["operations"][0]["parameters"]
-    summary = {"output": str(result.path), "steps": result.global_step, "triplets": parameters["triplets"],
-               "adapter": adapter, "attention_runs": result.attention_runs or None, **_losses(result.history)}
-    emit(summary, as_json, lambda data: key_value_table("finetune", data))
+    emit(result, as_json)

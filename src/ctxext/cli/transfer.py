@@ -1,29 +1,32 @@
-"""`ctxext transfer` (a BERT-family checkpoint and its adapters into BigBird) and `ctxext embed`."""
+"""`ctxext transfer`: a BERT-family checkpoint and its adapters into BigBird."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ctxext.cli._common import (
     ForceOpt,
+    GridOpt,
     JsonOpt,
     LenOpt,
+    LinearOpt,
     OutOpt,
+    SplineOpt,
+    chosen_method,
     emit,
     key_value_table,
     progress_bars,
     reports_errors,
 )
+from ctxext.positions import Grid, Method
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ctxext app."""
     app.command("transfer")(transfer_command)
-    app.command("embed")(embed_command)
 
 
 @reports_errors
@@ -56,16 +59,11 @@ def transfer_command(
     base: Annotated[
         str | None, typer.Option(help="Point the preset's base model elsewhere (folder or hub ID).")
     ] = None,
-    positions: Annotated[
-        str,
-        typer.Option(
-            help="How to fill positions past the source's: tile (default; inputs up "
-            "to the source length stay exact), linear or spline."
-        ),
-    ] = "tile",
-    grid: Annotated[
-        str, typer.Option(help="linear/spline only: 'pinned' or 'scaled' (see interpolate).")
-    ] = "pinned",
+    linear: LinearOpt = False,
+    spline: SplineOpt = False,
+    tile: Annotated[bool, typer.Option("--tile", help="Repeat the original rows (default): inputs up to the "
+                                                      "source length stay exact.")] = False,
+    grid: GridOpt = Grid.pinned,
     block_size: Annotated[int, typer.Option("--block-size", help="BigBird block size.")] = 64,
     random_blocks: Annotated[
         int, typer.Option("--random-blocks", help="BigBird random blocks per query block.")
@@ -94,13 +92,9 @@ def transfer_command(
       ctxext transfer all-MiniLM-L6-v2 bigbird --len 4096 --adapter mine=./my-adapter -o minilm-bigbird
     """
     from ctxext.errors import InvalidArgument
-    from ctxext.positions import Grid, Method
     from ctxext.transfer import parse_named, transfer
 
-    try:
-        method, grid_choice = Method(positions), Grid(grid)
-    except ValueError as error:
-        raise InvalidArgument(str(error)) from None
+    method = chosen_method(linear=linear, spline=spline, tile=tile, default=Method.tile)
     paths = {}
     for name, ref in parse_named(adapter_path or [], "--adapter-path"):
         if name is None:
@@ -116,7 +110,7 @@ def transfer_command(
             adapter_paths=paths,
             adapters=parse_named(adapter or [], "--adapter"),
             method=method,
-            grid=grid_choice,
+            grid=grid,
             block_size=block_size,
             num_random_blocks=random_blocks,
             global_registers=global_registers,
@@ -150,72 +144,3 @@ def transfer_command(
         else "skipped (--no-check)",
     }
     emit(summary, as_json, lambda data: key_value_table("transfer", data))
-
-
-@reports_errors
-def embed_command(
-    checkpoint: Annotated[
-        str,
-        typer.Argument(
-            help="Any checkpoint ctxext reads (folder, hub ID, embedded name, or the preset 'specter2')."
-        ),
-    ],
-    input_path: Annotated[Path, typer.Argument(help='JSONL: {"title", "abstract"} or {"text"} per line.')],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output .npy (written atomically, manifest beside).")
-    ],
-    adapter: Annotated[
-        str | None,
-        typer.Option(
-            help="Adapter to activate: a name under CHECKPOINT/adapters/, a "
-            "preset role, or an adapter folder / hub ID."
-        ),
-    ] = None,
-    pooling: Annotated[
-        str | None,
-        typer.Option(
-            help="cls, mean, max or last; default: the sentence-transformers "
-            "pooling, else CLS (last token for decoders)."
-        ),
-    ] = None,
-    max_len: Annotated[
-        int | None, typer.Option("--max-len", min=1, help="Truncate inputs to N tokens.")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per batch.")] = 16,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Embed documents: one float32 row per input line, in input order (length-bucketed batches).
-
-    Examples:
-
-      ctxext embed specter2-bigbird-4096 papers.jsonl --adapter proximity -o papers.npy
-
-      ctxext embed all-MiniLM-L6-v2 docs.jsonl -o docs.npy --max-len 256
-    """
-    from ctxext.embed import embed_file
-
-    with progress_bars() as progress:
-        result = embed_file(
-            checkpoint,
-            input_path,
-            out,
-            adapter=adapter,
-            pooling=pooling,
-            max_length=max_len,
-            batch_size=batch_size,
-            force=force,
-            progress=progress,
-            argv=sys.argv,
-        )
-    options = result.manifest["options"]
-    summary = {
-        "output": str(result.path),
-        "manifest": str(result.manifest_path),
-        "rows": result.rows,
-        "dimension": result.dimension,
-        "pooling": options["pooling"],
-        "max_length": options["max_length"],
-        "adapter": (result.manifest["adapter"] or {}).get("name"),
-    }
-    emit(summary, as_json, lambda data: key_value_table("embed", data))

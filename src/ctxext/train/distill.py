@@ -137,6 +137,14 @@ class DistillResult(TrainingResult):
     teacher_cache: Path | None
     cached: bool
 
+    title = "distill"
+
+    def stage_summary(self) -> dict[str, Any]:
+        parameters = self.parameters
+        return {"texts": parameters.get("texts"),
+                "teacher_cache": f"{parameters.get('teacher_cache')} ({'hit' if self.cached else 'written'})",
+                "pca_explained_variance": round(parameters.get("pca_explained_variance_ratio", 0.0), 4)}
+
 
 @dataclass
 class DistillTargets:

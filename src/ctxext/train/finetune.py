@@ -164,6 +164,12 @@ def _checkpointing_off(model: Any) -> Iterator[None]:
 class FinetuneResult(TrainingResult):
     attention_runs: dict[str, int]
 
+    title = "finetune"
+
+    def stage_summary(self) -> dict[str, Any]:
+        return {"triplets": self.parameters.get("triplets"), "adapter": self.parameters.get("adapter"),
+                "attention_runs": self.attention_runs or None}
+
 
 def _position_offset(backbone: Any, position_span: int | None, max_len: int, limit: int) -> int:
     """The first position id of ``backbone``'s table, after checking ``position_span`` fits it."""

@@ -293,7 +293,13 @@ def mlm_trainer(
     )
 
 
-MlmResult = TrainingResult
+class MlmResult(TrainingResult):
+    title = "mlm"
+
+    def stage_summary(self) -> dict[str, Any]:
+        held_out = self.history["eval"]
+        return {"train_sequences": self.parameters.get("train_sequences"),
+                "held_out_loss": held_out[-1][1] if held_out else None}
 
 
 @dataclass
@@ -333,7 +339,7 @@ def train_mlm(
     force: bool = False,
     callbacks: Sequence[Any] = (),
     argv: list[str] | None = None,
-) -> TrainingResult:
+) -> MlmResult:
     """Masked-LM training of ``checkpoint`` on local text, packed to ``max_len`` tokens, with the Trainer.
 
     Trainer checkpoints go to ``work_dir`` (default: ``<out>.checkpoints`` beside the output); ``resume``
@@ -370,7 +376,7 @@ def train_mlm(
                "eval_fraction": eval_fraction, "resume": resume, **vars(settings)}
     result = run.write(lambda: write_trained_model(model, folder, run.out, source, record, command="mlm",
                                                    options=options, force=force, argv=argv))
-    return TrainingResult(result and result.path, result and result.manifest, history, run.global_step)
+    return MlmResult(result and result.path, result and result.manifest, history, run.global_step)
 
 
 def _mlm_record(run: TrainingRun, settings: TrainSettings, history: dict[str, Any], mask: float, max_len: int,

@@ -279,6 +279,31 @@ class TrainingResult:
     history: dict[str, Any]
     global_step: int
 
+    title = "train"
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """What the stage recorded in the manifest (empty on processes other than the main one)."""
+        return self.manifest["operations"][0]["parameters"] if self.manifest else {}
+
+    def summary(self) -> dict[str, Any]:
+        return {"output": str(self.path), "steps": self.global_step, **self.stage_summary(),
+                **losses_summary(self.history)}
+
+    def stage_summary(self) -> dict[str, Any]:
+        """What this stage adds to the summary."""
+        return {}
+
+
+def losses_summary(history: dict[str, Any]) -> dict[str, Any]:
+    train, retrieval = history.get("train") or [], history.get("retrieval")
+    summary = {"first_train_loss": train[0][1] if train else None,
+               "last_train_loss": train[-1][1] if train else None}
+    if retrieval is not None:
+        summary["retrieval_ndcg_at_10"] = [[e["step"], round(e["retrieval_ndcg_at_10"], 4)]
+                                           for e in retrieval] or None
+    return summary
+
 
 class TrainingRun:
     """One training stage from output check to cleanup; see the module docstring.
