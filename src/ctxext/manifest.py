@@ -139,6 +139,25 @@ class VerifyResult:
     tensors_checked: int
     files: list[str]
 
+    title = "verify"
+    view = "verified"
+
+    def summary(self) -> dict[str, Any]:
+        return {"ok": True, "tensors": self.tensors_checked, "files": self.files}
+
+
+def written_summary(output: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a written folder's manifest says: each operation's tensor counts, the config changes, the checks."""
+    operations = manifest["operations"]
+    return {
+        "output": str(output),
+        "operations": [{"name": op["name"], **{key: len(op[key]) for key in ("copied", "modified", "created",
+                                                                          "dropped")}} for op in operations],
+        "config_changes": {k: v for op in operations for k, v in op["config_changes"].items()},
+        "checks": [{"name": c["name"], "value": c["value"], "threshold": c["threshold"], "passed": c["passed"]}
+                   for op in operations for c in op["checks"]],
+    }
+
 
 def verify(folder: Path) -> VerifyResult:
     """Re-hash every tensor against the manifest; raise naming the first tensor that differs."""

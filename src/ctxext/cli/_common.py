@@ -182,19 +182,6 @@ def key_value_table(title: str, rows: dict[str, Any]) -> Table:
     return table
 
 
-def manifest_summary(output: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """What a written checkpoint's manifest says, in a form both JSON and tables can show."""
-    return {
-        "output": str(output),
-        "operations": [{"name": op["name"], **{key: len(op[key]) for key in ("copied", "modified", "created",
-                                                                          "dropped")}}
-                       for op in manifest["operations"]],
-        "config_changes": {k: v for op in manifest["operations"] for k, v in op["config_changes"].items()},
-        "checks": [{"name": c["name"], "value": c["value"], "threshold": c["threshold"], "passed": c["passed"]}
-                   for op in manifest["operations"] for c in op["checks"]],
-    }
-
-
 def render_written(summary: dict[str, Any]) -> Group:
     """The summary of a written checkpoint as rich tables: what each operation did, then the checks."""
     operations = Table(title=f"wrote {summary['output']}", title_justify="left")
@@ -217,4 +204,22 @@ def render_written(summary: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-VIEWS: dict[str, Callable[[Any], Any]] = {"written": render_written}
+def score_table(results: list[dict]):
+    metric = "ndcg_at_10" if results[0]["task"] == "retrieval" else "acc_at_1"
+    table = Table(title=f"{results[0]['task']}: {'nDCG@10' if metric == 'ndcg_at_10' else 'Acc@1'} by length",
+                  title_justify="left")
+    table.add_column("length", justify="right")
+    for result in results:
+        table.add_column(f"{Path(result['model']).name}\n{result['form']}", justify="right")
+    lengths = [score["length"] for score in results[0]["scores"]]
+    for row, length in enumerate(lengths):
+        table.add_row(str(length), *[f"{r['scores'][row][metric]:.3f}" for r in results])
+    return table
+
+
+def render_verified(summary: dict[str, Any]) -> str:
+    return f"[green]ok[/]: {summary['tensors']} tensors match the manifest"
+
+
+VIEWS: dict[str, Callable[[Any], Any]] = {"written": render_written, "verified": render_verified,
+                                          "scores": score_table}

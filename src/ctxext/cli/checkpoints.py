@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table, progress_bars, reports_errors, stdout
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table, progress_bars, reports_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -42,11 +42,7 @@ def verify_command(
     """
     from ctxext.manifest import verify
 
-    result = verify(checkpoint)
-    if as_json:
-        emit({"ok": True, "tensors": result.tensors_checked, "files": result.files}, True)
-    else:
-        stdout.print(f"[green]ok[/]: {result.tensors_checked} tensors match the manifest")
+    emit(verify(checkpoint), as_json)
 
 
 @reports_errors
@@ -68,8 +64,4 @@ def average_command(
 
     with progress_bars() as progress:
         result = average(checkpoints, out, force=force, progress=progress, argv=sys.argv)
-    record = result.manifest["operations"][0]
-    check = record["checks"][0]
-    emit({"output": str(result.path), "checkpoints": len(checkpoints), "averaged": len(record["modified"]),
-          "copied": len(record["copied"]), check["name"]: check["value"]}, as_json,
-         lambda data: key_value_table("average", data))
+    emit(result, as_json)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors
-from ctxext.evaluate import Task
+from ctxext.evaluate import Comparison, Task
 
 
 def register(app: typer.Typer) -> None:
@@ -63,19 +63,4 @@ def evaluate_command(
                                     seed=seed, batch_size=batch_size, progress=progress))
     if plot is not None:
         plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1", force=force)
-    emit([r.as_dict() for r in results], as_json, score_table)
-
-
-def score_table(results: list[dict]):
-    from rich.table import Table
-
-    metric = "ndcg_at_10" if results[0]["task"] == "retrieval" else "acc_at_1"
-    table = Table(title=f"{results[0]['task']}: {'nDCG@10' if metric == 'ndcg_at_10' else 'Acc@1'} by length",
-                  title_justify="left")
-    table.add_column("length", justify="right")
-    for result in results:
-        table.add_column(f"{Path(result['model']).name}\n{result['form']}", justify="right")
-    lengths = [score["length"] for score in results[0]["scores"]]
-    for row, length in enumerate(lengths):
-        table.add_row(str(length), *[f"{r['scores'][row][metric]:.3f}" for r in results])
-    return table
+    emit(Comparison(results), as_json)
