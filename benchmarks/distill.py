@@ -33,12 +33,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     arguments = parser.parse_args()
 
-    from ctxext.data.pydocs import public_functions
+    from ctxext.data.pydocs import public_functions, python_docstrings
     from ctxext.encode import load_encoder
     from ctxext.evaluate import accuracy_at_1, beir_set, ndcg_at_k, similarity
     from ctxext.guide import guide
     from ctxext.presets import cache_dir, mpnet_path
-    from ctxext.data.pydocs import python_docstrings
     from ctxext.train import TrainSettings
     from ctxext.train.distill import distill, write_pydocs_beir
 

@@ -98,7 +98,7 @@ def build_docstring_squad(modules: tuple[str, ...], limit: int, prefix: str, dis
     """
     import random
 
-    from ctxext.qa import QAExample
+    from ctxext.data.formats import QAExample
 
     entries: list[tuple[str, str, str, int]] = []  # module, "name: doc", answer, answer offset in the entry
     seen: set[str] = set()
@@ -140,6 +140,27 @@ def build_docstring_squad(modules: tuple[str, ...], limit: int, prefix: str, dis
     return examples
 
 
+def train_in_memory(built, train, evaluation, prompt, settings, max_length: int) -> dict:
+    """QA fine-tuning of an in-memory model (token embeddings fixed), then exact match and F1: the pieces of
+    ``ctxext.train.qa.finetune_qa`` without an output folder."""
+    from transformers import set_seed
+
+    from ctxext.qa import evaluate_qa
+    from ctxext.train.qa import qa_training_data
+    from ctxext.train.runner import build_trainer, training_arguments
+
+    set_seed(settings.seed)
+    built.model.get_input_embeddings().weight.requires_grad_(False)
+    data = qa_training_data(built.tokenizer, train, prompt, max_length)
+    with tempfile.TemporaryDirectory() as work_dir:
+        trainer = build_trainer(built.model, None, data.collator, data.dataset, None,
+                                training_arguments(Path(work_dir), settings, save=False))
+        trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=max_length)
+    return {"metrics": metrics, "final_loss": losses[-1] if losses else float("nan")}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -155,8 +176,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from ctxext.data.formats import write_squad_jsonl
     from ctxext.flip import Head, build_model, last_token_effect, load_source, padding_difference
-    from ctxext.qa import PromptConfig, QATrainingSettings, evaluate_qa, train_qa, write_squad_jsonl
+    from ctxext.qa import evaluate_qa
+    from ctxext.qa_prompt import PromptConfig
+    from ctxext.train.qa import qa_settings
 
     torch.set_num_threads(args.threads)
     train = build_docstring_squad(TRAIN_MODULES, args.train_size, "train")
@@ -173,17 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
     vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
     print(f"GGUF loaded in {load_seconds:.0f} s", file=sys.stderr)
     prompt = PromptConfig()
-    settings = QATrainingSettings(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        max_length=args.max_length,
-        freeze_embeddings=True,
-        seed=0,
-    )
+    settings = qa_settings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=0)
     results = {
         "load_gguf_s": round(load_seconds, 1),
-        "settings": settings.describe(),
+        "settings": {**vars(settings), "max_length": args.max_length, "freeze_embeddings": True},
         "train_examples": len(train),
         "eval_examples": len(evaluation),
         "models": {},
@@ -196,24 +213,15 @@ def main(argv: list[str] | None = None) -> dict:
         before = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=args.max_length)
         print(f"{label}: training {args.steps} steps", file=sys.stderr)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as work_dir:
-            outcome = train_qa(
-                built.model,
-                built.tokenizer,
-                train,
-                prompt,
-                settings,
-                eval_examples=evaluation,
-                work_dir=work_dir,
-            )
+        outcome = train_in_memory(built, train, evaluation, prompt, settings, args.max_length)
         results["models"][label] = {
             "position0_change_from_last_token": effect,
             "left_vs_right_padding_rel_diff": padding,
             "f1_before": round(before["f1"], 2),
             "em_before": round(before["exact_match"], 2),
-            "f1": round(outcome.metrics["f1"], 2),
-            "em": round(outcome.metrics["exact_match"], 2),
-            "final_loss": round(outcome.final_loss, 4),
+            "f1": round(outcome["metrics"]["f1"], 2),
+            "em": round(outcome["metrics"]["exact_match"], 2),
+            "final_loss": round(outcome["final_loss"], 4),
             "train_and_eval_s": round(time.perf_counter() - started, 1),
         }
         print(label, results["models"][label], file=sys.stderr)

@@ -7,6 +7,9 @@ teacher's at step 0 and at the end) and saves a PNG of held-out loss against ste
 
     python benchmarks/guide.py                          # 12 layers, 300 steps (the longer budget)
     python benchmarks/guide.py --layers 6 --steps 60    # quicker
+
+The comparison itself (``compare_initialisations``) lives here, not in ``ctxext.guide``: it trains, and the
+surgery module does not depend on ``ctxext.train``. Tests import it from here.
 """
 
 from __future__ import annotations
@@ -17,16 +20,175 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ctxext.guide import STANDARD_VARIANTS, compare_initialisations  # noqa: E402
-from ctxext.presets import mpnet_path  # noqa: E402
-from ctxext.train import TrainSettings, python_docstrings, split_held_out  # noqa: E402
+from ctxext.checkpoint import ProgressFn, no_progress  # noqa: E402
+from ctxext.guide import Init, Projection, Select, build_student  # noqa: E402
+from ctxext.io import open_model  # noqa: E402
+
+# ----------------------------------------------------------------------------- measuring agreement
+
+
+def similarity_rank_correlation(student_embeddings: np.ndarray, teacher_embeddings: np.ndarray) -> float:
+    """Spearman correlation between the two models' pairwise cosine similarities over the same texts."""
+    from scipy.stats import spearmanr
+
+    def pairwise(embeddings: np.ndarray) -> np.ndarray:
+        unit = embeddings / np.clip(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12, None)
+        similarity = unit @ unit.T
+        return similarity[np.triu_indices(len(unit), k=1)]
+
+    return float(spearmanr(pairwise(student_embeddings), pairwise(teacher_embeddings)).statistic)
+
+
+# ----------------------------------------------------------------------------- GUIDE against baselines
+
+
+@dataclass
+class Variant:
+    """One way to initialise the student, for comparisons."""
+
+    name: str
+    init: Init = Init.first
+    select: Select = Select.norm
+    projection: Projection = Projection.pca
+
+
+STANDARD_VARIANTS = (
+    Variant("random", Init.none),
+    Variant("weight selection (even, uniform)", Init.uniform, Select.even, Projection.even),
+    Variant("GUIDE first block", Init.first),
+    Variant("GUIDE uniform", Init.uniform),
+)
+
+
+@dataclass
+class Comparison:
+    """What every variant shares: the teacher, the packed data, the held-out masks and the texts embedded."""
+
+    teacher: str | Path
+    dim: int
+    layers: int
+    tokenizer: Any
+    train_sequences: Any
+    held_out: Any
+    embed_texts: list[str]
+    teacher_embeddings: np.ndarray
+    max_len: int
+    mask: float
+    settings: Any
+    seed: int
+
+
+def compare_initialisations(
+    teacher: str | Path,
+    dim: int,
+    layers: int,
+    train_texts: list[str],
+    held_out_texts: list[str],
+    *,
+    variants: tuple[Variant, ...] = STANDARD_VARIANTS,
+    embed_texts: list[str] | None = None,
+    max_len: int = 64,
+    mask: float = 0.3,
+    settings: Any = None,
+    work_dir: Path,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+) -> dict[str, dict[str, Any]]:
+    """Train each variant with masked-LM on the same packed data, same steps, same seed; report the held-out
+    loss (same masks for all) at step 0 and every ``settings.eval_every`` steps, and the Spearman correlation
+    between the student's and the teacher's pairwise similarities of ``embed_texts`` (teacher pooling) at
+    step 0 and after training."""
+    from ctxext.encode import load_encoder
+    from ctxext.train.mlm import masked_held_out, pack_documents
+    from ctxext.train.runner import ListDataset, TrainSettings
+
+    settings = settings or TrainSettings(steps=50, batch_size=16, eval_every=10, progress_bars=False)
+    teacher_encoder = load_encoder(teacher, max_length=max_len)
+    tokenizer = teacher_encoder.tokenizer
+    embed_texts = embed_texts or held_out_texts[:64]
+    teacher_embeddings = teacher_encoder.encode(embed_texts)
+    del teacher_encoder
+    comparison = Comparison(
+        teacher, dim, layers, tokenizer, pack_documents(tokenizer, train_texts, max_len),
+        ListDataset(masked_held_out(tokenizer, pack_documents(tokenizer, held_out_texts, max_len), mask)),
+        embed_texts, teacher_embeddings, max_len, mask, settings, seed,
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for number, variant in enumerate(variants):
+        progress("variants", number, len(variants))
+        results[variant.name] = train_variant(comparison, variant, work_dir / f"variant-{number}")
+    progress("variants", len(variants), len(variants))
+    return results
+
+
+def train_variant(comparison: Comparison, variant: Variant, work_dir: Path) -> dict[str, Any]:
+    """One variant: its student, masked-LM training, held-out loss and agreement with the teacher."""
+    from ctxext.encode import Encoder, sentence_transformers_settings
+    from ctxext.train.mlm import mlm_trainer
+    from ctxext.train.runner import loss_history
+
+    started = time.perf_counter()
+    student = build_student(
+        comparison.teacher,
+        comparison.dim,
+        layers=comparison.layers,
+        init=variant.init,
+        select=variant.select,
+        projection=variant.projection,
+        seed=comparison.seed,
+    )
+    model = student.model
+    _, folder = open_model(comparison.teacher)
+    pooling, normalize, _ = sentence_transformers_settings(folder)
+    encoder = Encoder(
+        model=model.base_model,
+        tokenizer=comparison.tokenizer,
+        pooling=pooling or "mean",
+        normalize=normalize,
+        max_length=comparison.max_len,
+    )
+    agreement_start = similarity_rank_correlation(encoder.encode(comparison.embed_texts),
+                                                  comparison.teacher_embeddings)
+    trainer = mlm_trainer(
+        model,
+        comparison.tokenizer,
+        comparison.train_sequences,
+        comparison.held_out,
+        mask=comparison.mask,
+        settings=comparison.settings,
+        work_dir=work_dir,
+        save=False,
+    )
+    start_loss = float(trainer.evaluate()["eval_loss"])
+    trainer.train()
+    history = loss_history(trainer)
+    model.eval()
+    agreement_end = similarity_rank_correlation(encoder.encode(comparison.embed_texts), comparison.teacher_embeddings)
+    return {
+        "eval": [[0, start_loss], *history["eval"]],
+        "train": history["train"],
+        "final_loss": history["eval"][-1][1] if history["eval"] else start_loss,
+        "agreement_start": agreement_start,
+        "agreement_end": agreement_end,
+        "explained_variance_ratio": student.projection.explained_variance_ratio,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
+    from ctxext.data.pydocs import python_docstrings
+    from ctxext.presets import mpnet_path
+    from ctxext.train.mlm import split_held_out
+    from ctxext.train.runner import TrainSettings
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from ctxext.cli import app
 from ctxext.data import Deduplicator, MinHasher, build_corpus, jaccard, load_tokenizer
 from ctxext.data.chunking import chunk_spans
+from ctxext.data.formats import read_triplets
 from ctxext.data.sources import EmptySource, UnreadableSource
 from ctxext.errors import InvalidArgument, OutputExists
 from ctxext.io import atomic_file
@@ -112,6 +113,20 @@ def test_triplet_records_are_flattened_one_row_per_field(tmp_path: Path, tokeniz
     ]
     assert rows[1]["title"] == "Comets"
     assert len({r["doc_id"] for r in rows}) == len(rows)
+
+
+def test_finetune_reads_every_triplet_key_and_text_field_the_corpus_reads(tmp_path: Path):
+    path = write_jsonl(
+        tmp_path / "triplets.jsonl",
+        [
+            {"anchor": "what is a comet", "positives": [{"title": "Comets", "content": "Icy."}], "negatives": ["Ash."]},
+            {"query": {"text": "goal"}, "pos": {"body": "A keeper."}, "neg": {"title": "Magma"}},
+        ],
+    )
+    assert read_triplets([path], sep_token=" | ") == [
+        ("what is a comet", "Comets | Icy.", "Ash."),
+        ("goal", "A keeper.", "Magma"),
+    ]
 
 
 # ----------------------------------------------------------------------------- chunking

@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ctxext.cli import app
-from ctxext.data import STRATEGIES, fit_file, fit_texts, load_tokenizer
+from ctxext.data import Strategy, fit_file, fit_texts, load_tokenizer
 from ctxext.data.sources import UnreadableSource
+from ctxext.data.text import cut_ranks, sentence_units, split_sentences, token_spans
 from ctxext.errors import InvalidArgument
 from data_helpers import long_text, paragraph, write_jsonl, write_parquet
 
@@ -39,7 +40,7 @@ def documents() -> list[str]:
     ] + ["A short one."]
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", Strategy)
 def test_every_strategy_fits_the_budget_special_tokens_included(strategy: str, tok, tiny_encoder):
     texts = documents()
     fitted = fit_texts(texts, tok, 100, strategy, encoder=tiny_encoder)
@@ -73,6 +74,34 @@ def test_extractive_keeps_whole_sentences_in_their_original_order(tok, tiny_enco
     positions = [text.index(sentence) for sentence in kept]
     assert positions == sorted(positions)
     assert len(set(positions)) == len(positions)
+
+
+PATHS_AND_NAMES = (
+    "Clone the project into /path/to/repo.git/ before you build it. Then call os.path.join on the "
+    "parts and read the value 3.14 from config.v2.yaml. Run ./scripts/build.sh --release now! "
+    "Is https://example.org/a.b/c.d?x=1.2 reachable?\n\nA new paragraph about the repo.git/ folder."
+)
+
+
+def test_sentence_splitter_never_cuts_inside_a_path_or_dotted_name(tok, tiny_encoder):
+    words = set(PATHS_AND_NAMES.split())
+    assert split_sentences(PATHS_AND_NAMES) == [
+        "Clone the project into /path/to/repo.git/ before you build it.",
+        "Then call os.path.join on the parts and read the value 3.14 from config.v2.yaml.",
+        "Run ./scripts/build.sh --release now!",
+        "Is https://example.org/a.b/c.d?x=1.2 reachable?",
+        "A new paragraph about the repo.git/ folder.",
+    ]
+    text = "\n\n".join([PATHS_AND_NAMES] * 4)
+    starts, ends = token_spans(tok.encode([text])[0])
+    ranks = cut_ranks(text, starts, ends)
+    for max_tokens in (8, 12, 16, 24):  # sentences longer than max_tokens are split between words
+        units = sentence_units(ranks, starts, ends, max_tokens)
+        assert all(set(text[u.start : u.end].split()) <= words for u in units)
+        assert all(u.start == 0 or text[u.start - 1].isspace() for u in units)
+        assert all(u.end == len(text) or text[u.end].isspace() for u in units)
+    fitted = fit_texts([text], tok, 40, "extractive", encoder=tiny_encoder)[0]
+    assert fitted.tokens <= 40 and set(fitted.text.split()) <= words
 
 
 @pytest.mark.slow

@@ -216,7 +216,7 @@ def test_sentence_transformers_folder_pools_the_flipped_outputs(pooling, tiny_mo
 def test_qa_head_adds_special_tokens_as_single_tokens_with_mean_embeddings(tiny_models, flipped):
     from transformers import AutoTokenizer
 
-    from ctxext.qa import DEFAULT_SPECIAL_TOKENS
+    from ctxext.qa_prompt import DEFAULT_SPECIAL_TOKENS
 
     tokenizer = AutoTokenizer.from_pretrained(flipped("llama"))
     model = load_qa(flipped("llama"))
@@ -231,7 +231,7 @@ def test_qa_head_adds_special_tokens_as_single_tokens_with_mean_embeddings(tiny_
 
 
 def test_configs_file_holds_the_default_special_tokens():
-    from ctxext.qa import DEFAULT_SPECIAL_TOKENS, DEFAULT_TEMPLATE, load_prompt_config
+    from ctxext.qa_prompt import DEFAULT_SPECIAL_TOKENS, DEFAULT_TEMPLATE, load_prompt_config
 
     prompt = load_prompt_config(REPO / "configs" / "qa_special_tokens.json")
     assert prompt.special_tokens == DEFAULT_SPECIAL_TOKENS and prompt.template == DEFAULT_TEMPLATE
@@ -323,7 +323,8 @@ def test_span_to_token_span_with_a_tokenizer(tiny_models):
 
 
 def test_squad_exact_match_and_f1():
-    from ctxext.qa import QAExample, squad_metrics
+    from ctxext.data.formats import QAExample
+    from ctxext.qa import squad_metrics
 
     examples = [
         QAExample("1", "q", "c", ["the blue sky"]),
@@ -335,7 +336,7 @@ def test_squad_exact_match_and_f1():
 
 
 def qa_examples(count: int):
-    from ctxext.qa import QAExample
+    from ctxext.data.formats import QAExample
 
     colours = ["green", "blue", "yellow"]
     examples = []
@@ -354,7 +355,7 @@ def test_finetune_qa_cli_trains_and_reports_exact_match_and_f1(flipped, tmp_path
     from typer.testing import CliRunner
 
     from ctxext.cli import app
-    from ctxext.qa import write_squad_jsonl
+    from ctxext.data.formats import write_squad_jsonl
 
     write_squad_jsonl(tmp_path / "train.jsonl", qa_examples(12))
     write_squad_jsonl(tmp_path / "eval.jsonl", qa_examples(6))
@@ -394,8 +395,8 @@ def test_finetune_qa_cli_trains_and_reports_exact_match_and_f1(flipped, tmp_path
 
 
 def test_read_squad_rejects_an_answer_not_at_its_start(tmp_path):
+    from ctxext.data.formats import read_squad_jsonl
     from ctxext.errors import CorruptCheckpoint
-    from ctxext.qa import read_squad_jsonl
 
     (tmp_path / "bad.jsonl").write_text(
         json.dumps(

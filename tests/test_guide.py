@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,12 @@ from ctxext.guide import (
     head_prefixes,
     load_student,
     pca_projection,
-    similarity_rank_correlation,
     top_by_score,
 )
 from ctxext.io import CheckpointReader, ModelFolder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.guide import similarity_rank_correlation  # noqa: E402  (an experiment's measure, not surgery)
 
 GUIDE_FAMILIES = ["bert", "roberta", "mpnet", "modernbert"]
 runner = CliRunner()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxext.architectures import ENCODER_FAMILIES
 from ctxext.errors import CheckFailed, CorruptCheckpoint, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import SafetensorsFile, bytes_to_array, load_pickled_state_dict, read_json
 
@@ -52,8 +53,8 @@ BIGBIRD_INTERFACE: dict[str, Any] = {
     "layer_ln_2": "output.LayerNorm",
 }
 
-# Base-model prefixes that adapter weights saved from a model with a head carry.
-SOURCE_PREFIXES = ("bert.", "roberta.")
+# Base-model prefixes that adapter weights saved from a BERT or RoBERTa model with a head carry.
+SOURCE_PREFIXES = tuple(f"{ENCODER_FAMILIES[model_type].prefix}." for model_type in ("bert", "roberta"))
 
 NAME = "{name}"
 
@@ -362,7 +363,7 @@ def attention_probe(model: Any) -> Iterator[list[str]]:
     The hook sits on each layer's ``attention`` module, which survives attention-type switches.
     """
     seen: list[str] = []
-    backbone = getattr(model, "bert", model)
+    backbone = getattr(model, ENCODER_FAMILIES["big_bird"].prefix, model)
     handles = []
     for layer in backbone.encoder.layer:
 

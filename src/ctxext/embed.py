@@ -27,7 +27,6 @@ from ctxext.io import (
     file_manifest_path,
     file_sha256,
     open_model,
-    read_jsonl,
     resolve_source,
     write_json,
 )
@@ -43,14 +42,13 @@ class EmbedResult:
     dimension: int
     manifest: dict[str, Any]
 
+    title = "embed"
 
-def read_documents(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, record) of each line of a JSONL file; a line that is not a JSON object, or a file with
-    no records, is an error naming it."""
-    records = list(read_jsonl(Path(path)))
-    if not records:
-        raise InvalidArgument(f"{path} holds no documents")
-    return records
+    def summary(self) -> dict[str, Any]:
+        options = self.manifest["options"]
+        return {"output": str(self.path), "manifest": str(self.manifest_path), "rows": self.rows,
+                "dimension": self.dimension, "pooling": options["pooling"], "max_length": options["max_length"],
+                "adapter": (self.manifest["adapter"] or {}).get("name")}
 
 
 def resolve_checkpoint(
@@ -121,20 +119,21 @@ def embed_file(
     argv: list[str] | None = None,
 ) -> EmbedResult:
     """Embed every line of ``input_path`` and write the rows to ``out`` (.npy) with a manifest beside it."""
-    from ctxext.encode import document_text, load_encoder
+    from ctxext.data.formats import read_embedding_inputs
+    from ctxext.encode import load_encoder
     from ctxext.manifest import library_versions
 
     out = check_output_target(out, force=force, protect=[input_path], is_file=True)  # before the slow part
     if batch_size < 1:
         raise InvalidArgument("--batch-size must be at least 1")
-    records = read_documents(input_path)
+    read_embedding_inputs(input_path)  # a bad file is refused before the model loads
     source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter)
     loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source else None
     encoder = load_encoder(
         folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader
     )
     sep = encoder.tokenizer.sep_token or "[SEP]"
-    texts = [document_text(record, sep, where=f"{input_path}:{line}") for line, record in records]
+    texts = read_embedding_inputs(input_path, sep)
     rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     manifest_path = file_manifest_path(out)
@@ -153,7 +152,7 @@ def embed_file(
             "input": {
                 "path": str(Path(input_path).absolute()),
                 "sha256": file_sha256(Path(input_path)),
-                "lines": len(records),
+                "lines": len(texts),
             },
             "options": {
                 "pooling": encoder.pooling,

@@ -7,7 +7,6 @@ short batch switches it to full attention for good (see shared notes, traps.md).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -171,18 +170,3 @@ def sentence_transformers_settings(folder: ModelFolder) -> tuple[str | None, boo
     st_config = folder.model_dir / "sentence_bert_config.json"
     max_length = read_json(st_config).get("max_seq_length") if st_config.is_file() else None
     return pooling, normalize, max_length
-
-
-def document_text(record: dict[str, Any], sep_token: str = "[SEP]", where: str = "a record") -> str:
-    """The text of one input record: SPECTER2's ``title [SEP] abstract``, or a plain ``text`` field.
-    ``where`` (file:line) names the record in errors."""
-    fields = ("text",) if "text" in record else ("title", "abstract")
-    for name in fields:
-        value = record.get(name)
-        if (value is None and name == "text") or (value is not None and not isinstance(value, str)):
-            raise InvalidArgument(f"{where}: {name!r} must be a string, not {json.dumps(value)}")
-    if "text" in record:
-        return record["text"]
-    if "title" in record or "abstract" in record:
-        return f"{record.get('title') or ''}{sep_token}{record.get('abstract') or ''}"
-    raise InvalidArgument(f"{where}: a record needs a 'text' field or 'title'/'abstract' fields; got {sorted(record)}")

@@ -17,8 +17,9 @@ import numpy as np
 
 from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.errors import InvalidArgument, SourceNotFound
-from ctxext.io import atomic_files, file_manifest_path, read_jsonl, write_json
+from ctxext.data.formats import read_beir
+from ctxext.errors import InvalidArgument
+from ctxext.io import atomic_files, file_manifest_path, write_json
 
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 PASSKEY_NEEDLE = "{name}'s pass key is {key}. Remember it. {key} is the pass key for {name}."
@@ -79,6 +80,18 @@ class Evaluation:
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "task": self.task, "form": self.form, "scores": [asdict(s) for s in self.scores]}
+
+
+@dataclass
+class Comparison:
+    """Several models evaluated on the same task and lengths, shown side by side."""
+
+    evaluations: list[Evaluation]
+
+    view = "scores"
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [evaluation.as_dict() for evaluation in self.evaluations]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -218,9 +231,8 @@ HAYSTACK_MODULES = (
 
 def haystack_sentences() -> list[str]:
     """Prose that every Python installs: sentences of some standard-library modules' docs, in a fixed order."""
-    import re
-
     from ctxext.data.pydocs import module_document, parsed_modules
+    from ctxext.data.text import split_sentences
 
     sentences: list[str] = []
     for name, tree in parsed_modules(names=set(HAYSTACK_MODULES)):
@@ -228,51 +240,14 @@ def haystack_sentences() -> list[str]:
         for section in document["sections"]:
             text = " ".join(line.strip() for line in section["text"].splitlines()
                             if line.strip() and ">>>" not in line)
-            sentences += [s for s in re.split(r"(?<=[.!?])\s+", text) if 30 <= len(s) <= 300]
+            sentences += [s for s in split_sentences(text) if 30 <= len(s) <= 300]
     return list(dict.fromkeys(sentences))
 
 
-def _required(record: dict[str, Any], key: str, path: Path, number: int) -> Any:
-    if key not in record:
-        raise InvalidArgument(f"{path}:{number}: the record has no {key!r} field")
-    return record[key]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def beir_set(folder: Path, split: str = "test") -> RetrievalSet:
-    """A BEIR-format folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/<split>.tsv."""
-    folder = Path(folder)
-    for required in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
-        if not (folder / required).is_file():
-            raise SourceNotFound(f"{folder} is not a BEIR folder: {required} is missing")
-    numbered = list(read_jsonl(folder / "corpus.jsonl"))
-    corpus = [record for _, record in numbered]
-    queries = {str(_required(record, "_id", folder / "queries.jsonl", number)):
-               str(_required(record, "text", folder / "queries.jsonl", number))
-               for number, record in read_jsonl(folder / "queries.jsonl")}
-    doc_index = {str(_required(doc, "_id", folder / "corpus.jsonl", number)): i
-                 for i, (number, doc) in enumerate(numbered)}
-    judged: dict[str, dict[int, float]] = {}
-    qrels = folder / "qrels" / f"{split}.tsv"
-    for number, line in enumerate(qrels.read_text(encoding="utf-8", errors="replace").splitlines()[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) < 3 or not _is_number(fields[2]):
-            raise InvalidArgument(f"{qrels}:{number}: expected query-id, corpus-id and a numeric score, tab-separated")
-        query_id, doc_id, grade = fields[:3]
-        if doc_id in doc_index and float(grade) > 0:
-            judged.setdefault(query_id, {})[doc_index[doc_id]] = float(grade)
-    asked = [q for q in judged if q in queries]
-    if not asked:
-        raise InvalidArgument(f"{folder}: no query in qrels/{split}.tsv has a judged document in the corpus")
-    documents = [f"{doc.get('title', '')}. {doc.get('text', '')}".strip(". ") for doc in corpus]
-    return RetrievalSet(folder.name, None, [queries[q] for q in asked], documents, [judged[q] for q in asked])
+    """A BEIR-format folder (read by :func:`ctxext.data.formats.read_beir`) as a retrieval set of no set length."""
+    beir = read_beir(folder, split)
+    return RetrievalSet(beir.name, None, beir.queries, beir.documents, beir.relevant)
 
 
 # ----------------------------------------------------------------------------- running

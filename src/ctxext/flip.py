@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ctxext.card import CARD_NAME, write_model_card
-from ctxext.checkpoint import OutputResult, ProgressFn, config_diff, no_progress
+from ctxext.architectures import DECODER_FAMILIES, DecoderFamily
+from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
 from ctxext.errors import CheckFailed, CtxextError, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
     MANIFEST_NAME,
@@ -36,19 +35,19 @@ from ctxext.io import (
     Source,
     atomic_output,
     check_output_target,
-    copy_support_files,
     file_sha256,
     open_model,
     resolve_source,
     write_json,
-    write_safetensors,
 )
-from ctxext.manifest import Check, OperationRecord, build_manifest, library_versions, write_manifest
-from ctxext.qa import PromptConfig, load_prompt_config
+from ctxext.manifest import Check, OperationRecord, check_verdicts, library_versions
+from ctxext.qa_prompt import PromptConfig, load_prompt_config
 
-GEMMA3 = "gemma3_text"
-MASK_FAMILIES = ("llama", "mistral", "qwen2", "gemma2")
-SUPPORTED_MODEL_TYPES = (GEMMA3, *MASK_FAMILIES)
+SUPPORTED_MODEL_TYPES = tuple(DECODER_FAMILIES)
+NOT_FLIPPED = {  # model types close to a supported one: what to flip instead
+    "gemma3": "multimodal Gemma 3 (model_type gemma3) is not supported; flip its text model (gemma3_text, "
+              "e.g. Gemma 3 270M / 1B)",
+}
 EMBEDDED_GGUF = {"gemma-3-270m": "gemma_gguf_path"}
 LM_HEAD = "lm_head.weight"
 QA_HEAD = ("qa_outputs.weight", "qa_outputs.bias")
@@ -72,25 +71,18 @@ ST_POOLING_KEYS = {
     Pooling.cls: "pooling_mode_cls_token",
 }
 
-_registered = False
-
 
 def register() -> None:
-    """Make flipped folders loadable with plain transformers Auto classes (idempotent, no remote code)."""
-    global _registered
-    if _registered:
-        return
-    from transformers import AutoConfig, AutoModel, AutoModelForQuestionAnswering, Gemma3TextConfig
+    """Make flipped folders loadable with plain transformers Auto classes (idempotent, no remote code). The
+    name every flipped model card gives; the classes and their registration live in ``ctxext.flip_models``."""
+    from ctxext.flip_models import register as register_classes
 
-    from ctxext import flip_models
+    register_classes()
 
-    for family in MASK_FAMILIES:
-        config_class = flip_models.ENCODER_CONFIGS[family]
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoModel.register(config_class, flip_models.ENCODER_MODELS[family], exist_ok=True)
-        AutoModelForQuestionAnswering.register(config_class, flip_models.QA_MODELS[family], exist_ok=True)
-    AutoModelForQuestionAnswering.register(Gemma3TextConfig, flip_models.QA_MODELS[GEMMA3], exist_ok=True)
-    _registered = True
+
+def family_of(model_type: str) -> DecoderFamily:
+    """The decoder family of a source model type or of a flipped one (``ctxext_<family>_encoder``)."""
+    return DECODER_FAMILIES[model_type.removeprefix("ctxext_").removesuffix("_encoder")]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -126,11 +118,8 @@ def check_model_type(config: dict[str, Any]) -> str:
     model_type = config.get("model_type", "")
     if model_type.startswith("ctxext_") or config.get("use_bidirectional_attention"):
         raise InvalidArgument(f"this {model_type} checkpoint is already bidirectional (flipped)")
-    if model_type == "gemma3":
-        raise UnsupportedArchitecture(
-            "multimodal Gemma 3 (model_type gemma3) is not supported; flip its text "
-            "model (gemma3_text, e.g. Gemma 3 270M / 1B)"
-        )
+    if model_type in NOT_FLIPPED:
+        raise UnsupportedArchitecture(NOT_FLIPPED[model_type])
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedArchitecture(
             f"flip supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, not {model_type!r}"
@@ -238,7 +227,8 @@ def intended_window(config: dict[str, Any], window: int | None) -> int | None:
         if window < 1:
             raise InvalidArgument("--sliding-window must be at least 1")
         return window
-    if not sliding or (config.get("model_type") == "qwen2" and not config.get("use_sliding_window")):
+    switch = family_of(config["model_type"]).sliding_switch
+    if not sliding or (switch is not None and not config.get(switch)):
         return None
     return int(sliding) // 2 + 1
 
@@ -252,7 +242,7 @@ def flipped_config(
     attn_implementation: str,
 ) -> Any:
     """The config object of the flipped (or, with ``bidirectional=False``, the causal) model."""
-    from transformers import AutoConfig, Gemma3TextConfig
+    from transformers import AutoConfig
 
     from ctxext import flip_models
 
@@ -262,36 +252,42 @@ def flipped_config(
         if k not in ("architectures", "_name_or_path", "auto_map", "transformers_version")
     }
     values.update(vocab_size=vocab_size, use_cache=False)
-    model_type = values.pop("model_type")
-    if model_type == GEMMA3:
-        values["use_bidirectional_attention"] = bidirectional
-        if bidirectional:
-            effective = intended_window(config, window)
-            values["sliding_window"] = 2 * (effective - 1)  # the constructor turns it into `effective`
-        result = Gemma3TextConfig(**values)
-        if bidirectional and result.sliding_window != effective:
-            raise CheckFailed(
-                f"Gemma 3 sliding window {result.sliding_window} is not the intended {effective}"
-            )
-    elif bidirectional:
-        result = flip_models.ENCODER_CONFIGS[model_type](
+    family = family_of(values.pop("model_type"))
+    if not bidirectional:
+        result = AutoConfig.for_model(family.model_type, **values)
+    elif family.flip_by == "config_flag":
+        result = _flagged_config(family, values, intended_window(config, window))
+    else:
+        result = flip_models.ENCODER_CONFIGS[family.model_type](
             bidirectional_window=intended_window(config, window), **values
         )
-    else:
-        result = AutoConfig.for_model(model_type, **values)
     result._attn_implementation = attn_implementation
     return result
 
 
-def config_for_saving(config: Any, architecture: str, dtype: str) -> dict[str, Any]:
-    """config.json content that reloads into the same model (Gemma 3: the pre-rewrite sliding window)."""
-    values = config.to_dict()
-    if values.get("model_type") == GEMMA3 and values.get("use_bidirectional_attention"):
-        values["sliding_window"] = 2 * (config.sliding_window - 1)
-    values["architectures"] = [architecture]
-    values["dtype"] = dtype
-    values.pop("_name_or_path", None)
-    return values
+def _flagged_config(family: DecoderFamily, values: dict[str, Any], effective: int | None) -> Any:
+    """The config of a family whose own backbone turns bidirectional through a config flag; the window is
+    given so that the constructor's rewrite (if the family has one) gives back ``effective``."""
+    from transformers import AutoConfig
+
+    if family.bidirectional_flag is None:
+        raise ValueError(f"{family.model_type} flips by a config flag but DECODER_FAMILIES names none")
+    values[family.bidirectional_flag] = True
+    if effective is not None:
+        values["sliding_window"] = 2 * (effective - 1) if family.window_halved_on_load else effective
+    result = AutoConfig.for_model(family.model_type, **values)
+    if result.sliding_window != effective:
+        raise CheckFailed(
+            f"{family.model_type} sliding window {result.sliding_window} is not the intended {effective}"
+        )
+    return result
+
+
+def flipped_window(config: Any, bidirectional: bool) -> int | None:
+    """The half-width of the flipped sliding layers, read where the family keeps it (None: no window)."""
+    if not bidirectional:
+        return None
+    return getattr(config, family_of(config.model_type).window_key, None)
 
 
 def model_class(config: Any, head: Head) -> Any:
@@ -300,16 +296,14 @@ def model_class(config: Any, head: Head) -> Any:
     from ctxext import flip_models
 
     model_type = config.model_type
-    if head == Head.qa:
-        if model_type == GEMMA3:
-            return flip_models.QA_MODELS[GEMMA3]
-        family = model_type.removeprefix("ctxext_").removesuffix("_encoder")
-        if model_type.startswith("ctxext_"):
-            return flip_models.QA_MODELS[family]
-        return flip_models.causal_qa_class(type(config))
     if model_type.startswith("ctxext_"):
-        return flip_models.ENCODER_MODELS[model_type.removeprefix("ctxext_").removesuffix("_encoder")]
-    return AutoModel._model_mapping[type(config)]
+        classes = flip_models.QA_MODELS if head == Head.qa else flip_models.ENCODER_MODELS
+        return classes[family_of(model_type).model_type]
+    if head != Head.qa:
+        return AutoModel._model_mapping[type(config)]
+    if family_of(model_type).flip_by == "config_flag":
+        return flip_models.QA_MODELS[model_type]  # one class, causal or not: the config flag decides
+    return flip_models.causal_qa_class(type(config))
 
 
 @dataclass
@@ -341,24 +335,12 @@ def build_model(
     embedding row starts as the mean of the existing rows; the QA head starts as N(0, initializer_range)
     with zero bias. New values are rounded to ``output_dtype`` so the written folder equals the model.
     """
-    import copy
-
     import torch
 
     register()
-    source_embedding = loaded.backbone.get_input_embeddings().weight.detach()
-    tokenizer = copy.deepcopy(loaded.tokenizer)
-    tokenizer.padding_side = "right"
-    added: dict[str, int] = {}
-    vocab_size = source_embedding.shape[0]
+    tokenizer, added = _flipped_tokenizer(loaded.tokenizer, (prompt or PromptConfig()) if head == Head.qa else None)
+    vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
     if head == Head.qa:
-        prompt = prompt or PromptConfig()
-        known = set(tokenizer.get_vocab())
-        tokenizer.add_special_tokens(
-            {"additional_special_tokens": list(prompt.special_tokens)},
-            replace_additional_special_tokens=False,
-        )
-        added = {t: tokenizer.convert_tokens_to_ids(t) for t in prompt.special_tokens if t not in known}
         vocab_size = max(vocab_size, len(tokenizer), max(added.values(), default=-1) + 1)
     config = flipped_config(
         loaded.config,
@@ -367,63 +349,97 @@ def build_model(
         vocab_size=vocab_size,
         attn_implementation=loaded.model.config._attn_implementation,
     )
-    cls = model_class(config, head)
-    try:
-        from transformers.modeling_utils import no_init_weights
-    except ImportError:  # pragma: no cover - older transformers
-        import contextlib
-
-        no_init_weights = contextlib.nullcontext
-    with no_init_weights():
-        model = cls(config)
+    model = _empty_model(model_class(config, head), config)
     backbone = model  # a QA model is its backbone class plus qa_outputs: same tensor names
-    # load_state_dict copies these values into the new model's own parameters: no clone needed (a third copy
-    # of the weights, 1 GiB for Gemma 3 270M, at the command's peak)
-    state = {name: tensor.detach() for name, tensor in loaded.backbone.state_dict().items()}
-    changed: set[str] = set()
-    created: set[str] = set()
     round_to = output_dtype or torch.float32
-    embedding_name = next(n for n, t in state.items() if t is not None and n.endswith("embed_tokens.weight"))
-    if added or vocab_size != source_embedding.shape[0]:
-        embedding = torch.zeros((vocab_size, source_embedding.shape[1]), dtype=source_embedding.dtype)
-        embedding[: source_embedding.shape[0]] = source_embedding
-        mean_row = source_embedding.double().mean(0).to(round_to).to(source_embedding.dtype)
-        embedding[source_embedding.shape[0] :] = mean_row  # new rows, including gaps in the token ids
-        embedding[list(added.values())] = mean_row
-        state[embedding_name] = embedding
-        changed.add(embedding_name)
+    state, changed = _source_state(loaded, vocab_size, added, round_to)
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or set(missing) - set(QA_HEAD):
         raise CheckFailed(
             f"the flipped model does not take the source weights: missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}"
         )
-    _copy_buffers(loaded.backbone, backbone)
+    _copy_buffers(loaded.backbone, backbone, family_of(config.model_type))
+    created: set[str] = set()
     if head == Head.qa:
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            weight = torch.empty_like(model.qa_outputs.weight).normal_(
-                0.0, config.initializer_range, generator=generator
-            )
-            model.qa_outputs.weight.copy_(weight.to(round_to).float())
-            model.qa_outputs.bias.zero_()
+        _init_qa_head(model, config.initializer_range, seed, round_to)
         created.update(QA_HEAD)
     return BuiltModel(
-        model.eval(),
-        backbone,
-        tokenizer,
-        added,
-        changed | created,
-        created,
-        getattr(config, "bidirectional_window", None)
-        or (config.sliding_window if config.model_type == GEMMA3 and bidirectional else None),
+        model.eval(), backbone, tokenizer, added, changed | created, created, flipped_window(config, bidirectional)
     )
 
 
-def _copy_buffers(source: Any, target: Any) -> None:
-    """Non-persistent buffers (RoPE frequencies, Gemma's embedding scale) are not in the state dict."""
+def _flipped_tokenizer(source: Any, prompt: PromptConfig | None) -> tuple[Any, dict[str, int]]:
+    """A right-padding copy of the source tokenizer, with the prompt's special tokens added (those it lacked,
+    by id, are returned)."""
+    import copy
+
+    tokenizer = copy.deepcopy(source)
+    tokenizer.padding_side = "right"
+    if prompt is None:
+        return tokenizer, {}
+    known = set(tokenizer.get_vocab())
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": list(prompt.special_tokens)},
+        replace_additional_special_tokens=False,
+    )
+    return tokenizer, {t: tokenizer.convert_tokens_to_ids(t) for t in prompt.special_tokens if t not in known}
+
+
+def _empty_model(cls: Any, config: Any) -> Any:
+    """``cls(config)`` without spending time on random init (every weight is loaded or set next)."""
+    try:
+        from transformers.modeling_utils import no_init_weights
+    except ImportError:  # pragma: no cover - older transformers
+        no_init_weights = contextlib.nullcontext
+    with no_init_weights():
+        return cls(config)
+
+
+def _source_state(
+    loaded: LoadedSource, vocab_size: int, added: dict[str, int], round_to: Any
+) -> tuple[dict[str, Any], set[str]]:
+    """The source backbone's state dict, its embedding grown to ``vocab_size`` (new rows: the mean row), and
+    the names of the tensors that changed."""
+    import torch
+
+    # load_state_dict copies these values into the new model's own parameters: no clone needed (a third copy
+    # of the weights, 1 GiB for Gemma 3 270M, at the command's peak)
+    state = {name: tensor.detach() for name, tensor in loaded.backbone.state_dict().items()}
+    source_embedding = loaded.backbone.get_input_embeddings().weight.detach()
+    embedding_name = next(n for n, t in state.items() if t is not None and n.endswith("embed_tokens.weight"))
+    if not added and vocab_size == source_embedding.shape[0]:
+        return state, set()
+    embedding = torch.zeros((vocab_size, source_embedding.shape[1]), dtype=source_embedding.dtype)
+    embedding[: source_embedding.shape[0]] = source_embedding
+    mean_row = source_embedding.double().mean(0).to(round_to).to(source_embedding.dtype)
+    embedding[source_embedding.shape[0] :] = mean_row  # new rows, including gaps in the token ids
+    embedding[list(added.values())] = mean_row
+    state[embedding_name] = embedding
+    return state, {embedding_name}
+
+
+def _init_qa_head(model: Any, initializer_range: float, seed: int, round_to: Any) -> None:
+    """The QA head: N(0, initializer_range) weights rounded to the output dtype, zero bias."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = torch.empty_like(model.qa_outputs.weight).normal_(0.0, initializer_range, generator=generator)
+        model.qa_outputs.weight.copy_(weight.to(round_to).float())
+        model.qa_outputs.bias.zero_()
+
+
+def _copy_buffers(source: Any, target: Any, family: DecoderFamily) -> None:
+    """Non-persistent buffers (RoPE frequencies, Gemma's embedding scale) are not in the state dict: the
+    family's, copied from the source; a buffer the family table does not name stops the flip."""
     source_buffers = dict(source.named_buffers())
+    persistent = set(target.state_dict())
     for name, buffer in target.named_buffers():
+        if name not in family.buffers and name not in persistent:
+            raise UnsupportedArchitecture(
+                f"{family.model_type} has buffer {name}, which ctxext.architectures.DECODER_FAMILIES does not name"
+            )
         if name in source_buffers and buffer.shape == source_buffers[name].shape:
             buffer.copy_(source_buffers[name])
 
@@ -561,30 +577,28 @@ def reload_checks(
     effect = last_token_effect(reloaded_backbone, vocab_size, window=built.window)
     checks.append(Check("reloaded: position 0 sees the last token", effect, 1e-6, passed=effect > 1e-6))
     if built.window is not None:
-        # Gemma 3 layers take their window from the config; ctxext encoders build the mask from
-        # bidirectional_window (their layers' own sliding_window attribute is not used by eager/SDPA).
-        config_window = (
-            getattr(reloaded.config, "bidirectional_window", None) or reloaded.config.sliding_window
-        )
-        windows = (
-            set()
-            if hasattr(reloaded.config, "bidirectional_window")
-            else {getattr(layer.self_attn, "sliding_window", None) for layer in reloaded_backbone.layers}
-            - {None}
-        )
-        ok = config_window == built.window and windows <= {built.window}
-        checks.append(
-            Check(
-                "reloaded sliding window equals the intended one",
-                float(config_window),
-                float(built.window),
-                passed=ok,
-                detail=f"layer windows {sorted(windows)}",
-            )
-        )
+        checks.append(reloaded_window_check(reloaded, built.window))
     if pooling is not None:
         checks.append(sentence_transformers_check(model_dir, built.backbone, ids, mask, pooling))
     return checks
+
+
+def reloaded_window_check(reloaded: Any, window: int) -> Check:
+    """The reloaded model's sliding window, where its family keeps it. A family flipped by a config flag has
+    layers that take their window from the config (each is compared too); ctxext encoders build the mask from
+    ``bidirectional_window`` (their layers' own sliding_window attribute is not used by eager/SDPA)."""
+    family = family_of(reloaded.config.model_type)
+    config_window = getattr(reloaded.config, family.window_key)
+    windows: set[Any] = set()
+    if family.flip_by == "config_flag":
+        windows = {getattr(layer.self_attn, "sliding_window", None) for layer in reloaded.layers} - {None}
+    return Check(
+        "reloaded sliding window equals the intended one",
+        float(config_window),
+        float(window),
+        passed=config_window == window and windows <= {window},
+        detail=f"layer windows {sorted(windows)}",
+    )
 
 
 def pool(hidden: Any, mask: Any, pooling: Pooling) -> Any:
@@ -619,9 +633,7 @@ def sentence_transformers_check(
 # ----------------------------------------------------------------------------- writing
 
 
-def output_tensors(
-    loaded: LoadedSource, built: BuiltModel, head: Head, record: OperationRecord
-) -> list[OutTensor]:
+def output_tensors(loaded: LoadedSource, built: BuiltModel, record: OperationRecord) -> list[OutTensor]:
     """Copied tensors streamed from the source files; computed ones from the in-memory model."""
     state = built.model.state_dict()
     used: set[str] = set()
@@ -671,19 +683,13 @@ def _output_dtype(loaded: LoadedSource, source_name: str) -> Any:
     return torch_dtype(info.dtype)
 
 
-def write_sentence_transformers(
-    staging: Path, hidden_size: int, pooling: Pooling, max_seq_length: int
-) -> list[str]:
-    """modules.json, sentence_bert_config.json and 1_Pooling: the folder loads with SentenceTransformer."""
+def sentence_transformers_files(hidden_size: int, pooling: Pooling, max_seq_length: int) -> dict[str, Any]:
+    """modules.json, sentence_bert_config.json, 1_Pooling/config.json and config_sentence_transformers.json
+    (relative path -> content): the folder loads with SentenceTransformer."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    write_json(staging / "modules.json", modules)
-    write_json(
-        staging / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False}
-    )
-    (staging / "1_Pooling").mkdir(exist_ok=True)
     pooling_config = {
         "word_embedding_dimension": hidden_size,
         "pooling_mode_cls_token": False,
@@ -695,11 +701,12 @@ def write_sentence_transformers(
         "include_prompt": True,
     }
     pooling_config[ST_POOLING_KEYS[pooling]] = True
-    write_json(staging / "1_Pooling" / "config.json", pooling_config)
     versions = library_versions()
-    write_json(
-        staging / "config_sentence_transformers.json",
-        {
+    return {
+        "modules.json": modules,
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
+        "1_Pooling/config.json": pooling_config,
+        "config_sentence_transformers.json": {
             "__version__": {
                 "sentence_transformers": versions.get("sentence-transformers"),
                 "transformers": versions.get("transformers"),
@@ -709,13 +716,7 @@ def write_sentence_transformers(
             "default_prompt_name": None,
             "similarity_fn_name": "cosine",
         },
-    )
-    return [
-        "modules.json",
-        "sentence_bert_config.json",
-        "1_Pooling/config.json",
-        "config_sentence_transformers.json",
-    ]
+    }
 
 
 def flip(
@@ -731,11 +732,11 @@ def flip(
     force: bool = False,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
-) -> OutputResult:
+) -> FlipResult:
     """Turn a causal decoder into a bidirectional encoder and write it to ``out`` (atomically, with a
     manifest holding every check: the source is causal, the flip is bidirectional, padding side does not
     matter, the reloaded folder equals the in-memory model, the sliding window survives reload)."""
-    out = check_output_target(out, force=force)  # before the slow load; atomic_output checks again
+    out = check_output_target(out, force=force)  # before the slow load; write_model_folder checks again
     prompt = load_prompt_config(special_tokens) if head == Head.qa else None
     if special_tokens is not None and head != Head.qa:
         raise InvalidArgument("--special-tokens goes with --head qa")
@@ -751,15 +752,47 @@ def flip(
         "sliding_window": sliding_window,
         "seed": seed,
     }
-    embedding_name = loaded.tensor_prefix + "embed_tokens.weight"
-    built = build_model(
-        loaded,
-        head=head,
-        window=sliding_window,
-        prompt=prompt,
-        seed=seed,
-        output_dtype=_output_dtype(loaded, embedding_name),
-    )
+    dtype = _output_dtype(loaded, loaded.tensor_prefix + "embed_tokens.weight")
+    built = build_model(loaded, head=head, window=sliding_window, prompt=prompt, seed=seed, output_dtype=dtype)
+    record = flip_record(loaded, built, head, pooling, prompt)
+    vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
+    progress("bidirectionality checks", 0, 1)
+    for check in bidirectionality_checks(loaded.backbone, built.backbone, vocab_size, built.window):
+        record.require(check)
+    progress("bidirectionality checks", 1, 1)
+    plan = flip_plan(loaded, built, record, options, pooling, str(dtype).removeprefix("torch."))
+
+    def checks(staging: Path) -> list[Check]:
+        loaded.model = None  # written: its memory goes to the reloaded copy the checks load
+        gc.collect()
+        return reload_checks(staging, built, head, vocab_size, pooling)
+
+    written = write_model_folder(plan, out, force=force, checks=checks, progress=progress, argv=argv)
+    return FlipResult(written.path, written.manifest)
+
+
+class FlipResult(OutputResult):
+    """A flipped folder; its summary names the family, the tensor counts, the window and every check."""
+
+    title = "flip"
+    view = "table"
+
+    def summary(self) -> dict[str, Any]:
+        operation = self.manifest["operations"][0]
+        return {
+            "output": str(self.path),
+            "model_type": operation["parameters"]["model_type"],
+            **{key: len(operation[key]) for key in ("copied", "renamed", "modified", "created", "dropped")},
+            "sliding_window": operation["parameters"]["sliding_window"],
+            "added_special_tokens": json.dumps(operation["parameters"]["added_special_tokens"]),
+            "checks": check_verdicts(operation["checks"]),
+        }
+
+
+def flip_record(
+    loaded: LoadedSource, built: BuiltModel, head: Head, pooling: Pooling | None, prompt: PromptConfig | None
+) -> OperationRecord:
+    """The flip's operation record before anything is written: its parameters and notes."""
     record = OperationRecord(
         "flip_to_bidirectional",
         parameters={
@@ -780,73 +813,40 @@ def flip(
         record.notes.append(
             f"weights dequantized from {loaded.gguf_file} by transformers and written as float32"
         )
-    vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
-    progress("numeric checks", 0, 2)
-    for check in bidirectionality_checks(loaded.backbone, built.backbone, vocab_size, built.window):
-        record.require(check)
-    progress("numeric checks", 1, 2)
-    architecture = type(built.model).__name__
-    config = config_for_saving(
-        built.model.config, architecture, str(_output_dtype(loaded, embedding_name)).removeprefix("torch.")
-    )
+    return record
+
+
+def flip_plan(
+    loaded: LoadedSource,
+    built: BuiltModel,
+    record: OperationRecord,
+    options: dict[str, Any],
+    pooling: Pooling | None,
+    dtype: str,
+) -> OutputPlan:
+    """What ``flip`` writes: the source's support files, the flipped tokenizer and config, the
+    sentence-transformers modules with ``pooling``, and the tensors (copied ones streamed from the source)."""
+    from ctxext.flip_models import config_for_saving
+
+    config = config_for_saving(built.model.config, type(built.model).__name__, dtype)
     record.config_changes.update(config_diff(loaded.config, config))
-    with atomic_output(out, force=force, protect=[loaded.source.path]) as staging:
-        if loaded.folder is not None:
-            copied, left_out = copy_support_files(loaded.folder, staging)
-            record.files["copied"] = copied
-            record.files["left_out"] = left_out
-        tokenizer_files = built.tokenizer.save_pretrained(staging)
-        record.files["tokenizer"] = sorted(
-            os.path.relpath(p, staging) for p in tokenizer_files if Path(p).is_file()
+    st_files = {}
+    if pooling is not None:
+        length = min(
+            config.get("max_position_embeddings") or 512,
+            getattr(built.tokenizer, "model_max_length", 10**9) or 10**9,
         )
-        write_json(staging / "config.json", config)
-        if pooling is not None:
-            hidden = int(config["hidden_size"])
-            length = int(
-                min(
-                    config.get("max_position_embeddings") or 512,
-                    getattr(built.tokenizer, "model_max_length", 10**9) or 10**9,
-                )
-            )
-            record.files["sentence_transformers"] = write_sentence_transformers(
-                staging, hidden, pooling, length
-            )
-        tensors = output_tensors(loaded, built, head, record)
-        written = iter(range(1, len(tensors) + 1))
-        weights = write_safetensors(
-            staging, tensors, on_tensor=lambda info: progress("writing tensors", next(written), len(tensors))
-        )
-        loaded.model = None  # written and checked: its memory goes to the reloaded copy the next checks load
-        gc.collect()
-        for check in reload_checks(staging, built, head, vocab_size, pooling):
-            record.require(check)
-        progress("numeric checks", 2, 2)
-        sources = {"model": (loaded.source, loaded.hashes)}
-        manifest = build_manifest(
-            command="flip",
-            options=options,
-            sources=sources,
-            operations=[record],
-            weights=weights,
-            weights_dir=".",
-            argv=argv,
-        )
-        write_manifest(staging, manifest)
-        write_model_card(staging, manifest, name=out.name,
-                         source_card=loaded.folder.root / CARD_NAME if loaded.folder else None)
-    return OutputResult(path=out, manifest=manifest)
-
-
-def describe_result(result: OutputResult) -> dict[str, Any]:
-    operation = result.manifest["operations"][0]
-    return {
-        "output": str(result.path),
-        "model_type": operation["parameters"]["model_type"],
-        **{key: len(operation[key]) for key in ("copied", "renamed", "modified", "created", "dropped")},
-        "sliding_window": operation["parameters"]["sliding_window"],
-        "added_special_tokens": json.dumps(operation["parameters"]["added_special_tokens"]),
-        "checks": {
-            c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
-            for c in operation["checks"]
-        },
-    }
+        st_files = sentence_transformers_files(int(config["hidden_size"]), pooling, int(length))
+        record.files["sentence_transformers"] = list(st_files)
+    return OutputPlan(
+        "flip",
+        options,
+        {"model": (loaded.source, loaded.hashes)},
+        output_tensors(loaded, built, record),
+        [record],
+        config,
+        support_from=loaded.folder,
+        extra_files=st_files,
+        tokenizer=built.tokenizer,
+        require_checks=True,
+    )

@@ -1,15 +1,16 @@
 """Model classes behind ``ctxext flip``: bidirectional encoders and extractive-QA heads.
 
-Imported by :func:`ctxext.flip.register`, which registers them with the transformers Auto classes, so a
-flipped folder loads with plain ``AutoModel`` / ``AutoModelForQuestionAnswering`` and no
-``trust_remote_code``:
+:func:`register` (also reachable as ``ctxext.flip.register``, the name model cards give) registers them with
+the transformers Auto classes, so a flipped folder loads with plain ``AutoModel`` /
+``AutoModelForQuestionAnswering`` and no ``trust_remote_code``:
 
     import ctxext.flip
     ctxext.flip.register()
     model = AutoModel.from_pretrained("flipped-folder")
 
-Gemma 3 needs none of this for its backbone: transformers honours ``use_bidirectional_attention`` in
-its config. Llama, Mistral, Qwen2 and Gemma 2 get an encoder class per family (model type
+Which family flips how is data: ``ctxext.architectures.DECODER_FAMILIES``. Gemma 3 needs none of this for
+its backbone: transformers honours ``use_bidirectional_attention`` in its config. Llama, Mistral, Qwen2 and
+Gemma 2 get an encoder class per family (model type
 ``ctxext_<family>_encoder``) whose forward builds an all-visible 4-D additive mask (padding still
 masked; sliding-window layers get a symmetric window) and position ids counted from the attention mask,
 so left and right padding give the same outputs. A flipped folder never loads silently as a causal model:
@@ -21,19 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import (
-    Gemma2Config,
-    Gemma2Model,
-    Gemma3TextModel,
-    LlamaConfig,
-    LlamaModel,
-    MistralConfig,
-    MistralModel,
-    Qwen2Config,
-    Qwen2Model,
-)
+import transformers
 from transformers.loss.loss_utils import ForQuestionAnsweringLoss
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+from ctxext.architectures import DECODER_FAMILIES, DecoderFamily
 
 FULL = "full_attention"
 SLIDING = "sliding_attention"
@@ -201,12 +194,16 @@ def _qa_class(name: str, backbone: type) -> type:
     )
 
 
-# source model_type -> (config class, backbone class, mask form)
+def _mask_family(family: DecoderFamily) -> tuple[type, type, str]:
+    """The transformers config and backbone classes of a family flipped by a mask, and its mask form."""
+    if family.mask_form is None:
+        raise ValueError(f"{family.model_type} flips by a mask but DECODER_FAMILIES names no mask_form for it")
+    return getattr(transformers, family.config_class), getattr(transformers, family.backbone_class), family.mask_form
+
+
+# source model_type -> (config class, backbone class, mask form), for the families flipped by a mask
 ENCODER_FAMILIES: dict[str, tuple[type, type, str]] = {
-    "llama": (LlamaConfig, LlamaModel, "tensor"),
-    "mistral": (MistralConfig, MistralModel, "tensor"),
-    "qwen2": (Qwen2Config, Qwen2Model, "mapping"),
-    "gemma2": (Gemma2Config, Gemma2Model, "mapping"),
+    family.model_type: _mask_family(family) for family in DECODER_FAMILIES.values() if family.flip_by == "mask"
 }
 
 ENCODER_CONFIGS: dict[str, type] = {}
@@ -220,14 +217,19 @@ for _family, (_config, _backbone, _form) in ENCODER_FAMILIES.items():
         f"{ENCODER_MODELS[_family].__name__.removesuffix('Model')}ForQuestionAnswering",
         ENCODER_MODELS[_family],
     )
-    globals()[ENCODER_CONFIGS[_family].__name__] = ENCODER_CONFIGS[_family]
-    globals()[ENCODER_MODELS[_family].__name__] = ENCODER_MODELS[_family]
-    globals()[QA_MODELS[_family].__name__] = QA_MODELS[_family]
 
-# Gemma 3: the backbone is transformers' own Gemma3TextModel (bidirectional through its config); only the
-# QA head is ours. Causal Gemma 3 with this head is the benchmark's baseline.
-Gemma3TextForQuestionAnswering = _qa_class("Gemma3TextForQuestionAnswering", Gemma3TextModel)
-QA_MODELS["gemma3_text"] = Gemma3TextForQuestionAnswering
+# Families flipped by a config flag (Gemma 3): the backbone is transformers' own (bidirectional through its
+# config); only the QA head is ours. The causal model with this head is the benchmark's baseline.
+FLAG_CONFIGS: dict[str, type] = {}
+for _flagged in (family for family in DECODER_FAMILIES.values() if family.flip_by == "config_flag"):
+    FLAG_CONFIGS[_flagged.model_type] = getattr(transformers, _flagged.config_class)
+    QA_MODELS[_flagged.model_type] = _qa_class(
+        f"{_flagged.backbone_class.removesuffix('Model')}ForQuestionAnswering",
+        getattr(transformers, _flagged.backbone_class),
+    )
+
+for _class in (*ENCODER_CONFIGS.values(), *ENCODER_MODELS.values(), *QA_MODELS.values()):
+    globals()[_class.__name__] = _class
 
 _CAUSAL_QA: dict[type, type] = {}
 
@@ -243,3 +245,35 @@ def causal_qa_class(config_class: type) -> type:
         else:
             raise KeyError(f"no causal QA class for {config_class.__name__}")
     return _CAUSAL_QA[config_class]
+
+
+_registered = False
+
+
+def register() -> None:
+    """Make flipped folders loadable with plain transformers Auto classes (idempotent, no remote code)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoConfig, AutoModel, AutoModelForQuestionAnswering
+
+    for family, config_class in ENCODER_CONFIGS.items():
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, ENCODER_MODELS[family], exist_ok=True)
+        AutoModelForQuestionAnswering.register(config_class, QA_MODELS[family], exist_ok=True)
+    for family, config_class in FLAG_CONFIGS.items():
+        AutoModelForQuestionAnswering.register(config_class, QA_MODELS[family], exist_ok=True)
+    _registered = True
+
+
+def config_for_saving(config: Any, architecture: str, dtype: str) -> dict[str, Any]:
+    """config.json content that reloads into the same model (a family whose config constructor halves the
+    window when the bidirectional flag is set gets the pre-rewrite ``sliding_window``)."""
+    values = config.to_dict()
+    family = DECODER_FAMILIES.get(values.get("model_type", ""))
+    if family is not None and family.window_halved_on_load and values.get(family.bidirectional_flag):
+        values["sliding_window"] = 2 * (config.sliding_window - 1)
+    values["architectures"] = [architecture]
+    values["dtype"] = dtype
+    values.pop("_name_or_path", None)
+    return values

@@ -33,18 +33,25 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.checkpoint import OutputPlan, ProgressFn, no_progress, write_model_folder
+from ctxext.architectures import ENCODER_FAMILIES, EncoderFamily, is_buffer, position_scheme
+from ctxext.checkpoint import (
+    OutputPlan,
+    ProgressFn,
+    model_tensors,
+    no_progress,
+    tied_duplicates,
+    write_model_folder,
+)
 from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
 from ctxext.io import (
     CheckpointReader,
     ModelFolder,
-    OutTensor,
     Source,
     check_output_target,
     open_model,
     read_json,
 )
-from ctxext.manifest import Check, OperationRecord
+from ctxext.manifest import Check, OperationRecord, check_verdicts
 
 
 class Init(str, Enum):
@@ -63,192 +70,138 @@ class Projection(str, Enum):
     even = "even"
 
 
-# ----------------------------------------------------------------------------- architecture tables
+# ----------------------------------------------------------------------------- rules by tensor role
+
+
+class RuleKind(str, Enum):
+    """How a teacher tensor goes through M (formulas in the module docstring)."""
+
+    table = "table"  # rows x stream
+    stream = "stream"  # a vector on the stream
+    norm = "norm"  # LayerNorm scale
+    square = "square"  # stream -> stream
+    read = "read"  # structured rows x stream
+    write = "write"  # stream x structured columns
+    pick = "pick"  # a vector over structured rows
+    head_columns = "head_columns"  # one column per head
+    copy = "copy"
 
 
 @dataclass(frozen=True)
 class Rule:
     """How one teacher tensor becomes a student tensor.
 
-    kind: ``table`` (rows x stream), ``stream`` (a vector on the stream), ``norm`` (LayerNorm scale),
-    ``square`` (stream -> stream), ``read`` (structured rows x stream), ``write`` (stream x structured
-    columns), ``pick`` (a vector over structured rows), ``head_columns`` (one column per head), ``copy``.
-    axis: ``heads`` or ``units`` for the structured kinds; chunks: fused tensors (ModernBERT's Wqkv, GLU Wi).
+    axis: ``heads`` or ``units`` for the structured kinds (read, write, pick); chunks: fused tensors (ModernBERT's
+    Wqkv, GLU Wi).
     """
 
-    kind: str
+    kind: RuleKind
     axis: str | None = None
     chunks: int = 1
 
 
-TABLE, STREAM, NORM, SQUARE, COPY = Rule("table"), Rule("stream"), Rule("norm"), Rule("square"), Rule("copy")
-HEAD_COLUMNS = Rule("head_columns")
+TABLE, STREAM, NORM = Rule(RuleKind.table), Rule(RuleKind.stream), Rule(RuleKind.norm)
+SQUARE, COPY, HEAD_COLUMNS = Rule(RuleKind.square), Rule(RuleKind.copy), Rule(RuleKind.head_columns)
 
 
-def _read(axis: str, chunks: int = 1) -> Rule:
-    return Rule("read", axis, chunks)
+def _reads(role: str, axis: str, chunks: int = 1) -> dict[str, Rule]:
+    return {f"{role}.weight": Rule(RuleKind.read, axis, chunks), f"{role}.bias": Rule(RuleKind.pick, axis, chunks)}
 
 
-def _write(axis: str) -> Rule:
-    return Rule("write", axis)
+def _writes(role: str, axis: str) -> dict[str, Rule]:
+    return {f"{role}.weight": Rule(RuleKind.write, axis), f"{role}.bias": STREAM}
 
 
-def _pick(axis: str, chunks: int = 1) -> Rule:
-    return Rule("pick", axis, chunks)
+def _norm(role: str) -> dict[str, Rule]:
+    return {f"{role}.weight": NORM, f"{role}.bias": STREAM}
 
 
-BERT_LAYER: dict[str, Rule] = {
-    **{f"attention.self.{p}.weight": _read("heads") for p in ("query", "key", "value")},
-    **{f"attention.self.{p}.bias": _pick("heads") for p in ("query", "key", "value")},
-    "attention.output.dense.weight": _write("heads"),
-    "attention.output.dense.bias": STREAM,
-    "attention.output.LayerNorm.weight": NORM,
-    "attention.output.LayerNorm.bias": STREAM,
-    "intermediate.dense.weight": _read("units"),
-    "intermediate.dense.bias": _pick("units"),
-    "output.dense.weight": _write("units"),
-    "output.dense.bias": STREAM,
-    "output.LayerNorm.weight": NORM,
-    "output.LayerNorm.bias": STREAM,
+def _square(role: str) -> dict[str, Rule]:
+    return {f"{role}.weight": SQUARE, f"{role}.bias": STREAM}
+
+
+# The rule of each tensor role of ``ctxext.architectures``.
+ROLE_RULES: dict[str, Rule] = {
+    "token_embd.weight": TABLE,
+    "position_embd.weight": TABLE,
+    "token_types.weight": TABLE,
+    **_norm("token_embd_norm"),
+    "rel_attn_bias.weight": HEAD_COLUMNS,
+    **_square("pooler"),
+    **_norm("output_norm"),
+    **_reads("attn_q", "heads"),
+    **_reads("attn_k", "heads"),
+    **_reads("attn_v", "heads"),
+    **_reads("attn_qkv", "heads", 3),
+    **_writes("attn_output", "heads"),
+    **_norm("attn_norm"),
+    **_norm("attn_output_norm"),
+    **_reads("ffn_up", "units"),
+    **_reads("ffn_gate_up", "units", 2),
+    **_writes("ffn_down", "units"),
+    **_norm("ffn_norm"),
+    **_norm("layer_output_norm"),
+    **_square("mlm_dense"),
+    **_norm("mlm_norm"),
+    "output.bias": COPY,
 }
-BERT_BASE: dict[str, Rule] = {
-    "embeddings.word_embeddings.weight": TABLE,
-    "embeddings.position_embeddings.weight": TABLE,
-    "embeddings.token_type_embeddings.weight": TABLE,
-    "embeddings.LayerNorm.weight": NORM,
-    "embeddings.LayerNorm.bias": STREAM,
-    "pooler.dense.weight": SQUARE,
-    "pooler.dense.bias": STREAM,
-}
-ROBERTA_HEAD: dict[str, Rule] = {
-    "lm_head.dense.weight": SQUARE,
-    "lm_head.dense.bias": STREAM,
-    "lm_head.layer_norm.weight": NORM,
-    "lm_head.layer_norm.bias": STREAM,
-    "lm_head.bias": COPY,
-}
-MPNET_LAYER: dict[str, Rule] = {
-    **{f"attention.attn.{p}.weight": _read("heads") for p in "qkv"},
-    **{f"attention.attn.{p}.bias": _pick("heads") for p in "qkv"},
-    "attention.attn.o.weight": _write("heads"),
-    "attention.attn.o.bias": STREAM,
-    "attention.LayerNorm.weight": NORM,
-    "attention.LayerNorm.bias": STREAM,
-    "intermediate.dense.weight": _read("units"),
-    "intermediate.dense.bias": _pick("units"),
-    "output.dense.weight": _write("units"),
-    "output.dense.bias": STREAM,
-    "output.LayerNorm.weight": NORM,
-    "output.LayerNorm.bias": STREAM,
-}
-MODERNBERT_LAYER: dict[str, Rule] = {
-    "attn_norm.weight": NORM,
-    "attn_norm.bias": STREAM,
-    "attn.Wqkv.weight": _read("heads", 3),
-    "attn.Wqkv.bias": _pick("heads", 3),
-    "attn.Wo.weight": _write("heads"),
-    "attn.Wo.bias": STREAM,
-    "mlp_norm.weight": NORM,
-    "mlp_norm.bias": STREAM,
-    "mlp.Wi.weight": _read("units", 2),
-    "mlp.Wi.bias": _pick("units", 2),
-    "mlp.Wo.weight": _write("units"),
-    "mlp.Wo.bias": STREAM,
-}
+# Roles that carry nothing to transfer: the decoder, tied to the token table.
+TIED_ROLES = ("output.weight",)
 
 
 @dataclass(frozen=True)
 class Family:
-    """Where each tensor role lives in one architecture family. Base and layer names are relative to
-    ``prefix`` (the base model inside the masked-LM model); head names are top-level."""
+    """An encoder family of ``ctxext.architectures`` with the rule of each of its tensors, by name. Base and layer
+    names are relative to ``prefix`` (the base model inside the masked-LM model); head names are top-level."""
 
-    mlm_class: str
-    prefix: str
-    layer: str
+    encoder: EncoderFamily
     layer_rules: dict[str, Rule]
     base_rules: dict[str, Rule]
     head_rules: dict[str, Rule]
-    token_table: str
-    pooler: tuple[str, ...] = ()
-    input_names: tuple[str, ...] | None = None  # what the tokenizer must return, where the model takes less
+
+    @classmethod
+    def of(cls, encoder: EncoderFamily) -> Family:
+        def rules(roles: dict[str, str]) -> dict[str, Rule]:
+            missing = [role for role in roles if role not in ROLE_RULES and role not in TIED_ROLES]
+            if missing:
+                raise UnsupportedArchitecture(f"guide has no rule for the {encoder.model_type} roles {missing}")
+            return {name: ROLE_RULES[role] for role, name in roles.items() if role not in TIED_ROLES}
+
+        return cls(encoder, rules(encoder.blocks), rules(encoder.base), rules(encoder.head))
+
+    @property
+    def mlm_class(self) -> str:
+        return self.encoder.mlm_class
+
+    @property
+    def prefix(self) -> str:
+        return self.encoder.prefix
+
+    @property
+    def layer(self) -> str:
+        return self.encoder.layer
+
+    @property
+    def token_table(self) -> str:
+        return self.encoder.base["token_embd.weight"]
+
+    @property
+    def pooler(self) -> tuple[str, ...]:
+        return tuple(self.encoder.base[role] for role in ("pooler.weight", "pooler.bias") if role in self.encoder.base)
+
+    @property
+    def input_names(self) -> tuple[str, ...] | None:
+        return self.encoder.input_names
+
+    def carries_nothing(self, name: str) -> bool:
+        """A teacher tensor with nothing to transfer: a buffer, or a decoder tied to the token table."""
+        tied = {self.encoder.head[role] for role in TIED_ROLES if role in self.encoder.head}
+        return is_buffer(name) or name in tied or name in self.encoder.aliases
 
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family(
-        "BertForMaskedLM",
-        "bert",
-        "encoder.layer.{}.",
-        BERT_LAYER,
-        BERT_BASE,
-        {
-            "cls.predictions.transform.dense.weight": SQUARE,
-            "cls.predictions.transform.dense.bias": STREAM,
-            "cls.predictions.transform.LayerNorm.weight": NORM,
-            "cls.predictions.transform.LayerNorm.bias": STREAM,
-            "cls.predictions.bias": COPY,
-        },
-        "embeddings.word_embeddings.weight",
-        ("pooler.dense.weight", "pooler.dense.bias"),
-    ),
-    "roberta": Family(
-        "RobertaForMaskedLM",
-        "roberta",
-        "encoder.layer.{}.",
-        BERT_LAYER,
-        BERT_BASE,
-        ROBERTA_HEAD,
-        "embeddings.word_embeddings.weight",
-        ("pooler.dense.weight", "pooler.dense.bias"),
-    ),
-    "mpnet": Family(
-        "MPNetForMaskedLM",
-        "mpnet",
-        "encoder.layer.{}.",
-        MPNET_LAYER,
-        {
-            "embeddings.word_embeddings.weight": TABLE,
-            "embeddings.position_embeddings.weight": TABLE,
-            "embeddings.LayerNorm.weight": NORM,
-            "embeddings.LayerNorm.bias": STREAM,
-            "encoder.relative_attention_bias.weight": HEAD_COLUMNS,
-            "pooler.dense.weight": SQUARE,
-            "pooler.dense.bias": STREAM,
-        },
-        ROBERTA_HEAD,
-        "embeddings.word_embeddings.weight",
-        ("pooler.dense.weight", "pooler.dense.bias"),
-    ),
-    "modernbert": Family(
-        "ModernBertForMaskedLM",
-        "model",
-        "layers.{}.",
-        MODERNBERT_LAYER,
-        {
-            "embeddings.tok_embeddings.weight": TABLE,
-            "embeddings.norm.weight": NORM,
-            "embeddings.norm.bias": STREAM,
-            "final_norm.weight": NORM,
-            "final_norm.bias": STREAM,
-        },
-        {
-            "head.dense.weight": SQUARE,
-            "head.dense.bias": STREAM,
-            "head.norm.weight": NORM,
-            "head.norm.bias": STREAM,
-            "decoder.bias": COPY,
-        },
-        "embeddings.tok_embeddings.weight",
-        input_names=("input_ids", "attention_mask"),
-    ),
+    model_type: Family.of(ENCODER_FAMILIES[model_type]) for model_type in ("bert", "roberta", "mpnet", "modernbert")
 }
-# Teacher tensors that carry nothing to transfer: buffers, and decoders tied to the token table.
-IGNORED_TEACHER_SUFFIXES = (
-    "position_ids",
-    "token_type_ids",
-    "decoder.weight",
-    "lm_head.decoder.bias",
-    "cls.predictions.decoder.bias",
-)
 
 
 # ----------------------------------------------------------------------------- PCA and selection
@@ -348,24 +301,24 @@ def project(
 ) -> np.ndarray:
     """The student's tensor for one teacher tensor (float64)."""
     value = tensor.astype(np.float64)
-    if rule.kind == "table":
+    if rule.kind == RuleKind.table:
         return value @ matrix
-    if rule.kind == "stream":
+    if rule.kind == RuleKind.stream:
         return matrix.T @ value
-    if rule.kind == "norm":
+    if rule.kind == RuleKind.norm:
         return (matrix * matrix).T @ value
-    if rule.kind == "square":
+    if rule.kind == RuleKind.square:
         return matrix.T @ value @ matrix
-    if rule.kind == "copy":
+    if rule.kind == RuleKind.copy:
         return value
-    if rule.kind == "head_columns":
+    if rule.kind == RuleKind.head_columns:
         return value[:, heads]
     rows = selection.rows(rule.axis)
-    if rule.kind in ("read", "pick"):
+    if rule.kind in (RuleKind.read, RuleKind.pick):
         chunks = np.split(value, rule.chunks, axis=0)
         picked = np.concatenate([chunk[rows] for chunk in chunks], axis=0)
-        return picked @ matrix if rule.kind == "read" else picked
-    if rule.kind == "write":
+        return picked @ matrix if rule.kind == RuleKind.read else picked
+    if rule.kind == RuleKind.write:
         return matrix.T @ value[:, rows]
     raise ValueError(f"unknown rule kind {rule.kind!r}")
 
@@ -387,10 +340,10 @@ def block_selection(
     every tensor that reads or writes it; keep the best (``norm``) or evenly spaced ones (``even``)."""
     scores = {"heads": np.zeros(teacher_heads * teacher_head_dim), "units": np.zeros(teacher_units)}
     for name, tensor_rule in rules.items():
-        if name not in layer or tensor_rule.kind not in ("read", "write"):
+        if name not in layer or tensor_rule.kind not in (RuleKind.read, RuleKind.write):
             continue
         value = layer[name].astype(np.float64)
-        if tensor_rule.kind == "read":
+        if tensor_rule.kind == RuleKind.read:
             for chunk in np.split(value, tensor_rule.chunks, axis=0):
                 scores[tensor_rule.axis] += ((chunk @ matrix) ** 2).sum(axis=1)
         else:
@@ -483,14 +436,13 @@ def family_of(config: dict[str, Any]) -> Family:
         raise UnsupportedArchitecture(
             f"guide supports {', '.join(sorted(FAMILIES))} teachers, not {model_type!r}"
         )
-    if model_type in ("bert", "roberta") and config.get("position_embedding_type", "absolute") != "absolute":
+    family = FAMILIES[model_type]
+    if position_scheme(config) != family.encoder.positions.scheme:
         raise UnsupportedArchitecture(
-            f"guide supports absolute positions only, not {config['position_embedding_type']!r}"
+            f"guide supports absolute positions only, not {config.get('position_embedding_type')!r}"
         )
-    return FAMILIES[model_type]
+    return family
 
-
-BASE_ROOTS = ("embeddings.", "encoder.", "pooler.", "layers.", "final_norm.")
 
 
 def _teacher_names(reader: CheckpointReader, family: Family) -> tuple[dict[str, str], list[str]]:
@@ -500,11 +452,11 @@ def _teacher_names(reader: CheckpointReader, family: Family) -> tuple[dict[str, 
     canonical: dict[str, str] = {}
     unused = []
     for name in reader.names:
-        if name.endswith(IGNORED_TEACHER_SUFFIXES):
+        if family.carries_nothing(name):
             continue
         if name.startswith(family.prefix + "."):
             canonical[name.removeprefix(family.prefix + ".")] = name
-        elif name in family.head_rules or name.startswith(BASE_ROOTS):
+        elif name in family.head_rules or name.startswith(family.encoder.base_roots):
             canonical[name] = name
         else:
             unused.append(name)
@@ -525,9 +477,6 @@ def build_student(
     progress: ProgressFn = no_progress,
 ) -> Student:
     """Build the student in memory (a masked-LM model) and the record of every tensor's origin."""
-    import torch
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
     source, folder = open_model(teacher)
     config = folder.config
     family = family_of(config)
@@ -546,8 +495,36 @@ def build_student(
         if projection == Projection.pca
         else even_projection(token_table, dim)
     )
-    matrix = stream.matrix
     progress("projection", 1, 1)
+
+    model, student_config = _student_model(folder, family, shape, seed)
+    assembly = _Assembly(family, shape, config, reader, names, stream.matrix, select, model.state_dict())
+    sources = block_sources(shape.layers, int(config["num_hidden_layers"]), init)
+    block_zero = assembly.fill_blocks(sources, progress)
+    pooler_values = assembly.fill_base_and_head(block_zero) if init != Init.none else {}
+    extra = _pooler_tensors(family, shape, student_config, pooler_values, seed)
+    tied = tied_duplicates(model)
+    for name in [*extra, *(name for name in assembly.state if name not in tied)]:
+        assembly.origins.setdefault(name, f"random init (family default, seed {seed})")
+    record = _student_record(assembly, stream, init, seed, sources, tied)
+    record.dropped = sorted(unused)
+    return Student(
+        model=model,
+        family=family,
+        shape=shape,
+        projection=stream,
+        record=record,
+        extra_tensors=extra,
+        source=source,
+        folder=folder,
+        source_hashes=reader.sha256_of_files(),
+    )
+
+
+def _student_model(folder: ModelFolder, family: Family, shape: StudentShape, seed: int) -> tuple[Any, Any]:
+    """The family's masked-LM model at the student's shape, with the family's own random init (``seed``)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM
 
     student_config = AutoConfig.from_pretrained(folder.model_dir, trust_remote_code=False)
     student_config.update(
@@ -565,174 +542,185 @@ def build_student(
         raise UnsupportedArchitecture(
             f"expected {family.mlm_class}, transformers built {type(model).__name__}"
         )
-    state = model.state_dict()
-    tied = tied_duplicates(model)
+    return model, student_config
 
-    teacher_layers = int(config["num_hidden_layers"])
-    teacher_heads = int(config["num_attention_heads"])
-    teacher_head_dim = int(config["hidden_size"]) // teacher_heads
-    sources = block_sources(shape.layers, teacher_layers, init)
-    origins: dict[str, str] = {}
-    selections: dict[str, Any] = {}
 
-    def assign(student_name: str, value: np.ndarray, origin: str) -> None:
-        target = state[student_name]
+@dataclass
+class _Assembly:
+    """A student being filled from its teacher: the student's state dict, the teacher's tensors by canonical
+    name (``names``: canonical -> the teacher's name), and where each student tensor came from."""
+
+    family: Family
+    shape: StudentShape
+    config: dict[str, Any]
+    reader: CheckpointReader
+    names: dict[str, str]
+    matrix: np.ndarray
+    select: Select
+    state: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)
+    selections: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def teacher_head_dim(self) -> int:
+        return int(self.config["hidden_size"]) // int(self.config["num_attention_heads"])
+
+    def origin(self, teacher_name: str, rule: Rule) -> str:
+        return f"teacher {teacher_name} ({_describe(rule, self.select)})"
+
+    def assign(self, student_name: str, value: np.ndarray, origin: str) -> None:
+        import torch
+
+        target = self.state[student_name]
         if tuple(target.shape) != value.shape:
             raise CheckFailed(
                 f"{student_name}: projected shape {value.shape} != student shape {tuple(target.shape)}"
             )
         with torch.no_grad():
             target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
-        origins[student_name] = origin
+        self.origins[student_name] = origin
 
-    block_zero: BlockSelection | None = None
-    for index, teacher_block in enumerate(sources):
-        progress("blocks", index, shape.layers)
-        if teacher_block is None:
-            continue
+    def fill_blocks(self, sources: list[int | None], progress: ProgressFn) -> BlockSelection | None:
+        """Every student block with a teacher block; returns the selection of the first one filled."""
+        block_zero: BlockSelection | None = None
+        for index, teacher_block in enumerate(sources):
+            progress("blocks", index, self.shape.layers)
+            if teacher_block is not None:
+                selection = self.fill_block(index, teacher_block)
+                block_zero = block_zero or selection
+        progress("blocks", self.shape.layers, self.shape.layers)
+        return block_zero
+
+    def fill_block(self, index: int, teacher_block: int) -> BlockSelection:
+        """Student block ``index`` from teacher block ``teacher_block``: heads and units selected, then projected."""
+        family, shape = self.family, self.shape
         prefix = family.layer.format(teacher_block)
-        layer = {
-            rel: reader.array(names[prefix + rel]) for rel in family.layer_rules if prefix + rel in names
-        }
+        layer = {rel: self.reader.array(self.names[prefix + rel]) for rel in family.layer_rules
+                 if prefix + rel in self.names}
         selection = block_selection(
-            layer,
-            family.layer_rules,
-            matrix,
-            teacher_heads=teacher_heads,
-            teacher_head_dim=teacher_head_dim,
-            teacher_units=int(config["intermediate_size"]),
-            heads=shape.heads,
-            head_dim=shape.head_dim,
-            units=shape.intermediate,
-            rule=select,
+            layer, family.layer_rules, self.matrix, teacher_heads=int(self.config["num_attention_heads"]),
+            teacher_head_dim=self.teacher_head_dim, teacher_units=int(self.config["intermediate_size"]),
+            heads=shape.heads, head_dim=shape.head_dim, units=shape.intermediate, rule=self.select,
         )
-        block_zero = block_zero or selection
-        selections[str(index)] = {
+        self.selections[str(index)] = {
             "teacher_block": teacher_block,
             "heads": selection.heads,
-            "head_dims": selection.head_dims if shape.head_dim < teacher_head_dim else "all",
+            "head_dims": selection.head_dims if shape.head_dim < self.teacher_head_dim else "all",
             "units": selection.units,
         }
         for rel, rule in family.layer_rules.items():
             student_name = f"{family.prefix}.{family.layer.format(index)}{rel}"
-            if rel in layer and student_name in state:
-                assign(
-                    student_name,
-                    project(rule, layer[rel], matrix, selection),
-                    f"teacher {names[prefix + rel]} ({_describe(rule, select)})",
-                )
-    progress("blocks", shape.layers, shape.layers)
+            if rel in layer and student_name in self.state:
+                self.assign(student_name, project(rule, layer[rel], self.matrix, selection),
+                            self.origin(self.names[prefix + rel], rule))
+        return selection
 
-    has_head = any(name in names for name, rule in family.head_rules.items() if rule.kind != "copy")
-    pooler_values: dict[str, np.ndarray] = {}
-    for rel, rule in {**family.base_rules, **family.head_rules}.items():
-        if rel not in names or init == Init.none:
-            continue
-        if rule.kind == "head_columns" and block_zero is None:
-            continue
-        value = project(
-            rule, reader.array(names[rel]), matrix, heads=block_zero.heads if block_zero is not None else None
-        )
-        origin = f"teacher {names[rel]} ({_describe(rule, select)})"
-        if rule.kind == "head_columns":
-            origin += f" heads of student block 0: {block_zero.heads}"
-        student_name = rel if rel in family.head_rules else f"{family.prefix}.{rel}"
-        if rel in family.pooler:
-            pooler_values[student_name] = value
-            origins[student_name] = origin
-        elif student_name in state:
-            assign(student_name, value, origin)
+    def fill_base_and_head(self, block_zero: BlockSelection | None) -> dict[str, np.ndarray]:
+        """Embeddings, final norms and the MLM head through M; returns the pooler, which the masked-LM model
+        lacks (written beside it)."""
+        family = self.family
+        pooler_values: dict[str, np.ndarray] = {}
+        for rel, rule in {**family.base_rules, **family.head_rules}.items():
+            if rel not in self.names or (rule.kind == RuleKind.head_columns and block_zero is None):
+                continue
+            heads = block_zero.heads if block_zero is not None else None
+            value = project(rule, self.reader.array(self.names[rel]), self.matrix, heads=heads)
+            origin = self.origin(self.names[rel], rule)
+            if rule.kind == RuleKind.head_columns:
+                origin += f" heads of student block 0: {heads}"
+            student_name = rel if rel in family.head_rules else f"{family.prefix}.{rel}"
+            if rel in family.pooler:
+                pooler_values[student_name] = value
+                self.origins[student_name] = origin
+            elif student_name in self.state:
+                self.assign(student_name, value, origin)
+        return pooler_values
 
-    extra = _pooler_tensors(family, shape, student_config, pooler_values, seed)
-    for name in extra:
-        origins.setdefault(name, f"random init (family default, seed {seed})")
-    tied_to = {name: target for name, target in tied.items()}
-    for name in state:
-        if name in tied_to:
-            continue
-        origins.setdefault(name, f"random init (family default, seed {seed})")
+    def has_head(self) -> bool:
+        """Whether the teacher carries a trained MLM head (more than the output bias)."""
+        return any(name in self.names for name, rule in self.family.head_rules.items() if rule.kind != RuleKind.copy)
 
-    record = OperationRecord(
-        "guide",
-        parameters={
-            "dim": shape.dim,
-            "layers": shape.layers,
-            "heads": shape.heads,
-            "head_dim": shape.head_dim,
-            "intermediate": shape.intermediate,
-            "init": init.value,
-            "select": select.value,
-            "projection": stream.method,
-            "seed": seed,
-            "explained_variance_ratio": stream.explained_variance_ratio,
-            "component_variance_ratios_first_16": stream.component_variance_ratios[:16].tolist(),
-            "teacher": {
-                "hidden_size": int(config["hidden_size"]),
-                "layers": teacher_layers,
-                "heads": teacher_heads,
-                "intermediate": int(config["intermediate_size"]),
-            },
-            "block_sources": {
-                str(i): (f"teacher block {b}" if b is not None else "random init")
-                for i, b in enumerate(sources)
-            },
-            "selections": selections,
-            "mlm_head": "teacher head through M"
-            if has_head and init != Init.none
-            else (
-                "random init (baseline)"
-                if init == Init.none
-                else "family init; teacher has no MLM head, decoder tied to the projected embeddings"
-            ),
-            "origins": dict(sorted(origins.items())),
-            "tied": tied_to,
+
+def _student_record(
+    assembly: _Assembly,
+    stream: StreamProjection,
+    init: Init,
+    seed: int,
+    sources: list[int | None],
+    tied: dict[str, str],
+) -> OperationRecord:
+    """The record of the student: its shape, the projection, and each tensor's origin."""
+    shape, config, has_head = assembly.shape, assembly.config, assembly.has_head()
+    if init == Init.none:
+        mlm_head = "random init (baseline)"
+    elif has_head:
+        mlm_head = "teacher head through M"
+    else:
+        mlm_head = "family init; teacher has no MLM head, decoder tied to the projected embeddings"
+    record = OperationRecord("guide", parameters={
+        "dim": shape.dim,
+        "layers": shape.layers,
+        "heads": shape.heads,
+        "head_dim": shape.head_dim,
+        "intermediate": shape.intermediate,
+        "init": init.value,
+        "select": assembly.select.value,
+        "projection": stream.method,
+        "seed": seed,
+        "explained_variance_ratio": stream.explained_variance_ratio,
+        "component_variance_ratios_first_16": stream.component_variance_ratios[:16].tolist(),
+        "teacher": {
+            "hidden_size": int(config["hidden_size"]),
+            "layers": int(config["num_hidden_layers"]),
+            "heads": int(config["num_attention_heads"]),
+            "intermediate": int(config["intermediate_size"]),
         },
-    )
-    record.created = sorted(origins)
-    record.dropped = sorted(unused)
-    record.notes.append(
+        "block_sources": {
+            str(i): (f"teacher block {b}" if b is not None else "random init") for i, b in enumerate(sources)
+        },
+        "selections": assembly.selections,
+        "mlm_head": mlm_head,
+        "origins": dict(sorted(assembly.origins.items())),
+        "tied": dict(tied),
+    })
+    record.created = sorted(assembly.origins)
+    record.notes.extend(_student_notes(stream, shape, assembly.teacher_head_dim, has_head or init == Init.none))
+    return record
+
+
+def _student_notes(stream: StreamProjection, shape: StudentShape, teacher_head_dim: int, head_noted: bool) -> list[str]:
+    notes = [
         f"projection M: {stream.method}, explained variance {stream.explained_variance_ratio:.4f} "
         f"of the centred token-embedding table"
-    )
-    if not has_head and init != Init.none:
-        record.notes.append(
+    ]
+    if not head_noted:
+        notes.append(
             "teacher carries no trained MLM head: the decoder is tied to the projected token "
             "embeddings; dense/LayerNorm/bias keep the family's init"
         )
     if shape.head_dim < teacher_head_dim:
-        record.notes.append(
+        notes.append(
             f"student heads keep {shape.head_dim} of {teacher_head_dim} dimensions; attention "
             "scores are scaled by the student's head size"
         )
-    record.notes.append(
+    notes.append(
         "LayerNorm does not commute with the projection: the student does not reproduce the teacher at step 0"
     )
-    return Student(
-        model=model,
-        family=family,
-        shape=shape,
-        projection=stream,
-        record=record,
-        extra_tensors=extra,
-        source=source,
-        folder=folder,
-        source_hashes=reader.sha256_of_files(),
-    )
+    return notes
 
 
 def _describe(rule: Rule, select: Select) -> str:
     return {
-        "table": "rows @ M",
-        "stream": "M^T v",
-        "norm": "(M*M)^T gamma",
-        "square": "M^T W M",
-        "copy": "copied",
-        "head_columns": "selected heads",
-        "read": f"selected {rule.axis} ({select.value}) @ M",
-        "pick": f"selected {rule.axis} ({select.value})",
-        "write": f"M^T @ selected {rule.axis} ({select.value})",
+        RuleKind.table: "rows @ M",
+        RuleKind.stream: "M^T v",
+        RuleKind.norm: "(M*M)^T gamma",
+        RuleKind.square: "M^T W M",
+        RuleKind.copy: "copied",
+        RuleKind.head_columns: "selected heads",
+        RuleKind.read: f"selected {rule.axis} ({select.value}) @ M",
+        RuleKind.pick: f"selected {rule.axis} ({select.value})",
+        RuleKind.write: f"M^T @ selected {rule.axis} ({select.value})",
     }[rule.kind]
-
 
 def _pooler_tensors(
     family: Family, shape: StudentShape, config: Any, projected: dict[str, np.ndarray], seed: int
@@ -750,32 +738,6 @@ def _pooler_tensors(
             tensors[name] = torch.randn(shape.dim, shape.dim, generator=generator) * config.initializer_range
         else:
             tensors[name] = torch.zeros(shape.dim)
-    return tensors
-
-
-def tied_duplicates(model: Any) -> dict[str, str]:
-    """State-dict entries that share storage with an earlier entry (tied decoders): name -> the name kept."""
-    seen: dict[tuple[int, tuple[int, ...]], str] = {}
-    tied: dict[str, str] = {}
-    for name, tensor in model.state_dict().items():
-        key = (tensor.data_ptr(), tuple(tensor.shape))
-        if key in seen:
-            tied[name] = seen[key]
-        else:
-            seen[key] = name
-    return tied
-
-
-def model_tensors(model: Any, extra: dict[str, Any] | None = None) -> list[OutTensor]:
-    """The tensors to write for a model: its state dict without tied duplicates, plus extra tensors."""
-    tied = tied_duplicates(model)
-    state = model.state_dict()
-    tensors = [
-        OutTensor.from_tensor(name, tensor.detach().contiguous())
-        for name, tensor in state.items()
-        if name not in tied
-    ]
-    tensors += [OutTensor.from_tensor(name, tensor.contiguous()) for name, tensor in (extra or {}).items()]
     return tensors
 
 
@@ -832,6 +794,23 @@ class GuideResult:
     path: Path
     manifest: dict[str, Any]
     student: Student
+
+    title = "guide"
+
+    def summary(self) -> dict[str, Any]:
+        """The student's shape, how much of it came from the teacher, the checks."""
+        operation = self.manifest["operations"][0]
+        parameters = operation["parameters"]
+        from_teacher = sum(1 for source in parameters["block_sources"].values() if source != "random init")
+        return {
+            "output": str(self.path),
+            "student": f"{parameters['dim']} wide x {parameters['layers']} deep, {parameters['heads']} heads, "
+            f"{parameters['intermediate']} units",
+            "explained_variance": round(parameters["explained_variance_ratio"], 4),
+            "blocks_from_teacher": f"{from_teacher} of {parameters['layers']}",
+            "mlm_head": parameters["mlm_head"],
+            "checks": check_verdicts(operation["checks"]),
+        }
 
 
 def guide(
@@ -975,133 +954,3 @@ def student_checks(student: Student, written: ModelFolder) -> list[Check]:
     if failed:
         raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g} {failed[0].detail}")
     return checks
-
-
-# ----------------------------------------------------------------------------- measuring agreement
-
-
-def similarity_rank_correlation(student_embeddings: np.ndarray, teacher_embeddings: np.ndarray) -> float:
-    """Spearman correlation between the two models' pairwise cosine similarities over the same texts."""
-    from scipy.stats import spearmanr
-
-    def pairwise(embeddings: np.ndarray) -> np.ndarray:
-        unit = embeddings / np.clip(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12, None)
-        similarity = unit @ unit.T
-        return similarity[np.triu_indices(len(unit), k=1)]
-
-    return float(spearmanr(pairwise(student_embeddings), pairwise(teacher_embeddings)).statistic)
-
-
-# ----------------------------------------------------------------------------- GUIDE against baselines
-
-
-@dataclass
-class Variant:
-    """One way to initialise the student, for comparisons."""
-
-    name: str
-    init: Init = Init.first
-    select: Select = Select.norm
-    projection: Projection = Projection.pca
-
-
-STANDARD_VARIANTS = (
-    Variant("random", Init.none),
-    Variant("weight selection (even, uniform)", Init.uniform, Select.even, Projection.even),
-    Variant("GUIDE first block", Init.first),
-    Variant("GUIDE uniform", Init.uniform),
-)
-
-
-def compare_initialisations(
-    teacher: str | Path,
-    dim: int,
-    layers: int,
-    train_texts: list[str],
-    held_out_texts: list[str],
-    *,
-    variants: tuple[Variant, ...] = STANDARD_VARIANTS,
-    embed_texts: list[str] | None = None,
-    max_len: int = 64,
-    mask: float = 0.3,
-    settings: Any = None,
-    work_dir: Path,
-    seed: int = 0,
-    progress: ProgressFn = no_progress,
-) -> dict[str, dict[str, Any]]:
-    """Train each variant with masked-LM on the same packed data, same steps, same seed; report the held-out
-    loss (same masks for all) at step 0 and every ``settings.eval_every`` steps, and the Spearman correlation
-    between the student's and the teacher's pairwise similarities of ``embed_texts`` (teacher pooling) at
-    step 0 and after training."""
-    import time
-
-    from ctxext.encode import Encoder, load_encoder, sentence_transformers_settings
-    from ctxext.train import (
-        ListDataset,
-        TrainSettings,
-        loss_history,
-        masked_held_out,
-        mlm_trainer,
-        pack_documents,
-    )
-
-    settings = settings or TrainSettings(steps=50, batch_size=16, eval_every=10, progress_bars=False)
-    teacher_encoder = load_encoder(teacher, max_length=max_len)
-    tokenizer = teacher_encoder.tokenizer
-    embed_texts = embed_texts or held_out_texts[:64]
-    teacher_embeddings = teacher_encoder.encode(embed_texts)
-    del teacher_encoder
-    train_sequences = pack_documents(tokenizer, train_texts, max_len)
-    held_out = ListDataset(
-        masked_held_out(tokenizer, pack_documents(tokenizer, held_out_texts, max_len), mask)
-    )
-    results: dict[str, dict[str, Any]] = {}
-    for number, variant in enumerate(variants):
-        progress("variants", number, len(variants))
-        started = time.perf_counter()
-        student = build_student(
-            teacher,
-            dim,
-            layers=layers,
-            init=variant.init,
-            select=variant.select,
-            projection=variant.projection,
-            seed=seed,
-        )
-        model = student.model
-        _, folder = open_model(teacher)
-        pooling, normalize, _ = sentence_transformers_settings(folder)
-        encoder = Encoder(
-            model=model.base_model,
-            tokenizer=tokenizer,
-            pooling=pooling or "mean",
-            normalize=normalize,
-            max_length=max_len,
-        )
-        agreement_start = similarity_rank_correlation(encoder.encode(embed_texts), teacher_embeddings)
-        trainer = mlm_trainer(
-            model,
-            tokenizer,
-            train_sequences,
-            held_out,
-            mask=mask,
-            settings=settings,
-            work_dir=work_dir / f"variant-{number}",
-            save=False,
-        )
-        start_loss = float(trainer.evaluate()["eval_loss"])
-        trainer.train()
-        history = loss_history(trainer)
-        model.eval()
-        agreement_end = similarity_rank_correlation(encoder.encode(embed_texts), teacher_embeddings)
-        results[variant.name] = {
-            "eval": [[0, start_loss], *history["eval"]],
-            "train": history["train"],
-            "final_loss": history["eval"][-1][1] if history["eval"] else start_loss,
-            "agreement_start": agreement_start,
-            "agreement_end": agreement_end,
-            "explained_variance_ratio": student.projection.explained_variance_ratio,
-            "seconds": time.perf_counter() - started,
-        }
-    progress("variants", len(variants), len(variants))
-    return results

@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxext.architectures import LEARNED, ROPE, is_buffer, position_scheme
 from ctxext.errors import CtxextError
 from ctxext.io import CheckpointReader, open_model, read_json
 from ctxext.manifest import read_manifest
-from ctxext.positions import LENGTH_BUFFERS, learned_layout, position_kind
+from ctxext.positions import learned_layout
 
 
-def describe(ref: str) -> dict[str, Any]:
+@dataclass
+class Description:
+    """What ``describe`` found, shown as a table titled with the checkpoint."""
+
+    ref: str
+    facts: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return self.facts
+
+    @property
+    def title(self) -> str:
+        return f"inspect {self.ref}"
+
+
+def describe(ref: str) -> Description:
     source, folder = open_model(ref)
     config = folder.config
     reader = CheckpointReader(folder)
     shapes = {name: info.shape for name, info in reader.infos.items()}
-    parameters = sum(math.prod(info.shape) for name, info in reader.infos.items()
-                     if not name.endswith(tuple(LENGTH_BUFFERS)))
-    return {
+    parameters = sum(math.prod(info.shape) for name, info in reader.infos.items() if not is_buffer(name))
+    return Description(ref, {
         "path": str(source.path),
         "architecture": (config.get("architectures") or [config.get("model_type")])[0],
         "model_type": config.get("model_type"),
@@ -31,18 +47,18 @@ def describe(ref: str) -> dict[str, Any]:
         "sentence_transformers": _sentence_transformers_modules(folder.root) if folder.sentence_transformers else None,
         "adapters": _adapters(folder.root),
         "manifest": _manifest_summary(folder.root),
-    }
+    })
 
 
 def _positions(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
     try:
-        kind = position_kind(config)
+        kind = position_scheme(config)
     except CtxextError as error:
         return {"kind": "unknown", "detail": str(error)}
-    if kind == "learned":
+    if kind == LEARNED:
         layout = learned_layout(config, shapes, None)
         return {"kind": "learned absolute", "length": layout.length, "offset": layout.offset, "rows": layout.rows}
-    if kind == "rope":
+    if kind == ROPE:
         return {"kind": "rope", "length": config.get("max_position_embeddings"),
                 "rope_scaling": config.get("rope_scaling")}
     return {"kind": kind, "length": config.get("max_position_embeddings")}

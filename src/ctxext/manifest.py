@@ -146,6 +146,11 @@ class VerifyResult:
         return {"ok": True, "tensors": self.tensors_checked, "files": self.files}
 
 
+def check_verdicts(checks: list[dict[str, Any]]) -> dict[str, str]:
+    """Recorded checks as ``name -> "passed (value)"`` (or ``FAILED``), for summaries."""
+    return {c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})" for c in checks}
+
+
 def written_summary(output: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """What a written folder's manifest says: each operation's tensor counts, the config changes, the checks."""
     operations = manifest["operations"]

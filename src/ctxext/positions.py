@@ -12,13 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from ctxext.architectures import (
+    BERT_EMBEDDINGS,
+    LEARNED,
+    POSITION_TABLE,
+    ROPE,
+    buffer_kind,
+    learned_offset,
+    position_scheme,
+)
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
 from ctxext.checks import max_abs_diff
 from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
 from ctxext.io import CheckpointReader, ModelFolder, OutTensor, array_to_bytes, bytes_to_array, open_model
 from ctxext.manifest import Check, OperationRecord
-
-POSITION_TABLE_SUFFIX = "embeddings.position_embeddings.weight"
 
 
 class Method(str, Enum):
@@ -59,45 +66,6 @@ class RopeScaling(str, Enum):
     yarn = "yarn"
 
 
-# How many rows sit before position 0 in a learned table.
-NO_OFFSET = "none"
-PADDING_OFFSET = "padding_idx + 1"
-
-# Model types with a learned absolute position table, and the rule for their offset rows.
-LEARNED_POSITIONS: dict[str, str] = {
-    "bert": NO_OFFSET,
-    "electra": NO_OFFSET,
-    "distilbert": NO_OFFSET,
-    "albert": NO_OFFSET,
-    "big_bird": NO_OFFSET,
-    "roberta": PADDING_OFFSET,
-    "xlm-roberta": PADDING_OFFSET,
-    "xlm-roberta-xl": PADDING_OFFSET,
-    "camembert": PADDING_OFFSET,
-    "mpnet": PADDING_OFFSET,
-    "longformer": PADDING_OFFSET,
-}
-
-# Model types with rotary positions: no table, the config carries the scaling.
-ROPE_MODEL_TYPES = frozenset({
-    "modernbert", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
-    "phi3", "olmo", "olmo2", "gpt_neox", "falcon", "nomic_bert", "jina_bert", "eurobert",
-})
-
-# Model types without an absolute table to stretch, and what they use instead.
-OTHER_SCHEMES: dict[str, str] = {
-    "deberta-v2": "relative positions",
-    "deberta": "relative positions",
-    "t5": "relative position buckets",
-    "mt5": "relative position buckets",
-    "bloom": "ALiBi",
-    "mpt": "ALiBi",
-}
-
-# Non-persistent buffers that older checkpoints still carry, sized by max_position_embeddings.
-LENGTH_BUFFERS = {"embeddings.position_ids": "arange", "embeddings.token_type_ids": "zeros"}
-
-
 @dataclass(frozen=True)
 class LearnedLayout:
     """Where a checkpoint's learned position table is and how it is laid out."""
@@ -112,46 +80,21 @@ class LearnedLayout:
         return self.rows - self.offset
 
 
-def position_kind(config: dict[str, Any]) -> str:
-    """``learned``, ``rope`` or the name of another scheme, from the config's model_type."""
-    model_type = config.get("model_type", "")
-    if model_type in LEARNED_POSITIONS:
-        if config.get("position_embedding_type", "absolute") != "absolute":
-            return f"{config['position_embedding_type']} positions"
-        if config.get("sinusoidal_pos_embds"):
-            return "fixed sinusoidal positions"
-        return "learned"
-    if model_type in ROPE_MODEL_TYPES:
-        return "rope"
-    if model_type in OTHER_SCHEMES:
-        return OTHER_SCHEMES[model_type]
-    raise UnsupportedArchitecture(
-        f"model type {model_type!r} is not supported; known: "
-        f"{', '.join(sorted(LEARNED_POSITIONS) + sorted(ROPE_MODEL_TYPES))}"
-    )
-
-
 def learned_layout(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], offset: int | None) -> LearnedLayout:
     """Find the position table(s) and their offset; ``offset=None`` detects it from the config."""
-    names = tuple(sorted(name for name in shapes if name.endswith(POSITION_TABLE_SUFFIX)))
+    names = tuple(sorted(name for name in shapes if name.endswith(POSITION_TABLE)))
     if not names:
-        raise UnsupportedArchitecture(f"no tensor named *{POSITION_TABLE_SUFFIX} in this {config.get('model_type')} "
+        raise UnsupportedArchitecture(f"no tensor named *{POSITION_TABLE} in this {config.get('model_type')} "
                                       "checkpoint")
     row_counts = {shapes[name][0] for name in names}
     if len(row_counts) != 1:
         raise UnsupportedArchitecture(f"position tables of different lengths: {names}")
     rows = row_counts.pop()
     if offset is None:
-        offset = detected_offset(config)
+        offset = learned_offset(config)
     if not 0 <= offset < rows:
         raise InvalidArgument(f"offset {offset} does not fit a position table of {rows} rows")
     return LearnedLayout(tensor_names=names, rows=rows, offset=offset)
-
-
-def detected_offset(config: dict[str, Any]) -> int:
-    if LEARNED_POSITIONS.get(config.get("model_type", "")) == PADDING_OFFSET:
-        return int(config.get("pad_token_id", 1)) + 1
-    return 0
 
 
 # ----------------------------------------------------------------------------- learned tables
@@ -245,13 +188,6 @@ def length_buffer(kind: str, rows: int) -> np.ndarray:
     return np.zeros((1, rows), dtype=np.int64)
 
 
-def length_buffer_kind(name: str) -> str | None:
-    for suffix, kind in LENGTH_BUFFERS.items():
-        if name.endswith(suffix):
-            return kind
-    return None
-
-
 FLOAT64_COPIES_PER_ROW = 4  # the spline's work arrays and the result, in float64, while a table is built
 MAX_POSITIONS = 2**20
 """The longest window ctxext writes (1,048,576): far past any learned table in use, and it keeps a typo
@@ -328,13 +264,13 @@ def interpolate(
     level = CheckLevel(check) if isinstance(check, str) else (CheckLevel.fast if check else CheckLevel.none)
     source, folder = open_model(ref)
     config = folder.config
-    kind = position_kind(config)
+    kind = position_scheme(config)
     reader = CheckpointReader(folder)
     options = {"ref": ref, "len": target_length, "method": method.value, "grid": grid.value,
                "offset": "auto" if offset is None else offset, "rope_scaling": rope_scaling.value,
                "check": level.value}
     sources = {"model": (source, reader.sha256_of_files_in_background())}
-    if kind == "rope":
+    if kind == ROPE:
         changes = rope_scaling_config(config, target_length, rope_scaling)
         record = OperationRecord("scale_rope", parameters={"len": target_length, "rope_scaling": rope_scaling.value},
                                  copied=list(reader.names), config_changes=changes,
@@ -342,7 +278,7 @@ def interpolate(
         plan = OutputPlan("interpolate", options, sources, [OutTensor.copied(reader, n) for n in reader.names],
                           [record], {**config, **changes}, target_length, folder)
         return write_model_folder(plan, out, force=force, progress=progress, argv=argv)
-    if kind != "learned":
+    if kind != LEARNED:
         raise UnsupportedArchitecture(f"{config.get('model_type')} uses {kind}: it has no learned absolute position "
                                       "table to stretch")
     layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, offset)
@@ -358,7 +294,7 @@ def interpolate(
             table = _stretched_table(reader, name, layout, target_length, method, grid, record)
             tensors.append(OutTensor.from_array(name, table, info.dtype))
             record.modified.append(name)
-        elif (buffer := length_buffer_kind(name)) is not None:
+        elif (buffer := buffer_kind(name)) is not None:
             tensors.append(OutTensor.from_array(name, length_buffer(buffer, layout.offset + target_length)))
             record.modified.append(name)
         else:
@@ -426,9 +362,9 @@ def written_table_checks(
     input can run.
     """
     written = CheckpointReader(output)
-    prefixes = [name[: -len(POSITION_TABLE_SUFFIX)] for name in layout.tensor_names]
-    if not all(f"{p}embeddings.word_embeddings.weight" in written.infos and f"{p}embeddings.LayerNorm.weight"
-               in written.infos for p in prefixes):
+    prefixes = [name[: -len(POSITION_TABLE)] for name in layout.tensor_names]
+    needed = [BERT_EMBEDDINGS[role] for role in ("token_embd.weight", "token_embd_norm.weight")]
+    if not all(prefix + name in written.infos for prefix in prefixes for name in needed):
         return None
     checks = [_layout_check(source, written, output.config, layout, target_length),
               _copied_check(source, written, copied)]
@@ -464,7 +400,7 @@ def _layout_check(source: CheckpointReader, written: CheckpointReader, config: d
             continue
         if name in layout.tensor_names:
             expected = (rows, *info.shape[1:])
-        elif length_buffer_kind(name) is not None:
+        elif buffer_kind(name) is not None:
             expected = (1, rows)
         else:
             expected = info.shape
@@ -501,12 +437,15 @@ class EmbeddingLayer:
         def optional(name: str) -> np.ndarray | float:
             return reader.array(name).astype(np.float64) if name in reader.infos else 0.0
 
-        words = reader.array(f"{prefix}embeddings.word_embeddings.weight")
-        token_type = optional(f"{prefix}embeddings.token_type_embeddings.weight")
-        return cls(words, reader.array(f"{prefix}embeddings.position_embeddings.weight"),
+        def name(role: str) -> str:
+            return prefix + BERT_EMBEDDINGS[role]
+
+        words = reader.array(name("token_embd.weight"))
+        token_type = optional(name("token_types.weight"))
+        return cls(words, reader.array(name("position_embd.weight")),
                    token_type[0] if isinstance(token_type, np.ndarray) else 0.0,
-                   reader.array(f"{prefix}embeddings.LayerNorm.weight").astype(np.float64),
-                   optional(f"{prefix}embeddings.LayerNorm.bias"), config.get("layer_norm_eps", 1e-12),
+                   reader.array(name("token_embd_norm.weight")).astype(np.float64),
+                   optional(name("token_embd_norm.bias")), config.get("layer_norm_eps", 1e-12),
                    float(np.sqrt(config.get("hidden_size", words.shape[1]))) if config.get("rescale_embeddings")
                    else 1.0)
 

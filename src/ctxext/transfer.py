@@ -1,8 +1,9 @@
 """Architecture-to-architecture transfer: a BERT-family checkpoint and its adapters into BigBird.
 
-The surgery streams tensors: every source tensor is looked up in :data:`BERT_TO_BIGBIRD` (one canonical
-role per row, a source name pattern and a target name pattern), copied byte for byte, renamed, or, for the
-position table, stretched with the methods of ``ctxext.positions``. A tensor no row matches stops the
+The surgery streams tensors: every source tensor gets its canonical role from the source family's table in
+``ctxext.architectures`` and is looked up in :data:`BERT_TO_BIGBIRD` (one row per role): copied byte for byte
+under BigBird's name for the role, or, for the position table, stretched with the methods of
+``ctxext.positions``; buffers and pre-training heads are dropped. A tensor with no role or no row stops the
 transfer. Adapters (``adapters`` format) are renamed into the layout of the adapters plugin interface on
 BigBird (``ctxext.adapters_bigbird``) and written in the adapters format under ``adapters/<name>/``.
 
@@ -33,6 +34,7 @@ from ctxext.adapters_bigbird import (
     rename_adapter_key,
     renamed_adapter_config,
 )
+from ctxext.architectures import BUFFERS, ENCODER_FAMILIES, EncoderFamily
 from ctxext.checkpoint import (
     OutputPlan,
     OutputResult,
@@ -65,60 +67,39 @@ TOLERANCE = 1e-4
 COPY = "copy"
 POSITIONS = "positions"
 DROP = "drop"
-CREATE_IF_MISSING = "pooler"
+
+BIGBIRD = ENCODER_FAMILIES["big_bird"]
 
 
 @dataclass(frozen=True)
 class TensorRule:
-    """One tensor role: where it is in the source (regex, after the base prefix) and where it goes."""
+    """What happens to the tensors of one role (``ctxext.architectures``; weight and bias alike)."""
 
     role: str
-    source: str
-    target: str | None
     action: str = COPY
     why: str = ""
 
 
-_LAYER = r"encoder\.layer\.(\d+)\."  # source: any layer index ...
-_SAME = r"encoder.layer.\1."  # ... target: the same index
-_WB = r"(weight|bias)"
-_BUFFER = "non-persistent buffer in BigBird, rebuilt from max_position_embeddings"
-
-# fmt: off
 BERT_TO_BIGBIRD: tuple[TensorRule, ...] = (
-    TensorRule("word_embeddings", r"embeddings\.word_embeddings\.weight",
-               "embeddings.word_embeddings.weight"),
-    TensorRule("position_embeddings", r"embeddings\.position_embeddings\.weight",
-               "embeddings.position_embeddings.weight", POSITIONS),
-    TensorRule("token_type_embeddings", r"embeddings\.token_type_embeddings\.weight",
-               "embeddings.token_type_embeddings.weight"),
-    TensorRule("embeddings_norm", r"embeddings\.LayerNorm\." + _WB, r"embeddings.LayerNorm.\1"),
-    TensorRule("attn_q", _LAYER + r"attention\.self\.query\." + _WB, _SAME + r"attention.self.query.\2"),
-    TensorRule("attn_k", _LAYER + r"attention\.self\.key\." + _WB, _SAME + r"attention.self.key.\2"),
-    TensorRule("attn_v", _LAYER + r"attention\.self\.value\." + _WB, _SAME + r"attention.self.value.\2"),
-    TensorRule("attn_out", _LAYER + r"attention\.output\.dense\." + _WB,
-               _SAME + r"attention.output.dense.\2"),
-    TensorRule("attn_norm", _LAYER + r"attention\.output\.LayerNorm\." + _WB,
-               _SAME + r"attention.output.LayerNorm.\2"),
-    TensorRule("ffn_up", _LAYER + r"intermediate\.dense\." + _WB, _SAME + r"intermediate.dense.\2"),
-    TensorRule("ffn_down", _LAYER + r"output\.dense\." + _WB, _SAME + r"output.dense.\2"),
-    TensorRule("ffn_norm", _LAYER + r"output\.LayerNorm\." + _WB, _SAME + r"output.LayerNorm.\2"),
-    TensorRule("pooler", r"pooler\.dense\." + _WB, r"pooler.\1"),
-    TensorRule("position_ids", r"embeddings\.position_ids", None, DROP, _BUFFER),
-    TensorRule("token_type_ids", r"embeddings\.token_type_ids", None, DROP, _BUFFER),
-    TensorRule("pretraining_heads", r"(?:cls|lm_head)\..+", None, DROP,
+    TensorRule("token_embd"),
+    TensorRule("position_embd", POSITIONS),
+    TensorRule("token_types"),
+    TensorRule("token_embd_norm"),
+    TensorRule("attn_q"),
+    TensorRule("attn_k"),
+    TensorRule("attn_v"),
+    TensorRule("attn_output"),
+    TensorRule("attn_output_norm"),
+    TensorRule("ffn_up"),
+    TensorRule("ffn_down"),
+    TensorRule("layer_output_norm"),
+    TensorRule("pooler"),  # pooler.dense.* -> pooler.*
+    TensorRule("buffers", DROP, "non-persistent buffer in BigBird, rebuilt from max_position_embeddings"),
+    TensorRule("pretraining_heads", DROP,
                "pre-training head: BigBirdModel has none (the base model is what gets transferred)"),
 )
-# fmt: on
-
-# Source model types, the base-model prefix their checkpoints with a head use, and whether a row offset
-# sits before position 0 (learned_layout detects it).
-SOURCE_FAMILIES: dict[str, str] = {
-    "bert": "bert.",
-    "roberta": "roberta.",
-    "xlm-roberta": "roberta.",
-    "camembert": "roberta.",
-}
+RULES = {rule.role: rule for rule in BERT_TO_BIGBIRD}
+POOLER = [BIGBIRD.tensor_name("pooler.weight"), BIGBIRD.tensor_name("pooler.bias")]
 
 # ----------------------------------------------------------------------------- the config table
 
@@ -168,6 +149,9 @@ SOURCE_CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
     "xlm-roberta": {**_BERT_DEFAULTS, **_ROBERTA_TOKENS},
     "camembert": {**_BERT_DEFAULTS, **_ROBERTA_TOKENS},
 }
+# The model types transfer reads: BERT's tensor layout (``ctxext.architectures``), a config it can complete.
+SOURCE_MODEL_TYPES = tuple(SOURCE_CONFIG_DEFAULTS)
+PRETRAINING_HEADS = tuple(sorted({root for t in SOURCE_MODEL_TYPES for root in ENCODER_FAMILIES[t].head_roots}))
 # Fields every transformers config has (generation settings, labels, output flags); BigBird reads them as any
 # model does, so a source's values for them are not reported as left out.
 GENERIC_CONFIG_FIELDS = frozenset({
@@ -326,23 +310,27 @@ def safe_adapter_name(name: str) -> str:
 # ----------------------------------------------------------------------------- mapping
 
 
-def base_prefix(names: list[str], model_type: str) -> str:
+def base_prefix(names: list[str], family: EncoderFamily) -> str:
     """The base-model prefix the checkpoint's encoder tensors carry ('' for a bare base model)."""
-    prefix = SOURCE_FAMILIES[model_type]
-    encoder = [n for n in names if ".encoder.layer." in f".{n}"]
+    prefix = family.prefix + "."
+    encoder = [n for n in names if f".{family.block_root}" in f".{n}"]
     if encoder and all(n.startswith(prefix) for n in encoder):
         return prefix
     return ""
 
 
-def map_tensor_name(name: str, prefix: str) -> tuple[TensorRule, str | None]:
+def map_tensor_name(name: str, prefix: str, family: EncoderFamily) -> tuple[TensorRule, str | None]:
     """The rule and the target name of one source tensor; an unmapped tensor raises."""
     bare = name[len(prefix) :] if prefix and name.startswith(prefix) else name
-    for rule in BERT_TO_BIGBIRD:
-        match = re.fullmatch(rule.source, bare)
-        if match:
-            return rule, match.expand(rule.target) if rule.target is not None else None
-    raise UnsupportedArchitecture(f"source tensor {name!r} has no BigBird mapping; nothing was written")
+    if bare in BUFFERS:
+        return RULES["buffers"], None
+    if bare.startswith(PRETRAINING_HEADS):
+        return RULES["pretraining_heads"], None
+    found = family.role_of(bare)
+    rule = RULES.get(found[0].rsplit(".", 1)[0]) if found else None
+    if found is None or rule is None:
+        raise UnsupportedArchitecture(f"source tensor {name!r} has no BigBird mapping; nothing was written")
+    return rule, BIGBIRD.tensor_name(*found)
 
 
 def bigbird_config(
@@ -365,7 +353,7 @@ def bigbird_config(
     if carried.get("sep_token_id") is None:
         carried["sep_token_id"] = sep_token_id
     config = {
-        "model_type": "big_bird",
+        "model_type": BIGBIRD.model_type,
         **carried,
         "max_position_embeddings": target_length,
         "attention_type": "block_sparse",
@@ -448,11 +436,80 @@ def transfer(
     check: bool = True,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
-) -> OutputResult:
+) -> TransferResult:
     """Transfer ``ref`` (a preset such as ``specter2``, or a BERT-family folder / hub ID) into BigBird with
     ``target_length`` positions, with every adapter renamed into the BigBird plugin layout.
     ``global_registers``: the tokenizer fills BigBird's global blocks with reserved tokens
     (``reserve_global_blocks``)."""
+    check_bigbird_options(target, target_length, block_size, num_random_blocks)
+    sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters)
+    folder, config = sources.folder, sources.folder.config
+    family = source_family(config)
+    reader = CheckpointReader(folder)
+    layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, None)
+    check_target_length(layout.length, target_length)
+    new_config, left_out = bigbird_config(
+        config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
+    )
+    record = OperationRecord("bert_to_bigbird", parameters={
+        "target": target, "target_length": target_length, "original_length": layout.length,
+        "offset_rows_dropped": layout.offset, "method": method.value, "grid": grid.value, "block_size": block_size,
+        "num_random_blocks": num_random_blocks, "global_registers": global_registers,
+    })
+    record.config_changes.update(config_diff(config, new_config))
+    tokenizer_files = _register_tokenizer_files(folder, block_size, record) if global_registers else {}
+    if left_out:
+        record.notes.append(f"source config fields with no meaning in BigBird, left out: {', '.join(left_out)}")
+    tensors = _map_tensors(reader, family, layout, target_length, method, grid, new_config, record)
+    adapter_outputs = [_map_adapter(item, new_config["hidden_size"]) for item in sources.adapters]
+    options = {
+        "source": ref, "target": target, "len": target_length, "method": method.value, "grid": grid.value,
+        "block_size": block_size, "num_random_blocks": num_random_blocks, "global_registers": global_registers,
+        "base": base, "adapter_paths": adapter_paths or {},
+        "adapters": [f"{n}={r}" if n else r for n, r in adapters or []], "check": check,
+    }
+    plan = _transfer_plan(options, sources, reader, tensors, record, adapter_outputs, new_config, tokenizer_files)
+
+    def finish(staging: Path) -> list[Check]:
+        for item in adapter_outputs:
+            _write_adapter_pickle(staging / "adapters" / item.name, item)
+        if not check:
+            return []
+        progress("numeric checks", 0, 1)
+        return equivalence_checks(sources, staging, Path(folder.relative_model_dir),
+                                  [a.name for a in adapter_outputs], layout.length, target_length, block_size,
+                                  num_random_blocks)
+
+    written = write_model_folder(plan, out, force=force, checks=finish, progress=progress, argv=argv)
+    return TransferResult(written.path, written.manifest)
+
+
+class TransferResult(OutputResult):
+    """A transferred folder; its summary counts the weights, names each adapter and sums up the checks."""
+
+    title = "transfer"
+    view = "table"
+
+    def summary(self) -> dict[str, Any]:
+        operations = self.manifest["operations"]
+        weights = operations[0]
+        bounded = [c for c in operations[-1]["checks"] if c["threshold"] is not None]
+        checked = self.manifest["options"].get("check", True)
+        return {
+            "output": str(self.path),
+            "weights": {key: len(weights[key]) for key in ("copied", "modified", "renamed", "created", "dropped")},
+            "adapters": {op["parameters"]["name"]: f"{op['parameters']['source_name']} -> {len(op['renamed'])} tensors"
+                         for op in operations if op["name"].startswith("adapter:")},
+            "config": {k: weights["config_changes"][k]
+                       for k in ("max_position_embeddings", "attention_type", "block_size", "num_random_blocks")
+                       if k in weights["config_changes"]},
+            "checks": f"{sum(c['passed'] for c in bounded)}/{len(bounded)} bounded checks passed, worst "
+            f"{max((c['value'] for c in bounded), default=0.0):.2g}" if checked else "skipped (--no-check)",
+        }
+
+
+def check_bigbird_options(target: str, target_length: int, block_size: int, num_random_blocks: int) -> None:
+    """Refuse, before any work, a target or a BigBird shape that cannot run block-sparse at ``target_length``."""
     if target not in TARGETS:
         raise UnsupportedArchitecture(
             f"transfer target {target!r} is not supported; targets: {', '.join(TARGETS)}"
@@ -471,106 +528,62 @@ def transfer(
             f"{full_up_to}: "
             "BigBird would always fall back to full attention; use a smaller --block-size or --random-blocks"
         )
-    sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters)
-    folder = sources.folder
-    config = folder.config
-    model_type = config.get("model_type")
-    if model_type not in SOURCE_FAMILIES:
-        raise UnsupportedArchitecture(
-            f"cannot transfer a {model_type!r} model to BigBird; sources: {', '.join(SOURCE_FAMILIES)}"
-        )
-    reader = CheckpointReader(folder)
-    layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, None)
-    check_target_length(layout.length, target_length)
-    new_config, left_out = bigbird_config(
-        config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
-    )
-    record = OperationRecord(
-        "bert_to_bigbird",
-        parameters={
-            "target": target,
-            "target_length": target_length,
-            "original_length": layout.length,
-            "offset_rows_dropped": layout.offset,
-            "method": method.value,
-            "grid": grid.value,
-            "block_size": block_size,
-            "num_random_blocks": num_random_blocks,
-            "global_registers": global_registers,
-        },
-    )
-    record.config_changes.update(config_diff(config, new_config))
-    tokenizer_files = {}
-    if global_registers:
-        tokenizer_path, registers = _registered_tokenizer(folder, block_size)
-        tokenizer_files[tokenizer_path] = registers.tokenizer
-        record.notes.append(
-            f"global registers: the tokenizer puts {len(registers.head)} reserved tokens after [CLS] "
-            f"({registers.head[0]}..{registers.head[-1]}) and {len(registers.tail)} before the last [SEP] "
-            f"({registers.tail[0]}..{registers.tail[-1]}), so no text lands in BigBird's global blocks")
-    if left_out:
-        record.notes.append(
-            f"source config fields with no meaning in BigBird, left out: {', '.join(left_out)}"
-        )
-    tensors = _map_tensors(reader, model_type, layout, target_length, method, grid, new_config, record)
 
-    adapter_outputs = [_map_adapter(item, new_config["hidden_size"]) for item in sources.adapters]
-    options = {
-        "source": ref,
-        "target": target,
-        "len": target_length,
-        "method": method.value,
-        "grid": grid.value,
-        "block_size": block_size,
-        "num_random_blocks": num_random_blocks,
-        "global_registers": global_registers,
-        "base": base,
-        "adapter_paths": adapter_paths or {},
-        "adapters": [f"{n}={r}" if n else r for n, r in adapters or []],
-        "check": check,
-    }
+
+def source_family(config: dict[str, Any]) -> EncoderFamily:
+    """The source's family in ``ctxext.architectures``, if transfer reads it."""
+    model_type = config.get("model_type")
+    if model_type not in SOURCE_MODEL_TYPES:
+        raise UnsupportedArchitecture(
+            f"cannot transfer a {model_type!r} model to BigBird; sources: {', '.join(SOURCE_MODEL_TYPES)}"
+        )
+    return ENCODER_FAMILIES[model_type]
+
+
+def _register_tokenizer_files(folder: ModelFolder, block_size: int, record: OperationRecord) -> dict[str, Any]:
+    """The tokenizer.json with global registers (``reserve_global_blocks``), noted in ``record``."""
+    tokenizer_path, registers = _registered_tokenizer(folder, block_size)
+    record.notes.append(
+        f"global registers: the tokenizer puts {len(registers.head)} reserved tokens after [CLS] "
+        f"({registers.head[0]}..{registers.head[-1]}) and {len(registers.tail)} before the last [SEP] "
+        f"({registers.tail[0]}..{registers.tail[-1]}), so no text lands in BigBird's global blocks")
+    return {tokenizer_path: registers.tokenizer}
+
+
+def _transfer_plan(
+    options: dict[str, Any],
+    sources: TransferSources,
+    reader: CheckpointReader,
+    tensors: list[OutTensor],
+    record: OperationRecord,
+    adapter_outputs: list[AdapterOutput],
+    new_config: dict[str, Any],
+    tokenizer_files: dict[str, Any],
+) -> OutputPlan:
+    """The output folder: model tensors and config, the adapter interface file, each adapter under adapters/."""
     plan_sources = {"model": (sources.model, reader.sha256_of_files_in_background())}
     for item in adapter_outputs:
         plan_sources[f"adapter:{item.name}"] = (
             item.source.source,
             {item.source.folder.weights_file.name: file_sha256(item.source.folder.weights_file)},
         )
-    checks_record = OperationRecord("numeric_checks", parameters={"tolerance": TOLERANCE, "enabled": check})
+    checks_record = OperationRecord("numeric_checks", parameters={"tolerance": TOLERANCE, "enabled": options["check"]})
     operations = [record, *[item.record for item in adapter_outputs], checks_record]
-    relative_model_dir = Path(folder.relative_model_dir)
-    plan = OutputPlan(
+    relative_model_dir = Path(sources.folder.relative_model_dir)
+    return OutputPlan(
         "transfer",
         options,
         plan_sources,
         tensors,
         operations,
         new_config,
-        target_length,
-        folder,
+        new_config["max_position_embeddings"],
+        sources.folder,
         extra_files={(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content(), **tokenizer_files,
                      **{f"adapters/{item.name}/{ADAPTER_CONFIG}": item.config for item in adapter_outputs}},
         extra_weights={f"adapters/{item.name}/{ADAPTER_WEIGHTS_SAFETENSORS}": _adapter_tensors(item)
                        for item in adapter_outputs},
     )
-
-    def finish(staging: Path) -> list[Check]:
-        for item in adapter_outputs:
-            _write_adapter_pickle(staging / "adapters" / item.name, item)
-        if not check:
-            return []
-        progress("numeric checks", 0, 1)
-        return equivalence_checks(
-            sources,
-            staging,
-            relative_model_dir,
-            [a.name for a in adapter_outputs],
-            layout.length,
-            target_length,
-            block_size,
-            num_random_blocks,
-        )
-
-    return write_model_folder(plan, out, force=force, checks=finish, progress=progress, argv=argv)
 
 
 @dataclass
@@ -627,7 +640,7 @@ def _registered_tokenizer(folder: ModelFolder, block_size: int) -> tuple[str, Gl
 
 def _map_tensors(
     reader: CheckpointReader,
-    model_type: str,
+    family: EncoderFamily,
     layout: Any,
     target_length: int,
     method: Method,
@@ -635,8 +648,8 @@ def _map_tensors(
     new_config: dict[str, Any],
     record: OperationRecord,
 ) -> list[OutTensor]:
-    prefix = base_prefix(reader.names, model_type)
-    mapped = [(name, *map_tensor_name(name, prefix)) for name in reader.names]  # raises before any write
+    prefix = base_prefix(reader.names, family)
+    mapped = [(name, *map_tensor_name(name, prefix, family)) for name in reader.names]  # raises before any write
     tensors: list[OutTensor] = []
     for name, rule, target_name in mapped:
         if rule.action == DROP:
@@ -653,10 +666,10 @@ def _map_tensors(
         else:
             record.renamed[name] = target_name
     written = {t.info.name for t in tensors}
-    if not {"pooler.weight", "pooler.bias"} & written:
-        tensors.extend(_new_pooler(new_config, reader, record))
+    if not set(POOLER) & written:
+        tensors.extend(_new_pooler(new_config, reader, family, record))
     record.notes.append(
-        f"dropped: {', '.join(sorted({map_tensor_name(n, prefix)[0].why for n in record.dropped}))}"
+        f"dropped: {', '.join(sorted({map_tensor_name(n, prefix, family)[0].why for n in record.dropped}))}"
         if record.dropped
         else "no source tensor dropped"
     )
@@ -702,20 +715,24 @@ def _position_table(
     return OutTensor.from_array(target_name, table, dtype)
 
 
-def _new_pooler(config: dict[str, Any], reader: CheckpointReader, record: OperationRecord) -> list[OutTensor]:
+def _new_pooler(
+    config: dict[str, Any], reader: CheckpointReader, family: EncoderFamily, record: OperationRecord
+) -> list[OutTensor]:
     """BigBirdModel always has a pooler; a source without one gets a seeded random one (recorded)."""
     hidden = config["hidden_size"]
-    dtype = reader.infos[next(n for n in reader.names if n.endswith("word_embeddings.weight"))].dtype
+    token_table = family.tensor_name("token_embd.weight")
+    dtype = reader.infos[next(n for n in reader.names if n.endswith(token_table))].dtype
     generator = np.random.default_rng(0)
     weight = generator.normal(0.0, config["initializer_range"], (hidden, hidden)).astype(np.float32)
-    record.created.extend(["pooler.weight", "pooler.bias"])
+    weight_name, bias_name = POOLER
+    record.created.extend(POOLER)
     record.notes.append(
         "the source has no pooler; BigBird's pooler was created (normal init, seed 0): "
         "pooler_output is untrained, last_hidden_state is unaffected"
     )
     return [
-        OutTensor.from_array("pooler.weight", weight, dtype),
-        OutTensor.from_array("pooler.bias", np.zeros(hidden, np.float32), dtype),
+        OutTensor.from_array(weight_name, weight, dtype),
+        OutTensor.from_array(bias_name, np.zeros(hidden, np.float32), dtype),
     ]
 
 
@@ -896,28 +913,18 @@ def run_model(
     model: Any, input_ids: Any, attention_mask: Any, *, attention_type: str | None = None, probe: bool = False
 ) -> Any:
     """Last hidden states (float64, padding zeroed); with ``probe`` also which attention ran."""
-    import torch
-
     from ctxext.adapters_bigbird import attention_probe
+    from ctxext.checks import last_hidden_state
 
     if attention_type is not None:
-        backbone = getattr(model, "bert", model)
-        backbone.set_attention_type(attention_type)
-    with torch.no_grad():
-        if probe:
-            with attention_probe(model) as seen:
-                hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            ran = (
-                "block_sparse"
-                if seen and set(seen) == {"block_sparse"}
-                else "original_full"
-                if seen and set(seen) == {"original_full"}
-                else f"mixed {sorted(set(seen))}"
-            )
-        else:
-            hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    hidden = (hidden * attention_mask[..., None]).double().numpy()
-    return (hidden, ran) if probe else hidden
+        getattr(model, BIGBIRD.prefix, model).set_attention_type(attention_type)
+    if not probe:
+        return last_hidden_state(model, input_ids, attention_mask)
+    with attention_probe(model) as seen:
+        hidden = last_hidden_state(model, input_ids, attention_mask)
+    kinds = set(seen)
+    ran = next((kind for kind in ("block_sparse", "original_full") if kinds == {kind}), f"mixed {sorted(kinds)}")
+    return hidden, ran
 
 
 def _cls(hidden: np.ndarray) -> np.ndarray:

@@ -7,8 +7,10 @@ import json
 import os
 import signal
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -29,6 +31,14 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (writte
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")]
 LenOpt = Annotated[int, typer.Option("--len", min=1, help="Target number of positions.")]
+SpecialTokensOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--special-tokens",
+        help="JSON file with 'special_tokens' and a 'template' "
+        "(default: configs/qa_special_tokens.json's content).",
+    ),
+]
 LinearOpt = Annotated[bool, typer.Option("--linear", help="Linear interpolation between the original rows.")]
 SplineOpt = Annotated[bool, typer.Option("--spline", help="Cubic spline through the original rows.")]
 TileOpt = Annotated[bool, typer.Option("--tile", help="Repeat the original rows; short inputs stay exact.")]
@@ -120,6 +130,19 @@ def _given_value(error: Exception, arguments: list[str]) -> str:
     return ""
 
 
+def _usage_message(error: Exception) -> str:
+    """Click's message, or for a choice (an Enum-typed option) the choices: ``--pooling takes mean, last or cls``."""
+    parameter = getattr(error, "param", None)
+    annotation = getattr(getattr(parameter, "type_descriptor", None), "annotation", None)
+    choices = next((a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, Enum)),
+                   None)
+    if choices is None or not getattr(parameter, "opts", None):
+        return error.format_message()
+    values = [choice.value for choice in choices]
+    listed = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
+    return f"{max(parameter.opts, key=len)} takes {listed}"
+
+
 class OneLineUsageErrors(TyperGroup):
     """Usage errors (a bad or missing option value) as one line naming the option, not typer's box."""
 
@@ -132,7 +155,7 @@ class OneLineUsageErrors(TyperGroup):
         except _click_exception() as error:
             context = getattr(error, "ctx", None)
             hint = f" (see {context.command_path} --help)" if context is not None else ""
-            print_one_line(error.format_message() + _given_value(error, arguments) + hint)
+            print_one_line(_usage_message(error) + _given_value(error, arguments) + hint)
             sys.exit(InvalidArgument.exit_code)
         except typer.Abort:
             print_one_line("the command was aborted", label="aborted")
@@ -155,22 +178,19 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def emit(result: Any, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
-    """Print an operation's result: its ``summary()`` as JSON for scripts, or rendered for people (as its
-    ``view`` says: ``written`` for a model folder, ``scores`` for evaluations, else a table titled ``title``).
-    Nothing is printed on processes other than the main one of a distributed run (no output there)."""
-    if table is not None or not hasattr(result, "summary"):  # TODO(15): every caller passes a result
-        data = result
-    elif getattr(result, "manifest", True) is None:
+def emit(result: Any, as_json: bool) -> None:
+    """Print an operation's result: its ``summary()`` as JSON for scripts, or rendered for people as its
+    ``view`` says (``written``: a model folder, ``scores``: evaluations side by side, ``counts``: a data
+    output, ``verified``; otherwise a table titled with its ``title``). A distributed run's other processes
+    wrote nothing (``manifest`` None) and print nothing."""
+    if getattr(result, "manifest", True) is None:
         return
-    else:
-        data = result.summary()
+    data = result.summary()
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
         return
-    if table is None:
-        table = VIEWS.get(getattr(result, "view", ""), lambda rows: key_value_table(result.title, rows))
-    stdout.print(table(data))
+    view = VIEWS.get(getattr(result, "view", ""))
+    stdout.print(view(result, data) if view else key_value_table(result.title, data))
 
 
 def key_value_table(title: str, rows: dict[str, Any]) -> Table:
@@ -217,9 +237,38 @@ def score_table(results: list[dict]):
     return table
 
 
-def render_verified(summary: dict[str, Any]) -> str:
+COUNT_HEADERS = {
+    "documents": "docs",
+    "chunked_documents": "chunked",
+    "exact_duplicates": "exact dup",
+    "near_duplicates": "near dup",
+    "tokens_before": "tokens in",
+    "tokens_after": "tokens out",
+    "title_queries": "title q",
+    "section_queries": "section q",
+    "dropped_verbatim": "verbatim dropped",
+}
+
+
+def render_counts(result: Any, summary: dict[str, Any]) -> Table:
+    """A data output: one row of counts per source."""
+    table = Table(title=f"{result.title} -> {summary['output']}", title_justify="left")
+    columns, rows = result.columns, result.count_rows()
+    table.add_column("source", style="bold", overflow="fold")
+    for column in columns:
+        table.add_column(COUNT_HEADERS.get(column, column.replace("_", " ")), justify="right")
+    for label, counts in rows.items():
+        table.add_row(label, *(f"{counts.get(column, 0):,}" for column in columns))
+    return table
+
+
+def render_verified(result: Any, summary: dict[str, Any]) -> str:
     return f"[green]ok[/]: {summary['tensors']} tensors match the manifest"
 
 
-VIEWS: dict[str, Callable[[Any], Any]] = {"written": render_written, "verified": render_verified,
-                                          "scores": score_table}
+VIEWS: dict[str, Callable[[Any, Any], Any]] = {
+    "written": lambda result, summary: render_written(summary),
+    "scores": lambda result, summary: score_table(summary),
+    "counts": render_counts,
+    "verified": render_verified,
+}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table, progress_bars, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, progress_bars, reports_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def inspect_command(
     """
     from ctxext.inspect import describe
 
-    emit(describe(checkpoint), as_json, lambda data: key_value_table(f"inspect {checkpoint}", data))
+    emit(describe(checkpoint), as_json)
 
 
 @reports_errors

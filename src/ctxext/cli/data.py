@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors, stderr
+from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, Strategy
 
 FileOutOpt = Annotated[
     Path,
@@ -24,14 +24,11 @@ TokenizerOpt = Annotated[
     ),
 ]
 FormatOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--format",
-        help="Read every input as this format (txt, md, jsonl, parquet, pdf), whatever its suffix.",
-    ),
+    InputFormat | None,
+    typer.Option("--format", help="Read every input as this format, whatever its suffix."),
 ]
 OnErrorOpt = Annotated[
-    str,
+    OnError,
     typer.Option(
         "--on-error",
         help="stop: a bad file or line stops the run (nothing is written); skip: report it and go on.",
@@ -40,6 +37,32 @@ OnErrorOpt = Annotated[
 PdfPasswordOpt = Annotated[str | None, typer.Option("--pdf-password", help="Password of encrypted PDFs.")]
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")]
+
+SourcesArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Files or folders (txt, md, jsonl, parquet, pdf); LABEL=PATH names a source in the `source` column."
+    ),
+]
+ChunkOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Most tokens per row, special tokens included; longer "
+        "documents are split on paragraph / sentence boundaries."
+    ),
+]
+OverlapOpt = Annotated[int, typer.Option(help="Fewest tokens consecutive chunks share.")]
+DedupeOpt = Annotated[
+    bool,
+    typer.Option("--dedupe", help="Drop exact and near-duplicate rows (MinHash, Jaccard >= --near-threshold)."),
+]
+NearThresholdOpt = Annotated[
+    float, typer.Option(help="Word 5-gram Jaccard similarity above which two rows are near-duplicates.")
+]
+ExactOnlyOpt = Annotated[bool, typer.Option("--exact-only", help="With --dedupe: exact duplicates only.")]
+PatternOpt = Annotated[
+    str | None, typer.Option(help="Glob for files inside folders, e.g. '*.py' (with --format txt).")
+]
 
 app = typer.Typer(
     name="data",
@@ -64,40 +87,17 @@ def _warn_problems(problems: list[str]) -> None:
 @app.command("corpus")
 @reports_errors
 def corpus_command(
-    sources: Annotated[
-        list[str],
-        typer.Argument(
-            help="Files or folders (txt, md, jsonl, parquet, pdf); "
-            "LABEL=PATH names a source in the `source` column."
-        ),
-    ],
+    sources: SourcesArg,
     out: FileOutOpt,
-    chunk: Annotated[
-        int | None,
-        typer.Option(
-            help="Most tokens per row, special tokens included; longer "
-            "documents are split on paragraph / sentence boundaries."
-        ),
-    ] = None,
-    overlap: Annotated[int, typer.Option(help="Fewest tokens consecutive chunks share.")] = 0,
-    tokenizer: TokenizerOpt = "all-MiniLM-L6-v2",
-    dedupe: Annotated[
-        bool,
-        typer.Option(
-            "--dedupe", help="Drop exact and near-duplicate rows (MinHash, Jaccard >= --near-threshold)."
-        ),
-    ] = False,
-    near_threshold: Annotated[
-        float, typer.Option(help="Word 5-gram Jaccard similarity above which two rows are near-duplicates.")
-    ] = 0.8,
-    exact_only: Annotated[
-        bool, typer.Option("--exact-only", help="With --dedupe: exact duplicates only.")
-    ] = False,
+    chunk: ChunkOpt = None,
+    overlap: OverlapOpt = 0,
+    tokenizer: TokenizerOpt = DEFAULT_MODEL,
+    dedupe: DedupeOpt = False,
+    near_threshold: NearThresholdOpt = 0.8,
+    exact_only: ExactOnlyOpt = False,
     input_format: FormatOpt = None,
-    pattern: Annotated[
-        str | None, typer.Option(help="Glob for files inside folders, e.g. '*.py' (with --format txt).")
-    ] = None,
-    on_error: OnErrorOpt = "stop",
+    pattern: PatternOpt = None,
+    on_error: OnErrorOpt = OnError.stop,
     pdf_password: PdfPasswordOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -117,43 +117,13 @@ def corpus_command(
 
     with progress_bars() as progress:
         result = build_corpus(
-            sources,
-            out,
-            tokenizer=tokenizer,
-            chunk=chunk,
-            overlap=overlap,
-            dedupe=dedupe,
-            near_duplicates=not exact_only,
-            near_threshold=near_threshold,
-            input_format=input_format,
-            pattern=pattern,
-            on_error=on_error,
-            pdf_password=pdf_password,
-            force=force,
-            progress=progress,
+            sources, out, tokenizer=tokenizer, chunk=chunk, overlap=overlap, dedupe=dedupe,
+            near_duplicates=not exact_only, near_threshold=near_threshold, input_format=input_format,
+            pattern=pattern, on_error=on_error, pdf_password=pdf_password, force=force, progress=progress,
             argv=sys.argv,
         )
     _warn_problems(result.problems)
-    rows = {label: vars(counts) for label, counts in result.sources.items()}
-    rows["total"] = vars(result.totals)
-    emit(
-        {"output": str(result.path), "manifest": str(result.manifest_path), "sources": rows},
-        as_json,
-        lambda data: _counts_table(
-            f"corpus -> {data['output']}",
-            data["sources"],
-            (
-                "files",
-                "documents",
-                "rows",
-                "tokens",
-                "chunked_documents",
-                "exact_duplicates",
-                "near_duplicates",
-                "problems",
-            ),
-        ),
-    )
+    emit(result, as_json)
 
 
 @app.command("fit")
@@ -166,22 +136,19 @@ def fit_command(
     budget: Annotated[
         int, typer.Option(min=2, help="Most tokens per document, special tokens included.")
     ] = 4096,
-    tokenizer: TokenizerOpt = "all-MiniLM-L6-v2",
+    tokenizer: TokenizerOpt = DEFAULT_MODEL,
     strategy: Annotated[
-        str,
+        Strategy,
         typer.Option(
-            help="head, head-tail, or extractive (the sentences closest to the "
-            "document's embedding, in their original order)."
+            help="extractive keeps the sentences closest to the document's embedding, in their original order."
         ),
-    ] = "head",
-    encoder: Annotated[
-        str, typer.Option(help="Embedding model of the extractive strategy.")
-    ] = "all-MiniLM-L6-v2",
+    ] = Strategy.head,
+    encoder: Annotated[str, typer.Option(help="Embedding model of the extractive strategy.")] = DEFAULT_MODEL,
     head_fraction: Annotated[
         float, typer.Option(help="head-tail: share of the budget given to the head.")
     ] = 0.5,
     input_format: FormatOpt = None,
-    on_error: OnErrorOpt = "stop",
+    on_error: OnErrorOpt = OnError.stop,
     pdf_password: PdfPasswordOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -199,36 +166,12 @@ def fit_command(
 
     with progress_bars() as progress:
         result = fit_file(
-            source,
-            out,
-            budget=budget,
-            tokenizer=tokenizer,
-            strategy=strategy,
-            encoder=encoder,
-            head_fraction=head_fraction,
-            input_format=input_format,
-            on_error=on_error,
-            pdf_password=pdf_password,
-            force=force,
-            progress=progress,
-            argv=sys.argv,
+            source, out, budget=budget, tokenizer=tokenizer, strategy=strategy, encoder=encoder,
+            head_fraction=head_fraction, input_format=input_format, on_error=on_error, pdf_password=pdf_password,
+            force=force, progress=progress, argv=sys.argv,
         )
     _warn_problems(result.problems)
-    emit(
-        {
-            "output": str(result.path),
-            "manifest": str(result.manifest_path),
-            "strategy": strategy,
-            "budget": budget,
-            **vars(result.counts),
-        },
-        as_json,
-        lambda data: _counts_table(
-            f"fit -> {data['output']}",
-            {"documents": data},
-            ("documents", "shortened", "tokens_before", "tokens_after", "problems"),
-        ),
-    )
+    emit(result, as_json)
 
 
 @app.command("triplets")
@@ -243,11 +186,12 @@ def triplets_command(
     ],
     out: FileOutOpt,
     queries: Annotated[
-        str, typer.Option(help="title, section, both, or passage (inverse cloze: a random run of words).")
-    ] = "both",
-    negatives_from: Annotated[str, typer.Option(
-        help="embedding, bm25, or swap (passage queries: the positive with the passage swapped out).")] = "embedding",
-    encoder: Annotated[str, typer.Option(help="Embedding model for hard negatives.")] = "all-MiniLM-L6-v2",
+        Queries, typer.Option(help="Which queries to make; passage: inverse cloze (a random run of words).")
+    ] = Queries.both,
+    negatives_from: Annotated[NegativesFrom, typer.Option(
+        help="Where hard negatives come from; swap (passage queries): the positive with the passage swapped out.")
+    ] = NegativesFrom.embedding,
+    encoder: Annotated[str, typer.Option(help="Embedding model for hard negatives.")] = DEFAULT_MODEL,
     negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per query (one line each).")] = 1,
     skip_top: Annotated[int, typer.Option(min=0, help="Pass over this many nearest candidates first.")] = 0,
     sections_per_document: Annotated[
@@ -266,7 +210,7 @@ def triplets_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the section and passage choice.")] = 0,
     input_format: FormatOpt = None,
-    on_error: OnErrorOpt = "stop",
+    on_error: OnErrorOpt = OnError.stop,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -303,16 +247,7 @@ def triplets_command(
             argv=sys.argv,
         )
     _warn_problems(result.problems)
-    emit(
-        {"output": str(result.path), "manifest": str(result.manifest_path), **vars(result.counts)},
-        as_json,
-        lambda data: _counts_table(
-            f"triplets -> {data['output']}",
-            {"corpus": data},
-            ("documents", "title_queries", "section_queries", "passage_queries", "dropped_verbatim", "triplets",
-             "problems"),
-        ),
-    )
+    emit(result, as_json)
 
 
 @app.command("pydocs")
@@ -334,36 +269,4 @@ def pydocs_command(
     """
     from ctxext.data.pydocs import write_python_docs_corpus
 
-    path, manifest = write_python_docs_corpus(
-        out, min_words=min_words, limit=limit, force=force, argv=sys.argv
-    )
-    emit(
-        {"output": str(path), **manifest["counts"]},
-        as_json,
-        lambda data: _counts_table(
-            f"pydocs -> {data['output']}", {"python-stdlib": data}, ("documents", "words")
-        ),
-    )
-
-
-HEADERS = {
-    "documents": "docs",
-    "chunked_documents": "chunked",
-    "exact_duplicates": "exact dup",
-    "near_duplicates": "near dup",
-    "tokens_before": "tokens in",
-    "tokens_after": "tokens out",
-    "title_queries": "title q",
-    "section_queries": "section q",
-    "dropped_verbatim": "verbatim dropped",
-}
-
-
-def _counts_table(title: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ...]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("source", style="bold", overflow="fold")
-    for column in columns:
-        table.add_column(HEADERS.get(column, column.replace("_", " ")), justify="right")
-    for label, counts in rows.items():
-        table.add_row(label, *(f"{counts.get(column, 0):,}" for column in columns))
-    return table
+    emit(write_python_docs_corpus(out, min_words=min_words, limit=limit, force=force, argv=sys.argv), as_json)

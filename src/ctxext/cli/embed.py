@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, emit, key_value_table, progress_bars, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, emit, progress_bars, reports_errors
 from ctxext.encode import Pooling
 
 
@@ -73,14 +73,4 @@ def embed_command(
             progress=progress,
             argv=sys.argv,
         )
-    options = result.manifest["options"]
-    summary = {
-        "output": str(result.path),
-        "manifest": str(result.manifest_path),
-        "rows": result.rows,
-        "dimension": result.dimension,
-        "pooling": options["pooling"],
-        "max_length": options["max_length"],
-        "adapter": (result.manifest["adapter"] or {}).get("name"),
-    }
-    emit(summary, as_json, lambda data: key_value_table("embed", data))
+    emit(result, as_json)

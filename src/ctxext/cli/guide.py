@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, key_value_table, progress_bars, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, progress_bars, reports_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -71,13 +71,9 @@ def guide_command(
 
       ctxext guide ./bert-base --dim 256 --layers 8 --init uniform -o bert-256x8
     """
-    from ctxext.errors import InvalidArgument
-    from ctxext.guide import Init, Projection, Select, guide
+    from ctxext.guide import guide
 
-    try:
-        init_choice, select_choice, projection_choice = Init(init), Select(select), Projection(projection)
-    except ValueError as error:
-        raise InvalidArgument(str(error)) from None
+    init_choice, select_choice, projection_choice = _choices(init, select, projection)
     with progress_bars() as progress:
         result = guide(
             teacher,
@@ -95,18 +91,15 @@ def guide_command(
             progress=progress,
             argv=sys.argv,
         )
-    parameters = result.manifest["operations"][0]["parameters"]
-    from_teacher = sum(1 for source in parameters["block_sources"].values() if source != "random init")
-    summary = {
-        "output": str(result.path),
-        "student": f"{parameters['dim']} wide x {parameters['layers']} deep, {parameters['heads']} heads, "
-        f"{parameters['intermediate']} units",
-        "explained_variance": round(parameters["explained_variance_ratio"], 4),
-        "blocks_from_teacher": f"{from_teacher} of {parameters['layers']}",
-        "mlm_head": parameters["mlm_head"],
-        "checks": {
-            c["name"]: ("passed" if c["passed"] else "FAILED") + f" ({c['value']:.3g})"
-            for c in result.manifest["operations"][0]["checks"]
-        },
-    }
-    emit(summary, as_json, lambda data: key_value_table("guide", data))
+    emit(result, as_json)
+
+
+def _choices(init: str, select: str, projection: str) -> tuple[Any, Any, Any]:
+    """The --init, --select and --projection values as the library's enums; a bad one is a usage error."""
+    from ctxext.errors import InvalidArgument
+    from ctxext.guide import Init, Projection, Select
+
+    try:
+        return Init(init), Select(select), Projection(projection)
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None

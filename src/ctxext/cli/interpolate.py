@@ -13,9 +13,7 @@ from ctxext.cli._common import (
     LenOpt,
     OutOpt,
     emit,
-    manifest_summary,
     progress_bars,
-    render_written,
     reports_errors,
 )
 
@@ -72,4 +70,4 @@ def interpolate_command(
             offset=offset_rows, rope_scaling=scaling, force=force, progress=progress, argv=sys.argv,
             check=CheckLevel.full if full_check else CheckLevel.fast if check else CheckLevel.none,
         )
-    emit(manifest_summary(result.path, result.manifest), as_json, render_written)
+    emit(result, as_json)

@@ -1,4 +1,5 @@
-"""Training commands on the Hugging Face Trainer: `ctxext mlm` (masked-LM), `distill`, `finetune`."""
+"""Training commands on the Hugging Face Trainer: `ctxext mlm` (masked-LM), `distill`, `finetune` and
+`finetune-qa` (extractive QA on a `flip --head qa` folder)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,23 @@ from typing import Annotated, Any
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, SpecialTokensOpt, emit, reports_errors
 
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps (effective "
                                                                      "batch: batch size x this x processes).")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="bfloat16 mixed precision (GPUs with bf16, recent CPUs).")]
 ReportToOpt = Annotated[list[str] | None, typer.Option("--report-to", help="Log to tensorboard or wandb (installed "
                                                                            "separately); repeat for both.")]
+StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
+SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of data order and init.")]
+WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: "
+                                                                   "OUT.checkpoints).")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work dir.")]
+KeepOpt = Annotated[bool, typer.Option(help="Keep the Trainer checkpoints after a successful run.")]
+EvalBeirOpt = Annotated[Path | None, typer.Option("--eval-beir", help="BEIR folder scored (Acc@1, nDCG@10) every "
+                                                                     "--eval-every steps and at the end.")]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
 
 
 def training_settings(*, grad_accum: int, bf16: bool, report_to: list[str] | None, **fields) -> Any:
@@ -29,6 +40,7 @@ def register(app: typer.Typer) -> None:
     app.command("mlm")(mlm_command)
     app.command("distill")(distill_command)
     app.command("finetune")(finetune_command)
+    app.command("finetune-qa")(finetune_qa_command)
 
 
 @reports_errors
@@ -64,15 +76,9 @@ def mlm_command(
         int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")
     ] = 500,
     seed: Annotated[int, typer.Option(help="Seed of masking, data order and init.")] = 0,
-    work_dir: Annotated[
-        Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: OUT.checkpoints).")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work dir.")
-    ] = False,
-    keep_checkpoints: Annotated[
-        bool, typer.Option(help="Keep the Trainer checkpoints after a successful run.")
-    ] = False,
+    work_dir: WorkDirOpt = None,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepOpt = False,
     grad_accum: GradAccumOpt = 1,
     bf16: Bf16Opt = False,
     report_to: ReportToOpt = None,
@@ -108,18 +114,6 @@ def mlm_command(
         argv=sys.argv,
     )
     emit(result, as_json)
-
-
-StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
-SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of data order and init.")]
-WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: "
-                                                                   "OUT.checkpoints).")]
-ResumeOpt = Annotated[bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work dir.")]
-KeepOpt = Annotated[bool, typer.Option(help="Keep the Trainer checkpoints after a successful run.")]
-EvalBeirOpt = Annotated[Path | None, typer.Option("--eval-beir", help="BEIR folder scored (Acc@1, nDCG@10) every "
-                                                                     "--eval-every steps and at the end.")]
-EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
 
 
 @reports_errors
@@ -224,4 +218,43 @@ def finetune_command(
                       query_max_len=query_max_len, temperature=temperature,
                       gradient_checkpointing=gradient_checkpointing, settings=settings, eval_beir=eval_beir,
                       work_dir=work_dir, resume=resume, keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
+    emit(result, as_json)
+
+
+@reports_errors
+def finetune_qa_command(
+    model: Annotated[str, typer.Argument(help="A QA folder written by `ctxext flip --head qa`.")],
+    train: Annotated[Path, typer.Option(help="SQuAD-format jsonl to train on.")],
+    out: OutOpt,
+    eval_file: Annotated[Path | None, typer.Option("--eval", help="SQuAD-format jsonl for exact match / F1.")] = None,
+    steps: StepsOpt = 100,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per device and step.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 3e-5,
+    max_length: Annotated[int, typer.Option(min=8, help="Tokens per input (question + context).")] = 384,
+    freeze_embeddings: Annotated[bool, typer.Option(help="Keep the token embeddings fixed (fast on CPU).")] = False,
+    special_tokens: SpecialTokensOpt = None,
+    save_every: SaveEveryOpt = 500,
+    seed: SeedOpt = 0,
+    work_dir: WorkDirOpt = None,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepOpt = False,
+    grad_accum: GradAccumOpt = 1,
+    bf16: Bf16Opt = False,
+    report_to: ReportToOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune extractive QA (start/end spans) with the Hugging Face Trainer; report exact match and F1.
+
+    Examples:
+
+      ctxext finetune-qa gemma3-qa --train train.jsonl --eval dev.jsonl --steps 200 -o gemma3-qa-tuned
+    """
+    from ctxext.train.qa import finetune_qa, qa_settings
+
+    settings = qa_settings(steps=steps, batch_size=batch_size, learning_rate=lr, seed=seed, save_every=save_every,
+                           gradient_accumulation=grad_accum, bf16=bf16, report_to=tuple(report_to or ()))
+    result = finetune_qa(model, train, out, eval_path=eval_file, settings=settings, max_length=max_length,
+                         freeze_embeddings=freeze_embeddings, special_tokens=special_tokens, work_dir=work_dir,
+                         resume=resume, keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
     emit(result, as_json)

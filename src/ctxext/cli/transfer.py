@@ -17,7 +17,6 @@ from ctxext.cli._common import (
     SplineOpt,
     chosen_method,
     emit,
-    key_value_table,
     progress_bars,
     reports_errors,
 )
@@ -119,28 +118,4 @@ def transfer_command(
             progress=progress,
             argv=sys.argv,
         )
-    operations = result.manifest["operations"]
-    weights = operations[0]
-    checks = operations[-1]["checks"]
-    bounded = [c for c in checks if c["threshold"] is not None]
-    summary = {
-        "output": str(result.path),
-        "weights": {
-            key: len(weights[key]) for key in ("copied", "modified", "renamed", "created", "dropped")
-        },
-        "adapters": {
-            op["parameters"]["name"]: f"{op['parameters']['source_name']} -> {len(op['renamed'])} tensors"
-            for op in operations
-            if op["name"].startswith("adapter:")
-        },
-        "config": {
-            k: weights["config_changes"][k]
-            for k in ("max_position_embeddings", "attention_type", "block_size", "num_random_blocks")
-            if k in weights["config_changes"]
-        },
-        "checks": f"{sum(c['passed'] for c in bounded)}/{len(bounded)} bounded checks passed, worst "
-        f"{max((c['value'] for c in bounded), default=0.0):.2g}"
-        if check
-        else "skipped (--no-check)",
-    }
-    emit(summary, as_json, lambda data: key_value_table("transfer", data))
+    emit(result, as_json)

@@ -14,19 +14,12 @@ from typing import Any
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.chunking import chunk_spans
-from ctxext.data.dedupe import Deduplicator
-from ctxext.data.output import (
-    InputRecord,
-    ParquetRowWriter,
-    atomic_file_with_manifest,
-    checked_output,
-    write_file_manifest,
-)
+from ctxext.data.dedupe import Deduplicator, Duplicate
+from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS
+from ctxext.data.options import DEFAULT_MODEL, InputFormat, OnError, plain
+from ctxext.data.output import CountedOutput, FileOutput, InputRecord, ParquetRowWriter
 from ctxext.data.sources import (
-    TEXT_FIELDS,
-    TRIPLET_FIELDS,
     Document,
-    EmptySource,
     Problems,
     SourceFile,
     UnreadableSource,
@@ -37,9 +30,8 @@ from ctxext.data.sources import (
 from ctxext.data.text import WORD, Tokenizer, cut_ranks, load_tokenizer, token_spans
 from ctxext.errors import InvalidArgument
 
-DEFAULT_TOKENIZER = "all-MiniLM-L6-v2"
 CORPUS_COLUMNS = ("source", "file", "doc_id", "field", "title", "chunk", "text", "tokens")
-READ_COLUMNS = ("doc_id", "id", "title", *TEXT_FIELDS, *TRIPLET_FIELDS)
+READ_COLUMNS = ("doc_id", "id", "title", *TEXT_FIELDS, *ROLE_OF_KEY)
 
 
 def corpus_schema() -> Any:
@@ -75,7 +67,7 @@ class SourceCounts:
 
 
 @dataclass
-class CorpusResult:
+class CorpusResult(CountedOutput):
     path: Path
     manifest_path: Path
     sources: dict[str, SourceCounts]
@@ -83,20 +75,33 @@ class CorpusResult:
     problems: list[str]
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        """The output, its manifest, and the counts of each source and of all (``total``)."""
+        return {"output": str(self.path), "manifest": str(self.manifest_path), "sources": self.count_rows()}
+
+    title = "corpus"
+    columns = ("files", "documents", "rows", "tokens", "chunked_documents", "exact_duplicates", "near_duplicates",
+               "problems")
+
+    def count_rows(self) -> dict[str, dict[str, Any]]:
+        rows = {label: vars(counts) for label, counts in self.sources.items()}
+        rows["total"] = vars(self.totals)
+        return rows
+
 
 def build_corpus(
     sources: list[str],
     out: str | Path,
     *,
-    tokenizer: str = DEFAULT_TOKENIZER,
+    tokenizer: str = DEFAULT_MODEL,
     chunk: int | None = None,
     overlap: int = 0,
     dedupe: bool = False,
     near_duplicates: bool = True,
     near_threshold: float = 0.8,
-    input_format: str | None = None,
+    input_format: InputFormat | str | None = None,
     pattern: str | None = None,
-    on_error: str = "stop",
+    on_error: OnError | str = OnError.stop,
     pdf_password: str | None = None,
     force: bool = False,
     batch_documents: int = 256,
@@ -116,121 +121,101 @@ def build_corpus(
         raise InvalidArgument(f"output {out.name}: the corpus is written as Parquet; name it *.parquet")
     problems = Problems(on_error)
     files = expand_sources(sources, input_format=input_format, pattern=pattern)
-    checked_output(out, force=force, inputs=files)
+    output = FileOutput(out, files, force=force)
     tok = load_tokenizer(tokenizer)
-    limit = None
-    if chunk is not None:
-        limit = chunk - tok.special_tokens
-        if limit < 8:
-            raise InvalidArgument(
-                f"--chunk {chunk} leaves {limit} content tokens after {tok.special_tokens} "
-                "special tokens; use at least 8 more"
-            )
-        if overlap < 0 or (overlap and overlap >= limit // 2):
-            raise InvalidArgument(
-                f"--overlap {overlap} must be below half of the chunk's {limit} content tokens"
-            )
-    elif overlap:
-        raise InvalidArgument("--overlap needs --chunk")
+    limit = content_limit(chunk, overlap, tok)
     deduplicator = Deduplicator(near=near_duplicates, threshold=near_threshold) if dedupe else None
     counts = {label: SourceCounts() for label in dict.fromkeys(f.label for f in files)}
     inputs: list[InputRecord] = []
-    total_bytes = sum(f.path.stat().st_size for f in files)
-
-    with atomic_file_with_manifest(out, force=force, inputs=files) as (temporary, temporary_manifest):
-        writer = ParquetRowWriter(temporary, corpus_schema())
-        columns: dict[str, list[Any]] = {name: [] for name in CORPUS_COLUMNS}
-        try:
-            read_bytes = buffered_chars = 0
-            for source_file, batch in _document_batches(
-                files, problems, counts, inputs, pdf_password, batch_documents, batch_chars
-            ):
-                if source_file is not None:  # a file finished
-                    read_bytes += source_file.path.stat().st_size
-                    progress("reading sources", read_bytes, total_bytes)
-                    continue
-                for document, row_chunk, text, tokens in _rows(batch, tok, limit, overlap):
-                    source_counts = counts[document.source]
-                    if row_chunk == 0 and document.chunked:
-                        source_counts.chunked_documents += 1
-                    if deduplicator is not None:
-                        verdict = deduplicator.check(text)
-                        if verdict is not None:
-                            setattr(
-                                source_counts,
-                                f"{verdict}_duplicates",
-                                getattr(source_counts, f"{verdict}_duplicates") + 1,
-                            )
-                            continue
-                    source_counts.rows += 1
-                    source_counts.tokens += tokens
-                    for name, value in zip(
-                        CORPUS_COLUMNS,
-                        (
-                            document.source,
-                            document.file,
-                            document.doc_id,
-                            document.field,
-                            document.title,
-                            row_chunk,
-                            text,
-                            tokens,
-                        ),
-                        strict=False,
-                    ):
-                        columns[name].append(value)
-                    buffered_chars += len(text)
-                    if len(columns["text"]) >= rows_per_group or buffered_chars >= group_chars:
-                        writer.write_columns(columns)
-                        columns = {name: [] for name in CORPUS_COLUMNS}
-                        buffered_chars = 0
-            writer.write_columns(columns)
-        finally:
-            writer.close()
-        if writer.rows == 0:
-            raise EmptySource(
-                "no rows to write: every source was empty"
-                + (f" or skipped ({len(problems.messages)} problems)" if problems.messages else "")
-            )
-        totals = SourceCounts(
-            **{key: sum(getattr(c, key) for c in counts.values()) for key in asdict(SourceCounts())}
-        )
+    reading = _Reading(files, problems, counts, inputs, pdf_password, progress)
+    with output.writing(lambda path: ParquetRowWriter(path, corpus_schema())) as writer:
+        groups = _RowGroups(writer, rows_per_group, group_chars)
+        for batch in reading.batches(batch_documents, batch_chars):
+            for document, row_chunk, text, tokens in _rows(batch, tok, limit, overlap):
+                if _counted_and_kept(counts[document.source], document, row_chunk, text, tokens, deduplicator):
+                    groups.add((document.source, document.file, document.doc_id, document.field, document.title,
+                                row_chunk, text, tokens))
+        groups.flush()
+        totals = SourceCounts(**{key: sum(getattr(c, key) for c in counts.values()) for key in asdict(SourceCounts())})
         options = {
-            "sources": sources,
-            "tokenizer": tokenizer,
-            "chunk": chunk,
-            "overlap": overlap,
-            "dedupe": dedupe,
-            "near_duplicates": near_duplicates,
-            "near_threshold": near_threshold,
-            "format": input_format,
-            "pattern": pattern,
-            "on_error": on_error,
-            "pdf_password": "***" if pdf_password else None,
+            "sources": sources, "tokenizer": tokenizer, "chunk": chunk, "overlap": overlap, "dedupe": dedupe,
+            "near_duplicates": near_duplicates, "near_threshold": near_threshold, "format": plain(input_format),
+            "pattern": pattern, "on_error": problems.on_error.value, "pdf_password": "***" if pdf_password else None,
         }
-        manifest = write_file_manifest(
-            temporary_manifest,
-            command="data corpus",
-            options=options,
-            inputs=inputs,
+        output.finish(
+            writer,
+            empty=f"no rows to write: every source was empty{problems.count_note(' or skipped ')}",
+            command="data corpus", options=options, inputs=inputs, problems=problems.messages, argv=argv,
             counts={"sources": {k: asdict(v) for k, v in counts.items()}, "totals": asdict(totals)},
-            output=out,
-            written=temporary,
-            rows=writer.rows,
-            problems=problems.messages,
-            argv=argv,
-            extra={
-                "tokenizer": {
-                    "ref": tokenizer,
-                    "special_tokens": tok.special_tokens,
-                    "folder": str(tok.path),
-                },
-                "dedupe": _dedupe_description(deduplicator),
-            },
+            extra={"tokenizer": tok.describe(), "dedupe": _dedupe_description(deduplicator)},
         )
-    return CorpusResult(
-        out, out.with_name(out.name + ".manifest.json"), counts, totals, problems.messages, manifest
-    )
+    return CorpusResult(out, output.manifest_path, counts, totals, problems.messages, output.manifest)
+
+
+def content_limit(chunk: int | None, overlap: int, tok: Tokenizer) -> int | None:
+    """The most content tokens (special tokens left out) a row may have; None when rows are not chunked."""
+    if chunk is None:
+        if overlap:
+            raise InvalidArgument("--overlap needs --chunk")
+        return None
+    limit = chunk - tok.special_tokens
+    if limit < 8:
+        raise InvalidArgument(
+            f"--chunk {chunk} leaves {limit} content tokens after {tok.special_tokens} "
+            "special tokens; use at least 8 more"
+        )
+    if overlap < 0 or (overlap and overlap >= limit // 2):
+        raise InvalidArgument(f"--overlap {overlap} must be below half of the chunk's {limit} content tokens")
+    return limit
+
+
+def _counted_and_kept(
+    source_counts: SourceCounts,
+    document: Document,
+    row_chunk: int,
+    text: str,
+    tokens: int,
+    deduplicator: Deduplicator | None,
+) -> bool:
+    """Count one row in its source's counts; False when it is a duplicate to drop."""
+    if row_chunk == 0 and document.chunked:
+        source_counts.chunked_documents += 1
+    verdict = deduplicator.check(text) if deduplicator is not None else None
+    if verdict == Duplicate.exact:
+        source_counts.exact_duplicates += 1
+    elif verdict == Duplicate.near:
+        source_counts.near_duplicates += 1
+    else:
+        source_counts.rows += 1
+        source_counts.tokens += tokens
+    return verdict is None
+
+
+class _RowGroups:
+    """The rows to write, as columns; written as one Parquet row group when ``rows`` rows or ``chars``
+    characters of text have gathered."""
+
+    def __init__(self, writer: ParquetRowWriter, rows: int, chars: int):
+        self.writer = writer
+        self.rows = rows
+        self.chars = chars
+        self._start()
+
+    def _start(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in CORPUS_COLUMNS}
+        self.buffered_chars = 0
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        """One row, its values in the order of CORPUS_COLUMNS."""
+        for name, value in zip(CORPUS_COLUMNS, row, strict=True):
+            self.columns[name].append(value)
+        self.buffered_chars += len(self.columns["text"][-1])
+        if len(self.columns["text"]) >= self.rows or self.buffered_chars >= self.chars:
+            self.flush()
+
+    def flush(self) -> None:
+        self.writer.write_columns(self.columns)
+        self._start()
 
 
 def _dedupe_description(deduplicator: Deduplicator | None) -> dict[str, Any] | None:
@@ -248,49 +233,60 @@ def _dedupe_description(deduplicator: Deduplicator | None) -> dict[str, Any] | N
     }
 
 
-def _document_batches(
-    files: list[SourceFile],
-    problems: Problems,
-    counts: dict[str, SourceCounts],
-    inputs: list[InputRecord],
-    pdf_password: str | None,
-    batch_documents: int,
-    batch_chars: int,
-) -> Iterator[tuple[SourceFile | None, list[Document]]]:
-    """Batches of documents in file order; ``(file, [])`` marks the end of each file."""
-    batch: list[Document] = []
-    chars = 0
-    for source_file in files:
+@dataclass
+class _Reading:
+    """The documents of every source file in order, counted per source and per file as they are read."""
+
+    files: list[SourceFile]
+    problems: Problems
+    counts: dict[str, SourceCounts]
+    inputs: list[InputRecord]
+    pdf_password: str | None
+    progress: ProgressFn
+
+    def batches(self, batch_documents: int, batch_chars: int) -> Iterator[list[Document]]:
+        """Batches of at most ``batch_documents`` documents or about ``batch_chars`` characters."""
+        total_bytes = sum(f.path.stat().st_size for f in self.files)
+        read_bytes = 0
+        batch: list[Document] = []
+        chars = 0
+        for source_file in self.files:
+            for document in self._documents(source_file):
+                batch.append(document)
+                chars += len(document.text)
+                if len(batch) >= batch_documents or chars >= batch_chars:
+                    yield batch
+                    batch, chars = [], 0
+            read_bytes += source_file.path.stat().st_size
+            self.progress("reading sources", read_bytes, total_bytes)
+        if batch:
+            yield batch
+
+    def _documents(self, source_file: SourceFile) -> Iterator[Document]:
+        """The non-empty documents of one file; a record that cannot be read is a problem."""
         record = InputRecord.of(source_file)
-        inputs.append(record)
-        source_counts = counts[source_file.label]
+        self.inputs.append(record)
+        source_counts = self.counts[source_file.label]
         source_counts.files += 1
-        problems_before = len(problems.messages)
+        problems_before = len(self.problems.messages)
         documents = 0
         for where, raw in iter_records(
-            source_file, problems, pdf_password=pdf_password, columns=READ_COLUMNS
+            source_file, self.problems, pdf_password=self.pdf_password, columns=READ_COLUMNS
         ):
             try:
                 found = record_documents(raw, where, source_file)
             except UnreadableSource as error:
-                problems.report(error)
+                self.problems.report(error)
                 continue
             for document in found:
                 if not document.text.strip():
                     source_counts.empty_texts += 1
                     continue
                 documents += 1
-                batch.append(document)
-                chars += len(document.text)
-                if len(batch) >= batch_documents or chars >= batch_chars:
-                    yield None, batch
-                    batch, chars = [], 0
+                yield document
         source_counts.documents += documents
-        source_counts.problems += len(problems.messages) - problems_before
-        record.counts = {"documents": documents, "problems": len(problems.messages) - problems_before}
-        yield source_file, []
-    if batch:
-        yield None, batch
+        source_counts.problems += self.problems.since(problems_before)
+        record.counts = {"documents": documents, "problems": self.problems.since(problems_before)}
 
 
 def _rows(

@@ -12,16 +12,22 @@ Memory: 16 bytes per kept text for exact duplicates; about 1.5 KB more with near
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
+from enum import Enum
 
 import numpy as np
 
-from ctxext.data.text import normalize
+from ctxext.data.text import WORD_CHARACTERS, normalize
 
 SHIFT = np.uint64(32)
-WORD = re.compile(r"\w+")
 SHINGLE_BLOCK = 4096
+
+
+class Duplicate(str, Enum):
+    """What a dropped text duplicates: a kept text exactly (after normalization), or nearly (MinHash)."""
+
+    exact = "exact"
+    near = "near"
 
 
 class MinHasher:
@@ -37,7 +43,7 @@ class MinHasher:
         self.powers = generator.integers(1, 2**63 - 1, size=shingle, dtype=np.uint64) | np.uint64(1)
 
     def shingle_hashes(self, text: str) -> np.ndarray:
-        words = WORD.findall(text.casefold())
+        words = WORD_CHARACTERS.findall(text.casefold())
         if not words:
             return np.zeros(0, dtype=np.uint64)
         word_hashes = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
@@ -90,12 +96,12 @@ class Deduplicator:
         ) | np.uint64(1)
         self.band_salt = mixer.integers(0, 2**63 - 1, size=bands, dtype=np.uint64)
 
-    def check(self, text: str) -> str | None:
-        """None (and remember the text) when new; else ``"exact"`` or ``"near"``."""
+    def check(self, text: str) -> Duplicate | None:
+        """None (and remember the text) when new; else which kind of duplicate it is."""
         digest = hashlib.blake2b(normalize(text).encode(), digest_size=16).digest()
         if digest in self.digests:
-            return "exact"
-        if self.near and WORD.search(
+            return Duplicate.exact
+        if self.near and WORD_CHARACTERS.search(
             text
         ):  # word-less texts (punctuation, symbols) are compared exactly only
             signature = self.hasher.signature(text)
@@ -103,7 +109,7 @@ class Deduplicator:
             candidates = {self.buckets[key] for key in keys if key in self.buckets}
             for row in candidates:
                 if np.mean(self.signatures[row] == signature) >= self.threshold:
-                    return "near"
+                    return Duplicate.near
             self._remember(signature, keys)
         self.digests.add(digest)
         return None

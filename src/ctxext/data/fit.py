@@ -23,22 +23,22 @@ from typing import Any
 import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
+from ctxext.data.formats import record_text
+from ctxext.data.options import DEFAULT_MODEL, InputFormat, OnError, OutputFormat, Strategy, parse_choice, plain
 from ctxext.data.output import (
+    CountedOutput,
+    FileOutput,
     InputRecord,
-    atomic_file_with_manifest,
-    checked_output,
     open_writer,
     output_format,
-    write_file_manifest,
 )
 from ctxext.data.sources import (
-    EmptySource,
     Problems,
     SourceFile,
     UnreadableSource,
     expand_sources,
     iter_records,
-    record_text,
 )
 from ctxext.data.text import (
     Tokenizer,
@@ -51,8 +51,6 @@ from ctxext.data.text import (
 )
 from ctxext.errors import InvalidArgument
 
-STRATEGIES = ("head", "head-tail", "extractive")
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 WORD_SEARCH = 64  # how far back (in tokens) a cut may move to land between two words
 
 
@@ -67,7 +65,7 @@ def fit_texts(
     texts: list[str],
     tokenizer: Tokenizer,
     budget: int,
-    strategy: str = "head",
+    strategy: Strategy | str = Strategy.head,
     *,
     encoder: Any = None,
     head_fraction: float = 0.5,
@@ -75,8 +73,7 @@ def fit_texts(
 ) -> list[Fitted]:
     """Fit each text into ``budget`` tokens (special tokens included). ``encoder`` (``ctxext.encode.Encoder``,
     or a ref to load) is needed only by ``extractive``, and loaded only when a text is over budget."""
-    if strategy not in STRATEGIES:
-        raise InvalidArgument(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    strategy = parse_strategy(strategy)
     content = budget - tokenizer.special_tokens
     if content < 1:
         raise InvalidArgument(
@@ -87,26 +84,22 @@ def fit_texts(
     encodings = tokenizer.encode(texts)
     results: list[str] = list(texts)
     over: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-    separator_tokens = len(tokenizer.encode([separator])[0]) if strategy == "head-tail" else 0
+    separator_tokens = len(tokenizer.encode([separator])[0]) if strategy == Strategy.head_tail else 0
     for index, (text, encoding) in enumerate(zip(texts, encodings, strict=False)):
         if len(encoding) <= content:
             continue
         starts, ends = token_spans(encoding)
         ranks = cut_ranks(text, starts, ends)
-        if strategy == "head":
+        if strategy == Strategy.head:
             results[index] = head(text, ends, ranks, content)
-        elif strategy == "head-tail":
+        elif strategy == Strategy.head_tail:
             results[index] = head_tail(
                 text, starts, ends, ranks, content, head_fraction, separator, separator_tokens
             )
         else:
             over.append((index, starts, ends, ranks))
     if over:
-        if encoder is None or isinstance(encoder, (str, Path)):
-            from ctxext.encode import load_encoder
-
-            encoder = load_encoder(encoder or DEFAULT_ENCODER)
-        for index, summary in extractive(texts, over, encoder, content).items():
+        for index, summary in extractive(texts, over, as_encoder(encoder), content).items():
             results[index] = summary
     counts = tokenizer.count(results)
     for index, tokens in enumerate(counts):
@@ -119,6 +112,10 @@ def fit_texts(
         Fitted(text, tokens, len(encoding) + tokenizer.special_tokens)
         for text, tokens, encoding in zip(results, counts, encodings, strict=False)
     ]
+
+
+def parse_strategy(strategy: Strategy | str) -> Strategy:
+    return parse_choice(Strategy, strategy, "unknown strategy {value!r}; choose one of {choices}")
 
 
 def head(text: str, ends: np.ndarray, ranks: np.ndarray, content: int) -> str:
@@ -167,8 +164,7 @@ def extractive(
         units = sentence_units(ranks, starts, ends, max_unit)
         documents.append((index, units, len(unit_texts)))
         unit_texts.extend(texts[index][u.start : u.end] for u in units)
-    embeddings = np.asarray(encoder.encode(unit_texts, batch_size=32), dtype=np.float32)
-    embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    embeddings = unit_rows(encoder.encode(unit_texts, batch_size=32))
     summaries = {}
     for index, units, offset in documents:
         vectors = embeddings[offset : offset + len(units)]
@@ -220,12 +216,24 @@ class FitCounts:
 
 
 @dataclass
-class FitResult:
+class FitResult(CountedOutput):
     path: Path
     manifest_path: Path
     counts: FitCounts
     problems: list[str]
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The output, its manifest, the strategy and budget, and the counts."""
+        options = self.manifest.get("options", {})
+        return {"output": str(self.path), "manifest": str(self.manifest_path), "strategy": options.get("strategy"),
+                "budget": options.get("budget"), **vars(self.counts)}
+
+    title = "fit"
+    columns = ("documents", "shortened", "tokens_before", "tokens_after", "problems")
+
+    def count_rows(self) -> dict[str, dict[str, Any]]:
+        return {"documents": vars(self.counts)}
 
 
 def fit_file(
@@ -234,12 +242,12 @@ def fit_file(
     *,
     budget: int,
     tokenizer: str,
-    strategy: str = "head",
-    encoder: str = DEFAULT_ENCODER,
+    strategy: Strategy | str = Strategy.head,
+    encoder: str = DEFAULT_MODEL,
     head_fraction: float = 0.5,
     separator: str = "\n\n",
-    input_format: str | None = None,
-    on_error: str = "stop",
+    input_format: InputFormat | str | None = None,
+    on_error: OnError | str = OnError.stop,
     pdf_password: str | None = None,
     force: bool = False,
     batch_documents: int = 64,
@@ -250,118 +258,85 @@ def fit_file(
 
     Records keep all their fields; the text field (text, body, abstract or content) is replaced, and
     ``tokens`` / ``original_tokens`` are added. Output: *.parquet or *.jsonl, by its suffix."""
-    if strategy not in STRATEGIES:
-        raise InvalidArgument(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    strategy = parse_strategy(strategy)
     out = Path(out).expanduser().absolute()
     kind = output_format(out)
     problems = Problems(on_error)
     files = expand_sources([source], input_format=input_format)
-    checked_output(out, force=force, inputs=files)
+    output = FileOutput(out, files, force=force)
     tok = load_tokenizer(tokenizer)
     if budget <= tok.special_tokens:
         raise InvalidArgument(f"--budget {budget} leaves no room after {tok.special_tokens} special tokens")
-    loaded_encoder: list[Any] = []
-
-    def get_encoder() -> Any:
-        if not loaded_encoder:
-            from ctxext.encode import load_encoder
-
-            loaded_encoder.append(load_encoder(encoder))
-        return loaded_encoder[0]
-
+    fitting = _Fitting(tok, budget, strategy, LazyEncoder(encoder), head_fraction, separator)
     counts = FitCounts()
     inputs: list[InputRecord] = []
     total = sum(_record_estimate(f) for f in files)
-    with atomic_file_with_manifest(out, force=force, inputs=files) as (temporary, temporary_manifest):
-        writer = open_writer(temporary, kind, _parquet_schema(files) if kind == "parquet" else None)
-        try:
-            for batch in _record_batches(files, problems, inputs, pdf_password, batch_documents):
-                texts = [text for _, _, text in batch]
-                fitted = fit_texts(
-                    texts,
-                    tok,
-                    budget,
-                    strategy,
-                    head_fraction=head_fraction,
-                    separator=separator,
-                    encoder=_LazyEncoder(get_encoder) if strategy == "extractive" else None,
-                )
-                rows = []
-                for (record, text_field, _), result in zip(batch, fitted, strict=False):
-                    rows.append(
-                        {
-                            **record,
-                            text_field: result.text,
-                            "tokens": result.tokens,
-                            "original_tokens": result.original_tokens,
-                        }
-                    )
-                    counts.documents += 1
-                    counts.shortened += result.tokens < result.original_tokens
-                    counts.tokens_before += result.original_tokens
-                    counts.tokens_after += result.tokens
-                writer.write(rows)
-                progress("fitting documents", counts.documents, max(total, counts.documents))
-        finally:
-            writer.close()
+    schema = _parquet_schema(files) if kind == OutputFormat.parquet else None
+    with output.writing(lambda path: open_writer(path, kind, schema)) as writer:
+        for batch in _record_batches(files, problems, inputs, pdf_password, batch_documents):
+            writer.write(fitting.rows(batch, counts))
+            progress("fitting documents", counts.documents, max(total, counts.documents))
         counts.problems = len(problems.messages)
-        if writer.rows == 0:
-            raise EmptySource(
-                f"{source}: no documents to fit"
-                + (f" ({len(problems.messages)} problems)" if problems.messages else "")
-            )
         options = {
             "source": source,
             "budget": budget,
             "tokenizer": tokenizer,
-            "strategy": strategy,
-            "encoder": encoder if strategy == "extractive" else None,
+            "strategy": strategy.value,
+            "encoder": encoder if strategy == Strategy.extractive else None,
             "head_fraction": head_fraction,
             "separator": separator,
-            "format": input_format,
-            "on_error": on_error,
+            "format": plain(input_format),
+            "on_error": problems.on_error.value,
         }
-        manifest = write_file_manifest(
-            temporary_manifest,
-            command="data fit",
-            options=options,
-            inputs=inputs,
-            counts=asdict(counts),
-            output=out,
-            written=temporary,
-            rows=writer.rows,
-            problems=problems.messages,
-            argv=argv,
-            extra={
-                "tokenizer": {"ref": tokenizer, "special_tokens": tok.special_tokens, "folder": str(tok.path)}
-            },
+        output.finish(writer, empty=f"{source}: no documents to fit{problems.count_note()}", command="data fit",
+                      options=options, inputs=inputs, counts=asdict(counts), problems=problems.messages, argv=argv,
+                      extra={"tokenizer": tok.describe()})
+    return FitResult(out, output.manifest_path, counts, problems.messages, output.manifest)
+
+
+@dataclass
+class _Fitting:
+    """What ``fit_file`` fits each batch of records with."""
+
+    tokenizer: Tokenizer
+    budget: int
+    strategy: Strategy
+    encoder: LazyEncoder
+    head_fraction: float
+    separator: str
+
+    def rows(self, batch: list[tuple[dict[str, Any], str, str]], counts: FitCounts) -> list[dict[str, Any]]:
+        """The records of ``batch`` with their text fitted and the two token counts added; ``counts`` grow."""
+        fitted = fit_texts(
+            [text for _, _, text in batch],
+            self.tokenizer,
+            self.budget,
+            self.strategy,
+            head_fraction=self.head_fraction,
+            separator=self.separator,
+            encoder=self.encoder if self.strategy == Strategy.extractive else None,
         )
-    return FitResult(out, out.with_name(out.name + ".manifest.json"), counts, problems.messages, manifest)
-
-
-class _LazyEncoder:
-    """Loads the encoder on first use, so a batch with nothing over budget never loads a model."""
-
-    def __init__(self, get: Any):
-        self._get = get
-
-    @property
-    def max_length(self) -> int:
-        return self._get().max_length
-
-    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
-        return self._get().encode(texts, **kwargs)
+        rows = []
+        for (record, text_field, _), result in zip(batch, fitted, strict=False):
+            rows.append(
+                {**record, text_field: result.text, "tokens": result.tokens, "original_tokens": result.original_tokens}
+            )
+            counts.documents += 1
+            counts.shortened += result.tokens < result.original_tokens
+            counts.tokens_before += result.original_tokens
+            counts.tokens_after += result.tokens
+        return rows
 
 
 def _record_estimate(source: SourceFile) -> int:
-    if source.format == "parquet":
+    if source.format == InputFormat.parquet:
         import pyarrow.parquet as pq
 
         try:
             return pq.ParquetFile(source.path).metadata.num_rows
         except Exception:
             return 1
-    if source.format == "jsonl":
+    if source.format == InputFormat.jsonl:
         with open(source.path, "rb") as handle:
             return sum(block.count(b"\n") for block in iter(lambda: handle.read(2**20), b""))
     return 1
@@ -372,7 +347,7 @@ def _parquet_schema(files: list[SourceFile]) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if len(files) != 1 or files[0].format != "parquet":
+    if len(files) != 1 or files[0].format != InputFormat.parquet:
         return None
     try:
         schema = pq.ParquetFile(files[0].path).schema_arrow
@@ -398,12 +373,12 @@ def _record_batches(
         documents = 0
         for where, record in iter_records(source_file, problems, pdf_password=pdf_password):
             text_field, text, _ = record_text(record)
-            if text_field is None or text_field == "title":
+            if text is None or text_field in (None, "title"):
                 problems.report(
                     UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)")
                 )
                 continue
-            if source_file.format not in ("jsonl", "parquet"):
+            if source_file.format not in (InputFormat.jsonl, InputFormat.parquet):
                 record = {"file": str(source_file.path), **record}
             batch.append((record, text_field, text))
             documents += 1

@@ -5,25 +5,26 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ctxext import __version__
-from ctxext.data.sources import SourceFile
+from ctxext.data.options import OutputFormat
+from ctxext.data.sources import EmptySource, SourceFile
 from ctxext.errors import InvalidArgument
 from ctxext.io import atomic_files, check_output_target, file_manifest_path, file_sha256, write_json
 from ctxext.manifest import _jsonable, library_versions
 
-OUTPUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl"}
+OUTPUT_FORMATS = {".parquet": OutputFormat.parquet, ".jsonl": OutputFormat.jsonl}
 
 
-def output_format(out: str | Path, allowed: tuple[str, ...] = ("parquet", "jsonl")) -> str:
+def output_format(out: str | Path, allowed: tuple[OutputFormat, ...] = tuple(OutputFormat)) -> OutputFormat:
     found = OUTPUT_FORMATS.get(Path(out).suffix.lower())
     if found not in allowed:
-        raise InvalidArgument(f"output {out}: name it *.{' or *.'.join(allowed)}")
+        raise InvalidArgument(f"output {out}: name it *.{' or *.'.join(kind.value for kind in allowed)}")
     return found
 
 
@@ -127,6 +128,7 @@ class ParquetRowWriter:
         self.schema = schema
         self.writer: Any = None
         self.rows = 0
+        self.closed = False
 
     def write(self, records: list[dict[str, Any]]) -> None:
         import pyarrow as pa
@@ -159,13 +161,98 @@ class ParquetRowWriter:
         self.rows += len(table)
 
     def close(self) -> None:
+        """Finish the file (an empty one when nothing was written and the schema is known); once."""
         import pyarrow.parquet as pq
 
+        if self.closed:
+            return
+        self.closed = True
         if self.writer is None and self.schema is not None:
             self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
         if self.writer is not None:
             self.writer.close()
 
 
-def open_writer(path: Path, kind: str, schema: Any = None) -> JsonlWriter | ParquetRowWriter:
-    return JsonlWriter(path) if kind == "jsonl" else ParquetRowWriter(path, schema)
+class RowWriter(Protocol):
+    rows: int
+
+    def write(self, records: list[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Writer = TypeVar("Writer", bound=RowWriter)
+
+
+def open_writer(path: Path, kind: OutputFormat, schema: Any = None) -> JsonlWriter | ParquetRowWriter:
+    return JsonlWriter(path) if kind == OutputFormat.jsonl else ParquetRowWriter(path, schema)
+
+
+class FileOutput:
+    """One file a data command writes, with ``<file>.manifest.json`` beside it: refused before any work if it
+    may not be written, then both are written atomically together, or neither (no input may be the output).
+
+    Use: ``with output.writing(make_writer) as writer:`` write the rows, then ``output.finish(writer, ...)``
+    inside the same block."""
+
+    def __init__(self, path: Path, inputs: Sequence[SourceFile] = (), *, force: bool):
+        checked_output(path, force=force, inputs=inputs)
+        self.path = Path(path)
+        self.inputs = inputs
+        self.force = force
+        self.manifest: dict[str, Any] = {}
+        self._temporaries: tuple[Path, Path] | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        return file_manifest_path(self.path)
+
+    @contextlib.contextmanager
+    def writing(self, make_writer: Callable[[Path], Writer]) -> Iterator[Writer]:
+        """The writer of the temporary output; closed on the way out, also when the block fails."""
+        with atomic_file_with_manifest(self.path, force=self.force, inputs=self.inputs) as temporaries:
+            self._temporaries = temporaries
+            writer = make_writer(temporaries[0])
+            try:
+                yield writer
+            finally:
+                writer.close()
+
+    def finish(self, writer: Writer, *, empty: str, **manifest: Any) -> dict[str, Any]:
+        """Close ``writer`` and write the manifest (``manifest``: the fields of :func:`write_file_manifest`
+        about the run); an output without rows is refused with the message ``empty``."""
+        assert self._temporaries is not None, "finish() belongs inside writing()"
+        writer.close()
+        if writer.rows == 0:
+            raise EmptySource(empty)
+        temporary, temporary_manifest = self._temporaries
+        self.manifest = write_file_manifest(
+            temporary_manifest, output=self.path, written=temporary, rows=writer.rows, **manifest
+        )
+        return self.manifest
+
+
+class CountedOutput:
+    """A data output whose summary is a table of counts, one row per source (``view = "counts"``)."""
+
+    view = "counts"
+    title = "data"
+    columns: tuple[str, ...] = ()
+
+    def count_rows(self) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
+
+
+@dataclass
+class PydocsResult(CountedOutput):
+    path: Path
+    manifest: dict[str, Any]
+
+    title = "pydocs"
+    columns = ("documents", "words")
+
+    def summary(self) -> dict[str, Any]:
+        return {"output": str(self.path), **self.manifest["counts"]}
+
+    def count_rows(self) -> dict[str, dict[str, Any]]:
+        return {"python-stdlib": self.manifest["counts"]}

@@ -19,7 +19,10 @@ import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ctxext.data.output import PydocsResult
 
 SKIPPED_PARTS = {
     "test",
@@ -179,38 +182,28 @@ def write_python_docs_corpus(
     limit: int | None = None,
     force: bool = False,
     argv: list[str] | None = None,
-) -> tuple[Path, dict[str, Any]]:
+) -> PydocsResult:
     """Write the standard-library corpus as jsonl (one module per line) with a manifest beside it."""
-    from ctxext.data.output import JsonlWriter, atomic_file_with_manifest, output_format, write_file_manifest
-    from ctxext.data.sources import EmptySource
+    from ctxext.data.options import OutputFormat
+    from ctxext.data.output import FileOutput, JsonlWriter, PydocsResult, output_format
 
     out = Path(out).expanduser().absolute()
-    if output_format(out, ("jsonl",)) != "jsonl":  # pragma: no cover - output_format raises first
-        raise AssertionError
-    with atomic_file_with_manifest(out, force=force) as (temporary, temporary_manifest):
-        writer = JsonlWriter(temporary)
+    output_format(out, (OutputFormat.jsonl,))
+    output = FileOutput(out, force=force)
+    with output.writing(JsonlWriter) as writer:
         words = 0
-        try:
-            for document in python_docs_documents(min_words=min_words, limit=limit):
-                writer.write([document])
-                words += len(document["text"].split())
-        finally:
-            writer.close()
-        if writer.rows == 0:
-            raise EmptySource(
-                f"no standard-library module under {stdlib_folder()} has {min_words}+ words of docs"
-            )
-        manifest = write_file_manifest(
-            temporary_manifest,
+        for document in python_docs_documents(min_words=min_words, limit=limit):
+            writer.write([document])
+            words += len(document["text"].split())
+        output.finish(
+            writer,
+            empty=f"no standard-library module under {stdlib_folder()} has {min_words}+ words of docs",
             command="data pydocs",
             options={"min_words": min_words, "limit": limit},
             inputs=[],
             counts={"documents": writer.rows, "words": words},
-            output=out,
-            written=temporary,
-            rows=writer.rows,
             problems=[],
             argv=argv,
             extra={"python": {"version": sys.version.split()[0], "stdlib": str(stdlib_folder())}},
         )
-    return out, manifest
+    return PydocsResult(out, output.manifest)

@@ -10,40 +10,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS, record_id, record_text
+from ctxext.data.options import InputFormat, OnError, parse_choice
 from ctxext.errors import CtxextError, InvalidArgument, SourceNotFound
 from ctxext.io import file_manifest_path, input_file, is_ctxext_manifest
 
 FORMAT_BY_SUFFIX = {
-    ".txt": "txt",
-    ".text": "txt",
-    ".rst": "txt",
-    ".md": "md",
-    ".markdown": "md",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pdf": "pdf",
+    ".txt": InputFormat.txt,
+    ".text": InputFormat.txt,
+    ".rst": InputFormat.txt,
+    ".md": InputFormat.md,
+    ".markdown": InputFormat.md,
+    ".jsonl": InputFormat.jsonl,
+    ".ndjson": InputFormat.jsonl,
+    ".parquet": InputFormat.parquet,
+    ".pdf": InputFormat.pdf,
 }
-FORMATS = ("txt", "md", "jsonl", "parquet", "pdf")
-TEXT_FIELDS = ("text", "body", "abstract", "content")
-# Triplet fields (sentence-transformers and SciRepEval names) -> the role each row gets.
-TRIPLET_FIELDS = {
-    "query": "query",
-    "anchor": "query",
-    "positive": "positive",
-    "pos": "positive",
-    "positives": "positive",
-    "negative": "negative",
-    "neg": "negative",
-    "negatives": "negative",
-}
-ON_ERROR = ("stop", "skip")
 
 
 class UnreadableSource(CtxextError):
@@ -64,28 +51,32 @@ class SourceFile:
 
     label: str
     path: Path
-    format: str
+    format: InputFormat
 
     @property
     def name(self) -> str:
         return str(self.path)
 
 
-@dataclass
 class Problems:
     """Problems met while reading: raised at once (``stop``) or collected (``skip``)."""
 
-    on_error: str = "stop"
-    messages: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.on_error not in ON_ERROR:
-            raise InvalidArgument(f"--on-error must be one of {', '.join(ON_ERROR)}, not {self.on_error!r}")
+    def __init__(self, on_error: OnError | str = OnError.stop):
+        self.on_error = parse_choice(OnError, on_error, "--on-error must be one of {choices}, not {value!r}")
+        self.messages: list[str] = []
 
     def report(self, error: CtxextError) -> None:
-        if self.on_error == "stop":
+        if self.on_error == OnError.stop:
             raise error
         self.messages.append(str(error))
+
+    def since(self, before: int) -> int:
+        """Problems reported after the first ``before``."""
+        return len(self.messages) - before
+
+    def count_note(self, prefix: str = " ") -> str:
+        """`` (N problems)`` when there were any, for the end of a message; else nothing."""
+        return f"{prefix}({len(self.messages)} problems)" if self.messages else ""
 
 
 # ----------------------------------------------------------------------------- finding files
@@ -100,7 +91,7 @@ def parse_source_argument(argument: str) -> tuple[str, Path]:
 
 
 def expand_sources(
-    arguments: list[str], *, input_format: str | None = None, pattern: str | None = None
+    arguments: list[str], *, input_format: InputFormat | str | None = None, pattern: str | None = None
 ) -> list[SourceFile]:
     """Every file to read, in a stable order. Folders are searched recursively for known formats (or
     ``pattern``), leaving out ctxext's own file outputs (a file with ``<file>.manifest.json`` beside it), so
@@ -108,8 +99,8 @@ def expand_sources(
     named explicitly with an unknown suffix is refused unless ``input_format`` says."""
     if not arguments:
         raise InvalidArgument("give at least one source (a file or a folder)")
-    if input_format is not None and input_format not in FORMATS:
-        raise InvalidArgument(f"unknown format {input_format!r}; choose one of {', '.join(FORMATS)}")
+    if input_format is not None:
+        input_format = parse_choice(InputFormat, input_format, "unknown format {value!r}; choose one of {choices}")
     files: list[SourceFile] = []
     for argument in arguments:
         label, path = parse_source_argument(argument)
@@ -137,14 +128,14 @@ def expand_sources(
     return files
 
 
-def format_of(path: Path, input_format: str | None = None) -> str:
+def format_of(path: Path, input_format: InputFormat | None = None) -> InputFormat:
     if input_format:
         return input_format
     found = FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if found is None:
         raise InvalidArgument(
             f"{path}: unknown format {path.suffix or '(no suffix)'!r}; known suffixes are "
-            f"{', '.join(FORMAT_BY_SUFFIX)} (or pass --format txt|md|jsonl|parquet|pdf)"
+            f"{', '.join(FORMAT_BY_SUFFIX)} (or pass --format {'|'.join(f.value for f in InputFormat)})"
         )
     return found
 
@@ -162,16 +153,14 @@ def iter_records(
     """``(where, record)`` pairs of one file. txt/md/pdf give one record (``title``, ``text``);
     jsonl gives one per line, parquet one per row (only ``columns`` when given and present)."""
     try:
-        if source.format in ("txt", "md"):
+        if source.format in (InputFormat.txt, InputFormat.md):
             yield from _text_records(source, problems)
-        elif source.format == "jsonl":
+        elif source.format == InputFormat.jsonl:
             yield from _jsonl_records(source, problems)
-        elif source.format == "parquet":
+        elif source.format == InputFormat.parquet:
             yield from _parquet_records(source, problems, columns)
-        elif source.format == "pdf":
-            yield from _pdf_records(source, problems, pdf_password)
         else:
-            raise InvalidArgument(f"{source.path}: unknown format {source.format!r}")
+            yield from _pdf_records(source, problems, pdf_password)
     except (PermissionError, IsADirectoryError) as error:
         problems.report(UnreadableSource(f"{source.path}: cannot be read ({error.strerror})"))
 
@@ -192,7 +181,7 @@ def _text_records(source: SourceFile, problems: Problems) -> Iterator[tuple[str,
     if not text or not text.strip():
         problems.report(EmptySource(f"{source.path}: empty source (no text)"))
         return
-    title = markdown_title(text) if source.format == "md" else None
+    title = markdown_title(text) if source.format == InputFormat.md else None
     yield str(source.path), {"title": title, "text": text}
 
 
@@ -314,55 +303,37 @@ class Document:
     chunked: bool = False
 
 
-def record_text(record: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(field name, text, title) of a plain document record: the first of text/body/abstract/content,
-    else its title alone."""
-    title = record.get("title")
-    title = str(title) if title not in (None, "") else None
-    for name in TEXT_FIELDS:
-        value = record.get(name)
-        if isinstance(value, str):
-            return name, value, title
-    if title is not None:
-        return "title", title, None
-    return None, None, None
-
-
 def record_documents(record: dict[str, Any], where: str, source: SourceFile) -> list[Document]:
     """The documents of one record: its text, or each triplet field flattened into its own row."""
-    roles = [(key, TRIPLET_FIELDS[key]) for key in record if key in TRIPLET_FIELDS]
-    file = source.name
-    if roles:
-        documents = []
-        for key, role in roles:
-            values = record[key] if isinstance(record[key], list) else [record[key]]
-            for index, value in enumerate(values):
-                doc_id = f"{where}:{key}" + (f"[{index}]" if isinstance(record[key], list) else "")
-                if isinstance(value, str):
-                    documents.append(Document(source.label, file, doc_id, value, None, role))
-                elif isinstance(value, dict):
-                    _, text, title = record_text(value)
-                    if text is None:
-                        raise UnreadableSource(
-                            f"{where}: field {key!r} has no text (expected a string or an "
-                            f"object with one of {', '.join(TEXT_FIELDS)} or title)"
-                        )
-                    documents.append(Document(source.label, file, doc_id, text, title, role))
-                elif value is not None:
-                    raise UnreadableSource(f"{where}: field {key!r} holds a {type(value).__name__}, not text")
-        return documents
+    if any(key in ROLE_OF_KEY for key in record):
+        return _triplet_documents(record, where, source)
     _, text, title = record_text(record)
     if text is None:
         raise UnreadableSource(
             f"{where}: no text field (expected one of {', '.join(TEXT_FIELDS)}, title, or "
             f"triplet fields query/positive/negative; got {sorted(record)[:8]})"
         )
-    doc_id = str(record.get("doc_id") or record.get("id") or where)
-    return [Document(source.label, file, doc_id, text, title, "text")]
+    return [Document(source.label, source.name, record_id(record, where), text, title, "text")]
 
 
-def relative_name(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+def _triplet_documents(record: dict[str, Any], where: str, source: SourceFile) -> list[Document]:
+    """One document per value of each triplet field, in the record's order; ``field`` is the role."""
+    documents = []
+    for key in (key for key in record if key in ROLE_OF_KEY):
+        role = ROLE_OF_KEY[key].value
+        listed = isinstance(record[key], list)
+        for index, value in enumerate(record[key] if listed else [record[key]]):
+            doc_id = f"{where}:{key}" + (f"[{index}]" if listed else "")
+            if isinstance(value, str):
+                documents.append(Document(source.label, source.name, doc_id, value, None, role))
+            elif isinstance(value, dict):
+                _, text, title = record_text(value)
+                if text is None:
+                    raise UnreadableSource(
+                        f"{where}: field {key!r} has no text (expected a string or an "
+                        f"object with one of {', '.join(TEXT_FIELDS)} or title)"
+                    )
+                documents.append(Document(source.label, source.name, doc_id, text, title, role))
+            elif value is not None:
+                raise UnreadableSource(f"{where}: field {key!r} holds a {type(value).__name__}, not text")
+    return documents

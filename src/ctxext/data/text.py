@@ -3,6 +3,11 @@
 A cut is ranked by what it keeps whole: a paragraph break (3), a sentence end (2), a space between words
 (1), or nothing (0, inside a word). Cutting at a space keeps re-tokenization stable: the text on either
 side tokenizes to the same tokens it had in the whole document.
+
+Sentences are split here and only here (:func:`sentence_starts`, :func:`split_sentences`): after ``.``,
+``!`` or ``?`` (and any closing quotes or brackets), at the whitespace that follows. A sentence never
+ends inside a run of non-space characters, so a path (``/path/to/repo.git/``), a dotted name
+(``os.path.join``) or a number (``3.14``) stays whole.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ WORD = 1
 PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=\S)")
 WHITESPACE = re.compile(r"\s+")
+WORD_CHARACTERS = re.compile(r"\w+")
 
 
 @dataclass
@@ -42,6 +48,10 @@ class Tokenizer:
     def count(self, texts: list[str]) -> list[int]:
         """Tokens the model sees for each text, special tokens included."""
         return [len(encoding) + self.special_tokens for encoding in self.encode(texts)]
+
+    def describe(self) -> dict[str, Any]:
+        """What a manifest records of the tokenizer."""
+        return {"ref": self.ref, "special_tokens": self.special_tokens, "folder": str(self.path)}
 
 
 def load_tokenizer(ref: str | Path) -> Tokenizer:
@@ -113,6 +123,24 @@ def token_spans(encoding: Any) -> tuple[np.ndarray, np.ndarray]:
     return offsets[:, 0], offsets[:, 1]
 
 
+def sentence_starts(text: str) -> list[int]:
+    """Character offset of every sentence's start but the first's."""
+    return [match.end() for match in SENTENCE_END.finditer(text)]
+
+
+def paragraph_starts(text: str) -> list[int]:
+    """Character offset of every paragraph's start (after a blank line) but the first's."""
+    return [match.end() for match in PARAGRAPH_BREAK.finditer(text)]
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` in order, stripped of surrounding whitespace; a paragraph break ends a
+    sentence too (as in :func:`sentence_units`)."""
+    bounds = sorted({0, *sentence_starts(text), *paragraph_starts(text), len(text)})
+    pieces = (text[start:end].strip() for start, end in zip(bounds[:-1], bounds[1:], strict=True))
+    return [piece for piece in pieces if piece]
+
+
 def cut_ranks(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Rank of cutting before token ``i`` for i in 0..n (n = after the last token, ranked a paragraph)."""
     count = len(starts)
@@ -121,8 +149,8 @@ def cut_ranks(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         ranks[0] = PARAGRAPH
         return ranks
     ranks[1:count][starts[1:] > ends[:-1]] = WORD
-    for pattern, rank in ((SENTENCE_END, SENTENCE), (PARAGRAPH_BREAK, PARAGRAPH)):
-        positions = np.fromiter((m.end() for m in pattern.finditer(text)), dtype=np.int64)
+    for found, rank in ((sentence_starts(text), SENTENCE), (paragraph_starts(text), PARAGRAPH)):
+        positions = np.asarray(found, dtype=np.int64)
         if len(positions):
             tokens = np.searchsorted(starts, positions)
             tokens = tokens[(tokens > 0) & (tokens < count)]
@@ -147,7 +175,8 @@ class Unit:
 
 
 def sentence_units(ranks: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_tokens: int) -> list[Unit]:
-    """Split a tokenized text into sentences; a sentence over ``max_tokens`` is split at word boundaries."""
+    """Split a tokenized text into sentences; a sentence over ``max_tokens`` is split at word boundaries
+    (see :func:`long_sentence_cut`), never inside a word."""
     count = len(starts)
     cuts = np.flatnonzero(ranks >= SENTENCE)
     units: list[Unit] = []
@@ -159,11 +188,26 @@ def sentence_units(ranks: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_
         while begin < last:
             stop = int(last)
             if stop - begin > max_tokens:
-                stop = best_cut(ranks, begin + max(1, max_tokens // 2), begin + max_tokens)
+                stop = long_sentence_cut(ranks, begin, stop, max_tokens)
             units.append(Unit(int(starts[begin]), int(ends[stop - 1]), begin, stop, paragraph))
             begin = stop
     assert not units or units[-1].last_token == count
     return units
+
+
+def long_sentence_cut(ranks: np.ndarray, begin: int, end: int, max_tokens: int) -> int:
+    """Where to end the first piece of the over-long sentence ``[begin, end)``: the best boundary in the
+    second half of a ``max_tokens`` window; when that half holds no space, the last space before it, else
+    the first after it (the piece is then longer than ``max_tokens``), else ``end``."""
+    low, high = begin + max(1, max_tokens // 2), begin + max_tokens
+    cut = best_cut(ranks, low, high)
+    if ranks[cut] >= WORD:
+        return cut
+    before = np.flatnonzero(ranks[begin + 1 : low] >= WORD)
+    if len(before):
+        return begin + 1 + int(before[-1])
+    after = np.flatnonzero(ranks[high + 1 : end] >= WORD)
+    return high + 1 + int(after[0]) if len(after) else end
 
 
 def best_cut(ranks: np.ndarray, low: int, high: int) -> int:

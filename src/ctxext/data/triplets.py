@@ -30,31 +30,24 @@ from typing import Any
 import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.data.output import (
-    InputRecord,
-    JsonlWriter,
-    atomic_file_with_manifest,
-    checked_output,
-    write_file_manifest,
-)
+from ctxext.data.encoders import as_encoder, unit_rows
+from ctxext.data.formats import record_id, record_text
+from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, parse_choice, plain
+from ctxext.data.output import CountedOutput, FileOutput, InputRecord, JsonlWriter
 from ctxext.data.sources import (
     EmptySource,
     Problems,
+    SourceFile,
     UnreadableSource,
     expand_sources,
     iter_records,
     markdown_title,
-    record_text,
 )
-from ctxext.data.text import normalize
+from ctxext.data.text import WORD_CHARACTERS, normalize
 from ctxext.errors import InvalidArgument
 
-QUERY_KINDS = ("title", "section", "both", "passage")
-NEGATIVE_METHODS = ("embedding", "bm25", "swap")
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 RST_HEADING = re.compile(r"^([^\n]+)\n([=\-~^\"'`#*+]{3,})[ \t]*$", re.MULTILINE)
-WORDS = re.compile(r"\w+")
 NON_SPACE = re.compile(r"\S+")
 
 
@@ -129,14 +122,13 @@ def structured_document(
     elif title and sections and sections[0].heading and normalize(sections[0].heading) == normalize(title):
         sections[0] = Section(None, sections[0].text)
     sections = [s for s in sections if s.text.strip() or s.heading]
-    doc_id = str(record.get("doc_id") or record.get("id") or where)
-    return StructuredDocument(doc_id, title, sections, where)
+    return StructuredDocument(record_id(record, where), title, sections, where)
 
 
 @dataclass
 class Query:
     document: int
-    kind: str
+    kind: Queries
     text: str
     heading: str | None
     positive_title: str | None
@@ -159,18 +151,29 @@ class TripletCounts:
 
 
 @dataclass
-class TripletsResult:
+class TripletsResult(CountedOutput):
     path: Path
     manifest_path: Path
     counts: TripletCounts
     problems: list[str]
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        """The output, its manifest, and the counts."""
+        return {"output": str(self.path), "manifest": str(self.manifest_path), **vars(self.counts)}
+
+    title = "triplets"
+    columns = ("documents", "title_queries", "section_queries", "passage_queries", "dropped_verbatim", "triplets",
+               "problems")
+
+    def count_rows(self) -> dict[str, dict[str, Any]]:
+        return {"corpus": vars(self.counts)}
+
 
 def make_queries(
     documents: list[StructuredDocument],
     *,
-    kinds: str = "both",
+    kinds: Queries | str = Queries.both,
     sections_per_document: int = 1,
     min_query_words: int = 8,
     max_query_words: int = 128,
@@ -183,54 +186,81 @@ def make_queries(
 ) -> list[Query]:
     """Title, section or passage queries with their positives; verbatim title and section queries dropped
     unless allowed (a passage is verbatim by design). ``sections_per_document`` also counts passages."""
-    if kinds not in QUERY_KINDS:
-        raise InvalidArgument(f"--queries must be one of {', '.join(QUERY_KINDS)}, not {kinds!r}")
+    kinds = parse_queries(kinds)
     counts = counts if counts is not None else TripletCounts()
     generator = np.random.default_rng(seed)
     queries: list[Query] = []
     for index, document in enumerate(documents):
         made = []
-        if kinds in ("title", "both") and document.title:
-            body = document.body()
-            if _words(body) >= min_positive_words:
-                made.append(Query(index, "title", document.title, None, None, body))
-        if kinds in ("section", "both") and len(document.sections) > 1:
-            eligible = [i for i, s in enumerate(document.sections) if _words(s.text) >= min_query_words]
-            chosen = generator.permutation(eligible)[:sections_per_document] if eligible else []
-            for position in sorted(int(i) for i in chosen):
-                section = document.sections[position]
-                rest = document.body(without=position)
-                if _words(rest) < min_positive_words:
-                    continue
-                words = section.text.split()
-                made.append(
-                    Query(
-                        index,
-                        "section",
-                        " ".join(words[:max_query_words]),
-                        section.heading,
-                        document.title,
-                        rest,
-                    )
-                )
-        if kinds == "passage":
+        if kinds in (Queries.titles, Queries.both):
+            made.extend(_title_queries(index, document, min_positive_words))
+        if kinds in (Queries.sections, Queries.both):
+            made.extend(_section_queries(index, document, sections_per_document, min_query_words, max_query_words,
+                                         min_positive_words, generator))
+        if kinds == Queries.passages:
             made.extend(_passage_queries(index, document, sections_per_document, passage_words, max_depth_words,
                                          min_positive_words, generator))
         if not made:
             counts.documents_without_structure += 1
-        for query in made:
-            verbatim_allowed = allow_verbatim or query.kind == "passage"  # a passage is verbatim by design
-            if not verbatim_allowed and normalize(query.text) in normalize(
-                f"{query.positive_title or ''} {query.positive_text}"
-            ):
-                counts.dropped_verbatim += 1
-                continue
-            queries.append(query)
-            counts.title_queries += query.kind == "title"
-            counts.section_queries += query.kind == "section"
-            counts.passage_queries += query.kind == "passage"
+        queries.extend(_kept_queries(made, allow_verbatim, counts))
     counts.queries = len(queries)
     return queries
+
+
+def parse_queries(kinds: Queries | str) -> Queries:
+    return parse_choice(Queries, kinds, "--queries must be one of {choices}, not {value!r}")
+
+
+def _title_queries(index: int, document: StructuredDocument, min_positive_words: int) -> list[Query]:
+    """The title as the query, the body (without the title) as the positive."""
+    if not document.title:
+        return []
+    body = document.body()
+    if _words(body) < min_positive_words:
+        return []
+    return [Query(index, Queries.titles, document.title, None, None, body)]
+
+
+def _section_queries(
+    index: int,
+    document: StructuredDocument,
+    count: int,
+    min_query_words: int,
+    max_query_words: int,
+    min_positive_words: int,
+    generator: np.random.Generator,
+) -> list[Query]:
+    """Up to ``count`` sections chosen at random as queries, each with the rest of the document as positive."""
+    if len(document.sections) <= 1:
+        return []
+    eligible = [i for i, s in enumerate(document.sections) if _words(s.text) >= min_query_words]
+    chosen: list[int] = generator.permutation(eligible)[:count].tolist() if eligible else []
+    made = []
+    for position in sorted(chosen):
+        section = document.sections[position]
+        rest = document.body(without=position)
+        if _words(rest) < min_positive_words:
+            continue
+        query = " ".join(section.text.split()[:max_query_words])
+        made.append(Query(index, Queries.sections, query, section.heading, document.title, rest))
+    return made
+
+
+def _kept_queries(made: list[Query], allow_verbatim: bool, counts: TripletCounts) -> list[Query]:
+    """``made`` without the title and section queries found verbatim in their positive (unless allowed)."""
+    kept = []
+    for query in made:
+        verbatim_allowed = allow_verbatim or query.kind == Queries.passages  # a passage is verbatim by design
+        if not verbatim_allowed and normalize(query.text) in normalize(
+            f"{query.positive_title or ''} {query.positive_text}"
+        ):
+            counts.dropped_verbatim += 1
+            continue
+        kept.append(query)
+        counts.title_queries += query.kind == Queries.titles
+        counts.section_queries += query.kind == Queries.sections
+        counts.passage_queries += query.kind == Queries.passages
+    return kept
 
 
 def _passage_queries(
@@ -252,7 +282,7 @@ def _passage_queries(
     if max_depth_words is not None:
         last_start = min(last_start, max(0, max_depth_words - passage_words))
     starts = sorted(int(s) for s in generator.permutation(last_start + 1)[:count])
-    return [Query(index, "passage", " ".join(words[start:start + passage_words]), None, document.title, body,
+    return [Query(index, Queries.passages, " ".join(words[start:start + passage_words]), None, document.title, body,
                   (spans[start][0], spans[start + passage_words - 1][1]))
             for start in starts]
 
@@ -298,11 +328,13 @@ def negative_scores_bm25(documents: list[StructuredDocument], queries: list[Quer
     """A function giving, for a block of queries, BM25 scores against every document."""
     from rank_bm25 import BM25Okapi
 
-    corpus = [WORDS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents]
+    corpus = [WORD_CHARACTERS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents]
     bm25 = BM25Okapi(corpus)
 
     def scores(block: list[Query]) -> np.ndarray:
-        return np.stack([bm25.get_scores(WORDS.findall(q.text.casefold())) for q in block]).astype(np.float32)
+        return np.stack([bm25.get_scores(WORD_CHARACTERS.findall(q.text.casefold())) for q in block]).astype(
+            np.float32
+        )
 
     return scores
 
@@ -310,19 +342,16 @@ def negative_scores_bm25(documents: list[StructuredDocument], queries: list[Quer
 def negative_scores_embedding(
     documents: list[StructuredDocument], queries: list[Query], encoder: Any, progress: ProgressFn
 ) -> Any:
-    if isinstance(encoder, (str, Path)):
-        from ctxext.encode import load_encoder
-
-        encoder = load_encoder(encoder)
+    encoder = as_encoder(encoder)
     texts = [f"{d.title}\n\n{d.body()}" if d.title else d.body() for d in documents]
-    document_vectors = _unit(
+    document_vectors = unit_rows(
         encoder.encode(
             texts,
             batch_size=32,
             progress=lambda _t, done, total: progress("embedding documents", done, total),
         )
     )
-    query_vectors = _unit(
+    query_vectors = unit_rows(
         encoder.encode(
             [q.text for q in queries],
             batch_size=64,
@@ -336,11 +365,6 @@ def negative_scores_embedding(
         return rows @ document_vectors.T
 
     return scores
-
-
-def _unit(vectors: Any) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def hard_negatives(
@@ -390,22 +414,22 @@ def triplet_record(
     negative: StructuredDocument,
     score: float | None,
     rank: int,
-    method: str,
+    method: NegativesFrom,
 ) -> dict[str, Any]:
     """One output line; the schema is documented in docs/data.md."""
-    if query.kind == "title":
+    if query.kind == Queries.titles:
         negative_title, negative_text = None, negative.body()
     else:
         negative_title, negative_text = negative.title, negative.body()
     return {
-        "query": {"text": query.text, "kind": query.kind, "heading": query.heading},
+        "query": {"text": query.text, "kind": query.kind.value, "heading": query.heading},
         "positive": {
             "doc_id": document.doc_id,
             "title": query.positive_title,
             "abstract": query.positive_text,
         },
         "negative": {"doc_id": negative.doc_id, "title": negative_title, "abstract": negative_text},
-        "negative_method": method,
+        "negative_method": method.value,
         "negative_score": None if score is None else round(score, 6),
         "negative_rank": rank,
     }
@@ -415,9 +439,9 @@ def build_triplets(
     corpus: str,
     out: str | Path,
     *,
-    queries: str = "both",
-    negatives_from: str = "embedding",
-    encoder: str = DEFAULT_ENCODER,
+    queries: Queries | str = Queries.both,
+    negatives_from: NegativesFrom | str = NegativesFrom.embedding,
+    encoder: str = DEFAULT_MODEL,
     negatives: int = 1,
     skip_top: int = 0,
     sections_per_document: int = 1,
@@ -428,8 +452,8 @@ def build_triplets(
     passage_words: int = 32,
     max_depth_words: int | None = None,
     seed: int = 0,
-    input_format: str | None = None,
-    on_error: str = "stop",
+    input_format: InputFormat | str | None = None,
+    on_error: OnError | str = OnError.stop,
     pdf_password: str | None = None,
     force: bool = False,
     progress: ProgressFn = no_progress,
@@ -439,17 +463,64 @@ def build_triplets(
     out = Path(out).expanduser().absolute()
     if out.suffix.lower() != ".jsonl":
         raise InvalidArgument(f"output {out.name}: triplets are written as JSON lines; name it *.jsonl")
-    if negatives_from not in NEGATIVE_METHODS:
-        raise InvalidArgument(f"--negatives-from must be one of {', '.join(NEGATIVE_METHODS)}")
+    negatives_from = parse_choice(NegativesFrom, negatives_from, "--negatives-from must be one of {choices}")
     if negatives < 1 or skip_top < 0:
         raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
-    if negatives_from == "swap" and queries != "passage":
+    queries = parse_queries(queries)
+    if negatives_from == NegativesFrom.swap and queries != Queries.passages:
         raise InvalidArgument("--negatives-from swap needs --queries passage (it swaps the passage out)")
     problems = Problems(on_error)
     files = expand_sources([corpus], input_format=input_format)
-    checked_output(out, force=force, inputs=files)
-    documents: list[StructuredDocument] = []
+    output = FileOutput(out, files, force=force)
     inputs: list[InputRecord] = []
+    documents = _read_corpus(files, problems, inputs, pdf_password, progress)
+    counts = TripletCounts(documents=len(documents))
+    if len(documents) < 2:
+        raise EmptySource(f"{corpus}: a hard negative needs at least two documents; found {len(documents)}")
+    made = make_queries(
+        documents, kinds=queries, sections_per_document=sections_per_document, min_query_words=min_query_words,
+        max_query_words=max_query_words, min_positive_words=min_positive_words, allow_verbatim=allow_verbatim,
+        passage_words=passage_words, max_depth_words=max_depth_words, seed=seed, counts=counts,
+    )
+    if not made:
+        raise EmptySource(
+            f"{corpus}: no document gave a query (titles, or two or more sections with "
+            f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
+        )
+    found = _negatives(documents, made, negatives_from, encoder, negatives, skip_top, seed, progress)
+    passage = queries == Queries.passages
+    options = {
+        "corpus": corpus, "queries": queries.value, "negatives_from": negatives_from.value,
+        "encoder": encoder if negatives_from == NegativesFrom.embedding else None, "negatives": negatives,
+        "skip_top": skip_top, "sections_per_document": sections_per_document, "min_query_words": min_query_words,
+        "max_query_words": max_query_words, "min_positive_words": min_positive_words,
+        "allow_verbatim": allow_verbatim, "passage_words": passage_words if passage else None,
+        "max_depth_words": max_depth_words if passage else None, "seed": seed, "format": plain(input_format),
+        "on_error": problems.on_error.value,
+    }
+    with output.writing(JsonlWriter) as writer:
+        for query, picked in zip(made, found, strict=False):
+            if not picked:
+                counts.queries_without_negative += 1
+            writer.write([triplet_record(query, documents[query.document], negative, score, rank, negatives_from)
+                          for negative, score, rank in picked])
+        counts.triplets = writer.rows
+        counts.problems = len(problems.messages)
+        output.finish(writer, empty=f"{corpus}: no triplet could be made (every candidate negative was excluded)",
+                      command="data triplets", options=options, inputs=inputs, counts=asdict(counts),
+                      problems=problems.messages, argv=argv, extra={"schema": "ctxext-triplets/1 (docs/data.md)"})
+    return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
+
+
+def _read_corpus(
+    files: list[SourceFile],
+    problems: Problems,
+    inputs: list[InputRecord],
+    pdf_password: str | None,
+    progress: ProgressFn,
+) -> list[StructuredDocument]:
+    """Every readable record of ``files`` as a structured document; the others are problems."""
+    documents: list[StructuredDocument] = []
     for number, source_file in enumerate(files, start=1):
         inputs.append(InputRecord.of(source_file))
         before = len(documents)
@@ -460,85 +531,24 @@ def build_triplets(
                 problems.report(error)
         inputs[-1].counts = {"documents": len(documents) - before}
         progress("reading corpus", number, len(files))
-    counts = TripletCounts(documents=len(documents))
-    if len(documents) < 2:
-        raise EmptySource(f"{corpus}: a hard negative needs at least two documents; found {len(documents)}")
-    made = make_queries(
-        documents,
-        kinds=queries,
-        sections_per_document=sections_per_document,
-        min_query_words=min_query_words,
-        max_query_words=max_query_words,
-        min_positive_words=min_positive_words,
-        allow_verbatim=allow_verbatim,
-        passage_words=passage_words,
-        max_depth_words=max_depth_words,
-        seed=seed,
-        counts=counts,
-    )
-    if not made:
-        raise EmptySource(
-            f"{corpus}: no document gave a query (titles, or two or more sections with "
-            f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
-        )
-    if negatives_from == "swap":
-        found = [[(swapped, None, 0) for swapped in picked]
-                 for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)]
-    else:
-        scores_of = (negative_scores_bm25(documents, made) if negatives_from == "bm25"
-                     else negative_scores_embedding(documents, made, encoder, progress))
-        found = [[(documents[index], score, rank) for index, score, rank in picked]
-                 for picked in hard_negatives(documents, made, scores_of, negatives=negatives, skip_top=skip_top,
-                                              progress=progress)]
-    with atomic_file_with_manifest(out, force=force, inputs=files) as (temporary, temporary_manifest):
-        writer = JsonlWriter(temporary)
-        try:
-            for query, picked in zip(made, found, strict=False):
-                if not picked:
-                    counts.queries_without_negative += 1
-                writer.write(
-                    [
-                        triplet_record(query, documents[query.document], negative, score, rank, negatives_from)
-                        for negative, score, rank in picked
-                    ]
-                )
-        finally:
-            writer.close()
-        counts.triplets = writer.rows
-        counts.problems = len(problems.messages)
-        if writer.rows == 0:
-            raise EmptySource(f"{corpus}: no triplet could be made (every candidate negative was excluded)")
-        options = {
-            "corpus": corpus,
-            "queries": queries,
-            "negatives_from": negatives_from,
-            "encoder": encoder if negatives_from == "embedding" else None,
-            "negatives": negatives,
-            "skip_top": skip_top,
-            "sections_per_document": sections_per_document,
-            "min_query_words": min_query_words,
-            "max_query_words": max_query_words,
-            "min_positive_words": min_positive_words,
-            "allow_verbatim": allow_verbatim,
-            "passage_words": passage_words if queries == "passage" else None,
-            "max_depth_words": max_depth_words if queries == "passage" else None,
-            "seed": seed,
-            "format": input_format,
-            "on_error": on_error,
-        }
-        manifest = write_file_manifest(
-            temporary_manifest,
-            command="data triplets",
-            options=options,
-            inputs=inputs,
-            counts=asdict(counts),
-            output=out,
-            written=temporary,
-            rows=writer.rows,
-            problems=problems.messages,
-            argv=argv,
-            extra={"schema": "ctxext-triplets/1 (docs/data.md)"},
-        )
-    return TripletsResult(
-        out, out.with_name(out.name + ".manifest.json"), counts, problems.messages, manifest
-    )
+    return documents
+
+
+def _negatives(
+    documents: list[StructuredDocument],
+    made: list[Query],
+    negatives_from: NegativesFrom,
+    encoder: str,
+    negatives: int,
+    skip_top: int,
+    seed: int,
+    progress: ProgressFn,
+) -> list[list[tuple[StructuredDocument, float | None, int]]]:
+    """(negative document, score, rank) of each query: swapped, or mined by BM25 or embedding."""
+    if negatives_from == NegativesFrom.swap:
+        return [[(swapped, None, 0) for swapped in picked]
+                for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)]
+    scores_of = (negative_scores_bm25(documents, made) if negatives_from == NegativesFrom.bm25
+                 else negative_scores_embedding(documents, made, encoder, progress))
+    mined = hard_negatives(documents, made, scores_of, negatives=negatives, skip_top=skip_top, progress=progress)
+    return [[(documents[index], score, rank) for index, score, rank in picked] for picked in mined]

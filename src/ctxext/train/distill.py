@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxext.data.formats import data_files, read_documents
 from ctxext.errors import InvalidArgument, SourceNotFound
 from ctxext.io import CheckpointReader, atomic_output, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
@@ -32,7 +33,6 @@ from ctxext.train.embedding import (
     retrieval_callbacks,
     sentence_transformers_files,
 )
-from ctxext.train.mlm import data_files, read_documents
 from ctxext.train.runner import (
     ListDataset,
     TrainingResult,

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputResult
+from ctxext.data.formats import read_triplets
 from ctxext.errors import InvalidArgument
-from ctxext.io import file_sha256, open_model, read_jsonl
+from ctxext.io import file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.embedding import EmbeddingModel, load_backbone, retrieval_callbacks
 from ctxext.train.runner import (
@@ -36,43 +37,6 @@ ADAPTERS_DIR = "adapters"
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def triplet_text(value: Any, sep_token: str, where: str) -> str:
-    """A query or a document of a triplet line: a string, ``{"text": ...}``, or SciRepEval's
-    ``{"title": ..., "abstract": ...}`` (``title [SEP] abstract``, just the abstract when there is no title)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value:
-        return triplet_text(value[0], sep_token, where)
-    if isinstance(value, dict):
-        if isinstance(value.get("text"), str):
-            return value["text"]
-        title, abstract = value.get("title") or "", value.get("abstract") or value.get("body") or ""
-        if title or abstract:
-            return f"{title}{sep_token}{abstract}" if title and abstract else title or abstract
-    raise InvalidArgument(f"{where}: expected a string or an object with 'text' or 'title'/'abstract'")
-
-
-def read_triplets(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list[tuple[str, str, str]]:
-    """(query, positive, negative) texts from jsonl files in the ``ctxext-triplets/1`` schema
-    (docs/data.md); ``anchor``/``pos``/``neg`` keys are accepted too."""
-    if not paths:
-        raise InvalidArgument("no training data: pass --data triplets.jsonl")
-    triplets = []
-    for path in map(Path, paths):
-        for number, record in read_jsonl(path):
-            where = f"{path}:{number}"
-            parts = []
-            for keys in (("query", "anchor"), ("positive", "pos"), ("negative", "neg")):
-                key = next((k for k in keys if k in record), None)
-                if key is None:
-                    raise InvalidArgument(f"{where} has no '{keys[0]}' field")
-                parts.append(triplet_text(record[key], sep_token, f"{where} field '{key}'"))
-            triplets.append(tuple(parts))
-    if not triplets:
-        raise InvalidArgument(f"{', '.join(map(str, paths))}: no triplets")
-    return triplets
 
 
 def skipped_position_ids(lengths: Sequence[int], width: int, span: int, offset: int = 0) -> Any:
@@ -175,7 +139,7 @@ def _position_offset(backbone: Any, position_span: int | None, max_len: int, lim
     """The first position id of ``backbone``'s table, after checking ``position_span`` fits it."""
     import inspect
 
-    from ctxext.positions import detected_offset
+    from ctxext.architectures import learned_offset
 
     if position_span is None:
         return 0
@@ -184,7 +148,7 @@ def _position_offset(backbone: Any, position_span: int | None, max_len: int, lim
                               f"model's {limit} positions")
     if "position_ids" not in inspect.signature(backbone.forward).parameters:
         raise InvalidArgument(f"--position-span: {type(backbone).__name__} takes no position ids")
-    return detected_offset(backbone.config.to_dict())
+    return learned_offset(backbone.config.to_dict())
 
 
 def _prepare_adapter(backbone: Any, folder: Any, adapter: str, reduction_factor: int) -> tuple[Any, str]:

@@ -10,20 +10,18 @@ held-out set masked once with a fixed seed (:func:`masked_held_out`), the Traine
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.errors import InvalidArgument, SourceNotFound, remote_code_refusal
+from ctxext.data.formats import data_files, read_documents
+from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import (
     ModelFolder,
     file_sha256,
-    input_file,
     open_model,
-    read_jsonl,
 )
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.runner import (
@@ -36,71 +34,7 @@ from ctxext.train.runner import (
     write_trained_model,
 )
 
-TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
-
-
 # ----------------------------------------------------------------------------- text
-
-
-def read_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Documents from local files: ``.txt`` (blank-line separated paragraphs), ``.jsonl`` (a ``text`` field
-    per line), ``.parquet`` (a ``text`` column). A folder stands for the supported files inside it."""
-    documents: list[str] = []
-    for path in data_files(paths):
-        if path.suffix == ".txt":
-            text = path.read_text(encoding="utf-8", errors="replace")
-            documents += [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
-        elif path.suffix == ".jsonl":
-            documents += _jsonl_texts(path)
-        else:
-            documents += _parquet_texts(path)
-    if not documents:
-        raise InvalidArgument(f"the data ({', '.join(map(str, paths))}) holds no text")
-    return documents
-
-
-def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    if not paths:
-        raise InvalidArgument("no training data: pass --data FILE (txt, jsonl or parquet)")
-    files: list[Path] = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            found = sorted(p for p in entry.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
-            if not found:
-                raise SourceNotFound(f"data folder {entry} holds no .txt, .jsonl or .parquet files")
-            files += found
-        elif entry.exists() or entry.is_symlink():
-            input_file(entry, "data file")
-            if entry.suffix not in TEXT_SUFFIXES:
-                raise InvalidArgument(
-                    f"data file {entry}: unsupported type {entry.suffix!r}; "
-                    "use .txt, .jsonl (a 'text' field) or .parquet (a 'text' column)"
-                )
-            files.append(entry)
-        else:
-            raise SourceNotFound(f"data file {entry} does not exist")
-    return files
-
-
-def _jsonl_texts(path: Path) -> list[str]:
-    texts = []
-    for number, record in read_jsonl(path):
-        if not isinstance(record.get("text"), str):
-            raise InvalidArgument(f"{path}:{number} has no string 'text' field")
-        texts.append(record["text"])
-    return texts
-
-
-def _parquet_texts(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path, columns=["text"])
-    except (KeyError, ValueError) as error:
-        raise InvalidArgument(f"{path} has no 'text' column ({error})") from None
-    except OSError as error:
-        raise InvalidArgument(f"{path} cannot be read as Parquet ({error})") from None
-    return [text for text in table.column("text").to_pylist() if isinstance(text, str) and text.strip()]
 
 
 def split_held_out(named: Iterable[tuple[str, str]], fraction: float) -> tuple[list[str], list[str]]:

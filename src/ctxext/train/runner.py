@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctxext.architectures import is_buffer
 from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_model_folder
 from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound
 from ctxext.io import CheckpointReader, ModelFolder, OutTensor, check_output_target, sigterm_as_interrupt
@@ -131,9 +132,9 @@ def build_trainer(
     arguments: Any,
     callbacks: Sequence[Any] = (),
 ):
-    from transformers import Trainer
+    from transformers import PrinterCallback, Trainer
 
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=arguments,
         data_collator=collator,
@@ -142,6 +143,8 @@ def build_trainer(
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+    trainer.remove_callback(PrinterCallback)  # the library never prints; losses stay in the log history
+    return trainer
 
 
 def loss_history(trainer: Any) -> dict[str, list[list[float]]]:
@@ -236,7 +239,7 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
     carried: dict[str, str] = {}
     for name in reader.names:
         if (
-            name.endswith(("position_ids", "token_type_ids"))
+            is_buffer(name)
             or ".decoder." in name
             or name.startswith("decoder.")
         ):
