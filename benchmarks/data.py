@@ -98,9 +98,7 @@ def run(mode: str, folder: Path, out: Path, tokenizer: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-mb", type=float, default=4.0)
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--modes", nargs="+", default=["streamed", "chunked", "dedupe", "naive"])

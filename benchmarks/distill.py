@@ -62,18 +62,36 @@ def main() -> None:
     out = work / f"distilled-{texts.stem}-{arguments.steps}-lr{arguments.lr}"
     if not out.exists():
         started = time.perf_counter()
-        result = distill(str(student), teacher, [texts], out, max_len=arguments.max_len,
-                         settings=TrainSettings(steps=arguments.steps, batch_size=arguments.batch_size,
-                                                learning_rate=arguments.lr, warmup_ratio=0.1, logging_every=10,
-                                                save_every=10**6, progress_bars=False))
+        result = distill(
+            str(student),
+            teacher,
+            [texts],
+            out,
+            max_len=arguments.max_len,
+            settings=TrainSettings(
+                steps=arguments.steps,
+                batch_size=arguments.batch_size,
+                learning_rate=arguments.lr,
+                warmup_ratio=0.1,
+                logging_every=10,
+                save_every=10**6,
+                progress_bars=False,
+            ),
+        )
         losses = [loss for _, loss in result.history["train"]]
-        print(f"distill: {time.perf_counter() - started:.0f} s, loss {losses[0]:.5f} -> {losses[-1]:.5f}, "
-              f"teacher cache {'hit' if result.cached else 'written'}", flush=True)
+        print(
+            f"distill: {time.perf_counter() - started:.0f} s, loss {losses[0]:.5f} -> {losses[-1]:.5f}, "
+            f"teacher cache {'hit' if result.cached else 'written'}",
+            flush=True,
+        )
 
     retrieval_set = beir_set(beir)
     rows = {}
-    for label, ref in (("teacher all-mpnet-base-v2 (768)", teacher), ("GUIDE init, no training (384)", str(student)),
-                       ("distilled student (384)", str(out))):
+    for label, ref in (
+        ("teacher all-mpnet-base-v2 (768)", teacher),
+        ("GUIDE init, no training (384)", str(student)),
+        ("distilled student (384)", str(out)),
+    ):
         encoder = load_encoder(ref, max_length=arguments.max_len)
         encoder.encode(retrieval_set.queries[:8])  # warm-up
         started = time.perf_counter()
@@ -81,20 +99,26 @@ def main() -> None:
         seconds = time.perf_counter() - started
         queries = encoder.encode(retrieval_set.queries, batch_size=16)
         scores = similarity(queries, documents)
-        rows[label] = {"ndcg_at_10": ndcg_at_k(scores, retrieval_set.relevant),
-                       "acc_at_1": accuracy_at_1(scores, retrieval_set.relevant),
-                       "docs_per_s": len(retrieval_set.documents) / seconds}
+        rows[label] = {
+            "ndcg_at_10": ndcg_at_k(scores, retrieval_set.relevant),
+            "acc_at_1": accuracy_at_1(scores, retrieval_set.relevant),
+            "docs_per_s": len(retrieval_set.documents) / seconds,
+        }
     teacher_row = rows["teacher all-mpnet-base-v2 (768)"]
-    print(f"\nretrieval on {beir.name}: {len(retrieval_set.queries)} queries, {len(retrieval_set.documents)} "
-          f"documents (max {arguments.max_len} tokens)")
+    print(
+        f"\nretrieval on {beir.name}: {len(retrieval_set.queries)} queries, {len(retrieval_set.documents)} "
+        f"documents (max {arguments.max_len} tokens)"
+    )
     print(f"{'model':<34}{'nDCG@10':>9}{'Acc@1':>8}{'docs/s':>9}{'score ratio':>13}{'speed ratio':>13}")
     for label, row in rows.items():
-        print(f"{label:<34}{row['ndcg_at_10']:>9.3f}{row['acc_at_1']:>8.3f}{row['docs_per_s']:>9.1f}"
-              f"{row['ndcg_at_10'] / teacher_row['ndcg_at_10']:>13.3f}"
-              f"{row['docs_per_s'] / teacher_row['docs_per_s']:>13.2f}")
-    (work / "distill_benchmark.json").write_text(json.dumps({"options": {k: str(v) for k, v in
-                                                                         vars(arguments).items()}, "rows": rows},
-                                                            indent=2))
+        print(
+            f"{label:<34}{row['ndcg_at_10']:>9.3f}{row['acc_at_1']:>8.3f}{row['docs_per_s']:>9.1f}"
+            f"{row['ndcg_at_10'] / teacher_row['ndcg_at_10']:>13.3f}"
+            f"{row['docs_per_s'] / teacher_row['docs_per_s']:>13.2f}"
+        )
+    (work / "distill_benchmark.json").write_text(
+        json.dumps({"options": {k: str(v) for k, v in vars(arguments).items()}, "rows": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -116,9 +116,7 @@ def build_docstring_squad(modules: tuple[str, ...], limit: int, prefix: str, dis
                 continue
             seen.add(paragraph)
             entry = f"{name}: {paragraph}"
-            entries.append(
-                (module_name, entry, match.group("answer").strip(), len(name) + 2 + match.start("answer"))
-            )
+            entries.append((module_name, entry, match.group("answer").strip(), len(name) + 2 + match.start("answer")))
     chooser = random.Random(0)
     examples: list[QAExample] = []
     for index, (module_name, entry, answer, offset) in enumerate(entries):
@@ -131,9 +129,7 @@ def build_docstring_squad(modules: tuple[str, ...], limit: int, prefix: str, dis
         start = context.index(entry) + offset
         name = entry.split(":", 1)[0]
         examples.append(
-            QAExample(
-                f"{prefix}-{index}", f"What does {module_name}.{name} return?", context, [answer], [start]
-            )
+            QAExample(f"{prefix}-{index}", f"What does {module_name}.{name} return?", context, [answer], [start])
         )
         if len(examples) == limit:
             break
@@ -153,8 +149,14 @@ def train_in_memory(built, train, evaluation, prompt, settings, max_length: int)
     built.model.get_input_embeddings().weight.requires_grad_(False)
     data = qa_training_data(built.tokenizer, train, prompt, max_length)
     with tempfile.TemporaryDirectory() as work_dir:
-        trainer = build_trainer(built.model, None, data.collator, data.dataset, None,
-                                training_arguments(Path(work_dir), settings, save=False))
+        trainer = build_trainer(
+            built.model,
+            None,
+            data.collator,
+            data.dataset,
+            None,
+            training_arguments(Path(work_dir), settings, save=False),
+        )
         trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=max_length)
@@ -232,10 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"\nQA fine-tune of Gemma 3 270M (GGUF), {args.steps} steps x {args.batch_size}, lr {args.lr}, "
         f"{len(train)} train / {len(evaluation)} eval docstring questions"
     )
-    print(
-        f"{'model':<26}{'pos0 change':>12}{'EM before':>10}{'F1 before':>10}"
-        f"{'EM':>8}{'F1':>8}{'loss':>8}{'s':>7}"
-    )
+    print(f"{'model':<26}{'pos0 change':>12}{'EM before':>10}{'F1 before':>10}{'EM':>8}{'F1':>8}{'loss':>8}{'s':>7}")
     for label, row in results["models"].items():
         print(
             f"{label:<26}{row['position0_change_from_last_token']:>12.3g}{row['em_before']:>10.1f}"

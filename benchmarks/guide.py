@@ -117,9 +117,18 @@ def compare_initialisations(
     teacher_embeddings = teacher_encoder.encode(embed_texts)
     del teacher_encoder
     comparison = Comparison(
-        teacher, dim, layers, tokenizer, pack_documents(tokenizer, train_texts, max_len),
+        teacher,
+        dim,
+        layers,
+        tokenizer,
+        pack_documents(tokenizer, train_texts, max_len),
         ListDataset(masked_held_out(tokenizer, pack_documents(tokenizer, held_out_texts, max_len), mask)),
-        embed_texts, teacher_embeddings, max_len, mask, settings, seed,
+        embed_texts,
+        teacher_embeddings,
+        max_len,
+        mask,
+        settings,
+        seed,
     )
     results: dict[str, dict[str, Any]] = {}
     for number, variant in enumerate(variants):
@@ -155,8 +164,7 @@ def train_variant(comparison: Comparison, variant: Variant, work_dir: Path) -> d
         normalize=normalize,
         max_length=comparison.max_len,
     )
-    agreement_start = similarity_rank_correlation(encoder.encode(comparison.embed_texts),
-                                                  comparison.teacher_embeddings)
+    agreement_start = similarity_rank_correlation(encoder.encode(comparison.embed_texts), comparison.teacher_embeddings)
     trainer = mlm_trainer(
         model,
         comparison.tokenizer,
@@ -189,9 +197,7 @@ def main() -> None:
     from ctxext.train.mlm import split_held_out
     from ctxext.train.runner import TrainSettings
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--steps", type=int, default=300)
@@ -276,9 +282,7 @@ def main() -> None:
             indent=2,
         )
     )
-    plot(
-        results, args.out / f"{stem}.png", f"MLM from all-mpnet-base-v2: {args.dim} wide x {args.layers} deep"
-    )
+    plot(results, args.out / f"{stem}.png", f"MLM from all-mpnet-base-v2: {args.dim} wide x {args.layers} deep")
     print(f"saved {args.out / (stem + '.png')} and {args.out / (stem + '.json')}")
 
 

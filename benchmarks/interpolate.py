@@ -40,16 +40,41 @@ def measure(command: list[str]) -> tuple[float, float]:
 
 
 def ours(source: Path, length: int, offset: int, out: Path, check: bool) -> list[str]:
-    return [sys.executable, "-m", "ctxext", "interpolate", str(source), "--len", str(length), "--spline",
-            "--offset", str(offset), "-o", str(out), "--force", "--check" if check else "--no-check"]
+    return [
+        sys.executable,
+        "-m",
+        "ctxext",
+        "interpolate",
+        str(source),
+        "--len",
+        str(length),
+        "--spline",
+        "--offset",
+        str(offset),
+        "-o",
+        str(out),
+        "--force",
+        "--check" if check else "--no-check",
+    ]
 
 
 def peer(source: Path, length: int, offset: int, out: Path) -> list[str]:
     runner = shutil.which("extend-context")
     if runner is None:
         raise SystemExit("the peer is not installed: pip install context-extension==0.1.3")
-    return [runner, "--model_name_or_path", str(source), "--max_seq_length", str(length), "--offset", str(offset),
-            "--interpolation_type", "cubic", "--output_dir", str(out)]
+    return [
+        runner,
+        "--model_name_or_path",
+        str(source),
+        "--max_seq_length",
+        str(length),
+        "--offset",
+        str(offset),
+        "--interpolation_type",
+        "cubic",
+        "--output_dir",
+        str(out),
+    ]
 
 
 def peer_compatible(source: Path, scratch: Path) -> tuple[Path, str]:
@@ -89,18 +114,21 @@ def main() -> None:
             wall = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
             memory = {k: max(m for _, m in v) for k, v in runs.items()}
             rows.append((name + note, wall, memory, difference))
-    header = (f"{'model':<20} {'peer s':>8} {'ours s':>8} {'speed-up':>9} {'+check s':>9} {'peer MiB':>9} "
-              f"{'ours MiB':>9} {'mem ratio':>9} {'max|table diff|':>16}")
-    print(f"interpolate --spline to {args.length} positions, median of {args.repeats} runs, "
-          f"{os.cpu_count()} cores")
+    header = (
+        f"{'model':<20} {'peer s':>8} {'ours s':>8} {'speed-up':>9} {'+check s':>9} {'peer MiB':>9} "
+        f"{'ours MiB':>9} {'mem ratio':>9} {'max|table diff|':>16}"
+    )
+    print(f"interpolate --spline to {args.length} positions, median of {args.repeats} runs, {os.cpu_count()} cores")
     print(header)
     notes: list[str] = []
     for name, wall, memory, difference in rows:
         label, _, note = name.partition(" (")
         notes.append(f"{label}: ({note}") if note else None
-        print(f"{label:<20} {wall['peer']:>8.2f} {wall['ours']:>8.2f} {wall['peer'] / wall['ours']:>8.1f}x "
-              f"{wall['ours+check']:>9.2f} {memory['peer']:>9.0f} {memory['ours']:>9.0f} "
-              f"{memory['ours'] / memory['peer']:>9.2f} {difference:>16.2e}")
+        print(
+            f"{label:<20} {wall['peer']:>8.2f} {wall['ours']:>8.2f} {wall['peer'] / wall['ours']:>8.1f}x "
+            f"{wall['ours+check']:>9.2f} {memory['peer']:>9.0f} {memory['ours']:>9.0f} "
+            f"{memory['ours'] / memory['peer']:>9.2f} {difference:>16.2e}"
+        )
     for note in notes:
         print(note)
 

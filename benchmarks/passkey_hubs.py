@@ -34,9 +34,12 @@ def main() -> None:
         wanted = np.array([next(iter(relevant)) for relevant in retrieval_set.relevant])
         wrong = top[top != wanted]
         on_hubs = int(np.isin(wrong, hubs[retrieval_set.length]).sum())
-        print(f"{retrieval_set.length}: Acc@1 {np.mean(top == wanted):.2f}; global-block documents "
-              f"{hubs[retrieval_set.length]}; {len(wrong)} wrong answers, {on_hubs} of them on those documents; "
-              f"most chosen {Counter(top.tolist()).most_common(3)}", flush=True)
+        print(
+            f"{retrieval_set.length}: Acc@1 {np.mean(top == wanted):.2f}; global-block documents "
+            f"{hubs[retrieval_set.length]}; {len(wrong)} wrong answers, {on_hubs} of them on those documents; "
+            f"most chosen {Counter(top.tolist()).most_common(3)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

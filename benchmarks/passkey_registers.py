@@ -20,8 +20,11 @@ def main() -> None:
     parser.add_argument("--lengths", default="256,2048,4096")
     parser.add_argument("--documents", type=int, default=50)
     parser.add_argument("--queries", type=int, default=25)
-    parser.add_argument("--variants", default="[unused],[PAD],masked",
-                        help="[unused]: the reserved tokens; a token: registers replaced by it; masked: no attention")
+    parser.add_argument(
+        "--variants",
+        default="[unused],[PAD],masked",
+        help="[unused]: the reserved tokens; a token: registers replaced by it; masked: no attention",
+    )
     arguments = parser.parse_args()
 
     from ctxext.encode import load_encoder
@@ -38,8 +41,12 @@ def main() -> None:
             queries = encode_without_registers(encoder, retrieval_set.queries, registers, variant)
             documents = encode_without_registers(encoder, retrieval_set.documents, registers, variant)
             scores.append(accuracy_at_1(similarity(queries, documents), retrieval_set.relevant))
-        print(f"{variant:<10}" + " ".join(f"{n}: {score:.2f}" for n, score in zip(lengths, scores, strict=True))
-              + f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"{variant:<10}"
+            + " ".join(f"{n}: {score:.2f}" for n, score in zip(lengths, scores, strict=True))
+            + f"   ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
 
 
 def register_ids(tokenizer):  # noqa: ANN001, ANN201
@@ -60,8 +67,13 @@ def encode_without_registers(encoder, texts: list[str], registers, variant: str,
     tokenizer = encoder.tokenizer
     rows = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=encoder.max_length,
-                          padding=True, return_tensors="pt")
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            truncation=True,
+            max_length=encoder.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         is_register = torch.isin(batch["input_ids"], registers)
         text_mask = batch["attention_mask"] * (~is_register)
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]

@@ -11,12 +11,7 @@ from pathlib import Path
 import tiny
 
 # role in the specter2 preset -> the name stored in the adapter's config (its weight keys carry it)
-SPECTER2_ADAPTERS = {
-    "proximity": "[PRX]",
-    "adhoc_query": "[QRY]",
-    "classification": "[CLF]",
-    "regression": "[RGN]",
-}
+SPECTER2_ADAPTERS = {"proximity": "[PRX]", "adhoc_query": "[QRY]", "classification": "[CLF]", "regression": "[RGN]"}
 
 
 def make_specter2(root: Path, seed: int = 0, **bert_overrides) -> dict[str, Path]:

@@ -25,8 +25,9 @@ def _state_names(family: str, class_name: str, **overrides) -> list[str]:
     import transformers
 
     config_name, _, family_overrides = tiny.FAMILIES[family]
-    config = getattr(transformers, config_name)(vocab_size=len(tiny.vocabulary()),
-                                                **{**tiny.TINY, **family_overrides, **overrides})
+    config = getattr(transformers, config_name)(
+        vocab_size=len(tiny.vocabulary()), **{**tiny.TINY, **family_overrides, **overrides}
+    )
     return list(getattr(transformers, class_name)(config).state_dict())
 
 
@@ -76,7 +77,8 @@ def test_an_unknown_tensor_has_no_role():
 def test_position_schemes_follow_the_family_and_the_config_switches():
     assert position_scheme({"model_type": "roberta"}) == LEARNED and POSITIONS["roberta"].offset.value != "none"
     assert position_scheme({"model_type": "bert", "position_embedding_type": "relative_key"}) == (
-        "relative_key positions")
+        "relative_key positions"
+    )
     assert position_scheme({"model_type": "distilbert", "sinusoidal_pos_embds": True}) == "fixed sinusoidal positions"
     assert position_scheme({"model_type": "modernbert"}) == ROPE
     assert position_scheme({"model_type": "deberta-v2"}) == "relative positions"

@@ -57,8 +57,10 @@ def test_different_models_are_a_one_line_error_and_nothing_is_written(two_runs, 
     config = json.loads((second / "config.json").read_text())
     (second / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 128}))
     runner = CliRunner()
-    for arguments, message in ((["average", str(first), str(second)], "config differs"),
-                               (["average", str(first)], "two checkpoints or more")):
+    for arguments, message in (
+        (["average", str(first), str(second)], "config differs"),
+        (["average", str(first)], "two checkpoints or more"),
+    ):
         result = runner.invoke(app, [*arguments, "-o", str(tmp_path / "out")])
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()

@@ -61,11 +61,11 @@ class Scene:
         data = weights.read_bytes()
         if raw is None:
             (length,) = struct.unpack("<Q", data[:8])
-            header = json.loads(data[8:8 + length])
+            header = json.loads(data[8 : 8 + length])
             edit(header)
             encoded = json.dumps(header).encode()
             encoded += b" " * (-len(encoded) % 8)
-            raw = struct.pack("<Q", len(encoded)) + encoded + data[8 + length:]
+            raw = struct.pack("<Q", len(encoded)) + encoded + data[8 + length :]
         weights.write_bytes(raw)
         return source
 
@@ -77,18 +77,25 @@ class Scene:
     def remote_code_model(self) -> Path:
         """A model whose config points at its own Python code (never run: there is none)."""
         config = json.loads((self.tiny_models("bert") / "config.json").read_text())
-        config.update(model_type="custom_thing", auto_map={"AutoConfig": "modeling.CustomConfig",
-                                                           "AutoModel": "modeling.CustomModel",
-                                                           "AutoModelForMaskedLM": "modeling.CustomModel"})
+        config.update(
+            model_type="custom_thing",
+            auto_map={
+                "AutoConfig": "modeling.CustomConfig",
+                "AutoModel": "modeling.CustomModel",
+                "AutoModelForMaskedLM": "modeling.CustomModel",
+            },
+        )
         return self.config(json.dumps(config), name="remote")
 
     def text_records(self, count: int = 12) -> Path:
         words = "the model reads a long document about position embedding and sparse attention".split()
-        return self.jsonl("texts.jsonl", [{"text": " ".join(words[i % 5:] + words)} for i in range(count)])
+        return self.jsonl("texts.jsonl", [{"text": " ".join(words[i % 5 :] + words)} for i in range(count)])
 
     def triplets(self) -> Path:
-        return self.jsonl("triplets.jsonl", [{"query": "long model", "positive": "a long document about the model",
-                                              "negative": "the sky is blue"}] * 4)
+        return self.jsonl(
+            "triplets.jsonl",
+            [{"query": "long model", "positive": "a long document about the model", "negative": "the sky is blue"}] * 4,
+        )
 
 
 def first_tensor(header: dict) -> dict:
@@ -129,290 +136,513 @@ O = ["-o", "out"]  # noqa: E741 - the output every case names unless it tests th
 CASES: list[Case] = [
     # --- interpolate: sources
     case("interpolate: missing source", NOT_FOUND, "not a local folder")(
-        lambda s: ["interpolate", "nope", "--len", 96, *O]),
+        lambda s: ["interpolate", "nope", "--len", 96, *O]
+    ),
     case("interpolate: source is a file", NOT_FOUND, "is a file")(
-        lambda s: ["interpolate", s.file("model.bin", b"x"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.file("model.bin", b"x"), "--len", 96, *O]
+    ),
     case("interpolate: empty source name", NOT_FOUND, "empty")(lambda s: ["interpolate", "", "--len", 96, *O]),
     case("interpolate: folder without config", NOT_FOUND, "no config.json")(
-        lambda s: ["interpolate", s.folder("empty"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.folder("empty"), "--len", 96, *O]
+    ),
     case("interpolate: folder without weights", NOT_FOUND, "has no weights")(
-        lambda s: ["interpolate", (s.model(), (s.root / "src" / "model.safetensors").unlink())[0], "--len", 96, *O]),
+        lambda s: ["interpolate", (s.model(), (s.root / "src" / "model.safetensors").unlink())[0], "--len", 96, *O]
+    ),
     case("interpolate: config.json is a list", CORRUPT, "not a JSON object")(
-        lambda s: ["interpolate", s.config("[1, 2]"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.config("[1, 2]"), "--len", 96, *O]
+    ),
     case("interpolate: config.json is not JSON", CORRUPT, "config.json", "not valid JSON")(
-        lambda s: ["interpolate", s.config("{oops"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.config("{oops"), "--len", 96, *O]
+    ),
     case("interpolate: config.json is not UTF-8", CORRUPT, "not UTF-8")(
-        lambda s: ["interpolate", (s.model(), (s.root / "src" / "config.json").write_bytes(b"\xff\xfe{"))[0],
-                   "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            (s.model(), (s.root / "src" / "config.json").write_bytes(b"\xff\xfe{"))[0],
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("interpolate: config.json nested 100000 deep", CORRUPT, "not valid JSON")(
-        lambda s: ["interpolate", (s.model(), (s.root / "src" / "config.json").write_bytes(nested(100_000)))[0],
-                   "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            (s.model(), (s.root / "src" / "config.json").write_bytes(nested(100_000)))[0],
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("interpolate: modules.json is not a list", CORRUPT, "modules.json")(
-        lambda s: ["interpolate", (s.model(), (s.root / "src" / "modules.json").write_text("{}"))[0],
-                   "--len", 96, *O]),
+        lambda s: ["interpolate", (s.model(), (s.root / "src" / "modules.json").write_text("{}"))[0], "--len", 96, *O]
+    ),
     case("interpolate: broken symlink as source", NOT_FOUND, "broken symbolic link")(
-        lambda s: ["interpolate", (os.symlink(s.root / "gone", s.root / "link"), s.root / "link")[1], "--len", 96, *O]),
+        lambda s: ["interpolate", (os.symlink(s.root / "gone", s.root / "link"), s.root / "link")[1], "--len", 96, *O]
+    ),
     case("interpolate: symlink loop as source", NOT_FOUND, "link loop")(
-        lambda s: ["interpolate", (os.symlink(s.root / "loop", s.root / "loop"), s.root / "loop")[1], "--len", 96, *O]),
+        lambda s: ["interpolate", (os.symlink(s.root / "loop", s.root / "loop"), s.root / "loop")[1], "--len", 96, *O]
+    ),
     case("interpolate: unknown model type", UNSUPPORTED)(
-        lambda s: ["interpolate", s.config(json.dumps({"model_type": "nonesuch", "architectures": ["X"]})),
-                   "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.config(json.dumps({"model_type": "nonesuch", "architectures": ["X"]})),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("interpolate: relative positions (deberta-v2)", UNSUPPORTED, "relative positions")(
-        lambda s: ["interpolate", s.model("deberta-v2"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.model("deberta-v2"), "--len", 96, *O]
+    ),
     case("embed: a model that needs remote code", UNSUPPORTED, "trust_remote_code")(
-        lambda s: ["embed", s.remote_code_model(), s.text_records(), "-o", "e.npy"]),
+        lambda s: ["embed", s.remote_code_model(), s.text_records(), "-o", "e.npy"]
+    ),
     case("evaluate: a model that needs remote code", UNSUPPORTED, "trust_remote_code")(
-        lambda s: ["evaluate", s.remote_code_model(), "--lengths", "64"]),
+        lambda s: ["evaluate", s.remote_code_model(), "--lengths", "64"]
+    ),
     case("mlm: a model that needs remote code", UNSUPPORTED, "trust_remote_code")(
-        lambda s: ["mlm", s.remote_code_model(), "--data", s.text_records(), *O]),
+        lambda s: ["mlm", s.remote_code_model(), "--data", s.text_records(), *O]
+    ),
     case("interpolate: remote code only", UNSUPPORTED)(
-        lambda s: ["interpolate", s.config(json.dumps({"model_type": "custom_thing", "auto_map": {
-            "AutoModel": "modeling_custom.CustomModel"}})), "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.config(
+                json.dumps({"model_type": "custom_thing", "auto_map": {"AutoModel": "modeling_custom.CustomModel"}})
+            ),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     # --- interpolate: weights
     case("safetensors: header length past the file", CORRUPT, "corrupt safetensors header")(
-        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 2**40) + b"{}"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 2**40) + b"{}"), "--len", 96, *O]
+    ),
     case("safetensors: shorter than 8 bytes", CORRUPT, "not a safetensors file")(
-        lambda s: ["interpolate", s.weights(raw=b"abc"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.weights(raw=b"abc"), "--len", 96, *O]
+    ),
     case("safetensors: header not JSON", CORRUPT, "not valid JSON")(
-        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 8) + b"{{{{{{{{"), "--len", 96, *O]),
+        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 8) + b"{{{{{{{{"), "--len", 96, *O]
+    ),
     case("safetensors: header nested 50000 deep", CORRUPT, "not valid JSON")(
-        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 100_000) + nested(50_000)), "--len", 96, *O]),
+        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 100_000) + nested(50_000)), "--len", 96, *O]
+    ),
     case("safetensors: header is a list", CORRUPT, "not a JSON object")(
-        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 8) + b"[1,2,3] "), "--len", 96, *O]),
+        lambda s: ["interpolate", s.weights(raw=struct.pack("<Q", 8) + b"[1,2,3] "), "--len", 96, *O]
+    ),
     case("safetensors: offsets past the end", CORRUPT, "does not fit the file")(
-        lambda s: ["interpolate", s.weights(edit=lambda h: first_tensor(h)["data_offsets"].__setitem__(1, 10**9)),
-                   "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.weights(edit=lambda h: first_tensor(h)["data_offsets"].__setitem__(1, 10**9)),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("safetensors: float shape", CORRUPT, "non-negative whole numbers")(
-        lambda s: ["interpolate", s.weights(edit=lambda h: first_tensor(h).__setitem__(
-            "shape", [float(d) for d in first_tensor(h)["shape"]])), "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.weights(
+                edit=lambda h: first_tensor(h).__setitem__("shape", [float(d) for d in first_tensor(h)["shape"]])
+            ),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("safetensors: negative shape", CORRUPT, "non-negative whole numbers")(
-        lambda s: ["interpolate", s.weights(edit=lambda h: first_tensor(h).__setitem__(
-            "shape", [-d for d in first_tensor(h)["shape"]])), "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.weights(edit=lambda h: first_tensor(h).__setitem__("shape", [-d for d in first_tensor(h)["shape"]])),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("safetensors: unknown dtype", CORRUPT, "known dtype")(
-        lambda s: ["interpolate", s.weights(edit=lambda h: first_tensor(h).__setitem__("dtype", "F128")),
-                   "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.weights(edit=lambda h: first_tensor(h).__setitem__("dtype", "F128")),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("safetensors: entry is a string", CORRUPT, "corrupt safetensors header entry")(
-        lambda s: ["interpolate", s.weights(edit=lambda h: h.__setitem__(next(k for k in h if k != "__metadata__"),
-                                                                          "oops")), "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.weights(edit=lambda h: h.__setitem__(next(k for k in h if k != "__metadata__"), "oops")),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("safetensors: file cut short", CORRUPT)(
-        lambda s: ["interpolate", s.weights(raw=(s.tiny_models("bert") / "model.safetensors").read_bytes()[:-100]),
-                   "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            s.weights(raw=(s.tiny_models("bert") / "model.safetensors").read_bytes()[:-100]),
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("pytorch .bin: not a pickle", CORRUPT, "weights_only=True")(
-        lambda s: ["interpolate", (s.model(), (s.root / "src" / "model.safetensors").unlink(),
-                                   s.file("src/pytorch_model.bin", b"not a pickle at all"))[0], "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            (
+                s.model(),
+                (s.root / "src" / "model.safetensors").unlink(),
+                s.file("src/pytorch_model.bin", b"not a pickle at all"),
+            )[0],
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     case("pytorch .bin: code in the pickle is never run", CORRUPT, "weights_only=True")(
-        lambda s: ["interpolate", (s.model(), (s.root / "src" / "model.safetensors").unlink(),
-                                   s.file("src/pytorch_model.bin", b"cos\nsystem\n(S'touch pwned'\ntR."))[0],
-                   "--len", 96, *O]),
+        lambda s: [
+            "interpolate",
+            (
+                s.model(),
+                (s.root / "src" / "model.safetensors").unlink(),
+                s.file("src/pytorch_model.bin", b"cos\nsystem\n(S'touch pwned'\ntR."),
+            )[0],
+            "--len",
+            96,
+            *O,
+        ]
+    ),
     # --- interpolate: options
     case("interpolate: --len 0", INVALID, "--len", "'0'")(lambda s: ["interpolate", s.model(), "--len", 0, *O]),
     case("interpolate: --len abc", INVALID, "--len", "'abc'")(lambda s: ["interpolate", s.model(), "--len", "abc", *O]),
     case("interpolate: --len -5", INVALID, "--len")(lambda s: ["interpolate", s.model(), "--len", -5, *O]),
     case("interpolate: --len 1000000000", INVALID, "1000000000")(
-        lambda s: ["interpolate", s.model(), "--len", 1_000_000_000, *O]),
+        lambda s: ["interpolate", s.model(), "--len", 1_000_000_000, *O]
+    ),
     case("interpolate: --len shorter than the table", INVALID, "not above")(
-        lambda s: ["interpolate", s.model(), "--len", 16, *O]),
+        lambda s: ["interpolate", s.model(), "--len", 16, *O]
+    ),
     case("interpolate: missing --len", INVALID, "--len")(lambda s: ["interpolate", s.model(), *O]),
     case("interpolate: missing -o", INVALID, "--out")(lambda s: ["interpolate", s.model(), "--len", 96]),
     case("interpolate: --offset banana", INVALID, "--offset", "banana")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "--offset", "banana", *O]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "--offset", "banana", *O]
+    ),
     case("interpolate: --offset -1", INVALID, "--offset")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "--offset", "-1", *O]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "--offset", "-1", *O]
+    ),
     case("interpolate: --grid wobbly", INVALID, "--grid")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "--grid", "wobbly", *O]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "--grid", "wobbly", *O]
+    ),
     case("interpolate: --rope-scaling wobbly", INVALID, "--rope-scaling")(
-        lambda s: ["interpolate", s.model("llama"), "--len", 256, "--rope-scaling", "wobbly", *O]),
+        lambda s: ["interpolate", s.model("llama"), "--len", 256, "--rope-scaling", "wobbly", *O]
+    ),
     case("interpolate: two methods", INVALID, "choose one")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "--linear", "--tile", *O]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "--linear", "--tile", *O]
+    ),
     case("interpolate: unknown option", INVALID, "--frobnicate")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "--frobnicate", *O]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "--frobnicate", *O]
+    ),
     case("unknown command", INVALID, "frobnicate")(lambda s: ["frobnicate"]),
     # --- outputs
     case("output: -o '' --force is the current directory", EXISTS, "current directory")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "", "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "", "--force"]
+    ),
     case("output: -o . --force", EXISTS, "current directory")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", ".", "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", ".", "--force"]
+    ),
     case("output: -o .. --force", EXISTS, "parent of the current directory")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "..", "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "..", "--force"]
+    ),
     case("output: -o / --force", EXISTS)(lambda s: ["interpolate", s.model(), "--len", 96, "-o", "/", "--force"]),
     case("output: -o the source --force", EXISTS, "input")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "src", "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "src", "--force"]
+    ),
     case("output: -o the source's parent --force", EXISTS, "holds the input")(
-        lambda s: ["interpolate", s.model(name="models/mine"), "--len", 96, "-o", "models", "--force"]),
+        lambda s: ["interpolate", s.model(name="models/mine"), "--len", 96, "-o", "models", "--force"]
+    ),
     case("output: -o a folder inside the source --force", EXISTS, "inside the input")(
-        lambda s: ["interpolate", (s.model(), s.ctxext_output("src/sub"))[0], "--len", 96, "-o", "src/sub",
-                   "--force"]),
+        lambda s: ["interpolate", (s.model(), s.ctxext_output("src/sub"))[0], "--len", 96, "-o", "src/sub", "--force"]
+    ),
     case("output: -o a folder ctxext did not write --force", EXISTS, "not a ctxext output")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.folder("mine", **{"notes.txt": "keep"}), "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.folder("mine", **{"notes.txt": "keep"}), "--force"]
+    ),
     case("output: a manifest that is not ctxext's --force", EXISTS, "not a ctxext output")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.folder("mine", **{"manifest.json": "[]"}),
-                   "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.folder("mine", **{"manifest.json": "[]"}), "--force"]
+    ),
     case("output: existing folder without --force", EXISTS, "already exists", "--force")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.ctxext_output("old")]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.ctxext_output("old")]
+    ),
     case("output: an existing file", EXISTS, "not a folder")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.file("out.txt", "mine"), "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", s.file("out.txt", "mine"), "--force"]
+    ),
     case("output: a symbolic link to a ctxext output", EXISTS, "symbolic link")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o",
-                   (s.ctxext_output("real"), os.symlink(s.root / "real", s.root / "link"), "link")[2], "--force"]),
+        lambda s: [
+            "interpolate",
+            s.model(),
+            "--len",
+            96,
+            "-o",
+            (s.ctxext_output("real"), os.symlink(s.root / "real", s.root / "link"), "link")[2],
+            "--force",
+        ]
+    ),
     case("output: the home folder", EXISTS, "home folder")(
-        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "~", "--force"]),
+        lambda s: ["interpolate", s.model(), "--len", 96, "-o", "~", "--force"]
+    ),
     # --- transfer
     case("transfer: unknown target", UNSUPPORTED, "bigbird")(
-        lambda s: ["transfer", s.model(), "longformer", "--len", 128, *O]),
+        lambda s: ["transfer", s.model(), "longformer", "--len", 128, *O]
+    ),
     case("transfer: --len 0", INVALID, "--len")(lambda s: ["transfer", s.model(), "bigbird", "--len", 0, *O]),
     case("transfer: non-BERT source", UNSUPPORTED)(
-        lambda s: ["transfer", s.model("deberta-v2"), "bigbird", "--len", 512, "--block-size", 16, *O]),
+        lambda s: ["transfer", s.model("deberta-v2"), "bigbird", "--len", 512, "--block-size", 16, *O]
+    ),
     case("transfer: -o the source --force", EXISTS, "input")(
-        lambda s: ["transfer", s.model(), "bigbird", "--len", 512, "--block-size", 16, "-o", "src", "--force"]),
+        lambda s: ["transfer", s.model(), "bigbird", "--len", 512, "--block-size", 16, "-o", "src", "--force"]
+    ),
     case("transfer: missing adapter folder", NOT_FOUND)(
-        lambda s: ["transfer", s.model(), "bigbird", "--len", 512, "--block-size", 16, "--adapter", "./no-adapter",
-                   *O]),
+        lambda s: ["transfer", s.model(), "bigbird", "--len", 512, "--block-size", 16, "--adapter", "./no-adapter", *O]
+    ),
     # --- guide
     case("guide: --dim 0", INVALID, "--dim")(lambda s: ["guide", s.model(), "--dim", 0, *O]),
     case("guide: --layers 0", INVALID, "--layers", "'0'")(
-        lambda s: ["guide", s.model(), "--dim", 16, "--layers", 0, *O]),
+        lambda s: ["guide", s.model(), "--dim", 16, "--layers", 0, *O]
+    ),
     case("guide: wider than the teacher", INVALID)(lambda s: ["guide", s.model(), "--dim", 64, *O]),
     case("guide: --init wobbly", INVALID)(lambda s: ["guide", s.model(), "--dim", 16, "--init", "wobbly", *O]),
     case("guide: -o the teacher --force", EXISTS, "input")(
-        lambda s: ["guide", s.model(), "--dim", 16, "-o", "src", "--force"]),
+        lambda s: ["guide", s.model(), "--dim", 16, "-o", "src", "--force"]
+    ),
     # --- embed
     case("embed: missing input", NOT_FOUND, "does not exist")(
-        lambda s: ["embed", s.model(), "nope.jsonl", "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), "nope.jsonl", "-o", "e.npy"]
+    ),
     case("embed: input is a folder", INVALID, "is a folder")(
-        lambda s: ["embed", s.model(), s.folder("docs"), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.folder("docs"), "-o", "e.npy"]
+    ),
     case("embed: input is a device", INVALID, "not a regular file")(
-        lambda s: ["embed", s.model(), "/dev/zero", "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), "/dev/zero", "-o", "e.npy"]
+    ),
     case("embed: empty input", INVALID, "holds no documents")(
-        lambda s: ["embed", s.model(), s.file("d.jsonl", ""), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.file("d.jsonl", ""), "-o", "e.npy"]
+    ),
     case("embed: input not UTF-8", INVALID, "d.jsonl:2", "not UTF-8")(
-        lambda s: ["embed", s.model(), s.file("d.jsonl", b'{"text": "a"}\n{"text": "\xff\xfe"}\n'), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.file("d.jsonl", b'{"text": "a"}\n{"text": "\xff\xfe"}\n'), "-o", "e.npy"]
+    ),
     case("embed: a line that is not JSON", INVALID, "d.jsonl:1", "not valid JSON")(
-        lambda s: ["embed", s.model(), s.file("d.jsonl", "{text\n"), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.file("d.jsonl", "{text\n"), "-o", "e.npy"]
+    ),
     case("embed: a line that is a list", INVALID, "d.jsonl:1", "JSON object")(
-        lambda s: ["embed", s.model(), s.file("d.jsonl", "[1]\n"), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.file("d.jsonl", "[1]\n"), "-o", "e.npy"]
+    ),
     case("embed: null text", INVALID, "d.jsonl:1", "null")(
-        lambda s: ["embed", s.model(), s.jsonl("d.jsonl", [{"text": None}]), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.jsonl("d.jsonl", [{"text": None}]), "-o", "e.npy"]
+    ),
     case("embed: numeric text", INVALID, "d.jsonl:1", "must be a string")(
-        lambda s: ["embed", s.model(), s.jsonl("d.jsonl", [{"text": 5}]), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.jsonl("d.jsonl", [{"text": 5}]), "-o", "e.npy"]
+    ),
     case("embed: no text fields", INVALID, "d.jsonl:1", "'text'")(
-        lambda s: ["embed", s.model(), s.jsonl("d.jsonl", [{"body": "x"}]), "-o", "e.npy"]),
+        lambda s: ["embed", s.model(), s.jsonl("d.jsonl", [{"body": "x"}]), "-o", "e.npy"]
+    ),
     case("embed: --batch-size 0", INVALID, "--batch-size")(
-        lambda s: ["embed", s.model(), s.text_records(), "-o", "e.npy", "--batch-size", 0]),
+        lambda s: ["embed", s.model(), s.text_records(), "-o", "e.npy", "--batch-size", 0]
+    ),
     case("embed: -o the input --force", EXISTS, "input")(
-        lambda s: ["embed", s.model(), s.text_records(), "-o", "texts.jsonl", "--force"]),
+        lambda s: ["embed", s.model(), s.text_records(), "-o", "texts.jsonl", "--force"]
+    ),
     case("embed: -o a file ctxext did not write --force", EXISTS, "not written by ctxext")(
-        lambda s: ["embed", s.model(), s.text_records(), "-o", s.file("mine.npy", b"mine"), "--force"]),
+        lambda s: ["embed", s.model(), s.text_records(), "-o", s.file("mine.npy", b"mine"), "--force"]
+    ),
     case("embed: -o an existing file without --force", EXISTS, "already exists")(
-        lambda s: ["embed", s.model(), s.text_records(), "-o", s.file("mine.npy", b"mine")]),
+        lambda s: ["embed", s.model(), s.text_records(), "-o", s.file("mine.npy", b"mine")]
+    ),
     case("embed: -o a folder", EXISTS, "not a file")(
-        lambda s: ["embed", s.model(), s.text_records(), "-o", s.ctxext_output("dir.npy"), "--force"]),
+        lambda s: ["embed", s.model(), s.text_records(), "-o", s.ctxext_output("dir.npy"), "--force"]
+    ),
     case("embed: missing adapter", NOT_FOUND)(
-        lambda s: ["embed", s.model(), s.text_records(), "-o", "e.npy", "--adapter", "./nope"]),
+        lambda s: ["embed", s.model(), s.text_records(), "-o", "e.npy", "--adapter", "./nope"]
+    ),
     # --- evaluate
     case("evaluate: --lengths 0", INVALID, "--lengths")(lambda s: ["evaluate", s.model(), "--lengths", "0"]),
     case("evaluate: --lengths ''", INVALID, "--lengths")(lambda s: ["evaluate", s.model(), "--lengths", ""]),
     case("evaluate: negative --lengths", INVALID, "--lengths")(lambda s: ["evaluate", s.model(), "--lengths", "-5"]),
     case("evaluate: --lengths abc", INVALID, "--lengths")(lambda s: ["evaluate", s.model(), "--lengths", "abc"]),
     case("evaluate: --lengths 1000000000", INVALID, "1000000000")(
-        lambda s: ["evaluate", s.model(), "--lengths", "1000000000"]),
+        lambda s: ["evaluate", s.model(), "--lengths", "1000000000"]
+    ),
     case("evaluate: --chunk 0", INVALID, "--chunk")(lambda s: ["evaluate", s.model(), "--lengths", "64", "--chunk", 0]),
     case("evaluate: --truncate 0", INVALID, "--truncate")(
-        lambda s: ["evaluate", s.model(), "--lengths", "64", "--truncate", 0]),
+        lambda s: ["evaluate", s.model(), "--lengths", "64", "--truncate", 0]
+    ),
     case("evaluate: more queries than documents", INVALID, "--queries")(
-        lambda s: ["evaluate", s.model(), "--lengths", "64", "--documents", 2, "--queries", 5]),
+        lambda s: ["evaluate", s.model(), "--lengths", "64", "--documents", 2, "--queries", 5]
+    ),
     case("evaluate: unknown task", INVALID, "--task")(lambda s: ["evaluate", s.model(), "--task", "vibes"]),
     case("evaluate: retrieval without --beir", INVALID, "--beir")(
-        lambda s: ["evaluate", s.model(), "--task", "retrieval", "--lengths", "64"]),
+        lambda s: ["evaluate", s.model(), "--task", "retrieval", "--lengths", "64"]
+    ),
     case("evaluate: --beir folder without qrels", NOT_FOUND, "BEIR")(
-        lambda s: ["evaluate", s.model(), "--task", "retrieval", "--lengths", "64", "--beir", s.folder("beir")]),
+        lambda s: ["evaluate", s.model(), "--task", "retrieval", "--lengths", "64", "--beir", s.folder("beir")]
+    ),
     case("evaluate: --plot over a file ctxext did not write", EXISTS, "not written by ctxext")(
-        lambda s: ["evaluate", s.model(), "--lengths", "64", "--plot", s.file("mine.png", b"png"), "--force"]),
+        lambda s: ["evaluate", s.model(), "--lengths", "64", "--plot", s.file("mine.png", b"png"), "--force"]
+    ),
     # --- average, verify, inspect
     case("average: one checkpoint", INVALID)(lambda s: ["average", s.model(), *O]),
     case("average: different models", INVALID, "differs")(
-        lambda s: ["average", s.model(), s.model("roberta", name="other"), *O]),
+        lambda s: ["average", s.model(), s.model("roberta", name="other"), *O]
+    ),
     case("average: a checkpoint holding NaN", CHECK_FAILED, "NaN")(lambda s: ["average", s.model(), bert_nan(s), *O]),
     case("average: -o the first checkpoint --force", EXISTS, "input")(
-        lambda s: ["average", s.model(), s.model(name="b"), "-o", "src", "--force"]),
+        lambda s: ["average", s.model(), s.model(name="b"), "-o", "src", "--force"]
+    ),
     case("verify: no manifest", NOT_FOUND, "manifest.json")(lambda s: ["verify", s.model()]),
     case("verify: manifest not JSON", CORRUPT, "manifest.json")(
-        lambda s: ["verify", (s.model(), s.file("src/manifest.json", "{oops"))[0]]),
+        lambda s: ["verify", (s.model(), s.file("src/manifest.json", "{oops"))[0]]
+    ),
     case("verify: manifest is a list", CORRUPT, "malformed")(
-        lambda s: ["verify", (s.model(), s.file("src/manifest.json", "[]"))[0]]),
+        lambda s: ["verify", (s.model(), s.file("src/manifest.json", "[]"))[0]]
+    ),
     case("verify: manifest without tensors", CORRUPT, "malformed")(
-        lambda s: ["verify", (s.model(), s.file("src/manifest.json", json.dumps({"weights": {}})))[0]]),
+        lambda s: ["verify", (s.model(), s.file("src/manifest.json", json.dumps({"weights": {}})))[0]]
+    ),
     case("inspect: missing", NOT_FOUND, "does not exist")(lambda s: ["inspect", "./nope"]),
     case("inspect: config.json is a number", CORRUPT, "not a JSON object")(lambda s: ["inspect", s.config("7")]),
     # --- data
     case("data corpus: a device", INVALID, "not a regular file")(
-        lambda s: ["data", "corpus", "/dev/zero", "-o", "c.parquet"]),
+        lambda s: ["data", "corpus", "/dev/zero", "-o", "c.parquet"]
+    ),
     case("data corpus: missing source", NOT_FOUND, "does not exist")(
-        lambda s: ["data", "corpus", "nope", "-o", "c.parquet"]),
+        lambda s: ["data", "corpus", "nope", "-o", "c.parquet"]
+    ),
     case("data corpus: empty folder", INVALID, "holds no files")(
-        lambda s: ["data", "corpus", s.folder("docs"), "-o", "c.parquet"]),
+        lambda s: ["data", "corpus", s.folder("docs"), "-o", "c.parquet"]
+    ),
     case("data corpus: wrong output suffix", INVALID, "parquet")(
-        lambda s: ["data", "corpus", s.text_records(), "-o", "c.csv"]),
+        lambda s: ["data", "corpus", s.text_records(), "-o", "c.csv"]
+    ),
     case("data corpus: --chunk 0", INVALID, "--chunk")(
-        lambda s: ["data", "corpus", s.text_records(), "-o", "c.parquet", "--chunk", 0]),
+        lambda s: ["data", "corpus", s.text_records(), "-o", "c.parquet", "--chunk", 0]
+    ),
     case("data fit: -o an input --force", EXISTS, "input")(
-        lambda s: ["data", "fit", s.folder("docs", **{"a.jsonl": '{"text": "some text"}'}), "-o", "docs/a.jsonl",
-                   "--force"]),
+        lambda s: [
+            "data",
+            "fit",
+            s.folder("docs", **{"a.jsonl": '{"text": "some text"}'}),
+            "-o",
+            "docs/a.jsonl",
+            "--force",
+        ]
+    ),
     case("data corpus: a jsonl line that is not JSON", CORRUPT)(
-        lambda s: ["data", "corpus", s.file("d.jsonl", "{oops\n"), "-o", "c.parquet"]),
+        lambda s: ["data", "corpus", s.file("d.jsonl", "{oops\n"), "-o", "c.parquet"]
+    ),
     case("data corpus: not UTF-8 text", CORRUPT, "d.txt")(
-        lambda s: ["data", "corpus", s.file("d.txt", b"\xff\xfe\xfa bad"), "-o", "c.parquet"]),
+        lambda s: ["data", "corpus", s.file("d.txt", b"\xff\xfe\xfa bad"), "-o", "c.parquet"]
+    ),
     case("data fit: --budget 1", INVALID, "--budget", "'1'")(
-        lambda s: ["data", "fit", s.text_records(), "-o", "f.jsonl", "--budget", 1]),
+        lambda s: ["data", "fit", s.text_records(), "-o", "f.jsonl", "--budget", 1]
+    ),
     case("data fit: unknown strategy", INVALID, "strategy")(
-        lambda s: ["data", "fit", s.text_records(), "-o", "f.jsonl", "--strategy", "vibes"]),
+        lambda s: ["data", "fit", s.text_records(), "-o", "f.jsonl", "--strategy", "vibes"]
+    ),
     case("data triplets: fewer than two documents", INVALID, "two documents")(
-        lambda s: ["data", "triplets", s.jsonl("one.jsonl", [{"title": "t", "text": "x " * 50}]), "-o", "t.jsonl"]),
+        lambda s: ["data", "triplets", s.jsonl("one.jsonl", [{"title": "t", "text": "x " * 50}]), "-o", "t.jsonl"]
+    ),
     # --- training
     case("mlm: missing data", NOT_FOUND, "does not exist")(lambda s: ["mlm", s.model(), "--data", "nope.txt", *O]),
     case("mlm: data is a device", INVALID, "not a regular file")(
-        lambda s: ["mlm", s.model(), "--data", "/dev/zero", *O]),
+        lambda s: ["mlm", s.model(), "--data", "/dev/zero", *O]
+    ),
     case("mlm: empty text file", INVALID, "holds no text")(
-        lambda s: ["mlm", s.model(), "--data", s.file("empty.txt", ""), *O]),
+        lambda s: ["mlm", s.model(), "--data", s.file("empty.txt", ""), *O]
+    ),
     case("distill: empty data", INVALID, "holds no text")(
-        lambda s: ["distill", s.model(), "--teacher", s.model(name="t"), "--data", s.file("e.jsonl", "\n"),
-                   "--max-len", 32, *O]),
+        lambda s: [
+            "distill",
+            s.model(),
+            "--teacher",
+            s.model(name="t"),
+            "--data",
+            s.file("e.jsonl", "\n"),
+            "--max-len",
+            32,
+            *O,
+        ]
+    ),
     case("data corpus: empty parquet file", CORRUPT, "Parquet")(
-        lambda s: ["data", "corpus", s.file("e.parquet", b""), "-o", "c.parquet"]),
+        lambda s: ["data", "corpus", s.file("e.parquet", b""), "-o", "c.parquet"]
+    ),
     case("mlm: --mask 0", INVALID, "--mask")(lambda s: ["mlm", s.model(), "--data", s.text_records(), "--mask", 0, *O]),
     case("mlm: --lr -1", INVALID, "--lr")(
-        lambda s: ["mlm", s.model(), "--data", s.text_records(), "--lr", -1, "--steps", 1, *O]),
+        lambda s: ["mlm", s.model(), "--data", s.text_records(), "--lr", -1, "--steps", 1, *O]
+    ),
     case("mlm: --resume with no checkpoint", NOT_FOUND, "--resume")(
-        lambda s: ["mlm", s.model(), "--data", s.text_records(), "--resume", *O]),
+        lambda s: ["mlm", s.model(), "--data", s.text_records(), "--resume", *O]
+    ),
     case("finetune: missing triplets", NOT_FOUND, "does not exist")(
-        lambda s: ["finetune", s.model(), "--data", "nope.jsonl", *T, *O]),
+        lambda s: ["finetune", s.model(), "--data", "nope.jsonl", *T, *O]
+    ),
     case("finetune: triplets file is a folder", INVALID, "is a folder")(
-        lambda s: ["finetune", s.model(), "--data", s.folder("t"), *T, *O]),
+        lambda s: ["finetune", s.model(), "--data", s.folder("t"), *T, *O]
+    ),
     case("finetune: triplet without a negative", INVALID, "t.jsonl:1", "negative")(
-        lambda s: ["finetune", s.model(), "--data", s.jsonl("t.jsonl", [{"query": "a", "positive": "b"}]), *T, *O]),
+        lambda s: ["finetune", s.model(), "--data", s.jsonl("t.jsonl", [{"query": "a", "positive": "b"}]), *T, *O]
+    ),
     case("finetune: --temperature 0", INVALID, "--temperature")(
-        lambda s: ["finetune", s.model(), "--data", s.triplets(), "--temperature", 0, *T, *O]),
+        lambda s: ["finetune", s.model(), "--data", s.triplets(), "--temperature", 0, *T, *O]
+    ),
     case("finetune: --warmup 2", INVALID, "--warmup")(
-        lambda s: ["finetune", s.model(), "--data", s.triplets(), "--warmup", 2, *T, *O]),
+        lambda s: ["finetune", s.model(), "--data", s.triplets(), "--warmup", 2, *T, *O]
+    ),
     case("finetune: -o the source --force", EXISTS, "input")(
-        lambda s: ["finetune", s.model(), "--data", s.triplets(), *T, "-o", "src", "--force"]),
+        lambda s: ["finetune", s.model(), "--data", s.triplets(), *T, "-o", "src", "--force"]
+    ),
     case("distill: --pca-sample 1", INVALID, "--pca-sample")(
-        lambda s: ["distill", s.model(), "--teacher", s.model(name="t"), "--data", s.text_records(),
-                   "--pca-sample", 1, *O]),
+        lambda s: [
+            "distill",
+            s.model(),
+            "--teacher",
+            s.model(name="t"),
+            "--data",
+            s.text_records(),
+            "--pca-sample",
+            1,
+            *O,
+        ]
+    ),
     case("distill: -o the teacher --force", EXISTS, "input")(
-        lambda s: ["distill", s.model(), "--teacher", s.model(name="t"), "--data", s.text_records(), "-o", "t",
-                   "--force"]),
+        lambda s: [
+            "distill",
+            s.model(),
+            "--teacher",
+            s.model(name="t"),
+            "--data",
+            s.text_records(),
+            "-o",
+            "t",
+            "--force",
+        ]
+    ),
     # --- flip
     case("flip: an encoder is not causal", UNSUPPORTED)(lambda s: ["flip", s.model(), *O]),
     case("flip: --special-tokens without --head qa", INVALID, "--head qa")(
-        lambda s: ["flip", s.model("llama"), "--special-tokens", s.file("tokens.json", '{"special_tokens": ["[A]"]}'),
-                   *O]),
+        lambda s: [
+            "flip",
+            s.model("llama"),
+            "--special-tokens",
+            s.file("tokens.json", '{"special_tokens": ["[A]"]}'),
+            *O,
+        ]
+    ),
     case("flip: --special-tokens file missing", NOT_FOUND, "does not exist")(
-        lambda s: ["flip", s.model("llama"), "--head", "qa", "--special-tokens", "nope.json", *O]),
+        lambda s: ["flip", s.model("llama"), "--head", "qa", "--special-tokens", "nope.json", *O]
+    ),
     case("flip: --pooling wobbly", INVALID, "pooling")(lambda s: ["flip", s.model("llama"), "--pooling", "wobbly", *O]),
     case("flip: missing --gguf file", NOT_FOUND)(lambda s: ["flip", s.folder("g"), "--gguf", "model.gguf", *O]),
     case("flip: -o the source --force", EXISTS, "input")(lambda s: ["flip", s.model("llama"), "-o", "src", "--force"]),
     case("finetune-qa: train file missing", NOT_FOUND, "does not exist")(
-        lambda s: ["finetune-qa", s.model("llama"), "--train", "nope.jsonl", *O]),
+        lambda s: ["finetune-qa", s.model("llama"), "--train", "nope.jsonl", *O]
+    ),
 ]
 
 

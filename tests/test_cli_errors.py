@@ -101,13 +101,13 @@ def test_corrupt_safetensors(tiny_models, tmp_path, corruption):
     if corruption == "huge header length":
         raw = struct.pack("<Q", 2**40) + raw[8:]
     elif corruption == "not json":
-        raw = raw[:8] + b"{" * header_len + raw[8 + header_len:]
+        raw = raw[:8] + b"{" * header_len + raw[8 + header_len :]
     elif corruption == "offsets past the end":
-        header = json.loads(raw[8:8 + header_len])
+        header = json.loads(raw[8 : 8 + header_len])
         name = next(k for k in header if k != "__metadata__")
         header[name]["data_offsets"][1] += 10**9
         encoded = json.dumps(header).encode()
-        raw = struct.pack("<Q", len(encoded)) + encoded + raw[8 + header_len:]
+        raw = struct.pack("<Q", len(encoded)) + encoded + raw[8 + header_len :]
     else:
         raw = raw[: len(raw) // 2]
     weights.write_bytes(raw)

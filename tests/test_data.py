@@ -52,9 +52,7 @@ def test_corpus_reads_txt_md_jsonl_parquet_and_pdf(tmp_path: Path, tokenizer_ref
     inputs.mkdir()
     (inputs / "notes.txt").write_text("Plain text about telescopes.\n")
     (inputs / "guide.md").write_text("# Baking Guide\n\nKnead the dough twice.\n")
-    write_jsonl(
-        inputs / "news.jsonl", [{"text": "Striker scores late goal."}, {"title": "T", "abstract": "Abs."}]
-    )
+    write_jsonl(inputs / "news.jsonl", [{"text": "Striker scores late goal."}, {"title": "T", "abstract": "Abs."}])
     write_parquet(inputs / "wiki.parquet", [{"title": "Basalt", "text": "Basalt is a volcanic rock."}])
     write_pdf(inputs / "paper.pdf", "Supernova spectra reveal cosmic radiation.")
     result = build_corpus([str(inputs)], tmp_path / "corpus.parquet", tokenizer=tokenizer_ref)
@@ -63,14 +61,9 @@ def test_corpus_reads_txt_md_jsonl_parquet_and_pdf(tmp_path: Path, tokenizer_ref
     by_file = {Path(r["file"]).name: r for r in rows}
     assert set(by_file) == {"notes.txt", "guide.md", "news.jsonl", "wiki.parquet", "paper.pdf"}
     assert by_file["guide.md"]["title"] == "Baking Guide"
-    assert by_file["wiki.parquet"]["title"] == "Basalt" and by_file["wiki.parquet"]["text"].startswith(
-        "Basalt is"
-    )
+    assert by_file["wiki.parquet"]["title"] == "Basalt" and by_file["wiki.parquet"]["text"].startswith("Basalt is")
     assert "Supernova spectra reveal cosmic radiation." in by_file["paper.pdf"]["text"]
-    assert [r["text"] for r in rows if r["file"].endswith("news.jsonl")] == [
-        "Striker scores late goal.",
-        "Abs.",
-    ]
+    assert [r["text"] for r in rows if r["file"].endswith("news.jsonl")] == ["Striker scores late goal.", "Abs."]
     assert {r["source"] for r in rows} == {str(inputs)}
     assert result.totals.rows == len(rows) == 6 and result.totals.files == 5
 
@@ -79,9 +72,7 @@ def test_source_labels_name_the_source_column(tmp_path: Path, tokenizer_ref: str
     (tmp_path / "a.txt").write_text("First source text.")
     (tmp_path / "b.txt").write_text("Second source text.")
     result = build_corpus(
-        [f"news={tmp_path / 'a.txt'}", f"wiki={tmp_path / 'b.txt'}"],
-        tmp_path / "c.parquet",
-        tokenizer=tokenizer_ref,
+        [f"news={tmp_path / 'a.txt'}", f"wiki={tmp_path / 'b.txt'}"], tmp_path / "c.parquet", tokenizer=tokenizer_ref
     )
     assert [r["source"] for r in rows_of(result.path)] == ["news", "wiki"]
     assert set(result.sources) == {"news", "wiki"}
@@ -138,11 +129,7 @@ def test_chunks_stay_within_limit_overlap_and_cover_the_document(tmp_path: Path,
     chunk, overlap = 64, 16
     rows = rows_of(
         build_corpus(
-            [str(tmp_path / "long.txt")],
-            tmp_path / "c.parquet",
-            tokenizer=tokenizer_ref,
-            chunk=chunk,
-            overlap=overlap,
+            [str(tmp_path / "long.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, chunk=chunk, overlap=overlap
         ).path
     )
     texts = [r["text"] for r in rows]
@@ -173,8 +160,9 @@ def byte_level_bpe_folder(folder: Path, text: str) -> Path:
     tokenizer.decoder = decoders.ByteLevel()
     specials = [("<s>", 0), ("</s>", 1)]
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=specials)
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator([text], trainer)
     folder.mkdir()
     tokenizer.save(str(folder / "tokenizer.json"))
@@ -187,8 +175,11 @@ def test_byte_level_bpe_chunks_are_recounted_and_stay_within_limit(tmp_path: Pat
     tok = load_tokenizer(folder)
     assert not tok.stable_cuts and tok.special_tokens == 2
     (tmp_path / "long.txt").write_text(document)
-    rows = rows_of(build_corpus([str(tmp_path / "long.txt")], tmp_path / "c.parquet", tokenizer=str(folder),
-                                chunk=40, overlap=8).path)
+    rows = rows_of(
+        build_corpus(
+            [str(tmp_path / "long.txt")], tmp_path / "c.parquet", tokenizer=str(folder), chunk=40, overlap=8
+        ).path
+    )
     assert len(rows) > 5
     assert [r["tokens"] for r in rows] == tok.count([r["text"] for r in rows])
     assert max(r["tokens"] for r in rows) <= 40
@@ -216,9 +207,7 @@ def test_chunk_spans_cover_every_token_within_limit_for_any_boundaries():
 
 def test_unchunked_rows_count_tokens_with_special_tokens(tmp_path: Path, tokenizer_ref: str, tok):
     (tmp_path / "a.txt").write_text("Hello world, this is one row.")
-    row = rows_of(
-        build_corpus([str(tmp_path / "a.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref).path
-    )[0]
+    row = rows_of(build_corpus([str(tmp_path / "a.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref).path)[0]
     assert row["tokens"] == len(tok.backend.encode(row["text"]).ids)
 
 
@@ -238,9 +227,7 @@ def test_corpus_writes_row_groups_as_it_goes(tmp_path: Path, tokenizer_ref: str)
 # ----------------------------------------------------------------------------- dedupe
 
 
-def test_dedupe_drops_exact_and_near_duplicates_and_counts_them_per_source(
-    tmp_path: Path, tokenizer_ref: str
-):
+def test_dedupe_drops_exact_and_near_duplicates_and_counts_them_per_source(tmp_path: Path, tokenizer_ref: str):
     rng = random.Random(3)
     base = " ".join(
         rng.choice(
@@ -253,21 +240,14 @@ def test_dedupe_drops_exact_and_near_duplicates_and_counts_them_per_source(
     near = " ".join(words[:60] + ["changed"] + words[61:])
     other = long_text("cooking", paragraphs=2)
     write_jsonl(
-        tmp_path / "a.jsonl",
-        [{"text": base}, {"text": "  " + base.upper() + "\n"}, {"text": near}, {"text": other}],
+        tmp_path / "a.jsonl", [{"text": base}, {"text": "  " + base.upper() + "\n"}, {"text": near}, {"text": other}]
     )
-    result = build_corpus(
-        [str(tmp_path / "a.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, dedupe=True
-    )
+    result = build_corpus([str(tmp_path / "a.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, dedupe=True)
     counts = result.sources[str(tmp_path / "a.jsonl")]
     assert (counts.rows, counts.exact_duplicates, counts.near_duplicates) == (2, 1, 1)
     assert [r["text"] for r in rows_of(result.path)] == [base, other]
     exact_only = build_corpus(
-        [str(tmp_path / "a.jsonl")],
-        tmp_path / "d.parquet",
-        tokenizer=tokenizer_ref,
-        dedupe=True,
-        near_duplicates=False,
+        [str(tmp_path / "a.jsonl")], tmp_path / "d.parquet", tokenizer=tokenizer_ref, dedupe=True, near_duplicates=False
     )
     assert (exact_only.totals.rows, exact_only.totals.exact_duplicates) == (3, 1)
 
@@ -342,10 +322,7 @@ def test_encrypted_pdf_is_refused_and_nothing_is_written(tmp_path: Path, tokeniz
     assert leftovers(tmp_path) == []
     with pytest.raises(UnreadableSource, match="password given is wrong"):
         build_corpus(
-            [str(tmp_path / "locked.pdf")],
-            tmp_path / "c.parquet",
-            tokenizer=tokenizer_ref,
-            pdf_password="nope",
+            [str(tmp_path / "locked.pdf")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, pdf_password="nope"
         )
     result = build_corpus(
         [str(tmp_path / "locked.pdf")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, pdf_password="s3cret"
@@ -365,9 +342,7 @@ def test_unreadable_pdf_is_reported_or_skipped(tmp_path: Path, tokenizer_ref: st
 
 
 def test_malformed_jsonl_line_is_reported_with_file_and_line(tmp_path: Path, tokenizer_ref: str):
-    write_jsonl(
-        tmp_path / "bad.jsonl", [{"text": "one"}, '{"text": "two"', {"text": "three"}, '["x"]', {"other": 1}]
-    )
+    write_jsonl(tmp_path / "bad.jsonl", [{"text": "one"}, '{"text": "two"', {"text": "three"}, '["x"]', {"other": 1}])
     with pytest.raises(UnreadableSource, match=r"bad\.jsonl:2: malformed JSON line"):
         build_corpus([str(tmp_path / "bad.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref)
     assert leftovers(tmp_path) == []
@@ -387,9 +362,7 @@ def test_empty_sources_are_refused(tmp_path: Path, tokenizer_ref: str):
     with pytest.raises(EmptySource, match="holds no files"):
         build_corpus([str(tmp_path / "folder")], tmp_path / "c.parquet", tokenizer=tokenizer_ref)
     with pytest.raises(EmptySource, match="no rows to write"):
-        build_corpus(
-            [str(tmp_path / "empty.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, on_error="skip"
-        )
+        build_corpus([str(tmp_path / "empty.txt")], tmp_path / "c.parquet", tokenizer=tokenizer_ref, on_error="skip")
     assert leftovers(tmp_path) == []
 
 

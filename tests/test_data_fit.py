@@ -122,30 +122,20 @@ def test_extractive_drops_off_topic_sentences(minilm: Path, tok):
 
 def test_fit_file_keeps_other_fields_and_records_counts(tmp_path: Path, minilm: Path, tok):
     texts = documents()
-    write_jsonl(
-        tmp_path / "docs.jsonl", [{"id": i, "title": f"Doc {i}", "text": t} for i, t in enumerate(texts)]
-    )
+    write_jsonl(tmp_path / "docs.jsonl", [{"id": i, "title": f"Doc {i}", "text": t} for i, t in enumerate(texts)])
     result = fit_file(
-        str(tmp_path / "docs.jsonl"),
-        tmp_path / "fit.jsonl",
-        budget=64,
-        tokenizer=str(minilm),
-        strategy="head-tail",
+        str(tmp_path / "docs.jsonl"), tmp_path / "fit.jsonl", budget=64, tokenizer=str(minilm), strategy="head-tail"
     )
     rows = [json.loads(line) for line in (tmp_path / "fit.jsonl").read_text().splitlines()]
     assert [(r["id"], r["title"]) for r in rows] == [(i, f"Doc {i}") for i in range(len(texts))]
-    assert all(r["tokens"] <= 64 for r in rows) and [r["tokens"] for r in rows] == tok.count(
-        [r["text"] for r in rows]
-    )
+    assert all(r["tokens"] <= 64 for r in rows) and [r["tokens"] for r in rows] == tok.count([r["text"] for r in rows])
     assert result.counts.shortened == 4 and result.counts.documents == 5
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["options"]["strategy"] == "head-tail" and manifest["counts"]["shortened"] == 4
 
 
 def test_fit_file_parquet_to_parquet_keeps_the_schema(tmp_path: Path, minilm: Path):
-    write_parquet(
-        tmp_path / "c.parquet", [{"source": "s", "title": None, "text": t, "tokens": 0} for t in documents()]
-    )
+    write_parquet(tmp_path / "c.parquet", [{"source": "s", "title": None, "text": t, "tokens": 0} for t in documents()])
     fit_file(str(tmp_path / "c.parquet"), tmp_path / "fit.parquet", budget=50, tokenizer=str(minilm))
     table = pq.read_table(tmp_path / "fit.parquet")
     assert table.column_names == ["source", "title", "text", "tokens", "original_tokens"]
@@ -155,9 +145,7 @@ def test_fit_file_parquet_to_parquet_keeps_the_schema(tmp_path: Path, minilm: Pa
 def test_fit_refuses_bad_options_and_bad_records(tmp_path: Path, minilm: Path):
     write_jsonl(tmp_path / "d.jsonl", [{"text": "fine"}, {"title": "no body"}])
     with pytest.raises(InvalidArgument, match="unknown strategy"):
-        fit_file(
-            str(tmp_path / "d.jsonl"), tmp_path / "o.jsonl", budget=64, tokenizer=str(minilm), strategy="tail"
-        )
+        fit_file(str(tmp_path / "d.jsonl"), tmp_path / "o.jsonl", budget=64, tokenizer=str(minilm), strategy="tail")
     with pytest.raises(InvalidArgument, match=r"\*\.parquet or \*\.jsonl"):
         fit_file(str(tmp_path / "d.jsonl"), tmp_path / "o.csv", budget=64, tokenizer=str(minilm))
     with pytest.raises(UnreadableSource, match=r"d\.jsonl:2: no text field to fit"):

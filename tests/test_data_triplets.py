@@ -21,11 +21,7 @@ TOPICS = ["astronomy", "cooking", "football", "geology"]
 
 def corpus_records() -> list[dict]:
     """Two documents per topic: the hard negative of each is the other one on its topic."""
-    return [
-        structured_record(topic, index, seed=10 * index + n)
-        for n, topic in enumerate(TOPICS)
-        for index in (1, 2)
-    ]
+    return [structured_record(topic, index, seed=10 * index + n) for n, topic in enumerate(TOPICS) for index in (1, 2)]
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -50,10 +46,7 @@ def test_split_sections_reads_markdown_and_rst_headings():
 def test_markdown_title_is_taken_from_the_first_heading():
     document = structured_document({"text": "# My Paper\n\nAbstract here.\n\n## Method\n\nSteps."}, "x.md")
     assert document.title == "My Paper"
-    assert [(s.heading, s.text) for s in document.sections] == [
-        (None, "Abstract here."),
-        ("Method", "Steps."),
-    ]
+    assert [(s.heading, s.text) for s in document.sections] == [(None, "Abstract here."), ("Method", "Steps.")]
 
 
 def test_bm25_triplets_pick_the_same_topic_document_and_never_the_positive(tmp_path: Path):
@@ -76,9 +69,7 @@ def test_bm25_triplets_pick_the_same_topic_document_and_never_the_positive(tmp_p
 
 def test_embedding_negatives_with_a_tiny_encoder_are_never_the_positive(tmp_path: Path, tiny_models):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
-    build_triplets(
-        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(tiny_models("bert")), negatives=3
-    )
+    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(tiny_models("bert")), negatives=3)
     lines = read_lines(tmp_path / "t.jsonl")
     assert len(lines) == 48
     assert all(line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in lines)
@@ -88,9 +79,7 @@ def test_embedding_negatives_with_a_tiny_encoder_are_never_the_positive(tmp_path
 @pytest.mark.slow
 def test_embedding_negatives_with_minilm_are_hard(tmp_path: Path, minilm: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
-    build_triplets(
-        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(minilm), queries="section"
-    )
+    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", encoder=str(minilm), queries="section")
     lines = read_lines(tmp_path / "t.jsonl")
     assert len(lines) == 8
     assert all(topic_of(line["negative"]["doc_id"]) == topic_of(line["positive"]["doc_id"]) for line in lines)
@@ -100,9 +89,7 @@ def test_a_duplicate_of_the_positive_is_never_its_negative(tmp_path: Path):
     records = corpus_records()
     copy = dict(records[0], doc_id="astronomy-copy", title="Another title")
     write_jsonl(tmp_path / "corpus.jsonl", records + [copy])
-    build_triplets(
-        str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25", queries="title"
-    )
+    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25", queries="title")
     for line in read_lines(tmp_path / "t.jsonl"):
         pair = {line["positive"]["doc_id"], line["negative"]["doc_id"]}
         assert pair != {"astronomy-1", "astronomy-copy"}
@@ -149,9 +136,7 @@ def test_python_docs_corpus_has_titles_and_sections_and_gives_triplets(tmp_path:
     write_jsonl(tmp_path / "py.jsonl", documents)
     result = build_triplets(str(tmp_path / "py.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25")
     assert result.counts.triplets >= 4
-    assert all(
-        line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in read_lines(tmp_path / "t.jsonl")
-    )
+    assert all(line["negative"]["doc_id"] != line["positive"]["doc_id"] for line in read_lines(tmp_path / "t.jsonl"))
 
 
 def test_cli_pydocs_then_triplets(tmp_path: Path):
@@ -178,8 +163,14 @@ def test_cli_pydocs_then_triplets(tmp_path: Path):
 
 def test_passage_queries_are_runs_of_words_from_anywhere_in_their_whole_positive(tmp_path: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
-    result = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25",
-                            queries="passage", sections_per_document=3, passage_words=6)
+    result = build_triplets(
+        str(tmp_path / "corpus.jsonl"),
+        tmp_path / "t.jsonl",
+        negatives_from="bm25",
+        queries="passage",
+        sections_per_document=3,
+        passage_words=6,
+    )
     lines = read_lines(tmp_path / "t.jsonl")
     assert result.counts.passage_queries == result.counts.triplets == 3 * len(TOPICS) * 2
     for line in lines:
@@ -195,8 +186,15 @@ def test_passage_queries_are_runs_of_words_from_anywhere_in_their_whole_positive
 
 def test_passages_end_within_the_depth_limit(tmp_path: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
-    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25",
-                   queries="passage", sections_per_document=2, passage_words=5, max_depth_words=12)
+    build_triplets(
+        str(tmp_path / "corpus.jsonl"),
+        tmp_path / "t.jsonl",
+        negatives_from="bm25",
+        queries="passage",
+        sections_per_document=2,
+        passage_words=5,
+        max_depth_words=12,
+    )
     for line in read_lines(tmp_path / "t.jsonl"):
         head = " ".join(line["positive"]["abstract"].split()[:12])
         assert normalize(line["query"]["text"]) in normalize(head)
@@ -204,8 +202,15 @@ def test_passages_end_within_the_depth_limit(tmp_path: Path):
 
 def test_swapped_negative_is_the_positive_with_only_the_passage_replaced(tmp_path: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
-    result = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="swap",
-                            queries="passage", sections_per_document=2, passage_words=6, negatives=2)
+    result = build_triplets(
+        str(tmp_path / "corpus.jsonl"),
+        tmp_path / "t.jsonl",
+        negatives_from="swap",
+        queries="passage",
+        sections_per_document=2,
+        passage_words=6,
+        negatives=2,
+    )
     lines = read_lines(tmp_path / "t.jsonl")
     assert result.counts.triplets == len(lines) == 2 * 2 * len(TOPICS) * 2
     for line in lines:
@@ -214,9 +219,10 @@ def test_swapped_negative_is_the_positive_with_only_the_passage_replaced(tmp_pat
         assert line["negative"]["title"] == line["positive"]["title"]
         assert normalize(line["query"]["text"]) not in normalize(negative)
         head = len(os.path.commonprefix([positive, negative]))
-        tail = min(len(os.path.commonprefix([positive[::-1], negative[::-1]])), len(positive) - head,
-                   len(negative) - head)
-        changed = positive[head:len(positive) - tail]
+        tail = min(
+            len(os.path.commonprefix([positive[::-1], negative[::-1]])), len(positive) - head, len(negative) - head
+        )
+        changed = positive[head : len(positive) - tail]
         assert changed.strip() and normalize(changed) in normalize(line["query"]["text"])
         assert len(negative.split()) == len(positive.split())
 

@@ -20,13 +20,16 @@ def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     teacher = tiny.make_sentence_transformer("bert", root / "teacher")  # 32 wide, mean pooling, normalised
     student = tiny.make_model("bert", root / "student", seed=1, hidden_size=16, intermediate_size=32)
-    return {"teacher": teacher, "student": student, "texts": train_helpers.write_texts(root / "texts.jsonl"),
-            "root": root}
+    return {
+        "teacher": teacher,
+        "student": student,
+        "texts": train_helpers.write_texts(root / "texts.jsonl"),
+        "root": root,
+    }
 
 
 def settings(steps):
-    return TrainSettings(steps=steps, batch_size=8, learning_rate=2e-3, save_every=100,
-                         **train_helpers.STEPS_SETTINGS)
+    return TrainSettings(steps=steps, batch_size=8, learning_rate=2e-3, save_every=100, **train_helpers.STEPS_SETTINGS)
 
 
 def test_pca_projection_keeps_the_largest_directions_and_maps_the_mean_to_zero():
@@ -44,8 +47,12 @@ def test_mse_loss_falls_on_a_fixed_batch(parts):
     tokenizer = AutoTokenizer.from_pretrained(parts["student"])
     model = DistillModel(backbone, "mean", normalize=True).train()
     targets = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
-    batch = TextTargetCollator(tokenizer, 32)([{"text": t, "target": targets[i].numpy()} for i, t in
-                                               enumerate(["the model", "sky blue", "green grass here", "a paper"])])
+    batch = TextTargetCollator(tokenizer, 32)(
+        [
+            {"text": t, "target": targets[i].numpy()}
+            for i, t in enumerate(["the model", "sky blue", "green grass here", "a paper"])
+        ]
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(8):
@@ -62,11 +69,25 @@ def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_th
     from sentence_transformers import SentenceTransformer
 
     cache = tmp_path / "cache"
-    first = distill(str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "a", max_len=32,
-                    settings=settings(3), cache=cache)
+    first = distill(
+        str(parts["student"]),
+        str(parts["teacher"]),
+        [parts["texts"]],
+        tmp_path / "a",
+        max_len=32,
+        settings=settings(3),
+        cache=cache,
+    )
     assert not first.cached and first.teacher_cache.is_file()
-    second = distill(str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "b", max_len=32,
-                     settings=settings(3), cache=cache)
+    second = distill(
+        str(parts["student"]),
+        str(parts["teacher"]),
+        [parts["texts"]],
+        tmp_path / "b",
+        max_len=32,
+        settings=settings(3),
+        cache=cache,
+    )
     assert second.cached and second.teacher_cache == first.teacher_cache
     projection = load_file(tmp_path / "a" / "pca_projection.safetensors")
     assert projection["components"].shape == (32, 16) and projection["mean"].shape == (32,)
@@ -81,11 +102,19 @@ def test_pydocs_retrieval_set_pairs_summaries_with_bodies_and_scores_during_trai
     folder = write_pydocs_beir(tmp_path / "beir", limit=12)
     retrieval_set = beir_set(folder)
     assert len(retrieval_set.queries) == len(retrieval_set.documents) == 12
-    assert all(query not in document for query, document in zip(retrieval_set.queries, retrieval_set.documents,
-                                                                 strict=True))
-    result = distill(str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "out", max_len=32,
-                     settings=TrainSettings(steps=2, batch_size=8, eval_every=1, save_every=100,
-                                            **train_helpers.STEPS_SETTINGS), eval_beir=folder, cache="none")
+    assert all(
+        query not in document for query, document in zip(retrieval_set.queries, retrieval_set.documents, strict=True)
+    )
+    result = distill(
+        str(parts["student"]),
+        str(parts["teacher"]),
+        [parts["texts"]],
+        tmp_path / "out",
+        max_len=32,
+        settings=TrainSettings(steps=2, batch_size=8, eval_every=1, save_every=100, **train_helpers.STEPS_SETTINGS),
+        eval_beir=folder,
+        cache="none",
+    )
     steps = [entry["step"] for entry in result.history["retrieval"]]
     assert steps == [0, 1, 2]
     assert all(0.0 <= entry["retrieval_ndcg_at_10"] <= 1.0 for entry in result.history["retrieval"])

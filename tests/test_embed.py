@@ -76,15 +76,7 @@ def test_rows_come_out_in_input_order_one_float32_row_per_line(bigbird, tmp_path
         assert (
             runner.invoke(
                 app,
-                [
-                    "embed",
-                    str(bigbird),
-                    str(single),
-                    "-o",
-                    str(tmp_path / f"one{index}.npy"),
-                    "--adapter",
-                    "proximity",
-                ],
+                ["embed", str(bigbird), str(single), "-o", str(tmp_path / f"one{index}.npy"), "--adapter", "proximity"],
             ).exit_code
             == 0
         )
@@ -118,9 +110,7 @@ def test_title_and_abstract_are_joined_with_sep_as_specter2_does(bigbird, tmp_pa
 def test_bigbird_embeddings_equal_source_bert_plus_adapter_on_short_documents(parts, bigbird, tmp_path):
     from ctxext.embed import embed_file
 
-    docs = write_jsonl(
-        tmp_path / "docs.jsonl", [{"title": text(5, i), "abstract": text(20 + i, i)} for i in range(5)]
-    )
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"title": text(5, i), "abstract": text(20 + i, i)} for i in range(5)])
     for role in ("proximity", "adhoc_query"):
         source = embed_file(str(parts["base"]), docs, tmp_path / f"src-{role}.npy", adapter=str(parts[role]))
         target = embed_file(str(bigbird), docs, tmp_path / f"bb-{role}.npy", adapter=role)
@@ -134,9 +124,7 @@ def test_a_long_batch_after_a_short_one_still_runs_block_sparse(bigbird):
     from ctxext.embed import adapter_loader
     from ctxext.encode import load_encoder
 
-    encoder = load_encoder(
-        bigbird, model_loader=adapter_loader(bigbird / "adapters" / "proximity", "proximity")
-    )
+    encoder = load_encoder(bigbird, model_loader=adapter_loader(bigbird / "adapters" / "proximity", "proximity"))
     with attention_probe(encoder.model) as seen:
         encoder.encode([text(10)])
     assert set(seen) == {"original_full"}  # 12 tokens: BigBird falls back, and would stay there
@@ -151,10 +139,7 @@ def test_mean_pooling_and_max_len_are_honoured(bigbird, tmp_path):
     docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": text(30)}])
     short = embed_file(str(bigbird), docs, tmp_path / "a.npy", pooling="mean", max_length=8)
     same = embed_file(
-        str(bigbird),
-        write_jsonl(tmp_path / "b.jsonl", [{"text": text(6)}]),
-        tmp_path / "b.npy",
-        pooling="mean",
+        str(bigbird), write_jsonl(tmp_path / "b.jsonl", [{"text": text(6)}]), tmp_path / "b.npy", pooling="mean"
     )
     assert short.manifest["options"]["pooling"] == "mean"
     np.testing.assert_allclose(np.load(short.path), np.load(same.path), atol=1e-6)  # 6 words + CLS + SEP
@@ -182,9 +167,7 @@ def test_sentence_transformers_checkpoint_keeps_its_pooling_and_matches_the_libr
 
     texts = ["a short sentence about attention", "position embeddings for long documents " * 5]
     result = embed_file(
-        "all-MiniLM-L6-v2",
-        write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts]),
-        tmp_path / "e.npy",
+        "all-MiniLM-L6-v2", write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts]), tmp_path / "e.npy"
     )
     assert result.manifest["options"]["pooling"] == "mean" and result.manifest["options"]["normalize"]
     expected = SentenceTransformer(str(minilm), device="cpu").encode(texts)

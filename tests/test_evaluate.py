@@ -45,8 +45,7 @@ def test_longembed_sizes_are_the_defaults_and_build(tokenizer):
     for builder in (passkey_sets, needle_sets):
         (built,) = builder(tokenizer, [256])
         assert len(built.documents) == 100 and len(built.queries) == 50
-        assert len({name for name in FIRST_NAMES if any(re.search(rf"\b{name}\b", d) for d in built.documents)}) \
-            == 100
+        assert len({name for name in FIRST_NAMES if any(re.search(rf"\b{name}\b", d) for d in built.documents)}) == 100
 
 
 def test_perfect_model_scores_one_and_constant_model_scores_chance(tokenizer):
@@ -98,8 +97,10 @@ def test_passkey_sets_are_reproducible(tokenizer):
 
 def write_beir(folder):
     (folder / "qrels").mkdir(parents=True)
-    corpus = [{"_id": "d1", "title": "Otters", "text": "Otters live in rivers."},
-              {"_id": "d2", "title": "Herons", "text": "Herons eat fish."}]
+    corpus = [
+        {"_id": "d1", "title": "Otters", "text": "Otters live in rivers."},
+        {"_id": "d2", "title": "Herons", "text": "Herons eat fish."},
+    ]
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in corpus))
     (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "where do otters live"}))
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
@@ -115,9 +116,23 @@ def test_beir_folder_is_read_with_its_judgements(tmp_path):
 
 def test_cli_scores_two_models_side_by_side_with_a_plot(tmp_path):
     write_beir(tmp_path / "beir")
-    result = CliRunner().invoke(app, ["evaluate", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "--task", "retrieval",
-                                      "--beir", str(tmp_path / "beir"), "--lengths", "128,256",
-                                      "--plot", str(tmp_path / "plot.png"), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "all-MiniLM-L6-v2",
+            "all-MiniLM-L6-v2",
+            "--task",
+            "retrieval",
+            "--beir",
+            str(tmp_path / "beir"),
+            "--lengths",
+            "128,256",
+            "--plot",
+            str(tmp_path / "plot.png"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert len(data) == 2 and [s["length"] for s in data[0]["scores"]] == [128, 256]

@@ -31,8 +31,9 @@ def triplets(tmp_path_factory):
 
 
 def settings(steps, **extra):
-    return TrainSettings(steps=steps, batch_size=4, learning_rate=2e-3, save_every=2, **train_helpers.STEPS_SETTINGS,
-                         **extra)
+    return TrainSettings(
+        steps=steps, batch_size=4, learning_rate=2e-3, save_every=2, **train_helpers.STEPS_SETTINGS, **extra
+    )
 
 
 def test_contrastive_loss_falls_on_a_fixed_batch_in_block_sparse_mode(tiny_bigbird):
@@ -58,7 +59,6 @@ def test_contrastive_loss_falls_on_a_fixed_batch_in_block_sparse_mode(tiny_bigbi
     assert model.attention_runs == {"block_sparse": 6}
 
 
-
 def test_gradient_checkpointing_recomputes_the_same_random_blocks(tiny_bigbird):
     """BigBird draws its random blocks with numpy, which checkpointing does not restore; transformers reseeds
     numpy with the layer index on every call, so recomputation sees the forward pass's blocks."""
@@ -66,8 +66,9 @@ def test_gradient_checkpointing_recomputes_the_same_random_blocks(tiny_bigbird):
 
     gradients = []
     for checkpointing in (False, True):
-        backbone = AutoModel.from_pretrained(tiny_bigbird, hidden_dropout_prob=0.0,
-                                             attention_probs_dropout_prob=0.0).train()
+        backbone = AutoModel.from_pretrained(
+            tiny_bigbird, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+        ).train()
         if checkpointing:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         input_ids = torch.arange(5, 5 + 12 * BLOCK).unsqueeze(0) % backbone.config.vocab_size
@@ -77,8 +78,8 @@ def test_gradient_checkpointing_recomputes_the_same_random_blocks(tiny_bigbird):
     assert backbone.attention_type == "block_sparse"
     torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-4, atol=1e-4 * gradients[0].abs().max().item())
 
-def test_finetune_writes_a_model_that_loads_with_its_pooling_and_block_sparse_config(tiny_bigbird, triplets,
-                                                                                     tmp_path):
+
+def test_finetune_writes_a_model_that_loads_with_its_pooling_and_block_sparse_config(tiny_bigbird, triplets, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     result = finetune(str(tiny_bigbird), [triplets], tmp_path / "out", max_len=128, settings=settings(4))
@@ -99,11 +100,26 @@ def test_resuming_continues_from_the_checkpoint_to_the_same_weights(tiny_bigbird
 
     straight = finetune(str(tiny_bigbird), [triplets], tmp_path / "straight", max_len=128, settings=settings(4))
     stopped = tmp_path / "stopped.work"
-    finetune(str(tiny_bigbird), [triplets], tmp_path / "half", max_len=128, settings=settings(4),
-             work_dir=stopped, keep_checkpoints=True, callbacks=[_StopAt(2)])
+    finetune(
+        str(tiny_bigbird),
+        [triplets],
+        tmp_path / "half",
+        max_len=128,
+        settings=settings(4),
+        work_dir=stopped,
+        keep_checkpoints=True,
+        callbacks=[_StopAt(2)],
+    )
     assert (stopped / "checkpoint-2").is_dir()
-    resumed = finetune(str(tiny_bigbird), [triplets], tmp_path / "resumed", max_len=128, settings=settings(4),
-                       work_dir=stopped, resume=True)
+    resumed = finetune(
+        str(tiny_bigbird),
+        [triplets],
+        tmp_path / "resumed",
+        max_len=128,
+        settings=settings(4),
+        work_dir=stopped,
+        resume=True,
+    )
     # it went on from step 3: two more steps ran, the log history carries the first two from the checkpoint
     assert resumed.global_step == 4 and resumed.attention_runs == {"block_sparse": 2}
     assert [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]
@@ -113,12 +129,12 @@ def test_resuming_continues_from_the_checkpoint_to_the_same_weights(tiny_bigbird
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
-def test_adapter_only_training_keeps_the_base_and_saves_an_adapters_format_adapter(tiny_bigbird, triplets,
-                                                                                   tmp_path):
+def test_adapter_only_training_keeps_the_base_and_saves_an_adapters_format_adapter(tiny_bigbird, triplets, tmp_path):
     from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
 
-    result = finetune(str(tiny_bigbird), [triplets], tmp_path / "out", adapter="proximity", max_len=128,
-                      settings=settings(3))
+    result = finetune(
+        str(tiny_bigbird), [triplets], tmp_path / "out", adapter="proximity", max_len=128, settings=settings(3)
+    )
     record = result.manifest["operations"][0]
     assert {c["name"] for c in record["checks"]} >= {"base_weights_unchanged"}
     assert (tmp_path / "out" / "adapters" / "proximity" / "adapter_config.json").is_file()
@@ -133,8 +149,9 @@ def test_plain_sentence_transformers_models_train_too(tmp_path, triplets):
     import tiny
 
     model = tiny.make_sentence_transformer("bert", tmp_path / "st")
-    result = finetune(str(model), [triplets], tmp_path / "out", max_len=48, settings=settings(2),
-                      gradient_checkpointing=False)
+    result = finetune(
+        str(model), [triplets], tmp_path / "out", max_len=48, settings=settings(2), gradient_checkpointing=False
+    )
     assert result.attention_runs == {} and (tmp_path / "out" / "modules.json").is_file()
 
 
@@ -158,8 +175,15 @@ def test_position_span_trains_rows_beyond_max_len_and_leaves_reserved_rows(kind,
     import tiny
 
     model = tiny.make_sentence_transformer(kind, tmp_path / kind)
-    result = finetune(str(model), [triplets], tmp_path / "out", max_len=24, position_span=64,
-                      settings=settings(3, weight_decay=0.0), gradient_checkpointing=False)
+    result = finetune(
+        str(model),
+        [triplets],
+        tmp_path / "out",
+        max_len=24,
+        position_span=64,
+        settings=settings(3, weight_decay=0.0),
+        gradient_checkpointing=False,
+    )
     assert result.manifest["operations"][0]["parameters"]["position_span"] == 64
 
     def table(folder):
@@ -169,7 +193,7 @@ def test_position_span_trains_rows_beyond_max_len_and_leaves_reserved_rows(kind,
     before, after = table(model), table(tmp_path / "out")
     offset = 2 if kind == "roberta" else 0
     moved = (after - before).abs().amax(dim=1) > 0
-    assert bool(moved[offset + 24:].any())  # positions no 24-token document reaches without skips
+    assert bool(moved[offset + 24 :].any())  # positions no 24-token document reaches without skips
     assert not bool(moved[:offset].any())
 
 
@@ -179,13 +203,27 @@ def test_bad_triplets_and_lengths_are_one_line_errors(tiny_bigbird, tmp_path):
     with pytest.raises(InvalidArgument, match="no 'negative' field"):
         read_triplets([bad])
     runner = CliRunner()
-    result = runner.invoke(app, ["finetune", str(tiny_bigbird), "--data", str(bad), "--max-len", "100000",
-                                 "-o", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["finetune", str(tiny_bigbird), "--data", str(bad), "--max-len", "100000", "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code != 0 and "exceeds the model's 256 positions" in result.output
     assert not (tmp_path / "o").exists()
     for span in ("64", "512"):
-        result = runner.invoke(app, ["finetune", str(tiny_bigbird), "--data", str(bad), "--max-len", "64",
-                                     "--position-span", span, "-o", str(tmp_path / "o")])
+        result = runner.invoke(
+            app,
+            [
+                "finetune",
+                str(tiny_bigbird),
+                "--data",
+                str(bad),
+                "--max-len",
+                "64",
+                "--position-span",
+                span,
+                "-o",
+                str(tmp_path / "o"),
+            ],
+        )
         assert result.exit_code != 0 and "must be above --max-len 64 and at most the model's 256" in result.output
 
 
@@ -210,10 +248,12 @@ def test_training_options_reach_the_trainer_and_missing_integrations_are_refused
 
     # in a child process: TrainingArguments(bf16=True) sets accelerate's process-wide mixed-precision state,
     # which would leak into every later Trainer of this test session
-    script = ("from pathlib import Path\nfrom ctxext.train import TrainSettings\n"
-              "from ctxext.train.runner import training_arguments\n"
-              f"a = training_arguments(Path({str(tmp_path)!r}), TrainSettings(gradient_accumulation=3, bf16=True))\n"
-              "print(a.gradient_accumulation_steps, a.bf16, a.report_to)")
+    script = (
+        "from pathlib import Path\nfrom ctxext.train import TrainSettings\n"
+        "from ctxext.train.runner import training_arguments\n"
+        f"a = training_arguments(Path({str(tmp_path)!r}), TrainSettings(gradient_accumulation=3, bf16=True))\n"
+        "print(a.gradient_accumulation_steps, a.bf16, a.report_to)"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["3", "True", "[]"]
     with pytest.raises(InvalidArgument, match="tensorboard or wandb"):

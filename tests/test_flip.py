@@ -34,9 +34,7 @@ def flipped(tiny_models, tmp_path_factory):
 
     def get(family: str) -> Path:
         if family not in done:
-            done[family] = flip(
-                str(tiny_models(family)), root / family, head=Head.qa, pooling=Pooling.mean
-            ).path
+            done[family] = flip(str(tiny_models(family)), root / family, head=Head.qa, pooling=Pooling.mean).path
         return done[family]
 
     return get
@@ -60,9 +58,7 @@ def load_qa(folder: Path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_changing_only_the_last_token_moves_position_zero_after_flip_and_not_before(
-    family, tiny_models, flipped
-):
+def test_changing_only_the_last_token_moves_position_zero_after_flip_and_not_before(family, tiny_models, flipped):
     source = load_source(str(tiny_models(family)))
     vocab_size = source.backbone.get_input_embeddings().weight.shape[0]
     assert last_token_effect(source.backbone, vocab_size) == 0.0
@@ -123,12 +119,8 @@ def test_gemma3_sliding_window_is_the_same_after_save_and_reload(tiny_models, fl
     written = json.loads((flipped("gemma3") / "config.json").read_text())["sliding_window"]
     model = load_encoder(flipped("gemma3"))
     assert model.config.sliding_window == intended
-    assert {layer.self_attn.sliding_window for layer in model.layers if layer.self_attn.is_sliding} == {
-        intended
-    }
-    assert written == 2 * (
-        intended - 1
-    )  # the pre-rewrite value transformers' constructor turns into `intended`
+    assert {layer.self_attn.sliding_window for layer in model.layers if layer.self_attn.is_sliding} == {intended}
+    assert written == 2 * (intended - 1)  # the pre-rewrite value transformers' constructor turns into `intended`
 
 
 def test_gemma3_explicit_sliding_window_survives_reload(tiny_models, tmp_path):
@@ -203,9 +195,7 @@ def test_sentence_transformers_folder_pools_the_flipped_outputs(pooling, tiny_mo
     features = model.tokenize(texts)
     with torch.no_grad():
         embedded = model.encode(texts, convert_to_tensor=True)
-        hidden = encoder(
-            input_ids=features["input_ids"], attention_mask=features["attention_mask"]
-        ).last_hidden_state
+        hidden = encoder(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).last_hidden_state
     expected = pool(hidden, features["attention_mask"], pooling)
     assert torch.allclose(embedded, expected, atol=1e-5)
 
@@ -258,9 +248,7 @@ def test_custom_special_tokens_file(tiny_models, tmp_path):
     from transformers import AutoTokenizer
 
     tokens = tmp_path / "tokens.json"
-    tokens.write_text(
-        json.dumps({"special_tokens": ["[Q]", "[/Q]"], "template": "[Q] {question} [/Q] {context}"})
-    )
+    tokens.write_text(json.dumps({"special_tokens": ["[Q]", "[/Q]"], "template": "[Q] {question} [/Q] {context}"}))
     out = flip(str(tiny_models("qwen2")), tmp_path / "out", head=Head.qa, special_tokens=tokens).path
     assert {"[Q]", "[/Q]"} <= set(AutoTokenizer.from_pretrained(out).get_vocab())
     assert read_manifest(out)["operations"][0]["parameters"]["prompt"]["template"].startswith("[Q]")
@@ -284,10 +272,7 @@ def test_span_whitespace_normalised_maps_back_to_original_characters():
 
     match = find_evidence_span(POST, "Most nights I lie awake until 4 am, then I feel exhausted")
     assert match.status == "whitespace"
-    assert (
-        POST[match.char_start : match.char_end]
-        == "Most nights I lie  awake until 4 am,\tthen I feel exhausted"
-    )
+    assert POST[match.char_start : match.char_end] == "Most nights I lie  awake until 4 am,\tthen I feel exhausted"
 
 
 def test_span_fuzzy_match_above_threshold():
@@ -326,10 +311,7 @@ def test_squad_exact_match_and_f1():
     from ctxext.data.formats import QAExample
     from ctxext.qa import squad_metrics
 
-    examples = [
-        QAExample("1", "q", "c", ["the blue sky"]),
-        QAExample("2", "q", "c", ["green grass", "grass"]),
-    ]
+    examples = [QAExample("1", "q", "c", ["the blue sky"]), QAExample("2", "q", "c", ["green grass", "grass"])]
     metrics = squad_metrics(["Blue sky!", "green"], examples)
     assert metrics["exact_match"] == 50.0
     assert metrics["f1"] == pytest.approx(100 * (1.0 + 2 / 3) / 2)
@@ -344,9 +326,7 @@ def qa_examples(count: int):
         colour = colours[index % 3]
         context = f"the sky is blue . the pass key is {colour} here we go"
         examples.append(
-            QAExample(
-                str(index), "what is the pass key", context, [colour], [context.index(f"is {colour}") + 3]
-            )
+            QAExample(str(index), "what is the pass key", context, [colour], [context.index(f"is {colour}") + 3])
         )
     return examples
 
@@ -388,10 +368,7 @@ def test_finetune_qa_cli_trains_and_reports_exact_match_and_f1(flipped, tmp_path
     assert checks["eval F1 (%)"]["value"] == summary["eval_f1"]
     assert checks["reloaded equals trained: QA start logits"]["value"] == 0.0
     tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())
-    assert (
-        tuned["sliding_window"]
-        == json.loads((flipped("gemma3") / "config.json").read_text())["sliding_window"]
-    )
+    assert tuned["sliding_window"] == json.loads((flipped("gemma3") / "config.json").read_text())["sliding_window"]
 
 
 def test_read_squad_rejects_an_answer_not_at_its_start(tmp_path):
@@ -400,12 +377,7 @@ def test_read_squad_rejects_an_answer_not_at_its_start(tmp_path):
 
     (tmp_path / "bad.jsonl").write_text(
         json.dumps(
-            {
-                "id": "1",
-                "question": "q",
-                "context": "abc def",
-                "answers": {"text": ["def"], "answer_start": [0]},
-            }
+            {"id": "1", "question": "q", "context": "abc def", "answers": {"text": ["def"], "answer_start": [0]}}
         )
         + "\n"
     )
@@ -423,9 +395,7 @@ def test_flip_cli_writes_a_folder_and_refuses_to_overwrite(tiny_models, tmp_path
 
     runner = CliRunner()
     out = tmp_path / "enc"
-    first = runner.invoke(
-        app, ["flip", str(tiny_models("llama")), "--pooling", "last", "-o", str(out), "--json"]
-    )
+    first = runner.invoke(app, ["flip", str(tiny_models("llama")), "--pooling", "last", "-o", str(out), "--json"])
     assert first.exit_code == 0, first.output
     assert json.loads(first.output)["dropped"] == 1  # lm_head
     again = runner.invoke(app, ["flip", str(tiny_models("llama")), "-o", str(out)])
@@ -444,9 +414,7 @@ def test_flip_cli_bad_options_give_one_line(arguments, code, message, tiny_model
 
     from ctxext.cli import app
 
-    result = CliRunner().invoke(
-        app, ["flip", str(tiny_models("llama")), "-o", str(tmp_path / "x"), *arguments]
-    )
+    result = CliRunner().invoke(app, ["flip", str(tiny_models("llama")), "-o", str(tmp_path / "x"), *arguments])
     assert result.exit_code == code and message in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x").exists()
 
@@ -508,7 +476,8 @@ def test_a_second_flip_of_the_same_gguf_loads_the_cached_weights_and_writes_the_
     notes = " ".join(second.manifest["operations"][0]["notes"])
     assert "cache of its dequantized weights" in notes
     assert "cache" not in " ".join(first.manifest["operations"][0]["notes"])
-    assert {n: t["sha256"] for n, t in first.manifest["tensors"].items()} == \
-        {n: t["sha256"] for n, t in second.manifest["tensors"].items()}
+    assert {n: t["sha256"] for n, t in first.manifest["tensors"].items()} == {
+        n: t["sha256"] for n, t in second.manifest["tensors"].items()
+    }
     assert json.loads((first.path / "config.json").read_text()) == json.loads((second.path / "config.json").read_text())
     assert (first.path / "tokenizer.json").read_bytes() == (second.path / "tokenizer.json").read_bytes()

@@ -84,14 +84,10 @@ def test_pca_explained_variance_matches_scikit_learn():
     table = rng.normal(size=(500, 24)) @ rng.normal(size=(24, 24)) + 3.0
     ours = pca_projection(table, 7)
     reference = PCA(n_components=7, svd_solver="full").fit(table)
-    assert ours.explained_variance_ratio == pytest.approx(
-        reference.explained_variance_ratio_.sum(), rel=1e-10
-    )
+    assert ours.explained_variance_ratio == pytest.approx(reference.explained_variance_ratio_.sum(), rel=1e-10)
     assert np.allclose(ours.component_variance_ratios, reference.explained_variance_ratio_, rtol=1e-8)
     # same subspace as scikit-learn's components
-    assert np.allclose(
-        ours.matrix @ ours.matrix.T, reference.components_.T @ reference.components_, atol=1e-8
-    )
+    assert np.allclose(ours.matrix @ ours.matrix.T, reference.components_.T @ reference.components_, atol=1e-8)
 
 
 def test_explained_variance_is_the_share_of_centred_variance_the_projection_keeps():
@@ -194,17 +190,13 @@ def test_projected_block_follows_the_formulas(teachers):
     rows = np.concatenate([np.arange(h * 8, h * 8 + 8) for h in heads])
     state = {k: v.double().numpy() for k, v in student.model.state_dict().items()}
     query = reader.array("encoder.layer.0.attention.self.query.weight").astype(np.float64)
-    assert np.allclose(
-        state["bert.encoder.layer.0.attention.self.query.weight"], query[rows] @ matrix, atol=1e-6
-    )
+    assert np.allclose(state["bert.encoder.layer.0.attention.self.query.weight"], query[rows] @ matrix, atol=1e-6)
     out = reader.array("encoder.layer.0.output.dense.weight").astype(np.float64)
     assert np.allclose(
         state["bert.encoder.layer.0.output.dense.weight"], matrix.T @ out[:, selection["units"]], atol=1e-6
     )
     gamma = reader.array("encoder.layer.0.output.LayerNorm.weight").astype(np.float64)
-    assert np.allclose(
-        state["bert.encoder.layer.0.output.LayerNorm.weight"], (matrix**2).T @ gamma, atol=1e-6
-    )
+    assert np.allclose(state["bert.encoder.layer.0.output.LayerNorm.weight"], (matrix**2).T @ gamma, atol=1e-6)
     table = reader.array("embeddings.word_embeddings.weight").astype(np.float64)
     assert np.allclose(state["bert.embeddings.word_embeddings.weight"], table @ matrix, atol=1e-6)
     positions = reader.array("embeddings.position_embeddings.weight").astype(np.float64)
@@ -267,9 +259,7 @@ def test_teacher_with_a_trained_mlm_head_passes_it_through_the_projection(tmp_pa
     import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
 
-    config = RobertaConfig(
-        vocab_size=len(tiny.vocabulary()), **tiny.TINY, max_position_embeddings=66, pad_token_id=1
-    )
+    config = RobertaConfig(vocab_size=len(tiny.vocabulary()), **tiny.TINY, max_position_embeddings=66, pad_token_id=1)
     torch.manual_seed(0)
     RobertaForMaskedLM(config).save_pretrained(tmp_path / "teacher")
     tiny.save_tokenizer(tmp_path / "teacher", 64)
@@ -281,9 +271,7 @@ def test_teacher_with_a_trained_mlm_head_passes_it_through_the_projection(tmp_pa
     assert np.allclose(state["lm_head.dense.weight"].double().numpy(), matrix.T @ dense @ matrix, atol=1e-6)
     assert np.allclose(state["lm_head.bias"].numpy(), reader.array("lm_head.bias"))
     assert student.record.parameters["mlm_head"] == "teacher head through M"
-    assert student.record.parameters["origins"]["lm_head.dense.weight"].startswith(
-        "teacher lm_head.dense.weight"
-    )
+    assert student.record.parameters["origins"]["lm_head.dense.weight"].startswith("teacher lm_head.dense.weight")
 
 
 def test_sentence_transformers_output_keeps_the_teacher_pooling_at_the_student_width(teachers, tmp_path):
@@ -302,19 +290,7 @@ def test_cli_writes_a_student_and_reports_it(teachers, tmp_path):
     out = tmp_path / "cli-student"
     outcome = runner.invoke(
         app,
-        [
-            "guide",
-            str(teachers("bert")),
-            "--dim",
-            "16",
-            "--layers",
-            "2",
-            "--init",
-            "uniform",
-            "-o",
-            str(out),
-            "--json",
-        ],
+        ["guide", str(teachers("bert")), "--dim", "16", "--layers", "2", "--init", "uniform", "-o", str(out), "--json"],
     )
     assert outcome.exit_code == 0, outcome.output
     summary = json.loads(outcome.stdout)
@@ -340,12 +316,8 @@ def test_cli_rejects_bad_options_in_one_line(arguments, code, words, teachers, t
 
 
 def test_cli_refuses_unsupported_families_and_existing_outputs(tiny_models, teachers, tmp_path):
-    outcome = runner.invoke(
-        app, ["guide", str(tiny_models("deberta-v2")), "--dim", "16", "-o", str(tmp_path / "d")]
-    )
+    outcome = runner.invoke(app, ["guide", str(tiny_models("deberta-v2")), "--dim", "16", "-o", str(tmp_path / "d")])
     assert outcome.exit_code == 3 and "deberta-v2" in outcome.output
     (tmp_path / "exists").mkdir()
-    outcome = runner.invoke(
-        app, ["guide", str(teachers("bert")), "--dim", "16", "-o", str(tmp_path / "exists")]
-    )
+    outcome = runner.invoke(app, ["guide", str(teachers("bert")), "--dim", "16", "-o", str(tmp_path / "exists")])
     assert outcome.exit_code == 5 and "--force" in outcome.output

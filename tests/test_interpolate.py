@@ -51,8 +51,10 @@ def test_stretch_keeps_anchor_rows_and_offset_rows(family, method, tiny_models, 
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["max_position_embeddings"] == TARGET + offset
     assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["model_max_length"] == TARGET
-    assert any(c["name"].startswith(f"a {TARGET}-token input runs") and c["passed"]
-               for c in result.manifest["operations"][0]["checks"])
+    assert any(
+        c["name"].startswith(f"a {TARGET}-token input runs") and c["passed"]
+        for c in result.manifest["operations"][0]["checks"]
+    )
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
@@ -125,8 +127,9 @@ def test_rope_models_get_scaling_in_config_and_unchanged_weights(family, tiny_mo
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["max_position_embeddings"] == 512
     assert config["rope_scaling"]["rope_type"] == "linear" and config["rope_scaling"]["factor"] == 4.0
-    assert (tmp_path / "out" / "model.safetensors").read_bytes()[-1000:] == \
-        (source / "model.safetensors").read_bytes()[-1000:]
+    assert (tmp_path / "out" / "model.safetensors").read_bytes()[-1000:] == (source / "model.safetensors").read_bytes()[
+        -1000:
+    ]
     operation = result.manifest["operations"][0]
     assert operation["name"] == "scale_rope" and not operation["modified"]
 
@@ -207,8 +210,11 @@ def test_default_check_computes_the_embedding_layer_as_transformers_does(family,
     model = load_model_strictly(tmp_path / "out").base_model
     reader = CheckpointReader(ModelFolder.open(tmp_path / "out"))
     table = next(n for n in reader.names if n.endswith("embeddings.position_embeddings.weight"))
-    layer = EmbeddingLayer.read(reader, table.removesuffix("embeddings.position_embeddings.weight"),
-                                json.loads((tmp_path / "out" / "config.json").read_text()))
+    layer = EmbeddingLayer.read(
+        reader,
+        table.removesuffix("embeddings.position_embeddings.weight"),
+        json.loads((tmp_path / "out" / "config.json").read_text()),
+    )
     ids = torch.randint(6, len(tiny.vocabulary()), (1, TARGET))
     with torch.no_grad():
         expected = model.embeddings(input_ids=ids).double().numpy()
@@ -228,15 +234,22 @@ def test_default_check_fails_on_a_changed_tensor_that_should_have_been_copied(ti
     reader = CheckpointReader(ModelFolder.open(source))
     layout = learned_layout(ModelFolder.open(source).config, {n: i.shape for n, i in reader.infos.items()}, None)
     with pytest.raises(CheckFailed, match="byte for byte"):
-        written_table_checks(reader, ModelFolder.open(tmp_path / "out"), layout, TARGET, Method.tile,
-                             result.manifest["operations"][0]["copied"])
+        written_table_checks(
+            reader,
+            ModelFolder.open(tmp_path / "out"),
+            layout,
+            TARGET,
+            Method.tile,
+            result.manifest["operations"][0]["copied"],
+        )
 
 
 def test_full_check_also_runs_the_whole_encoder(tiny_models, tmp_path):
     from ctxext.positions import CheckLevel
 
-    result = interpolate(str(tiny_models("roberta")), TARGET, str(tmp_path / "out"), method=Method.tile,
-                         check=CheckLevel.full)
+    result = interpolate(
+        str(tiny_models("roberta")), TARGET, str(tmp_path / "out"), method=Method.tile, check=CheckLevel.full
+    )
     checks = {c["name"]: c for c in result.manifest["operations"][0]["checks"]}
     assert checks[f"a {TARGET}-token input runs through the whole encoder"]["passed"]
     assert checks["whole encoder: inputs of up to 64 tokens match the source"]["value"] <= 1e-5
@@ -249,9 +262,11 @@ def test_interpolate_imports_neither_transformers_nor_sentence_transformers(chec
     import sys
 
     arguments = ["interpolate", str(tiny_models("bert")), "--len", "128", "-o", str(tmp_path / "out"), check]
-    script = (f"import sys\nfrom ctxext.cli import app\napp({arguments!r}, standalone_mode=False)\n"
-              "heavy = {'torch', 'transformers', 'sentence_transformers'}\n"
-              "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))")
+    script = (
+        f"import sys\nfrom ctxext.cli import app\napp({arguments!r}, standalone_mode=False)\n"
+        "heavy = {'torch', 'transformers', 'sentence_transformers'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "out" / "manifest.json").is_file()

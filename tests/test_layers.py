@@ -12,8 +12,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ctxext"
 
 # Lowest first. A module may import modules of its own layer (without a cycle) or of a lower one.
 LAYERS = {
-    "core": ["ctxext", "errors", "presets", "card", "io", "manifest", "architectures", "checkpoint", "checks",
-             "encode", "flip_models", "adapters_bigbird"],
+    "core": [
+        "ctxext",
+        "errors",
+        "presets",
+        "card",
+        "io",
+        "manifest",
+        "architectures",
+        "checkpoint",
+        "checks",
+        "encode",
+        "flip_models",
+        "adapters_bigbird",
+    ],
     "operations": ["positions", "transfer", "guide", "flip", "qa_prompt", "qa", "average", "inspect", "embed", "data"],
     "evaluate": ["evaluate"],
     "train": ["train"],
@@ -61,8 +73,12 @@ def test_every_module_belongs_to_a_layer():
 
 
 def test_no_module_imports_a_higher_layer():
-    upward = sorted(f"{module} -> {target}" for module, targets in import_graph().items() for target in targets
-                    if layer_of(target) > layer_of(module))
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
     assert upward == []
 
 
@@ -75,7 +91,7 @@ def test_the_import_graph_has_no_cycle():
         state[module] = "open"
         for target in sorted(graph[module]):
             if state.get(target) == "open":
-                cycles.append([*trail[trail.index(target):], target] if target in trail else [module, target])
+                cycles.append([*trail[trail.index(target) :], target] if target in trail else [module, target])
             elif target not in state:
                 visit(target, [*trail, target])
         state[module] = "done"

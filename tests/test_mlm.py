@@ -55,9 +55,7 @@ def test_reads_txt_paragraphs_jsonl_text_fields_and_parquet_text_columns(tmp_pat
     import pyarrow.parquet as pq
 
     (tmp_path / "a.txt").write_text("first paragraph\nstill first\n\nsecond\n\n\n", encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text(
-        '{"text": "from jsonl", "id": 1}\n\n{"text": "again"}\n', encoding="utf-8"
-    )
+    (tmp_path / "b.jsonl").write_text('{"text": "from jsonl", "id": 1}\n\n{"text": "again"}\n', encoding="utf-8")
     pq.write_table(pa.table({"text": ["from parquet", None], "n": [1, 2]}), tmp_path / "c.parquet")
     assert read_documents([tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.parquet"]) == [
         "first paragraph\nstill first",
@@ -132,9 +130,7 @@ def test_loss_falls_over_a_few_steps_on_a_fixed_batch(tiny_models, tokenizer, tm
     batch = pack_documents(tokenizer, sentences(40), 16)[:8]
     fixed = ListDataset(masked_held_out(tokenizer, batch, 0.3))
     settings = TrainSettings(steps=25, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, **QUIET)
-    trainer = mlm_trainer(
-        model, tokenizer, batch, fixed, mask=0.3, settings=settings, work_dir=tmp_path, save=False
-    )
+    trainer = mlm_trainer(model, tokenizer, batch, fixed, mask=0.3, settings=settings, work_dir=tmp_path, save=False)
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
@@ -178,13 +174,7 @@ def test_resuming_from_a_checkpoint_continues_where_it_stopped(tiny_models, corp
     )
     assert stopped.global_step == 3 and (work / "checkpoint-3").is_dir()
     resumed = train_mlm(
-        tiny_models("bert"),
-        [corpus],
-        tmp_path / "resumed",
-        max_len=16,
-        settings=settings,
-        work_dir=work,
-        resume=True,
+        tiny_models("bert"), [corpus], tmp_path / "resumed", max_len=16, settings=settings, work_dir=work, resume=True
     )
     assert resumed.global_step == 6
     # the log carries over from the checkpoint; steps 4-6 match the run that was never interrupted
@@ -212,14 +202,10 @@ def test_output_loads_with_automodelformaskedlm_and_keeps_the_sentence_transform
     assert operation["name"] == "mlm" and operation["parameters"]["global_step"] == 3
     assert sorted(operation["renamed"].values()) == ["mpnet.pooler.dense.bias", "mpnet.pooler.dense.weight"]
     assert any(name.startswith("lm_head.") for name in operation["parameters"]["newly_initialised"])
-    assert operation["checks"][0]["name"] == "held_out_mlm_loss" and np.isfinite(
-        operation["checks"][0]["value"]
-    )
+    assert operation["checks"][0]["name"] == "held_out_mlm_loss" and np.isfinite(operation["checks"][0]["value"])
 
 
-def test_existing_output_and_missing_resume_checkpoints_are_refused_before_training(
-    tiny_models, corpus, tmp_path
-):
+def test_existing_output_and_missing_resume_checkpoints_are_refused_before_training(tiny_models, corpus, tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(OutputExists):
         train_mlm(tiny_models("bert"), [corpus], tmp_path / "out")
@@ -251,16 +237,6 @@ def test_cli_mlm_trains_and_reports(tiny_models, corpus, tmp_path):
     summary = json.loads(outcome.stdout[outcome.stdout.index("{\n") :])
     assert summary["steps"] == 2 and (out / "manifest.json").is_file()
     outcome = runner.invoke(
-        app,
-        [
-            "mlm",
-            str(tiny_models("bert")),
-            "--data",
-            str(corpus),
-            "--mask",
-            "1.5",
-            "-o",
-            str(tmp_path / "bad"),
-        ],
+        app, ["mlm", str(tiny_models("bert")), "--data", str(corpus), "--mask", "1.5", "-o", str(tmp_path / "bad")]
     )
     assert outcome.exit_code == 4 and "--mask" in outcome.output

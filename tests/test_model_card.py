@@ -34,8 +34,20 @@ COMMANDS = {
     "transfer": lambda src, tmp: ["transfer", src, "bigbird", "--len", 256, "--block-size", 8, "--random-blocks", 1],
     "guide": lambda src, tmp: ["guide", src, "--dim", 16, "--layers", 2],
     "average": lambda src, tmp: ["average", src, src],
-    "finetune": lambda src, tmp: ["finetune", src, "--data", train_helpers.write_triplets(tmp / "t.jsonl", words=20),
-                                  "--steps", 1, "--batch-size", 2, "--max-len", 32, "--query-max-len", 16],
+    "finetune": lambda src, tmp: [
+        "finetune",
+        src,
+        "--data",
+        train_helpers.write_triplets(tmp / "t.jsonl", words=20),
+        "--steps",
+        1,
+        "--batch-size",
+        2,
+        "--max-len",
+        32,
+        "--query-max-len",
+        16,
+    ],
 }
 
 
@@ -86,8 +98,9 @@ def test_written_configs_name_current_versions_and_no_local_paths(tiny_models, t
     from importlib import metadata
 
     source = tiny.make_sentence_transformer("bert", tmp_path / "src")
-    (source / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {
-        "sentence_transformers": "2.0.0", "transformers": "4.6.1", "pytorch": "1.8.1"}}))
+    (source / "config_sentence_transformers.json").write_text(
+        json.dumps({"__version__": {"sentence_transformers": "2.0.0", "transformers": "4.6.1", "pytorch": "1.8.1"}})
+    )
     run("guide", source, "--dim", 16, "--layers", 2, "-o", tmp_path / "out")
     versions = json.loads((tmp_path / "out" / "config_sentence_transformers.json").read_text())["__version__"]
     assert versions["transformers"] == metadata.version("transformers")

@@ -39,8 +39,10 @@ def build_outputs(root: Path) -> dict[str, Path]:
     from ctxext.positions import Method, interpolate
     from ctxext.transfer import transfer
 
-    model = {family: tiny.make_model(family, root / "in" / family)
-             for family in ("bert", "roberta", "modernbert", "mpnet", "gemma3", "llama")}
+    model = {
+        family: tiny.make_model(family, root / "in" / family)
+        for family in ("bert", "roberta", "modernbert", "mpnet", "gemma3", "llama")
+    }
     parts = specter2_tiny.make_specter2(root / "in" / "specter2")
     out = root / "out"
     interpolate(str(model["bert"]), 256, str(out / "interpolate-bert-spline"))
@@ -48,8 +50,15 @@ def build_outputs(root: Path) -> dict[str, Path]:
     interpolate(str(model["mpnet"]), 256, str(out / "interpolate-mpnet-tile"), method=Method.tile)
     interpolate(str(model["modernbert"]), 512, str(out / "interpolate-modernbert-rope"))
     adapters = [(role, str(parts[role])) for role in specter2_tiny.SPECTER2_ADAPTERS]
-    transfer(str(parts["base"]), "bigbird", 128, out / "transfer-specter2", adapters=adapters, block_size=8,
-             num_random_blocks=1)
+    transfer(
+        str(parts["base"]),
+        "bigbird",
+        128,
+        out / "transfer-specter2",
+        adapters=adapters,
+        block_size=8,
+        num_random_blocks=1,
+    )
     transfer(str(model["roberta"]), "bigbird", 128, out / "transfer-roberta", block_size=8, num_random_blocks=1)
     guide(str(model["bert"]), out / "guide-bert", 16, layers=3, init=Init.first)
     guide(str(model["modernbert"]), out / "guide-modernbert", 16, layers=3, init=Init.uniform)

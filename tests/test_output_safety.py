@@ -70,11 +70,14 @@ def test_force_replaces_a_previous_output_and_refuses_everything_else_on_minilm(
 # ----------------------------------------------------------------------------- checks on checkpoints with heads
 
 
-@pytest.mark.parametrize(("family", "model_class"), [("bert", "BertForMaskedLM"), ("roberta", "RobertaForMaskedLM"),
-                                                     ("bert", "BertForPreTraining")])
+@pytest.mark.parametrize(
+    ("family", "model_class"),
+    [("bert", "BertForMaskedLM"), ("roberta", "RobertaForMaskedLM"), ("bert", "BertForPreTraining")],
+)
 @pytest.mark.parametrize("method", ["--tile", "--spline"])
-def test_default_checks_accept_a_source_with_a_head_and_keep_the_head_byte_for_byte(family, model_class, method,
-                                                                                      tmp_path):
+def test_default_checks_accept_a_source_with_a_head_and_keep_the_head_byte_for_byte(
+    family, model_class, method, tmp_path
+):
     source = tiny.make_model(family, tmp_path / "src", model_class=model_class)
     result = run("interpolate", source, "--len", 128, method, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
@@ -84,11 +87,14 @@ def test_default_checks_accept_a_source_with_a_head_and_keep_the_head_byte_for_b
     assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [model_class]
 
 
-@pytest.mark.parametrize("command", [
-    ["transfer", "{src}", "bigbird", "--len", 512, "--block-size", 16],
-    ["average", "{src}", "{src}"],
-    ["guide", "{src}", "--dim", 16, "--layers", 2],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["transfer", "{src}", "bigbird", "--len", 512, "--block-size", 16],
+        ["average", "{src}", "{src}"],
+        ["guide", "{src}", "--dim", 16, "--layers", 2],
+    ],
+)
 def test_every_command_that_checks_its_output_accepts_a_masked_lm_source(command, tmp_path):
     source = tiny.make_model("bert", tmp_path / "src", model_class="BertForMaskedLM")
     result = run(*[str(source) if part == "{src}" else part for part in command], "-o", tmp_path / "out")
@@ -145,8 +151,10 @@ def test_an_output_and_its_manifest_are_replaced_together_or_not_at_all(tmp_path
         return real_rename(self, target)
 
     monkeypatch.setattr(Path, "rename", rename_failing_on_the_manifest)
-    with pytest.raises(Exception, match="disk full"), atomic_files([out, file_manifest_path(out)],
-                                                                    force=True) as (rows, manifest):
+    with (
+        pytest.raises(Exception, match="disk full"),
+        atomic_files([out, file_manifest_path(out)], force=True) as (rows, manifest),
+    ):
         rows.write_text("new rows")
         manifest.write_text(json.dumps({"command": "embed", "libraries": {}, "new": True}))
     assert out.read_text() == "old rows" and "new" not in json.loads(file_manifest_path(out).read_text())
@@ -221,17 +229,26 @@ class SignalAtStep:
 
 
 @pytest.mark.parametrize(("save_every", "kept"), [(1, True), (50, False)])
-def test_interrupted_training_keeps_only_resumable_checkpoints_and_says_how_to_resume(save_every, kept, tiny_models,
-                                                                                      tmp_path):
+def test_interrupted_training_keeps_only_resumable_checkpoints_and_says_how_to_resume(
+    save_every, kept, tiny_models, tmp_path
+):
     from ctxext.train import TrainSettings
     from ctxext.train.finetune import finetune
 
     data = train_helpers.write_triplets(tmp_path / "t.jsonl", count=8, words=20)
-    settings = TrainSettings(steps=6, batch_size=2, learning_rate=1e-3, save_every=save_every,
-                             **train_helpers.STEPS_SETTINGS)
+    settings = TrainSettings(
+        steps=6, batch_size=2, learning_rate=1e-3, save_every=save_every, **train_helpers.STEPS_SETTINGS
+    )
     with pytest.raises(Interrupted) as interrupted:
-        finetune(tiny_models("bert"), [data], tmp_path / "out", settings=settings, max_len=32, query_max_len=16,
-                 callbacks=[SignalAtStep(2)])
+        finetune(
+            tiny_models("bert"),
+            [data],
+            tmp_path / "out",
+            settings=settings,
+            max_len=32,
+            query_max_len=16,
+            callbacks=[SignalAtStep(2)],
+        )
     assert interrupted.value.exit_code == 143
     assert not (tmp_path / "out").exists()
     assert (tmp_path / "out.checkpoints").exists() == kept

@@ -22,19 +22,27 @@ def test_mlm_resumes_from_a_checkpoint_and_finishes_the_run(tiny_models, texts, 
     checkpoint = tiny_models("bert")
     settings = TrainSettings(steps=4, batch_size=4, learning_rate=1e-3, save_every=2, **train_helpers.STEPS_SETTINGS)
     work = tmp_path / "work"
-    train_mlm(str(checkpoint), [texts], tmp_path / "half", max_len=16, settings=settings, work_dir=work,
-              keep_checkpoints=True, callbacks=[_StopAt(2)])
+    train_mlm(
+        str(checkpoint),
+        [texts],
+        tmp_path / "half",
+        max_len=16,
+        settings=settings,
+        work_dir=work,
+        keep_checkpoints=True,
+        callbacks=[_StopAt(2)],
+    )
     assert (work / "checkpoint-2").is_dir()
-    resumed = train_mlm(str(checkpoint), [texts], tmp_path / "out", max_len=16, settings=settings, work_dir=work,
-                        resume=True)
+    resumed = train_mlm(
+        str(checkpoint), [texts], tmp_path / "out", max_len=16, settings=settings, work_dir=work, resume=True
+    )
     assert resumed.global_step == 4 and [s for s, _ in resumed.history["train"]] == [1, 2, 3, 4]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["operations"][0]["parameters"]["resumed_from"].endswith("checkpoint-2")
 
 
 def test_mlm_loss_falls_over_a_few_steps(tiny_models, texts, tmp_path):
-    settings = TrainSettings(steps=12, batch_size=8, learning_rate=3e-3, save_every=100,
-                             **train_helpers.STEPS_SETTINGS)
+    settings = TrainSettings(steps=12, batch_size=8, learning_rate=3e-3, save_every=100, **train_helpers.STEPS_SETTINGS)
     result = train_mlm(str(tiny_models("bert")), [texts], tmp_path / "out", max_len=16, settings=settings)
     losses = [loss for _, loss in result.history["train"]]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
@@ -86,8 +94,7 @@ def test_tiny_interpolate_finetune_pipeline_fine_tunes_the_stretched_model(tmp_p
     manifest = json.loads((tmp_path / "run" / "interpolated-finetuned" / "manifest.json").read_text())
     parameters = manifest["operations"][0]["parameters"]
     assert parameters["max_len"] == 128 and parameters["global_step"] == 2
-    assert json.loads((tmp_path / "run" / "interpolated" / "config.json").read_text())["max_position_embeddings"] \
-        == 256
+    assert json.loads((tmp_path / "run" / "interpolated" / "config.json").read_text())["max_position_embeddings"] == 256
     assert (tmp_path / "run" / "evaluate.png").is_file()
 
 
@@ -101,8 +108,14 @@ def test_ctxext_pipeline_reads_yaml_skips_finished_stages_and_replaces_its_plot_
     source = tiny.make_sentence_transformer("bert", tmp_path / "source")
     config = json.loads((ROOT / "configs" / "ci_interpolate_finetune.json").read_text())
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
-    arguments = ["pipeline", str(tmp_path / "pipeline.yaml"), "--work", str(tmp_path / "run"), "--set",
-                 f"source={source}"]
+    arguments = [
+        "pipeline",
+        str(tmp_path / "pipeline.yaml"),
+        "--work",
+        str(tmp_path / "run"),
+        "--set",
+        f"source={source}",
+    ]
     first = CliRunner().invoke(app, arguments)
     assert first.exit_code == 0, first.stderr
     stretched = (tmp_path / "run" / "interpolated" / "manifest.json").read_bytes()
@@ -122,4 +135,5 @@ def test_a_config_that_names_no_known_pipeline_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["pipeline", str(tmp_path / "bad.json"), "--work", str(tmp_path / "run")])
     assert result.exit_code == 4 and result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'bad.json'}: 'pipeline' must be one of guide-distill, transfer-finetune, "
-        "interpolate-finetune"]
+        "interpolate-finetune"
+    ]

@@ -67,17 +67,7 @@ def default_blocks_out(specter2_parts, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out") / "specter2-bigbird-default"
     result = runner.invoke(
         app,
-        [
-            "transfer",
-            "specter2",
-            "bigbird",
-            "--len",
-            "768",
-            "-o",
-            str(out),
-            "--no-check",
-            *preset_args(specter2_parts),
-        ],
+        ["transfer", "specter2", "bigbird", "--len", "768", "-o", str(out), "--no-check", *preset_args(specter2_parts)],
     )
     assert result.exit_code == 0, result.output
     return out
@@ -179,9 +169,7 @@ def test_each_adapter_matches_source_in_original_full(specter2_parts, small_bloc
     assert np.max(np.abs(without - got)) > 1e-2  # the adapter is really active
 
 
-def test_adapters_plugin_gives_every_layer_the_last_layernorm_unless_rebound(
-    specter2_parts, small_blocks_out
-):
+def test_adapters_plugin_gives_every_layer_the_last_layernorm_unless_rebound(specter2_parts, small_blocks_out):
     """Pins the adapters 1.3.0 bug (late-bound ``layer`` in init_bottleneck's LayerNorm getters): without
     ctxext's bind_layer_norm_hooks, seq_bn adapters on BigBird are wrong when LayerNorms differ per layer."""
     source = source_with_adapter(specter2_parts, "proximity")
@@ -220,9 +208,7 @@ def test_block_sparse_matches_source_on_rows_within_one_block(specter2_parts, sm
     assert_pooled_close(expected[1:], got[1:], mask[1:])
 
 
-def test_block_sparse_in_eval_counts_block_zero_twice_so_longer_rows_only_approximate(
-    specter2_parts, small_blocks_out
-):
+def test_block_sparse_in_eval_counts_block_zero_twice_so_longer_rows_only_approximate(specter2_parts, small_blocks_out):
     """transformers' BigBird points every random block at block 0 in eval mode: a row of two blocks is
     inside the sparse window, yet differs from full attention. Pinned so a library change is noticed."""
     source = source_with_adapter(specter2_parts, "proximity")
@@ -243,8 +229,7 @@ def test_manifest_records_checks_that_passed_on_the_staged_folder(small_blocks_o
         assert any(f"adapter {role}" in c["name"] and "original_full ran: cls" in c["name"] for c in bounded)
         assert any(f"adapter {role}" in c["name"] and "one block" in c["name"] for c in bounded)
     assert any(
-        f"{TARGET_LENGTH}-token input after short ones runs block-sparse" in c["name"] and c["passed"]
-        for c in checks
+        f"{TARGET_LENGTH}-token input after short ones runs block-sparse" in c["name"] and c["passed"] for c in checks
     )
 
 
@@ -287,9 +272,7 @@ def test_manifest_maps_every_source_tensor_and_adapter_weight(small_blocks_out, 
 
     manifest = json.loads((small_blocks_out / "manifest.json").read_text())
     weights = manifest["operations"][0]
-    accounted = (
-        set(weights["copied"]) | set(weights["renamed"]) | set(weights["modified"]) | set(weights["dropped"])
-    )
+    accounted = set(weights["copied"]) | set(weights["renamed"]) | set(weights["modified"]) | set(weights["dropped"])
     source_names = set(CheckpointReader(ModelFolder.open(specter2_parts["base"])).names)
     assert source_names <= accounted
     assert weights["renamed"]["pooler.dense.weight"] == "pooler.weight"
@@ -298,9 +281,7 @@ def test_manifest_maps_every_source_tensor_and_adapter_weight(small_blocks_out, 
         operation = next(op for op in manifest["operations"] if op["name"] == f"adapter:{role}")
         assert operation["parameters"]["source_name"] == stored
         key = f"bert.encoder.layer.0.output.adapters.{stored}.adapter_up.weight"
-        assert (
-            operation["renamed"][key] == f"encoder.layer.0.output_adapters.adapters.{role}.adapter_up.weight"
-        )
+        assert operation["renamed"][key] == f"encoder.layer.0.output_adapters.adapters.{role}.adapter_up.weight"
         hashed = manifest["extra_weights"][f"adapters/{role}/adapter.safetensors"]
         assert set(hashed) == set(operation["renamed"].values())
         config = json.loads((small_blocks_out / "adapters" / role / "adapter_config.json").read_text())
@@ -330,12 +311,8 @@ def test_verify_checks_adapter_weights_too(small_blocks_out, tmp_path):
 def test_tile_keeps_the_source_position_rows(small_blocks_out, specter2_parts):
     from ctxext.io import CheckpointReader, ModelFolder
 
-    source = CheckpointReader(ModelFolder.open(specter2_parts["base"])).array(
-        "embeddings.position_embeddings.weight"
-    )
-    table = CheckpointReader(ModelFolder.open(small_blocks_out)).array(
-        "embeddings.position_embeddings.weight"
-    )
+    source = CheckpointReader(ModelFolder.open(specter2_parts["base"])).array("embeddings.position_embeddings.weight")
+    table = CheckpointReader(ModelFolder.open(small_blocks_out)).array("embeddings.position_embeddings.weight")
     assert table.shape == (TARGET_LENGTH, source.shape[1])
     assert np.array_equal(table[: len(source)], source)
     assert np.array_equal(table[len(source) : 2 * len(source)], source)
@@ -346,9 +323,7 @@ def test_tile_keeps_the_source_position_rows(small_blocks_out, specter2_parts):
 
 def test_offline_with_nothing_cached_fails_at_once_naming_every_missing_part(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_HOME"}}
-    env.update(
-        HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).parents[1] / "src")
-    )
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
     out = tmp_path / "out"
     completed = subprocess.run(
         [sys.executable, "-m", "ctxext", "transfer", "specter2", "bigbird", "--len", "4096", "-o", str(out)],
@@ -389,14 +364,8 @@ def test_unmapped_source_tensor_stops_the_transfer_and_writes_nothing(tiny_model
 @pytest.mark.parametrize(
     ("key", "error"),
     [
-        (
-            "bert.encoder.layer.0.attention.self.adapters.[PRX].adapter_up.weight",
-            UnsupportedArchitecture,
-        ),  # no rule
-        (
-            "bert.encoder.layer.0.output.adapters.[PRX].extra",
-            CheckFailed,
-        ),  # renamed, then left over when loading
+        ("bert.encoder.layer.0.attention.self.adapters.[PRX].adapter_up.weight", UnsupportedArchitecture),  # no rule
+        ("bert.encoder.layer.0.output.adapters.[PRX].extra", CheckFailed),  # renamed, then left over when loading
     ],
 )
 def test_adapter_weight_that_does_not_fit_stops_the_transfer(specter2_parts, tmp_path, key, error):
@@ -439,13 +408,11 @@ def test_adapters_library_silently_skips_misnamed_weights_so_loading_checks_both
 
 
 @pytest.mark.parametrize(
-    ("length", "message"),
-    [("100", "multiple of --block-size"), ("640", "always fall back to full attention")],
+    ("length", "message"), [("100", "multiple of --block-size"), ("640", "always fall back to full attention")]
 )
 def test_lengths_bigbird_cannot_use_are_refused(specter2_parts, tmp_path, length, message):
     result = runner.invoke(
-        app,
-        ["transfer", str(specter2_parts["base"]), "bigbird", "--len", length, "-o", str(tmp_path / "out")],
+        app, ["transfer", str(specter2_parts["base"]), "bigbird", "--len", length, "-o", str(tmp_path / "out")]
     )
     assert result.exit_code == 4 and message in result.output
 
@@ -476,9 +443,7 @@ def test_roberta_source_drops_its_offset_rows_and_matches(tiny_models, tmp_path)
     (run inside the transfer) still match the source."""
     from ctxext.transfer import transfer
 
-    result = transfer(
-        str(tiny_models("roberta")), "bigbird", 128, tmp_path / "out", block_size=8, num_random_blocks=1
-    )
+    result = transfer(str(tiny_models("roberta")), "bigbird", 128, tmp_path / "out", block_size=8, num_random_blocks=1)
     weights, checks = result.manifest["operations"][0], result.manifest["operations"][-1]["checks"]
     assert weights["parameters"]["offset_rows_dropped"] == 2
     assert any("original_full ran: cls" in c["name"] and c["passed"] for c in checks)
@@ -536,8 +501,17 @@ def registered_tokenizer(folder: Path, block_size: int):
     from ctxext.transfer import reserve_global_blocks
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", *(f"[unused{i}]" for i in range(2 * block_size)), "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-             "alpha", "beta", "gamma"]
+    vocab = [
+        "[PAD]",
+        *(f"[unused{i}]" for i in range(2 * block_size)),
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "alpha",
+        "beta",
+        "gamma",
+    ]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64).save_pretrained(folder)
     registers = reserve_global_blocks(json.loads((folder / "tokenizer.json").read_text()), block_size)
@@ -563,8 +537,15 @@ def test_global_registers_need_enough_reserved_tokens_and_write_nothing_otherwis
     from ctxext.transfer import transfer
 
     with pytest.raises(UnsupportedArchitecture, match=r"needs 14 \[unusedN\] tokens"):
-        transfer(str(tiny_models("bert")), "bigbird", 128, tmp_path / "out", block_size=8, num_random_blocks=1,
-                 global_registers=True)
+        transfer(
+            str(tiny_models("bert")),
+            "bigbird",
+            128,
+            tmp_path / "out",
+            block_size=8,
+            num_random_blocks=1,
+            global_registers=True,
+        )
     assert not (tmp_path / "out").exists()
 
 

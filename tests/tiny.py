@@ -26,18 +26,38 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "camembert": ("CamembertConfig", "CamembertModel", {"max_position_embeddings": 66, "pad_token_id": 1}),
     "mpnet": ("MPNetConfig", "MPNetModel", {"max_position_embeddings": 66, "pad_token_id": 1}),
     "electra": ("ElectraConfig", "ElectraModel", {"max_position_embeddings": 64, "embedding_size": 32}),
-    "distilbert": ("DistilBertConfig", "DistilBertModel", {"max_position_embeddings": 64, "dim": 32, "n_layers": 2,
-                                                           "n_heads": 4, "hidden_dim": 64}),
-    "modernbert": ("ModernBertConfig", "ModernBertModel", {"max_position_embeddings": 128,
-                                                           "global_attn_every_n_layers": 2, "local_attention": 16,
-                                                           "pad_token_id": 0,
-                                                           "bos_token_id": 2, "eos_token_id": 3, "cls_token_id": 2,
-                                                           "sep_token_id": 3}),
+    "distilbert": (
+        "DistilBertConfig",
+        "DistilBertModel",
+        {"max_position_embeddings": 64, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64},
+    ),
+    "modernbert": (
+        "ModernBertConfig",
+        "ModernBertModel",
+        {
+            "max_position_embeddings": 128,
+            "global_attn_every_n_layers": 2,
+            "local_attention": 16,
+            "pad_token_id": 0,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+            "cls_token_id": 2,
+            "sep_token_id": 3,
+        },
+    ),
     "llama": ("LlamaConfig", "LlamaForCausalLM", {"max_position_embeddings": 128, "num_key_value_heads": 2}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"max_position_embeddings": 128, "num_key_value_heads": 2}),
-    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"max_position_embeddings": 128, "num_key_value_heads": 2,
-                                                          "head_dim": 8, "sliding_window": 8,
-                                                          "layer_types": ["sliding_attention", "full_attention"]}),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {
+            "max_position_embeddings": 128,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention"],
+        },
+    ),
     "deberta-v2": ("DebertaV2Config", "DebertaV2Model", {"max_position_embeddings": 64}),
 }
 LEARNED_FAMILIES = ["bert", "roberta", "xlm-roberta", "camembert", "mpnet", "electra", "distilbert"]
@@ -56,8 +76,9 @@ def make_model(family: str, folder: Path, seed: int = 0, model_class: str | None
 
     config_name, model_name, family_overrides = FAMILIES[family]
     model_name = model_class or model_name
-    config = getattr(transformers, config_name)(vocab_size=len(vocabulary()), **{**TINY, **family_overrides,
-                                                                                 **overrides})
+    config = getattr(transformers, config_name)(
+        vocab_size=len(vocabulary()), **{**TINY, **family_overrides, **overrides}
+    )
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,12 +106,20 @@ def make_sentence_transformer(family: str, folder: Path, pooling: str = "mean", 
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
     ]
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
-                                                                  "do_lower_case": False}))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False})
+    )
     (folder / "1_Pooling").mkdir(exist_ok=True)
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": TINY["hidden_size"], "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False}))
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": TINY["hidden_size"],
+                "pooling_mode_cls_token": pooling == "cls",
+                "pooling_mode_mean_tokens": pooling == "mean",
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+            }
+        )
+    )
     (folder / "2_Normalize").mkdir(exist_ok=True)
     return folder

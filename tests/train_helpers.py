@@ -17,19 +17,28 @@ def write_triplets(path: Path, count: int = 8, words: int = 120, seed: int = 0) 
     vocabulary = tiny.WORDS
     lines = []
     for index in range(count):
-        topic = vocabulary[index * 3:index * 3 + 3]
+        topic = vocabulary[index * 3 : index * 3 + 3]
         others = [w for w in vocabulary if w not in topic]
         positive = " ".join(rng.choice(topic) if rng.random() < 0.3 else rng.choice(others) for _ in range(words))
         negative = " ".join(rng.choice(others) for _ in range(words))
-        lines.append(json.dumps({"query": {"text": " ".join(topic), "kind": "title", "heading": None},
-                                 "positive": {"doc_id": f"p{index}", "title": None, "abstract": positive},
-                                 "negative": {"doc_id": f"n{index}", "title": "the", "abstract": negative}}))
+        lines.append(
+            json.dumps(
+                {
+                    "query": {"text": " ".join(topic), "kind": "title", "heading": None},
+                    "positive": {"doc_id": f"p{index}", "title": None, "abstract": positive},
+                    "negative": {"doc_id": f"n{index}", "title": "the", "abstract": negative},
+                }
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def write_texts(path: Path, count: int = 32, words: int = 20, seed: int = 0) -> Path:
     rng = random.Random(seed)
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(tiny.WORDS) for _ in range(words))}) + "\n"
-                            for _ in range(count)))
+    path.write_text(
+        "".join(
+            json.dumps({"text": " ".join(rng.choice(tiny.WORDS) for _ in range(words))}) + "\n" for _ in range(count)
+        )
+    )
     return path

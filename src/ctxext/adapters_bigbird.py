@@ -90,9 +90,7 @@ ADAPTER_KEY_RULES: tuple[AdapterKeyRule, ...] = (
         r"encoder.layer.\1.\2.loras.{name}.\3",
     ),
     AdapterKeyRule(
-        "invertible adapter on the embeddings",
-        r"invertible_adapters\.{name}\.(.+)",
-        r"invertible_adapters.{name}.\1",
+        "invertible adapter on the embeddings", r"invertible_adapters\.{name}\.(.+)", r"invertible_adapters.{name}.\1"
     ),
     # Adapters already in the plugin layout (saved from a BigBird written by ctxext) keep their names.
     AdapterKeyRule(
@@ -123,12 +121,7 @@ def interface_file_content() -> dict[str, Any]:
     from importlib import metadata
 
     return {
-        "interface": {
-            **BIGBIRD_INTERFACE,
-            "attn_qkv_proj": None,
-            "layer_pre_cross_attn": None,
-            "base_model": None,
-        },
+        "interface": {**BIGBIRD_INTERFACE, "attn_qkv_proj": None, "layer_pre_cross_attn": None, "base_model": None},
         "model_type": "big_bird",
         "version": "adapters." + metadata.version("adapters"),
     }
@@ -147,18 +140,14 @@ class AdapterFolder:
     @classmethod
     def open(cls, path: Path) -> AdapterFolder:
         if not (path / ADAPTER_CONFIG).is_file():
-            raise SourceNotFound(
-                f"{path} has no {ADAPTER_CONFIG}: not an adapter saved by the adapters library"
-            )
+            raise SourceNotFound(f"{path} has no {ADAPTER_CONFIG}: not an adapter saved by the adapters library")
         if not any((path / name).is_file() for name in (ADAPTER_WEIGHTS_SAFETENSORS, ADAPTER_WEIGHTS_BIN)):
             raise SourceNotFound(
                 f"{path} has no adapter weights ({ADAPTER_WEIGHTS_SAFETENSORS} or {ADAPTER_WEIGHTS_BIN})"
             )
         config = read_json(path / ADAPTER_CONFIG)
         if not isinstance(config, dict) or "name" not in config or "config" not in config:
-            raise CorruptCheckpoint(
-                f"{path / ADAPTER_CONFIG} lacks 'name' or 'config': not an adapters config"
-            )
+            raise CorruptCheckpoint(f"{path / ADAPTER_CONFIG} lacks 'name' or 'config': not an adapters config")
         return cls(path=path, config=config)
 
     @property
@@ -180,8 +169,7 @@ class AdapterFolder:
         if path.suffix == ".safetensors":
             shard = SafetensorsFile(path)
             return {
-                info.name: bytes_to_array(shard.read_bytes(info.name), info.dtype, info.shape)
-                for info in shard.infos()
+                info.name: bytes_to_array(shard.read_bytes(info.name), info.dtype, info.shape) for info in shard.infos()
             }
         return load_pickled_state_dict(path)
 
@@ -215,8 +203,7 @@ def check_supported(adapter: AdapterFolder, hidden_size: int) -> None:
     adapter_hidden = adapter.config.get("hidden_size")
     if adapter_hidden is not None and int(adapter_hidden) != hidden_size:
         raise UnsupportedArchitecture(
-            f"adapter {adapter.stored_name!r} was trained for hidden size {adapter_hidden}, "
-            f"the model has {hidden_size}"
+            f"adapter {adapter.stored_name!r} was trained for hidden size {adapter_hidden}, the model has {hidden_size}"
         )
 
 
@@ -320,8 +307,7 @@ def load_adapter_strictly(model: Any, folder: str | Path, load_as: str) -> str:
     problems = {key: value for key, value in loading_info.items() if value}
     if problems:
         details = "; ".join(
-            f"{key}: {', '.join(value[:3])}{' ...' if len(value) > 3 else ''}"
-            for key, value in problems.items()
+            f"{key}: {', '.join(value[:3])}{' ...' if len(value) > 3 else ''}" for key, value in problems.items()
         )
         raise CheckFailed(f"adapter {folder} does not fit the model ({details})")
     return name

@@ -145,16 +145,30 @@ ROBERTA_HEAD: dict[str, str] = {
 }
 
 BERT = EncoderFamily(
-    "bert", "BertForMaskedLM", "bert", "encoder.layer.{}.",
-    {**BERT_EMBEDDINGS, **_tensors("pooler", "pooler.dense")}, BERT_BLOCK, BERT_HEAD,
-    Positions(LEARNED), aliases=("cls.predictions.decoder.bias",),
+    "bert",
+    "BertForMaskedLM",
+    "bert",
+    "encoder.layer.{}.",
+    {**BERT_EMBEDDINGS, **_tensors("pooler", "pooler.dense")},
+    BERT_BLOCK,
+    BERT_HEAD,
+    Positions(LEARNED),
+    aliases=("cls.predictions.decoder.bias",),
 )
 ROBERTA = replace(
-    BERT, model_type="roberta", mlm_class="RobertaForMaskedLM", prefix="roberta", head=ROBERTA_HEAD,
-    positions=Positions(LEARNED, Offset.padding), aliases=("lm_head.decoder.bias",),
+    BERT,
+    model_type="roberta",
+    mlm_class="RobertaForMaskedLM",
+    prefix="roberta",
+    head=ROBERTA_HEAD,
+    positions=Positions(LEARNED, Offset.padding),
+    aliases=("lm_head.decoder.bias",),
 )
 MPNET = EncoderFamily(
-    "mpnet", "MPNetForMaskedLM", "mpnet", "encoder.layer.{}.",
+    "mpnet",
+    "MPNetForMaskedLM",
+    "mpnet",
+    "encoder.layer.{}.",
     {
         **{role: name for role, name in BERT_EMBEDDINGS.items() if not role.startswith("token_types")},
         "rel_attn_bias.weight": "encoder.relative_attention_bias.weight",  # one bias per distance bucket and head
@@ -170,10 +184,15 @@ MPNET = EncoderFamily(
         **_tensors("ffn_down", "output.dense"),
         **_tensors("layer_output_norm", "output.LayerNorm"),
     },
-    ROBERTA_HEAD, Positions(LEARNED, Offset.padding), aliases=("lm_head.decoder.bias",),
+    ROBERTA_HEAD,
+    Positions(LEARNED, Offset.padding),
+    aliases=("lm_head.decoder.bias",),
 )
 ELECTRA = EncoderFamily(
-    "electra", "ElectraForMaskedLM", "electra", "encoder.layer.{}.",
+    "electra",
+    "ElectraForMaskedLM",
+    "electra",
+    "encoder.layer.{}.",
     {**BERT_EMBEDDINGS, **_tensors("token_embd_proj", "embeddings_project")},  # only if embedding_size differs
     BERT_BLOCK,
     {
@@ -184,7 +203,10 @@ ELECTRA = EncoderFamily(
     Positions(LEARNED),
 )
 DISTILBERT = EncoderFamily(
-    "distilbert", "DistilBertForMaskedLM", "distilbert", "transformer.layer.{}.",
+    "distilbert",
+    "DistilBertForMaskedLM",
+    "distilbert",
+    "transformer.layer.{}.",
     {role: name for role, name in BERT_EMBEDDINGS.items() if not role.startswith("token_types")},
     {
         **_tensors("attn_q", "attention.q_lin"),
@@ -204,7 +226,10 @@ DISTILBERT = EncoderFamily(
     Positions(LEARNED),
 )
 MODERNBERT = EncoderFamily(
-    "modernbert", "ModernBertForMaskedLM", "model", "layers.{}.",
+    "modernbert",
+    "ModernBertForMaskedLM",
+    "model",
+    "layers.{}.",
     {
         **_tensors("token_embd", "embeddings.tok_embeddings", ("weight",)),
         **_tensors("token_embd_norm", "embeddings.norm"),
@@ -223,10 +248,15 @@ MODERNBERT = EncoderFamily(
         **_tensors("mlm_norm", "head.norm"),
         **_tensors("output", "decoder"),  # weight tied to token_embd
     },
-    Positions(ROPE), Attention.local_global, input_names=("input_ids", "attention_mask"),
+    Positions(ROPE),
+    Attention.local_global,
+    input_names=("input_ids", "attention_mask"),
 )
 DEBERTA_V2 = EncoderFamily(
-    "deberta-v2", "DebertaV2ForMaskedLM", "deberta", "encoder.layer.{}.",
+    "deberta-v2",
+    "DebertaV2ForMaskedLM",
+    "deberta",
+    "encoder.layer.{}.",
     {  # position_embd only with position_biased_input, token_types only with type_vocab_size > 0
         **BERT_EMBEDDINGS,
         **_tensors("token_embd_proj", "embeddings.embed_proj", ("weight",)),
@@ -241,36 +271,66 @@ DEBERTA_V2 = EncoderFamily(
         **_tensors("attn_v", "attention.self.value_proj"),
         **{role: name for role, name in BERT_BLOCK.items() if not role.startswith(("attn_q", "attn_k", "attn_v"))},
     },
-    BERT_HEAD, Positions("relative positions"), aliases=("cls.predictions.decoder.bias",),
+    BERT_HEAD,
+    Positions("relative positions"),
+    aliases=("cls.predictions.decoder.bias",),
 )
 BIG_BIRD = EncoderFamily(
-    "big_bird", "BigBirdForMaskedLM", "bert", "encoder.layer.{}.",
-    {**BERT_EMBEDDINGS, **_tensors("pooler", "pooler")}, BERT_BLOCK, BERT_HEAD,
-    Positions(LEARNED), Attention.block_sparse, aliases=("cls.predictions.decoder.bias",),
+    "big_bird",
+    "BigBirdForMaskedLM",
+    "bert",
+    "encoder.layer.{}.",
+    {**BERT_EMBEDDINGS, **_tensors("pooler", "pooler")},
+    BERT_BLOCK,
+    BERT_HEAD,
+    Positions(LEARNED),
+    Attention.block_sparse,
+    aliases=("cls.predictions.decoder.bias",),
 )
 
-ENCODER_FAMILIES: dict[str, EncoderFamily] = {family.model_type: family for family in (
-    BERT,
-    ROBERTA,
-    replace(ROBERTA, model_type="xlm-roberta", mlm_class="XLMRobertaForMaskedLM"),
-    replace(ROBERTA, model_type="camembert", mlm_class="CamembertForMaskedLM"),
-    MPNET,
-    ELECTRA,
-    DISTILBERT,
-    MODERNBERT,
-    DEBERTA_V2,
-    BIG_BIRD,
-)}
+ENCODER_FAMILIES: dict[str, EncoderFamily] = {
+    family.model_type: family
+    for family in (
+        BERT,
+        ROBERTA,
+        replace(ROBERTA, model_type="xlm-roberta", mlm_class="XLMRobertaForMaskedLM"),
+        replace(ROBERTA, model_type="camembert", mlm_class="CamembertForMaskedLM"),
+        MPNET,
+        ELECTRA,
+        DISTILBERT,
+        MODERNBERT,
+        DEBERTA_V2,
+        BIG_BIRD,
+    )
+}
 
 # Position schemes of model types known by their positions alone (no tensor table): interpolate handles them.
 OTHER_POSITIONS: dict[str, Positions] = {
     "albert": Positions(LEARNED),
     "xlm-roberta-xl": Positions(LEARNED, Offset.padding),
     "longformer": Positions(LEARNED, Offset.padding),
-    **{model_type: Positions(ROPE) for model_type in (
-        "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "olmo",
-        "olmo2", "gpt_neox", "falcon", "nomic_bert", "jina_bert", "eurobert",
-    )},
+    **{
+        model_type: Positions(ROPE)
+        for model_type in (
+            "llama",
+            "mistral",
+            "mixtral",
+            "qwen2",
+            "qwen3",
+            "gemma",
+            "gemma2",
+            "gemma3",
+            "gemma3_text",
+            "phi3",
+            "olmo",
+            "olmo2",
+            "gpt_neox",
+            "falcon",
+            "nomic_bert",
+            "jina_bert",
+            "eurobert",
+        )
+    },
     "deberta": Positions("relative positions"),
     "t5": Positions("relative position buckets"),
     "mt5": Positions("relative position buckets"),
@@ -290,8 +350,9 @@ def position_scheme(config: dict[str, Any]) -> str:
     positions = POSITIONS.get(model_type)
     if positions is None:
         known = [sorted(t for t, p in POSITIONS.items() if p.scheme == scheme) for scheme in (LEARNED, ROPE)]
-        raise UnsupportedArchitecture(f"model type {model_type!r} is not supported; known: "
-                                      f"{', '.join(known[0] + known[1])}")
+        raise UnsupportedArchitecture(
+            f"model type {model_type!r} is not supported; known: {', '.join(known[0] + known[1])}"
+        )
     if positions.scheme == LEARNED:
         if config.get("position_embedding_type", "absolute") != "absolute":
             return f"{config['position_embedding_type']} positions"
@@ -319,7 +380,6 @@ def buffer_kind(name: str) -> str | None:
 
 def is_buffer(name: str) -> bool:
     return buffer_kind(name) is not None
-
 
 
 # ---- decoder families (flip)
@@ -352,14 +412,24 @@ class DecoderFamily:
     buffers: tuple[str, ...] = ("rotary_emb.inv_freq",)
 
 
-DECODER_FAMILIES: dict[str, DecoderFamily] = {family.model_type: family for family in (
-    DecoderFamily("gemma3_text", "Gemma3TextConfig", "Gemma3TextModel", "config_flag",
-                  bidirectional_flag="use_bidirectional_attention", window_key="sliding_window",
-                  window_halved_on_load=True,
-                  buffers=("embed_tokens.embed_scale", "rotary_emb.inv_freq", "rotary_emb_local.inv_freq")),
-    DecoderFamily("llama", "LlamaConfig", "LlamaModel", "mask", mask_form="tensor"),
-    DecoderFamily("mistral", "MistralConfig", "MistralModel", "mask", mask_form="tensor"),
-    DecoderFamily("qwen2", "Qwen2Config", "Qwen2Model", "mask", mask_form="mapping",
-                  sliding_switch="use_sliding_window"),
-    DecoderFamily("gemma2", "Gemma2Config", "Gemma2Model", "mask", mask_form="mapping"),
-)}
+DECODER_FAMILIES: dict[str, DecoderFamily] = {
+    family.model_type: family
+    for family in (
+        DecoderFamily(
+            "gemma3_text",
+            "Gemma3TextConfig",
+            "Gemma3TextModel",
+            "config_flag",
+            bidirectional_flag="use_bidirectional_attention",
+            window_key="sliding_window",
+            window_halved_on_load=True,
+            buffers=("embed_tokens.embed_scale", "rotary_emb.inv_freq", "rotary_emb_local.inv_freq"),
+        ),
+        DecoderFamily("llama", "LlamaConfig", "LlamaModel", "mask", mask_form="tensor"),
+        DecoderFamily("mistral", "MistralConfig", "MistralModel", "mask", mask_form="tensor"),
+        DecoderFamily(
+            "qwen2", "Qwen2Config", "Qwen2Model", "mask", mask_form="mapping", sliding_switch="use_sliding_window"
+        ),
+        DecoderFamily("gemma2", "Gemma2Config", "Gemma2Model", "mask", mask_form="mapping"),
+    )
+}

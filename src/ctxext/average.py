@@ -46,23 +46,36 @@ def average(
     for ref, (_, folder), reader in zip(refs[1:], opened[1:], readers[1:], strict=True):
         _require_same_model(str(refs[0]), config, readers[0], str(ref), source_config(folder), reader)
     infos = readers[0].infos
-    record = OperationRecord("average", parameters={"checkpoints": [str(r) for r in refs], "weights": "uniform"},
-                             modified=[n for n, info in infos.items() if info.dtype in FLOAT_DTYPES],
-                             copied=[n for n, info in infos.items() if info.dtype not in FLOAT_DTYPES])
+    record = OperationRecord(
+        "average",
+        parameters={"checkpoints": [str(r) for r in refs], "weights": "uniform"},
+        modified=[n for n, info in infos.items() if info.dtype in FLOAT_DTYPES],
+        copied=[n for n, info in infos.items() if info.dtype not in FLOAT_DTYPES],
+    )
     means = WrittenMeans(readers)
     tensors = [OutTensor(info, lambda name=name: [means.encoded(name)]) for name, info in infos.items()]
-    sources = {f"checkpoint_{i}": (source, reader.sha256_of_files_in_background())
-               for i, ((source, _), reader) in enumerate(zip(opened, readers, strict=True))}
+    sources = {
+        f"checkpoint_{i}": (source, reader.sha256_of_files_in_background())
+        for i, ((source, _), reader) in enumerate(zip(opened, readers, strict=True))
+    }
     options = {"refs": [str(r) for r in refs]}
     plan = OutputPlan("average", options, sources, tensors, [record], config, None, opened[0][1])
-    return write_model_folder(plan, out, force=force, progress=progress, argv=argv,
-                              checks=means.check)
+    return write_model_folder(plan, out, force=force, progress=progress, argv=argv, checks=means.check)
 
 
-def _require_same_model(first_ref: str, first_config: dict[str, Any], first: CheckpointReader, ref: str,
-                        config: dict[str, Any], reader: CheckpointReader) -> None:
-    differing = sorted(key for key in (set(first_config) | set(config)) - BOOKKEEPING_CONFIG_KEYS
-                       if first_config.get(key) != config.get(key))
+def _require_same_model(
+    first_ref: str,
+    first_config: dict[str, Any],
+    first: CheckpointReader,
+    ref: str,
+    config: dict[str, Any],
+    reader: CheckpointReader,
+) -> None:
+    differing = sorted(
+        key
+        for key in (set(first_config) | set(config)) - BOOKKEEPING_CONFIG_KEYS
+        if first_config.get(key) != config.get(key)
+    )
     if differing:
         raise InvalidArgument(f"{ref}: config differs from {first_ref}'s in {', '.join(differing[:4])}")
     missing = [n for n in first.names if n not in reader.infos] + [n for n in reader.names if n not in first.infos]
@@ -71,8 +84,9 @@ def _require_same_model(first_ref: str, first_config: dict[str, Any], first: Che
     for name, info in first.infos.items():
         other = reader.infos[name]
         if (other.dtype, other.shape) != (info.dtype, info.shape):
-            raise InvalidArgument(f"{name}: {info.dtype} {list(info.shape)} in {first_ref} but {other.dtype} "
-                                  f"{list(other.shape)} in {ref}")
+            raise InvalidArgument(
+                f"{name}: {info.dtype} {list(info.shape)} in {first_ref} but {other.dtype} {list(other.shape)} in {ref}"
+            )
 
 
 ROWS_PER_BLOCK = 4096  # rows of a tensor compared at a time, so the check's float64 copies stay small
@@ -109,7 +123,9 @@ class WrittenMeans:
         data = array_to_bytes(mean, info.dtype)
         stored = bytes_to_array(data, info.dtype, info.shape)
         for start in range(0, max(len(mean), 1), ROWS_PER_BLOCK):
-            difference = stored[start:start + ROWS_PER_BLOCK].astype(np.float64) - mean[start:start + ROWS_PER_BLOCK]
+            difference = (
+                stored[start : start + ROWS_PER_BLOCK].astype(np.float64) - mean[start : start + ROWS_PER_BLOCK]
+            )
             if not np.isfinite(difference).all():
                 raise CheckFailed(f"{name}: the average holds NaN or infinite values (so does an input checkpoint)")
             self.error = max(self.error, float(np.abs(difference).max(initial=0.0)))
@@ -124,5 +140,11 @@ class WrittenMeans:
         bound = 1e-2 if any(i.dtype in {"F16", "BF16"} for i in written.infos.values()) else 1e-6
         if self.error > bound:
             raise CheckFailed(f"written tensors differ from the mean of the inputs by {self.error:g} (bound {bound:g})")
-        return [Check("max_abs_error_vs_mean", self.error, bound, detail="written tensors against the float64 mean "
-                      "(read back from the written file)")]
+        return [
+            Check(
+                "max_abs_error_vs_mean",
+                self.error,
+                bound,
+                detail="written tensors against the float64 mean (read back from the written file)",
+            )
+        ]

@@ -33,17 +33,22 @@ def write_model_card(folder: Path, manifest: dict[str, Any], *, name: str, sourc
         base_model=_base_model(manifest),
         library_name="sentence-transformers" if sentence_transformers else "transformers",
         pipeline_tag=_pipeline_tag(architecture, sentence_transformers),
-        tags=["ctxext", f"ctxext-{manifest['command']}",
-              *(["sentence-transformers", "sentence-similarity"] if sentence_transformers else [])],
+        tags=[
+            "ctxext",
+            f"ctxext-{manifest['command']}",
+            *(["sentence-transformers", "sentence-similarity"] if sentence_transformers else []),
+        ],
         license=_source_license(source_card),
     )
-    body = "\n\n".join([
-        f"# {name}",
-        _summary(manifest, architecture),
-        _operations(manifest),
-        _checks(manifest),
-        _how_to_load(sentence_transformers, architecture, manifest["command"] in FLIP_COMMANDS),
-    ])
+    body = "\n\n".join(
+        [
+            f"# {name}",
+            _summary(manifest, architecture),
+            _operations(manifest),
+            _checks(manifest),
+            _how_to_load(sentence_transformers, architecture, manifest["command"] in FLIP_COMMANDS),
+        ]
+    )
     path = folder / CARD_NAME
     path.write_text(str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")), encoding="utf-8")
     return path
@@ -83,24 +88,37 @@ def _source_license(source_card: Path | None) -> str | None:
 
 
 def _summary(manifest: dict[str, Any], architecture: str) -> str:
-    sources = ", ".join(f"{role}: `{source.get('hub_id') or source.get('ref')}`"
-                        for role, source in manifest.get("sources", {}).items())
-    return (f"Written by [ctxext](https://pypi.org/project/ctxext/) {manifest.get('ctxext_version', '')} with "
-            f"`ctxext {manifest['command']}` from {sources or 'no source'}"
-            f"{f'; architecture `{architecture}`' if architecture else ''}. Every tensor's sha256 and every check "
-            "below are in `manifest.json`; `ctxext verify` re-hashes the weights against it.")
+    sources = ", ".join(
+        f"{role}: `{source.get('hub_id') or source.get('ref')}`" for role, source in manifest.get("sources", {}).items()
+    )
+    return (
+        f"Written by [ctxext](https://pypi.org/project/ctxext/) {manifest.get('ctxext_version', '')} with "
+        f"`ctxext {manifest['command']}` from {sources or 'no source'}"
+        f"{f'; architecture `{architecture}`' if architecture else ''}. Every tensor's sha256 and every check "
+        "below are in `manifest.json`; `ctxext verify` re-hashes the weights against it."
+    )
 
 
 def _operations(manifest: dict[str, Any]) -> str:
-    lines = ["## What was done", "", "| operation | parameters | copied | modified | created | dropped |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## What was done",
+        "",
+        "| operation | parameters | copied | modified | created | dropped |",
+        "|---|---|---|---|---|---|",
+    ]
     for operation in manifest.get("operations", []):
-        parameters = ", ".join(f"{key}={json.dumps(value)}" for key, value in operation.get("parameters", {}).items()
-                               if key not in {"loss_history"} and not isinstance(value, (dict, list)))
+        parameters = ", ".join(
+            f"{key}={json.dumps(value)}"
+            for key, value in operation.get("parameters", {}).items()
+            if key not in {"loss_history"} and not isinstance(value, (dict, list))
+        )
         counts = [str(len(operation.get(key, []))) for key in ("copied", "modified", "created", "dropped")]
         lines.append(f"| {operation['name']} | {parameters} | {' | '.join(counts)} |")
-    options = ", ".join(f"{key}={json.dumps(value)}" for key, value in manifest.get("options", {}).items()
-                        if not isinstance(value, (dict, list)))
+    options = ", ".join(
+        f"{key}={json.dumps(value)}"
+        for key, value in manifest.get("options", {}).items()
+        if not isinstance(value, (dict, list))
+    )
     notes = [note for operation in manifest.get("operations", []) for note in operation.get("notes", [])]
     return "\n".join(lines + ["", f"Options: {options}."] + [f"- {note}" for note in notes])
 
@@ -112,22 +130,33 @@ def _checks(manifest: dict[str, Any]) -> str:
     lines = ["## Checks", "", "| check | value | bound | result |", "|---|---|---|---|"]
     for check in rows:
         bound = "" if check.get("threshold") is None else f"{check['threshold']:.3g}"
-        lines.append(f"| {check['name']} | {check['value']:.4g} | {bound} | "
-                     f"{'passed' if check.get('passed', True) else 'FAILED'} |")
+        lines.append(
+            f"| {check['name']} | {check['value']:.4g} | {bound} | "
+            f"{'passed' if check.get('passed', True) else 'FAILED'} |"
+        )
     return "\n".join(lines)
 
 
 def _how_to_load(sentence_transformers: bool, architecture: str, flipped: bool) -> str:
     if sentence_transformers:
-        code = ("from sentence_transformers import SentenceTransformer\n\n"
-                "model = SentenceTransformer(\"path/to/this/folder\")\n"
-                "embeddings = model.encode([\"a long document ...\"])")
+        code = (
+            "from sentence_transformers import SentenceTransformer\n\n"
+            'model = SentenceTransformer("path/to/this/folder")\n'
+            'embeddings = model.encode(["a long document ..."])'
+        )
     else:
-        head = next((f"AutoModel{suffix}" for suffix in PIPELINE_BY_ARCHITECTURE_SUFFIX if architecture.endswith(
-            suffix)), "AutoModel")
-        register = ("import ctxext.flip\n\nctxext.flip.register()  # ctxext's encoder classes, no remote code\n"
-                    if flipped else "")
-        code = (f"from transformers import {head}, AutoTokenizer\n{register}\n"
-                f"model = {head}.from_pretrained(\"path/to/this/folder\")\n"
-                "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")")
+        head = next(
+            (f"AutoModel{suffix}" for suffix in PIPELINE_BY_ARCHITECTURE_SUFFIX if architecture.endswith(suffix)),
+            "AutoModel",
+        )
+        register = (
+            "import ctxext.flip\n\nctxext.flip.register()  # ctxext's encoder classes, no remote code\n"
+            if flipped
+            else ""
+        )
+        code = (
+            f"from transformers import {head}, AutoTokenizer\n{register}\n"
+            f'model = {head}.from_pretrained("path/to/this/folder")\n'
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")'
+        )
     return f"## Load it\n\n```python\n{code}\n```"

@@ -97,13 +97,22 @@ def write_model_folder(
             record_checks(plan, checks(staging))
             progress("numeric checks", 1, 1)
         manifest = build_manifest(
-            command=plan.command, options=plan.options, sources=plan.sources, operations=plan.operations,
-            weights=weights, weights_dir=str(model_dir.relative_to(staging)), argv=argv,
+            command=plan.command,
+            options=plan.options,
+            sources=plan.sources,
+            operations=plan.operations,
+            weights=weights,
+            weights_dir=str(model_dir.relative_to(staging)),
+            argv=argv,
             extra_weights=extra_weights,
         )
         write_manifest(staging, manifest)
-        write_model_card(staging, manifest, name=Path(out).name,
-                         source_card=plan.support_from.root / CARD_NAME if plan.support_from else None)
+        write_model_card(
+            staging,
+            manifest,
+            name=Path(out).name,
+            source_card=plan.support_from.root / CARD_NAME if plan.support_from else None,
+        )
     return OutputResult(path=Path(out).expanduser().absolute(), manifest=manifest)
 
 
@@ -146,8 +155,9 @@ def write_weights(
     extra_weights = {}
     for relative, tensors in plan.extra_weights.items():
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-        written = write_safetensors((staging / relative).parent, tensors, file_name=Path(relative).name,
-                                    max_shard_bytes=2**62)
+        written = write_safetensors(
+            (staging / relative).parent, tensors, file_name=Path(relative).name, max_shard_bytes=2**62
+        )
         extra_weights[relative] = written.tensors
     return weights, extra_weights
 
@@ -176,8 +186,11 @@ def refresh_sentence_transformers_versions(root: Path) -> None:
     if not path.is_file():
         return
     versions = {}
-    for key, package in (("sentence_transformers", "sentence-transformers"), ("transformers", "transformers"),
-                         ("pytorch", "torch")):
+    for key, package in (
+        ("sentence_transformers", "sentence-transformers"),
+        ("transformers", "transformers"),
+        ("pytorch", "torch"),
+    ):
         try:
             versions[key] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -231,9 +244,7 @@ def model_tensors(model: Any, extra: dict[str, Any] | None = None) -> list[OutTe
     tied = tied_duplicates(model)
     state = model.state_dict()
     tensors = [
-        OutTensor.from_tensor(name, tensor.detach().contiguous())
-        for name, tensor in state.items()
-        if name not in tied
+        OutTensor.from_tensor(name, tensor.detach().contiguous()) for name, tensor in state.items() if name not in tied
     ]
     tensors += [OutTensor.from_tensor(name, tensor.contiguous()) for name, tensor in (extra or {}).items()]
     return tensors

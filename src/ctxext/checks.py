@@ -52,8 +52,9 @@ def _architecture_class(model_dir: Path) -> Any:
 
 def _load(model_dir: Path, model_class: Any, **kwargs: Any) -> tuple[Any, dict[str, list[str]]]:
     """The model in eval mode, and what did not load cleanly (missing, unexpected, mismatched weights)."""
-    model, info = model_class.from_pretrained(model_dir, output_loading_info=True,
-                                              **{"trust_remote_code": False, **kwargs})
+    model, info = model_class.from_pretrained(
+        model_dir, output_loading_info=True, **{"trust_remote_code": False, **kwargs}
+    )
     return model.eval(), {key: list(value) for key, value in info.items() if value}
 
 
@@ -87,17 +88,29 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def matches_source(name: str, source: np.ndarray, output: np.ndarray, tolerance: float) -> Check:
     difference = max_abs_diff(source, output)
-    return Check(name=name, value=difference, threshold=tolerance, passed=difference <= tolerance,
-                 detail="max abs diff of last hidden states")
+    return Check(
+        name=name,
+        value=difference,
+        threshold=tolerance,
+        passed=difference <= tolerance,
+        detail="max abs diff of last hidden states",
+    )
 
 
 def agreement(name: str, source: np.ndarray, output: np.ndarray) -> Check:
     """How far outputs moved, for methods that are not meant to reproduce the source (no bound)."""
-    return Check(name=name, value=max_abs_diff(source, output), detail="max abs diff of last hidden states; "
-                 "information only, this method changes short inputs too")
+    return Check(
+        name=name,
+        value=max_abs_diff(source, output),
+        detail="max abs diff of last hidden states; information only, this method changes short inputs too",
+    )
 
 
 def finite_outputs(name: str, outputs: np.ndarray) -> Check:
     finite = bool(np.isfinite(outputs).all())
-    return Check(name=name, value=float(outputs.shape[1]), passed=finite,
-                 detail="all outputs finite" if finite else "non-finite outputs")
+    return Check(
+        name=name,
+        value=float(outputs.shape[1]),
+        passed=finite,
+        detail="all outputs finite" if finite else "non-finite outputs",
+    )

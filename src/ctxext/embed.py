@@ -46,14 +46,18 @@ class EmbedResult:
 
     def summary(self) -> dict[str, Any]:
         options = self.manifest["options"]
-        return {"output": str(self.path), "manifest": str(self.manifest_path), "rows": self.rows,
-                "dimension": self.dimension, "pooling": options["pooling"], "max_length": options["max_length"],
-                "adapter": (self.manifest["adapter"] or {}).get("name")}
+        return {
+            "output": str(self.path),
+            "manifest": str(self.manifest_path),
+            "rows": self.rows,
+            "dimension": self.dimension,
+            "pooling": options["pooling"],
+            "max_length": options["max_length"],
+            "adapter": (self.manifest["adapter"] or {}).get("name"),
+        }
 
 
-def resolve_checkpoint(
-    ref: str, adapter: str | None
-) -> tuple[Source, ModelFolder, Source | None, str | None]:
+def resolve_checkpoint(ref: str, adapter: str | None) -> tuple[Source, ModelFolder, Source | None, str | None]:
     """The model folder and, if asked, the adapter folder and the name it is activated under.
 
     The adapter is looked up as ``<checkpoint>/adapters/NAME`` (what ``ctxext transfer`` writes), then as
@@ -73,21 +77,14 @@ def resolve_checkpoint(
             source,
             folder,
             resolve_source(
-                preset.adapters[adapter],
-                allow_patterns=ADAPTER_FILES,
-                what=f"{preset.name} adapter {adapter}",
+                preset.adapters[adapter], allow_patterns=ADAPTER_FILES, what=f"{preset.name} adapter {adapter}"
             ),
             adapter,
         )
     adapter_source = resolve_source(adapter, allow_patterns=ADAPTER_FILES, what="adapter")
     from ctxext.adapters_bigbird import AdapterFolder
 
-    return (
-        source,
-        folder,
-        adapter_source,
-        safe_adapter_name(AdapterFolder.open(adapter_source.path).stored_name),
-    )
+    return (source, folder, adapter_source, safe_adapter_name(AdapterFolder.open(adapter_source.path).stored_name))
 
 
 def adapter_loader(adapter_path: Path, name: str) -> Callable[[Path], Any]:
@@ -129,16 +126,15 @@ def embed_file(
     read_embedding_inputs(input_path)  # a bad file is refused before the model loads
     source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter)
     loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source else None
-    encoder = load_encoder(
-        folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader
-    )
+    encoder = load_encoder(folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader)
     sep = encoder.tokenizer.sep_token or "[SEP]"
     texts = read_embedding_inputs(input_path, sep)
     rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     manifest_path = file_manifest_path(out)
     with atomic_files([out, manifest_path], force=force, protect=[input_path, source.path]) as (
-        temporary, temporary_manifest
+        temporary,
+        temporary_manifest,
     ):
         with open(temporary, "wb") as handle:
             np.save(handle, rows, allow_pickle=False)

@@ -63,14 +63,16 @@ class Encoder:
         rows: list[np.ndarray | None] = [None] * len(texts)
         device = next(self.model.parameters()).device
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
-            batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in indices]},
-                                       padding=True, return_tensors="pt")
+            indices = order[start : start + batch_size]
+            batch = self.tokenizer.pad(
+                {"input_ids": [encoded["input_ids"][i] for i in indices]}, padding=True, return_tensors="pt"
+            )
             for hook in self.before_batch:
                 hook(self.model)
             with torch.inference_mode():
-                output = self.model(input_ids=batch["input_ids"].to(device),
-                                    attention_mask=batch["attention_mask"].to(device))
+                output = self.model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                )
             pooled = pool(output.last_hidden_state, batch["attention_mask"].to(device), self.pooling)
             if self.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
@@ -117,18 +119,30 @@ def load_encoder(
     chosen = pooling or st_pooling or ("last" if config.get("model_type") in DECODER_TYPES else "cls")
     if chosen not in POOLINGS:
         raise InvalidArgument(f"unknown pooling {chosen!r}; choose one of {', '.join(POOLINGS)}")
-    model = model_loader(folder.model_dir) if model_loader else \
-        AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
+    model = (
+        model_loader(folder.model_dir)
+        if model_loader
+        else AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
+    )
     model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file()
-                                              else folder.root, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(
+        folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root,
+        trust_remote_code=False,
+    )
     tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # we pad pre-tokenized ids on purpose
     if chosen == "last":
         tokenizer.padding_side = "right"
     limit = _model_max_length(config, tokenizer)
-    encoder = Encoder(model=model, tokenizer=tokenizer, pooling=chosen, normalize=normalize,
-                      max_length=max_length or st_length or limit, position_limit=limit, folder=folder,
-                      attention_type=config.get("attention_type"))
+    encoder = Encoder(
+        model=model,
+        tokenizer=tokenizer,
+        pooling=chosen,
+        normalize=normalize,
+        max_length=max_length or st_length or limit,
+        position_limit=limit,
+        folder=folder,
+        attention_type=config.get("attention_type"),
+    )
     if config.get("model_type") == "big_bird":
         encoder.before_batch.append(_restore_attention_type(config.get("attention_type", "block_sparse")))
     return encoder
@@ -162,9 +176,15 @@ def sentence_transformers_settings(folder: ModelFolder) -> tuple[str | None, boo
         kind = module.get("type", "").rsplit(".", 1)[-1]
         if kind == "Pooling":
             settings = read_json(folder.root / module["path"] / "config.json")
-            pooling = next((name for name in POOLINGS
-                            if settings.get(f"pooling_mode_{'cls_token' if name == 'cls' else name + '_tokens'}")
-                            or (name == "last" and settings.get("pooling_mode_lasttoken"))), "mean")
+            pooling = next(
+                (
+                    name
+                    for name in POOLINGS
+                    if settings.get(f"pooling_mode_{'cls_token' if name == 'cls' else name + '_tokens'}")
+                    or (name == "last" and settings.get("pooling_mode_lasttoken"))
+                ),
+                "mean",
+            )
         elif kind == "Normalize":
             normalize = True
     st_config = folder.model_dir / "sentence_bert_config.json"

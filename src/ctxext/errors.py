@@ -68,5 +68,7 @@ def remote_code_refusal(error: Exception) -> UnsupportedArchitecture | None:
     """transformers' refusal to load a model that needs its own code, said as ctxext says it; None otherwise."""
     if "trust_remote_code" not in str(error):
         return None
-    return UnsupportedArchitecture("this model needs its own Python code (trust_remote_code), and ctxext never runs "
-                                   "a model's code unless you pass --trust-remote-code where a command offers it")
+    return UnsupportedArchitecture(
+        "this model needs its own Python code (trust_remote_code), and ctxext never runs "
+        "a model's code unless you pass --trust-remote-code where a command offers it"
+    )

@@ -124,6 +124,7 @@ def ndcg_at_k(scores: np.ndarray, relevant: Sequence[dict[int, float]], k: int =
 
 def similarity(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
     """Cosine similarity, queries x documents."""
+
     def unit(matrix: np.ndarray) -> np.ndarray:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return matrix / np.where(norms == 0, 1.0, norms)
@@ -174,8 +175,9 @@ def _token_counter(tokenizer: Any) -> Callable[[str], int]:
     return count
 
 
-def passkey_sets(tokenizer: Any, lengths: Sequence[int], documents: int = 100, queries: int = 50,
-                 seed: int = 0) -> list[RetrievalSet]:
+def passkey_sets(
+    tokenizer: Any, lengths: Sequence[int], documents: int = 100, queries: int = 50, seed: int = 0
+) -> list[RetrievalSet]:
     """LongEmbed's passkey: repeated filler, one named pass key per document, queries ask for a name's key."""
     _check_sizes(documents, queries)
     count = _token_counter(tokenizer)
@@ -186,13 +188,22 @@ def passkey_sets(tokenizer: Any, lengths: Sequence[int], documents: int = 100, q
         needles = [PASSKEY_NEEDLE.format(name=name, key=rng.randint(10000, 99999)) for name in names]
         docs = [_fill_to_length(count, [PASSKEY_FILLER], needle, length, rng) for needle in needles]
         asked = rng.sample(range(documents), queries)
-        sets.append(RetrievalSet("passkey", length, [PASSKEY_QUERY.format(name=names[i]) for i in asked], docs,
-                                 [{i: 1.0} for i in asked]))
+        sets.append(
+            RetrievalSet(
+                "passkey", length, [PASSKEY_QUERY.format(name=names[i]) for i in asked], docs, [{i: 1.0} for i in asked]
+            )
+        )
     return sets
 
 
-def needle_sets(tokenizer: Any, lengths: Sequence[int], documents: int = 100, queries: int = 50, seed: int = 0,
-                haystack: Sequence[str] | None = None) -> list[RetrievalSet]:
+def needle_sets(
+    tokenizer: Any,
+    lengths: Sequence[int],
+    documents: int = 100,
+    queries: int = 50,
+    seed: int = 0,
+    haystack: Sequence[str] | None = None,
+) -> list[RetrievalSet]:
     """LongEmbed's needle: one short fact per document, hidden at a random depth in real prose."""
     _check_sizes(documents, queries)
     count = _token_counter(tokenizer)
@@ -209,11 +220,19 @@ def needle_sets(tokenizer: Any, lengths: Sequence[int], documents: int = 100, qu
         for name, thing, value in facts:
             start = rng.randrange(len(prose))
             window = prose[start:] + prose[:start]
-            docs.append(_fill_to_length(count, window, NEEDLE_FACT.format(name=name, thing=thing, value=value),
-                                        length, rng))
+            docs.append(
+                _fill_to_length(count, window, NEEDLE_FACT.format(name=name, thing=thing, value=value), length, rng)
+            )
         asked = rng.sample(range(documents), queries)
-        sets.append(RetrievalSet("needle", length, [NEEDLE_QUERY.format(name=facts[i][0], thing=facts[i][1])
-                                                    for i in asked], docs, [{i: 1.0} for i in asked]))
+        sets.append(
+            RetrievalSet(
+                "needle",
+                length,
+                [NEEDLE_QUERY.format(name=facts[i][0], thing=facts[i][1]) for i in asked],
+                docs,
+                [{i: 1.0} for i in asked],
+            )
+        )
     return sets
 
 
@@ -223,9 +242,34 @@ def _check_sizes(documents: int, queries: int) -> None:
 
 
 HAYSTACK_MODULES = (
-    "json", "collections", "functools", "itertools", "pathlib", "argparse", "logging", "typing", "subprocess",
-    "textwrap", "string", "re", "datetime", "calendar", "decimal", "fractions", "statistics", "heapq", "bisect",
-    "shutil", "tempfile", "csv", "difflib", "unittest", "zipfile", "tarfile", "email.message", "http.client",
+    "json",
+    "collections",
+    "functools",
+    "itertools",
+    "pathlib",
+    "argparse",
+    "logging",
+    "typing",
+    "subprocess",
+    "textwrap",
+    "string",
+    "re",
+    "datetime",
+    "calendar",
+    "decimal",
+    "fractions",
+    "statistics",
+    "heapq",
+    "bisect",
+    "shutil",
+    "tempfile",
+    "csv",
+    "difflib",
+    "unittest",
+    "zipfile",
+    "tarfile",
+    "email.message",
+    "http.client",
 )
 
 
@@ -238,8 +282,7 @@ def haystack_sentences() -> list[str]:
     for name, tree in parsed_modules(names=set(HAYSTACK_MODULES)):
         document = module_document(name, tree) or {"sections": []}
         for section in document["sections"]:
-            text = " ".join(line.strip() for line in section["text"].splitlines()
-                            if line.strip() and ">>>" not in line)
+            text = " ".join(line.strip() for line in section["text"].splitlines() if line.strip() and ">>>" not in line)
             sentences += [s for s in split_sentences(text) if 30 <= len(s) <= 300]
     return list(dict.fromkeys(sentences))
 
@@ -259,12 +302,18 @@ def score_set(
     retrieval_set: RetrievalSet,
 ) -> Score:
     scores = similarity(encode_queries(retrieval_set.queries), encode_documents(retrieval_set.documents))
-    return Score(retrieval_set.length, accuracy_at_1(scores, retrieval_set.relevant),
-                 ndcg_at_k(scores, retrieval_set.relevant), len(retrieval_set.queries), len(retrieval_set.documents))
+    return Score(
+        retrieval_set.length,
+        accuracy_at_1(scores, retrieval_set.relevant),
+        ndcg_at_k(scores, retrieval_set.relevant),
+        len(retrieval_set.queries),
+        len(retrieval_set.documents),
+    )
 
 
-def chunk_mean(encoder: Any, texts: list[str], chunk_tokens: int, batch_size: int,
-               progress: ProgressFn = no_progress) -> np.ndarray:
+def chunk_mean(
+    encoder: Any, texts: list[str], chunk_tokens: int, batch_size: int, progress: ProgressFn = no_progress
+) -> np.ndarray:
     """The mean of embeddings of consecutive ``chunk_tokens``-token windows (the PCW / chunking baseline)."""
     tokenizer = encoder.tokenizer
     pieces, owners = [], []
@@ -272,7 +321,7 @@ def chunk_mean(encoder: Any, texts: list[str], chunk_tokens: int, batch_size: in
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         step = chunk_tokens - 2
         for start in range(0, max(len(ids), 1), step):
-            pieces.append(tokenizer.decode(ids[start:start + step]))
+            pieces.append(tokenizer.decode(ids[start : start + step]))
             owners.append(index)
     embedded = encoder.encode(pieces, batch_size=batch_size, max_length=chunk_tokens, progress=progress)
     owners_array = np.array(owners)
@@ -283,23 +332,27 @@ MAX_EVALUATION_LENGTH = 131_072
 """Longest document a set is built at (LongEmbed stops at 32768); past it the texts alone need gigabytes."""
 
 
-def check_evaluation_options(lengths: Sequence[int], max_length: int | None, chunk: int | None, documents: int,
-                             queries: int, batch_size: int) -> None:
+def check_evaluation_options(
+    lengths: Sequence[int], max_length: int | None, chunk: int | None, documents: int, queries: int, batch_size: int
+) -> None:
     """Refuse, in one line, values that cannot make a meaningful evaluation, before any model loads."""
     if not lengths:
         raise InvalidArgument("--lengths is empty; give lengths in tokens like 256,512,1024")
     for length in lengths:
         if not 16 <= length <= MAX_EVALUATION_LENGTH:
-            raise InvalidArgument(f"--lengths: {length} is out of range; each length must be 16 to "
-                                  f"{MAX_EVALUATION_LENGTH} tokens")
+            raise InvalidArgument(
+                f"--lengths: {length} is out of range; each length must be 16 to {MAX_EVALUATION_LENGTH} tokens"
+            )
     for option, value in (("--truncate", max_length), ("--chunk", chunk)):
         if value is not None and value < 8:
             raise InvalidArgument(f"{option} {value} is too small; give at least 8 tokens")
     if chunk and max_length:
         raise InvalidArgument("choose one of --chunk and --truncate")
     if queries < 1 or documents < 2 or documents < queries:
-        raise InvalidArgument(f"--documents {documents} / --queries {queries}: need at least 2 documents and "
-                              "1 query, and no more queries than documents")
+        raise InvalidArgument(
+            f"--documents {documents} / --queries {queries}: need at least 2 documents and "
+            "1 query, and no more queries than documents"
+        )
     if batch_size < 1:
         raise InvalidArgument(f"--batch-size {batch_size} must be at least 1")
 
@@ -352,8 +405,9 @@ def evaluate(
                 return chunk_mean(encoder, texts, min(chunk, encoder.position_limit), batch_size)
             return encoder.encode(texts, batch_size=batch_size, max_length=length)
 
-        result.scores.append(score_set(lambda texts: encoder.encode(texts, batch_size=batch_size),
-                                       encode_documents, retrieval_set))
+        result.scores.append(
+            score_set(lambda texts: encoder.encode(texts, batch_size=batch_size), encode_documents, retrieval_set)
+        )
         progress(f"{task.value} lengths", done + 1, len(sets))
     return result
 
@@ -369,8 +423,12 @@ def plot(evaluations: Sequence[Evaluation], path: Path, metric: str = "acc_at_1"
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for evaluation in evaluations:
         points = [(s.length, getattr(s, metric)) for s in evaluation.scores if s.length]
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                  label=f"{Path(evaluation.model).name} ({evaluation.form})")
+        axes.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            label=f"{Path(evaluation.model).name} ({evaluation.form})",
+        )
     axes.set_xscale("log", base=2)
     axes.set_xlabel("document length (tokens)")
     axes.set_ylabel(metric.replace("_at_", "@").replace("acc", "Acc").replace("ndcg", "nDCG"))
@@ -384,9 +442,17 @@ def plot(evaluations: Sequence[Evaluation], path: Path, metric: str = "acc_at_1"
     try:
         with atomic_files([path, file_manifest_path(path)], force=force) as (partial, manifest):
             figure.savefig(partial, dpi=120, format="png")
-            write_json(manifest, {"ctxext_version": __version__, "command": "evaluate", "metric": metric,
-                                  "evaluations": [e.as_dict() for e in evaluations],
-                                  "libraries": library_versions()}, sort_keys=True)
+            write_json(
+                manifest,
+                {
+                    "ctxext_version": __version__,
+                    "command": "evaluate",
+                    "metric": metric,
+                    "evaluations": [e.as_dict() for e in evaluations],
+                    "libraries": library_versions(),
+                },
+                sort_keys=True,
+            )
     finally:
         plt.close(figure)
     return Path(path).expanduser().absolute()

@@ -46,7 +46,7 @@ from ctxext.qa_prompt import PromptConfig, load_prompt_config
 SUPPORTED_MODEL_TYPES = tuple(DECODER_FAMILIES)
 NOT_FLIPPED = {  # model types close to a supported one: what to flip instead
     "gemma3": "multimodal Gemma 3 (model_type gemma3) is not supported; flip its text model (gemma3_text, "
-              "e.g. Gemma 3 270M / 1B)",
+    "e.g. Gemma 3 270M / 1B)"
 }
 EMBEDDED_GGUF = {"gemma-3-270m": "gemma_gguf_path"}
 LM_HEAD = "lm_head.weight"
@@ -138,8 +138,7 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
         model, tokenizer, cached = _load_gguf(folder_path, name, digest)
         config = model.config.to_dict()
         check_model_type(config)
-        return LoadedSource(source, model.eval(), tokenizer, config, {name: digest}, gguf_file=name,
-                            gguf_cache=cached)
+        return LoadedSource(source, model.eval(), tokenizer, config, {name: digest}, gguf_file=name, gguf_cache=cached)
     source, folder = open_model(ref)
     folder = ModelFolder(folder.model_dir, folder.model_dir, False)  # flip writes a plain folder
     config = folder.config
@@ -189,8 +188,9 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
             hf_logging.set_verbosity(verbosity)
         return model, tokenizer, str(cache)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
-                                                     trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32, trust_remote_code=False
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
     except (ValueError, KeyError, OSError) as error:
         raise UnsupportedArchitecture(
@@ -199,8 +199,15 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
     with contextlib.suppress(OSError, CtxextError), atomic_output(cache) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        write_json(staging / MANIFEST_NAME, {"command": "flip: GGUF dequantized by transformers", "gguf": name,
-                                             "sha256": digest, "libraries": library_versions()})
+        write_json(
+            staging / MANIFEST_NAME,
+            {
+                "command": "flip: GGUF dequantized by transformers",
+                "gguf": name,
+                "sha256": digest,
+                "libraries": library_versions(),
+            },
+        )
     return model, tokenizer, None
 
 
@@ -234,12 +241,7 @@ def intended_window(config: dict[str, Any], window: int | None) -> int | None:
 
 
 def flipped_config(
-    config: dict[str, Any],
-    *,
-    bidirectional: bool,
-    window: int | None,
-    vocab_size: int,
-    attn_implementation: str,
+    config: dict[str, Any], *, bidirectional: bool, window: int | None, vocab_size: int, attn_implementation: str
 ) -> Any:
     """The config object of the flipped (or, with ``bidirectional=False``, the causal) model."""
     from transformers import AutoConfig
@@ -277,9 +279,7 @@ def _flagged_config(family: DecoderFamily, values: dict[str, Any], effective: in
         values["sliding_window"] = 2 * (effective - 1) if family.window_halved_on_load else effective
     result = AutoConfig.for_model(family.model_type, **values)
     if result.sliding_window != effective:
-        raise CheckFailed(
-            f"{family.model_type} sliding window {result.sliding_window} is not the intended {effective}"
-        )
+        raise CheckFailed(f"{family.model_type} sliding window {result.sliding_window} is not the intended {effective}")
     return result
 
 
@@ -356,8 +356,7 @@ def build_model(
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or set(missing) - set(QA_HEAD):
         raise CheckFailed(
-            f"the flipped model does not take the source weights: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}"
+            f"the flipped model does not take the source weights: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     _copy_buffers(loaded.backbone, backbone, family_of(config.model_type))
     created: set[str] = set()
@@ -380,8 +379,7 @@ def _flipped_tokenizer(source: Any, prompt: PromptConfig | None) -> tuple[Any, d
         return tokenizer, {}
     known = set(tokenizer.get_vocab())
     tokenizer.add_special_tokens(
-        {"additional_special_tokens": list(prompt.special_tokens)},
-        replace_additional_special_tokens=False,
+        {"additional_special_tokens": list(prompt.special_tokens)}, replace_additional_special_tokens=False
     )
     return tokenizer, {t: tokenizer.convert_tokens_to_ids(t) for t in prompt.special_tokens if t not in known}
 
@@ -480,9 +478,7 @@ def last_token_effect(
     return float((hidden[0, 0] - hidden[1, 0]).abs().max())
 
 
-def padding_difference(
-    backbone: Any, vocab_size: int, lengths: tuple[int, int] = (12, 7), seed: int = 1
-) -> float:
+def padding_difference(backbone: Any, vocab_size: int, lengths: tuple[int, int] = (12, 7), seed: int = 1) -> float:
     """Largest difference at real positions between right- and left-padded copies of the same batch,
     relative to the largest output value."""
     import torch
@@ -571,9 +567,7 @@ def reload_checks(
             float((before.start_logits - after.start_logits)[real].abs().max()),
             float((before.end_logits - after.end_logits)[real].abs().max()),
         )
-        checks.append(
-            Check("reloaded equals in-memory: QA start/end logits", logits, 0.0, passed=logits == 0.0)
-        )
+        checks.append(Check("reloaded equals in-memory: QA start/end logits", logits, 0.0, passed=logits == 0.0))
     effect = last_token_effect(reloaded_backbone, vocab_size, window=built.window)
     checks.append(Check("reloaded: position 0 sees the last token", effect, 1e-6, passed=effect > 1e-6))
     if built.window is not None:
@@ -611,9 +605,7 @@ def pool(hidden: Any, mask: Any, pooling: Pooling) -> Any:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
-def sentence_transformers_check(
-    model_dir: Path, backbone: Any, ids: Any, mask: Any, pooling: Pooling
-) -> Check:
+def sentence_transformers_check(model_dir: Path, backbone: Any, ids: Any, mask: Any, pooling: Pooling) -> Check:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -642,9 +634,7 @@ def output_tensors(loaded: LoadedSource, built: BuiltModel, record: OperationRec
         source_name = loaded.tensor_prefix + name
         if loaded.reader is not None and name not in built.changed:
             if source_name not in loaded.reader.infos:
-                raise UnsupportedArchitecture(
-                    f"tensor {name} of the flipped model has no source tensor {source_name}"
-                )
+                raise UnsupportedArchitecture(f"tensor {name} of the flipped model has no source tensor {source_name}")
             tensors.append(OutTensor.copied(loaded.reader, source_name, name))
             used.add(source_name)
             if source_name == name:
@@ -807,12 +797,12 @@ def flip_record(
     if built.added_tokens:
         record.notes.append("new special-token embedding rows start as the mean of the existing rows")
     if loaded.gguf_cache:
-        record.notes.append(f"{loaded.gguf_file} loaded from ctxext's cache of its dequantized weights "
-                            f"({loaded.gguf_cache}, keyed by the file's sha256)")
-    if loaded.gguf_file:
         record.notes.append(
-            f"weights dequantized from {loaded.gguf_file} by transformers and written as float32"
+            f"{loaded.gguf_file} loaded from ctxext's cache of its dequantized weights "
+            f"({loaded.gguf_cache}, keyed by the file's sha256)"
         )
+    if loaded.gguf_file:
+        record.notes.append(f"weights dequantized from {loaded.gguf_file} by transformers and written as float32")
     return record
 
 
@@ -833,8 +823,7 @@ def flip_plan(
     st_files = {}
     if pooling is not None:
         length = min(
-            config.get("max_position_embeddings") or 512,
-            getattr(built.tokenizer, "model_max_length", 10**9) or 10**9,
+            config.get("max_position_embeddings") or 512, getattr(built.tokenizer, "model_max_length", 10**9) or 10**9
         )
         st_files = sentence_transformers_files(int(config["hidden_size"]), pooling, int(length))
         record.files["sentence_transformers"] = list(st_files)

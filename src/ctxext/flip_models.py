@@ -115,11 +115,7 @@ def _encoder_config_class(base: type, family: str) -> type:
         self.bidirectional_window = bidirectional_window
 
     name = f"{base.__name__.removesuffix('Config')}EncoderConfig"
-    return type(
-        name,
-        (base,),
-        {"model_type": f"ctxext_{family}_encoder", "__init__": __init__, "__module__": __name__},
-    )
+    return type(name, (base,), {"model_type": f"ctxext_{family}_encoder", "__init__": __init__, "__module__": __name__})
 
 
 def _encoder_model_class(backbone: type, config_class: type, mask_form: str) -> type:
@@ -214,8 +210,7 @@ for _family, (_config, _backbone, _form) in ENCODER_FAMILIES.items():
     ENCODER_CONFIGS[_family] = _encoder_config_class(_config, _family)
     ENCODER_MODELS[_family] = _encoder_model_class(_backbone, ENCODER_CONFIGS[_family], _form)
     QA_MODELS[_family] = _qa_class(
-        f"{ENCODER_MODELS[_family].__name__.removesuffix('Model')}ForQuestionAnswering",
-        ENCODER_MODELS[_family],
+        f"{ENCODER_MODELS[_family].__name__.removesuffix('Model')}ForQuestionAnswering", ENCODER_MODELS[_family]
     )
 
 # Families flipped by a config flag (Gemma 3): the backbone is transformers' own (bidirectional through its

@@ -34,23 +34,9 @@ from typing import Any
 import numpy as np
 
 from ctxext.architectures import ENCODER_FAMILIES, EncoderFamily, is_buffer, position_scheme
-from ctxext.checkpoint import (
-    OutputPlan,
-    ProgressFn,
-    model_tensors,
-    no_progress,
-    tied_duplicates,
-    write_model_folder,
-)
+from ctxext.checkpoint import OutputPlan, ProgressFn, model_tensors, no_progress, tied_duplicates, write_model_folder
 from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
-from ctxext.io import (
-    CheckpointReader,
-    ModelFolder,
-    Source,
-    check_output_target,
-    open_model,
-    read_json,
-)
+from ctxext.io import CheckpointReader, ModelFolder, Source, check_output_target, open_model, read_json
 from ctxext.manifest import Check, OperationRecord, check_verdicts
 
 
@@ -258,9 +244,7 @@ def even_projection(table: np.ndarray, dim: int) -> StreamProjection:
 
 
 def evenly_spaced(total: int, keep: int) -> np.ndarray:
-    return (
-        np.round(np.linspace(0, total - 1, keep)).astype(np.int64) if keep > 1 else np.zeros(keep, np.int64)
-    )
+    return np.round(np.linspace(0, total - 1, keep)).astype(np.int64) if keep > 1 else np.zeros(keep, np.int64)
 
 
 def top_by_score(scores: np.ndarray, keep: int) -> np.ndarray:
@@ -404,11 +388,7 @@ def student_shape(
     if not 0 < dim <= width:
         raise InvalidArgument(f"--dim {dim} must be between 1 and the teacher's hidden size {width}")
     if heads is None:
-        heads = (
-            dim // teacher_head_dim
-            if dim % teacher_head_dim == 0 and dim >= teacher_head_dim
-            else teacher_heads
-        )
+        heads = dim // teacher_head_dim if dim % teacher_head_dim == 0 and dim >= teacher_head_dim else teacher_heads
     if heads < 1 or dim % heads:
         raise InvalidArgument(f"--dim {dim} is not divisible by --heads {heads}")
     if heads > teacher_heads:
@@ -421,9 +401,7 @@ def student_shape(
     if intermediate is None:
         intermediate = max(1, round(teacher_units * dim / width))
     if not 0 < intermediate <= teacher_units:
-        raise InvalidArgument(
-            f"--intermediate {intermediate} must be between 1 and the teacher's {teacher_units}"
-        )
+        raise InvalidArgument(f"--intermediate {intermediate} must be between 1 and the teacher's {teacher_units}")
     layers = int(config["num_hidden_layers"]) if layers is None else layers
     if layers < 1:
         raise InvalidArgument(f"--layers {layers} must be at least 1")
@@ -433,16 +411,13 @@ def student_shape(
 def family_of(config: dict[str, Any]) -> Family:
     model_type = config.get("model_type", "")
     if model_type not in FAMILIES:
-        raise UnsupportedArchitecture(
-            f"guide supports {', '.join(sorted(FAMILIES))} teachers, not {model_type!r}"
-        )
+        raise UnsupportedArchitecture(f"guide supports {', '.join(sorted(FAMILIES))} teachers, not {model_type!r}")
     family = FAMILIES[model_type]
     if position_scheme(config) != family.encoder.positions.scheme:
         raise UnsupportedArchitecture(
             f"guide supports absolute positions only, not {config.get('position_embedding_type')!r}"
         )
     return family
-
 
 
 def _teacher_names(reader: CheckpointReader, family: Family) -> tuple[dict[str, str], list[str]]:
@@ -484,17 +459,11 @@ def build_student(
     reader = CheckpointReader(folder)
     names, unused = _teacher_names(reader, family)
     if family.token_table not in names:
-        raise UnsupportedArchitecture(
-            f"teacher has no token-embedding table ({family.prefix}.{family.token_table})"
-        )
+        raise UnsupportedArchitecture(f"teacher has no token-embedding table ({family.prefix}.{family.token_table})")
 
     progress("projection", 0, 1)
     token_table = reader.array(names[family.token_table])
-    stream = (
-        pca_projection(token_table, dim)
-        if projection == Projection.pca
-        else even_projection(token_table, dim)
-    )
+    stream = pca_projection(token_table, dim) if projection == Projection.pca else even_projection(token_table, dim)
     progress("projection", 1, 1)
 
     model, student_config = _student_model(folder, family, shape, seed)
@@ -539,9 +508,7 @@ def _student_model(folder: ModelFolder, family: Family, shape: StudentShape, see
     torch.manual_seed(seed)
     model = AutoModelForMaskedLM.from_config(student_config).float().eval()
     if type(model).__name__ != family.mlm_class:
-        raise UnsupportedArchitecture(
-            f"expected {family.mlm_class}, transformers built {type(model).__name__}"
-        )
+        raise UnsupportedArchitecture(f"expected {family.mlm_class}, transformers built {type(model).__name__}")
     return model, student_config
 
 
@@ -573,9 +540,7 @@ class _Assembly:
 
         target = self.state[student_name]
         if tuple(target.shape) != value.shape:
-            raise CheckFailed(
-                f"{student_name}: projected shape {value.shape} != student shape {tuple(target.shape)}"
-            )
+            raise CheckFailed(f"{student_name}: projected shape {value.shape} != student shape {tuple(target.shape)}")
         with torch.no_grad():
             target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
         self.origins[student_name] = origin
@@ -595,12 +560,20 @@ class _Assembly:
         """Student block ``index`` from teacher block ``teacher_block``: heads and units selected, then projected."""
         family, shape = self.family, self.shape
         prefix = family.layer.format(teacher_block)
-        layer = {rel: self.reader.array(self.names[prefix + rel]) for rel in family.layer_rules
-                 if prefix + rel in self.names}
+        layer = {
+            rel: self.reader.array(self.names[prefix + rel]) for rel in family.layer_rules if prefix + rel in self.names
+        }
         selection = block_selection(
-            layer, family.layer_rules, self.matrix, teacher_heads=int(self.config["num_attention_heads"]),
-            teacher_head_dim=self.teacher_head_dim, teacher_units=int(self.config["intermediate_size"]),
-            heads=shape.heads, head_dim=shape.head_dim, units=shape.intermediate, rule=self.select,
+            layer,
+            family.layer_rules,
+            self.matrix,
+            teacher_heads=int(self.config["num_attention_heads"]),
+            teacher_head_dim=self.teacher_head_dim,
+            teacher_units=int(self.config["intermediate_size"]),
+            heads=shape.heads,
+            head_dim=shape.head_dim,
+            units=shape.intermediate,
+            rule=self.select,
         )
         self.selections[str(index)] = {
             "teacher_block": teacher_block,
@@ -611,8 +584,11 @@ class _Assembly:
         for rel, rule in family.layer_rules.items():
             student_name = f"{family.prefix}.{family.layer.format(index)}{rel}"
             if rel in layer and student_name in self.state:
-                self.assign(student_name, project(rule, layer[rel], self.matrix, selection),
-                            self.origin(self.names[prefix + rel], rule))
+                self.assign(
+                    student_name,
+                    project(rule, layer[rel], self.matrix, selection),
+                    self.origin(self.names[prefix + rel], rule),
+                )
         return selection
 
     def fill_base_and_head(self, block_zero: BlockSelection | None) -> dict[str, np.ndarray]:
@@ -657,32 +633,35 @@ def _student_record(
         mlm_head = "teacher head through M"
     else:
         mlm_head = "family init; teacher has no MLM head, decoder tied to the projected embeddings"
-    record = OperationRecord("guide", parameters={
-        "dim": shape.dim,
-        "layers": shape.layers,
-        "heads": shape.heads,
-        "head_dim": shape.head_dim,
-        "intermediate": shape.intermediate,
-        "init": init.value,
-        "select": assembly.select.value,
-        "projection": stream.method,
-        "seed": seed,
-        "explained_variance_ratio": stream.explained_variance_ratio,
-        "component_variance_ratios_first_16": stream.component_variance_ratios[:16].tolist(),
-        "teacher": {
-            "hidden_size": int(config["hidden_size"]),
-            "layers": int(config["num_hidden_layers"]),
-            "heads": int(config["num_attention_heads"]),
-            "intermediate": int(config["intermediate_size"]),
+    record = OperationRecord(
+        "guide",
+        parameters={
+            "dim": shape.dim,
+            "layers": shape.layers,
+            "heads": shape.heads,
+            "head_dim": shape.head_dim,
+            "intermediate": shape.intermediate,
+            "init": init.value,
+            "select": assembly.select.value,
+            "projection": stream.method,
+            "seed": seed,
+            "explained_variance_ratio": stream.explained_variance_ratio,
+            "component_variance_ratios_first_16": stream.component_variance_ratios[:16].tolist(),
+            "teacher": {
+                "hidden_size": int(config["hidden_size"]),
+                "layers": int(config["num_hidden_layers"]),
+                "heads": int(config["num_attention_heads"]),
+                "intermediate": int(config["intermediate_size"]),
+            },
+            "block_sources": {
+                str(i): (f"teacher block {b}" if b is not None else "random init") for i, b in enumerate(sources)
+            },
+            "selections": assembly.selections,
+            "mlm_head": mlm_head,
+            "origins": dict(sorted(assembly.origins.items())),
+            "tied": dict(tied),
         },
-        "block_sources": {
-            str(i): (f"teacher block {b}" if b is not None else "random init") for i, b in enumerate(sources)
-        },
-        "selections": assembly.selections,
-        "mlm_head": mlm_head,
-        "origins": dict(sorted(assembly.origins.items())),
-        "tied": dict(tied),
-    })
+    )
     record.created = sorted(assembly.origins)
     record.notes.extend(_student_notes(stream, shape, assembly.teacher_head_dim, has_head or init == Init.none))
     return record
@@ -703,9 +682,7 @@ def _student_notes(stream: StreamProjection, shape: StudentShape, teacher_head_d
             f"student heads keep {shape.head_dim} of {teacher_head_dim} dimensions; attention "
             "scores are scaled by the student's head size"
         )
-    notes.append(
-        "LayerNorm does not commute with the projection: the student does not reproduce the teacher at step 0"
-    )
+    notes.append("LayerNorm does not commute with the projection: the student does not reproduce the teacher at step 0")
     return notes
 
 
@@ -721,6 +698,7 @@ def _describe(rule: Rule, select: Select) -> str:
         RuleKind.pick: f"selected {rule.axis} ({select.value})",
         RuleKind.write: f"M^T @ selected {rule.axis} ({select.value})",
     }[rule.kind]
+
 
 def _pooler_tensors(
     family: Family, shape: StudentShape, config: Any, projected: dict[str, np.ndarray], seed: int

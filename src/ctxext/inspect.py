@@ -36,18 +36,23 @@ def describe(ref: str) -> Description:
     reader = CheckpointReader(folder)
     shapes = {name: info.shape for name, info in reader.infos.items()}
     parameters = sum(math.prod(info.shape) for name, info in reader.infos.items() if not is_buffer(name))
-    return Description(ref, {
-        "path": str(source.path),
-        "architecture": (config.get("architectures") or [config.get("model_type")])[0],
-        "model_type": config.get("model_type"),
-        "positions": _positions(config, shapes),
-        "parameters": parameters,
-        "dtypes": dict(Counter(info.dtype for info in reader.infos.values())),
-        "weight_files": [str(path.relative_to(folder.root)) for path in reader.files],
-        "sentence_transformers": _sentence_transformers_modules(folder.root) if folder.sentence_transformers else None,
-        "adapters": _adapters(folder.root),
-        "manifest": _manifest_summary(folder.root),
-    })
+    return Description(
+        ref,
+        {
+            "path": str(source.path),
+            "architecture": (config.get("architectures") or [config.get("model_type")])[0],
+            "model_type": config.get("model_type"),
+            "positions": _positions(config, shapes),
+            "parameters": parameters,
+            "dtypes": dict(Counter(info.dtype for info in reader.infos.values())),
+            "weight_files": [str(path.relative_to(folder.root)) for path in reader.files],
+            "sentence_transformers": _sentence_transformers_modules(folder.root)
+            if folder.sentence_transformers
+            else None,
+            "adapters": _adapters(folder.root),
+            "manifest": _manifest_summary(folder.root),
+        },
+    )
 
 
 def _positions(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
@@ -59,8 +64,11 @@ def _positions(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> di
         layout = learned_layout(config, shapes, None)
         return {"kind": "learned absolute", "length": layout.length, "offset": layout.offset, "rows": layout.rows}
     if kind == ROPE:
-        return {"kind": "rope", "length": config.get("max_position_embeddings"),
-                "rope_scaling": config.get("rope_scaling")}
+        return {
+            "kind": "rope",
+            "length": config.get("max_position_embeddings"),
+            "rope_scaling": config.get("rope_scaling"),
+        }
     return {"kind": kind, "length": config.get("max_position_embeddings")}
 
 
@@ -73,9 +81,13 @@ def _adapters(root: Path) -> list[dict[str, Any]]:
     for config_path in sorted(root.rglob("adapter_config.json")):
         adapter = read_json(config_path)
         inner = adapter.get("config", {}) if isinstance(adapter.get("config"), dict) else {}
-        found.append({"name": adapter.get("name", config_path.parent.name),
-                      "folder": str(config_path.parent.relative_to(root)),
-                      "type": inner.get("architecture") or inner.get("arch") or adapter.get("type", "?")})
+        found.append(
+            {
+                "name": adapter.get("name", config_path.parent.name),
+                "folder": str(config_path.parent.relative_to(root)),
+                "type": inner.get("architecture") or inner.get("arch") or adapter.get("type", "?"),
+            }
+        )
     return found
 
 
@@ -90,9 +102,10 @@ def _manifest_summary(root: Path) -> dict[str, Any] | None:
         "command": manifest.get("command"),
         "created": manifest.get("created"),
         "sources": {role: s.get("ref") for role, s in manifest.get("sources", {}).items()},
-        "operations": [{"name": op["name"], **{k: len(op.get(k, [])) for k in ("copied", "modified", "created",
-                                                                              "dropped")}}
-                       for op in manifest.get("operations", [])],
+        "operations": [
+            {"name": op["name"], **{k: len(op.get(k, [])) for k in ("copied", "modified", "created", "dropped")}}
+            for op in manifest.get("operations", [])
+        ],
         "checks_passed": sum(bool(c.get("passed")) for c in checks),
         "checks_failed": sum(not c.get("passed") for c in checks),
         "tensors": len(manifest.get("tensors", {})),

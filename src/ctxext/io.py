@@ -42,19 +42,50 @@ STALE_WEIGHT_INDEXES = (SAFETENSORS_INDEX, PYTORCH_INDEX, "tf_model.h5.index.jso
 STALE_EXPORT_DIRS = ("onnx", "openvino", "coreml", "tflite")
 
 ITEM_SIZE = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
 }
 NUMPY_DTYPE = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_, "U16": np.uint16,
-    "U32": np.uint32, "U64": np.uint64,
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+    "U16": np.uint16,
+    "U32": np.uint32,
+    "U64": np.uint64,
 }
 SAFETENSORS_DTYPE = {np.dtype(v).name: k for k, v in NUMPY_DTYPE.items()}
 TORCH_TO_SAFETENSORS = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-    "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -105,11 +136,7 @@ def resolve_source(
 
 
 def _download_from_hub(
-    hub_id: str,
-    revision: str | None,
-    allow_patterns: list[str] | None,
-    ignore_patterns: list[str] | None,
-    what: str,
+    hub_id: str, revision: str | None, allow_patterns: list[str] | None, ignore_patterns: list[str] | None, what: str
 ) -> Source:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -122,9 +149,7 @@ def _download_from_hub(
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
     ignore = list(ignore_patterns or []) + [f"{d}/*" for d in STALE_EXPORT_DIRS] + ["*.h5", "*.msgpack", "*.ot"]
     try:
-        path = snapshot_download(
-            hub_id, revision=revision, allow_patterns=allow_patterns, ignore_patterns=ignore
-        )
+        path = snapshot_download(hub_id, revision=revision, allow_patterns=allow_patterns, ignore_patterns=ignore)
     except RepositoryNotFoundError:
         raise SourceNotFound(f"{what} {hub_id!r} is neither a local folder nor a model on the hub") from None
     except RevisionNotFoundError:
@@ -272,13 +297,21 @@ def _is_count(value: Any) -> bool:
 def _check_entry(path: Path, name: str, entry: Any, data_size: int) -> None:
     try:
         dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        valid = (isinstance(dtype, str) and dtype in ITEM_SIZE and isinstance(shape, list)
-                 and all(map(_is_count, shape)) and _is_count(begin) and _is_count(end))
+        valid = (
+            isinstance(dtype, str)
+            and dtype in ITEM_SIZE
+            and isinstance(shape, list)
+            and all(map(_is_count, shape))
+            and _is_count(begin)
+            and _is_count(end)
+        )
     except (KeyError, TypeError, ValueError):
         valid = False
     if not valid:
-        raise CorruptCheckpoint(f"{path}: corrupt safetensors header entry for {name!r} (dtype, shape and "
-                                "offsets must be a known dtype and non-negative whole numbers)")
+        raise CorruptCheckpoint(
+            f"{path}: corrupt safetensors header entry for {name!r} (dtype, shape and "
+            "offsets must be a known dtype and non-negative whole numbers)"
+        )
     expected = math.prod(shape) * ITEM_SIZE[dtype]
     if not (0 <= begin <= end <= data_size) or end - begin != expected:
         raise CorruptCheckpoint(
@@ -306,8 +339,9 @@ class CheckpointReader:
         for shard in dict.fromkeys(self._safetensors.values()):
             self.infos.update({info.name: info for info in shard.infos()})
         for name, tensor in self._pickled.items():
-            self.infos[name] = TensorInfo(name, TORCH_TO_SAFETENSORS[str(tensor.dtype).removeprefix("torch.")],
-                                          tuple(tensor.shape))
+            self.infos[name] = TensorInfo(
+                name, TORCH_TO_SAFETENSORS[str(tensor.dtype).removeprefix("torch.")], tuple(tensor.shape)
+            )
 
     def _open_safetensors(self, path: Path) -> None:
         shard = SafetensorsFile(path)
@@ -336,8 +370,11 @@ class CheckpointReader:
             return self._pickled[name]
         info = self.infos[name]
         raw = bytearray(b"".join(self.chunks(name)))
-        return torch.frombuffer(raw, dtype=torch_dtype(info.dtype)).reshape(info.shape) if raw else \
-            torch.empty(info.shape, dtype=torch_dtype(info.dtype))
+        return (
+            torch.frombuffer(raw, dtype=torch_dtype(info.dtype)).reshape(info.shape)
+            if raw
+            else torch.empty(info.shape, dtype=torch_dtype(info.dtype))
+        )
 
     def sha256_of_files(self) -> dict[str, str]:
         return {os.path.relpath(p, self.folder.root): file_sha256(p) for p in self.files}
@@ -387,8 +424,9 @@ def load_pickled_state_dict(path: Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CorruptCheckpoint(f"{path}: cannot be read as a PyTorch state dict with weights_only=True "
-                                f"({first_line})") from None
+        raise CorruptCheckpoint(
+            f"{path}: cannot be read as a PyTorch state dict with weights_only=True ({first_line})"
+        ) from None
     if not isinstance(state, dict):
         raise CorruptCheckpoint(f"{path}: holds a {type(state).__name__}, not a state dict")
     return state
@@ -533,17 +571,17 @@ def _plan_shards(tensors: list[OutTensor], max_shard_bytes: int) -> list[list[Ou
 
 
 def _write_shard(
-    path: Path,
-    tensors: list[OutTensor],
-    metadata: dict[str, str],
-    on_tensor: Callable[[TensorInfo], None] | None,
+    path: Path, tensors: list[OutTensor], metadata: dict[str, str], on_tensor: Callable[[TensorInfo], None] | None
 ) -> dict[str, WrittenTensor]:
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
     for tensor in tensors:
         info = tensor.info
-        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape),
-                             "data_offsets": [offset, offset + info.nbytes]}
+        header[info.name] = {
+            "dtype": info.dtype,
+            "shape": list(info.shape),
+            "data_offsets": [offset, offset + info.nbytes],
+        }
         offset += info.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
@@ -559,10 +597,13 @@ def _write_shard(
                 digest.update(block)
                 written += len(block)
             if written != tensor.info.nbytes:
-                raise ValueError(f"tensor {tensor.info.name!r}: produced {written} bytes, "
-                                 f"its shape and dtype need {tensor.info.nbytes}")
-            records[tensor.info.name] = WrittenTensor(path.name, tensor.info.dtype, list(tensor.info.shape),
-                                                      digest.hexdigest())
+                raise ValueError(
+                    f"tensor {tensor.info.name!r}: produced {written} bytes, "
+                    f"its shape and dtype need {tensor.info.nbytes}"
+                )
+            records[tensor.info.name] = WrittenTensor(
+                path.name, tensor.info.dtype, list(tensor.info.shape), digest.hexdigest()
+            )
             if on_tensor:
                 on_tensor(tensor.info)
     return records
@@ -634,8 +675,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n",
-                          encoding="utf-8")
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def update_json(path: Path, **changes: Any) -> dict[str, Any]:
@@ -660,8 +700,11 @@ def is_stale_weight(relative: Path, model_dir: Path) -> bool:
         return True
     if relative.parent != model_dir:
         return False
-    return relative.name.endswith(STALE_WEIGHT_SUFFIXES) or relative.name in STALE_WEIGHT_INDEXES or \
-        relative.name == MANIFEST_NAME
+    return (
+        relative.name.endswith(STALE_WEIGHT_SUFFIXES)
+        or relative.name in STALE_WEIGHT_INDEXES
+        or relative.name == MANIFEST_NAME
+    )
 
 
 def source_boundary(root: Path) -> Path:
@@ -746,8 +789,9 @@ def check_output_target(
         raise InvalidArgument("the output path is empty: name the file or folder to write with -o")
     absolute = Path(os.path.abspath(os.path.expanduser(text)))
     if absolute.is_symlink():
-        raise OutputExists(f"output {absolute} is a symbolic link (to {os.readlink(absolute)}); "
-                           "name the real path or a new one")
+        raise OutputExists(
+            f"output {absolute} is a symbolic link (to {os.readlink(absolute)}); name the real path or a new one"
+        )
     real = absolute.resolve()
     special = _never_replaced().get(real)
     if special:
@@ -768,14 +812,18 @@ def check_output_target(
         if not absolute.is_file():
             raise OutputExists(f"output {absolute} exists and is not a file; name another output")
         if not is_ctxext_manifest(file_manifest_path(absolute)):
-            raise OutputExists(f"output {absolute} was not written by ctxext (no ctxext "
-                               f"{file_manifest_path(absolute).name} beside it), so --force will not replace "
-                               "it; remove it yourself or name another output")
+            raise OutputExists(
+                f"output {absolute} was not written by ctxext (no ctxext "
+                f"{file_manifest_path(absolute).name} beside it), so --force will not replace "
+                "it; remove it yourself or name another output"
+            )
     elif not absolute.is_dir():
         raise OutputExists(f"output {absolute} exists and is not a folder; name another output")
     elif not is_ctxext_manifest(absolute / MANIFEST_NAME):
-        raise OutputExists(f"output {absolute} is not a ctxext output (no ctxext {MANIFEST_NAME} in it), so "
-                           "--force will not replace it; remove it yourself or name a new folder")
+        raise OutputExists(
+            f"output {absolute} is not a ctxext output (no ctxext {MANIFEST_NAME} in it), so "
+            "--force will not replace it; remove it yourself or name a new folder"
+        )
     return absolute
 
 
@@ -860,8 +908,10 @@ def _companion_path(target: str | os.PathLike[str]) -> Path:
     """A file that travels with an output (its manifest): replaced only if it is a ctxext manifest."""
     path = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
     if path.is_symlink() or (path.exists() and not (path.is_file() and is_ctxext_manifest(path))):
-        raise OutputExists(f"{path} is in the way of the output's manifest and was not written by ctxext; "
-                           "remove it or name another output")
+        raise OutputExists(
+            f"{path} is in the way of the output's manifest and was not written by ctxext; "
+            "remove it or name another output"
+        )
     return path
 
 

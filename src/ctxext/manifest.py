@@ -30,8 +30,17 @@ from ctxext.io import (
 )
 
 TRACKED_LIBRARIES = (
-    "numpy", "scipy", "safetensors", "torch", "transformers", "adapters", "sentence-transformers",
-    "huggingface-hub", "tokenizers", "accelerate", "pyarrow",
+    "numpy",
+    "scipy",
+    "safetensors",
+    "torch",
+    "transformers",
+    "adapters",
+    "sentence-transformers",
+    "huggingface-hub",
+    "tokenizers",
+    "accelerate",
+    "pyarrow",
 )
 
 
@@ -107,14 +116,18 @@ def build_manifest(
         "command": command,
         "argv": list(sys.argv if argv is None else argv),
         "options": _jsonable(options),
-        "sources": {role: {**source.describe(), "weight_files_sha256": dict(hashes)}
-                    for role, (source, hashes) in sources.items()},
+        "sources": {
+            role: {**source.describe(), "weight_files_sha256": dict(hashes)}
+            for role, (source, hashes) in sources.items()
+        },
         "libraries": library_versions(),
         "operations": [_jsonable(asdict(op)) for op in operations],
         "weights": {"dir": weights_dir, "files": weights.files},
         "tensors": {name: asdict(record) for name, record in sorted(weights.tensors.items())},
-        "extra_weights": {path: {name: asdict(record) for name, record in sorted(tensors.items())}
-                          for path, tensors in sorted((extra_weights or {}).items())},
+        "extra_weights": {
+            path: {name: asdict(record) for name, record in sorted(tensors.items())}
+            for path, tensors in sorted((extra_weights or {}).items())
+        },
     }
 
 
@@ -156,11 +169,16 @@ def written_summary(output: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     operations = manifest["operations"]
     return {
         "output": str(output),
-        "operations": [{"name": op["name"], **{key: len(op[key]) for key in ("copied", "modified", "created",
-                                                                          "dropped")}} for op in operations],
+        "operations": [
+            {"name": op["name"], **{key: len(op[key]) for key in ("copied", "modified", "created", "dropped")}}
+            for op in operations
+        ],
         "config_changes": {k: v for op in operations for k, v in op["config_changes"].items()},
-        "checks": [{"name": c["name"], "value": c["value"], "threshold": c["threshold"], "passed": c["passed"]}
-                   for op in operations for c in op["checks"]],
+        "checks": [
+            {"name": c["name"], "value": c["value"], "threshold": c["threshold"], "passed": c["passed"]}
+            for op in operations
+            for c in op["checks"]
+        ],
     }
 
 
@@ -175,8 +193,9 @@ def verify(folder: Path) -> VerifyResult:
         if not all(isinstance(r, dict) and {"dtype", "shape", "sha256"} <= set(r) for r in tensors.values()):
             raise TypeError
     except (KeyError, TypeError, ValueError):
-        raise CorruptCheckpoint(f"{folder / MANIFEST_NAME} is malformed: it lacks the weights and tensors "
-                                "sections ctxext writes") from None
+        raise CorruptCheckpoint(
+            f"{folder / MANIFEST_NAME} is malformed: it lacks the weights and tensors sections ctxext writes"
+        ) from None
     checked = _verify_files(files, tensors, folder)
     for relative, expected in extra.items():
         checked += _verify_files([folder / relative], expected, folder)
@@ -199,8 +218,10 @@ def _verify_files(paths: list[Path], expected: dict[str, Any], folder: Path) -> 
             if record is None:
                 raise CheckFailed(f"tensor {info.name} in {file_name} is not in the manifest")
             if [info.dtype, list(info.shape)] != [record["dtype"], record["shape"]]:
-                raise CheckFailed(f"tensor {info.name}: dtype/shape {info.dtype}{list(info.shape)} differ from "
-                                  f"the manifest's {record['dtype']}{record['shape']}")
+                raise CheckFailed(
+                    f"tensor {info.name}: dtype/shape {info.dtype}{list(info.shape)} differ from "
+                    f"the manifest's {record['dtype']}{record['shape']}"
+                )
             if tensor_sha256(shard.chunks(info.name)) != record["sha256"]:
                 raise CheckFailed(f"tensor {info.name} in {file_name} does not match its sha256 in the manifest")
             seen.add(info.name)

@@ -84,8 +84,9 @@ def learned_layout(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], o
     """Find the position table(s) and their offset; ``offset=None`` detects it from the config."""
     names = tuple(sorted(name for name in shapes if name.endswith(POSITION_TABLE)))
     if not names:
-        raise UnsupportedArchitecture(f"no tensor named *{POSITION_TABLE} in this {config.get('model_type')} "
-                                      "checkpoint")
+        raise UnsupportedArchitecture(
+            f"no tensor named *{POSITION_TABLE} in this {config.get('model_type')} checkpoint"
+        )
     row_counts = {shapes[name][0] for name in names}
     if len(row_counts) != 1:
         raise UnsupportedArchitecture(f"position tables of different lengths: {names}")
@@ -203,8 +204,10 @@ def check_target_length(current: int, target_length: int, row_bytes: int = 0) ->
         raise InvalidArgument(f"--len {target_length} is above the {MAX_POSITIONS} positions ctxext writes")
     needed, free = target_length * row_bytes, available_memory()
     if free is not None and needed > free:
-        raise InvalidArgument(f"--len {target_length} needs about {needed / 2**30:.1f} GiB to build the table and "
-                              f"{free / 2**30:.1f} GiB is free; choose a shorter length")
+        raise InvalidArgument(
+            f"--len {target_length} needs about {needed / 2**30:.1f} GiB to build the table and "
+            f"{free / 2**30:.1f} GiB is free; choose a shorter length"
+        )
 
 
 def available_memory() -> int | None:
@@ -221,9 +224,7 @@ def available_memory() -> int | None:
 # ----------------------------------------------------------------------------- RoPE
 
 
-def rope_scaling_config(
-    config: dict[str, Any], target_length: int, scaling: RopeScaling
-) -> dict[str, Any]:
+def rope_scaling_config(config: dict[str, Any], target_length: int, scaling: RopeScaling) -> dict[str, Any]:
     """The config keys that make a RoPE model accept ``target_length`` positions."""
     current = int(config.get("max_position_embeddings") or 0)
     existing = config.get("rope_scaling") or {}
@@ -266,27 +267,53 @@ def interpolate(
     config = folder.config
     kind = position_scheme(config)
     reader = CheckpointReader(folder)
-    options = {"ref": ref, "len": target_length, "method": method.value, "grid": grid.value,
-               "offset": "auto" if offset is None else offset, "rope_scaling": rope_scaling.value,
-               "check": level.value}
+    options = {
+        "ref": ref,
+        "len": target_length,
+        "method": method.value,
+        "grid": grid.value,
+        "offset": "auto" if offset is None else offset,
+        "rope_scaling": rope_scaling.value,
+        "check": level.value,
+    }
     sources = {"model": (source, reader.sha256_of_files_in_background())}
     if kind == ROPE:
         changes = rope_scaling_config(config, target_length, rope_scaling)
-        record = OperationRecord("scale_rope", parameters={"len": target_length, "rope_scaling": rope_scaling.value},
-                                 copied=list(reader.names), config_changes=changes,
-                                 notes=["RoPE model: no weights changed, scaling written into the config"])
-        plan = OutputPlan("interpolate", options, sources, [OutTensor.copied(reader, n) for n in reader.names],
-                          [record], {**config, **changes}, target_length, folder)
+        record = OperationRecord(
+            "scale_rope",
+            parameters={"len": target_length, "rope_scaling": rope_scaling.value},
+            copied=list(reader.names),
+            config_changes=changes,
+            notes=["RoPE model: no weights changed, scaling written into the config"],
+        )
+        plan = OutputPlan(
+            "interpolate",
+            options,
+            sources,
+            [OutTensor.copied(reader, n) for n in reader.names],
+            [record],
+            {**config, **changes},
+            target_length,
+            folder,
+        )
         return write_model_folder(plan, out, force=force, progress=progress, argv=argv)
     if kind != LEARNED:
-        raise UnsupportedArchitecture(f"{config.get('model_type')} uses {kind}: it has no learned absolute position "
-                                      "table to stretch")
+        raise UnsupportedArchitecture(
+            f"{config.get('model_type')} uses {kind}: it has no learned absolute position table to stretch"
+        )
     layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, offset)
     widths = [reader.infos[name].shape[-1] for name in layout.tensor_names]
     check_target_length(layout.length, target_length, row_bytes=FLOAT64_COPIES_PER_ROW * 8 * sum(widths))
-    record = OperationRecord("interpolate_positions", parameters={
-        "method": method.value, "grid": grid.value, "offset": layout.offset, "original_length": layout.length,
-        "target_length": target_length})
+    record = OperationRecord(
+        "interpolate_positions",
+        parameters={
+            "method": method.value,
+            "grid": grid.value,
+            "offset": layout.offset,
+            "original_length": layout.length,
+            "target_length": target_length,
+        },
+    )
     tensors = []
     for name in reader.names:
         info = reader.infos[name]
@@ -303,6 +330,7 @@ def interpolate(
     new_config = {**config, "max_position_embeddings": layout.offset + target_length}
     record.config_changes.update(config_diff(config, new_config))
     plan = OutputPlan("interpolate", options, sources, tensors, [record], new_config, target_length, folder)
+
     def checks(staging: Path) -> list[Check]:
         written = ModelFolder.open(staging)
         found = written_table_checks(reader, written, layout, target_length, method, record.copied)
@@ -310,8 +338,9 @@ def interpolate(
             found = (found or []) + model_checks(folder, written, layout, target_length, method)
         return found
 
-    return write_model_folder(plan, out, force=force, checks=None if level == CheckLevel.none else checks,
-                              progress=progress, argv=argv)
+    return write_model_folder(
+        plan, out, force=force, checks=None if level == CheckLevel.none else checks, progress=progress, argv=argv
+    )
 
 
 def _stretched_table(
@@ -326,20 +355,28 @@ def _stretched_table(
     """The new table in the source's precision, after the table-level checks that need no model."""
     original = reader.array(name)
     dtype = reader.infos[name].dtype
-    table = bytes_to_array(array_to_bytes(extend_table(original, layout.offset, target_length, method, grid), dtype),
-                           dtype, (layout.offset + target_length, original.shape[1]))
-    record.require(Check(f"{name}: offset rows unchanged", max_abs_diff(table[: layout.offset],
-                                                                       original[: layout.offset]), 0.0))
-    record.require(Check(f"{name}: all rows finite", float(np.isfinite(table).all()), 1.0,
-                         passed=bool(np.isfinite(table).all())))
-    positions, kept = table[layout.offset:], original[layout.offset:]
+    table = bytes_to_array(
+        array_to_bytes(extend_table(original, layout.offset, target_length, method, grid), dtype),
+        dtype,
+        (layout.offset + target_length, original.shape[1]),
+    )
+    record.require(
+        Check(f"{name}: offset rows unchanged", max_abs_diff(table[: layout.offset], original[: layout.offset]), 0.0)
+    )
+    record.require(
+        Check(f"{name}: all rows finite", float(np.isfinite(table).all()), 1.0, passed=bool(np.isfinite(table).all()))
+    )
+    positions, kept = table[layout.offset :], original[layout.offset :]
     if method == Method.tile:
         new_rows, old_rows = np.arange(target_length), np.arange(target_length) % layout.length
     else:
         new_rows, old_rows = anchor_rows(layout.length, target_length, grid)
     difference = max_abs_diff(positions[new_rows], kept[old_rows])
-    record.require(Check(f"{name}: original rows kept at {len(new_rows)} anchor positions", difference, 0.0,
-                         passed=difference == 0.0))
+    record.require(
+        Check(
+            f"{name}: original rows kept at {len(new_rows)} anchor positions", difference, 0.0, passed=difference == 0.0
+        )
+    )
     return table
 
 
@@ -366,8 +403,10 @@ def written_table_checks(
     needed = [BERT_EMBEDDINGS[role] for role in ("token_embd.weight", "token_embd_norm.weight")]
     if not all(prefix + name in written.infos for prefix in prefixes for name in needed):
         return None
-    checks = [_layout_check(source, written, output.config, layout, target_length),
-              _copied_check(source, written, copied)]
+    checks = [
+        _layout_check(source, written, output.config, layout, target_length),
+        _copied_check(source, written, copied),
+    ]
     rng = np.random.default_rng(0)  # each position's embedding output depends on that position alone
     for prefix in prefixes:
         before = EmbeddingLayer.read(source, prefix, output.config)
@@ -380,8 +419,13 @@ def written_table_checks(
         if method == Method.tile:
             checks.append(Check(f"{name} match the source", difference, 1e-6, detail=detail))
         else:
-            checks.append(Check(f"{name} against the source", difference,
-                                detail=detail + "; information only, this method changes short inputs too"))
+            checks.append(
+                Check(
+                    f"{name} against the source",
+                    difference,
+                    detail=detail + "; information only, this method changes short inputs too",
+                )
+            )
         checks.append(_full_length_check(after, layout.offset, target_length, rng))
     failed = [c for c in checks if not c.passed]
     if failed:
@@ -389,8 +433,13 @@ def written_table_checks(
     return checks
 
 
-def _layout_check(source: CheckpointReader, written: CheckpointReader, config: dict[str, Any], layout: LearnedLayout,
-                  target_length: int) -> Check:
+def _layout_check(
+    source: CheckpointReader,
+    written: CheckpointReader,
+    config: dict[str, Any],
+    layout: LearnedLayout,
+    target_length: int,
+) -> Check:
     """The written tensors are the source's, with only the tables and length buffers resized to the config."""
     rows = layout.offset + target_length
     problems = sorted(set(source.names) ^ set(written.names))
@@ -408,15 +457,26 @@ def _layout_check(source: CheckpointReader, written: CheckpointReader, config: d
             problems.append(name)
     if config.get("max_position_embeddings") != rows:
         problems.append(f"config max_position_embeddings {config.get('max_position_embeddings')} != {rows}")
-    return Check("output holds the source's tensors, tables resized to the config", float(len(problems)), 0.0,
-                 passed=not problems, detail="; ".join(problems[:3]) or "names, dtypes and shapes as expected")
+    return Check(
+        "output holds the source's tensors, tables resized to the config",
+        float(len(problems)),
+        0.0,
+        passed=not problems,
+        detail="; ".join(problems[:3]) or "names, dtypes and shapes as expected",
+    )
 
 
 def _copied_check(source: CheckpointReader, written: CheckpointReader, copied: list[str]) -> Check:
-    differing = [name for name in copied if any(a != b for a, b in zip(source.chunks(name), written.chunks(name),
-                                                                       strict=True))]
-    return Check("every other tensor is the source's byte for byte", float(len(differing)), 0.0,
-                 passed=not differing, detail=", ".join(differing[:3]) or f"{len(copied)} tensors compared")
+    differing = [
+        name for name in copied if any(a != b for a, b in zip(source.chunks(name), written.chunks(name), strict=True))
+    ]
+    return Check(
+        "every other tensor is the source's byte for byte",
+        float(len(differing)),
+        0.0,
+        passed=not differing,
+        detail=", ".join(differing[:3]) or f"{len(copied)} tensors compared",
+    )
 
 
 @dataclass(frozen=True)
@@ -442,21 +502,26 @@ class EmbeddingLayer:
 
         words = reader.array(name("token_embd.weight"))
         token_type = optional(name("token_types.weight"))
-        return cls(words, reader.array(name("position_embd.weight")),
-                   token_type[0] if isinstance(token_type, np.ndarray) else 0.0,
-                   reader.array(name("token_embd_norm.weight")).astype(np.float64),
-                   optional(name("token_embd_norm.bias")), config.get("layer_norm_eps", 1e-12),
-                   float(np.sqrt(config.get("hidden_size", words.shape[1]))) if config.get("rescale_embeddings")
-                   else 1.0)
+        return cls(
+            words,
+            reader.array(name("position_embd.weight")),
+            token_type[0] if isinstance(token_type, np.ndarray) else 0.0,
+            reader.array(name("token_embd_norm.weight")).astype(np.float64),
+            optional(name("token_embd_norm.bias")),
+            config.get("layer_norm_eps", 1e-12),
+            float(np.sqrt(config.get("hidden_size", words.shape[1]))) if config.get("rescale_embeddings") else 1.0,
+        )
 
     def outputs(self, ids: np.ndarray, first_row: int) -> np.ndarray:
         """Outputs for token ``ids`` (batch, length) at position rows ``first_row ..``."""
         hidden = self.words[ids].astype(np.float64) * self.word_scale
-        hidden += self.positions[first_row:first_row + ids.shape[1]]
+        hidden += self.positions[first_row : first_row + ids.shape[1]]
         hidden += self.token_type
         centred = hidden - hidden.mean(axis=-1, keepdims=True)
-        return centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + self.epsilon) * self.norm_weight + \
-            self.norm_bias
+        return (
+            centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + self.epsilon) * self.norm_weight
+            + self.norm_bias
+        )
 
 
 def _full_length_check(layer: EmbeddingLayer, offset: int, target_length: int, rng: np.random.Generator) -> Check:
@@ -466,8 +531,12 @@ def _full_length_check(layer: EmbeddingLayer, offset: int, target_length: int, r
     for first in range(0, target_length, EMBEDDING_CHECK_BLOCK):
         ids = rng.integers(min(1000, vocab - 1), vocab, size=(1, min(EMBEDDING_CHECK_BLOCK, target_length - first)))
         finite &= bool(np.isfinite(layer.outputs(ids, offset + first)).all())
-    return Check(f"a {target_length}-token input runs", float(target_length), passed=finite,
-                 detail="embedding layer finite at every position" if finite else "non-finite embedding outputs")
+    return Check(
+        f"a {target_length}-token input runs",
+        float(target_length),
+        passed=finite,
+        detail="embedding layer finite at every position" if finite else "non-finite embedding outputs",
+    )
 
 
 def model_checks(
@@ -490,14 +559,22 @@ def model_checks(
     before, after = last_hidden_state(source_model, *short), last_hidden_state(output_model, *short)
     checks = [Check("output loads with transformers, no missing or unexpected weights", 0.0, 0.0)]
     if method == Method.tile:
-        checks.append(matches_source(f"whole encoder: inputs of up to {layout.length} tokens match the source", before,
-                                     after, 1e-5))
+        checks.append(
+            matches_source(
+                f"whole encoder: inputs of up to {layout.length} tokens match the source", before, after, 1e-5
+            )
+        )
     else:
-        checks.append(agreement(f"whole encoder: inputs of up to {layout.length} tokens against the source", before,
-                                after))
+        checks.append(
+            agreement(f"whole encoder: inputs of up to {layout.length} tokens against the source", before, after)
+        )
     del source_model
-    checks.append(finite_outputs(f"a {target_length}-token input runs through the whole encoder",
-                                 last_hidden_state(output_model, *random_batch(vocab_size, [target_length], seed=1))))
+    checks.append(
+        finite_outputs(
+            f"a {target_length}-token input runs through the whole encoder",
+            last_hidden_state(output_model, *random_batch(vocab_size, [target_length], seed=1)),
+        )
+    )
     failed = [c for c in checks if not c.passed]
     if failed:
         raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g} (bound {failed[0].threshold})")

@@ -92,10 +92,7 @@ def gemma_gguf_path() -> Path:
     return Path(module.assemble(cache_dir() / "gemma-3-270m" / module.MODEL_NAME))
 
 
-EMBEDDED = {
-    "all-MiniLM-L6-v2": minilm_path,
-    "all-mpnet-base-v2": mpnet_path,
-}
+EMBEDDED = {"all-MiniLM-L6-v2": minilm_path, "all-mpnet-base-v2": mpnet_path}
 # The hub IDs the embedded models are copies of: what a written model card names as its base model.
 EMBEDDED_HUB_IDS = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",

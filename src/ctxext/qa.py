@@ -98,9 +98,7 @@ def char_span_to_token_span(
 ) -> tuple[int, int] | None:
     """First and last (inclusive) token whose characters overlap ``[char_start, char_end)``; special
     tokens (empty offsets) never count. None when no token overlaps (e.g. truncated away)."""
-    overlapping = [
-        i for i, (begin, end) in enumerate(offsets) if end > begin and begin < char_end and end > char_start
-    ]
+    overlapping = [i for i, (begin, end) in enumerate(offsets) if end > begin and begin < char_end and end > char_start]
     if not overlapping:
         return None
     return overlapping[0], overlapping[-1]
@@ -149,11 +147,7 @@ def squad_metrics(predictions: Sequence[str], examples: Sequence[QAExample]) -> 
         return {"exact_match": 0.0, "f1": 0.0, "count": 0}
     em = sum(max(exact_match(p, a) for a in ex.answers) for p, ex in zip(predictions, examples, strict=True))
     f1 = sum(max(f1_score(p, a) for a in ex.answers) for p, ex in zip(predictions, examples, strict=True))
-    return {
-        "exact_match": 100.0 * em / len(examples),
-        "f1": 100.0 * f1 / len(examples),
-        "count": len(examples),
-    }
+    return {"exact_match": 100.0 * em / len(examples), "f1": 100.0 * f1 / len(examples), "count": len(examples)}
 
 
 # ----------------------------------------------------------------------------- features
@@ -248,9 +242,7 @@ def predict_answers(
         allowed = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
         for row, feature in enumerate(features):
             for index, (begin, end) in enumerate(feature.offsets):
-                allowed[row, index] = (
-                    end > begin and begin >= feature.context_start and end <= feature.context_end
-                )
+                allowed[row, index] = end > begin and begin >= feature.context_start and end <= feature.context_end
         spans = best_spans(output.start_logits.float(), output.end_logits.float(), allowed, max_answer_tokens)
         for example, feature, (start, end) in zip(chunk, features, spans.tolist(), strict=True):
             if not (feature.offsets[start][1] > feature.offsets[start][0]):

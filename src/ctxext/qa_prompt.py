@@ -47,10 +47,6 @@ def load_prompt_config(path: str | Path | None) -> PromptConfig:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CorruptCheckpoint(f"{path} is not valid JSON ({error})") from None
     tokens = data.get("special_tokens") if isinstance(data, dict) else None
-    if (
-        not isinstance(tokens, list)
-        or not tokens
-        or not all(isinstance(t, str) and t.strip() for t in tokens)
-    ):
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
         raise InvalidArgument(f"{path}: 'special_tokens' must be a non-empty list of strings")
     return PromptConfig(tuple(tokens), data.get("template", DEFAULT_TEMPLATE))

@@ -35,14 +35,7 @@ from ctxext.adapters_bigbird import (
     renamed_adapter_config,
 )
 from ctxext.architectures import BUFFERS, ENCODER_FAMILIES, EncoderFamily
-from ctxext.checkpoint import (
-    OutputPlan,
-    OutputResult,
-    ProgressFn,
-    config_diff,
-    no_progress,
-    write_model_folder,
-)
+from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
 from ctxext.checks import max_abs_diff
 from ctxext.errors import CheckFailed, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
@@ -95,8 +88,9 @@ BERT_TO_BIGBIRD: tuple[TensorRule, ...] = (
     TensorRule("layer_output_norm"),
     TensorRule("pooler"),  # pooler.dense.* -> pooler.*
     TensorRule("buffers", DROP, "non-persistent buffer in BigBird, rebuilt from max_position_embeddings"),
-    TensorRule("pretraining_heads", DROP,
-               "pre-training head: BigBirdModel has none (the base model is what gets transferred)"),
+    TensorRule(
+        "pretraining_heads", DROP, "pre-training head: BigBirdModel has none (the base model is what gets transferred)"
+    ),
 )
 RULES = {rule.role: rule for rule in BERT_TO_BIGBIRD}
 POOLER = [BIGBIRD.tensor_name("pooler.weight"), BIGBIRD.tensor_name("pooler.bias")]
@@ -137,10 +131,23 @@ CONFIG_REQUIRED = {"position_embedding_type": "absolute", "is_decoder": False, "
 # transformers' defaults (BertConfig, RobertaConfig, ...) for the model fields a hand-written source config may
 # leave out; a saved config carries them all. As data, so the surgery needs no transformers import.
 _BERT_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-    "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
-    "bos_token_id": None, "eos_token_id": None, "classifier_dropout": None, "use_cache": True, **CONFIG_REQUIRED,
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "classifier_dropout": None,
+    "use_cache": True,
+    **CONFIG_REQUIRED,
 }
 _ROBERTA_TOKENS = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
 SOURCE_CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -154,19 +161,67 @@ SOURCE_MODEL_TYPES = tuple(SOURCE_CONFIG_DEFAULTS)
 PRETRAINING_HEADS = tuple(sorted({root for t in SOURCE_MODEL_TYPES for root in ENCODER_FAMILIES[t].head_roots}))
 # Fields every transformers config has (generation settings, labels, output flags); BigBird reads them as any
 # model does, so a source's values for them are not reported as left out.
-GENERIC_CONFIG_FIELDS = frozenset({
-    "_name_or_path", "add_cross_attention", "architectures", "bad_words_ids", "begin_suppress_tokens",
-    "bos_token_id", "chunk_size_feed_forward", "cross_attention_hidden_size", "decoder_start_token_id",
-    "diversity_penalty", "do_sample", "dtype", "torch_dtype", "early_stopping", "encoder_no_repeat_ngram_size",
-    "eos_token_id", "exponential_decay_length_penalty", "finetuning_task", "forced_bos_token_id",
-    "forced_eos_token_id", "id2label", "is_decoder", "is_encoder_decoder", "label2id", "length_penalty",
-    "max_length", "min_length", "model_type", "no_repeat_ngram_size", "num_beam_groups", "num_beams",
-    "num_return_sequences", "output_attentions", "output_hidden_states", "output_scores", "pad_token_id", "prefix",
-    "problem_type", "pruned_heads", "remove_invalid_values", "repetition_penalty", "return_dict",
-    "return_dict_in_generate", "sep_token_id", "suppress_tokens", "task_specific_params", "temperature",
-    "tf_legacy_loss", "tie_encoder_decoder", "tie_word_embeddings", "tokenizer_class", "top_k", "top_p",
-    "torchscript", "transformers_version", "typical_p", "use_bfloat16",
-})
+GENERIC_CONFIG_FIELDS = frozenset(
+    {
+        "_name_or_path",
+        "add_cross_attention",
+        "architectures",
+        "bad_words_ids",
+        "begin_suppress_tokens",
+        "bos_token_id",
+        "chunk_size_feed_forward",
+        "cross_attention_hidden_size",
+        "decoder_start_token_id",
+        "diversity_penalty",
+        "do_sample",
+        "dtype",
+        "torch_dtype",
+        "early_stopping",
+        "encoder_no_repeat_ngram_size",
+        "eos_token_id",
+        "exponential_decay_length_penalty",
+        "finetuning_task",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "id2label",
+        "is_decoder",
+        "is_encoder_decoder",
+        "label2id",
+        "length_penalty",
+        "max_length",
+        "min_length",
+        "model_type",
+        "no_repeat_ngram_size",
+        "num_beam_groups",
+        "num_beams",
+        "num_return_sequences",
+        "output_attentions",
+        "output_hidden_states",
+        "output_scores",
+        "pad_token_id",
+        "prefix",
+        "problem_type",
+        "pruned_heads",
+        "remove_invalid_values",
+        "repetition_penalty",
+        "return_dict",
+        "return_dict_in_generate",
+        "sep_token_id",
+        "suppress_tokens",
+        "task_specific_params",
+        "temperature",
+        "tf_legacy_loss",
+        "tie_encoder_decoder",
+        "tie_word_embeddings",
+        "tokenizer_class",
+        "top_k",
+        "top_p",
+        "torchscript",
+        "transformers_version",
+        "typical_p",
+        "use_bfloat16",
+    }
+)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -191,7 +246,7 @@ PRESETS = {
             "classification": "allenai/specter2_classification",
             "regression": "allenai/specter2_regression",
         },
-    ),
+    )
 }
 ADAPTER_FILES = [ADAPTER_CONFIG, ADAPTER_WEIGHTS_BIN, ADAPTER_WEIGHTS_SAFETENSORS, "head_config.json"]
 
@@ -266,16 +321,20 @@ def resolve_sources(
     if len(wanted) == 1 and missing:
         raise missing[0][1]
     if missing:
-        hint = "point the parts at local folders with --base / --adapter-path ROLE=PATH" if preset else \
-            "pass local folders"
+        hint = (
+            "point the parts at local folders with --base / --adapter-path ROLE=PATH"
+            if preset
+            else "pass local folders"
+        )
         if _offline():
             parts = "; ".join(label for label, _ in missing)
             reason = "HF_HUB_OFFLINE is set and they are neither local folders nor in the Hugging Face cache"
         else:
             parts = "; ".join(str(error) for _, error in missing)
             reason = "they could not be found or fetched"
-        raise SourceNotFound(f"missing {len(missing)} of {len(wanted)} parts ({reason}): {parts}; "
-                             f"download them once online or {hint}")
+        raise SourceNotFound(
+            f"missing {len(missing)} of {len(wanted)} parts ({reason}): {parts}; download them once online or {hint}"
+        )
     model_source = resolved[0]
     sources = TransferSources(model=model_source, folder=ModelFolder.open(model_source.path))
     names: set[str] = set()
@@ -283,9 +342,7 @@ def resolve_sources(
         folder = AdapterFolder.open(source.path)
         out_name = safe_adapter_name(name or folder.stored_name)
         if out_name in names:
-            raise InvalidArgument(
-                f"two adapters would be called {out_name!r}; name them with --adapter NAME=PATH"
-            )
+            raise InvalidArgument(f"two adapters would be called {out_name!r}; name them with --adapter NAME=PATH")
         names.add(out_name)
         sources.adapters.append(SourceAdapter(out_name, source, folder))
     return sources
@@ -301,9 +358,7 @@ def safe_adapter_name(name: str) -> str:
     """An adapter name that is also a folder name: SPECTER2's ``[PRX]`` becomes ``PRX``."""
     cleaned = re.sub(r"[^\w.-]+", "_", name).strip("._")
     if not cleaned:
-        raise InvalidArgument(
-            f"adapter name {name!r} has no usable characters; name it with --adapter NAME=PATH"
-        )
+        raise InvalidArgument(f"adapter name {name!r} has no usable characters; name it with --adapter NAME=PATH")
     return cleaned
 
 
@@ -334,11 +389,7 @@ def map_tensor_name(name: str, prefix: str, family: EncoderFamily) -> tuple[Tens
 
 
 def bigbird_config(
-    source_config: dict[str, Any],
-    target_length: int,
-    block_size: int,
-    num_random_blocks: int,
-    sep_token_id: int | None,
+    source_config: dict[str, Any], target_length: int, block_size: int, num_random_blocks: int, sep_token_id: int | None
 ) -> tuple[dict[str, Any], list[str]]:
     """The BigBird config (every model field explicit, none left to BigBird's defaults, which differ from
     BERT's) and the source fields that have no meaning in BigBird."""
@@ -346,9 +397,7 @@ def bigbird_config(
     complete = {**SOURCE_CONFIG_DEFAULTS[model_type], **source_config}
     for key, required in CONFIG_REQUIRED.items():
         if complete.get(key, required) != required:
-            raise UnsupportedArchitecture(
-                f"the source has {key}={complete[key]!r}; BigBird supports only {required!r}"
-            )
+            raise UnsupportedArchitecture(f"the source has {key}={complete[key]!r}; BigBird supports only {required!r}")
     carried = {key: complete[key] for key in CONFIG_CARRIED if key in complete}
     if carried.get("sep_token_id") is None:
         carried["sep_token_id"] = sep_token_id
@@ -363,9 +412,7 @@ def bigbird_config(
         "rescale_embeddings": False,
         "architectures": ["BigBirdModel"],
     }
-    left_out = sorted(
-        key for key in source_config if key not in config and key not in GENERIC_CONFIG_FIELDS
-    )
+    left_out = sorted(key for key in source_config if key not in config and key not in GENERIC_CONFIG_FIELDS)
     if model_type != "bert":
         left_out.append(f"model_type={model_type}")
     return config, left_out
@@ -451,11 +498,20 @@ def transfer(
     new_config, left_out = bigbird_config(
         config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
     )
-    record = OperationRecord("bert_to_bigbird", parameters={
-        "target": target, "target_length": target_length, "original_length": layout.length,
-        "offset_rows_dropped": layout.offset, "method": method.value, "grid": grid.value, "block_size": block_size,
-        "num_random_blocks": num_random_blocks, "global_registers": global_registers,
-    })
+    record = OperationRecord(
+        "bert_to_bigbird",
+        parameters={
+            "target": target,
+            "target_length": target_length,
+            "original_length": layout.length,
+            "offset_rows_dropped": layout.offset,
+            "method": method.value,
+            "grid": grid.value,
+            "block_size": block_size,
+            "num_random_blocks": num_random_blocks,
+            "global_registers": global_registers,
+        },
+    )
     record.config_changes.update(config_diff(config, new_config))
     tokenizer_files = _register_tokenizer_files(folder, block_size, record) if global_registers else {}
     if left_out:
@@ -463,10 +519,18 @@ def transfer(
     tensors = _map_tensors(reader, family, layout, target_length, method, grid, new_config, record)
     adapter_outputs = [_map_adapter(item, new_config["hidden_size"]) for item in sources.adapters]
     options = {
-        "source": ref, "target": target, "len": target_length, "method": method.value, "grid": grid.value,
-        "block_size": block_size, "num_random_blocks": num_random_blocks, "global_registers": global_registers,
-        "base": base, "adapter_paths": adapter_paths or {},
-        "adapters": [f"{n}={r}" if n else r for n, r in adapters or []], "check": check,
+        "source": ref,
+        "target": target,
+        "len": target_length,
+        "method": method.value,
+        "grid": grid.value,
+        "block_size": block_size,
+        "num_random_blocks": num_random_blocks,
+        "global_registers": global_registers,
+        "base": base,
+        "adapter_paths": adapter_paths or {},
+        "adapters": [f"{n}={r}" if n else r for n, r in adapters or []],
+        "check": check,
     }
     plan = _transfer_plan(options, sources, reader, tensors, record, adapter_outputs, new_config, tokenizer_files)
 
@@ -476,9 +540,16 @@ def transfer(
         if not check:
             return []
         progress("numeric checks", 0, 1)
-        return equivalence_checks(sources, staging, Path(folder.relative_model_dir),
-                                  [a.name for a in adapter_outputs], layout.length, target_length, block_size,
-                                  num_random_blocks)
+        return equivalence_checks(
+            sources,
+            staging,
+            Path(folder.relative_model_dir),
+            [a.name for a in adapter_outputs],
+            layout.length,
+            target_length,
+            block_size,
+            num_random_blocks,
+        )
 
     written = write_model_folder(plan, out, force=force, checks=finish, progress=progress, argv=argv)
     return TransferResult(written.path, written.manifest)
@@ -498,22 +569,27 @@ class TransferResult(OutputResult):
         return {
             "output": str(self.path),
             "weights": {key: len(weights[key]) for key in ("copied", "modified", "renamed", "created", "dropped")},
-            "adapters": {op["parameters"]["name"]: f"{op['parameters']['source_name']} -> {len(op['renamed'])} tensors"
-                         for op in operations if op["name"].startswith("adapter:")},
-            "config": {k: weights["config_changes"][k]
-                       for k in ("max_position_embeddings", "attention_type", "block_size", "num_random_blocks")
-                       if k in weights["config_changes"]},
+            "adapters": {
+                op["parameters"]["name"]: f"{op['parameters']['source_name']} -> {len(op['renamed'])} tensors"
+                for op in operations
+                if op["name"].startswith("adapter:")
+            },
+            "config": {
+                k: weights["config_changes"][k]
+                for k in ("max_position_embeddings", "attention_type", "block_size", "num_random_blocks")
+                if k in weights["config_changes"]
+            },
             "checks": f"{sum(c['passed'] for c in bounded)}/{len(bounded)} bounded checks passed, worst "
-            f"{max((c['value'] for c in bounded), default=0.0):.2g}" if checked else "skipped (--no-check)",
+            f"{max((c['value'] for c in bounded), default=0.0):.2g}"
+            if checked
+            else "skipped (--no-check)",
         }
 
 
 def check_bigbird_options(target: str, target_length: int, block_size: int, num_random_blocks: int) -> None:
     """Refuse, before any work, a target or a BigBird shape that cannot run block-sparse at ``target_length``."""
     if target not in TARGETS:
-        raise UnsupportedArchitecture(
-            f"transfer target {target!r} is not supported; targets: {', '.join(TARGETS)}"
-        )
+        raise UnsupportedArchitecture(f"transfer target {target!r} is not supported; targets: {', '.join(TARGETS)}")
     if block_size < 1 or num_random_blocks < 0:
         raise InvalidArgument("--block-size must be at least 1 and --random-blocks at least 0")
     if target_length % block_size:
@@ -546,7 +622,8 @@ def _register_tokenizer_files(folder: ModelFolder, block_size: int, record: Oper
     record.notes.append(
         f"global registers: the tokenizer puts {len(registers.head)} reserved tokens after [CLS] "
         f"({registers.head[0]}..{registers.head[-1]}) and {len(registers.tail)} before the last [SEP] "
-        f"({registers.tail[0]}..{registers.tail[-1]}), so no text lands in BigBird's global blocks")
+        f"({registers.tail[0]}..{registers.tail[-1]}), so no text lands in BigBird's global blocks"
+    )
     return {tokenizer_path: registers.tokenizer}
 
 
@@ -579,10 +656,14 @@ def _transfer_plan(
         new_config,
         new_config["max_position_embeddings"],
         sources.folder,
-        extra_files={(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content(), **tokenizer_files,
-                     **{f"adapters/{item.name}/{ADAPTER_CONFIG}": item.config for item in adapter_outputs}},
-        extra_weights={f"adapters/{item.name}/{ADAPTER_WEIGHTS_SAFETENSORS}": _adapter_tensors(item)
-                       for item in adapter_outputs},
+        extra_files={
+            (relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content(),
+            **tokenizer_files,
+            **{f"adapters/{item.name}/{ADAPTER_CONFIG}": item.config for item in adapter_outputs},
+        },
+        extra_weights={
+            f"adapters/{item.name}/{ADAPTER_WEIGHTS_SAFETENSORS}": _adapter_tensors(item) for item in adapter_outputs
+        },
     )
 
 
@@ -606,13 +687,15 @@ def reserve_global_blocks(tokenizer: dict[str, Any], block_size: int) -> GlobalR
     vocabulary = (tokenizer.get("model") or {}).get("vocab") or {}
     if processor.get("type") != "TemplateProcessing" or len(processor.get("single", [])) != 3:
         raise UnsupportedArchitecture("--global-registers needs a BERT-style tokenizer.json ([CLS] $A [SEP])")
-    reserved = sorted((name for name in vocabulary if re.fullmatch(r"\[unused\d+\]", name)),
-                      key=lambda name: int(name[7:-1]))
+    reserved = sorted(
+        (name for name in vocabulary if re.fullmatch(r"\[unused\d+\]", name)), key=lambda name: int(name[7:-1])
+    )
     count = block_size - 1
     if len(reserved) < 2 * count:
-        raise UnsupportedArchitecture(f"--global-registers needs {2 * count} [unusedN] tokens in the vocabulary; "
-                                      f"it has {len(reserved)}")
-    head, tail = reserved[:count], reserved[count:2 * count]
+        raise UnsupportedArchitecture(
+            f"--global-registers needs {2 * count} [unusedN] tokens in the vocabulary; it has {len(reserved)}"
+        )
+    head, tail = reserved[:count], reserved[count : 2 * count]
     result = copy.deepcopy(tokenizer)
     template = result["post_processor"]
     for name, tokens in (("[GLOBAL_HEAD]", head), ("[GLOBAL_TAIL]", tail)):
@@ -656,9 +739,7 @@ def _map_tensors(
             record.dropped.append(name)
             continue
         if rule.action == POSITIONS:
-            tensors.append(
-                _position_table(reader, name, target_name, layout, target_length, method, grid, record)
-            )
+            tensors.append(_position_table(reader, name, target_name, layout, target_length, method, grid, record))
             continue
         tensors.append(OutTensor.copied(reader, name, target_name))
         if target_name == name:
@@ -707,11 +788,7 @@ def _position_table(
     record.modified.append(target_name)
     if name != target_name:
         record.renamed[name] = target_name
-    record.parameters["position_table"] = {
-        "source": name,
-        "target": target_name,
-        "rows": [layout.rows, target_length],
-    }
+    record.parameters["position_table"] = {"source": name, "target": target_name, "rows": [layout.rows, target_length]}
     return OutTensor.from_array(target_name, table, dtype)
 
 
@@ -759,25 +836,29 @@ def _map_adapter(item: SourceAdapter, hidden_size: int) -> AdapterOutput:
         raise UnsupportedArchitecture(f"adapter {adapter.stored_name!r} ({adapter.path}) has no weights")
     config = renamed_adapter_config(adapter, item.name, hidden_size)
     record.files["written"] = [
-        f"adapters/{item.name}/{f}"
-        for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS_SAFETENSORS, ADAPTER_WEIGHTS_BIN)
+        f"adapters/{item.name}/{f}" for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS_SAFETENSORS, ADAPTER_WEIGHTS_BIN)
     ]
     return AdapterOutput(item.name, item, config, renamed, record)
 
 
 def _adapter_tensors(item: AdapterOutput) -> list[OutTensor]:
     """The adapter's weights for adapter.safetensors (hashed in the manifest, checked by verify)."""
-    return [OutTensor.from_tensor(name, np.ascontiguousarray(value) if isinstance(value, np.ndarray)
-                                  else value.contiguous())
-            for name, value in item.tensors.items()]
+    return [
+        OutTensor.from_tensor(
+            name, np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value.contiguous()
+        )
+        for name, value in item.tensors.items()
+    ]
 
 
 def _write_adapter_pickle(folder: Path, item: AdapterOutput) -> None:
     """pytorch_adapter.bin too: the adapters library loads it by default (use_safetensors=False)."""
     import torch
 
-    tensors = {name: torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value.contiguous()
-               for name, value in item.tensors.items()}
+    tensors = {
+        name: torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value.contiguous()
+        for name, value in item.tensors.items()
+    }
     torch.save(tensors, folder / ADAPTER_WEIGHTS_BIN)
 
 
@@ -847,26 +928,17 @@ def equivalence_checks(
         )
     )
     checks.append(
-        Check(
-            f"{label}, a {target_length}-token input gives finite outputs", float(finite), 1.0, passed=finite
-        )
+        Check(f"{label}, a {target_length}-token input gives finite outputs", float(finite), 1.0, passed=finite)
     )
     failed = [c for c in checks if not c.passed]
     if failed:
         bound = f" (bound {failed[0].threshold:g})" if failed[0].threshold is not None else ""
-        raise CheckFailed(
-            f"check {failed[0].name} failed: {failed[0].value:g}{bound} {failed[0].detail}".strip()
-        )
+        raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g}{bound} {failed[0].detail}".strip())
     return checks
 
 
 def _sparse_short_checks(
-    source_model: Any,
-    output_model: Any,
-    label: str,
-    vocab_size: int,
-    source_length: int,
-    block_size: int,
+    source_model: Any, output_model: Any, label: str, vocab_size: int, source_length: int, block_size: int
 ) -> list[Check]:
     """Blocks small enough that block-sparse really runs on a source-length input.
 
@@ -938,10 +1010,7 @@ def _mean(hidden: np.ndarray, mask: Any) -> np.ndarray:
 
 def pooled_checks(name: str, expected: np.ndarray, got: np.ndarray, mask: Any) -> list[Check]:
     checks = []
-    for pooling, a, b in (
-        ("cls", _cls(expected), _cls(got)),
-        ("mean", _mean(expected, mask), _mean(got, mask)),
-    ):
+    for pooling, a, b in (("cls", _cls(expected), _cls(got)), ("mean", _mean(expected, mask), _mean(got, mask))):
         difference = max_abs_diff(a, b)
         checks.append(
             Check(

@@ -35,15 +35,19 @@ SpecialTokensOpt = Annotated[
     Path | None,
     typer.Option(
         "--special-tokens",
-        help="JSON file with 'special_tokens' and a 'template' "
-        "(default: configs/qa_special_tokens.json's content).",
+        help="JSON file with 'special_tokens' and a 'template' (default: configs/qa_special_tokens.json's content).",
     ),
 ]
 LinearOpt = Annotated[bool, typer.Option("--linear", help="Linear interpolation between the original rows.")]
 SplineOpt = Annotated[bool, typer.Option("--spline", help="Cubic spline through the original rows.")]
 TileOpt = Annotated[bool, typer.Option("--tile", help="Repeat the original rows; short inputs stay exact.")]
-GridOpt = Annotated[Grid, typer.Option(help="linear/spline: 'pinned' (context-extension's grid, ends pinned) or "
-                                            "'scaled' (PI: row i lands on position i*N/n).")]
+GridOpt = Annotated[
+    Grid,
+    typer.Option(
+        help="linear/spline: 'pinned' (context-extension's grid, ends pinned) or "
+        "'scaled' (PI: row i lands on position i*N/n)."
+    ),
+]
 
 
 def chosen_method(*, linear: bool, spline: bool, tile: bool, default: Method) -> Method:
@@ -82,8 +86,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if known:
                 fail(*known)
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            fail(f"{type(error).__name__}: {first} (set CTXEXT_DEBUG=1 for the traceback)", 70,
-                 label="internal error")
+            fail(f"{type(error).__name__}: {first} (set CTXEXT_DEBUG=1 for the traceback)", 70, label="internal error")
 
     return wrapper
 
@@ -126,7 +129,7 @@ def _given_value(error: Exception, arguments: list[str]) -> str:
             if argument == name and index + 1 < len(arguments):
                 return f" (given: {arguments[index + 1]!r})"
             if argument.startswith(name + "="):
-                return f" (given: {argument[len(name) + 1:]!r})"
+                return f" (given: {argument[len(name) + 1 :]!r})"
     return ""
 
 
@@ -134,8 +137,9 @@ def _usage_message(error: Exception) -> str:
     """Click's message, or for a choice (an Enum-typed option) the choices: ``--pooling takes mean, last or cls``."""
     parameter = getattr(error, "param", None)
     annotation = getattr(getattr(parameter, "type_descriptor", None), "annotation", None)
-    choices = next((a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, Enum)),
-                   None)
+    choices = next(
+        (a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, Enum)), None
+    )
     if choices is None or not getattr(parameter, "opts", None):
         return error.format_message()
     values = [choice.value for choice in choices]
@@ -167,8 +171,15 @@ class OneLineUsageErrors(TyperGroup):
 def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
     """A ProgressFn drawing one rich bar per task name, on stderr."""
     tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, transient=False, disable=not stderr.is_terminal) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=False,
+        disable=not stderr.is_terminal,
+    ) as bars:
 
         def update(task: str, done: int, total: int) -> None:
             if task not in tasks:
@@ -226,8 +237,10 @@ def render_written(summary: dict[str, Any]) -> Group:
 
 def score_table(results: list[dict]):
     metric = "ndcg_at_10" if results[0]["task"] == "retrieval" else "acc_at_1"
-    table = Table(title=f"{results[0]['task']}: {'nDCG@10' if metric == 'ndcg_at_10' else 'Acc@1'} by length",
-                  title_justify="left")
+    table = Table(
+        title=f"{results[0]['task']}: {'nDCG@10' if metric == 'ndcg_at_10' else 'Acc@1'} by length",
+        title_justify="left",
+    )
     table.add_column("length", justify="right")
     for result in results:
         table.add_column(f"{Path(result['model']).name}\n{result['form']}", justify="right")

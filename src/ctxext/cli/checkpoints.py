@@ -33,8 +33,7 @@ def inspect_command(
 
 @reports_errors
 def verify_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A folder written by ctxext.")],
-    as_json: JsonOpt = False,
+    checkpoint: Annotated[Path, typer.Argument(help="A folder written by ctxext.")], as_json: JsonOpt = False
 ) -> None:
     """Re-hash every tensor against manifest.json; exits non-zero naming the first mismatch.
 
@@ -47,8 +46,9 @@ def verify_command(
 
 @reports_errors
 def average_command(
-    checkpoints: Annotated[list[str], typer.Argument(help="Two or more model folders or hub IDs fine-tuned from "
-                                                          "one starting point.")],
+    checkpoints: Annotated[
+        list[str], typer.Argument(help="Two or more model folders or hub IDs fine-tuned from one starting point.")
+    ],
     out: OutOpt,
     force: ForceOpt = False,
     as_json: JsonOpt = False,

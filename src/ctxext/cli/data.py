@@ -12,26 +12,18 @@ from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors, std
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, Strategy
 
 FileOutOpt = Annotated[
-    Path,
-    typer.Option(
-        "--out", "-o", help="Output file (written atomically, with <output>.manifest.json beside it)."
-    ),
+    Path, typer.Option("--out", "-o", help="Output file (written atomically, with <output>.manifest.json beside it).")
 ]
 TokenizerOpt = Annotated[
-    str,
-    typer.Option(
-        "--tokenizer", help="Checkpoint whose tokenizer counts tokens: folder, hub ID or embedded name."
-    ),
+    str, typer.Option("--tokenizer", help="Checkpoint whose tokenizer counts tokens: folder, hub ID or embedded name.")
 ]
 FormatOpt = Annotated[
-    InputFormat | None,
-    typer.Option("--format", help="Read every input as this format, whatever its suffix."),
+    InputFormat | None, typer.Option("--format", help="Read every input as this format, whatever its suffix.")
 ]
 OnErrorOpt = Annotated[
     OnError,
     typer.Option(
-        "--on-error",
-        help="stop: a bad file or line stops the run (nothing is written); skip: report it and go on.",
+        "--on-error", help="stop: a bad file or line stops the run (nothing is written); skip: report it and go on."
     ),
 ]
 PdfPasswordOpt = Annotated[str | None, typer.Option("--pdf-password", help="Password of encrypted PDFs.")]
@@ -53,16 +45,13 @@ ChunkOpt = Annotated[
 ]
 OverlapOpt = Annotated[int, typer.Option(help="Fewest tokens consecutive chunks share.")]
 DedupeOpt = Annotated[
-    bool,
-    typer.Option("--dedupe", help="Drop exact and near-duplicate rows (MinHash, Jaccard >= --near-threshold)."),
+    bool, typer.Option("--dedupe", help="Drop exact and near-duplicate rows (MinHash, Jaccard >= --near-threshold).")
 ]
 NearThresholdOpt = Annotated[
     float, typer.Option(help="Word 5-gram Jaccard similarity above which two rows are near-duplicates.")
 ]
 ExactOnlyOpt = Annotated[bool, typer.Option("--exact-only", help="With --dedupe: exact duplicates only.")]
-PatternOpt = Annotated[
-    str | None, typer.Option(help="Glob for files inside folders, e.g. '*.py' (with --format txt).")
-]
+PatternOpt = Annotated[str | None, typer.Option(help="Glob for files inside folders, e.g. '*.py' (with --format txt).")]
 
 app = typer.Typer(
     name="data",
@@ -117,9 +106,20 @@ def corpus_command(
 
     with progress_bars() as progress:
         result = build_corpus(
-            sources, out, tokenizer=tokenizer, chunk=chunk, overlap=overlap, dedupe=dedupe,
-            near_duplicates=not exact_only, near_threshold=near_threshold, input_format=input_format,
-            pattern=pattern, on_error=on_error, pdf_password=pdf_password, force=force, progress=progress,
+            sources,
+            out,
+            tokenizer=tokenizer,
+            chunk=chunk,
+            overlap=overlap,
+            dedupe=dedupe,
+            near_duplicates=not exact_only,
+            near_threshold=near_threshold,
+            input_format=input_format,
+            pattern=pattern,
+            on_error=on_error,
+            pdf_password=pdf_password,
+            force=force,
+            progress=progress,
             argv=sys.argv,
         )
     _warn_problems(result.problems)
@@ -129,13 +129,9 @@ def corpus_command(
 @app.command("fit")
 @reports_errors
 def fit_command(
-    source: Annotated[
-        str, typer.Argument(help="File or folder of documents (jsonl, parquet, txt, md, pdf).")
-    ],
+    source: Annotated[str, typer.Argument(help="File or folder of documents (jsonl, parquet, txt, md, pdf).")],
     out: FileOutOpt,
-    budget: Annotated[
-        int, typer.Option(min=2, help="Most tokens per document, special tokens included.")
-    ] = 4096,
+    budget: Annotated[int, typer.Option(min=2, help="Most tokens per document, special tokens included.")] = 4096,
     tokenizer: TokenizerOpt = DEFAULT_MODEL,
     strategy: Annotated[
         Strategy,
@@ -144,9 +140,7 @@ def fit_command(
         ),
     ] = Strategy.head,
     encoder: Annotated[str, typer.Option(help="Embedding model of the extractive strategy.")] = DEFAULT_MODEL,
-    head_fraction: Annotated[
-        float, typer.Option(help="head-tail: share of the budget given to the head.")
-    ] = 0.5,
+    head_fraction: Annotated[float, typer.Option(help="head-tail: share of the budget given to the head.")] = 0.5,
     input_format: FormatOpt = None,
     on_error: OnErrorOpt = OnError.stop,
     pdf_password: PdfPasswordOpt = None,
@@ -166,9 +160,19 @@ def fit_command(
 
     with progress_bars() as progress:
         result = fit_file(
-            source, out, budget=budget, tokenizer=tokenizer, strategy=strategy, encoder=encoder,
-            head_fraction=head_fraction, input_format=input_format, on_error=on_error, pdf_password=pdf_password,
-            force=force, progress=progress, argv=sys.argv,
+            source,
+            out,
+            budget=budget,
+            tokenizer=tokenizer,
+            strategy=strategy,
+            encoder=encoder,
+            head_fraction=head_fraction,
+            input_format=input_format,
+            on_error=on_error,
+            pdf_password=pdf_password,
+            force=force,
+            progress=progress,
+            argv=sys.argv,
         )
     _warn_problems(result.problems)
     emit(result, as_json)
@@ -188,19 +192,18 @@ def triplets_command(
     queries: Annotated[
         Queries, typer.Option(help="Which queries to make; passage: inverse cloze (a random run of words).")
     ] = Queries.both,
-    negatives_from: Annotated[NegativesFrom, typer.Option(
-        help="Where hard negatives come from; swap (passage queries): the positive with the passage swapped out.")
+    negatives_from: Annotated[
+        NegativesFrom,
+        typer.Option(
+            help="Where hard negatives come from; swap (passage queries): the positive with the passage swapped out."
+        ),
     ] = NegativesFrom.embedding,
     encoder: Annotated[str, typer.Option(help="Embedding model for hard negatives.")] = DEFAULT_MODEL,
     negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per query (one line each).")] = 1,
     skip_top: Annotated[int, typer.Option(min=0, help="Pass over this many nearest candidates first.")] = 0,
-    sections_per_document: Annotated[
-        int, typer.Option(min=1, help="Section (or passage) queries per document.")
-    ] = 1,
+    sections_per_document: Annotated[int, typer.Option(min=1, help="Section (or passage) queries per document.")] = 1,
     min_query_words: Annotated[int, typer.Option(min=1, help="Shortest section usable as a query.")] = 8,
-    max_query_words: Annotated[
-        int, typer.Option(min=1, help="Section queries are cut to this many words.")
-    ] = 128,
+    max_query_words: Annotated[int, typer.Option(min=1, help="Section queries are cut to this many words.")] = 128,
     allow_verbatim: Annotated[
         bool, typer.Option("--allow-verbatim", help="Keep queries that occur verbatim in their positive.")
     ] = False,
@@ -254,9 +257,7 @@ def triplets_command(
 @reports_errors
 def pydocs_command(
     out: FileOutOpt,
-    min_words: Annotated[
-        int, typer.Option(min=1, help="Skip modules with fewer words of documentation.")
-    ] = 300,
+    min_words: Annotated[int, typer.Option(min=1, help="Skip modules with fewer words of documentation.")] = 300,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many modules.")] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,

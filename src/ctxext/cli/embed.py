@@ -21,19 +21,14 @@ def register(app: typer.Typer) -> None:
 def embed_command(
     checkpoint: Annotated[
         str,
-        typer.Argument(
-            help="Any checkpoint ctxext reads (folder, hub ID, embedded name, or the preset 'specter2')."
-        ),
+        typer.Argument(help="Any checkpoint ctxext reads (folder, hub ID, embedded name, or the preset 'specter2')."),
     ],
     input_path: Annotated[Path, typer.Argument(help='JSONL: {"title", "abstract"} or {"text"} per line.')],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output .npy (written atomically, manifest beside).")
-    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy (written atomically, manifest beside).")],
     adapter: Annotated[
         str | None,
         typer.Option(
-            help="Adapter to activate: a name under CHECKPOINT/adapters/, a "
-            "preset role, or an adapter folder / hub ID."
+            help="Adapter to activate: a name under CHECKPOINT/adapters/, a preset role, or an adapter folder / hub ID."
         ),
     ] = None,
     pooling: Annotated[
@@ -43,9 +38,7 @@ def embed_command(
             "pooling, else CLS (last token for decoders)."
         ),
     ] = None,
-    max_len: Annotated[
-        int | None, typer.Option("--max-len", min=1, help="Truncate inputs to N tokens.")
-    ] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", min=1, help="Truncate inputs to N tokens.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per batch.")] = 16,
     force: ForceOpt = False,
     as_json: JsonOpt = False,

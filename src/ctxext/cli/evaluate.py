@@ -17,21 +17,27 @@ def register(app: typer.Typer) -> None:
 
 @reports_errors
 def evaluate_command(
-    checkpoints: Annotated[list[str], typer.Argument(help="One or more checkpoints (folders, hub IDs, embedded "
-                                                          "names), scored side by side.")],
+    checkpoints: Annotated[
+        list[str],
+        typer.Argument(help="One or more checkpoints (folders, hub IDs, embedded names), scored side by side."),
+    ],
     task: Annotated[Task, typer.Option(help="passkey, needle or retrieval.")] = Task.passkey,
-    lengths: Annotated[str, typer.Option(help="Comma-separated document lengths in tokens.")] =
-    "256,512,1024,2048,4096",
+    lengths: Annotated[
+        str, typer.Option(help="Comma-separated document lengths in tokens.")
+    ] = "256,512,1024,2048,4096",
     truncate: Annotated[int | None, typer.Option(help="Truncate documents to this many tokens.")] = None,
-    chunk: Annotated[int | None, typer.Option(help="Embed documents as the mean of chunks of this many tokens.")] =
-    None,
+    chunk: Annotated[
+        int | None, typer.Option(help="Embed documents as the mean of chunks of this many tokens.")
+    ] = None,
     beir: Annotated[Path | None, typer.Option(help="BEIR folder for --task retrieval.")] = None,
     documents: Annotated[int, typer.Option(help="Candidate documents per length (LongEmbed: 100).")] = 100,
     queries: Annotated[int, typer.Option(help="Queries per length (LongEmbed: 50).")] = 50,
     seed: Annotated[int, typer.Option(help="Draw other passkey / needle sets (names, keys, depths).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Documents per batch.")] = 8,
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG of score vs length here (its scores in "
-                                                   "<png>.manifest.json beside it).")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write a PNG of score vs length here (its scores in <png>.manifest.json beside it)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a previous --plot.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -58,9 +64,21 @@ def evaluate_command(
     results = []
     with progress_bars() as progress:
         for checkpoint in checkpoints:
-            results.append(evaluate(checkpoint, chosen, lengths=length_list, max_length=truncate, chunk=chunk,
-                                    beir=str(beir) if beir else None, documents=documents, queries=queries,
-                                    seed=seed, batch_size=batch_size, progress=progress))
+            results.append(
+                evaluate(
+                    checkpoint,
+                    chosen,
+                    lengths=length_list,
+                    max_length=truncate,
+                    chunk=chunk,
+                    beir=str(beir) if beir else None,
+                    documents=documents,
+                    queries=queries,
+                    seed=seed,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            )
     if plot is not None:
         plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1", force=force)
     emit(Comparison(results), as_json)

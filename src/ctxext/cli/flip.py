@@ -7,15 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import (
-    ForceOpt,
-    JsonOpt,
-    OutOpt,
-    SpecialTokensOpt,
-    emit,
-    progress_bars,
-    reports_errors,
-)
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, SpecialTokensOpt, emit, progress_bars, reports_errors
 from ctxext.flip import Head, Pooling
 
 
@@ -38,14 +30,15 @@ def flip_command(
     pooling: Annotated[
         Pooling | None, typer.Option(help="Also save as sentence-transformers: mean, last or cls.")
     ] = None,
-    head: Annotated[Head, typer.Option(help="none, or qa (start/end span logits + prompt special tokens).")] = Head.none,
+    head: Annotated[
+        Head, typer.Option(help="none, or qa (start/end span logits + prompt special tokens).")
+    ] = Head.none,
     special_tokens: SpecialTokensOpt = None,
     sliding_window: Annotated[
         int | None,
         typer.Option(
             "--sliding-window",
-            help="Half-width w of the symmetric window of sliding layers (|q-k| < w); "
-            "default: causal window // 2 + 1.",
+            help="Half-width w of the symmetric window of sliding layers (|q-k| < w); default: causal window // 2 + 1.",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the QA head's initialisation.")] = 0,

@@ -42,16 +42,12 @@ def guide_command(
     ] = "first",
     select: Annotated[
         str,
-        typer.Option(
-            help="Which heads and units to keep: norm (largest after projection) or even (evenly spaced)."
-        ),
+        typer.Option(help="Which heads and units to keep: norm (largest after projection) or even (evenly spaced)."),
     ] = "norm",
     projection: Annotated[
         str, typer.Option(help="pca (GUIDE) or even (evenly spaced coordinates, weight selection).")
     ] = "pca",
-    seed: Annotated[
-        int, typer.Option(help="Seed of the random init of everything not taken from the teacher.")
-    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random init of everything not taken from the teacher.")] = 0,
     check: Annotated[
         bool,
         typer.Option(

@@ -7,15 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import (
-    ForceOpt,
-    JsonOpt,
-    LenOpt,
-    OutOpt,
-    emit,
-    progress_bars,
-    reports_errors,
-)
+from ctxext.cli._common import ForceOpt, JsonOpt, LenOpt, OutOpt, emit, progress_bars, reports_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -24,22 +16,36 @@ def register(app: typer.Typer) -> None:
 
 @reports_errors
 def interpolate_command(
-    source: Annotated[str, typer.Argument(help="Model folder, sentence-transformers folder, hub ID, or an "
-                                               "embedded model name (all-MiniLM-L6-v2, all-mpnet-base-v2).")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Model folder, sentence-transformers folder, hub ID, or an "
+            "embedded model name (all-MiniLM-L6-v2, all-mpnet-base-v2)."
+        ),
+    ],
     target_length: LenOpt,
     out: OutOpt,
     linear: Annotated[bool, typer.Option("--linear", help="Linear interpolation between original rows.")] = False,
-    spline: Annotated[bool, typer.Option("--spline", help="Cubic spline through the original rows (default).")] =
-    False,
+    spline: Annotated[bool, typer.Option("--spline", help="Cubic spline through the original rows (default).")] = False,
     tile: Annotated[bool, typer.Option("--tile", help="Repeat the original rows; short inputs stay exact.")] = False,
     offset: Annotated[str, typer.Option(help="Rows reserved before position 0: 'auto' or a number.")] = "auto",
-    grid: Annotated[str, typer.Option(help="'pinned' (context-extension's grid, ends pinned) or 'scaled' "
-                                           "(PI: row i lands on position i*N/n).")] = "pinned",
+    grid: Annotated[
+        str,
+        typer.Option(
+            help="'pinned' (context-extension's grid, ends pinned) or 'scaled' (PI: row i lands on position i*N/n)."
+        ),
+    ] = "pinned",
     rope_scaling: Annotated[str, typer.Option(help="RoPE models: linear, dynamic or yarn.")] = "linear",
-    check: Annotated[bool, typer.Option(help="Check the written folder against the source before it is moved "
-                                             "into place (no model load: see --full-check).")] = True,
-    full_check: Annotated[bool, typer.Option("--full-check", help="Also load both models with transformers and "
-                                                                   "run the whole encoder.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Check the written folder against the source before it is moved "
+            "into place (no model load: see --full-check)."
+        ),
+    ] = True,
+    full_check: Annotated[
+        bool, typer.Option("--full-check", help="Also load both models with transformers and run the whole encoder.")
+    ] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -66,8 +72,16 @@ def interpolate_command(
         raise InvalidArgument(f"{error}; --grid is pinned or scaled, --rope-scaling linear, dynamic or yarn") from None
     with progress_bars() as progress:
         result = interpolate(
-            source, target_length, str(out), method=chosen[0] if chosen else Method.spline, grid=grid_choice,
-            offset=offset_rows, rope_scaling=scaling, force=force, progress=progress, argv=sys.argv,
+            source,
+            target_length,
+            str(out),
+            method=chosen[0] if chosen else Method.spline,
+            grid=grid_choice,
+            offset=offset_rows,
+            rope_scaling=scaling,
+            force=force,
+            progress=progress,
+            argv=sys.argv,
             check=CheckLevel.full if full_check else CheckLevel.fast if check else CheckLevel.none,
         )
     emit(result, as_json)

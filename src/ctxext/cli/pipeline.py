@@ -119,8 +119,12 @@ def read_config(path: Path) -> dict[str, Any]:
 def pipeline_command(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="Pipeline config (configs/*.json, or YAML).")],
     work: Annotated[Path, typer.Option("--work", help="Folder for every stage's output.")],
-    overrides: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a top-level "
-                                                        "config value (teacher, source, ...); repeatable.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Override a top-level config value (teacher, source, ...); repeatable."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted Trainer runs.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo stages whose output exists.")] = False,
 ) -> None:
@@ -146,25 +150,50 @@ def pipeline_command(
         return out
 
     if config["pipeline"] == "guide-distill":
-        student = stage("guide", work / "student", ["guide", config["teacher"],
-                                                    *options(config.get("guide", {}))], resumable=False)
-        trained = stage("mlm", work / "student-mlm", ["mlm", str(student), "--data", str(data["docstrings"]),
-                                                      *options(config.get("mlm", {}))])
-        final = stage("distill", work / "student-distilled",
-                      ["distill", str(trained), "--teacher", config["teacher"], "--data", str(data["docstrings"]),
-                       "--eval-beir", str(data["beir"]), *options(config.get("distill", {}))])
+        student = stage(
+            "guide", work / "student", ["guide", config["teacher"], *options(config.get("guide", {}))], resumable=False
+        )
+        trained = stage(
+            "mlm",
+            work / "student-mlm",
+            ["mlm", str(student), "--data", str(data["docstrings"]), *options(config.get("mlm", {}))],
+        )
+        final = stage(
+            "distill",
+            work / "student-distilled",
+            [
+                "distill",
+                str(trained),
+                "--teacher",
+                config["teacher"],
+                "--data",
+                str(data["docstrings"]),
+                "--eval-beir",
+                str(data["beir"]),
+                *options(config.get("distill", {})),
+            ],
+        )
         evaluated = [config["teacher"], str(final)]
     else:
         if config["pipeline"] == "transfer-finetune":
-            long_model = stage("transfer", work / "bigbird", ["transfer", config["source"], "bigbird",
-                                                              *options(config.get("transfer", {}))], resumable=False)
+            long_model = stage(
+                "transfer",
+                work / "bigbird",
+                ["transfer", config["source"], "bigbird", *options(config.get("transfer", {}))],
+                resumable=False,
+            )
         else:
-            long_model = stage("interpolate", work / "interpolated", ["interpolate", config["source"],
-                                                                      *options(config.get("interpolate", {}))],
-                               resumable=False)
-        final = stage("finetune", work / f"{long_model.name}-finetuned",
-                      ["finetune", str(long_model), "--data", str(data["triplets"]),
-                       *options(config.get("finetune", {}))])
+            long_model = stage(
+                "interpolate",
+                work / "interpolated",
+                ["interpolate", config["source"], *options(config.get("interpolate", {}))],
+                resumable=False,
+            )
+        final = stage(
+            "finetune",
+            work / f"{long_model.name}-finetuned",
+            ["finetune", str(long_model), "--data", str(data["triplets"]), *options(config.get("finetune", {}))],
+        )
         evaluated = [config["source"], str(long_model), str(final)]
     evaluation = config.get("evaluate", {})
     if evaluation.get("task") == "retrieval":

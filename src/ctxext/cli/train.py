@@ -11,20 +11,27 @@ import typer
 
 from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, SpecialTokensOpt, emit, reports_errors
 
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps (effective "
-                                                                     "batch: batch size x this x processes).")]
+GradAccumOpt = Annotated[
+    int,
+    typer.Option(
+        "--grad-accum", min=1, help="Gradient accumulation steps (effective batch: batch size x this x processes)."
+    ),
+]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="bfloat16 mixed precision (GPUs with bf16, recent CPUs).")]
-ReportToOpt = Annotated[list[str] | None, typer.Option("--report-to", help="Log to tensorboard or wandb (installed "
-                                                                           "separately); repeat for both.")]
+ReportToOpt = Annotated[
+    list[str] | None,
+    typer.Option("--report-to", help="Log to tensorboard or wandb (installed separately); repeat for both."),
+]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
 SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of data order and init.")]
-WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: "
-                                                                   "OUT.checkpoints).")]
+WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: OUT.checkpoints).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work dir.")]
 KeepOpt = Annotated[bool, typer.Option(help="Keep the Trainer checkpoints after a successful run.")]
-EvalBeirOpt = Annotated[Path | None, typer.Option("--eval-beir", help="BEIR folder scored (Acc@1, nDCG@10) every "
-                                                                     "--eval-every steps and at the end.")]
+EvalBeirOpt = Annotated[
+    Path | None,
+    typer.Option("--eval-beir", help="BEIR folder scored (Acc@1, nDCG@10) every --eval-every steps and at the end."),
+]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
 
 
@@ -52,29 +59,23 @@ def mlm_command(
         list[Path],
         typer.Option(
             "--data",
-            help="Text: .txt, .jsonl ('text' field), .parquet ('text' "
-            "column), or a folder of them. Repeat for more.",
+            help="Text: .txt, .jsonl ('text' field), .parquet ('text' column), or a folder of them. Repeat for more.",
         ),
     ],
     out: OutOpt,
     mask: Annotated[float, typer.Option(help="Share of tokens masked.")] = 0.3,
     max_len: Annotated[
-        int | None,
-        typer.Option("--max-len", min=8, help="Packed sequence length (default: the model's, at most 512)."),
+        int | None, typer.Option("--max-len", min=8, help="Packed sequence length (default: the model's, at most 512).")
     ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1000,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Sequences per device and step.")
-    ] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per device and step.")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 5e-4,
     warmup: Annotated[float, typer.Option(help="Warmup, as a share of the steps.")] = 0.06,
     eval_fraction: Annotated[
         float, typer.Option("--eval-fraction", help="Documents held out for the evaluation loss (0: none).")
     ] = 0.0,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Evaluate every N steps.")] = 0,
-    save_every: Annotated[
-        int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")
-    ] = 500,
+    save_every: Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of masking, data order and init.")] = 0,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
@@ -96,9 +97,18 @@ def mlm_command(
     """
     from ctxext.train import train_mlm
 
-    settings = training_settings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
-                                 eval_every=eval_every, save_every=save_every, grad_accum=grad_accum, bf16=bf16,
-                                 report_to=report_to)
+    settings = training_settings(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        warmup_ratio=warmup,
+        seed=seed,
+        eval_every=eval_every,
+        save_every=save_every,
+        grad_accum=grad_accum,
+        bf16=bf16,
+        report_to=report_to,
+    )
     result = train_mlm(
         checkpoint,
         data,
@@ -120,20 +130,29 @@ def mlm_command(
 def distill_command(
     student: Annotated[str, typer.Argument(help="Student: model folder, sentence-transformers folder or hub ID.")],
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher whose sentence embeddings are learned.")],
-    data: Annotated[list[Path], typer.Option("--data", help="Texts: .txt, .jsonl ('text'), .parquet ('text'), "
-                                                            "or a folder of them. Repeat for more.")],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            "--data", help="Texts: .txt, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat for more."
+        ),
+    ],
     out: OutOpt,
     max_len: Annotated[int, typer.Option("--max-len", min=8, help="Tokens per text (student and teacher).")] = 128,
-    pca_sample: Annotated[int, typer.Option("--pca-sample", min=2, help="Teacher embeddings the PCA is fitted "
-                                                                        "on.")] = 20000,
+    pca_sample: Annotated[
+        int, typer.Option("--pca-sample", min=2, help="Teacher embeddings the PCA is fitted on.")
+    ] = 20000,
     steps: StepsOpt = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per device and step.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 1e-4,
     warmup: Annotated[float, typer.Option(help="Warmup, as a share of the steps.")] = 0.06,
     eval_beir: EvalBeirOpt = None,
     eval_every: EvalEveryOpt = 0,
-    cache: Annotated[str | None, typer.Option(help="Folder of cached teacher embeddings (default: ctxext's cache "
-                                                   "dir; 'none' turns the cache off).")] = None,
+    cache: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder of cached teacher embeddings (default: ctxext's cache dir; 'none' turns the cache off)."
+        ),
+    ] = None,
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
     work_dir: WorkDirOpt = None,
@@ -155,32 +174,67 @@ def distill_command(
     """
     from ctxext.train.distill import distill
 
-    settings = training_settings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
-                                 eval_every=eval_every, save_every=save_every, grad_accum=grad_accum, bf16=bf16,
-                                 report_to=report_to)
-    result = distill(student, teacher, data, out, max_len=max_len, pca_sample=pca_sample, settings=settings,
-                     eval_beir=eval_beir, cache=cache, work_dir=work_dir, resume=resume,
-                     keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
+    settings = training_settings(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        warmup_ratio=warmup,
+        seed=seed,
+        eval_every=eval_every,
+        save_every=save_every,
+        grad_accum=grad_accum,
+        bf16=bf16,
+        report_to=report_to,
+    )
+    result = distill(
+        student,
+        teacher,
+        data,
+        out,
+        max_len=max_len,
+        pca_sample=pca_sample,
+        settings=settings,
+        eval_beir=eval_beir,
+        cache=cache,
+        work_dir=work_dir,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+        force=force,
+        argv=sys.argv,
+    )
     emit(result, as_json)
 
 
 @reports_errors
 def finetune_command(
-    checkpoint: Annotated[str, typer.Argument(help="Model folder (a transferred BigBird, a sentence-transformers "
-                                                   "folder, ...) or hub ID.")],
-    data: Annotated[list[Path], typer.Option("--data", help="Triplets jsonl (query, positive, negative; see "
-                                                            "docs/data.md). Repeat for more.")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="Model folder (a transferred BigBird, a sentence-transformers folder, ...) or hub ID.")
+    ],
+    data: Annotated[
+        list[Path],
+        typer.Option("--data", help="Triplets jsonl (query, positive, negative; see docs/data.md). Repeat for more."),
+    ],
     out: OutOpt,
-    adapter: Annotated[str | None, typer.Option(help="Train only this adapter (CKPT/adapters/NAME if present, "
-                                                     "else a new seq_bn one); the base stays frozen.")] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            help="Train only this adapter (CKPT/adapters/NAME if present, "
+            "else a new seq_bn one); the base stays frozen."
+        ),
+    ] = None,
     max_len: Annotated[int, typer.Option("--max-len", min=8, help="Tokens per document.")] = 4096,
-    position_span: Annotated[int | None, typer.Option(
-        "--position-span", min=9, help="Spread document position ids over N positions with random skips (PoSE): "
-                                       "train positions up to N on --max-len-token documents.")] = None,
+    position_span: Annotated[
+        int | None,
+        typer.Option(
+            "--position-span",
+            min=9,
+            help="Spread document position ids over N positions with random skips (PoSE): "
+            "train positions up to N on --max-len-token documents.",
+        ),
+    ] = None,
     query_max_len: Annotated[int, typer.Option("--query-max-len", min=8, help="Tokens per query.")] = 128,
     temperature: Annotated[float, typer.Option(help="InfoNCE temperature (cosine similarities).")] = 0.05,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward "
-                                                              "pass.")] = True,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass.")] = True,
     steps: StepsOpt = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Triplets per device and step.")] = 4,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 2e-5,
@@ -211,13 +265,36 @@ def finetune_command(
     """
     from ctxext.train.finetune import finetune
 
-    settings = training_settings(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_ratio=warmup, seed=seed,
-                                 eval_every=eval_every, save_every=save_every, grad_accum=grad_accum, bf16=bf16,
-                                 report_to=report_to)
-    result = finetune(checkpoint, data, out, adapter=adapter, max_len=max_len, position_span=position_span,
-                      query_max_len=query_max_len, temperature=temperature,
-                      gradient_checkpointing=gradient_checkpointing, settings=settings, eval_beir=eval_beir,
-                      work_dir=work_dir, resume=resume, keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
+    settings = training_settings(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        warmup_ratio=warmup,
+        seed=seed,
+        eval_every=eval_every,
+        save_every=save_every,
+        grad_accum=grad_accum,
+        bf16=bf16,
+        report_to=report_to,
+    )
+    result = finetune(
+        checkpoint,
+        data,
+        out,
+        adapter=adapter,
+        max_len=max_len,
+        position_span=position_span,
+        query_max_len=query_max_len,
+        temperature=temperature,
+        gradient_checkpointing=gradient_checkpointing,
+        settings=settings,
+        eval_beir=eval_beir,
+        work_dir=work_dir,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+        force=force,
+        argv=sys.argv,
+    )
     emit(result, as_json)
 
 
@@ -252,9 +329,29 @@ def finetune_qa_command(
     """
     from ctxext.train.qa import finetune_qa, qa_settings
 
-    settings = qa_settings(steps=steps, batch_size=batch_size, learning_rate=lr, seed=seed, save_every=save_every,
-                           gradient_accumulation=grad_accum, bf16=bf16, report_to=tuple(report_to or ()))
-    result = finetune_qa(model, train, out, eval_path=eval_file, settings=settings, max_length=max_length,
-                         freeze_embeddings=freeze_embeddings, special_tokens=special_tokens, work_dir=work_dir,
-                         resume=resume, keep_checkpoints=keep_checkpoints, force=force, argv=sys.argv)
+    settings = qa_settings(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        seed=seed,
+        save_every=save_every,
+        gradient_accumulation=grad_accum,
+        bf16=bf16,
+        report_to=tuple(report_to or ()),
+    )
+    result = finetune_qa(
+        model,
+        train,
+        out,
+        eval_path=eval_file,
+        settings=settings,
+        max_length=max_length,
+        freeze_embeddings=freeze_embeddings,
+        special_tokens=special_tokens,
+        work_dir=work_dir,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+        force=force,
+        argv=sys.argv,
+    )
     emit(result, as_json)

@@ -43,8 +43,7 @@ def transfer_command(
         list[str] | None,
         typer.Option(
             "--adapter",
-            help="Add an adapter (adapters-library format): a folder or hub ID, or NAME=FOLDER_OR_ID. "
-            "Repeatable.",
+            help="Add an adapter (adapters-library format): a folder or hub ID, or NAME=FOLDER_OR_ID. Repeatable.",
         ),
     ] = None,
     adapter_path: Annotated[
@@ -60,20 +59,21 @@ def transfer_command(
     ] = None,
     linear: LinearOpt = False,
     spline: SplineOpt = False,
-    tile: Annotated[bool, typer.Option("--tile", help="Repeat the original rows (default): inputs up to the "
-                                                      "source length stay exact.")] = False,
+    tile: Annotated[
+        bool,
+        typer.Option("--tile", help="Repeat the original rows (default): inputs up to the source length stay exact."),
+    ] = False,
     grid: GridOpt = Grid.pinned,
     block_size: Annotated[int, typer.Option("--block-size", help="BigBird block size.")] = 64,
-    random_blocks: Annotated[
-        int, typer.Option("--random-blocks", help="BigBird random blocks per query block.")
-    ] = 3,
+    random_blocks: Annotated[int, typer.Option("--random-blocks", help="BigBird random blocks per query block.")] = 3,
     global_registers: Annotated[
-        bool, typer.Option(help="Fill BigBird's global blocks (first and last) with reserved tokens added by the "
-                           "tokenizer, so no text sits where every token attends (see docs/transfer.md).")
+        bool,
+        typer.Option(
+            help="Fill BigBird's global blocks (first and last) with reserved tokens added by the "
+            "tokenizer, so no text sits where every token attends (see docs/transfer.md)."
+        ),
     ] = False,
-    check: Annotated[
-        bool, typer.Option(help="Compare the result with the source, adapter by adapter.")
-    ] = True,
+    check: Annotated[bool, typer.Option(help="Compare the result with the source, adapter by adapter.")] = True,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

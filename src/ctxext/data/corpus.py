@@ -80,8 +80,16 @@ class CorpusResult(CountedOutput):
         return {"output": str(self.path), "manifest": str(self.manifest_path), "sources": self.count_rows()}
 
     title = "corpus"
-    columns = ("files", "documents", "rows", "tokens", "chunked_documents", "exact_duplicates", "near_duplicates",
-               "problems")
+    columns = (
+        "files",
+        "documents",
+        "rows",
+        "tokens",
+        "chunked_documents",
+        "exact_duplicates",
+        "near_duplicates",
+        "problems",
+    )
 
     def count_rows(self) -> dict[str, dict[str, Any]]:
         rows = {label: vars(counts) for label, counts in self.sources.items()}
@@ -133,19 +141,41 @@ def build_corpus(
         for batch in reading.batches(batch_documents, batch_chars):
             for document, row_chunk, text, tokens in _rows(batch, tok, limit, overlap):
                 if _counted_and_kept(counts[document.source], document, row_chunk, text, tokens, deduplicator):
-                    groups.add((document.source, document.file, document.doc_id, document.field, document.title,
-                                row_chunk, text, tokens))
+                    groups.add(
+                        (
+                            document.source,
+                            document.file,
+                            document.doc_id,
+                            document.field,
+                            document.title,
+                            row_chunk,
+                            text,
+                            tokens,
+                        )
+                    )
         groups.flush()
         totals = SourceCounts(**{key: sum(getattr(c, key) for c in counts.values()) for key in asdict(SourceCounts())})
         options = {
-            "sources": sources, "tokenizer": tokenizer, "chunk": chunk, "overlap": overlap, "dedupe": dedupe,
-            "near_duplicates": near_duplicates, "near_threshold": near_threshold, "format": plain(input_format),
-            "pattern": pattern, "on_error": problems.on_error.value, "pdf_password": "***" if pdf_password else None,
+            "sources": sources,
+            "tokenizer": tokenizer,
+            "chunk": chunk,
+            "overlap": overlap,
+            "dedupe": dedupe,
+            "near_duplicates": near_duplicates,
+            "near_threshold": near_threshold,
+            "format": plain(input_format),
+            "pattern": pattern,
+            "on_error": problems.on_error.value,
+            "pdf_password": "***" if pdf_password else None,
         }
         output.finish(
             writer,
             empty=f"no rows to write: every source was empty{problems.count_note(' or skipped ')}",
-            command="data corpus", options=options, inputs=inputs, problems=problems.messages, argv=argv,
+            command="data corpus",
+            options=options,
+            inputs=inputs,
+            problems=problems.messages,
+            argv=argv,
             counts={"sources": {k: asdict(v) for k, v in counts.items()}, "totals": asdict(totals)},
             extra={"tokenizer": tok.describe(), "dedupe": _dedupe_description(deduplicator)},
         )

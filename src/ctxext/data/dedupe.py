@@ -91,9 +91,7 @@ class Deduplicator:
         self.signatures = np.zeros((1024, num_perm), dtype=np.uint32)
         self.kept = 0
         mixer = np.random.default_rng(seed + 1)
-        self.band_mix = mixer.integers(
-            1, 2**63 - 1, size=(bands, num_perm // bands), dtype=np.uint64
-        ) | np.uint64(1)
+        self.band_mix = mixer.integers(1, 2**63 - 1, size=(bands, num_perm // bands), dtype=np.uint64) | np.uint64(1)
         self.band_salt = mixer.integers(0, 2**63 - 1, size=bands, dtype=np.uint64)
 
     def check(self, text: str) -> Duplicate | None:

@@ -26,20 +26,8 @@ from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
 from ctxext.data.formats import record_text
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, OnError, OutputFormat, Strategy, parse_choice, plain
-from ctxext.data.output import (
-    CountedOutput,
-    FileOutput,
-    InputRecord,
-    open_writer,
-    output_format,
-)
-from ctxext.data.sources import (
-    Problems,
-    SourceFile,
-    UnreadableSource,
-    expand_sources,
-    iter_records,
-)
+from ctxext.data.output import CountedOutput, FileOutput, InputRecord, open_writer, output_format
+from ctxext.data.sources import Problems, SourceFile, UnreadableSource, expand_sources, iter_records
 from ctxext.data.text import (
     Tokenizer,
     cut_ranks,
@@ -76,9 +64,7 @@ def fit_texts(
     strategy = parse_strategy(strategy)
     content = budget - tokenizer.special_tokens
     if content < 1:
-        raise InvalidArgument(
-            f"budget {budget} leaves no room after {tokenizer.special_tokens} special tokens"
-        )
+        raise InvalidArgument(f"budget {budget} leaves no room after {tokenizer.special_tokens} special tokens")
     if not 0.0 <= head_fraction <= 1.0:
         raise InvalidArgument("--head-fraction must lie between 0 and 1")
     encodings = tokenizer.encode(texts)
@@ -93,9 +79,7 @@ def fit_texts(
         if strategy == Strategy.head:
             results[index] = head(text, ends, ranks, content)
         elif strategy == Strategy.head_tail:
-            results[index] = head_tail(
-                text, starts, ends, ranks, content, head_fraction, separator, separator_tokens
-            )
+            results[index] = head_tail(text, starts, ends, ranks, content, head_fraction, separator, separator_tokens)
         else:
             over.append((index, starts, ends, ranks))
     if over:
@@ -139,12 +123,8 @@ def head_tail(
         return head(text, ends, ranks, content)
     head_tokens = int(round(available * head_fraction))
     tail_tokens = available - head_tokens
-    head_cut = (
-        word_cut_at_or_before(ranks, head_tokens, max(0, head_tokens - WORD_SEARCH)) if head_tokens else 0
-    )
-    tail_start = word_cut_at_or_after(
-        ranks, count - tail_tokens, min(count, count - tail_tokens + WORD_SEARCH)
-    )
+    head_cut = word_cut_at_or_before(ranks, head_tokens, max(0, head_tokens - WORD_SEARCH)) if head_tokens else 0
+    tail_start = word_cut_at_or_after(ranks, count - tail_tokens, min(count, count - tail_tokens + WORD_SEARCH))
     kept_head = text[: ends[head_cut - 1]] if head_cut > 0 else ""
     kept_tail = text[starts[tail_start] :] if tail_start < count else ""
     if not kept_head or not kept_tail:
@@ -226,8 +206,13 @@ class FitResult(CountedOutput):
     def summary(self) -> dict[str, Any]:
         """The output, its manifest, the strategy and budget, and the counts."""
         options = self.manifest.get("options", {})
-        return {"output": str(self.path), "manifest": str(self.manifest_path), "strategy": options.get("strategy"),
-                "budget": options.get("budget"), **vars(self.counts)}
+        return {
+            "output": str(self.path),
+            "manifest": str(self.manifest_path),
+            "strategy": options.get("strategy"),
+            "budget": options.get("budget"),
+            **vars(self.counts),
+        }
 
     title = "fit"
     columns = ("documents", "shortened", "tokens_before", "tokens_after", "problems")
@@ -288,9 +273,17 @@ def fit_file(
             "format": plain(input_format),
             "on_error": problems.on_error.value,
         }
-        output.finish(writer, empty=f"{source}: no documents to fit{problems.count_note()}", command="data fit",
-                      options=options, inputs=inputs, counts=asdict(counts), problems=problems.messages, argv=argv,
-                      extra={"tokenizer": tok.describe()})
+        output.finish(
+            writer,
+            empty=f"{source}: no documents to fit{problems.count_note()}",
+            command="data fit",
+            options=options,
+            inputs=inputs,
+            counts=asdict(counts),
+            problems=problems.messages,
+            argv=argv,
+            extra={"tokenizer": tok.describe()},
+        )
     return FitResult(out, output.manifest_path, counts, problems.messages, output.manifest)
 
 
@@ -361,11 +354,7 @@ def _parquet_schema(files: list[SourceFile]) -> Any:
 
 
 def _record_batches(
-    files: list[SourceFile],
-    problems: Problems,
-    inputs: list[InputRecord],
-    pdf_password: str | None,
-    size: int,
+    files: list[SourceFile], problems: Problems, inputs: list[InputRecord], pdf_password: str | None, size: int
 ) -> Iterator[list[tuple[dict[str, Any], str, str]]]:
     batch: list[tuple[dict[str, Any], str, str]] = []
     for source_file in files:
@@ -374,9 +363,7 @@ def _record_batches(
         for where, record in iter_records(source_file, problems, pdf_password=pdf_password):
             text_field, text, _ = record_text(record)
             if text is None or text_field in (None, "title"):
-                problems.report(
-                    UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)")
-                )
+                problems.report(UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)"))
                 continue
             if source_file.format not in (InputFormat.jsonl, InputFormat.parquet):
                 record = {"file": str(source_file.path), **record}

@@ -194,8 +194,9 @@ def read_beir(folder: str | Path, split: str = "test") -> BeirFolder:
             raise SourceNotFound(f"{folder} is not a BEIR folder: {required} is missing")
     doc_index, documents = _beir_corpus(folder / "corpus.jsonl")
     queries = {
-        str(_required(record, "_id", folder / "queries.jsonl", number)):
-        str(_required(record, "text", folder / "queries.jsonl", number))
+        str(_required(record, "_id", folder / "queries.jsonl", number)): str(
+            _required(record, "text", folder / "queries.jsonl", number)
+        )
         for number, record in read_jsonl(folder / "queries.jsonl")
     }
     judged = _beir_qrels(folder / "qrels" / f"{split}.tsv", doc_index)

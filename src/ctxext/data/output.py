@@ -43,8 +43,9 @@ class InputRecord:
     def of(cls, source: SourceFile) -> InputRecord:
         """The file's size and sha256; None when it cannot be read (the reader reports why)."""
         try:
-            return cls(source.label, str(source.path), source.format, source.path.stat().st_size,
-                       file_sha256(source.path))
+            return cls(
+                source.label, str(source.path), source.format, source.path.stat().st_size, file_sha256(source.path)
+            )
         except OSError:
             return cls(source.label, str(source.path), source.format, 0, None)
 
@@ -92,12 +93,7 @@ def write_file_manifest(
         "counts": _jsonable(counts),
         "problems": list(problems),
         "libraries": library_versions(),
-        "output": {
-            "path": str(output),
-            "bytes": written.stat().st_size,
-            "sha256": file_sha256(written),
-            "rows": rows,
-        },
+        "output": {"path": str(output), "bytes": written.stat().st_size, "sha256": file_sha256(written), "rows": rows},
         **_jsonable(extra or {}),
     }
     write_json(path, manifest, sort_keys=True)
@@ -139,9 +135,7 @@ class ParquetRowWriter:
         try:
             table = pa.Table.from_pylist(records, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise InvalidArgument(
-                f"records do not fit one Parquet schema ({error}); write *.jsonl instead"
-            ) from None
+            raise InvalidArgument(f"records do not fit one Parquet schema ({error}); write *.jsonl instead") from None
         if self.writer is None:
             self.schema = table.schema
             self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")

@@ -132,9 +132,7 @@ def module_document(name: str, tree: ast.Module) -> dict[str, Any] | None:
 
 
 def _definition_sections(node: ast.AST, prefix: str) -> list[dict[str, str]]:
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith(
-        "_"
-    ):
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith("_"):
         return []
     docstring = ast.get_docstring(node)
     found = []

@@ -116,11 +116,7 @@ def expand_sources(
                 and not is_ctxext_manifest(file_manifest_path(p))
             ]
             if not found:
-                wanted = (
-                    f"matching {pattern!r}"
-                    if pattern
-                    else f"with a known suffix ({', '.join(FORMAT_BY_SUFFIX)})"
-                )
+                wanted = f"matching {pattern!r}" if pattern else f"with a known suffix ({', '.join(FORMAT_BY_SUFFIX)})"
                 raise EmptySource(f"source folder {path} holds no files {wanted}")
             files.extend(SourceFile(label, p, format_of(p, input_format)) for p in found)
         else:
@@ -144,11 +140,7 @@ def format_of(path: Path, input_format: InputFormat | None = None) -> InputForma
 
 
 def iter_records(
-    source: SourceFile,
-    problems: Problems,
-    *,
-    pdf_password: str | None = None,
-    columns: tuple[str, ...] | None = None,
+    source: SourceFile, problems: Problems, *, pdf_password: str | None = None, columns: tuple[str, ...] | None = None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, record)`` pairs of one file. txt/md/pdf give one record (``title``, ``text``);
     jsonl gives one per line, parquet one per row (only ``columns`` when given and present)."""
@@ -207,9 +199,7 @@ def _jsonl_records(source: SourceFile, problems: Problems) -> Iterator[tuple[str
                 problems.report(UnreadableSource(f"{where}: malformed JSON line ({reason})"))
                 continue
             if not isinstance(record, dict):
-                problems.report(
-                    UnreadableSource(f"{where}: expected a JSON object, got {type(record).__name__}")
-                )
+                problems.report(UnreadableSource(f"{where}: expected a JSON object, got {type(record).__name__}"))
                 continue
             seen += 1
             yield where, record
@@ -226,9 +216,7 @@ def _parquet_records(
     try:
         parquet = pq.ParquetFile(source.path)
     except (pa.ArrowException, OSError) as error:
-        problems.report(
-            UnreadableSource(f"{source.path}: not a readable Parquet file ({_first_line(error)})")
-        )
+        problems.report(UnreadableSource(f"{source.path}: not a readable Parquet file ({_first_line(error)})"))
         return
     present = parquet.schema_arrow.names
     wanted = [c for c in present if c in columns] if columns else present
@@ -242,9 +230,7 @@ def _parquet_records(
             row += 1
 
 
-def _pdf_records(
-    source: SourceFile, problems: Problems, password: str | None
-) -> Iterator[tuple[str, dict[str, Any]]]:
+def _pdf_records(source: SourceFile, problems: Problems, password: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError, PyPdfError
 
@@ -256,9 +242,7 @@ def _pdf_records(
                 unlocked = reader.decrypt(password or "")
             except (PyPdfError, NotImplementedError) as error:
                 problems.report(
-                    UnreadableSource(
-                        f"{source.path}: encrypted PDF that cannot be opened ({_first_line(error)})"
-                    )
+                    UnreadableSource(f"{source.path}: encrypted PDF that cannot be opened ({_first_line(error)})")
                 )
                 return
             if not unlocked:
@@ -274,8 +258,7 @@ def _pdf_records(
     if not text.strip():
         problems.report(
             EmptySource(
-                f"{source.path}: PDF without extractable text (scanned pages need OCR, "
-                "which ctxext does not do)"
+                f"{source.path}: PDF without extractable text (scanned pages need OCR, which ctxext does not do)"
             )
         )
         return

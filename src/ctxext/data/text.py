@@ -63,9 +63,7 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
     from tokenizers import Tokenizer as BackendTokenizer
 
     local = Path(ref).expanduser()
-    if local.is_dir() and (
-        (local / "tokenizer.json").is_file() or (local / "tokenizer_config.json").is_file()
-    ):
+    if local.is_dir() and ((local / "tokenizer.json").is_file() or (local / "tokenizer_config.json").is_file()):
         folder = local
     else:
         from ctxext.io import open_model
@@ -83,9 +81,7 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
         try:
             hf = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         except (OSError, ValueError) as error:
-            raise InvalidArgument(
-                f"{ref}: no tokenizer could be loaded ({str(error).splitlines()[0]})"
-            ) from None
+            raise InvalidArgument(f"{ref}: no tokenizer could be loaded ({str(error).splitlines()[0]})") from None
         if not getattr(hf, "is_fast", False):
             raise InvalidArgument(f"{ref}: needs a fast (Rust) tokenizer for token offsets; this one is slow")
         backend = BackendTokenizer.from_str(hf.backend_tokenizer.to_str())

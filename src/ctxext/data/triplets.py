@@ -96,9 +96,7 @@ def split_sections(text: str) -> list[Section]:
     return [s for s in sections if s.text or s.heading]
 
 
-def structured_document(
-    record: dict[str, Any], where: str, default_title: str | None = None
-) -> StructuredDocument:
+def structured_document(record: dict[str, Any], where: str, default_title: str | None = None) -> StructuredDocument:
     """A record's title and sections: a ``sections`` list when given, else headings parsed from its text."""
     _, text, title = record_text(record)
     raw_sections = record.get("sections")
@@ -106,9 +104,7 @@ def structured_document(
         sections = []
         for item in raw_sections:
             if isinstance(item, dict):
-                sections.append(
-                    Section(item.get("heading") or item.get("title"), str(item.get("text") or ""))
-                )
+                sections.append(Section(item.get("heading") or item.get("title"), str(item.get("text") or "")))
             elif isinstance(item, str):
                 sections.append(Section(None, item))
     elif text is not None:
@@ -163,8 +159,15 @@ class TripletsResult(CountedOutput):
         return {"output": str(self.path), "manifest": str(self.manifest_path), **vars(self.counts)}
 
     title = "triplets"
-    columns = ("documents", "title_queries", "section_queries", "passage_queries", "dropped_verbatim", "triplets",
-               "problems")
+    columns = (
+        "documents",
+        "title_queries",
+        "section_queries",
+        "passage_queries",
+        "dropped_verbatim",
+        "triplets",
+        "problems",
+    )
 
     def count_rows(self) -> dict[str, dict[str, Any]]:
         return {"corpus": vars(self.counts)}
@@ -195,11 +198,29 @@ def make_queries(
         if kinds in (Queries.titles, Queries.both):
             made.extend(_title_queries(index, document, min_positive_words))
         if kinds in (Queries.sections, Queries.both):
-            made.extend(_section_queries(index, document, sections_per_document, min_query_words, max_query_words,
-                                         min_positive_words, generator))
+            made.extend(
+                _section_queries(
+                    index,
+                    document,
+                    sections_per_document,
+                    min_query_words,
+                    max_query_words,
+                    min_positive_words,
+                    generator,
+                )
+            )
         if kinds == Queries.passages:
-            made.extend(_passage_queries(index, document, sections_per_document, passage_words, max_depth_words,
-                                         min_positive_words, generator))
+            made.extend(
+                _passage_queries(
+                    index,
+                    document,
+                    sections_per_document,
+                    passage_words,
+                    max_depth_words,
+                    min_positive_words,
+                    generator,
+                )
+            )
         if not made:
             counts.documents_without_structure += 1
         queries.extend(_kept_queries(made, allow_verbatim, counts))
@@ -282,9 +303,18 @@ def _passage_queries(
     if max_depth_words is not None:
         last_start = min(last_start, max(0, max_depth_words - passage_words))
     starts = sorted(int(s) for s in generator.permutation(last_start + 1)[:count])
-    return [Query(index, Queries.passages, " ".join(words[start:start + passage_words]), None, document.title, body,
-                  (spans[start][0], spans[start + passage_words - 1][1]))
-            for start in starts]
+    return [
+        Query(
+            index,
+            Queries.passages,
+            " ".join(words[start : start + passage_words]),
+            None,
+            document.title,
+            body,
+            (spans[start][0], spans[start + passage_words - 1][1]),
+        )
+        for start in starts
+    ]
 
 
 def swapped_negatives(
@@ -301,16 +331,22 @@ def swapped_negatives(
         if query.span is None:
             raise InvalidArgument("--negatives-from swap needs --queries passage")
         length = len(query.text.split())
-        candidates = [i for i, words in enumerate(donors)
-                      if text_key[i] != text_key[query.document] and len(words) >= length]
+        candidates = [
+            i for i, words in enumerate(donors) if text_key[i] != text_key[query.document] and len(words) >= length
+        ]
         picked = []
         for donor in generator.permutation(candidates)[:negatives].tolist():
             start = int(generator.integers(len(donors[donor]) - length + 1))
-            replacement = " ".join(donors[donor][start:start + length])
+            replacement = " ".join(donors[donor][start : start + length])
             first, last = query.span
             text = query.positive_text[:first] + replacement + query.positive_text[last:]
-            picked.append(StructuredDocument(f"{documents[query.document].doc_id}~{documents[donor].doc_id}",
-                                             query.positive_title, [Section(None, text)]))
+            picked.append(
+                StructuredDocument(
+                    f"{documents[query.document].doc_id}~{documents[donor].doc_id}",
+                    query.positive_title,
+                    [Section(None, text)],
+                )
+            )
         found.append(picked)
     return found
 
@@ -332,9 +368,7 @@ def negative_scores_bm25(documents: list[StructuredDocument], queries: list[Quer
     bm25 = BM25Okapi(corpus)
 
     def scores(block: list[Query]) -> np.ndarray:
-        return np.stack([bm25.get_scores(WORD_CHARACTERS.findall(q.text.casefold())) for q in block]).astype(
-            np.float32
-        )
+        return np.stack([bm25.get_scores(WORD_CHARACTERS.findall(q.text.casefold())) for q in block]).astype(np.float32)
 
     return scores
 
@@ -346,9 +380,7 @@ def negative_scores_embedding(
     texts = [f"{d.title}\n\n{d.body()}" if d.title else d.body() for d in documents]
     document_vectors = unit_rows(
         encoder.encode(
-            texts,
-            batch_size=32,
-            progress=lambda _t, done, total: progress("embedding documents", done, total),
+            texts, batch_size=32, progress=lambda _t, done, total: progress("embedding documents", done, total)
         )
     )
     query_vectors = unit_rows(
@@ -423,11 +455,7 @@ def triplet_record(
         negative_title, negative_text = negative.title, negative.body()
     return {
         "query": {"text": query.text, "kind": query.kind.value, "heading": query.heading},
-        "positive": {
-            "doc_id": document.doc_id,
-            "title": query.positive_title,
-            "abstract": query.positive_text,
-        },
+        "positive": {"doc_id": document.doc_id, "title": query.positive_title, "abstract": query.positive_text},
         "negative": {"doc_id": negative.doc_id, "title": negative_title, "abstract": negative_text},
         "negative_method": method.value,
         "negative_score": None if score is None else round(score, 6),
@@ -478,9 +506,17 @@ def build_triplets(
     if len(documents) < 2:
         raise EmptySource(f"{corpus}: a hard negative needs at least two documents; found {len(documents)}")
     made = make_queries(
-        documents, kinds=queries, sections_per_document=sections_per_document, min_query_words=min_query_words,
-        max_query_words=max_query_words, min_positive_words=min_positive_words, allow_verbatim=allow_verbatim,
-        passage_words=passage_words, max_depth_words=max_depth_words, seed=seed, counts=counts,
+        documents,
+        kinds=queries,
+        sections_per_document=sections_per_document,
+        min_query_words=min_query_words,
+        max_query_words=max_query_words,
+        min_positive_words=min_positive_words,
+        allow_verbatim=allow_verbatim,
+        passage_words=passage_words,
+        max_depth_words=max_depth_words,
+        seed=seed,
+        counts=counts,
     )
     if not made:
         raise EmptySource(
@@ -490,25 +526,46 @@ def build_triplets(
     found = _negatives(documents, made, negatives_from, encoder, negatives, skip_top, seed, progress)
     passage = queries == Queries.passages
     options = {
-        "corpus": corpus, "queries": queries.value, "negatives_from": negatives_from.value,
-        "encoder": encoder if negatives_from == NegativesFrom.embedding else None, "negatives": negatives,
-        "skip_top": skip_top, "sections_per_document": sections_per_document, "min_query_words": min_query_words,
-        "max_query_words": max_query_words, "min_positive_words": min_positive_words,
-        "allow_verbatim": allow_verbatim, "passage_words": passage_words if passage else None,
-        "max_depth_words": max_depth_words if passage else None, "seed": seed, "format": plain(input_format),
+        "corpus": corpus,
+        "queries": queries.value,
+        "negatives_from": negatives_from.value,
+        "encoder": encoder if negatives_from == NegativesFrom.embedding else None,
+        "negatives": negatives,
+        "skip_top": skip_top,
+        "sections_per_document": sections_per_document,
+        "min_query_words": min_query_words,
+        "max_query_words": max_query_words,
+        "min_positive_words": min_positive_words,
+        "allow_verbatim": allow_verbatim,
+        "passage_words": passage_words if passage else None,
+        "max_depth_words": max_depth_words if passage else None,
+        "seed": seed,
+        "format": plain(input_format),
         "on_error": problems.on_error.value,
     }
     with output.writing(JsonlWriter) as writer:
         for query, picked in zip(made, found, strict=False):
             if not picked:
                 counts.queries_without_negative += 1
-            writer.write([triplet_record(query, documents[query.document], negative, score, rank, negatives_from)
-                          for negative, score, rank in picked])
+            writer.write(
+                [
+                    triplet_record(query, documents[query.document], negative, score, rank, negatives_from)
+                    for negative, score, rank in picked
+                ]
+            )
         counts.triplets = writer.rows
         counts.problems = len(problems.messages)
-        output.finish(writer, empty=f"{corpus}: no triplet could be made (every candidate negative was excluded)",
-                      command="data triplets", options=options, inputs=inputs, counts=asdict(counts),
-                      problems=problems.messages, argv=argv, extra={"schema": "ctxext-triplets/1 (docs/data.md)"})
+        output.finish(
+            writer,
+            empty=f"{corpus}: no triplet could be made (every candidate negative was excluded)",
+            command="data triplets",
+            options=options,
+            inputs=inputs,
+            counts=asdict(counts),
+            problems=problems.messages,
+            argv=argv,
+            extra={"schema": "ctxext-triplets/1 (docs/data.md)"},
+        )
     return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
 
 
@@ -546,9 +603,14 @@ def _negatives(
 ) -> list[list[tuple[StructuredDocument, float | None, int]]]:
     """(negative document, score, rank) of each query: swapped, or mined by BM25 or embedding."""
     if negatives_from == NegativesFrom.swap:
-        return [[(swapped, None, 0) for swapped in picked]
-                for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)]
-    scores_of = (negative_scores_bm25(documents, made) if negatives_from == NegativesFrom.bm25
-                 else negative_scores_embedding(documents, made, encoder, progress))
+        return [
+            [(swapped, None, 0) for swapped in picked]
+            for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)
+        ]
+    scores_of = (
+        negative_scores_bm25(documents, made)
+        if negatives_from == NegativesFrom.bm25
+        else negative_scores_embedding(documents, made, encoder, progress)
+    )
     mined = hard_negatives(documents, made, scores_of, negatives=negatives, skip_top=skip_top, progress=progress)
     return [[(documents[index], score, rank) for index, score, rank in picked] for picked in mined]

@@ -49,15 +49,27 @@ CACHE_VERSION = "1"
 # ----------------------------------------------------------------------------- teacher embeddings
 
 
-def teacher_embeddings(teacher: str | Path, texts: Sequence[str], key_parts: dict[str, Any], *, max_len: int,
-                       cache: Path | None, batch_size: int = 32) -> tuple[np.ndarray, Path | None, bool]:
+def teacher_embeddings(
+    teacher: str | Path,
+    texts: Sequence[str],
+    key_parts: dict[str, Any],
+    *,
+    max_len: int,
+    cache: Path | None,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, Path | None, bool]:
     """The teacher's embeddings of ``texts`` (its own pooling and normalisation), from the cache when the key
     (teacher weights sha256 + data sha256 + settings) matches; returns (embeddings, cache file, was cached)."""
     from ctxext.encode import load_encoder
 
     _, folder = open_model(teacher)
-    key_source = {"version": CACHE_VERSION, "teacher_weights_sha256": CheckpointReader(folder).sha256_of_files(),
-                  "max_len": max_len, "texts": len(texts), **key_parts}
+    key_source = {
+        "version": CACHE_VERSION,
+        "teacher_weights_sha256": CheckpointReader(folder).sha256_of_files(),
+        "max_len": max_len,
+        "texts": len(texts),
+        **key_parts,
+    }
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
     path = cache / f"teacher-{key[:32]}.npy" if cache else None
     if path is not None and path.is_file():
@@ -88,9 +100,16 @@ class Projection:
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file
 
-        save_file({"components": self.components.astype(np.float32), "mean": self.mean.astype(np.float32)},
-                  str(path), metadata={"format": "np", "explained_variance_ratio": f"{self.explained_variance_ratio}",
-                                       "sample": str(self.sample), "usage": "(teacher - mean) @ components"})
+        save_file(
+            {"components": self.components.astype(np.float32), "mean": self.mean.astype(np.float32)},
+            str(path),
+            metadata={
+                "format": "np",
+                "explained_variance_ratio": f"{self.explained_variance_ratio}",
+                "sample": str(self.sample),
+                "usage": "(teacher - mean) @ components",
+            },
+        )
 
 
 def fit_projection(embeddings: np.ndarray, dim: int, sample: int, seed: int = 0) -> Projection:
@@ -126,10 +145,14 @@ class TextTargetCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        batch = self.tokenizer([e["text"] for e in examples], truncation=True, max_length=self.max_len,
-                               padding=True, return_tensors="pt")
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                "targets": torch.as_tensor(np.stack([e["target"] for e in examples]))}
+        batch = self.tokenizer(
+            [e["text"] for e in examples], truncation=True, max_length=self.max_len, padding=True, return_tensors="pt"
+        )
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "targets": torch.as_tensor(np.stack([e["target"] for e in examples])),
+        }
 
 
 @dataclass
@@ -141,9 +164,11 @@ class DistillResult(TrainingResult):
 
     def stage_summary(self) -> dict[str, Any]:
         parameters = self.parameters
-        return {"texts": parameters.get("texts"),
-                "teacher_cache": f"{parameters.get('teacher_cache')} ({'hit' if self.cached else 'written'})",
-                "pca_explained_variance": round(parameters.get("pca_explained_variance_ratio", 0.0), 4)}
+        return {
+            "texts": parameters.get("texts"),
+            "teacher_cache": f"{parameters.get('teacher_cache')} ({'hit' if self.cached else 'written'})",
+            "pca_explained_variance": round(parameters.get("pca_explained_variance_ratio", 0.0), 4),
+        }
 
 
 @dataclass
@@ -158,17 +183,30 @@ class DistillTargets:
     cached: bool
 
 
-def distill_targets(teacher: str | Path, files: Sequence[Path], dim: int, normalize: bool, *, max_len: int,
-                    pca_sample: int, seed: int, cache: Path | None, batch_size: int) -> DistillTargets:
+def distill_targets(
+    teacher: str | Path,
+    files: Sequence[Path],
+    dim: int,
+    normalize: bool,
+    *,
+    max_len: int,
+    pca_sample: int,
+    seed: int,
+    cache: Path | None,
+    batch_size: int,
+) -> DistillTargets:
     texts = read_documents(files)
     if len(texts) < 2:
         raise InvalidArgument("the data holds fewer than 2 texts: nothing to distil")
     data_sha = sorted(file_sha256(path) for path in files)
-    embeddings, cache_file, cached = teacher_embeddings(teacher, texts, {"data_sha256": data_sha}, max_len=max_len,
-                                                        cache=cache, batch_size=batch_size)
+    embeddings, cache_file, cached = teacher_embeddings(
+        teacher, texts, {"data_sha256": data_sha}, max_len=max_len, cache=cache, batch_size=batch_size
+    )
     if embeddings.shape[1] < dim:
-        raise InvalidArgument(f"the teacher's embeddings ({embeddings.shape[1]}) are narrower than the student "
-                              f"({dim}); PCA cannot widen them")
+        raise InvalidArgument(
+            f"the teacher's embeddings ({embeddings.shape[1]}) are narrower than the student "
+            f"({dim}); PCA cannot widen them"
+        )
     projection = fit_projection(embeddings, dim, pca_sample, seed)
     targets = projection.apply(embeddings)
     if normalize:
@@ -207,8 +245,14 @@ def distill(
 
     source, folder = open_model(student)
     teacher_source, teacher_folder = open_model(teacher)
-    run = TrainingRun(out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints,
-                      protect=[source.path, teacher_source.path, *data])
+    run = TrainingRun(
+        out,
+        work_dir=work_dir,
+        resume=resume,
+        force=force,
+        keep_checkpoints=keep_checkpoints,
+        protect=[source.path, teacher_source.path, *data],
+    )
     backbone, tokenizer = load_backbone(folder)
     limit = _model_max_length(folder.config, tokenizer)
     if max_len > limit:
@@ -217,39 +261,84 @@ def distill(
     pooling = pooling or "mean"
     files = data_files(data)
     dim = backbone.config.hidden_size
-    goal = distill_targets(teacher, files, dim, normalize, max_len=max_len, pca_sample=pca_sample,
-                           seed=settings.seed, cache=cache_path, batch_size=teacher_batch_size)
+    goal = distill_targets(
+        teacher,
+        files,
+        dim,
+        normalize,
+        max_len=max_len,
+        pca_sample=pca_sample,
+        seed=settings.seed,
+        cache=cache_path,
+        batch_size=teacher_batch_size,
+    )
     model = DistillModel(backbone, pooling, normalize)
     model.train()
-    callbacks = [*callbacks, *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len,
-                                                  max_len)]
-    dataset = ListDataset([{"text": text, "target": target}
-                           for text, target in zip(goal.texts, goal.targets, strict=True)])
+    callbacks = [*callbacks, *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, max_len)]
+    dataset = ListDataset(
+        [{"text": text, "target": target} for text, target in zip(goal.texts, goal.targets, strict=True)]
+    )
     run.train(model, tokenizer, TextTargetCollator(tokenizer, max_len), dataset, settings, callbacks=callbacks)
     history = run.history(retrieval=True)
     model.restore_attention_type()
     model.eval()
-    record = OperationRecord("distill", parameters={
-        "loss": "MSE to PCA-projected teacher embeddings", "max_len": max_len, "pooling": pooling,
-        "normalize": normalize, "texts": len(goal.texts), "teacher_dim": goal.teacher_dim, "student_dim": dim,
-        "pca_sample": goal.projection.sample,
-        "pca_explained_variance_ratio": goal.projection.explained_variance_ratio,
-        "teacher_cache": str(goal.cache_file) if goal.cache_file else None, "teacher_cache_hit": goal.cached,
-        **run.parameters(settings, history), "data_files_sha256": {str(p): file_sha256(p) for p in files},
-        "attention_runs": dict(model.attention_runs),
-    }, checks=last_retrieval_check(history, eval_beir))
-    extra_files = {} if folder.sentence_transformers else relative_to_model_dir(
-        folder, sentence_transformers_files(pooling, dim, max_len))
-    options = {"student": str(student), "teacher": str(teacher), "data": [str(p) for p in files],
-               "max_len": max_len, "pca_sample": pca_sample, "eval_beir": str(eval_beir) if eval_beir else None,
-               "cache": str(cache_path) if cache_path else None, "resume": resume, **vars(settings)}
+    record = OperationRecord(
+        "distill",
+        parameters={
+            "loss": "MSE to PCA-projected teacher embeddings",
+            "max_len": max_len,
+            "pooling": pooling,
+            "normalize": normalize,
+            "texts": len(goal.texts),
+            "teacher_dim": goal.teacher_dim,
+            "student_dim": dim,
+            "pca_sample": goal.projection.sample,
+            "pca_explained_variance_ratio": goal.projection.explained_variance_ratio,
+            "teacher_cache": str(goal.cache_file) if goal.cache_file else None,
+            "teacher_cache_hit": goal.cached,
+            **run.parameters(settings, history),
+            "data_files_sha256": {str(p): file_sha256(p) for p in files},
+            "attention_runs": dict(model.attention_runs),
+        },
+        checks=last_retrieval_check(history, eval_beir),
+    )
+    extra_files = (
+        {}
+        if folder.sentence_transformers
+        else relative_to_model_dir(folder, sentence_transformers_files(pooling, dim, max_len))
+    )
+    options = {
+        "student": str(student),
+        "teacher": str(teacher),
+        "data": [str(p) for p in files],
+        "max_len": max_len,
+        "pca_sample": pca_sample,
+        "eval_beir": str(eval_beir) if eval_beir else None,
+        "cache": str(cache_path) if cache_path else None,
+        "resume": resume,
+        **vars(settings),
+    }
     teacher_sha = CheckpointReader(teacher_folder).sha256_of_files
-    result = run.write(lambda: write_trained_model(
-        backbone, folder, run.out, source, record, carry=False, command="distill", options=options, force=force,
-        argv=argv, extra_files=extra_files, finish=_projection_writer(goal.projection, record),
-        sources={"teacher": (teacher_source, teacher_sha())}))
-    return DistillResult(result and result.path, result and result.manifest, history, run.global_step,
-                         goal.cache_file, goal.cached)
+    result = run.write(
+        lambda: write_trained_model(
+            backbone,
+            folder,
+            run.out,
+            source,
+            record,
+            carry=False,
+            command="distill",
+            options=options,
+            force=force,
+            argv=argv,
+            extra_files=extra_files,
+            finish=_projection_writer(goal.projection, record),
+            sources={"teacher": (teacher_source, teacher_sha())},
+        )
+    )
+    return DistillResult(
+        result and result.path, result and result.manifest, history, run.global_step, goal.cache_file, goal.cached
+    )
 
 
 def _projection_writer(projection: Projection, record: OperationRecord) -> Callable[[Path], list[Check]]:
@@ -295,12 +384,15 @@ def write_pydocs_beir(out: str | Path, *, limit: int = 300, min_words: int = 5, 
     step = max(1, len(candidates) // limit)
     chosen = candidates[::step][:limit]
     with atomic_output(out, force=force) as staging:
-        with open(staging / "corpus.jsonl", "w", encoding="utf-8") as corpus, \
-                open(staging / "queries.jsonl", "w", encoding="utf-8") as queries:
+        with (
+            open(staging / "corpus.jsonl", "w", encoding="utf-8") as corpus,
+            open(staging / "queries.jsonl", "w", encoding="utf-8") as queries,
+        ):
             for index, (name, summary, body) in enumerate(chosen):
                 corpus.write(json.dumps({"_id": f"d{index}", "title": "", "text": body}) + "\n")
                 queries.write(json.dumps({"_id": f"q{index}", "text": summary, "function": name}) + "\n")
         (staging / "qrels").mkdir()
         (staging / "qrels" / "test.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(chosen))))
+            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(chosen)))
+        )
     return Path(out).expanduser().absolute()

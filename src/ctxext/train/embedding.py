@@ -25,7 +25,8 @@ def load_backbone(folder: ModelFolder) -> Any:
         model = AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
     except (ValueError, OSError) as error:
         raise remote_code_refusal(error) or InvalidArgument(
-            f"{folder.root} does not load with transformers' AutoModel: {error}") from None
+            f"{folder.root} does not load with transformers' AutoModel: {error}"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
@@ -54,8 +55,16 @@ class EmbeddingModel(_module_base()):
         self.attention_type = getattr(config, "attention_type", None) if config.model_type == "big_bird" else None
         self.attention_runs: Counter[str] = Counter()
 
-    def embed(self, input_ids: Any, attention_mask: Any, *, normalize: bool | None = None,
-              attention_type: str | None = None, record: bool = False, position_ids: Any = None) -> Any:
+    def embed(
+        self,
+        input_ids: Any,
+        attention_mask: Any,
+        *,
+        normalize: bool | None = None,
+        attention_type: str | None = None,
+        record: bool = False,
+        position_ids: Any = None,
+    ) -> Any:
         """Pooled embeddings; ``attention_type`` overrides BigBird's for this call (``original_full`` for short
         queries, which skips BigBird's fallback warning); ``record`` counts which attention ran."""
         import torch
@@ -80,8 +89,9 @@ class EmbeddingModel(_module_base()):
             self.backbone.set_attention_type(self.attention_type)
 
 
-def encode_texts(model: EmbeddingModel, tokenizer: Any, texts: Sequence[str], max_len: int,
-                 batch_size: int = 16) -> np.ndarray:
+def encode_texts(
+    model: EmbeddingModel, tokenizer: Any, texts: Sequence[str], max_len: int, batch_size: int = 16
+) -> np.ndarray:
     """Embeddings of ``texts`` with the model in eval mode (restores train mode after), longest first."""
     import torch
 
@@ -93,11 +103,10 @@ def encode_texts(model: EmbeddingModel, tokenizer: Any, texts: Sequence[str], ma
     rows: list[Any] = [None] * len(texts)
     try:
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
+            indices = order[start : start + batch_size]
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
             with torch.no_grad():
-                pooled = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                     normalize=True)
+                pooled = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device), normalize=True)
             for row, index in zip(pooled.float().cpu().numpy(), indices, strict=True):
                 rows[index] = row
     finally:
@@ -105,8 +114,14 @@ def encode_texts(model: EmbeddingModel, tokenizer: Any, texts: Sequence[str], ma
     return np.stack(rows) if rows else np.zeros((0, model.backbone.config.hidden_size), np.float32)
 
 
-def retrieval_callbacks(model: EmbeddingModel, tokenizer: Any, eval_beir: str | Path | None, every: int,
-                        max_len: int, query_max_len: int = 128) -> list[Any]:
+def retrieval_callbacks(
+    model: EmbeddingModel,
+    tokenizer: Any,
+    eval_beir: str | Path | None,
+    every: int,
+    max_len: int,
+    query_max_len: int = 128,
+) -> list[Any]:
     """The Trainer callbacks that evaluate on the BEIR folder ``eval_beir`` during training: none without one."""
     if not eval_beir:
         return []
@@ -115,8 +130,9 @@ def retrieval_callbacks(model: EmbeddingModel, tokenizer: Any, eval_beir: str | 
     return [retrieval_callback(model, tokenizer, beir_set(Path(eval_beir)), every, max_len, query_max_len)]
 
 
-def retrieval_callback(model: EmbeddingModel, tokenizer: Any, retrieval_set: Any, every: int, max_len: int,
-                       query_max_len: int = 128):
+def retrieval_callback(
+    model: EmbeddingModel, tokenizer: Any, retrieval_set: Any, every: int, max_len: int, query_max_len: int = 128
+):
     """A TrainerCallback that scores ``retrieval_set`` (Acc@1, nDCG@10) every ``every`` steps and at the end;
     the scores go into the Trainer's log history (``retrieval_ndcg_at_10``, ``retrieval_acc_at_1``)."""
     from transformers import TrainerCallback
@@ -127,8 +143,10 @@ def retrieval_callback(model: EmbeddingModel, tokenizer: Any, retrieval_set: Any
         queries = encode_texts(model, tokenizer, retrieval_set.queries, query_max_len)
         documents = encode_texts(model, tokenizer, retrieval_set.documents, max_len)
         scores = similarity(queries, documents)
-        return {"retrieval_acc_at_1": accuracy_at_1(scores, retrieval_set.relevant),
-                "retrieval_ndcg_at_10": ndcg_at_k(scores, retrieval_set.relevant)}
+        return {
+            "retrieval_acc_at_1": accuracy_at_1(scores, retrieval_set.relevant),
+            "retrieval_ndcg_at_10": ndcg_at_k(scores, retrieval_set.relevant),
+        }
 
     class RetrievalEvaluation(TrainerCallback):
         def __init__(self) -> None:
@@ -165,9 +183,13 @@ def sentence_transformers_files(pooling: str, dim: int, max_seq_length: int) -> 
         ],
         "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
         "1_Pooling/config.json": {
-            "word_embedding_dimension": dim, "pooling_mode_cls_token": pooling == "cls",
-            "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": pooling == "max",
-            "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_lasttoken": pooling == "last"},
+            "word_embedding_dimension": dim,
+            "pooling_mode_cls_token": pooling == "cls",
+            "pooling_mode_mean_tokens": pooling == "mean",
+            "pooling_mode_max_tokens": pooling == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_lasttoken": pooling == "last",
+        },
     }
 
 

@@ -70,17 +70,28 @@ class TripletCollator:
     position_offset: int = 0
 
     def __call__(self, examples: list[dict[str, str]]) -> dict[str, Any]:
-        queries = self.tokenizer([e["query"] for e in examples], truncation=True, max_length=self.query_max_len,
-                                 padding=True, return_tensors="pt")
+        queries = self.tokenizer(
+            [e["query"] for e in examples],
+            truncation=True,
+            max_length=self.query_max_len,
+            padding=True,
+            return_tensors="pt",
+        )
         documents = [e["positive"] for e in examples] + [e["negative"] for e in examples]
-        docs = self.tokenizer(documents, truncation=True, max_length=self.max_len, padding=True,
-                              return_tensors="pt")
-        batch = {"query_input_ids": queries["input_ids"], "query_attention_mask": queries["attention_mask"],
-                 "document_input_ids": docs["input_ids"], "document_attention_mask": docs["attention_mask"]}
+        docs = self.tokenizer(documents, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
+        batch = {
+            "query_input_ids": queries["input_ids"],
+            "query_attention_mask": queries["attention_mask"],
+            "document_input_ids": docs["input_ids"],
+            "document_attention_mask": docs["attention_mask"],
+        }
         if self.position_span:
             batch["document_position_ids"] = skipped_position_ids(
-                docs["attention_mask"].sum(dim=1).tolist(), docs["input_ids"].shape[1], self.position_span,
-                self.position_offset)
+                docs["attention_mask"].sum(dim=1).tolist(),
+                docs["input_ids"].shape[1],
+                self.position_span,
+                self.position_offset,
+            )
         return batch
 
 
@@ -91,18 +102,26 @@ class ContrastiveModel(EmbeddingModel):
         super().__init__(backbone, pooling, normalize=True)
         self.temperature = temperature
 
-    def forward(self, query_input_ids: Any, query_attention_mask: Any, document_input_ids: Any,
-                document_attention_mask: Any, document_position_ids: Any = None) -> dict[str, Any]:
+    def forward(
+        self,
+        query_input_ids: Any,
+        query_attention_mask: Any,
+        document_input_ids: Any,
+        document_attention_mask: Any,
+        document_position_ids: Any = None,
+    ) -> dict[str, Any]:
         import torch
 
         # Queries first and without gradient checkpointing: checkpointed layers are recomputed in the backward
         # pass with the attention type BigBird holds then, which is the documents' (short queries would fail
         # in block-sparse mode, and switching back later would break the documents' recomputation).
         with _checkpointing_off(self.backbone):
-            queries = self.embed(query_input_ids, query_attention_mask,
-                                 attention_type="original_full" if self.attention_type else None)
-        documents = self.embed(document_input_ids, document_attention_mask, record=True,
-                               position_ids=document_position_ids)
+            queries = self.embed(
+                query_input_ids, query_attention_mask, attention_type="original_full" if self.attention_type else None
+            )
+        documents = self.embed(
+            document_input_ids, document_attention_mask, record=True, position_ids=document_position_ids
+        )
         logits = queries @ documents.T / self.temperature
         labels = torch.arange(queries.shape[0], device=logits.device)
         return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
@@ -110,8 +129,11 @@ class ContrastiveModel(EmbeddingModel):
 
 @contextlib.contextmanager
 def _checkpointing_off(model: Any) -> Iterator[None]:
-    flagged = [(module, module.gradient_checkpointing) for module in model.modules()
-               if isinstance(getattr(module, "gradient_checkpointing", None), bool)]
+    flagged = [
+        (module, module.gradient_checkpointing)
+        for module in model.modules()
+        if isinstance(getattr(module, "gradient_checkpointing", None), bool)
+    ]
     for module, _ in flagged:
         module.gradient_checkpointing = False
     try:
@@ -131,8 +153,11 @@ class FinetuneResult(TrainingResult):
     title = "finetune"
 
     def stage_summary(self) -> dict[str, Any]:
-        return {"triplets": self.parameters.get("triplets"), "adapter": self.parameters.get("adapter"),
-                "attention_runs": self.attention_runs or None}
+        return {
+            "triplets": self.parameters.get("triplets"),
+            "adapter": self.parameters.get("adapter"),
+            "attention_runs": self.attention_runs or None,
+        }
 
 
 def _position_offset(backbone: Any, position_span: int | None, max_len: int, limit: int) -> int:
@@ -144,8 +169,10 @@ def _position_offset(backbone: Any, position_span: int | None, max_len: int, lim
     if position_span is None:
         return 0
     if not max_len < position_span <= limit:
-        raise InvalidArgument(f"--position-span {position_span} must be above --max-len {max_len} and at most the "
-                              f"model's {limit} positions")
+        raise InvalidArgument(
+            f"--position-span {position_span} must be above --max-len {max_len} and at most the "
+            f"model's {limit} positions"
+        )
     if "position_ids" not in inspect.signature(backbone.forward).parameters:
         raise InvalidArgument(f"--position-span: {type(backbone).__name__} takes no position ids")
     return learned_offset(backbone.config.to_dict())
@@ -157,8 +184,10 @@ def _prepare_adapter(backbone: Any, folder: Any, adapter: str, reduction_factor:
     from ctxext.adapters_bigbird import bind_layer_norm_hooks, load_adapter_strictly, load_model_with_adapters
 
     model = load_model_with_adapters(folder.model_dir)
-    existing = next((c for c in (folder.root / ADAPTERS_DIR / adapter, folder.model_dir / ADAPTERS_DIR / adapter)
-                     if c.is_dir()), None)
+    existing = next(
+        (c for c in (folder.root / ADAPTERS_DIR / adapter, folder.model_dir / ADAPTERS_DIR / adapter) if c.is_dir()),
+        None,
+    )
     if existing is not None:
         load_adapter_strictly(model, existing, adapter)
         origin = f"loaded from {existing}"
@@ -202,8 +231,14 @@ def finetune(
     from ctxext.encode import _model_max_length, sentence_transformers_settings
 
     source, folder = open_model(checkpoint)
-    run = TrainingRun(out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints,
-                      protect=[source.path, *data])
+    run = TrainingRun(
+        out,
+        work_dir=work_dir,
+        resume=resume,
+        force=force,
+        keep_checkpoints=keep_checkpoints,
+        protect=[source.path, *data],
+    )
     backbone, tokenizer = load_backbone(folder)
     limit = _model_max_length(folder.config, tokenizer)
     if max_len > limit:
@@ -219,8 +254,10 @@ def finetune(
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    callbacks = [*callbacks, *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len,
-                                                  query_length)]
+    callbacks = [
+        *callbacks,
+        *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length),
+    ]
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
     collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
     run.train(model, tokenizer, collator, dataset, settings, callbacks=callbacks)
@@ -232,21 +269,46 @@ def finetune(
         backbone.gradient_checkpointing_disable()
     model.eval()
     files = [Path(p) for p in data]
-    record = OperationRecord("finetune", parameters={
-        "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature", "temperature": temperature,
-        "max_len": max_len, "position_span": position_span, "query_max_len": query_max_len, "pooling": pooling,
-        **run.parameters(settings, history), "triplets": len(triplets),
-        "gradient_checkpointing": gradient_checkpointing, "attention_type": model.attention_type,
-        "attention_runs": runs, "adapter": adapter, "adapter_origin": adapter_origin,
-        "data_files_sha256": {str(p): file_sha256(p) for p in files},
-    }, checks=last_retrieval_check(history, eval_beir), notes=_attention_notes(model.attention_type, runs))
-    options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "adapter": adapter,
-               "max_len": max_len, "position_span": position_span, "query_max_len": query_max_len,
-               "temperature": temperature, "gradient_checkpointing": gradient_checkpointing,
-               "eval_beir": str(eval_beir) if eval_beir else None, "resume": resume, **vars(settings)}
+    record = OperationRecord(
+        "finetune",
+        parameters={
+            "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature",
+            "temperature": temperature,
+            "max_len": max_len,
+            "position_span": position_span,
+            "query_max_len": query_max_len,
+            "pooling": pooling,
+            **run.parameters(settings, history),
+            "triplets": len(triplets),
+            "gradient_checkpointing": gradient_checkpointing,
+            "attention_type": model.attention_type,
+            "attention_runs": runs,
+            "adapter": adapter,
+            "adapter_origin": adapter_origin,
+            "data_files_sha256": {str(p): file_sha256(p) for p in files},
+        },
+        checks=last_retrieval_check(history, eval_beir),
+        notes=_attention_notes(model.attention_type, runs),
+    )
+    options = {
+        "checkpoint": str(checkpoint),
+        "data": [str(p) for p in files],
+        "adapter": adapter,
+        "max_len": max_len,
+        "position_span": position_span,
+        "query_max_len": query_max_len,
+        "temperature": temperature,
+        "gradient_checkpointing": gradient_checkpointing,
+        "eval_beir": str(eval_beir) if eval_beir else None,
+        "resume": resume,
+        **vars(settings),
+    }
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
-    result = run.write(lambda: _write_finetuned(backbone, adapter, folder, run.out, source, record, options, force,
-                                                argv, config_updates))
+    result = run.write(
+        lambda: _write_finetuned(
+            backbone, adapter, folder, run.out, source, record, options, force, argv, config_updates
+        )
+    )
     return FinetuneResult(result and result.path, result and result.manifest, history, run.global_step, runs)
 
 
@@ -258,19 +320,41 @@ def _query_length(tokenizer: Any, query_max_len: int) -> int:
 
 def _attention_notes(attention_type: str | None, runs: dict[str, int]) -> list[str]:
     if attention_type == "block_sparse" and runs.get("original_full"):
-        return [f"{runs['original_full']} of {sum(runs.values())} training forward passes ran original_full: "
-                "their batches were too short for block-sparse attention"]
+        return [
+            f"{runs['original_full']} of {sum(runs.values())} training forward passes ran original_full: "
+            "their batches were too short for block-sparse attention"
+        ]
     return []
 
 
-def _write_finetuned(model: Any, adapter: str | None, folder: Any, out: Path, source: Any, record: OperationRecord,
-                     options: dict[str, Any], force: bool, argv: list[str] | None,
-                     config_updates: dict[str, Any]) -> OutputResult:
+def _write_finetuned(
+    model: Any,
+    adapter: str | None,
+    folder: Any,
+    out: Path,
+    source: Any,
+    record: OperationRecord,
+    options: dict[str, Any],
+    force: bool,
+    argv: list[str] | None,
+    config_updates: dict[str, Any],
+) -> OutputResult:
     """The fine-tuned model; with ``adapter``, the base weights as they came in (checked unchanged) and the
     trained adapter in the adapters format."""
     if not adapter:
-        return write_trained_model(model, folder, out, source, record, carry=False, command="finetune",
-                                   options=options, force=force, argv=argv, config_updates=config_updates)
+        return write_trained_model(
+            model,
+            folder,
+            out,
+            source,
+            record,
+            carry=False,
+            command="finetune",
+            options=options,
+            force=force,
+            argv=argv,
+            config_updates=config_updates,
+        )
     import torch
 
     from ctxext.io import CheckpointReader
@@ -281,8 +365,9 @@ def _write_finetuned(model: Any, adapter: str | None, folder: Any, out: Path, so
         model.delete_adapter(adapter)
         reader = CheckpointReader(folder)
         state = model.state_dict()
-        changed = [name for name in reader.names if name in state and not torch.equal(
-            state[name].cpu(), reader.torch(name))]
+        changed = [
+            name for name in reader.names if name in state and not torch.equal(state[name].cpu(), reader.torch(name))
+        ]
         if changed:
             raise AssertionError(f"adapter-only training changed base weights: {changed[:3]}")
         record.checks.append(Check("base_weights_unchanged", 0.0, detail="every base tensor equals the input's"))
@@ -296,5 +381,17 @@ def _write_finetuned(model: Any, adapter: str | None, folder: Any, out: Path, so
             record.files["adapter_sha256"] = {p.name: file_sha256(p) for p in sorted(target.iterdir())}
             return []
 
-        return write_trained_model(model, folder, out, source, record, carry=False, command="finetune", options=options,
-                                   force=force, argv=argv, finish=finish, config_updates=config_updates)
+        return write_trained_model(
+            model,
+            folder,
+            out,
+            source,
+            record,
+            carry=False,
+            command="finetune",
+            options=options,
+            force=force,
+            argv=argv,
+            finish=finish,
+            config_updates=config_updates,
+        )

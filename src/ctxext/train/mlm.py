@@ -18,11 +18,7 @@ from typing import Any
 
 from ctxext.data.formats import data_files, read_documents
 from ctxext.errors import InvalidArgument, remote_code_refusal
-from ctxext.io import (
-    ModelFolder,
-    file_sha256,
-    open_model,
-)
+from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.runner import (
     ListDataset,
@@ -64,9 +60,7 @@ def pack_documents(tokenizer: Any, documents: Sequence[str], max_len: int) -> li
     for ids in encoded:
         if ids:
             stream += ids + [sep_id]
-    return [
-        [cls_id, *stream[start : start + body], sep_id] for start in range(0, len(stream) - body + 1, body)
-    ]
+    return [[cls_id, *stream[start : start + body], sep_id] for start in range(0, len(stream) - body + 1, body)]
 
 
 def mask_tokens(
@@ -132,11 +126,7 @@ class MaskingCollator:
             masked.append(ids)
             labels.append(label)
         input_ids = torch.stack(masked)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "labels": torch.stack(labels),
-        }
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": torch.stack(labels)}
 
 
 def masked_held_out(
@@ -188,16 +178,16 @@ def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(folder.model_dir, output_loading_info=True,
-                                                           trust_remote_code=False)
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            folder.model_dir, output_loading_info=True, trust_remote_code=False
+        )
     except ValueError as error:
         raise remote_code_refusal(error) or InvalidArgument(
-            f"{folder.root} has no masked-LM class in transformers: {error}") from None
+            f"{folder.root} has no masked-LM class in transformers: {error}"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    tokenizer_dir = (
-        folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
-    )
+    tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     return model, tokenizer, list(info["missing_keys"])
 
@@ -232,8 +222,10 @@ class MlmResult(TrainingResult):
 
     def stage_summary(self) -> dict[str, Any]:
         held_out = self.history["eval"]
-        return {"train_sequences": self.parameters.get("train_sequences"),
-                "held_out_loss": held_out[-1][1] if held_out else None}
+        return {
+            "train_sequences": self.parameters.get("train_sequences"),
+            "held_out_loss": held_out[-1][1] if held_out else None,
+        }
 
 
 @dataclass
@@ -287,8 +279,14 @@ def train_mlm(
         raise InvalidArgument(f"--eval-fraction {eval_fraction} must be in [0, 1)")
     source, folder = open_model(checkpoint)
     files = data_files(data)
-    run = TrainingRun(out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints,
-                      protect=[source.path, *files])
+    run = TrainingRun(
+        out,
+        work_dir=work_dir,
+        resume=resume,
+        force=force,
+        keep_checkpoints=keep_checkpoints,
+        protect=[source.path, *files],
+    )
     from transformers import set_seed
 
     set_seed(settings.seed)  # a missing MLM head is initialised at load time: make it reproducible
@@ -300,31 +298,67 @@ def train_mlm(
     if max_len > limit:
         raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
     data_set = mlm_data(tokenizer, files, max_len, mask, eval_fraction)
-    trainer = run.train(model, tokenizer, MaskingCollator(tokenizer, mask),
-                        PackedDataset(data_set.train_sequences, settings.seed), settings,
-                        eval_dataset=data_set.eval_dataset, callbacks=callbacks)
+    trainer = run.train(
+        model,
+        tokenizer,
+        MaskingCollator(tokenizer, mask),
+        PackedDataset(data_set.train_sequences, settings.seed),
+        settings,
+        eval_dataset=data_set.eval_dataset,
+        callbacks=callbacks,
+    )
     final_eval = trainer.evaluate() if data_set.eval_dataset is not None else {}
     history = run.history()
     record = _mlm_record(run, settings, history, mask, max_len, data_set, files, new_head, final_eval)
-    options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "mask": mask, "max_len": max_len,
-               "eval_fraction": eval_fraction, "resume": resume, **vars(settings)}
-    result = run.write(lambda: write_trained_model(model, folder, run.out, source, record, command="mlm",
-                                                   options=options, force=force, argv=argv))
+    options = {
+        "checkpoint": str(checkpoint),
+        "data": [str(p) for p in files],
+        "mask": mask,
+        "max_len": max_len,
+        "eval_fraction": eval_fraction,
+        "resume": resume,
+        **vars(settings),
+    }
+    result = run.write(
+        lambda: write_trained_model(
+            model, folder, run.out, source, record, command="mlm", options=options, force=force, argv=argv
+        )
+    )
     return MlmResult(result and result.path, result and result.manifest, history, run.global_step)
 
 
-def _mlm_record(run: TrainingRun, settings: TrainSettings, history: dict[str, Any], mask: float, max_len: int,
-                data_set: MlmData, files: Sequence[Path], new_head: list[str],
-                final_eval: dict[str, float]) -> OperationRecord:
-    record = OperationRecord("mlm", parameters={
-        "mask": mask, "max_len": max_len, **run.parameters(settings, history),
-        "train_sequences": len(data_set.train_sequences), "held_out_sequences": len(data_set.held_sequences),
-        "documents": data_set.documents, "data_files_sha256": {str(path): file_sha256(path) for path in files},
-        "newly_initialised": new_head})
+def _mlm_record(
+    run: TrainingRun,
+    settings: TrainSettings,
+    history: dict[str, Any],
+    mask: float,
+    max_len: int,
+    data_set: MlmData,
+    files: Sequence[Path],
+    new_head: list[str],
+    final_eval: dict[str, float],
+) -> OperationRecord:
+    record = OperationRecord(
+        "mlm",
+        parameters={
+            "mask": mask,
+            "max_len": max_len,
+            **run.parameters(settings, history),
+            "train_sequences": len(data_set.train_sequences),
+            "held_out_sequences": len(data_set.held_sequences),
+            "documents": data_set.documents,
+            "data_files_sha256": {str(path): file_sha256(path) for path in files},
+            "newly_initialised": new_head,
+        },
+    )
     if final_eval:
-        record.checks.append(Check("held_out_mlm_loss", float(final_eval["eval_loss"]),
-                                   detail=f"masked-LM loss on {len(data_set.held_sequences)} held-out sequences, "
-                                   "fixed masks"))
+        record.checks.append(
+            Check(
+                "held_out_mlm_loss",
+                float(final_eval["eval_loss"]),
+                detail=f"masked-LM loss on {len(data_set.held_sequences)} held-out sequences, fixed masks",
+            )
+        )
     if new_head:
         record.notes.append(
             f"the checkpoint had no weights for {len(new_head)} tensors of the masked-LM class "

@@ -20,8 +20,14 @@ from ctxext.train.runner import ListDataset, TrainingResult, TrainingRun, TrainS
 
 def qa_settings(**fields: Any) -> TrainSettings:
     """TrainSettings with QA fine-tuning's defaults (short runs, a small learning rate, no weight decay)."""
-    defaults = {"steps": 100, "batch_size": 8, "learning_rate": 3e-5, "warmup_ratio": 0.1, "weight_decay": 0.0,
-                "progress_bars": False}
+    defaults = {
+        "steps": 100,
+        "batch_size": 8,
+        "learning_rate": 3e-5,
+        "warmup_ratio": 0.1,
+        "weight_decay": 0.0,
+        "progress_bars": False,
+    }
     return TrainSettings(**{**defaults, **fields})
 
 
@@ -40,8 +46,9 @@ def qa_training_data(tokenizer: Any, examples: list[QAExample], prompt: PromptCo
     if not usable:
         raise InvalidArgument("no training example keeps its answer within --max-length tokens")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return QAData(ListDataset(usable), lambda batch: pad_batch(batch, pad_id, with_labels=True),
-                  len(features) - len(usable))
+    return QAData(
+        ListDataset(usable), lambda batch: pad_batch(batch, pad_id, with_labels=True), len(features) - len(usable)
+    )
 
 
 @dataclass
@@ -54,9 +61,13 @@ class QAFinetuneResult(TrainingResult):
 
     def summary(self) -> dict[str, Any]:
         train = self.history["train"]
-        return {"output": str(self.path), "train_examples": self.train_examples,
-                "skipped_examples": self.skipped_examples, "final_loss": train[-1][1] if train else None,
-                **({f"eval_{k}": v for k, v in self.metrics.items()} if self.metrics else {})}
+        return {
+            "output": str(self.path),
+            "train_examples": self.train_examples,
+            "skipped_examples": self.skipped_examples,
+            "final_loss": train[-1][1] if train else None,
+            **({f"eval_{k}": v for k, v in self.metrics.items()} if self.metrics else {}),
+        }
 
 
 def finetune_qa(
@@ -83,8 +94,9 @@ def finetune_qa(
     settings = settings or qa_settings()
     source, folder = open_model(ref)
     inputs = [source.path, train_path, *([eval_path] if eval_path else [])]
-    run = TrainingRun(out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints,
-                      protect=inputs)
+    run = TrainingRun(
+        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
+    )
     prompt = load_prompt_config(special_tokens)
     train_examples = read_squad_jsonl(train_path)
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None
@@ -98,18 +110,47 @@ def finetune_qa(
     metrics = evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=max_length) if eval_examples else None
     model = model.cpu().eval()
     options = {"ref": ref, "max_length": max_length, "freeze_embeddings": freeze_embeddings, **vars(settings)}
-    record = OperationRecord("finetune_qa", parameters={
-        **options, **run.parameters(settings, history), "prompt": prompt.describe(), "train": str(train_path),
-        "eval": str(eval_path), "train_examples": len(data.dataset), "skipped_examples": data.skipped})
+    record = OperationRecord(
+        "finetune_qa",
+        parameters={
+            **options,
+            **run.parameters(settings, history),
+            "prompt": prompt.describe(),
+            "train": str(train_path),
+            "eval": str(eval_path),
+            "train_examples": len(data.dataset),
+            "skipped_examples": data.skipped,
+        },
+    )
     record.checks += qa_checks(history, metrics)
     if head_missing:
         record.notes.append("the folder had no QA head: qa_outputs started from transformers' default init")
     probe = [encode_example(ex, tokenizer, prompt, max_length) for ex in (eval_examples or train_examples)[:4]]
     probe_batch = pad_batch(probe, tokenizer.pad_token_id or 0, with_labels=False)
-    result = run.write(lambda: write_qa_model(model, tokenizer, folder, source, record, run.out, options=options,
-                                              probe=probe_batch, protect=inputs, force=force, argv=argv))
-    return QAFinetuneResult(result and result.path, result and result.manifest, history, run.global_step,
-                            len(data.dataset), data.skipped, metrics)
+    result = run.write(
+        lambda: write_qa_model(
+            model,
+            tokenizer,
+            folder,
+            source,
+            record,
+            run.out,
+            options=options,
+            probe=probe_batch,
+            protect=inputs,
+            force=force,
+            argv=argv,
+        )
+    )
+    return QAFinetuneResult(
+        result and result.path,
+        result and result.manifest,
+        history,
+        run.global_step,
+        len(data.dataset),
+        data.skipped,
+        metrics,
+    )
 
 
 def load_qa_model(folder: ModelFolder, prompt: PromptConfig) -> tuple[Any, Any, bool]:
@@ -126,9 +167,7 @@ def load_qa_model(folder: ModelFolder, prompt: PromptConfig) -> tuple[Any, Any, 
     )
     problems = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")] + info["unexpected_keys"]
     if problems or info["mismatched_keys"]:
-        raise CheckFailed(
-            f"{folder.model_dir} does not load as a QA model: {problems[:3] or info['mismatched_keys']}"
-        )
+        raise CheckFailed(f"{folder.model_dir} does not load as a QA model: {problems[:3] or info['mismatched_keys']}")
     tokenizer = AutoTokenizer.from_pretrained(folder.model_dir, trust_remote_code=False)
     unknown = [t for t in prompt.special_tokens if t not in tokenizer.get_vocab()]
     if unknown:
@@ -142,8 +181,13 @@ def load_qa_model(folder: ModelFolder, prompt: PromptConfig) -> tuple[Any, Any, 
 def qa_checks(history: dict[str, Any], metrics: dict[str, float] | None) -> list[Check]:
     """The training outcome as manifest checks: final loss, exact match and F1."""
     losses = [loss for _, loss in history["train"]]
-    checks = [Check("final training loss", float(losses[-1] if losses else 0.0),
-                    detail=f"losses logged: {[round(x, 4) for x in losses]}")]
+    checks = [
+        Check(
+            "final training loss",
+            float(losses[-1] if losses else 0.0),
+            detail=f"losses logged: {[round(x, 4) for x in losses]}",
+        )
+    ]
     if metrics:
         checks.append(Check("eval exact match (%)", metrics["exact_match"], detail=f"{metrics['count']} examples"))
         checks.append(Check("eval F1 (%)", metrics["f1"], detail=f"{metrics['count']} examples"))
@@ -185,7 +229,10 @@ def write_qa_model(
         require_checks=True,
     )
     return write_model_folder(
-        plan, out, force=force, argv=argv,
+        plan,
+        out,
+        force=force,
+        argv=argv,
         checks=lambda staging: [reload_logits_check(model, staging / folder.relative_model_dir, probe)],
     )
 

@@ -75,16 +75,21 @@ class TrainSettings:
             raise InvalidArgument(f"--warmup {self.warmup_ratio} must be a share of the steps, in [0, 1)")
         if self.weight_decay < 0:
             raise InvalidArgument(f"weight decay {self.weight_decay} must not be negative")
-        for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
-                              ("--grad-accum", self.gradient_accumulation)):
+        for option, value in (
+            ("--steps", self.steps),
+            ("--batch-size", self.batch_size),
+            ("--grad-accum", self.gradient_accumulation),
+        ):
             if value < 1:
                 raise InvalidArgument(f"{option} {value} must be at least 1")
         for integration in self.report_to:
             if integration not in REPORT_TO:
                 raise InvalidArgument(f"--report-to {integration!r}: choose {' or '.join(REPORT_TO)}")
             if importlib.util.find_spec(REPORT_TO[integration]) is None:
-                raise InvalidArgument(f"--report-to {integration} needs the {REPORT_TO[integration]} package: "
-                                      f"pip install {REPORT_TO[integration]}")
+                raise InvalidArgument(
+                    f"--report-to {integration} needs the {REPORT_TO[integration]} package: "
+                    f"pip install {REPORT_TO[integration]}"
+                )
 
 
 def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = True, evaluate: bool = False):
@@ -174,8 +179,9 @@ class TrainingPaths:
     resume_from: Path | None
 
 
-def training_paths(out: str | Path, work_dir: str | Path | None, *, resume: bool, force: bool,
-                   protect: Iterable[str | Path] = ()) -> TrainingPaths:
+def training_paths(
+    out: str | Path, work_dir: str | Path | None, *, resume: bool, force: bool, protect: Iterable[str | Path] = ()
+) -> TrainingPaths:
     """The output (checked before any training: see ``io.check_output_target``), the folder for Trainer
     checkpoints (default ``<out>.checkpoints``) and, with ``resume``, the checkpoint to continue from."""
     out_path = check_output_target(out, force=force, protect=protect)
@@ -198,8 +204,11 @@ def resumable_checkpoints_kept(work: Path) -> Iterator[None]:
         if kept is None:
             discard_checkpoints(work)
         if isinstance(error, KeyboardInterrupt):
-            message = (f"checkpoint {kept} kept; rerun the same command with --resume to continue" if kept
-                       else "nothing was written")
+            message = (
+                f"checkpoint {kept} kept; rerun the same command with --resume to continue"
+                if kept
+                else "nothing was written"
+            )
             raise Interrupted(getattr(error, "signal_number", signal.SIGINT), kept=message) from None
         raise
 
@@ -216,14 +225,26 @@ def discard_checkpoints(work: Path) -> None:
         work.rmdir()
 
 
-
 # ----------------------------------------------------------------------------- writing
 
 
-def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any, record: OperationRecord, *,
-                        command: str, options: dict[str, Any], force: bool, argv: list[str] | None = None,
-                        extra_files: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
-                        finish: Any = None, config_updates: dict[str, Any] | None = None, carry: bool = True):
+def write_trained_model(
+    model: Any,
+    folder: ModelFolder,
+    out: Path,
+    source: Any,
+    record: OperationRecord,
+    *,
+    command: str,
+    options: dict[str, Any],
+    force: bool,
+    argv: list[str] | None = None,
+    extra_files: dict[str, Any] | None = None,
+    sources: dict[str, Any] | None = None,
+    finish: Any = None,
+    config_updates: dict[str, Any] | None = None,
+    carry: bool = True,
+):
     """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
     that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it.
 
@@ -238,15 +259,9 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
     prefix = getattr(_unwrap(model), "base_model_prefix", "")
     carried: dict[str, str] = {}
     for name in reader.names:
-        if (
-            is_buffer(name)
-            or ".decoder." in name
-            or name.startswith("decoder.")
-        ):
+        if is_buffer(name) or ".decoder." in name or name.startswith("decoder."):
             continue
-        target = (
-            name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
-        )
+        target = name if name in written or not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
         if target not in written:
             carried[name] = target
     if not carry:
@@ -260,8 +275,16 @@ def write_trained_model(model: Any, folder: ModelFolder, out: Path, source: Any,
     config = _unwrap(model).config.to_dict()
     config["architectures"] = [type(_unwrap(model)).__name__]
     config.update(config_updates or {})
-    plan = OutputPlan(command, options, {"model": (source, reader.sha256_of_files()), **(sources or {})}, tensors,
-                      [record], config, support_from=folder, extra_files=dict(extra_files or {}))
+    plan = OutputPlan(
+        command,
+        options,
+        {"model": (source, reader.sha256_of_files()), **(sources or {})},
+        tensors,
+        [record],
+        config,
+        support_from=folder,
+        extra_files=dict(extra_files or {}),
+    )
     return write_model_folder(plan, out, force=force, argv=argv, checks=finish)
 
 
@@ -290,8 +313,12 @@ class TrainingResult:
         return self.manifest["operations"][0]["parameters"] if self.manifest else {}
 
     def summary(self) -> dict[str, Any]:
-        return {"output": str(self.path), "steps": self.global_step, **self.stage_summary(),
-                **losses_summary(self.history)}
+        return {
+            "output": str(self.path),
+            "steps": self.global_step,
+            **self.stage_summary(),
+            **losses_summary(self.history),
+        }
 
     def stage_summary(self) -> dict[str, Any]:
         """What this stage adds to the summary."""
@@ -300,11 +327,9 @@ class TrainingResult:
 
 def losses_summary(history: dict[str, Any]) -> dict[str, Any]:
     train, retrieval = history.get("train") or [], history.get("retrieval")
-    summary = {"first_train_loss": train[0][1] if train else None,
-               "last_train_loss": train[-1][1] if train else None}
+    summary = {"first_train_loss": train[0][1] if train else None, "last_train_loss": train[-1][1] if train else None}
     if retrieval is not None:
-        summary["retrieval_ndcg_at_10"] = [[e["step"], round(e["retrieval_ndcg_at_10"], 4)]
-                                           for e in retrieval] or None
+        summary["retrieval_ndcg_at_10"] = [[e["step"], round(e["retrieval_ndcg_at_10"], 4)] for e in retrieval] or None
     return summary
 
 
@@ -316,8 +341,16 @@ class TrainingRun:
     resume); ``parameters(settings)`` is what every manifest records about the run; ``write(writer)`` calls
     ``writer()`` on the main process only and then removes the checkpoints unless ``keep_checkpoints``."""
 
-    def __init__(self, out: str | Path, *, work_dir: str | Path | None, resume: bool, force: bool,
-                 keep_checkpoints: bool, protect: Iterable[str | Path] = ()):
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        work_dir: str | Path | None,
+        resume: bool,
+        force: bool,
+        keep_checkpoints: bool,
+        protect: Iterable[str | Path] = (),
+    ):
         self.paths = training_paths(out, work_dir, resume=resume, force=force, protect=protect)
         self.keep_checkpoints = keep_checkpoints
         self.trainer: Any = None
@@ -326,8 +359,18 @@ class TrainingRun:
     def out(self) -> Path:
         return self.paths.out
 
-    def train(self, model: Any, tokenizer: Any, collator: Any, dataset: Any, settings: TrainSettings, *,
-              eval_dataset: Any = None, callbacks: Sequence[Any] = (), save: bool = True) -> Any:
+    def train(
+        self,
+        model: Any,
+        tokenizer: Any,
+        collator: Any,
+        dataset: Any,
+        settings: TrainSettings,
+        *,
+        eval_dataset: Any = None,
+        callbacks: Sequence[Any] = (),
+        save: bool = True,
+    ) -> Any:
         with resumable_checkpoints_kept(self.paths.work):
             arguments = training_arguments(self.paths.work, settings, save=save, evaluate=eval_dataset is not None)
             self.trainer = build_trainer(model, tokenizer, collator, dataset, eval_dataset, arguments, callbacks)
@@ -352,10 +395,16 @@ class TrainingRun:
 
     def parameters(self, settings: TrainSettings, history: dict[str, Any]) -> dict[str, Any]:
         resume_from = self.paths.resume_from
-        return {"steps": settings.steps, "global_step": self.global_step, "batch_size": settings.batch_size,
-                "learning_rate": settings.learning_rate, "seed": settings.seed,
-                "world_size": self.trainer.args.world_size,
-                "resumed_from": str(resume_from) if resume_from else None, "loss_history": history}
+        return {
+            "steps": settings.steps,
+            "global_step": self.global_step,
+            "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate,
+            "seed": settings.seed,
+            "world_size": self.trainer.args.world_size,
+            "resumed_from": str(resume_from) if resume_from else None,
+            "loss_history": history,
+        }
 
     def write(self, writer: Callable[[], OutputResult]) -> OutputResult | None:
         if not self.is_main_process:
@@ -371,5 +420,6 @@ def last_retrieval_check(history: dict[str, Any], eval_set: str | Path | None) -
     if not history.get("retrieval"):
         return []
     last = history["retrieval"][-1]
-    return [Check("retrieval_ndcg_at_10", float(last["retrieval_ndcg_at_10"]),
-                  detail=f"{eval_set}, at step {last['step']}")]
+    return [
+        Check("retrieval_ndcg_at_10", float(last["retrieval_ndcg_at_10"]), detail=f"{eval_set}, at step {last['step']}")
+    ]
