@@ -33,13 +33,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     arguments = parser.parse_args()
 
-    from ctxext.data.pydocs import public_functions, python_docstrings
+    from ctxext.data.pydocs import public_functions, python_docstrings, write_pydocs_beir
     from ctxext.encode import load_encoder
     from ctxext.evaluate import accuracy_at_1, beir_set, ndcg_at_k, similarity
     from ctxext.guide import guide
     from ctxext.presets import cache_dir, mpnet_path
     from ctxext.train import TrainSettings
-    from ctxext.train.distill import distill, write_pydocs_beir
+    from ctxext.train.distill import distill
 
     work = arguments.work or cache_dir() / "bench-distill"
     work.mkdir(parents=True, exist_ok=True)

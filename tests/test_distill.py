@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import train_helpers
+from ctxext.data.pydocs import write_pydocs_beir
 from ctxext.evaluate import beir_set
 from ctxext.io import file_sha256
 from ctxext.train import TrainSettings
-from ctxext.train.distill import DistillModel, TextTargetCollator, distill, fit_projection, write_pydocs_beir
+from ctxext.train.distill import DistillModel, TextTargetCollator, distill, fit_projection
 
 
 @pytest.fixture(scope="module")

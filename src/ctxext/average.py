@@ -4,6 +4,7 @@ dtype and shape; integer tensors (buffers) must be equal and are copied."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,7 @@ def average(
         copied=[n for n, info in infos.items() if info.dtype not in FLOAT_DTYPES],
     )
     means = WrittenMeans(readers)
-    tensors = [OutTensor(info, lambda name=name: [means.encoded(name)]) for name, info in infos.items()]
+    tensors = [OutTensor(info, functools.partial(means.encoded_chunks, name)) for name, info in infos.items()]
     sources = {
         f"checkpoint_{i}": (source, reader.sha256_of_files_in_background())
         for i, ((source, _), reader) in enumerate(zip(opened, readers, strict=True))
@@ -116,6 +117,9 @@ class WrittenMeans:
         self.readers = readers
         self.error = 0.0
         self.produced: dict[str, str] = {}
+
+    def encoded_chunks(self, name: str) -> list[bytes | memoryview]:
+        return [self.encoded(name)]
 
     def encoded(self, name: str) -> bytes:
         info = self.readers[0].infos[name]

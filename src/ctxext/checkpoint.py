@@ -4,7 +4,7 @@ settings, numeric checks run on the finished folder before it is moved into plac
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class OutputPlan:
 
     command: str
     options: dict[str, Any]
-    sources: dict[str, tuple[Source, dict[str, str]]]
+    sources: Mapping[str, tuple[Source, Mapping[str, str]]]
     tensors: list[OutTensor]
     operations: list[OperationRecord]
     config: dict[str, Any]

@@ -125,7 +125,7 @@ def embed_file(
         raise InvalidArgument("--batch-size must be at least 1")
     read_embedding_inputs(input_path)  # a bad file is refused before the model loads
     source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter)
-    loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source else None
+    loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source and adapter_name else None
     encoder = load_encoder(folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader)
     sep = encoder.tokenizer.sep_token or "[SEP]"
     texts = read_embedding_inputs(input_path, sep)

@@ -297,6 +297,7 @@ def project(
         return value
     if rule.kind == RuleKind.head_columns:
         return value[:, heads]
+    assert selection is not None and rule.axis is not None, f"a {rule.kind.value} rule reads a block selection axis"
     rows = selection.rows(rule.axis)
     if rule.kind in (RuleKind.read, RuleKind.pick):
         chunks = np.split(value, rule.chunks, axis=0)
@@ -324,14 +325,15 @@ def block_selection(
     every tensor that reads or writes it; keep the best (``norm``) or evenly spaced ones (``even``)."""
     scores = {"heads": np.zeros(teacher_heads * teacher_head_dim), "units": np.zeros(teacher_units)}
     for name, tensor_rule in rules.items():
-        if name not in layer or tensor_rule.kind not in (RuleKind.read, RuleKind.write):
+        axis = tensor_rule.axis
+        if name not in layer or tensor_rule.kind not in (RuleKind.read, RuleKind.write) or axis is None:
             continue
         value = layer[name].astype(np.float64)
         if tensor_rule.kind == RuleKind.read:
             for chunk in np.split(value, tensor_rule.chunks, axis=0):
-                scores[tensor_rule.axis] += ((chunk @ matrix) ** 2).sum(axis=1)
+                scores[axis] += ((chunk @ matrix) ** 2).sum(axis=1)
         else:
-            scores[tensor_rule.axis] += ((matrix.T @ value) ** 2).sum(axis=0)
+            scores[axis] += ((matrix.T @ value) ** 2).sum(axis=0)
     per_dim = scores["heads"].reshape(teacher_heads, teacher_head_dim)
     kept_heads = choose(per_dim.sum(axis=1), heads, rule)
     head_dims = [choose(per_dim[h], head_dim, rule).tolist() for h in kept_heads]
@@ -373,10 +375,10 @@ class Student:
     shape: StudentShape
     projection: StreamProjection
     record: OperationRecord
+    source: Source
+    folder: ModelFolder
+    source_hashes: dict[str, str]
     extra_tensors: dict[str, Any] = field(default_factory=dict)
-    source: Source | None = None
-    folder: ModelFolder | None = None
-    source_hashes: dict[str, str] = field(default_factory=dict)
 
 
 def student_shape(

@@ -490,7 +490,7 @@ class OutTensor:
     """A tensor to write: its name, dtype, shape, and a function producing its bytes in chunks."""
 
     info: TensorInfo
-    produce: Callable[[], Iterable[bytes]]
+    produce: Callable[[], Iterable[bytes | memoryview]]
 
     @classmethod
     def copied(cls, reader: CheckpointReader, name: str, new_name: str | None = None) -> OutTensor:
@@ -733,8 +733,8 @@ def copy_support_files(folder: ModelFolder, destination: Path) -> tuple[list[str
             real = path.resolve(strict=True)
         except (OSError, RuntimeError):  # a dangling link or a link loop
             real = None
-        outside = real is None or boundary not in real.parents
-        if is_stale_weight(relative, model_dir) or outside or not real.is_file():
+        inside = real is not None and boundary in real.parents and real.is_file()
+        if is_stale_weight(relative, model_dir) or not inside:
             left_out.append(relative.as_posix())
             continue
         target = destination / relative

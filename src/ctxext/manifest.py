@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import platform
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -71,7 +72,7 @@ class OperationRecord:
     dropped: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)
     config_changes: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -101,7 +102,7 @@ def build_manifest(
     *,
     command: str,
     options: dict[str, Any],
-    sources: dict[str, tuple[Source, dict[str, str]]],
+    sources: Mapping[str, tuple[Source, Mapping[str, str]]],
     operations: list[OperationRecord],
     weights: WrittenWeights,
     weights_dir: str = ".",

@@ -278,24 +278,7 @@ def interpolate(
     }
     sources = {"model": (source, reader.sha256_of_files_in_background())}
     if kind == ROPE:
-        changes = rope_scaling_config(config, target_length, rope_scaling)
-        record = OperationRecord(
-            "scale_rope",
-            parameters={"len": target_length, "rope_scaling": rope_scaling.value},
-            copied=list(reader.names),
-            config_changes=changes,
-            notes=["RoPE model: no weights changed, scaling written into the config"],
-        )
-        plan = OutputPlan(
-            "interpolate",
-            options,
-            sources,
-            [OutTensor.copied(reader, n) for n in reader.names],
-            [record],
-            {**config, **changes},
-            target_length,
-            folder,
-        )
+        plan = _rope_plan(folder, reader, target_length, rope_scaling, options, sources)
         return write_model_folder(plan, out, force=force, progress=progress, argv=argv)
     if kind != LEARNED:
         raise UnsupportedArchitecture(
@@ -314,19 +297,7 @@ def interpolate(
             "target_length": target_length,
         },
     )
-    tensors = []
-    for name in reader.names:
-        info = reader.infos[name]
-        if name in layout.tensor_names:
-            table = _stretched_table(reader, name, layout, target_length, method, grid, record)
-            tensors.append(OutTensor.from_array(name, table, info.dtype))
-            record.modified.append(name)
-        elif (buffer := buffer_kind(name)) is not None:
-            tensors.append(OutTensor.from_array(name, length_buffer(buffer, layout.offset + target_length)))
-            record.modified.append(name)
-        else:
-            tensors.append(OutTensor.copied(reader, name))
-            record.copied.append(name)
+    tensors = _stretched_tensors(reader, layout, target_length, method, grid, record)
     new_config = {**config, "max_position_embeddings": layout.offset + target_length}
     record.config_changes.update(config_diff(config, new_config))
     plan = OutputPlan("interpolate", options, sources, tensors, [record], new_config, target_length, folder)
@@ -341,6 +312,53 @@ def interpolate(
     return write_model_folder(
         plan, out, force=force, checks=None if level == CheckLevel.none else checks, progress=progress, argv=argv
     )
+
+
+def _rope_plan(
+    folder: ModelFolder,
+    reader: CheckpointReader,
+    target_length: int,
+    rope_scaling: RopeScaling,
+    options: dict[str, Any],
+    sources: dict[str, Any],
+) -> OutputPlan:
+    """A RoPE model: every weight copied byte for byte, the scaling written into the config."""
+    config = folder.config
+    changes = rope_scaling_config(config, target_length, rope_scaling)
+    record = OperationRecord(
+        "scale_rope",
+        parameters={"len": target_length, "rope_scaling": rope_scaling.value},
+        copied=list(reader.names),
+        config_changes=changes,
+        notes=["RoPE model: no weights changed, scaling written into the config"],
+    )
+    tensors = [OutTensor.copied(reader, n) for n in reader.names]
+    return OutputPlan("interpolate", options, sources, tensors, [record], {**config, **changes}, target_length, folder)
+
+
+def _stretched_tensors(
+    reader: CheckpointReader,
+    layout: LearnedLayout,
+    target_length: int,
+    method: Method,
+    grid: Grid,
+    record: OperationRecord,
+) -> list[OutTensor]:
+    """Every tensor of the checkpoint: position tables stretched, length buffers rebuilt, the rest copied."""
+    tensors = []
+    for name in reader.names:
+        info = reader.infos[name]
+        if name in layout.tensor_names:
+            table = _stretched_table(reader, name, layout, target_length, method, grid, record)
+            tensors.append(OutTensor.from_array(name, table, info.dtype))
+            record.modified.append(name)
+        elif (buffer := buffer_kind(name)) is not None:
+            tensors.append(OutTensor.from_array(name, length_buffer(buffer, layout.offset + target_length)))
+            record.modified.append(name)
+        else:
+            tensors.append(OutTensor.copied(reader, name))
+            record.copied.append(name)
+    return tensors
 
 
 def _stretched_table(

@@ -109,7 +109,7 @@ def find_evidence_token_span(
 ) -> SpanMatch:
     """:func:`find_evidence_span` plus the token span in ``tokenizer(post)`` (a fast tokenizer)."""
     match = find_evidence_span(post, evidence, threshold=threshold)
-    if match.found:
+    if match.found and match.char_start is not None and match.char_end is not None:
         offsets = tokenizer(post, return_offsets_mapping=True)["offset_mapping"]
         span = char_span_to_token_span(offsets, match.char_start, match.char_end)
         if span is None:

@@ -269,7 +269,7 @@ class TransferSources:
 
 def parse_named(values: list[str] | tuple[str, ...], what: str) -> list[tuple[str | None, str]]:
     """``NAME=REF`` or ``REF`` items as (name or None, ref)."""
-    parsed = []
+    parsed: list[tuple[str | None, str]] = []
     for value in values:
         name, sep, ref = value.partition("=")
         if sep and name and "/" not in name and ref:
@@ -297,7 +297,7 @@ def resolve_sources(
             f"{ref!r} is not one: give its adapters with --adapter"
         )
     unknown = sorted(set(adapter_paths) - set(preset.adapters if preset else ()))
-    if unknown:
+    if unknown and preset is not None:
         raise InvalidArgument(
             f"{preset.name} has no adapter {unknown[0]!r}; its adapters: {', '.join(preset.adapters)}"
         )
@@ -498,26 +498,6 @@ def transfer(
     new_config, left_out = bigbird_config(
         config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
     )
-    record = OperationRecord(
-        "bert_to_bigbird",
-        parameters={
-            "target": target,
-            "target_length": target_length,
-            "original_length": layout.length,
-            "offset_rows_dropped": layout.offset,
-            "method": method.value,
-            "grid": grid.value,
-            "block_size": block_size,
-            "num_random_blocks": num_random_blocks,
-            "global_registers": global_registers,
-        },
-    )
-    record.config_changes.update(config_diff(config, new_config))
-    tokenizer_files = _register_tokenizer_files(folder, block_size, record) if global_registers else {}
-    if left_out:
-        record.notes.append(f"source config fields with no meaning in BigBird, left out: {', '.join(left_out)}")
-    tensors = _map_tensors(reader, family, layout, target_length, method, grid, new_config, record)
-    adapter_outputs = [_map_adapter(item, new_config["hidden_size"]) for item in sources.adapters]
     options = {
         "source": ref,
         "target": target,
@@ -532,6 +512,22 @@ def transfer(
         "adapters": [f"{n}={r}" if n else r for n, r in adapters or []],
         "check": check,
     }
+    same = ("target", "method", "grid", "block_size", "num_random_blocks", "global_registers")
+    record = OperationRecord(
+        "bert_to_bigbird",
+        parameters={
+            **{key: options[key] for key in same},
+            "target_length": target_length,
+            "original_length": layout.length,
+            "offset_rows_dropped": layout.offset,
+        },
+    )
+    record.config_changes.update(config_diff(config, new_config))
+    tokenizer_files = _register_tokenizer_files(folder, block_size, record) if global_registers else {}
+    if left_out:
+        record.notes.append(f"source config fields with no meaning in BigBird, left out: {', '.join(left_out)}")
+    tensors = _map_tensors(reader, family, layout, target_length, method, grid, new_config, record)
+    adapter_outputs = [_map_adapter(item, new_config["hidden_size"]) for item in sources.adapters]
     plan = _transfer_plan(options, sources, reader, tensors, record, adapter_outputs, new_config, tokenizer_files)
 
     def finish(staging: Path) -> list[Check]:
@@ -540,16 +536,9 @@ def transfer(
         if not check:
             return []
         progress("numeric checks", 0, 1)
-        return equivalence_checks(
-            sources,
-            staging,
-            Path(folder.relative_model_dir),
-            [a.name for a in adapter_outputs],
-            layout.length,
-            target_length,
-            block_size,
-            num_random_blocks,
-        )
+        names, model_dir = [a.name for a in adapter_outputs], Path(folder.relative_model_dir)
+        lengths = (layout.length, target_length, block_size, num_random_blocks)
+        return equivalence_checks(sources, staging, model_dir, names, *lengths)
 
     written = write_model_folder(plan, out, force=force, checks=finish, progress=progress, argv=argv)
     return TransferResult(written.path, written.manifest)
@@ -735,7 +724,7 @@ def _map_tensors(
     mapped = [(name, *map_tensor_name(name, prefix, family)) for name in reader.names]  # raises before any write
     tensors: list[OutTensor] = []
     for name, rule, target_name in mapped:
-        if rule.action == DROP:
+        if rule.action == DROP or target_name is None:
             record.dropped.append(name)
             continue
         if rule.action == POSITIONS:

@@ -140,22 +140,24 @@ def _usage_message(error: Exception) -> str:
     choices = next(
         (a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, Enum)), None
     )
-    if choices is None or not getattr(parameter, "opts", None):
-        return error.format_message()
+    opts = getattr(parameter, "opts", None)
+    if choices is None or not opts:
+        return str(getattr(error, "format_message", lambda: str(error))())
     values = [choice.value for choice in choices]
     listed = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
-    return f"{max(parameter.opts, key=len)} takes {listed}"
+    return f"{max(opts, key=len)} takes {listed}"
 
 
 class OneLineUsageErrors(TyperGroup):
     """Usage errors (a bad or missing option value) as one line naming the option, not typer's box."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, **kwargs)
         arguments = list(kwargs.get("args") or (args[0] if args else sys.argv[1:]) or [])
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*args, **kwargs)
         except _click_exception() as error:
             context = getattr(error, "ctx", None)
             hint = f" (see {context.command_path} --help)" if context is not None else ""

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,8 +29,6 @@ import typer
 
 from ctxext.cli._common import reports_errors
 from ctxext.errors import CtxextError
-
-PIPELINES = ("guide-distill", "transfer-finetune", "interpolate-finetune")
 
 
 class StageFailed(CtxextError):
@@ -67,8 +67,7 @@ def options(values: dict[str, Any]) -> list[str]:
 
 
 def build_data(work: Path, config: dict[str, Any]) -> dict[str, Path]:
-    from ctxext.data.pydocs import python_docstrings
-    from ctxext.train.distill import write_pydocs_beir
+    from ctxext.data.pydocs import python_docstrings, write_pydocs_beir
 
     paths = {}
     data = config.get("data", {})
@@ -110,8 +109,8 @@ def read_config(path: Path) -> dict[str, Any]:
             raise InvalidArgument(f"{path} is not valid YAML ({str(error).splitlines()[0]})") from None
     else:
         config = read_json(path)
-    if not isinstance(config, dict) or config.get("pipeline") not in PIPELINES:
-        raise InvalidArgument(f"{path}: 'pipeline' must be one of {', '.join(PIPELINES)}")
+    if not isinstance(config, dict) or config.get("pipeline") not in PIPELINE_STAGES:
+        raise InvalidArgument(f"{path}: 'pipeline' must be one of {', '.join(PIPELINE_STAGES)}")
     return config
 
 
@@ -136,65 +135,74 @@ def pipeline_command(
     for item in overrides or []:
         key, _, value = item.partition("=")
         config[key] = value
-    work = work.expanduser().absolute()
+    run_pipeline(config, work.expanduser().absolute(), resume=resume, force=force)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: the ctxext command, the folder it writes (under --work; ``{previous}``: the folder of the
+    stage before), its arguments before the config section's options, and whether ``--resume`` applies."""
+
+    command: str
+    out: str
+    arguments: Callable[[dict[str, Any], dict[str, Path], Path | None], list[str]]
+    resumable: bool = True
+
+
+PIPELINE_STAGES: dict[str, list[Stage]] = {
+    "guide-distill": [
+        Stage("guide", "student", lambda config, data, previous: [config["teacher"]], resumable=False),
+        Stage("mlm", "student-mlm", lambda config, data, previous: [str(previous), "--data", str(data["docstrings"])]),
+        Stage(
+            "distill",
+            "student-distilled",
+            lambda config, data, previous: [
+                *[str(previous), "--teacher", config["teacher"], "--data", str(data["docstrings"])],
+                *["--eval-beir", str(data["beir"])],
+            ],
+        ),
+    ],
+    "transfer-finetune": [
+        Stage("transfer", "bigbird", lambda config, data, previous: [config["source"], "bigbird"], resumable=False),
+        Stage(
+            "finetune",
+            "{previous}-finetuned",
+            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
+        ),
+    ],
+    "interpolate-finetune": [
+        Stage("interpolate", "interpolated", lambda config, data, previous: [config["source"]], resumable=False),
+        Stage(
+            "finetune",
+            "{previous}-finetuned",
+            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
+        ),
+    ],
+}
+
+
+def run_pipeline(config: dict[str, Any], work: Path, *, resume: bool, force: bool) -> None:
+    """Every stage of ``config["pipeline"]`` in order (a stage whose output exists is skipped unless
+    ``force``), then ``ctxext evaluate`` on the starting model(s) and the result, plotted under ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     data = build_data(work, config)
-    extra = ["--resume"] if resume else []
-    forced = ["--force"] if force else []
-
-    def stage(name: str, out: Path, command: list[str], resumable: bool = True) -> Path:
+    written: list[Path] = []
+    for stage in PIPELINE_STAGES[config["pipeline"]]:
+        previous = written[-1] if written else None
+        out = work / stage.out.format(previous=previous.name if previous else "")
         if out.exists() and not force:
-            print(f"skip {name}: {out} exists", flush=True)
-            return out
-        run([*command, "-o", str(out), *forced, *(extra if resumable else [])])
-        return out
-
-    if config["pipeline"] == "guide-distill":
-        student = stage(
-            "guide", work / "student", ["guide", config["teacher"], *options(config.get("guide", {}))], resumable=False
-        )
-        trained = stage(
-            "mlm",
-            work / "student-mlm",
-            ["mlm", str(student), "--data", str(data["docstrings"]), *options(config.get("mlm", {}))],
-        )
-        final = stage(
-            "distill",
-            work / "student-distilled",
-            [
-                "distill",
-                str(trained),
-                "--teacher",
-                config["teacher"],
-                "--data",
-                str(data["docstrings"]),
-                "--eval-beir",
-                str(data["beir"]),
-                *options(config.get("distill", {})),
-            ],
-        )
-        evaluated = [config["teacher"], str(final)]
-    else:
-        if config["pipeline"] == "transfer-finetune":
-            long_model = stage(
-                "transfer",
-                work / "bigbird",
-                ["transfer", config["source"], "bigbird", *options(config.get("transfer", {}))],
-                resumable=False,
-            )
+            print(f"skip {stage.command}: {out} exists", flush=True)
         else:
-            long_model = stage(
-                "interpolate",
-                work / "interpolated",
-                ["interpolate", config["source"], *options(config.get("interpolate", {}))],
-                resumable=False,
-            )
-        final = stage(
-            "finetune",
-            work / f"{long_model.name}-finetuned",
-            ["finetune", str(long_model), "--data", str(data["triplets"]), *options(config.get("finetune", {}))],
-        )
-        evaluated = [config["source"], str(long_model), str(final)]
+            flags = [*(["--force"] if force else []), *(["--resume"] if resume and stage.resumable else [])]
+            arguments = stage.arguments(config, data, previous)
+            run([stage.command, *arguments, *options(config.get(stage.command, {})), "-o", str(out), *flags])
+        written.append(out)
+    starting = config["teacher"] if config["pipeline"] == "guide-distill" else config["source"]
+    evaluated = [
+        starting,
+        *(str(path) for path in written[:-1] if config["pipeline"] != "guide-distill"),
+        str(written[-1]),
+    ]
     evaluation = config.get("evaluate", {})
     if evaluation.get("task") == "retrieval":
         evaluation = {**evaluation, "beir": str(data["beir"])}

@@ -141,18 +141,7 @@ def build_corpus(
         for batch in reading.batches(batch_documents, batch_chars):
             for document, row_chunk, text, tokens in _rows(batch, tok, limit, overlap):
                 if _counted_and_kept(counts[document.source], document, row_chunk, text, tokens, deduplicator):
-                    groups.add(
-                        (
-                            document.source,
-                            document.file,
-                            document.doc_id,
-                            document.field,
-                            document.title,
-                            row_chunk,
-                            text,
-                            tokens,
-                        )
-                    )
+                    groups.add(_row(document, row_chunk, text, tokens))
         groups.flush()
         totals = SourceCounts(**{key: sum(getattr(c, key) for c in counts.values()) for key in asdict(SourceCounts())})
         options = {
@@ -180,6 +169,11 @@ def build_corpus(
             extra={"tokenizer": tok.describe(), "dedupe": _dedupe_description(deduplicator)},
         )
     return CorpusResult(out, output.manifest_path, counts, totals, problems.messages, output.manifest)
+
+
+def _row(document: Any, row_chunk: int, text: str, tokens: int) -> tuple[Any, ...]:
+    """One corpus row, in the column order of ``corpus_schema``."""
+    return (document.source, document.file, document.doc_id, document.field, document.title, row_chunk, text, tokens)
 
 
 def content_limit(chunk: int | None, overlap: int, tok: Tokenizer) -> int | None:

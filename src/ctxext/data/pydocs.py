@@ -1,7 +1,7 @@
 """Text every Python installation carries, read from the standard library's sources with ``ast`` (no download,
 no import of the modules, so nothing runs). The one reader behind the corpus of module pages
 (``ctxext data pydocs``), the docstrings that MLM and distillation demos train on, the needle task's haystack
-and the local retrieval set (``ctxext.train.distill.write_pydocs_beir``).
+and the local retrieval set (:func:`write_pydocs_beir`).
 
 For the corpus, each module becomes one document whose title is ``module — first line of its docstring``
 and whose sections are the rest of the module docstring ("Overview") and the docstring of each public class,
@@ -20,6 +20,9 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ctxext.errors import SourceNotFound
+from ctxext.io import atomic_output
 
 if TYPE_CHECKING:
     from ctxext.data.output import PydocsResult
@@ -205,3 +208,45 @@ def write_python_docs_corpus(
             extra={"python": {"version": sys.version.split()[0], "stdlib": str(stdlib_folder())}},
         )
     return PydocsResult(out, output.manifest)
+
+
+# ----------------------------------------------------------------------------- a local retrieval set
+
+
+def write_pydocs_beir(out: str | Path, *, limit: int = 300, min_words: int = 5, force: bool = False) -> Path:
+    """A BEIR-format retrieval set from the standard library: query = the summary line of a public function's
+    docstring, document = that function's source with the docstring removed (``ast.unparse``), one relevant
+    document per query. Functions are taken in module order, every k-th, to ``limit``; duplicate summary
+    lines and bodies are skipped. Deterministic for one Python version."""
+    candidates: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for name, node in public_functions():
+        docstring = ast.get_docstring(node)
+        if not docstring:
+            continue
+        summary = " ".join(docstring.strip().split("\n\n")[0].split())
+        if len(summary.split()) < min_words or summary in seen:
+            continue
+        node.body = node.body[1:] or [ast.Pass()]
+        body = ast.unparse(node)
+        if len(body.split()) < 10:
+            continue
+        seen.add(summary)
+        candidates.append((name, summary, body))
+    if not candidates:
+        raise SourceNotFound("no documented public function found in the standard library")
+    step = max(1, len(candidates) // limit)
+    chosen = candidates[::step][:limit]
+    with atomic_output(out, force=force) as staging:
+        with (
+            open(staging / "corpus.jsonl", "w", encoding="utf-8") as corpus,
+            open(staging / "queries.jsonl", "w", encoding="utf-8") as queries,
+        ):
+            for index, (name, summary, body) in enumerate(chosen):
+                corpus.write(json.dumps({"_id": f"d{index}", "title": "", "text": body}) + "\n")
+                queries.write(json.dumps({"_id": f"q{index}", "text": summary, "function": name}) + "\n")
+        (staging / "qrels").mkdir()
+        (staging / "qrels" / "test.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(chosen)))
+        )
+    return Path(out).expanduser().absolute()

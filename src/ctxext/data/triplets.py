@@ -488,15 +488,7 @@ def build_triplets(
     argv: list[str] | None = None,
 ) -> TripletsResult:
     """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets as jsonl to ``out``."""
-    out = Path(out).expanduser().absolute()
-    if out.suffix.lower() != ".jsonl":
-        raise InvalidArgument(f"output {out.name}: triplets are written as JSON lines; name it *.jsonl")
-    negatives_from = parse_choice(NegativesFrom, negatives_from, "--negatives-from must be one of {choices}")
-    if negatives < 1 or skip_top < 0:
-        raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
-    queries = parse_queries(queries)
-    if negatives_from == NegativesFrom.swap and queries != Queries.passages:
-        raise InvalidArgument("--negatives-from swap needs --queries passage (it swaps the passage out)")
+    out, queries, negatives_from = _checked_options(out, queries, negatives_from, negatives, skip_top)
     problems = Problems(on_error)
     files = expand_sources([corpus], input_format=input_format)
     output = FileOutput(out, files, force=force)
@@ -543,21 +535,49 @@ def build_triplets(
         "format": plain(input_format),
         "on_error": problems.on_error.value,
     }
+    triplets = [
+        [triplet_record(query, documents[query.document], *negative, negatives_from) for negative in picked]
+        for query, picked in zip(made, found, strict=False)
+    ]
+    _write_triplets(output, triplets, counts, problems, options, inputs, argv)
+    return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
+
+
+def _checked_options(
+    out: str | Path, queries: Queries | str, negatives_from: NegativesFrom | str, negatives: int, skip_top: int
+) -> tuple[Path, Queries, NegativesFrom]:
+    """The output path and the parsed choices, refused before any reading when they cannot work."""
+    out = Path(out).expanduser().absolute()
+    if out.suffix.lower() != ".jsonl":
+        raise InvalidArgument(f"output {out.name}: triplets are written as JSON lines; name it *.jsonl")
+    negatives_from = parse_choice(NegativesFrom, negatives_from, "--negatives-from must be one of {choices}")
+    if negatives < 1 or skip_top < 0:
+        raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
+    queries = parse_queries(queries)
+    if negatives_from == NegativesFrom.swap and queries != Queries.passages:
+        raise InvalidArgument("--negatives-from swap needs --queries passage (it swaps the passage out)")
+    return out, queries, negatives_from
+
+
+def _write_triplets(
+    output: FileOutput,
+    triplets: list[list[dict[str, Any]]],
+    counts: TripletCounts,
+    problems: Problems,
+    options: dict[str, Any],
+    inputs: list[InputRecord],
+    argv: list[str] | None,
+) -> None:
+    """The triplets of each query as JSON lines, and the manifest with the counts beside them."""
     with output.writing(JsonlWriter) as writer:
-        for query, picked in zip(made, found, strict=False):
-            if not picked:
-                counts.queries_without_negative += 1
-            writer.write(
-                [
-                    triplet_record(query, documents[query.document], negative, score, rank, negatives_from)
-                    for negative, score, rank in picked
-                ]
-            )
+        for records in triplets:
+            counts.queries_without_negative += not records
+            writer.write(records)
         counts.triplets = writer.rows
         counts.problems = len(problems.messages)
         output.finish(
             writer,
-            empty=f"{corpus}: no triplet could be made (every candidate negative was excluded)",
+            empty=f"{options['corpus']}: no triplet could be made (every candidate negative was excluded)",
             command="data triplets",
             options=options,
             inputs=inputs,
@@ -566,7 +586,6 @@ def build_triplets(
             argv=argv,
             extra={"schema": "ctxext-triplets/1 (docs/data.md)"},
         )
-    return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
 
 
 def _read_corpus(

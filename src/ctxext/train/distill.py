@@ -11,7 +11,6 @@ folder (``SentenceTransformer(OUT)`` loads it).
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -23,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from ctxext.data.formats import data_files, read_documents
-from ctxext.errors import InvalidArgument, SourceNotFound
-from ctxext.io import CheckpointReader, atomic_output, file_sha256, open_model
+from ctxext.errors import InvalidArgument
+from ctxext.io import CheckpointReader, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.embedding import (
     EmbeddingModel,
+    check_max_len,
     load_backbone,
     relative_to_model_dir,
     retrieval_callbacks,
@@ -188,7 +188,6 @@ def distill_targets(
     files: Sequence[Path],
     dim: int,
     normalize: bool,
-    *,
     max_len: int,
     pca_sample: int,
     seed: int,
@@ -235,7 +234,7 @@ def distill(
 ) -> DistillResult:
     """Distil ``teacher``'s sentence embeddings of the texts in ``data`` into ``student``; see the module doc.
     ``cache`` holds the teacher's embeddings (default: ctxext's cache dir; ``False``-y string "none": off)."""
-    from ctxext.encode import _model_max_length, sentence_transformers_settings
+    from ctxext.encode import sentence_transformers_settings
     from ctxext.presets import cache_dir
 
     settings = settings or TrainSettings(learning_rate=1e-4)
@@ -245,32 +244,18 @@ def distill(
 
     source, folder = open_model(student)
     teacher_source, teacher_folder = open_model(teacher)
+    inputs = [source.path, teacher_source.path, *data]
     run = TrainingRun(
-        out,
-        work_dir=work_dir,
-        resume=resume,
-        force=force,
-        keep_checkpoints=keep_checkpoints,
-        protect=[source.path, teacher_source.path, *data],
+        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
     )
     backbone, tokenizer = load_backbone(folder)
-    limit = _model_max_length(folder.config, tokenizer)
-    if max_len > limit:
-        raise InvalidArgument(f"--max-len {max_len} exceeds the student's {limit} positions")
+    check_max_len(folder, tokenizer, max_len, "student")
     pooling, normalize, _ = sentence_transformers_settings(folder)
     pooling = pooling or "mean"
     files = data_files(data)
     dim = backbone.config.hidden_size
     goal = distill_targets(
-        teacher,
-        files,
-        dim,
-        normalize,
-        max_len=max_len,
-        pca_sample=pca_sample,
-        seed=settings.seed,
-        cache=cache_path,
-        batch_size=teacher_batch_size,
+        teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size
     )
     model = DistillModel(backbone, pooling, normalize)
     model.train()
@@ -280,33 +265,8 @@ def distill(
     )
     run.train(model, tokenizer, TextTargetCollator(tokenizer, max_len), dataset, settings, callbacks=callbacks)
     history = run.history(retrieval=True)
-    model.restore_attention_type()
-    model.eval()
-    record = OperationRecord(
-        "distill",
-        parameters={
-            "loss": "MSE to PCA-projected teacher embeddings",
-            "max_len": max_len,
-            "pooling": pooling,
-            "normalize": normalize,
-            "texts": len(goal.texts),
-            "teacher_dim": goal.teacher_dim,
-            "student_dim": dim,
-            "pca_sample": goal.projection.sample,
-            "pca_explained_variance_ratio": goal.projection.explained_variance_ratio,
-            "teacher_cache": str(goal.cache_file) if goal.cache_file else None,
-            "teacher_cache_hit": goal.cached,
-            **run.parameters(settings, history),
-            "data_files_sha256": {str(p): file_sha256(p) for p in files},
-            "attention_runs": dict(model.attention_runs),
-        },
-        checks=last_retrieval_check(history, eval_beir),
-    )
-    extra_files = (
-        {}
-        if folder.sentence_transformers
-        else relative_to_model_dir(folder, sentence_transformers_files(pooling, dim, max_len))
-    )
+    model.finish_training()
+    record = _distill_record(run, settings, history, goal, model, files, max_len, eval_beir)
     options = {
         "student": str(student),
         "teacher": str(teacher),
@@ -319,25 +279,80 @@ def distill(
         **vars(settings),
     }
     teacher_sha = CheckpointReader(teacher_folder).sha256_of_files
-    result = run.write(
-        lambda: write_trained_model(
-            backbone,
-            folder,
-            run.out,
-            source,
-            record,
-            carry=False,
-            command="distill",
-            options=options,
-            force=force,
-            argv=argv,
-            extra_files=extra_files,
-            finish=_projection_writer(goal.projection, record),
-            sources={"teacher": (teacher_source, teacher_sha())},
-        )
+    sources = {"model": source, "teacher": (teacher_source, teacher_sha)}
+    path, manifest = run.write(
+        lambda: _write_student(model, folder, run.out, record, goal, sources, options, force, argv)
     )
-    return DistillResult(
-        result and result.path, result and result.manifest, history, run.global_step, goal.cache_file, goal.cached
+    return DistillResult(path, manifest, history, run.global_step, goal.cache_file, goal.cached)
+
+
+def _distill_record(
+    run: TrainingRun,
+    settings: TrainSettings,
+    history: dict[str, Any],
+    goal: DistillTargets,
+    model: DistillModel,
+    files: Sequence[Path],
+    max_len: int,
+    eval_beir: str | Path | None,
+) -> OperationRecord:
+    return OperationRecord(
+        "distill",
+        parameters={
+            "loss": "MSE to PCA-projected teacher embeddings",
+            "max_len": max_len,
+            "pooling": model.pooling,
+            "normalize": model.normalize,
+            "texts": len(goal.texts),
+            "teacher_dim": goal.teacher_dim,
+            "student_dim": model.backbone.config.hidden_size,
+            "pca_sample": goal.projection.sample,
+            "pca_explained_variance_ratio": goal.projection.explained_variance_ratio,
+            "teacher_cache": str(goal.cache_file) if goal.cache_file else None,
+            "teacher_cache_hit": goal.cached,
+            **run.parameters(settings, history),
+            "data_files_sha256": {str(p): file_sha256(p) for p in files},
+            "attention_runs": dict(model.attention_runs),
+        },
+        checks=last_retrieval_check(history, eval_beir),
+    )
+
+
+def _write_student(
+    model: DistillModel,
+    folder: Any,
+    out: Path,
+    record: OperationRecord,
+    goal: DistillTargets,
+    sources: dict[str, Any],
+    options: dict[str, Any],
+    force: bool,
+    argv: list[str] | None,
+) -> Any:
+    """The student as a sentence-transformers folder (its pooling and normalisation), the PCA projection
+    beside it, the teacher among the manifest's sources."""
+    teacher_source, teacher_sha = sources["teacher"]
+    dim = model.backbone.config.hidden_size
+    max_len = options["max_len"]
+    extra_files = (
+        {}
+        if folder.sentence_transformers
+        else relative_to_model_dir(folder, sentence_transformers_files(model.pooling, dim, max_len))
+    )
+    return write_trained_model(
+        model.backbone,
+        folder,
+        out,
+        sources["model"],
+        record,
+        carry=False,
+        command="distill",
+        options=options,
+        force=force,
+        argv=argv,
+        extra_files=extra_files,
+        finish=_projection_writer(goal.projection, record),
+        sources={"teacher": (teacher_source, teacher_sha())},
     )
 
 
@@ -352,47 +367,3 @@ def _projection_writer(projection: Projection, record: OperationRecord) -> Calla
         return []
 
     return finish
-
-
-# ----------------------------------------------------------------------------- a local retrieval set
-
-
-def write_pydocs_beir(out: str | Path, *, limit: int = 300, min_words: int = 5, force: bool = False) -> Path:
-    """A BEIR-format retrieval set from the standard library: query = the summary line of a public function's
-    docstring, document = that function's source with the docstring removed (``ast.unparse``), one relevant
-    document per query. Functions are taken in module order, every k-th, to ``limit``; duplicate summary
-    lines and bodies are skipped. Deterministic for one Python version."""
-    from ctxext.data.pydocs import public_functions
-
-    candidates: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    for name, node in public_functions():
-        docstring = ast.get_docstring(node)
-        if not docstring:
-            continue
-        summary = " ".join(docstring.strip().split("\n\n")[0].split())
-        if len(summary.split()) < min_words or summary in seen:
-            continue
-        node.body = node.body[1:] or [ast.Pass()]
-        body = ast.unparse(node)
-        if len(body.split()) < 10:
-            continue
-        seen.add(summary)
-        candidates.append((name, summary, body))
-    if not candidates:
-        raise SourceNotFound("no documented public function found in the standard library")
-    step = max(1, len(candidates) // limit)
-    chosen = candidates[::step][:limit]
-    with atomic_output(out, force=force) as staging:
-        with (
-            open(staging / "corpus.jsonl", "w", encoding="utf-8") as corpus,
-            open(staging / "queries.jsonl", "w", encoding="utf-8") as queries,
-        ):
-            for index, (name, summary, body) in enumerate(chosen):
-                corpus.write(json.dumps({"_id": f"d{index}", "title": "", "text": body}) + "\n")
-                queries.write(json.dumps({"_id": f"q{index}", "text": summary, "function": name}) + "\n")
-        (staging / "qrels").mkdir()
-        (staging / "qrels" / "test.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(chosen)))
-        )
-    return Path(out).expanduser().absolute()

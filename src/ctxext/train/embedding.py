@@ -33,13 +33,23 @@ def load_backbone(folder: ModelFolder) -> Any:
     return model, AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
 
 
+def check_max_len(folder: ModelFolder, tokenizer: Any, max_len: int, what: str = "model") -> int:
+    """The model's number of positions, after refusing a ``--max-len`` beyond it."""
+    from ctxext.encode import _model_max_length
+
+    limit = _model_max_length(folder.config, tokenizer)
+    if max_len > limit:
+        raise InvalidArgument(f"--max-len {max_len} exceeds the {what}'s {limit} positions")
+    return limit
+
+
 def _module_base():
     import torch
 
     return torch.nn.Module
 
 
-class EmbeddingModel(_module_base()):
+class EmbeddingModel(_module_base()):  # type: ignore[misc]  # torch loads on first use, not at import
     """A transformers backbone plus pooling (and L2 normalisation): one vector per text.
 
     BigBird falls back to full attention for short batches and never switches back (shared notes,
@@ -87,6 +97,13 @@ class EmbeddingModel(_module_base()):
     def restore_attention_type(self) -> None:
         if self.attention_type is not None:
             self.backbone.set_attention_type(self.attention_type)
+
+    def finish_training(self) -> None:
+        """Ready to be written and evaluated: the trained attention type, no gradient checkpointing, eval mode."""
+        self.restore_attention_type()
+        if getattr(self.backbone, "is_gradient_checkpointing", False):
+            self.backbone.gradient_checkpointing_disable()
+        self.eval()
 
 
 def encode_texts(

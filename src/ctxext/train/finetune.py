@@ -23,7 +23,7 @@ from ctxext.data.formats import read_triplets
 from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
-from ctxext.train.embedding import EmbeddingModel, load_backbone, retrieval_callbacks
+from ctxext.train.embedding import EmbeddingModel, check_max_len, load_backbone, retrieval_callbacks
 from ctxext.train.runner import (
     ListDataset,
     TrainingResult,
@@ -228,21 +228,15 @@ def finetune(
     settings = settings or TrainSettings(learning_rate=2e-5)
     if temperature <= 0:
         raise InvalidArgument(f"--temperature {temperature} must be positive")
-    from ctxext.encode import _model_max_length, sentence_transformers_settings
+    from ctxext.encode import sentence_transformers_settings
 
     source, folder = open_model(checkpoint)
+    inputs = [source.path, *data]
     run = TrainingRun(
-        out,
-        work_dir=work_dir,
-        resume=resume,
-        force=force,
-        keep_checkpoints=keep_checkpoints,
-        protect=[source.path, *data],
+        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
     )
     backbone, tokenizer = load_backbone(folder)
-    limit = _model_max_length(folder.config, tokenizer)
-    if max_len > limit:
-        raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
+    limit = check_max_len(folder, tokenizer, max_len)
     position_offset = _position_offset(backbone, position_span, max_len, limit)
     pooling = sentence_transformers_settings(folder)[0] or "cls"
     adapter_origin = None
@@ -254,42 +248,15 @@ def finetune(
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    callbacks = [
-        *callbacks,
-        *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length),
-    ]
+    evaluation = retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length)
+    callbacks = [*callbacks, *evaluation]
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
     collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
     run.train(model, tokenizer, collator, dataset, settings, callbacks=callbacks)
     history = run.history(retrieval=True)
     runs = dict(model.attention_runs)
-
-    model.restore_attention_type()
-    if gradient_checkpointing:
-        backbone.gradient_checkpointing_disable()
-    model.eval()
+    model.finish_training()
     files = [Path(p) for p in data]
-    record = OperationRecord(
-        "finetune",
-        parameters={
-            "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature",
-            "temperature": temperature,
-            "max_len": max_len,
-            "position_span": position_span,
-            "query_max_len": query_max_len,
-            "pooling": pooling,
-            **run.parameters(settings, history),
-            "triplets": len(triplets),
-            "gradient_checkpointing": gradient_checkpointing,
-            "attention_type": model.attention_type,
-            "attention_runs": runs,
-            "adapter": adapter,
-            "adapter_origin": adapter_origin,
-            "data_files_sha256": {str(p): file_sha256(p) for p in files},
-        },
-        checks=last_retrieval_check(history, eval_beir),
-        notes=_attention_notes(model.attention_type, runs),
-    )
     options = {
         "checkpoint": str(checkpoint),
         "data": [str(p) for p in files],
@@ -303,13 +270,46 @@ def finetune(
         "resume": resume,
         **vars(settings),
     }
+    record = _finetune_record(run, settings, history, model, options, len(triplets), files, adapter_origin)
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
-    result = run.write(
+    path, manifest = run.write(
         lambda: _write_finetuned(
             backbone, adapter, folder, run.out, source, record, options, force, argv, config_updates
         )
     )
-    return FinetuneResult(result and result.path, result and result.manifest, history, run.global_step, runs)
+    return FinetuneResult(path, manifest, history, run.global_step, runs)
+
+
+def _finetune_record(
+    run: TrainingRun,
+    settings: TrainSettings,
+    history: dict[str, Any],
+    model: ContrastiveModel,
+    options: dict[str, Any],
+    triplets: int,
+    files: Sequence[Path],
+    adapter_origin: str | None,
+) -> OperationRecord:
+    runs = dict(model.attention_runs)
+    stage = ("temperature", "max_len", "position_span", "query_max_len")
+    return OperationRecord(
+        "finetune",
+        parameters={
+            "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature",
+            **{key: options[key] for key in stage},
+            "pooling": model.pooling,
+            **run.parameters(settings, history),
+            "triplets": triplets,
+            "gradient_checkpointing": options["gradient_checkpointing"],
+            "attention_type": model.attention_type,
+            "attention_runs": runs,
+            "adapter": options["adapter"],
+            "adapter_origin": adapter_origin,
+            "data_files_sha256": {str(p): file_sha256(p) for p in files},
+        },
+        checks=last_retrieval_check(history, options["eval_beir"]),
+        notes=_attention_notes(model.attention_type, runs),
+    )
 
 
 def _query_length(tokenizer: Any, query_max_len: int) -> int:

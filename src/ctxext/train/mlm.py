@@ -35,7 +35,8 @@ from ctxext.train.runner import (
 
 def split_held_out(named: Iterable[tuple[str, str]], fraction: float) -> tuple[list[str], list[str]]:
     """Split (name, text) pairs by a hash of the name: the same name always lands on the same side."""
-    train, held_out = [], []
+    train: list[str] = []
+    held_out: list[str] = []
     for name, text in named:
         (held_out if zlib.crc32(name.encode()) % 1000 < fraction * 1000 else train).append(text)
     return train, held_out
@@ -279,13 +280,9 @@ def train_mlm(
         raise InvalidArgument(f"--eval-fraction {eval_fraction} must be in [0, 1)")
     source, folder = open_model(checkpoint)
     files = data_files(data)
+    inputs = [source.path, *files]
     run = TrainingRun(
-        out,
-        work_dir=work_dir,
-        resume=resume,
-        force=force,
-        keep_checkpoints=keep_checkpoints,
-        protect=[source.path, *files],
+        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
     )
     from transformers import set_seed
 
@@ -319,12 +316,12 @@ def train_mlm(
         "resume": resume,
         **vars(settings),
     }
-    result = run.write(
+    path, manifest = run.write(
         lambda: write_trained_model(
             model, folder, run.out, source, record, command="mlm", options=options, force=force, argv=argv
         )
     )
-    return MlmResult(result and result.path, result and result.manifest, history, run.global_step)
+    return MlmResult(path, manifest, history, run.global_step)
 
 
 def _mlm_record(

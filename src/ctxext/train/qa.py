@@ -127,30 +127,12 @@ def finetune_qa(
         record.notes.append("the folder had no QA head: qa_outputs started from transformers' default init")
     probe = [encode_example(ex, tokenizer, prompt, max_length) for ex in (eval_examples or train_examples)[:4]]
     probe_batch = pad_batch(probe, tokenizer.pad_token_id or 0, with_labels=False)
-    result = run.write(
+    path, manifest = run.write(
         lambda: write_qa_model(
-            model,
-            tokenizer,
-            folder,
-            source,
-            record,
-            run.out,
-            options=options,
-            probe=probe_batch,
-            protect=inputs,
-            force=force,
-            argv=argv,
+            model, tokenizer, folder, source, record, run.out, options, probe_batch, inputs, force, argv
         )
     )
-    return QAFinetuneResult(
-        result and result.path,
-        result and result.manifest,
-        history,
-        run.global_step,
-        len(data.dataset),
-        data.skipped,
-        metrics,
-    )
+    return QAFinetuneResult(path, manifest, history, run.global_step, len(data.dataset), data.skipped, metrics)
 
 
 def load_qa_model(folder: ModelFolder, prompt: PromptConfig) -> tuple[Any, Any, bool]:
@@ -201,7 +183,6 @@ def write_qa_model(
     source: Source,
     record: OperationRecord,
     out: Path,
-    *,
     options: dict[str, Any],
     probe: dict[str, Any],
     protect: list[str | Path],

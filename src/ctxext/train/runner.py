@@ -406,13 +406,14 @@ class TrainingRun:
             "loss_history": history,
         }
 
-    def write(self, writer: Callable[[], OutputResult]) -> OutputResult | None:
+    def write(self, writer: Callable[[], OutputResult]) -> tuple[Path | None, dict[str, Any] | None]:
+        """The written folder and its manifest; (None, None) on the other processes, which write nothing."""
         if not self.is_main_process:
-            return None
+            return None, None
         result = writer()
         if not self.keep_checkpoints:
             discard_checkpoints(self.paths.work)
-        return result
+        return result.path, result.manifest
 
 
 def last_retrieval_check(history: dict[str, Any], eval_set: str | Path | None) -> list[Check]:

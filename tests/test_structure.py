@@ -1,6 +1,6 @@
-"""The library's import graph has no cycle and never imports upward (docs/CONTRIBUTING.md has the map).
-
-Every import counts, including those inside functions (the CLI and heavy paths import lazily).
+"""The shape of the code: the import graph has no cycle and never imports upward (docs/CONTRIBUTING.md has
+the map; every import counts, including those inside functions), and no function is longer than 80 lines
+(a CLI command's option declarations do not count).
 """
 
 from __future__ import annotations
@@ -102,3 +102,25 @@ def test_the_import_graph_has_no_cycle():
     # a package importing its own submodules (``ctxext.data`` re-exporting ``ctxext.data.text``) is not a cycle
     real = [cycle for cycle in cycles if not all(m.startswith(cycle[0] + ".") or m == cycle[0] for m in cycle)]
     assert real == []
+
+
+MAX_LINES = 80
+
+
+def counted_lines(function: ast.FunctionDef, path: Path) -> int:
+    """Lines from ``def`` to the end; a CLI command is counted from its first statement after the docstring."""
+    if "cli" not in path.relative_to(PACKAGE).parts:
+        return function.end_lineno - function.lineno + 1
+    body = function.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and len(body) > 1:
+        body = body[1:]
+    return function.end_lineno - body[0].lineno + 1
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and counted_lines(node, path) > MAX_LINES:
+                long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({counted_lines(node, path)})")
+    assert sorted(long) == []
