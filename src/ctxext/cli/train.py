@@ -35,11 +35,31 @@ EvalBeirOpt = Annotated[
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
 
 
-def training_settings(*, grad_accum: int, bf16: bool, report_to: list[str] | None, **fields) -> Any:
-    """TrainSettings from the options every training command shares."""
+# a training command's option -> the TrainSettings field it sets
+SETTINGS_OF_OPTIONS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "warmup": "warmup_ratio",
+    "seed": "seed",
+    "eval_every": "eval_every",
+    "save_every": "save_every",
+    "grad_accum": "gradient_accumulation",
+    "bf16": "bf16",
+    "report_to": "report_to",
+}
+
+
+def settings_fields(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The TrainSettings fields among a training command's arguments (its ``locals()``)."""
+    fields = {field: arguments[option] for option, field in SETTINGS_OF_OPTIONS.items() if option in arguments}
+    return {**fields, "report_to": tuple(fields.get("report_to") or ())}
+
+
+def training_settings(arguments: dict[str, Any]) -> Any:
     from ctxext.train import TrainSettings
 
-    return TrainSettings(gradient_accumulation=grad_accum, bf16=bf16, report_to=tuple(report_to or ()), **fields)
+    return TrainSettings(**settings_fields(arguments))
 
 
 def register(app: typer.Typer) -> None:
@@ -97,18 +117,7 @@ def mlm_command(
     """
     from ctxext.train import train_mlm
 
-    settings = training_settings(
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        warmup_ratio=warmup,
-        seed=seed,
-        eval_every=eval_every,
-        save_every=save_every,
-        grad_accum=grad_accum,
-        bf16=bf16,
-        report_to=report_to,
-    )
+    settings = training_settings(locals())
     result = train_mlm(
         checkpoint,
         data,
@@ -174,18 +183,7 @@ def distill_command(
     """
     from ctxext.train.distill import distill
 
-    settings = training_settings(
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        warmup_ratio=warmup,
-        seed=seed,
-        eval_every=eval_every,
-        save_every=save_every,
-        grad_accum=grad_accum,
-        bf16=bf16,
-        report_to=report_to,
-    )
+    settings = training_settings(locals())
     result = distill(
         student,
         teacher,
@@ -265,18 +263,7 @@ def finetune_command(
     """
     from ctxext.train.finetune import finetune
 
-    settings = training_settings(
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        warmup_ratio=warmup,
-        seed=seed,
-        eval_every=eval_every,
-        save_every=save_every,
-        grad_accum=grad_accum,
-        bf16=bf16,
-        report_to=report_to,
-    )
+    settings = training_settings(locals())
     result = finetune(
         checkpoint,
         data,
@@ -329,16 +316,7 @@ def finetune_qa_command(
     """
     from ctxext.train.qa import finetune_qa, qa_settings
 
-    settings = qa_settings(
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        seed=seed,
-        save_every=save_every,
-        gradient_accumulation=grad_accum,
-        bf16=bf16,
-        report_to=tuple(report_to or ()),
-    )
+    settings = qa_settings(**settings_fields(locals()))
     result = finetune_qa(
         model,
         train,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,47 +340,9 @@ def _write_finetuned(
     config_updates: dict[str, Any],
 ) -> OutputResult:
     """The fine-tuned model; with ``adapter``, the base weights as they came in (checked unchanged) and the
-    trained adapter in the adapters format."""
-    if not adapter:
-        return write_trained_model(
-            model,
-            folder,
-            out,
-            source,
-            record,
-            carry=False,
-            command="finetune",
-            options=options,
-            force=force,
-            argv=argv,
-            config_updates=config_updates,
-        )
-    import torch
-
-    from ctxext.io import CheckpointReader
-
+    trained adapter in the adapters format under ``adapters/NAME``."""
     with tempfile.TemporaryDirectory(prefix="ctxext-adapter-") as temporary:
-        saved = Path(temporary) / adapter
-        model.save_adapter(str(saved), adapter)
-        model.delete_adapter(adapter)
-        reader = CheckpointReader(folder)
-        state = model.state_dict()
-        changed = [
-            name for name in reader.names if name in state and not torch.equal(state[name].cpu(), reader.torch(name))
-        ]
-        if changed:
-            raise AssertionError(f"adapter-only training changed base weights: {changed[:3]}")
-        record.checks.append(Check("base_weights_unchanged", 0.0, detail="every base tensor equals the input's"))
-
-        def finish(staging: Path) -> list[Check]:
-            target = staging / ADAPTERS_DIR / adapter
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(saved, target)
-            record.files["adapter"] = sorted(f"{ADAPTERS_DIR}/{adapter}/{p.name}" for p in target.iterdir())
-            record.files["adapter_sha256"] = {p.name: file_sha256(p) for p in sorted(target.iterdir())}
-            return []
-
+        finish = _adapter_copier(model, adapter, folder, record, Path(temporary)) if adapter else None
         return write_trained_model(
             model,
             folder,
@@ -395,3 +357,36 @@ def _write_finetuned(
             finish=finish,
             config_updates=config_updates,
         )
+
+
+def _adapter_copier(
+    model: Any, adapter: str, folder: Any, record: OperationRecord, temporary: Path
+) -> Callable[[Path], list[Check]]:
+    """Saves the trained adapter under ``temporary`` and takes it off the model, after checking that no base
+    weight changed; returns what copies it into the output (``finish`` of the writer)."""
+    import torch
+
+    from ctxext.io import CheckpointReader
+
+    saved = temporary / adapter
+    model.save_adapter(str(saved), adapter)
+    model.delete_adapter(adapter)
+    reader = CheckpointReader(folder)
+    state = model.state_dict()
+    changed = [
+        name for name in reader.names if name in state and not torch.equal(state[name].cpu(), reader.torch(name))
+    ]
+    if changed:
+        raise AssertionError(f"adapter-only training changed base weights: {changed[:3]}")
+    record.checks.append(Check("base_weights_unchanged", 0.0, detail="every base tensor equals the input's"))
+
+    def finish(staging: Path) -> list[Check]:
+        target = staging / ADAPTERS_DIR / adapter
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(saved, target)
+        record.files["adapter"] = sorted(f"{ADAPTERS_DIR}/{adapter}/{p.name}" for p in target.iterdir())
+        record.files["adapter_sha256"] = {p.name: file_sha256(p) for p in sorted(target.iterdir())}
+        return []
+
+    return finish
