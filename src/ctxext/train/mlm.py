@@ -1,11 +1,9 @@
-"""Masked-LM training on the Hugging Face Trainer (``train_mlm``), and the pieces every stage reuses.
+"""Masked-LM training (``train_mlm``), a stage of :class:`~ctxext.train.runner.TrainingRun`.
 
-The pieces are separate so each stage reuses them: reading text (:func:`read_documents`), packing it into
-fixed-length sequences (:func:`pack_documents`), the masking collator (:class:`MaskingCollator`), a
-held-out set masked once with a fixed seed (:func:`masked_held_out`), the Trainer setup
-(:func:`training_arguments`, :func:`build_trainer`) and writing the trained model with a manifest
-(:func:`write_trained_model`). Because everything runs through the Trainer, ``accelerate launch`` and
-``torchrun`` run it unchanged; only the main process writes the output.
+Text comes from :func:`ctxext.data.formats.read_documents`; it is packed into fixed-length sequences
+(:func:`pack_documents`) and masked per example from its own seed (:class:`MaskingCollator`), so masks do not
+depend on batching, processes or resuming; the held-out set is masked once (:func:`masked_held_out`).
+:func:`mlm_trainer` builds a Trainer for an in-memory model with no output (experiments, benchmarks/guide.py).
 """
 
 from __future__ import annotations
