@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, progress_bars, reports_errors
+from ctxext.guide import Init, Projection, Select
 
 
 def register(app: typer.Typer) -> None:
@@ -34,19 +35,19 @@ def guide_command(
         int | None, typer.Option(min=1, help="Feed-forward units (default: the teacher's ratio).")
     ] = None,
     init: Annotated[
-        str,
+        Init,
         typer.Option(
             help="first: block 0 from the teacher's block 0 (GUIDE); uniform: teacher "
             "blocks spread over all student blocks; none: random baseline."
         ),
-    ] = "first",
+    ] = Init.first,
     select: Annotated[
-        str,
+        Select,
         typer.Option(help="Which heads and units to keep: norm (largest after projection) or even (evenly spaced)."),
-    ] = "norm",
+    ] = Select.norm,
     projection: Annotated[
-        str, typer.Option(help="pca (GUIDE) or even (evenly spaced coordinates, weight selection).")
-    ] = "pca",
+        Projection, typer.Option(help="pca (GUIDE) or even (evenly spaced coordinates, weight selection).")
+    ] = Projection.pca,
     seed: Annotated[int, typer.Option(help="Seed of the random init of everything not taken from the teacher.")] = 0,
     check: Annotated[
         bool,
@@ -69,7 +70,6 @@ def guide_command(
     """
     from ctxext.guide import guide
 
-    init_choice, select_choice, projection_choice = _choices(init, select, projection)
     with progress_bars() as progress:
         result = guide(
             teacher,
@@ -78,9 +78,9 @@ def guide_command(
             layers=layers,
             heads=heads,
             intermediate=intermediate,
-            init=init_choice,
-            select=select_choice,
-            projection=projection_choice,
+            init=init,
+            select=select,
+            projection=projection,
             seed=seed,
             force=force,
             check=check,
@@ -88,14 +88,3 @@ def guide_command(
             argv=sys.argv,
         )
     emit(result, as_json)
-
-
-def _choices(init: str, select: str, projection: str) -> tuple[Any, Any, Any]:
-    """The --init, --select and --projection values as the library's enums; a bad one is a usage error."""
-    from ctxext.errors import InvalidArgument
-    from ctxext.guide import Init, Projection, Select
-
-    try:
-        return Init(init), Select(select), Projection(projection)
-    except ValueError as error:
-        raise InvalidArgument(str(error)) from None

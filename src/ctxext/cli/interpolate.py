@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, LenOpt, OutOpt, emit, progress_bars, reports_errors
+from ctxext.cli._common import (
+    ForceOpt,
+    GridOpt,
+    JsonOpt,
+    LenOpt,
+    LinearOpt,
+    OutOpt,
+    TileOpt,
+    chosen_method,
+    emit,
+    progress_bars,
+    reports_errors,
+)
+from ctxext.positions import Grid, Method, RopeScaling
 
 
 def register(app: typer.Typer) -> None:
@@ -25,17 +38,14 @@ def interpolate_command(
     ],
     target_length: LenOpt,
     out: OutOpt,
-    linear: Annotated[bool, typer.Option("--linear", help="Linear interpolation between original rows.")] = False,
+    linear: LinearOpt = False,
     spline: Annotated[bool, typer.Option("--spline", help="Cubic spline through the original rows (default).")] = False,
-    tile: Annotated[bool, typer.Option("--tile", help="Repeat the original rows; short inputs stay exact.")] = False,
+    tile: TileOpt = False,
     offset: Annotated[str, typer.Option(help="Rows reserved before position 0: 'auto' or a number.")] = "auto",
-    grid: Annotated[
-        str,
-        typer.Option(
-            help="'pinned' (context-extension's grid, ends pinned) or 'scaled' (PI: row i lands on position i*N/n)."
-        ),
-    ] = "pinned",
-    rope_scaling: Annotated[str, typer.Option(help="RoPE models: linear, dynamic or yarn.")] = "linear",
+    grid: GridOpt = Grid.pinned,
+    rope_scaling: Annotated[
+        RopeScaling, typer.Option(help="RoPE models: linear, dynamic or yarn.")
+    ] = RopeScaling.linear,
     check: Annotated[
         bool,
         typer.Option(
@@ -58,27 +68,21 @@ def interpolate_command(
       ctxext interpolate ./roberta-base --len 2048 --tile -o roberta-2048 --force
     """
     from ctxext.errors import InvalidArgument
-    from ctxext.positions import CheckLevel, Grid, Method, RopeScaling, interpolate
+    from ctxext.positions import CheckLevel, interpolate
 
-    chosen = [m for m, flag in ((Method.linear, linear), (Method.spline, spline), (Method.tile, tile)) if flag]
-    if len(chosen) > 1:
-        raise InvalidArgument("choose one of --linear, --spline, --tile")
+    method = chosen_method(linear=linear, spline=spline, tile=tile, default=Method.spline)
     if offset != "auto" and not (offset.isdigit() and offset.isascii()):
         raise InvalidArgument(f"--offset must be 'auto' or a whole number of rows (0 or more), not {offset!r}")
     offset_rows = None if offset == "auto" else int(offset)
-    try:
-        grid_choice, scaling = Grid(grid), RopeScaling(rope_scaling)
-    except ValueError as error:
-        raise InvalidArgument(f"{error}; --grid is pinned or scaled, --rope-scaling linear, dynamic or yarn") from None
     with progress_bars() as progress:
         result = interpolate(
             source,
             target_length,
             str(out),
-            method=chosen[0] if chosen else Method.spline,
-            grid=grid_choice,
+            method=method,
+            grid=grid,
             offset=offset_rows,
-            rope_scaling=scaling,
+            rope_scaling=rope_scaling,
             force=force,
             progress=progress,
             argv=sys.argv,
