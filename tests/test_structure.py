@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ctxext"
 LAYERS = {
     "core": [
         "ctxext",
+        "compat",
         "errors",
         "presets",
         "card",

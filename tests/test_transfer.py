@@ -455,6 +455,7 @@ def test_roberta_source_drops_its_offset_rows_and_matches(tiny_models, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.adapters
 def test_minilm_with_a_seq_bn_adapter_matches_in_full_and_block_sparse(minilm, tmp_path):
     import adapters
     import torch
@@ -496,9 +497,9 @@ def test_minilm_with_a_seq_bn_adapter_matches_in_full_and_block_sparse(minilm, t
 
 def registered_tokenizer(folder: Path, block_size: int):
     """A BERT tokenizer with reserved [unusedN] tokens, rewritten by reserve_global_blocks and loaded back."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    from transformers import AutoTokenizer
 
-    from ctxext.transfer import reserve_global_blocks
+    from ctxext.transfer import registered_tokenizer_config, reserve_global_blocks
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = [
@@ -512,10 +513,11 @@ def registered_tokenizer(folder: Path, block_size: int):
         "beta",
         "gamma",
     ]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64).save_pretrained(folder)
+    tiny.save_tokenizer(folder, 64, words=vocab)
     registers = reserve_global_blocks(json.loads((folder / "tokenizer.json").read_text()), block_size)
     (folder / "tokenizer.json").write_text(json.dumps(registers.tokenizer))
+    config = registered_tokenizer_config(folder / "tokenizer_config.json")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return AutoTokenizer.from_pretrained(folder), registers
 
 

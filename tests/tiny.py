@@ -87,13 +87,30 @@ def make_model(family: str, folder: Path, seed: int = 0, model_class: str | None
     return folder
 
 
-def save_tokenizer(folder: Path, model_max_length: int) -> None:
-    """A word-level BERT tokenizer over the tiny vocabulary."""
+def save_tokenizer(folder: Path, model_max_length: int, words: list[str] | None = None) -> None:
+    """A word-level BERT tokenizer over the tiny vocabulary, built with the tokenizers library (transformers 5
+    ignores ``BertTokenizerFast(vocab_file=)``), so it is the same on every supported stack."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
+    words = words or vocabulary()
+    vocab = {word: index for index, word in enumerate(words)}
+    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = ("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep]
+    )
+    backend.decoder = decoders.WordPiece()
     vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(vocabulary()) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), model_max_length=model_max_length)
+    vocab_file.write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=backend,
+        vocab_file=str(vocab_file),
+        model_max_length=model_max_length,
+        **{f"{role}_token": f"[{role.upper()}]" for role in ("unk", "sep", "pad", "cls", "mask")},
+    )
     tokenizer.save_pretrained(folder)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.architectures import ENCODER_FAMILIES
+from ctxext.compat import adapters_version, require_adapters
 from ctxext.errors import CheckFailed, CorruptCheckpoint, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import SafetensorsFile, bytes_to_array, load_pickled_state_dict, read_json
 
@@ -111,6 +112,7 @@ METHOD_OF_ARCHITECTURE = {None: "bottleneck", "lora": "lora", "reft": "reft"}
 
 def bigbird_interface():
     """The ``adapters.AdapterModelInterface`` for BigBird."""
+    require_adapters("BigBird with adapters")
     from adapters import AdapterModelInterface
 
     return AdapterModelInterface(**BIGBIRD_INTERFACE)
@@ -118,12 +120,11 @@ def bigbird_interface():
 
 def interface_file_content() -> dict[str, Any]:
     """What ``adapters`` writes as adapter_interface.json, so that ``adapters.load_model`` finds it."""
-    from importlib import metadata
-
+    require_adapters("writing adapters")
     return {
         "interface": {**BIGBIRD_INTERFACE, "attn_qkv_proj": None, "layer_pre_cross_attn": None, "base_model": None},
         "model_type": "big_bird",
-        "version": "adapters." + metadata.version("adapters"),
+        "version": "adapters." + adapters_version(),
     }
 
 
@@ -224,8 +225,7 @@ def rename_adapter_key(key: str, stored_name: str, new_name: str) -> tuple[str, 
 
 def renamed_adapter_config(adapter: AdapterFolder, new_name: str, hidden_size: int) -> dict[str, Any]:
     """The adapter's config as ``adapters`` would write it from the BigBird model."""
-    from importlib import metadata
-
+    require_adapters("transferring adapters")
     config = {key: value for key, value in adapter.config.items() if key not in {"model_class", "model_type"}}
     return {
         **config,
@@ -233,7 +233,7 @@ def renamed_adapter_config(adapter: AdapterFolder, new_name: str, hidden_size: i
         "model_type": "big_bird",
         "model_class": "BigBirdModel",
         "hidden_size": hidden_size,
-        "version": "adapters." + metadata.version("adapters"),
+        "version": "adapters." + adapters_version(),
     }
 
 
@@ -242,6 +242,7 @@ def renamed_adapter_config(adapter: AdapterFolder, new_name: str, hidden_size: i
 
 def init_adapters(model: Any) -> Any:
     """Make ``model`` adapter-capable: BigBird through the plugin interface, others natively."""
+    require_adapters("adapters on a model")
     import adapters
 
     interface = bigbird_interface() if model.config.model_type == "big_bird" else None
@@ -320,6 +321,7 @@ def load_model_with_adapters(model_dir: str | Path) -> Any:
     (written by ``ctxext transfer``); a BigBird folder without that file gets the interface passed
     explicitly. Other models load with transformers and get the adapters library's native support.
     """
+    require_adapters("loading a model with adapters")
     import adapters
 
     from ctxext.checks import load_model_strictly

@@ -397,7 +397,7 @@ class DecoderFamily:
     ``window_halved_on_load``: the config constructor turns ``sliding_window`` s into ``s // 2 + 1`` when the
     flag is set, so config.json holds ``2 * (window - 1)``. ``sliding_switch``: a config key that must be true
     for ``sliding_window`` to apply at all. ``buffers``: the backbone's non-persistent buffers (not in the state
-    dict), copied from the source model.
+    dict), copied from the source model; the names of both supported transformers releases are listed.
     """
 
     model_type: str
@@ -409,7 +409,7 @@ class DecoderFamily:
     window_key: str = "bidirectional_window"
     window_halved_on_load: bool = False
     sliding_switch: str | None = None
-    buffers: tuple[str, ...] = ("rotary_emb.inv_freq",)
+    buffers: tuple[str, ...] = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
 
 
 DECODER_FAMILIES: dict[str, DecoderFamily] = {
@@ -423,13 +423,29 @@ DECODER_FAMILIES: dict[str, DecoderFamily] = {
             bidirectional_flag="use_bidirectional_attention",
             window_key="sliding_window",
             window_halved_on_load=True,
-            buffers=("embed_tokens.embed_scale", "rotary_emb.inv_freq", "rotary_emb_local.inv_freq"),
+            buffers=(
+                "embed_tokens.embed_scale",
+                "rotary_emb.inv_freq",  # transformers 4.57
+                "rotary_emb_local.inv_freq",
+                *(
+                    f"rotary_emb.{kind}_attention_{part}inv_freq"
+                    for kind in ("full", "sliding")
+                    for part in ("", "original_")
+                ),
+            ),
         ),
         DecoderFamily("llama", "LlamaConfig", "LlamaModel", "mask", mask_form="tensor"),
         DecoderFamily("mistral", "MistralConfig", "MistralModel", "mask", mask_form="tensor"),
         DecoderFamily(
             "qwen2", "Qwen2Config", "Qwen2Model", "mask", mask_form="mapping", sliding_switch="use_sliding_window"
         ),
-        DecoderFamily("gemma2", "Gemma2Config", "Gemma2Model", "mask", mask_form="mapping"),
+        DecoderFamily(
+            "gemma2",
+            "Gemma2Config",
+            "Gemma2Model",
+            "mask",
+            mask_form="mapping",
+            buffers=("embed_tokens.embed_scale", "rotary_emb.inv_freq", "rotary_emb.original_inv_freq"),
+        ),
     )
 }

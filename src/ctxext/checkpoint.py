@@ -130,12 +130,12 @@ def stage_files(plan: OutputPlan, staging: Path) -> Path:
         saved = plan.tokenizer.save_pretrained(model_dir)
         record.files["tokenizer"] = sorted(os.path.relpath(path, staging) for path in saved if Path(path).is_file())
     write_json(model_dir / "config.json", publishable_config(plan.config))
-    refresh_sentence_transformers_versions(staging)
-    if plan.model_max_length is not None:
-        set_tokenizer_length(staging, model_dir, plan.model_max_length, record)
     for relative, content in plan.extra_files.items():
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)
         write_json(staging / relative, content)
+    refresh_sentence_transformers_versions(staging)
+    if plan.model_max_length is not None:
+        set_tokenizer_length(staging, model_dir, plan.model_max_length, record)
     return model_dir
 
 

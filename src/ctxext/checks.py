@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxext.compat import loading_info
 from ctxext.errors import CheckFailed
 from ctxext.manifest import Check
 
@@ -55,7 +56,7 @@ def _load(model_dir: Path, model_class: Any, **kwargs: Any) -> tuple[Any, dict[s
     model, info = model_class.from_pretrained(
         model_dir, output_loading_info=True, **{"trust_remote_code": False, **kwargs}
     )
-    return model.eval(), {key: list(value) for key, value in info.items() if value}
+    return model.eval(), {key: value for key, value in loading_info(info).items() if value}
 
 
 def random_batch(vocab_size: int, lengths: list[int], *, seed: int = 0, low: int = 1000) -> tuple[Any, Any]:

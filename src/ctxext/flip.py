@@ -26,6 +26,7 @@ from typing import Any
 
 from ctxext.architectures import DECODER_FAMILIES, DecoderFamily
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
+from ctxext.compat import add_extra_special_tokens, loading_info, no_init_weights
 from ctxext.errors import CheckFailed, CtxextError, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
     MANIFEST_NAME,
@@ -147,6 +148,7 @@ def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
     model, info = AutoModelForCausalLM.from_pretrained(
         folder.model_dir, dtype=torch.float32, output_loading_info=True, trust_remote_code=False
     )
+    info = loading_info(info)
     missing = [key for key in info["missing_keys"] if key != LM_HEAD]
     if missing or info["unexpected_keys"] or info["mismatched_keys"]:
         raise CheckFailed(
@@ -197,7 +199,7 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
             f"{name}: transformers cannot load this GGUF file ({str(error).strip().splitlines()[0]})"
         ) from None
     with contextlib.suppress(OSError, CtxextError), atomic_output(cache) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
+        _save_dequantized(model, staging)
         tokenizer.save_pretrained(staging)
         write_json(
             staging / MANIFEST_NAME,
@@ -209,6 +211,16 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
             },
         )
     return model, tokenizer, None
+
+
+def _save_dequantized(model: Any, folder: Path) -> None:
+    """The GGUF model's float32 weights and config as a plain folder. Not ``save_pretrained``: transformers 5
+    marks a GGUF-loaded model as quantized and refuses to serialise it, although its weights are dequantized."""
+    from safetensors.torch import save_model
+
+    config = {key: value for key, value in model.config.to_dict().items() if key != "quantization_config"}
+    write_json(folder / "config.json", config)
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _resolve_gguf(ref: str, gguf_file: str | None) -> tuple[Source, Path, str]:
@@ -378,18 +390,12 @@ def _flipped_tokenizer(source: Any, prompt: PromptConfig | None) -> tuple[Any, d
     if prompt is None:
         return tokenizer, {}
     known = set(tokenizer.get_vocab())
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": list(prompt.special_tokens)}, replace_additional_special_tokens=False
-    )
+    add_extra_special_tokens(tokenizer, prompt.special_tokens)
     return tokenizer, {t: tokenizer.convert_tokens_to_ids(t) for t in prompt.special_tokens if t not in known}
 
 
 def _empty_model(cls: Any, config: Any) -> Any:
     """``cls(config)`` without spending time on random init (every weight is loaded or set next)."""
-    try:
-        from transformers.modeling_utils import no_init_weights
-    except ImportError:  # pragma: no cover - older transformers
-        no_init_weights = contextlib.nullcontext
     with no_init_weights():
         return cls(config)
 

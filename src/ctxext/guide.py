@@ -35,6 +35,7 @@ import numpy as np
 
 from ctxext.architectures import ENCODER_FAMILIES, EncoderFamily, is_buffer, position_scheme
 from ctxext.checkpoint import OutputPlan, ProgressFn, model_tensors, no_progress, tied_duplicates, write_model_folder
+from ctxext.compat import loading_info
 from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
 from ctxext.io import CheckpointReader, ModelFolder, Source, check_output_target, open_model, read_json
 from ctxext.manifest import Check, OperationRecord, check_verdicts
@@ -497,16 +498,16 @@ def _student_model(folder: ModelFolder, family: Family, shape: StudentShape, see
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    student_config = AutoConfig.from_pretrained(folder.model_dir, trust_remote_code=False)
-    student_config.update(
-        {
-            "hidden_size": shape.dim,
-            "num_hidden_layers": shape.layers,
-            "num_attention_heads": shape.heads,
-            "intermediate_size": shape.intermediate,
-            "architectures": [family.mlm_class],
-        }
+    values = AutoConfig.from_pretrained(folder.model_dir, trust_remote_code=False).to_dict()
+    values.update(
+        hidden_size=shape.dim,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        architectures=[family.mlm_class],
     )
+    values.pop("layer_types", None)  # one entry per teacher layer (transformers 5): the constructor rebuilds it
+    student_config = AutoConfig.for_model(values.pop("model_type"), **values)
     torch.manual_seed(seed)
     model = AutoModelForMaskedLM.from_config(student_config).float().eval()
     if type(model).__name__ != family.mlm_class:
@@ -862,6 +863,7 @@ def load_student(model_dir: Path, model_class: Any, allowed_unexpected: tuple[st
     hf_logging.set_verbosity_error()  # the unused pooler/head is expected; the check below decides
     try:
         model, info = model_class.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False)
+        info = loading_info(info)
     finally:
         hf_logging.set_verbosity(verbosity)
     unexpected = [name for name in info["unexpected_keys"] if not name.startswith(allowed_unexpected)]

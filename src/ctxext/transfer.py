@@ -37,6 +37,7 @@ from ctxext.adapters_bigbird import (
 from ctxext.architectures import BUFFERS, ENCODER_FAMILIES, EncoderFamily
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
 from ctxext.checks import max_abs_diff
+from ctxext.compat import require_adapters
 from ctxext.errors import CheckFailed, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
     CheckpointReader,
@@ -490,6 +491,8 @@ def transfer(
     (``reserve_global_blocks``)."""
     check_bigbird_options(target, target_length, block_size, num_random_blocks)
     sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters)
+    if sources.adapters:
+        require_adapters(f"transfer with adapters ({', '.join(item.name for item in sources.adapters)})")
     folder, config = sources.folder, sources.folder.config
     family = source_family(config)
     reader = CheckpointReader(folder)
@@ -613,7 +616,16 @@ def _register_tokenizer_files(folder: ModelFolder, block_size: int, record: Oper
         f"({registers.head[0]}..{registers.head[-1]}) and {len(registers.tail)} before the last [SEP] "
         f"({registers.tail[0]}..{registers.tail[-1]}), so no text lands in BigBird's global blocks"
     )
-    return {tokenizer_path: registers.tokenizer}
+    config_path = str(Path(tokenizer_path).with_name("tokenizer_config.json"))
+    return {tokenizer_path: registers.tokenizer, config_path: registered_tokenizer_config(folder.root / config_path)}
+
+
+def registered_tokenizer_config(path: Path) -> dict[str, Any]:
+    """The tokenizer_config.json beside a registered tokenizer.json: loaded as ``PreTrainedTokenizerFast``,
+    which takes tokenizer.json as it is. transformers 5 builds a ``BertTokenizer`` from a BERT config and
+    replaces the stored post-processor, which would drop the registers without a word."""
+    config = read_json(path) if path.is_file() else {}
+    return {**config, "tokenizer_class": "PreTrainedTokenizerFast"}
 
 
 def _transfer_plan(
@@ -646,7 +658,7 @@ def _transfer_plan(
         new_config["max_position_embeddings"],
         sources.folder,
         extra_files={
-            (relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content(),
+            **({(relative_model_dir / INTERFACE_FILE).as_posix(): interface_file_content()} if adapter_outputs else {}),
             **tokenizer_files,
             **{f"adapters/{item.name}/{ADAPTER_CONFIG}": item.config for item in adapter_outputs},
         },
@@ -864,15 +876,11 @@ def equivalence_checks(
     block_size: int,
     num_random_blocks: int,
 ) -> list[Check]:
-    """Source + adapter against BigBird + adapter, as loaded back from the written folder."""
-    from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+    """Source + adapter against BigBird + adapter, as loaded back from the written folder (with no adapter,
+    plain transformers loads both: the adapters library is then not needed)."""
     from ctxext.checks import random_batch
 
-    source_model = load_model_with_adapters(sources.folder.model_dir)
-    output_model = load_model_with_adapters(staging / relative_model_dir)
-    for item in sources.adapters:
-        load_adapter_strictly(source_model, item.folder.path, item.name)
-        load_adapter_strictly(output_model, staging / "adapters" / item.name, item.name)
+    source_model, output_model = _loaded_pair(sources, staging, relative_model_dir)
     checks = [Check("output and adapters load with no missing or unexpected weights", 0.0, 0.0)]
     vocab_size = output_model.config.vocab_size
     short_length = min(source_length, 512)
@@ -966,8 +974,27 @@ def test_token_floor(vocab_size: int) -> int:
     return 1000 if vocab_size > 2000 else 5
 
 
+def _loaded_pair(sources: TransferSources, staging: Path, relative_model_dir: Path) -> tuple[Any, Any]:
+    """The source and the written model, each with the adapters it has (strictly: nothing missing or left over)."""
+    if not sources.adapters:
+        from ctxext.checks import load_model_strictly
+
+        source = load_model_strictly(sources.folder.model_dir)
+        output = load_model_strictly(staging / relative_model_dir)
+        return getattr(source, "base_model", source), getattr(output, "base_model", output)
+    from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+
+    source_model = load_model_with_adapters(sources.folder.model_dir)
+    output_model = load_model_with_adapters(staging / relative_model_dir)
+    for item in sources.adapters:
+        load_adapter_strictly(source_model, item.folder.path, item.name)
+        load_adapter_strictly(output_model, staging / "adapters" / item.name, item.name)
+    return source_model, output_model
+
+
 def _activate(model: Any, adapter: str | None) -> None:
-    model.set_active_adapters(adapter)
+    if adapter is not None or hasattr(model, "set_active_adapters"):
+        model.set_active_adapters(adapter)
 
 
 def run_model(

@@ -58,6 +58,16 @@ def chosen_method(*, linear: bool, spline: bool, tile: bool, default: Method) ->
     return chosen[0] if chosen else default
 
 
+def quiet_library_progress_bars() -> None:
+    """No tqdm bars from transformers and huggingface_hub (transformers 5 draws one for every model load, so
+    a one-line error would come after two lines of bars): ctxext draws its own progress.
+    ``HF_HUB_DISABLE_PROGRESS_BARS=0`` brings them back. Works whether or not transformers is imported yet."""
+    if os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") == "1" and "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn ctxext errors, interrupts (SIGINT, SIGTERM) and OS errors into one line on stderr and a non-zero
     exit; the codes are listed in docs/errors.md."""
@@ -65,6 +75,8 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from ctxext.io import sigterm_as_interrupt
+
+        quiet_library_progress_bars()
 
         try:
             with sigterm_as_interrupt():

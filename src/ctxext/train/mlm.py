@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxext.compat import loading_info
 from ctxext.data.formats import data_files, read_documents
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
@@ -188,7 +189,7 @@ def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
         hf_logging.set_verbosity(verbosity)
     tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
-    return model, tokenizer, list(info["missing_keys"])
+    return model, tokenizer, loading_info(info)["missing_keys"]
 
 
 def mlm_trainer(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_model_folder
+from ctxext.compat import loading_info
 from ctxext.data.formats import QAExample, read_squad_jsonl
 from ctxext.errors import CheckFailed, InvalidArgument
 from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
@@ -147,6 +148,7 @@ def load_qa_model(folder: ModelFolder, prompt: PromptConfig) -> tuple[Any, Any, 
     model, info = AutoModelForQuestionAnswering.from_pretrained(
         folder.model_dir, dtype=torch.float32, output_loading_info=True, trust_remote_code=False
     )
+    info = loading_info(info)
     problems = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")] + info["unexpected_keys"]
     if problems or info["mismatched_keys"]:
         raise CheckFailed(f"{folder.model_dir} does not load as a QA model: {problems[:3] or info['mismatched_keys']}")

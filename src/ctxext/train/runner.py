@@ -21,6 +21,7 @@ from typing import Any
 
 from ctxext.architectures import is_buffer
 from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_model_folder
+from ctxext.compat import warmup_arguments
 from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound
 from ctxext.io import CheckpointReader, ModelFolder, OutTensor, check_output_target, sigterm_as_interrupt
 from ctxext.manifest import Check, OperationRecord
@@ -105,7 +106,7 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
         per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation,
         learning_rate=settings.learning_rate,
-        warmup_ratio=settings.warmup_ratio,
+        **warmup_arguments(settings.warmup_ratio, settings.steps),
         weight_decay=settings.weight_decay,
         lr_scheduler_type="linear",
         seed=settings.seed,

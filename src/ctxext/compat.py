@@ -1,0 +1,73 @@
+"""The differences between the two supported stacks, in one place: transformers 5.x with sentence-transformers
+6.x (the default install) and transformers 4.57 with the adapters library (the ``adapters`` extra).
+
+Everything here is imported lazily by its callers, so importing ctxext does not import transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from typing import Any
+
+
+@functools.cache
+def transformers_major() -> int:
+    return int(metadata.version("transformers").split(".")[0])
+
+
+def add_extra_special_tokens(tokenizer: Any, tokens: Iterable[str]) -> None:
+    """Add ``tokens`` as special tokens beside the ones the tokenizer already has (never replacing them)."""
+    keyword = "extra_special_tokens" if transformers_major() >= 5 else "additional_special_tokens"
+    tokenizer.add_special_tokens({keyword: list(tokens)}, **{f"replace_{keyword}": False})
+
+
+@contextlib.contextmanager
+def no_init_weights() -> Iterator[None]:
+    """Build a model without spending time on random init (every weight is loaded or set next)."""
+    try:
+        from transformers.initialization import no_init_weights as skip_init  # transformers 5
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights as skip_init  # transformers 4.57
+    with skip_init():
+        yield
+
+
+def warmup_arguments(ratio: float, steps: int) -> dict[str, Any]:
+    """TrainingArguments' warmup: a share of the steps (transformers 5 takes only a number of steps)."""
+    if transformers_major() >= 5:
+        return {"warmup_steps": math.ceil(ratio * steps)}  # as transformers 4.57 rounds a ratio
+    return {"warmup_ratio": ratio}
+
+
+def loading_info(info: dict[str, Any]) -> dict[str, list[Any]]:
+    """``from_pretrained(output_loading_info=True)``'s report with sorted lists (transformers 5 returns sets)."""
+    return {key: sorted(value, key=str) for key, value in info.items()}
+
+
+def require_adapters(what: str) -> None:
+    """Refuse ``what`` in one line when the adapters library is not installed (it pins transformers 4.57, so
+    the default install, on transformers 5, goes without it)."""
+    from ctxext.errors import MissingExtra
+
+    if not has_adapters():
+        raise MissingExtra(
+            f"{what} needs the adapters library, which pins transformers 4.57 (this environment has "
+            f"{metadata.version('transformers')}): pip install 'ctxext[adapters]' in an environment of its own"
+        )
+
+
+def has_adapters() -> bool:
+    """Whether the adapters library is installed (read from package metadata: importing it takes seconds)."""
+    try:
+        metadata.distribution("adapters")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def adapters_version() -> str:
+    return metadata.version("adapters")
