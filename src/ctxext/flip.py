@@ -215,12 +215,15 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
 
 def _save_dequantized(model: Any, folder: Path) -> None:
     """The GGUF model's float32 weights and config as a plain folder. Not ``save_pretrained``: transformers 5
-    marks a GGUF-loaded model as quantized and refuses to serialise it, although its weights are dequantized."""
-    from safetensors.torch import save_model
+    marks a GGUF-loaded model as quantized and refuses to serialise it, although its weights are dequantized.
+    A tied output head is left out, as transformers leaves it out (loading ties it to the input embedding)."""
+    from safetensors.torch import save_file
 
     config = {key: value for key, value in model.config.to_dict().items() if key != "quantization_config"}
     write_json(folder / "config.json", config)
-    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tied = {LM_HEAD} if config.get("tie_word_embeddings", True) else set()
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items() if name not in tied}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _resolve_gguf(ref: str, gguf_file: str | None) -> tuple[Source, Path, str]:
@@ -263,7 +266,8 @@ def flipped_config(
     values = {
         k: v
         for k, v in config.items()
-        if k not in ("architectures", "_name_or_path", "auto_map", "transformers_version")
+        # a GGUF source is dequantized on load (transformers 5 still records it as quantized)
+        if k not in ("architectures", "_name_or_path", "auto_map", "transformers_version", "quantization_config")
     }
     values.update(vocab_size=vocab_size, use_cache=False)
     family = family_of(values.pop("model_type"))
