@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import specter2_tiny
 import tiny
 from ctxext.cli import app
+from ctxext.compat import has_adapters
 from ctxext.errors import CheckFailed, SourceNotFound, UnsupportedArchitecture
 
 runner = CliRunner()
@@ -574,3 +575,35 @@ def test_sep_id_is_read_from_the_tokenizer_files(tiny_models):
     from ctxext.transfer import tokenizer_sep_id
 
     assert tokenizer_sep_id(ModelFolder.open(tiny_models("bert"))) == tiny.vocabulary().index("[SEP]")
+
+
+@pytest.mark.skipif(has_adapters(), reason="the refusal is for an environment without the adapters extra")
+@pytest.mark.parametrize("command", ["transfer", "finetune", "embed"])
+def test_a_command_that_needs_adapters_says_so_in_one_line_without_the_extra(command, tiny_models, tmp_path):
+    from safetensors.numpy import save_file
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"name": "mine", "config": {"architecture": None}}))
+    save_file({"x": np.zeros(2, np.float32)}, str(adapter / "adapter.safetensors"))
+    (tmp_path / "data.jsonl").write_text('{"text": "a b"}\n')
+    source = str(tiny_models("bert"))
+    arguments = {
+        "transfer": [
+            source,
+            "bigbird",
+            "--len",
+            "128",
+            "--block-size",
+            "8",
+            "--random-blocks",
+            "1",
+            "--adapter",
+            str(adapter),
+        ],
+        "finetune": [source, "--data", str(tmp_path / "data.jsonl"), "--adapter", "mine", "--max-len", "32"],
+        "embed": [source, str(tmp_path / "data.jsonl"), "--adapter", str(adapter)],
+    }[command]
+    result = runner.invoke(app, [command, *arguments, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 3 and "pip install 'ctxext[adapters]'" in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -18,6 +18,7 @@ import numpy as np
 
 from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.compat import require_adapters
 from ctxext.errors import InvalidArgument
 from ctxext.io import (
     ModelFolder,
@@ -123,6 +124,8 @@ def embed_file(
     out = check_output_target(out, force=force, protect=[input_path], is_file=True)  # before the slow part
     if batch_size < 1:
         raise InvalidArgument("--batch-size must be at least 1")
+    if adapter:
+        require_adapters(f"embed --adapter {adapter}")
     read_embedding_inputs(input_path)  # a bad file is refused before the model loads
     source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter)
     loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source and adapter_name else None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputResult
+from ctxext.compat import require_adapters
 from ctxext.data.formats import read_triplets
 from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
@@ -228,6 +229,8 @@ def finetune(
     settings = settings or TrainSettings(learning_rate=2e-5)
     if temperature <= 0:
         raise InvalidArgument(f"--temperature {temperature} must be positive")
+    if adapter:
+        require_adapters(f"finetune --adapter {adapter}")
     from ctxext.encode import sentence_transformers_settings
 
     source, folder = open_model(checkpoint)
