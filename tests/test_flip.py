@@ -485,3 +485,39 @@ def test_a_second_flip_of_the_same_gguf_loads_the_cached_weights_and_writes_the_
     }
     assert json.loads((first.path / "config.json").read_text()) == json.loads((second.path / "config.json").read_text())
     assert (first.path / "tokenizer.json").read_bytes() == (second.path / "tokenizer.json").read_bytes()
+
+
+PLAIN_LOAD = """
+import sys, torch
+from transformers import AutoModel
+from sentence_transformers import SentenceTransformer
+model = AutoModel.from_pretrained(sys.argv[1]).eval()
+ids = torch.randint(5, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
+changed = ids.clone()
+changed[0, -1] = 5 + (int(ids[0, -1]) - 4) % (model.config.vocab_size - 5)
+with torch.no_grad():
+    first, second = (model(input_ids=x).last_hidden_state[0, 0] for x in (ids, changed))
+SentenceTransformer(sys.argv[1]).encode(["the model"])
+assert not any(name.startswith("ctxext") for name in sys.modules)
+print(type(model).__name__, float((first - second).abs().max()))
+"""
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_flipped_backbone_loads_bidirectional_with_plain_transformers_or_not_at_all(family, tiny_models, tmp_path):
+    """transformers >= 5.2: plain AutoModel and SentenceTransformer, no ctxext import, and position 0 sees the
+    last token. Older transformers would load ``is_causal: false`` as a causal model: there the folder keeps
+    ctxext's model type, and plain transformers refuses it."""
+    import subprocess
+    import sys
+
+    from ctxext.compat import native_bidirectional_config
+
+    out = flip(str(tiny_models(family)), tmp_path / "out", pooling=Pooling.mean).path
+    result = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(out)], capture_output=True, text=True)
+    if native_bidirectional_config():
+        assert result.returncode == 0, result.stderr[-2000:]
+        name, change = result.stdout.split()
+        assert name == {"llama": "LlamaModel", "qwen2": "Qwen2Model"}[family] and float(change) > 1e-4
+    else:
+        assert result.returncode != 0 and f"ctxext_{family}_encoder" in result.stderr

@@ -157,6 +157,19 @@ def test_fixture_adapters_are_shaped_like_specter2s(specter2_parts):
 # ----------------------------------------------------------------------------- equivalence
 
 
+@pytest.mark.parametrize("role", ["proximity", "regression"])
+def test_load_model_with_adapters_loads_activates_and_binds_in_one_call(specter2_parts, small_blocks_out, role):
+    from ctxext.adapters_bigbird import load_model_with_adapters
+
+    source = source_with_adapter(specter2_parts, role)
+    model = load_model_with_adapters(small_blocks_out, [*ROLES], active=role)
+    ids, mask = batch([64, 21, 5])
+    expected, _ = hidden(source, ids, mask)
+    got, ran = hidden(model, ids, mask, "original_full")
+    assert ran == {"original_full"}
+    assert_pooled_close(expected, got, mask, tolerance=1e-4)
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_each_adapter_matches_source_in_original_full(specter2_parts, small_blocks_out, role):
     source, target = source_with_adapter(specter2_parts, role), bigbird_with_adapter(small_blocks_out, role)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -314,19 +314,46 @@ def load_adapter_strictly(model: Any, folder: str | Path, load_as: str) -> str:
     return name
 
 
-def load_model_with_adapters(model_dir: str | Path) -> Any:
-    """Load a model folder with adapter support; any missing or unexpected base weight is an error.
+def load_model_with_adapters(
+    model_dir: str | Path, adapters: Sequence[str | Path] = (), *, active: str | None = None
+) -> Any:
+    """Load a model folder with adapter support, load ``adapters`` and activate one: the one documented call.
 
-    BigBird goes through ``adapters.load_model(folder, BigBirdModel)``, which reads adapter_interface.json
-    (written by ``ctxext transfer``); a BigBird folder without that file gets the interface passed
-    explicitly. Other models load with transformers and get the adapters library's native support.
+    Any missing or unexpected weight, of the base or of an adapter, is an error. ``adapters``: names under the
+    folder's ``adapters/`` (what ``ctxext transfer`` and ``finetune --adapter`` write) or adapter folders;
+    each loads under its folder's name; ``active`` (default: the first) is activated. BigBird goes through
+    ``adapters.load_model(folder, BigBirdModel)``, which reads adapter_interface.json (a BigBird folder
+    without it gets the interface passed explicitly), and gets every layer's own LayerNorm bound
+    (:func:`bind_layer_norm_hooks`); other models load with transformers and the library's native support.
     """
+    model = _model_with_adapter_support(Path(model_dir))
+    names = [
+        load_adapter_strictly(model, folder, folder.name) for folder in _adapter_folders(Path(model_dir), adapters)
+    ]
+    if names:
+        model.set_active_adapters(active or names[0])
+    if model.config.model_type == "big_bird":
+        bind_layer_norm_hooks(model)
+    return model.eval()
+
+
+def _adapter_folders(model_dir: Path, adapters: Sequence[str | Path]) -> list[Path]:
+    folders = []
+    for adapter in adapters:
+        candidates = [Path(adapter), *(root / "adapters" / str(adapter) for root in (model_dir, model_dir.parent))]
+        found = next((folder for folder in candidates if (folder / ADAPTER_CONFIG).is_file()), None)
+        if found is None:
+            raise SourceNotFound(f"adapter {adapter!r}: no {ADAPTER_CONFIG} at {', '.join(map(str, candidates))}")
+        folders.append(found)
+    return folders
+
+
+def _model_with_adapter_support(model_dir: Path) -> Any:
     require_adapters("loading a model with adapters")
     import adapters
 
     from ctxext.checks import load_model_strictly
 
-    model_dir = Path(model_dir)
     if read_json(model_dir / "config.json").get("model_type") != "big_bird":
         # every tensor is checked with the class the config names; adapters go on its base model
         return init_adapters(load_model_strictly(model_dir).base_model)
@@ -337,8 +364,7 @@ def load_model_with_adapters(model_dir: str | Path) -> Any:
     problems = {key: value for key, value in info.items() if value and key != "error_msgs"}
     if problems or info.get("error_msgs"):
         raise CheckFailed(f"{model_dir} does not load cleanly with BigBirdModel: {problems or info}")
-    bind_layer_norm_hooks(model)
-    return model.eval()
+    return model
 
 
 # ----------------------------------------------------------------------------- which attention ran

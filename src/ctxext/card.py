@@ -12,8 +12,9 @@ from typing import Any
 
 CARD_NAME = "README.md"
 
-# Commands whose outputs load through ctxext's registered encoder classes.
+# Commands whose outputs may load through ctxext's registered encoder classes (see _needs_registration).
 FLIP_COMMANDS = frozenset({"flip", "finetune-qa", "finetune_qa"})
+REGISTRATION = "import ctxext.flip\n\nctxext.flip.register()  # ctxext's encoder classes, no remote code\n"
 # What a reader of the Hub does with each kind of output.
 PIPELINE_BY_ARCHITECTURE_SUFFIX = {
     "ForQuestionAnswering": "question-answering",
@@ -46,7 +47,7 @@ def write_model_card(folder: Path, manifest: dict[str, Any], *, name: str, sourc
             _summary(manifest, architecture),
             _operations(manifest),
             _checks(manifest),
-            _how_to_load(sentence_transformers, architecture, manifest["command"] in FLIP_COMMANDS),
+            _how_to_load(sentence_transformers, architecture, _needs_registration(folder, manifest, architecture)),
         ]
     )
     path = folder / CARD_NAME
@@ -137,10 +138,21 @@ def _checks(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _how_to_load(sentence_transformers: bool, architecture: str, flipped: bool) -> str:
+def _needs_registration(folder: Path, manifest: dict[str, Any], architecture: str) -> bool:
+    """A flipped folder loads with plain transformers when written as the family's own model (``is_causal:
+    false``, transformers >= 5.2) or as Gemma 3 with its bidirectional flag; ctxext's classes otherwise."""
+    if manifest["command"] not in FLIP_COMMANDS:
+        return False
+    config = folder / manifest.get("weights", {}).get("dir", ".") / "config.json"
+    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type", "") if config.is_file() else ""
+    return model_type.startswith("ctxext_") or architecture.endswith("ForQuestionAnswering")
+
+
+def _how_to_load(sentence_transformers: bool, architecture: str, registered: bool) -> str:
+    register = REGISTRATION if registered else ""
     if sentence_transformers:
         code = (
-            "from sentence_transformers import SentenceTransformer\n\n"
+            f"from sentence_transformers import SentenceTransformer\n{register}\n"
             'model = SentenceTransformer("path/to/this/folder")\n'
             'embeddings = model.encode(["a long document ..."])'
         )
@@ -148,11 +160,6 @@ def _how_to_load(sentence_transformers: bool, architecture: str, flipped: bool) 
         head = next(
             (f"AutoModel{suffix}" for suffix in PIPELINE_BY_ARCHITECTURE_SUFFIX if architecture.endswith(suffix)),
             "AutoModel",
-        )
-        register = (
-            "import ctxext.flip\n\nctxext.flip.register()  # ctxext's encoder classes, no remote code\n"
-            if flipped
-            else ""
         )
         code = (
             f"from transformers import {head}, AutoTokenizer\n{register}\n"

@@ -19,6 +19,12 @@ def transformers_major() -> int:
     return int(metadata.version("transformers").split(".")[0])
 
 
+def native_bidirectional_config() -> bool:
+    """transformers >= 5.2 honours ``is_causal: false`` in a decoder's config (Llama, Mistral, Qwen2, ...)."""
+    major, minor = (int(part) for part in metadata.version("transformers").split(".")[:2])
+    return (major, minor) >= (5, 2)
+
+
 def add_extra_special_tokens(tokenizer: Any, tokens: Iterable[str]) -> None:
     """Add ``tokens`` as special tokens beside the ones the tokenizer already has (never replacing them)."""
     keyword = "extra_special_tokens" if transformers_major() >= 5 else "additional_special_tokens"

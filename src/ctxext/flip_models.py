@@ -226,6 +226,7 @@ for _flagged in (family for family in DECODER_FAMILIES.values() if family.flip_b
 for _class in (*ENCODER_CONFIGS.values(), *ENCODER_MODELS.values(), *QA_MODELS.values()):
     globals()[_class.__name__] = _class
 
+ENCODER_MODEL_NAMES = frozenset(model.__name__ for model in ENCODER_MODELS.values())
 _CAUSAL_QA: dict[type, type] = {}
 
 
@@ -261,9 +262,25 @@ def register() -> None:
     _registered = True
 
 
+def native_config(values: dict[str, Any]) -> dict[str, Any] | None:
+    """The config of a flipped backbone as the family's own transformers model with ``is_causal: false``,
+    which transformers >= 5.2 loads bidirectional with plain ``AutoModel`` and no ctxext import; None where
+    that is not the same model: older transformers (it would load causal without a word), QA heads, and
+    sliding windows (transformers' window is inclusive, ctxext's exclusive)."""
+    from ctxext.compat import native_bidirectional_config
+
+    source_type = next((f for f, c in ENCODER_CONFIGS.items() if c.model_type == values.get("model_type")), None)
+    windowed = values.get("bidirectional_window") is not None or SLIDING in (values.get("layer_types") or ())
+    if source_type is None or windowed or not native_bidirectional_config():
+        return None
+    family = DECODER_FAMILIES[source_type]
+    return {**values, "model_type": source_type, "architectures": [family.backbone_class], "is_causal": False}
+
+
 def config_for_saving(config: Any, architecture: str, dtype: str) -> dict[str, Any]:
     """config.json content that reloads into the same model (a family whose config constructor halves the
-    window when the bidirectional flag is set gets the pre-rewrite ``sliding_window``)."""
+    window when the bidirectional flag is set gets the pre-rewrite ``sliding_window``). A backbone that
+    transformers itself can load bidirectional is written as the family's own model (:func:`native_config`)."""
     values = config.to_dict()
     family = DECODER_FAMILIES.get(values.get("model_type", ""))
     if family is not None and family.window_halved_on_load and values.get(family.bidirectional_flag):
@@ -271,4 +288,4 @@ def config_for_saving(config: Any, architecture: str, dtype: str) -> dict[str, A
     values["architectures"] = [architecture]
     values["dtype"] = dtype
     values.pop("_name_or_path", None)
-    return values
+    return (native_config(values) if architecture in ENCODER_MODEL_NAMES else None) or values
