@@ -124,10 +124,10 @@ def embed_file(
     out = check_output_target(out, force=force, protect=[input_path], is_file=True)  # before the slow part
     if batch_size < 1:
         raise InvalidArgument("--batch-size must be at least 1")
-    if adapter:
-        require_adapters(f"embed --adapter {adapter}")
     read_embedding_inputs(input_path)  # a bad file is refused before the model loads
     source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter)
+    if adapter_source is not None:
+        require_adapters(f"embed --adapter {adapter}")
     loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source and adapter_name else None
     encoder = load_encoder(folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader)
     sep = encoder.tokenizer.sep_token or "[SEP]"

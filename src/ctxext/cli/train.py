@@ -24,6 +24,7 @@ ReportToOpt = Annotated[
 ]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
 SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")]
+LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Log the training loss every N steps.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of data order and init.")]
 WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Trainer checkpoints (default: OUT.checkpoints).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue from the latest Trainer checkpoint in the work dir.")]
@@ -44,6 +45,7 @@ SETTINGS_OF_OPTIONS = {
     "seed": "seed",
     "eval_every": "eval_every",
     "save_every": "save_every",
+    "log_every": "logging_every",
     "grad_accum": "gradient_accumulation",
     "bf16": "bf16",
     "report_to": "report_to",
@@ -100,6 +102,7 @@ def mlm_command(
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
+    log_every: LogEveryOpt = 10,
     grad_accum: GradAccumOpt = 1,
     bf16: Bf16Opt = False,
     report_to: ReportToOpt = None,
@@ -167,6 +170,7 @@ def distill_command(
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
+    log_every: LogEveryOpt = 10,
     grad_accum: GradAccumOpt = 1,
     bf16: Bf16Opt = False,
     report_to: ReportToOpt = None,
@@ -244,6 +248,7 @@ def finetune_command(
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
+    log_every: LogEveryOpt = 10,
     grad_accum: GradAccumOpt = 1,
     bf16: Bf16Opt = False,
     report_to: ReportToOpt = None,
@@ -302,6 +307,7 @@ def finetune_qa_command(
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
+    log_every: LogEveryOpt = 10,
     grad_accum: GradAccumOpt = 1,
     bf16: Bf16Opt = False,
     report_to: ReportToOpt = None,

@@ -39,6 +39,7 @@ from ctxext.train.runner import (
     TrainingRun,
     TrainSettings,
     last_retrieval_check,
+    main_process_first,
     write_trained_model,
 )
 
@@ -78,7 +79,7 @@ def teacher_embeddings(
             return embeddings, path, True
     encoder = load_encoder(teacher, max_length=max_len)
     embeddings = encoder.encode(list(texts), batch_size=batch_size, max_length=max_len).astype(np.float32)
-    if path is not None:
+    if path is not None and int(os.environ.get("RANK", "0")) == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.npy")
         np.save(temporary, embeddings, allow_pickle=False)
@@ -254,9 +255,10 @@ def distill(
     pooling = pooling or "mean"
     files = data_files(data)
     dim = backbone.config.hidden_size
-    goal = distill_targets(
-        teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size
-    )
+    with main_process_first(settings):  # the main process encodes and caches; the others read its cache
+        goal = distill_targets(
+            teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size
+        )
     model = DistillModel(backbone, pooling, normalize)
     model.train()
     callbacks = [*callbacks, *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, max_len)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -119,14 +120,32 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
         save_total_limit=settings.save_limit,
         report_to=list(settings.report_to),
         bf16=settings.bf16,
-        # transformers refuses bf16 on a machine without CUDA unless told to train on the CPU
-        use_cpu=settings.bf16 and not torch.cuda.is_available(),
+        # without CUDA, transformers refuses bf16, and under torchrun does not set up DDP (each process would
+        # train alone), unless told to train on the CPU
+        use_cpu=trains_on_cpu(settings),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not settings.progress_bars,
         remove_unused_columns=False,
         **settings.extra,
     )
+
+
+def trains_on_cpu(settings: TrainSettings) -> bool:
+    import torch
+
+    return not torch.cuda.is_available() and (settings.bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+
+
+@contextlib.contextmanager
+def main_process_first(settings: TrainSettings) -> Iterator[None]:
+    """The main process runs the block first, the others after it (accelerate's ``main_process_first``): work
+    whose result the main process caches (teacher embeddings) is done once. Sets up the same distributed
+    state the Trainer will use."""
+    from accelerate import PartialState
+
+    with PartialState(cpu=trains_on_cpu(settings)).main_process_first():
+        yield
 
 
 def build_trainer(
