@@ -58,7 +58,9 @@ class EmbedResult:
         }
 
 
-def resolve_checkpoint(ref: str, adapter: str | None) -> tuple[Source, ModelFolder, Source | None, str | None]:
+def resolve_checkpoint(
+    ref: str, adapter: str | None, revision: str | None = None
+) -> tuple[Source, ModelFolder, Source | None, str | None]:
     """The model folder and, if asked, the adapter folder and the name it is activated under.
 
     The adapter is looked up as ``<checkpoint>/adapters/NAME`` (what ``ctxext transfer`` writes), then as
@@ -67,7 +69,7 @@ def resolve_checkpoint(ref: str, adapter: str | None) -> tuple[Source, ModelFold
     from ctxext.transfer import ADAPTER_FILES, PRESETS, safe_adapter_name
 
     preset = PRESETS.get(ref)
-    source, folder = open_model(preset.base if preset else ref)
+    source, folder = open_model(preset.base if preset else ref, revision=revision)
     if adapter is None:
         return source, folder, None, None
     for candidate in (folder.root / ADAPTERS_DIR / adapter, folder.model_dir / ADAPTERS_DIR / adapter):
@@ -111,6 +113,7 @@ def embed_file(
     pooling: str | None = None,
     max_length: int | None = None,
     batch_size: int = 16,
+    revision: str | None = None,
     force: bool = False,
     device: str | None = None,
     progress: ProgressFn = no_progress,
@@ -125,7 +128,7 @@ def embed_file(
     if batch_size < 1:
         raise InvalidArgument("--batch-size must be at least 1")
     read_embedding_inputs(input_path)  # a bad file is refused before the model loads
-    source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter)
+    source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter, revision)
     if adapter_source is not None:
         require_adapters(f"embed --adapter {adapter}")
     loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source and adapter_name else None

@@ -128,19 +128,19 @@ def check_model_type(config: dict[str, Any]) -> str:
     return model_type
 
 
-def load_source(ref: str, gguf_file: str | None = None) -> LoadedSource:
+def load_source(ref: str, gguf_file: str | None = None, revision: str | None = None) -> LoadedSource:
     """Load a causal decoder (folder, hub ID, GGUF file in a folder, or ``gemma-3-270m``) in float32."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if gguf_file is not None or ref in EMBEDDED_GGUF:
-        source, folder_path, name = _resolve_gguf(ref, gguf_file)
+        source, folder_path, name = _resolve_gguf(ref, gguf_file, revision)
         digest = file_sha256(folder_path / name)
         model, tokenizer, cached = _load_gguf(folder_path, name, digest)
         config = model.config.to_dict()
         check_model_type(config)
         return LoadedSource(source, model.eval(), tokenizer, config, {name: digest}, gguf_file=name, gguf_cache=cached)
-    source, folder = open_model(ref)
+    source, folder = open_model(ref, revision=revision)
     folder = ModelFolder(folder.model_dir, folder.model_dir, False)  # flip writes a plain folder
     config = folder.config
     check_model_type(config)
@@ -226,13 +226,13 @@ def _save_dequantized(model: Any, folder: Path) -> None:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def _resolve_gguf(ref: str, gguf_file: str | None) -> tuple[Source, Path, str]:
+def _resolve_gguf(ref: str, gguf_file: str | None, revision: str | None) -> tuple[Source, Path, str]:
     if gguf_file is None:
         from ctxext import presets
 
         path = getattr(presets, EMBEDDED_GGUF[ref])()
         return Source(ref=ref, path=path.parent), path.parent, path.name
-    source = resolve_source(ref, allow_patterns=[gguf_file, "*.json"], what="GGUF folder")
+    source = resolve_source(ref, revision=revision, allow_patterns=[gguf_file, "*.json"], what="GGUF folder")
     if not (source.path / gguf_file).is_file():
         raise SourceNotFound(f"GGUF file {gguf_file!r} is not in {source.path}")
     return source, source.path, gguf_file
@@ -729,6 +729,7 @@ def flip(
     special_tokens: str | Path | None = None,
     sliding_window: int | None = None,
     seed: int = 0,
+    revision: str | None = None,
     force: bool = False,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
@@ -741,7 +742,7 @@ def flip(
     if special_tokens is not None and head != Head.qa:
         raise InvalidArgument("--special-tokens goes with --head qa")
     progress("loading the source", 0, 1)
-    loaded = load_source(ref, gguf_file)
+    loaded = load_source(ref, gguf_file, revision)
     progress("loading the source", 1, 1)
     options = {
         "ref": ref,

@@ -452,10 +452,11 @@ def build_student(
     select: Select = Select.norm,
     projection: Projection = Projection.pca,
     seed: int = 0,
+    revision: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> Student:
     """Build the student in memory (a masked-LM model) and the record of every tensor's origin."""
-    source, folder = open_model(teacher)
+    source, folder = open_model(teacher, revision=revision)
     config = folder.config
     family = family_of(config)
     shape = student_shape(config, dim, layers, heads, intermediate)
@@ -806,6 +807,7 @@ def guide(
     select: Select = Select.norm,
     projection: Projection = Projection.pca,
     seed: int = 0,
+    revision: str | None = None,
     force: bool = False,
     check: bool = True,
     progress: ProgressFn = no_progress,
@@ -824,6 +826,7 @@ def guide(
         select=select,
         projection=projection,
         seed=seed,
+        revision=revision,
         progress=progress,
     )
     config = student.model.config.to_dict()

@@ -101,9 +101,17 @@ class Source:
     path: Path
     hub_id: str | None = None
     revision: str | None = None
+    commit: str | None = None
+    """The hub commit the files came from (a download's snapshot), whatever ``revision`` named."""
 
     def describe(self) -> dict[str, Any]:
-        return {"ref": self.ref, "path": str(self.path), "hub_id": self.hub_id, "revision": self.revision}
+        return {
+            "ref": self.ref,
+            "path": str(self.path),
+            "hub_id": self.hub_id,
+            "revision": self.revision,
+            "commit": self.commit,
+        }
 
 
 def resolve_source(
@@ -164,7 +172,8 @@ def _download_from_hub(
         ) from None
     except OSError as error:  # network failures surface as OSError subclasses (requests/httpx)
         raise SourceNotFound(f"{what} {hub_id!r} could not be fetched from the hub: {error}") from None
-    return Source(ref=hub_id, path=Path(path), hub_id=hub_id, revision=revision)
+    commit = Path(path).name if Path(path).parent.name == "snapshots" else None
+    return Source(ref=hub_id, path=Path(path), hub_id=hub_id, revision=revision, commit=commit)
 
 
 # ----------------------------------------------------------------------------- folder layout

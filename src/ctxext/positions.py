@@ -251,6 +251,7 @@ def interpolate(
     grid: Grid = Grid.pinned,
     offset: int | None = None,
     rope_scaling: RopeScaling = RopeScaling.linear,
+    revision: str | None = None,
     force: bool = False,
     check: bool | CheckLevel = CheckLevel.fast,
     progress: ProgressFn = no_progress,
@@ -263,7 +264,7 @@ def interpolate(
     keep their weights byte for byte.
     """
     level = CheckLevel(check) if isinstance(check, str) else (CheckLevel.fast if check else CheckLevel.none)
-    source, folder = open_model(ref)
+    source, folder = open_model(ref, revision=revision)
     config = folder.config
     kind = position_scheme(config)
     reader = CheckpointReader(folder)

@@ -288,6 +288,7 @@ def resolve_sources(
     base: str | None = None,
     adapter_paths: dict[str, str] | None = None,
     extra_adapters: list[tuple[str | None, str]] | None = None,
+    revision: str | None = None,
 ) -> TransferSources:
     """Find every part before any work starts; report every part that is missing in one line."""
     adapter_paths = dict(adapter_paths or {})
@@ -316,7 +317,8 @@ def resolve_sources(
     for what, _, part_ref in wanted:
         patterns = None if what.endswith("model") else ADAPTER_FILES
         try:
-            resolved.append(resolve_source(part_ref, allow_patterns=patterns, what=what))
+            part_revision = revision if what.endswith("model") else None  # --revision is the model's
+            resolved.append(resolve_source(part_ref, revision=part_revision, allow_patterns=patterns, what=what))
         except SourceNotFound as error:
             missing.append((f"{what} {part_ref!r}", error))
     if len(wanted) == 1 and missing:
@@ -480,6 +482,7 @@ def transfer(
     block_size: int = 64,
     num_random_blocks: int = 3,
     global_registers: bool = False,
+    revision: str | None = None,
     force: bool = False,
     check: bool = True,
     progress: ProgressFn = no_progress,
@@ -490,7 +493,7 @@ def transfer(
     ``global_registers``: the tokenizer fills BigBird's global blocks with reserved tokens
     (``reserve_global_blocks``)."""
     check_bigbird_options(target, target_length, block_size, num_random_blocks)
-    sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters)
+    sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters, revision=revision)
     if sources.adapters:
         require_adapters(f"transfer with adapters ({', '.join(item.name for item in sources.adapters)})")
     folder, config = sources.folder, sources.folder.config

@@ -31,6 +31,10 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (writte
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")]
 LenOpt = Annotated[int, typer.Option("--len", min=1, help="Target number of positions.")]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option("--revision", help="Branch, tag or commit of a hub source (the commit used is in the manifest)."),
+]
 SpecialTokensOpt = Annotated[
     Path | None,
     typer.Option(

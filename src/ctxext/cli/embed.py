@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, emit, progress_bars, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, RevisionOpt, emit, progress_bars, reports_errors
 from ctxext.encode import Pooling
 
 
@@ -40,6 +40,7 @@ def embed_command(
     ] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", min=1, help="Truncate inputs to N tokens.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per batch.")] = 16,
+    revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -62,6 +63,7 @@ def embed_command(
             pooling=pooling.value if pooling else None,
             max_length=max_len,
             batch_size=batch_size,
+            revision=revision,
             force=force,
             progress=progress,
             argv=sys.argv,

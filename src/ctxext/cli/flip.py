@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, SpecialTokensOpt, emit, progress_bars, reports_errors
+from ctxext.cli._common import (
+    ForceOpt,
+    JsonOpt,
+    OutOpt,
+    RevisionOpt,
+    SpecialTokensOpt,
+    emit,
+    progress_bars,
+    reports_errors,
+)
 from ctxext.flip import Head, Pooling
 
 
@@ -42,6 +51,7 @@ def flip_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the QA head's initialisation.")] = 0,
+    revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -71,6 +81,7 @@ def flip_command(
             special_tokens=special_tokens,
             sliding_window=sliding_window,
             seed=seed,
+            revision=revision,
             force=force,
             progress=progress,
             argv=sys.argv,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, progress_bars, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, RevisionOpt, emit, progress_bars, reports_errors
 from ctxext.guide import Init, Projection, Select
 
 
@@ -56,6 +56,7 @@ def guide_command(
             "sentence-transformers before moving it into place."
         ),
     ] = True,
+    revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -82,6 +83,7 @@ def guide_command(
             select=select,
             projection=projection,
             seed=seed,
+            revision=revision,
             force=force,
             check=check,
             progress=progress,

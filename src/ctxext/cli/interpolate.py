@@ -14,6 +14,7 @@ from ctxext.cli._common import (
     LenOpt,
     LinearOpt,
     OutOpt,
+    RevisionOpt,
     TileOpt,
     chosen_method,
     emit,
@@ -56,6 +57,7 @@ def interpolate_command(
     full_check: Annotated[
         bool, typer.Option("--full-check", help="Also load both models with transformers and run the whole encoder.")
     ] = False,
+    revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -83,6 +85,7 @@ def interpolate_command(
             grid=grid,
             offset=offset_rows,
             rope_scaling=rope_scaling,
+            revision=revision,
             force=force,
             progress=progress,
             argv=sys.argv,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, SpecialTokensOpt, emit, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, RevisionOpt, SpecialTokensOpt, emit, reports_errors
 
 GradAccumOpt = Annotated[
     int,
@@ -99,6 +99,7 @@ def mlm_command(
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Evaluate every N steps.")] = 0,
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="Trainer checkpoint every N steps.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of masking, data order and init.")] = 0,
+    revision: RevisionOpt = None,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
@@ -129,6 +130,7 @@ def mlm_command(
         max_len=max_len,
         settings=settings,
         eval_fraction=eval_fraction,
+        revision=revision,
         work_dir=work_dir,
         resume=resume,
         keep_checkpoints=keep_checkpoints,
@@ -167,6 +169,7 @@ def distill_command(
     ] = None,
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
+    revision: RevisionOpt = None,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
@@ -198,6 +201,7 @@ def distill_command(
         settings=settings,
         eval_beir=eval_beir,
         cache=cache,
+        revision=revision,
         work_dir=work_dir,
         resume=resume,
         keep_checkpoints=keep_checkpoints,
@@ -245,6 +249,7 @@ def finetune_command(
     eval_every: EvalEveryOpt = 0,
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
+    revision: RevisionOpt = None,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
@@ -281,6 +286,7 @@ def finetune_command(
         gradient_checkpointing=gradient_checkpointing,
         settings=settings,
         eval_beir=eval_beir,
+        revision=revision,
         work_dir=work_dir,
         resume=resume,
         keep_checkpoints=keep_checkpoints,
@@ -304,6 +310,7 @@ def finetune_qa_command(
     special_tokens: SpecialTokensOpt = None,
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
+    revision: RevisionOpt = None,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
@@ -332,6 +339,7 @@ def finetune_qa_command(
         max_length=max_length,
         freeze_embeddings=freeze_embeddings,
         special_tokens=special_tokens,
+        revision=revision,
         work_dir=work_dir,
         resume=resume,
         keep_checkpoints=keep_checkpoints,

@@ -14,6 +14,7 @@ from ctxext.cli._common import (
     LenOpt,
     LinearOpt,
     OutOpt,
+    RevisionOpt,
     SplineOpt,
     chosen_method,
     emit,
@@ -74,6 +75,7 @@ def transfer_command(
         ),
     ] = False,
     check: Annotated[bool, typer.Option(help="Compare the result with the source, adapter by adapter.")] = True,
+    revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -113,6 +115,7 @@ def transfer_command(
             block_size=block_size,
             num_random_blocks=random_blocks,
             global_registers=global_registers,
+            revision=revision,
             force=force,
             check=check,
             progress=progress,

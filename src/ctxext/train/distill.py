@@ -226,6 +226,7 @@ def distill(
     eval_beir: str | Path | None = None,
     cache: str | Path | None = None,
     teacher_batch_size: int = 32,
+    revision: str | None = None,
     work_dir: str | Path | None = None,
     resume: bool = False,
     keep_checkpoints: bool = False,
@@ -243,7 +244,7 @@ def distill(
         raise InvalidArgument(f"--pca-sample {pca_sample} must be at least 2")
     cache_path = None if str(cache) == "none" else Path(cache) if cache else cache_dir() / "distill"
 
-    source, folder = open_model(student)
+    source, folder = open_model(student, revision=revision)
     teacher_source, teacher_folder = open_model(teacher)
     inputs = [source.path, teacher_source.path, *data]
     run = TrainingRun(

@@ -216,6 +216,7 @@ def finetune(
     adapter_reduction_factor: int = 16,
     settings: TrainSettings | None = None,
     eval_beir: str | Path | None = None,
+    revision: str | None = None,
     work_dir: str | Path | None = None,
     resume: bool = False,
     keep_checkpoints: bool = False,
@@ -233,7 +234,7 @@ def finetune(
         require_adapters(f"finetune --adapter {adapter}")
     from ctxext.encode import sentence_transformers_settings
 
-    source, folder = open_model(checkpoint)
+    source, folder = open_model(checkpoint, revision=revision)
     inputs = [source.path, *data]
     run = TrainingRun(
         out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs

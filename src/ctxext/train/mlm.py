@@ -259,6 +259,7 @@ def train_mlm(
     max_len: int | None = None,
     settings: TrainSettings | None = None,
     eval_fraction: float = 0.0,
+    revision: str | None = None,
     work_dir: str | Path | None = None,
     resume: bool = False,
     keep_checkpoints: bool = False,
@@ -277,7 +278,7 @@ def train_mlm(
         raise InvalidArgument(f"--mask {mask} must be between 0 and 1")
     if not 0.0 <= eval_fraction < 1.0:
         raise InvalidArgument(f"--eval-fraction {eval_fraction} must be in [0, 1)")
-    source, folder = open_model(checkpoint)
+    source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     inputs = [source.path, *files]
     run = TrainingRun(

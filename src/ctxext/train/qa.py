@@ -81,6 +81,7 @@ def finetune_qa(
     max_length: int = 384,
     freeze_embeddings: bool = False,
     special_tokens: str | Path | None = None,
+    revision: str | None = None,
     work_dir: str | Path | None = None,
     resume: bool = False,
     keep_checkpoints: bool = False,
@@ -93,7 +94,7 @@ def finetune_qa(
     from transformers import set_seed
 
     settings = settings or qa_settings()
-    source, folder = open_model(ref)
+    source, folder = open_model(ref, revision=revision)
     inputs = [source.path, train_path, *([eval_path] if eval_path else [])]
     run = TrainingRun(
         out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
