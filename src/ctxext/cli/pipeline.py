@@ -18,9 +18,12 @@ docstring summary (query) with its source without the docstring (document; `writ
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +53,34 @@ def run(arguments: list[str]) -> None:
         code = error.code
     if code:
         raise StageFailed(f"stage failed: ctxext {arguments[0]} (exit {code}); its own message is above", int(code))
+
+
+def run_unless_written(arguments: list[str], out: Path, flags: list[str], force: bool) -> None:
+    if out.exists() and not force:
+        print(f"skip {arguments[0]}: {out} exists", flush=True)
+        return
+    run([*arguments, "-o", str(out), *flags])
+    if "accelerate.state" in sys.modules:  # a stage's mixed precision must not leak into the next stage's Trainer
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Under torchrun, the main process runs the block first and the others after it; alone, just the block."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        yield
+        return
+    from ctxext.train.runner import TrainSettings
+    from ctxext.train.runner import main_process_first as first
+
+    with first(TrainSettings()):
+        yield
 
 
 def options(values: dict[str, Any]) -> list[str]:
@@ -185,18 +216,22 @@ def run_pipeline(config: dict[str, Any], work: Path, *, resume: bool, force: boo
     """Every stage of ``config["pipeline"]`` in order (a stage whose output exists is skipped unless
     ``force``), then ``ctxext evaluate`` on the starting model(s) and the result, plotted under ``work``."""
     work.mkdir(parents=True, exist_ok=True)
-    data = build_data(work, config)
+    with main_process_first():
+        data = build_data(work, config)  # the main process builds the files; the others find them
     written: list[Path] = []
     for stage in PIPELINE_STAGES[config["pipeline"]]:
         previous = written[-1] if written else None
         out = work / stage.out.format(previous=previous.name if previous else "")
-        if out.exists() and not force:
-            print(f"skip {stage.command}: {out} exists", flush=True)
-        else:
-            flags = [*(["--force"] if force else []), *(["--resume"] if resume and stage.resumable else [])]
-            arguments = stage.arguments(config, data, previous)
-            run([stage.command, *arguments, *options(config.get(stage.command, {})), "-o", str(out), *flags])
+        flags = [*(["--force"] if force else []), *(["--resume"] if resume and stage.resumable else [])]
+        arguments = [stage.command, *stage.arguments(config, data, previous), *options(config.get(stage.command, {}))]
+        if stage.resumable:  # a training stage: every process of a distributed run trains
+            run_unless_written(arguments, out, flags, force)
+        else:  # surgery: the main process writes; the others then find its output
+            with main_process_first():
+                run_unless_written(arguments, out, flags, force and is_main_process())
         written.append(out)
+    if not is_main_process():
+        return  # the evaluation and its plot are written once
     starting = config["teacher"] if config["pipeline"] == "guide-distill" else config["source"]
     evaluated = [
         starting,
