@@ -172,3 +172,26 @@ def test_sentence_transformers_checkpoint_keeps_its_pooling_and_matches_the_libr
     assert result.manifest["options"]["pooling"] == "mean" and result.manifest["options"]["normalize"]
     expected = SentenceTransformer(str(minilm), device="cpu").encode(texts)
     np.testing.assert_allclose(np.load(result.path), expected, atol=1e-5)
+
+
+def test_keep_block_sparse_stops_a_short_batch_from_switching_a_sentence_transformer_to_full_attention(tmp_path):
+    """transformers' BigBird stays on full attention after a short batch; with keep_block_sparse a long batch
+    after a short one runs block-sparse again (what a plain sentence-transformers user needs)."""
+    from sentence_transformers import SentenceTransformer
+
+    from ctxext.adapters_bigbird import attention_probe
+    from ctxext.encode import keep_block_sparse
+    from ctxext.transfer import transfer
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "bert")
+    out = transfer(str(source), "bigbird", 256, tmp_path / "bigbird", block_size=8, num_random_blocks=1).path
+    long_text = text(200)
+
+    def attention_of_long_after_short(model) -> set[str]:
+        model.encode(["the model"])
+        with attention_probe(model[0].auto_model) as seen:
+            model.encode([long_text])
+        return set(seen)
+
+    assert attention_of_long_after_short(SentenceTransformer(str(out))) == {"original_full"}  # the trap
+    assert attention_of_long_after_short(keep_block_sparse(SentenceTransformer(str(out)))) == {"block_sparse"}

@@ -148,6 +148,33 @@ def load_encoder(
     return encoder
 
 
+def keep_block_sparse(model: Any) -> Any:
+    """Make every BigBird inside ``model`` (a transformers model, or a ``SentenceTransformer`` holding one)
+    run its configured attention on every call, and return ``model``.
+
+    transformers' BigBird switches itself to full attention for good after one batch too short for
+    block-sparse attention, so every longer batch after it runs full attention too (slow, and not what the
+    model was trained with). Each BigBird's ``forward`` sets the configured attention back first: the method,
+    not a forward hook, because sentence-transformers calls ``forward`` directly.
+    """
+    for module in model.modules():
+        if type(module).__name__ == "BigBirdModel" and not hasattr(module.forward, "keeps_block_sparse"):
+            module.forward = _restoring_forward(module, module.config.attention_type)
+    return model
+
+
+def _restoring_forward(module: Any, attention_type: str) -> Callable[..., Any]:
+    forward = module.forward
+
+    def restoring_forward(*args: Any, **kwargs: Any) -> Any:
+        if module.attention_type != attention_type:
+            module.set_attention_type(attention_type)
+        return forward(*args, **kwargs)
+
+    restoring_forward.keeps_block_sparse = True  # type: ignore[attr-defined]
+    return restoring_forward
+
+
 def _restore_attention_type(attention_type: str) -> Callable[[Any], None]:
     def restore(model: Any) -> None:
         backbone = getattr(model, "bert", model)
