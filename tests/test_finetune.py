@@ -261,3 +261,58 @@ def test_training_options_reach_the_trainer_and_missing_integrations_are_refused
         TrainSettings(report_to=("mlflow",))
     with pytest.raises(InvalidArgument, match="--grad-accum"):
         TrainSettings(gradient_accumulation=0)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_positions_only_training_changes_only_the_rows_interpolate_added(kind, tmp_path, triplets):
+    """LongEmbed's recipe: the added rows train (skip-wise positions reach them); the original rows, the
+    reserved rows before them (RoBERTa) and every other tensor stay byte for byte."""
+    import safetensors.torch
+
+    import tiny
+    from ctxext.positions import Grid, Method, interpolate
+
+    source = tiny.make_sentence_transformer(kind, tmp_path / kind)
+    original = json.loads((source / "config.json").read_text())["max_position_embeddings"]
+    offset = 2 if kind == "roberta" else 0
+    stretched = interpolate(
+        str(source), 2 * (original - offset), str(tmp_path / "long"), method=Method.linear, grid=Grid.scaled
+    ).path
+    result = finetune(
+        str(stretched),
+        [triplets],
+        tmp_path / "out",
+        max_len=24,
+        position_span=2 * (original - offset),
+        positions_only=True,
+        settings=settings(3),
+        gradient_checkpointing=False,
+    )
+    parameters = result.manifest["operations"][0]["parameters"]
+    assert result.manifest["options"]["positions_only"] is True
+    assert parameters["trained"].startswith("trained position rows") and result.manifest["options"]["weight_decay"] == 0
+    before = safetensors.torch.load_file(stretched / "model.safetensors")
+    after = safetensors.torch.load_file(tmp_path / "out" / "model.safetensors")
+    table = next(name for name in before if name.endswith("position_embeddings.weight"))
+    unchanged = [name for name in before if name != table and name in after]
+    assert unchanged and all(torch.equal(before[name], after[name]) for name in unchanged)
+    assert torch.equal(before[table][:original], after[table][:original])  # reserved and original rows
+    assert not torch.equal(before[table][original:], after[table][original:])
+
+
+def test_positions_only_needs_an_interpolate_output_and_no_adapter(tmp_path, triplets):
+    import tiny
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "bert")
+    with pytest.raises(InvalidArgument, match="not an interpolate output"):
+        finetune(str(source), [triplets], tmp_path / "out", max_len=24, positions_only=True, settings=settings(1))
+    with pytest.raises(InvalidArgument, match="choose one"):
+        finetune(
+            str(source),
+            [triplets],
+            tmp_path / "out",
+            max_len=24,
+            positions_only=True,
+            adapter="x",
+            settings=settings(1),
+        )

@@ -249,6 +249,13 @@ def finetune_command(
     eval_every: EvalEveryOpt = 0,
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
+    positions_only: Annotated[
+        bool,
+        typer.Option(
+            "--positions-only",
+            help="Train only the position rows `interpolate` added (LongEmbed's recipe; everything else frozen).",
+        ),
+    ] = False,
     revision: RevisionOpt = None,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
@@ -286,6 +293,7 @@ def finetune_command(
         gradient_checkpointing=gradient_checkpointing,
         settings=settings,
         eval_beir=eval_beir,
+        positions_only=positions_only,
         revision=revision,
         work_dir=work_dir,
         resume=resume,

@@ -25,6 +25,7 @@ from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.embedding import EmbeddingModel, check_max_len, load_backbone, retrieval_callbacks
+from ctxext.train.positions_only import train_new_positions_only
 from ctxext.train.runner import (
     ListDataset,
     TrainingResult,
@@ -214,6 +215,7 @@ def finetune(
     temperature: float = 0.05,
     gradient_checkpointing: bool = True,
     adapter_reduction_factor: int = 16,
+    positions_only: bool = False,
     settings: TrainSettings | None = None,
     eval_beir: str | Path | None = None,
     revision: str | None = None,
@@ -226,7 +228,9 @@ def finetune(
 ) -> FinetuneResult:
     """Contrastive fine-tuning of ``checkpoint`` on triplets; the output loads like the input (a
     sentence-transformers folder stays one; with ``adapter`` the base is unchanged and the adapter is new).
-    ``position_span``: documents of ``max_len`` tokens train positions up to this (``skipped_position_ids``)."""
+    ``position_span``: documents of ``max_len`` tokens train positions up to this (``skipped_position_ids``);
+    ``positions_only``: only the position rows ``interpolate`` added train (:mod:`.positions_only`)."""
+    arguments = dict(locals())
     settings = settings or TrainSettings(learning_rate=2e-5)
     if temperature <= 0:
         raise InvalidArgument(f"--temperature {temperature} must be positive")
@@ -240,20 +244,20 @@ def finetune(
         out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
     )
     backbone, tokenizer = load_backbone(folder)
-    limit = check_max_len(folder, tokenizer, max_len)
-    position_offset = _position_offset(backbone, position_span, max_len, limit)
+    position_offset = _position_offset(backbone, position_span, max_len, check_max_len(folder, tokenizer, max_len))
     pooling = sentence_transformers_settings(folder)[0] or "cls"
-    adapter_origin = None
-    if adapter:
-        backbone, adapter_origin = _prepare_adapter(backbone, folder, adapter, adapter_reduction_factor)
+    trains = (adapter, adapter_reduction_factor, positions_only)
+    backbone, settings, trained = _what_trains(backbone, folder, settings, *trains)
     triplets = read_triplets(data, tokenizer.sep_token or "[SEP]")
     query_length = _query_length(tokenizer, query_max_len)
     model = ContrastiveModel(backbone, pooling, temperature)
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    evaluation = retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length)
-    callbacks = [*callbacks, *evaluation]
+    callbacks = [
+        *callbacks,
+        *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length),
+    ]
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
     collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
     run.train(model, tokenizer, collator, dataset, settings, callbacks=callbacks)
@@ -261,20 +265,8 @@ def finetune(
     runs = dict(model.attention_runs)
     model.finish_training()
     files = [Path(p) for p in data]
-    options = {
-        "checkpoint": str(checkpoint),
-        "data": [str(p) for p in files],
-        "adapter": adapter,
-        "max_len": max_len,
-        "position_span": position_span,
-        "query_max_len": query_max_len,
-        "temperature": temperature,
-        "gradient_checkpointing": gradient_checkpointing,
-        "eval_beir": str(eval_beir) if eval_beir else None,
-        "resume": resume,
-        **vars(settings),
-    }
-    record = _finetune_record(run, settings, history, model, options, len(triplets), files, adapter_origin)
+    options = _recorded_options(arguments, files, settings)
+    record = _finetune_record(run, settings, history, model, options, len(triplets), files, trained)
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
     path, manifest = run.write(
         lambda: _write_finetuned(
@@ -292,7 +284,7 @@ def _finetune_record(
     options: dict[str, Any],
     triplets: int,
     files: Sequence[Path],
-    adapter_origin: str | None,
+    trained: str | None,
 ) -> OperationRecord:
     runs = dict(model.attention_runs)
     stage = ("temperature", "max_len", "position_span", "query_max_len")
@@ -308,12 +300,58 @@ def _finetune_record(
             "attention_type": model.attention_type,
             "attention_runs": runs,
             "adapter": options["adapter"],
-            "adapter_origin": adapter_origin,
+            "adapter_origin": trained if options["adapter"] else None,
+            "trained": trained or "every weight",
             "data_files_sha256": {str(p): file_sha256(p) for p in files},
         },
         checks=last_retrieval_check(history, options["eval_beir"]),
         notes=_attention_notes(model.attention_type, runs),
     )
+
+
+# the options of a run the manifest records, beside the input, the data, the evaluation set and the settings
+RECORDED_OPTIONS = (
+    "adapter",
+    "max_len",
+    "position_span",
+    "query_max_len",
+    "temperature",
+    "gradient_checkpointing",
+    "positions_only",
+    "resume",
+)
+
+
+def _recorded_options(arguments: dict[str, Any], files: list[Path], settings: TrainSettings) -> dict[str, Any]:
+    eval_beir = arguments["eval_beir"]
+    return {
+        "checkpoint": str(arguments["checkpoint"]),
+        "data": [str(p) for p in files],
+        **{key: arguments[key] for key in RECORDED_OPTIONS},
+        "eval_beir": str(eval_beir) if eval_beir else None,
+        **vars(settings),
+    }
+
+
+def _what_trains(
+    backbone: Any,
+    folder: Any,
+    settings: TrainSettings,
+    adapter: str | None,
+    reduction_factor: int,
+    positions_only: bool,
+) -> tuple[Any, TrainSettings, str | None]:
+    """The backbone to train, the settings to train it with, and what trains (None: every weight): one adapter
+    (the rest frozen), or only the position rows a stretch added."""
+    if adapter and positions_only:
+        raise InvalidArgument("--adapter and --positions-only train different parts: choose one")
+    if adapter:
+        backbone, origin = _prepare_adapter(backbone, folder, adapter, reduction_factor)
+        return backbone, settings, origin
+    if positions_only:
+        settings, note = train_new_positions_only(backbone, folder, settings)
+        return backbone, settings, note
+    return backbone, settings, None
 
 
 def _query_length(tokenizer: Any, query_max_len: int) -> int:
