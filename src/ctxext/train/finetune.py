@@ -234,6 +234,8 @@ def finetune(
     settings = settings or TrainSettings(learning_rate=2e-5)
     if temperature <= 0:
         raise InvalidArgument(f"--temperature {temperature} must be positive")
+    if adapter and positions_only:
+        raise InvalidArgument("--adapter and --positions-only train different parts: choose one")
     if adapter:
         require_adapters(f"finetune --adapter {adapter}")
     from ctxext.encode import sentence_transformers_settings
@@ -343,8 +345,6 @@ def _what_trains(
 ) -> tuple[Any, TrainSettings, str | None]:
     """The backbone to train, the settings to train it with, and what trains (None: every weight): one adapter
     (the rest frozen), or only the position rows a stretch added."""
-    if adapter and positions_only:
-        raise InvalidArgument("--adapter and --positions-only train different parts: choose one")
     if adapter:
         backbone, origin = _prepare_adapter(backbone, folder, adapter, reduction_factor)
         return backbone, settings, origin
