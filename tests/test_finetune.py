@@ -316,3 +316,36 @@ def test_positions_only_needs_an_interpolate_output_and_no_adapter(tmp_path, tri
             adapter="x",
             settings=settings(1),
         )
+
+
+def test_gradient_caching_gives_the_loss_and_gradients_of_the_whole_batch(tmp_path):
+    """Chunks of 1 and 3 texts, cached, against the whole batch at once (dropout off: same computation)."""
+    import copy
+
+    import tiny
+    from ctxext.io import ModelFolder
+    from ctxext.train.embedding import load_backbone
+
+    backbone, tokenizer = load_backbone(ModelFolder.open(tiny.make_sentence_transformer("bert", tmp_path / "st")))
+    words = tiny.WORDS
+    examples = [
+        {
+            "query": " ".join(words[i : i + 4]),
+            "positive": " ".join(words[i : i + 20]),
+            "negative": " ".join(words[i + 7 :]),
+        }
+        for i in range(0, 20, 5)
+    ]
+    batch = TripletCollator(tokenizer, 32, 16)(examples)
+    results = []
+    for chunk in (None, 1, 3):
+        model = ContrastiveModel(copy.deepcopy(backbone), "mean", cache_chunk=chunk).eval()
+        loss = model(**batch)["loss"]
+        loss.backward()
+        results.append(
+            (float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
+    (whole_loss, whole), *cached = results
+    for loss, gradients in cached:
+        assert abs(loss - whole_loss) < 1e-6 and gradients.keys() == whole.keys()
+        assert max(float((gradients[n] - whole[n]).abs().max()) for n in whole) < 1e-5

@@ -53,9 +53,10 @@ SETTINGS_OF_OPTIONS = {
 
 
 def settings_fields(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The TrainSettings fields among a training command's arguments (its ``locals()``)."""
+    """The TrainSettings fields among a training command's arguments (its ``locals()``). With ``--json`` the
+    Trainer draws no progress bar: it would write its loss logs into the JSON on stdout."""
     fields = {field: arguments[option] for option, field in SETTINGS_OF_OPTIONS.items() if option in arguments}
-    return {**fields, "report_to": tuple(fields.get("report_to") or ())}
+    return {**fields, "report_to": tuple(fields.get("report_to") or ()), "progress_bars": not arguments["as_json"]}
 
 
 def training_settings(arguments: dict[str, Any]) -> Any:
@@ -249,6 +250,15 @@ def finetune_command(
     eval_every: EvalEveryOpt = 0,
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
+    cache_chunk: Annotated[
+        int | None,
+        typer.Option(
+            "--cache-chunk",
+            min=1,
+            help="Gradient caching: embed N texts at a time, so --batch-size (the candidates per query) is not "
+            "bounded by memory; same gradients as the whole batch.",
+        ),
+    ] = None,
     positions_only: Annotated[
         bool,
         typer.Option(
@@ -293,6 +303,7 @@ def finetune_command(
         gradient_checkpointing=gradient_checkpointing,
         settings=settings,
         eval_beir=eval_beir,
+        cache_chunk=cache_chunk,
         positions_only=positions_only,
         revision=revision,
         work_dir=work_dir,

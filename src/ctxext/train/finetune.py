@@ -25,6 +25,7 @@ from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.embedding import EmbeddingModel, check_max_len, load_backbone, retrieval_callbacks
+from ctxext.train.gradient_cache import cached_embeddings
 from ctxext.train.positions_only import train_new_positions_only
 from ctxext.train.runner import (
     ListDataset,
@@ -98,11 +99,14 @@ class TripletCollator:
 
 
 class ContrastiveModel(EmbeddingModel):
-    """InfoNCE with in-batch and hard negatives; ``forward`` returns ``{"loss": ...}`` for the Trainer."""
+    """InfoNCE with in-batch and hard negatives; ``forward`` returns ``{"loss": ...}`` for the Trainer.
+    ``cache_chunk``: embed that many texts at a time with gradient caching (:mod:`.gradient_cache`), so the
+    batch, and with it the number of candidates each query sees, is not bounded by memory."""
 
-    def __init__(self, backbone: Any, pooling: str, temperature: float = 0.05):
+    def __init__(self, backbone: Any, pooling: str, temperature: float = 0.05, cache_chunk: int | None = None):
         super().__init__(backbone, pooling, normalize=True)
         self.temperature = temperature
+        self.cache_chunk = cache_chunk
 
     def forward(
         self,
@@ -114,19 +118,37 @@ class ContrastiveModel(EmbeddingModel):
     ) -> dict[str, Any]:
         import torch
 
-        # Queries first and without gradient checkpointing: checkpointed layers are recomputed in the backward
-        # pass with the attention type BigBird holds then, which is the documents' (short queries would fail
-        # in block-sparse mode, and switching back later would break the documents' recomputation).
-        with _checkpointing_off(self.backbone):
-            queries = self.embed(
-                query_input_ids, query_attention_mask, attention_type="original_full" if self.attention_type else None
+        if self.cache_chunk:
+            queries = cached_embeddings(self._embed_queries, self.cache_chunk, query_input_ids, query_attention_mask)
+            documents = cached_embeddings(
+                self._embed_documents,
+                self.cache_chunk,
+                document_input_ids,
+                document_attention_mask,
+                document_position_ids,
             )
-        documents = self.embed(
-            document_input_ids, document_attention_mask, record=True, position_ids=document_position_ids
-        )
+        else:
+            queries = self._embed_queries(query_input_ids, query_attention_mask)
+            documents = self._embed_documents(document_input_ids, document_attention_mask, document_position_ids)
         logits = queries @ documents.T / self.temperature
         labels = torch.arange(queries.shape[0], device=logits.device)
         return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
+
+    def _embed_queries(self, input_ids: Any, attention_mask: Any) -> Any:
+        # Queries without gradient checkpointing: checkpointed layers are recomputed in the backward pass with the
+        # attention type BigBird holds then, which is the documents' (short queries would fail in block-sparse
+        # mode, and switching back later would break the documents' recomputation).
+        with _checkpointing_off(self.backbone):
+            return self.embed(
+                input_ids, attention_mask, attention_type="original_full" if self.attention_type else None
+            )
+
+    def _embed_documents(self, input_ids: Any, attention_mask: Any, position_ids: Any) -> Any:
+        import torch
+
+        # counted once per batch: gradient caching embeds each chunk again, with gradients, in the backward pass
+        record = not (self.cache_chunk and torch.is_grad_enabled())
+        return self.embed(input_ids, attention_mask, record=record, position_ids=position_ids)
 
 
 @contextlib.contextmanager
@@ -216,6 +238,7 @@ def finetune(
     gradient_checkpointing: bool = True,
     adapter_reduction_factor: int = 16,
     positions_only: bool = False,
+    cache_chunk: int | None = None,
     settings: TrainSettings | None = None,
     eval_beir: str | Path | None = None,
     revision: str | None = None,
@@ -229,7 +252,8 @@ def finetune(
     """Contrastive fine-tuning of ``checkpoint`` on triplets; the output loads like the input (a
     sentence-transformers folder stays one; with ``adapter`` the base is unchanged and the adapter is new).
     ``position_span``: documents of ``max_len`` tokens train positions up to this (``skipped_position_ids``);
-    ``positions_only``: only the position rows ``interpolate`` added train (:mod:`.positions_only`)."""
+    ``positions_only``: only the position rows ``interpolate`` added train (:mod:`.positions_only`);
+    ``cache_chunk``: gradient caching, that many texts embedded at a time (:mod:`.gradient_cache`)."""
     arguments = dict(locals())
     settings = settings or TrainSettings(learning_rate=2e-5)
     if temperature <= 0:
@@ -252,7 +276,7 @@ def finetune(
     backbone, settings, trained = _what_trains(backbone, folder, settings, *trains)
     triplets = read_triplets(data, tokenizer.sep_token or "[SEP]")
     query_length = _query_length(tokenizer, query_max_len)
-    model = ContrastiveModel(backbone, pooling, temperature)
+    model = ContrastiveModel(backbone, pooling, temperature, cache_chunk)
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -320,6 +344,7 @@ RECORDED_OPTIONS = (
     "temperature",
     "gradient_checkpointing",
     "positions_only",
+    "cache_chunk",
     "resume",
 )
 
