@@ -521,3 +521,57 @@ def test_a_flipped_backbone_loads_bidirectional_with_plain_transformers_or_not_a
         assert name == {"llama": "LlamaModel", "qwen2": "Qwen2Model"}[family] and float(change) > 1e-4
     else:
         assert result.returncode != 0 and f"ctxext_{family}_encoder" in result.stderr
+
+
+def long_qa_example(depth: int):
+    """A context of about 300 words with the answer ``green`` after ``depth`` filler words."""
+    from ctxext.data.formats import QAExample
+
+    filler = "the sky is blue and the sun is yellow"
+    words = (filler.split() * 40)[:300]
+    before = " ".join(words[:depth])
+    context = f"{before} the pass key is green . {' '.join(words[depth:])}"
+    return QAExample("long", "what is the pass key", context, ["green"], [len(before) + len(" the pass key is ")])
+
+
+@pytest.mark.parametrize("depth", [5, 150, 290])
+def test_a_long_context_is_read_in_overlapping_windows_that_together_cover_it(flipped, depth):
+    from transformers import AutoTokenizer
+
+    from ctxext.qa import encode_windows
+    from ctxext.qa_prompt import PromptConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(flipped("gemma3"))
+    example = long_qa_example(depth)
+    windows = encode_windows(example, tokenizer, PromptConfig(), max_length=64, stride=16)
+    assert len(windows) > 4 and all(len(w.input_ids) <= 64 for w in windows)
+    contexts = [w.text[w.context_start : w.context_end] for w in windows]
+    assert all(
+        later.split()[0] in earlier.split()[-20:] for earlier, later in zip(contexts, contexts[1:], strict=False)
+    )
+    assert contexts[0].startswith(example.context.split()[0]) and example.context.endswith(contexts[-1])
+    holding = [w for w in windows if w.start_position is not None]
+    assert holding and all(
+        w.text[w.offsets[w.start_position][0] : w.offsets[w.end_position][1]] == "green" for w in holding
+    )
+
+
+def test_prediction_takes_the_best_span_over_all_windows(flipped):
+    """A stand-in model that scores the ``green`` token highest: the answer deep in a long context is found."""
+    import types
+
+    from transformers import AutoTokenizer
+
+    from ctxext.qa import predict_answers
+    from ctxext.qa_prompt import PromptConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(flipped("gemma3"))
+    green = tokenizer.convert_tokens_to_ids("green")
+
+    def model(input_ids, attention_mask):
+        logits = (input_ids == green).float() * 10.0
+        return types.SimpleNamespace(start_logits=logits, end_logits=logits)
+
+    model.eval = lambda: None
+    answers = predict_answers(model, tokenizer, [long_qa_example(250)], PromptConfig(), max_length=64, stride=16)
+    assert answers == ["green"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctxext.data.formats import QAExample
+from ctxext.errors import InvalidArgument
 from ctxext.qa_prompt import PromptConfig
 
 DEFAULT_FUZZY_THRESHOLD = 0.85
@@ -155,6 +156,7 @@ def squad_metrics(predictions: Sequence[str], examples: Sequence[QAExample]) -> 
 
 @dataclass
 class QAFeature:
+    text: str  # the rendered input the offsets point into
     input_ids: list[int]
     offsets: list[tuple[int, int]]
     context_start: int  # character range of the context in the rendered input
@@ -172,6 +174,7 @@ def encode_example(example: QAExample, tokenizer: Any, prompt: PromptConfig, max
         begin = context_start + example.answer_starts[0]
         span = char_span_to_token_span(offsets, begin, begin + len(example.answers[0]))
     return QAFeature(
+        text,
         list(encoded["input_ids"]),
         offsets,
         context_start,
@@ -179,6 +182,46 @@ def encode_example(example: QAExample, tokenizer: Any, prompt: PromptConfig, max
         span[0] if span else None,
         span[1] if span else None,
     )
+
+
+DOCUMENT_STRIDE = 128  # tokens neighbouring windows share (transformers' run_qa's doc_stride)
+
+
+def encode_windows(
+    example: QAExample, tokenizer: Any, prompt: PromptConfig, max_length: int, stride: int = DOCUMENT_STRIDE
+) -> list[QAFeature]:
+    """The example as one feature, or, when its rendered input is longer than ``max_length`` tokens, as
+    overlapping windows of its context (``stride`` tokens shared by neighbours; transformers' run_qa does the
+    same), each rendered with the question. A window that does not hold the whole answer has no position."""
+    text, _ = prompt.render(example.question, example.context)
+    if len(tokenizer(text)["input_ids"]) <= max_length:
+        return [encode_example(example, tokenizer, prompt, max_length)]
+    offsets = tokenizer(example.context, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    overhead = len(tokenizer(text)["input_ids"]) - len(offsets)
+    budget = max_length - overhead - 2  # tokens may merge differently at a window's edges
+    if budget <= stride:
+        raise InvalidArgument(
+            f"--max-length {max_length} leaves {budget} context tokens: not more than --stride {stride}"
+        )
+    return [
+        encode_example(
+            _window(example, offsets[first][0], offsets[min(first + budget, len(offsets)) - 1][1]),
+            tokenizer,
+            prompt,
+            max_length,
+        )
+        for first in range(0, max(1, len(offsets) - stride), budget - stride)
+    ]
+
+
+def _window(example: QAExample, begin: int, end: int) -> QAExample:
+    """The example with its context cut to characters ``begin:end`` (the answer kept if it lies inside)."""
+    answers, starts = [], []
+    for answer, start in zip(example.answers, example.answer_starts, strict=False):
+        if begin <= start and start + len(answer) <= end:
+            answers.append(answer)
+            starts.append(start - begin)
+    return QAExample(example.id, example.question, example.context[begin:end], answers, starts)
 
 
 def pad_batch(features: Sequence[QAFeature], pad_token_id: int, with_labels: bool) -> dict[str, Any]:
@@ -226,31 +269,50 @@ def predict_answers(
     max_length: int = 384,
     batch_size: int = 16,
     max_answer_tokens: int = 30,
+    stride: int = DOCUMENT_STRIDE,
 ) -> list[str]:
-    """The answer text the model picks inside each context."""
+    """The answer text the model picks inside each context: the best-scoring span (start + end logit) over
+    all of the context's windows (:func:`encode_windows`)."""
+    windows = [
+        (index, w)
+        for index, ex in enumerate(examples)
+        for w in encode_windows(ex, tokenizer, prompt, max_length, stride)
+    ]
+    best: dict[int, tuple[float, str]] = {}
+    for first in range(0, len(windows), batch_size):
+        indices, features = zip(*windows[first : first + batch_size], strict=True)
+        for index, (score, answer) in zip(
+            indices, _best_answers(model, tokenizer, list(features), max_answer_tokens), strict=True
+        ):
+            if index not in best or score > best[index][0]:
+                best[index] = (score, answer)
+    return [best[index][1] for index in range(len(examples))]
+
+
+def _best_answers(
+    model: Any, tokenizer: Any, features: list[QAFeature], max_answer_tokens: int
+) -> list[tuple[float, str]]:
+    """(score, answer text) of the best span inside the context of each feature."""
     import torch
 
     model.eval()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    answers: list[str] = []
-    for first in range(0, len(examples), batch_size):
-        chunk = examples[first : first + batch_size]
-        features = [encode_example(ex, tokenizer, prompt, max_length) for ex in chunk]
-        batch = pad_batch(features, pad_id, with_labels=False)
-        with torch.no_grad():
-            output = model(**batch)
-        allowed = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
-        for row, feature in enumerate(features):
-            for index, (begin, end) in enumerate(feature.offsets):
-                allowed[row, index] = end > begin and begin >= feature.context_start and end <= feature.context_end
-        spans = best_spans(output.start_logits.float(), output.end_logits.float(), allowed, max_answer_tokens)
-        for example, feature, (start, end) in zip(chunk, features, spans.tolist(), strict=True):
-            if not (feature.offsets[start][1] > feature.offsets[start][0]):
-                answers.append("")
-                continue
-            text, _ = prompt.render(example.question, example.context)
-            answers.append(text[feature.offsets[start][0] : feature.offsets[end][1]])
-    return answers
+    batch = pad_batch(features, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, with_labels=False)
+    with torch.no_grad():
+        output = model(**batch)
+    allowed = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    for row, feature in enumerate(features):
+        for index, (begin, end) in enumerate(feature.offsets):
+            allowed[row, index] = end > begin and begin >= feature.context_start and end <= feature.context_end
+    start_logits, end_logits = output.start_logits.float(), output.end_logits.float()
+    spans = best_spans(start_logits, end_logits, allowed, max_answer_tokens)
+    found = []
+    for row, (feature, (start, end)) in enumerate(zip(features, spans.tolist(), strict=True)):
+        if not (feature.offsets[start][1] > feature.offsets[start][0]):
+            found.append((float("-inf"), ""))
+            continue
+        score = float(start_logits[row, start] + end_logits[row, end])
+        found.append((score, feature.text[feature.offsets[start][0] : feature.offsets[end][1]]))
+    return found
 
 
 def evaluate_qa(

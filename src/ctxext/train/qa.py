@@ -14,7 +14,7 @@ from ctxext.data.formats import QAExample, read_squad_jsonl
 from ctxext.errors import CheckFailed, InvalidArgument
 from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
 from ctxext.manifest import Check, OperationRecord
-from ctxext.qa import encode_example, evaluate_qa, pad_batch
+from ctxext.qa import DOCUMENT_STRIDE, encode_example, encode_windows, evaluate_qa, pad_batch
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
 from ctxext.train.runner import ListDataset, TrainingResult, TrainingRun, TrainSettings
 
@@ -41,15 +41,18 @@ class QAData:
     skipped: int
 
 
-def qa_training_data(tokenizer: Any, examples: list[QAExample], prompt: PromptConfig, max_length: int) -> QAData:
-    features = [encode_example(example, tokenizer, prompt, max_length) for example in examples]
-    usable = [feature for feature in features if feature.start_position is not None]
-    if not usable:
+def qa_training_data(
+    tokenizer: Any, examples: list[QAExample], prompt: PromptConfig, max_length: int, stride: int = DOCUMENT_STRIDE
+) -> QAData:
+    """One feature per window that holds its example's answer (a long context gives several windows); an
+    example none of whose windows holds the whole answer is skipped."""
+    windows = [encode_windows(example, tokenizer, prompt, max_length, stride) for example in examples]
+    usable = [[window for window in group if window.start_position is not None] for group in windows]
+    if not any(usable):
         raise InvalidArgument("no training example keeps its answer within --max-length tokens")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return QAData(
-        ListDataset(usable), lambda batch: pad_batch(batch, pad_id, with_labels=True), len(features) - len(usable)
-    )
+    dataset = ListDataset([window for group in usable for window in group])
+    return QAData(dataset, lambda batch: pad_batch(batch, pad_id, with_labels=True), sum(not group for group in usable))
 
 
 @dataclass
@@ -79,6 +82,7 @@ def finetune_qa(
     eval_path: str | Path | None = None,
     settings: TrainSettings | None = None,
     max_length: int = 384,
+    stride: int = DOCUMENT_STRIDE,
     freeze_embeddings: bool = False,
     special_tokens: str | Path | None = None,
     revision: str | None = None,
@@ -90,7 +94,8 @@ def finetune_qa(
 ) -> QAFinetuneResult:
     """Fine-tune a QA model folder (``ctxext flip --head qa``) on SQuAD-format jsonl and write the result
     (atomically, with a manifest holding exact match and F1 on ``eval_path``). ``freeze_embeddings`` keeps
-    the token embeddings fixed (fast on CPU)."""
+    the token embeddings fixed (fast on CPU); a context longer than ``max_length`` is read in windows that share
+    ``stride`` tokens (:func:`ctxext.qa.encode_windows`), for training and for prediction."""
     from transformers import set_seed
 
     settings = settings or qa_settings()
@@ -106,12 +111,22 @@ def finetune_qa(
     model, tokenizer, head_missing = load_qa_model(folder, prompt)
     if freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    data = qa_training_data(tokenizer, train_examples, prompt, max_length)
+    data = qa_training_data(tokenizer, train_examples, prompt, max_length, stride)
     run.train(model, None, data.collator, data.dataset, settings)
     history = run.history()
-    metrics = evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=max_length) if eval_examples else None
+    metrics = (
+        evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=max_length, stride=stride)
+        if eval_examples
+        else None
+    )
     model = model.cpu().eval()
-    options = {"ref": ref, "max_length": max_length, "freeze_embeddings": freeze_embeddings, **vars(settings)}
+    options = {
+        "ref": ref,
+        "max_length": max_length,
+        "stride": stride,
+        "freeze_embeddings": freeze_embeddings,
+        **vars(settings),
+    }
     record = OperationRecord(
         "finetune_qa",
         parameters={
