@@ -15,14 +15,18 @@ from typing import Any
 
 
 @functools.cache
+def transformers_version() -> tuple[int, int]:
+    major, minor = metadata.version("transformers").split(".")[:2]
+    return int(major), int(minor)
+
+
 def transformers_major() -> int:
-    return int(metadata.version("transformers").split(".")[0])
+    return transformers_version()[0]
 
 
 def native_bidirectional_config() -> bool:
     """transformers >= 5.2 honours ``is_causal: false`` in a decoder's config (Llama, Mistral, Qwen2, ...)."""
-    major, minor = (int(part) for part in metadata.version("transformers").split(".")[:2])
-    return (major, minor) >= (5, 2)
+    return transformers_version() >= (5, 2)
 
 
 def add_extra_special_tokens(tokenizer: Any, tokens: Iterable[str]) -> None:

@@ -194,10 +194,11 @@ def encode_windows(
     overlapping windows of its context (``stride`` tokens shared by neighbours; transformers' run_qa does the
     same), each rendered with the question. A window that does not hold the whole answer has no position."""
     text, _ = prompt.render(example.question, example.context)
-    if len(tokenizer(text)["input_ids"]) <= max_length:
+    rendered_length = len(tokenizer(text)["input_ids"])
+    if rendered_length <= max_length:
         return [encode_example(example, tokenizer, prompt, max_length)]
     offsets = tokenizer(example.context, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    overhead = len(tokenizer(text)["input_ids"]) - len(offsets)
+    overhead = rendered_length - len(offsets)
     budget = max_length - overhead - 2  # tokens may merge differently at a window's edges
     if budget <= stride:
         raise InvalidArgument(

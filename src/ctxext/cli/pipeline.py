@@ -18,12 +18,10 @@ docstring summary (query) with its source without the docstring (document; `writ
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,23 +62,6 @@ def run_unless_written(arguments: list[str], out: Path, flags: list[str], force:
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state()
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@contextlib.contextmanager
-def main_process_first() -> Iterator[None]:
-    """Under torchrun, the main process runs the block first and the others after it; alone, just the block."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        yield
-        return
-    from ctxext.train.runner import TrainSettings
-    from ctxext.train.runner import main_process_first as first
-
-    with first(TrainSettings()):
-        yield
 
 
 def options(values: dict[str, Any]) -> list[str]:
@@ -215,8 +196,10 @@ PIPELINE_STAGES: dict[str, list[Stage]] = {
 def run_pipeline(config: dict[str, Any], work: Path, *, resume: bool, force: bool) -> None:
     """Every stage of ``config["pipeline"]`` in order (a stage whose output exists is skipped unless
     ``force``), then ``ctxext evaluate`` on the starting model(s) and the result, plotted under ``work``."""
+    from ctxext.train.runner import TrainSettings, is_main_process, main_process_first
+
     work.mkdir(parents=True, exist_ok=True)
-    with main_process_first():
+    with main_process_first(TrainSettings()):
         data = build_data(work, config)  # the main process builds the files; the others find them
     written: list[Path] = []
     for stage in PIPELINE_STAGES[config["pipeline"]]:
@@ -227,7 +210,7 @@ def run_pipeline(config: dict[str, Any], work: Path, *, resume: bool, force: boo
         if stage.resumable:  # a training stage: every process of a distributed run trains
             run_unless_written(arguments, out, flags, force)
         else:  # surgery: the main process writes; the others then find its output
-            with main_process_first():
+            with main_process_first(TrainSettings()):
                 run_unless_written(arguments, out, flags, force and is_main_process())
         written.append(out)
     if not is_main_process():

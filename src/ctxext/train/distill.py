@@ -38,6 +38,7 @@ from ctxext.train.runner import (
     TrainingResult,
     TrainingRun,
     TrainSettings,
+    is_main_process,
     last_retrieval_check,
     main_process_first,
     write_trained_model,
@@ -79,7 +80,7 @@ def teacher_embeddings(
             return embeddings, path, True
     encoder = load_encoder(teacher, max_length=max_len)
     embeddings = encoder.encode(list(texts), batch_size=batch_size, max_length=max_len).astype(np.float32)
-    if path is not None and int(os.environ.get("RANK", "0")) == 0:
+    if path is not None and is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.npy")
         np.save(temporary, embeddings, allow_pickle=False)

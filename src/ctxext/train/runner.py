@@ -131,17 +131,29 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
     )
 
 
+def world_size() -> int:
+    """Processes of this run, as torchrun / accelerate launch set them (1 when run alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def trains_on_cpu(settings: TrainSettings) -> bool:
     import torch
 
-    return not torch.cuda.is_available() and (settings.bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    return not torch.cuda.is_available() and (settings.bf16 or world_size() > 1)
 
 
 @contextlib.contextmanager
 def main_process_first(settings: TrainSettings) -> Iterator[None]:
     """The main process runs the block first, the others after it (accelerate's ``main_process_first``): work
-    whose result the main process caches (teacher embeddings) is done once. Sets up the same distributed
-    state the Trainer will use."""
+    whose result the main process writes (teacher embeddings, a pipeline's surgery stages) is done once. Sets
+    up the same distributed state the Trainer will use; a process run alone just runs the block."""
+    if world_size() == 1:
+        yield
+        return
     from accelerate import PartialState
 
     with PartialState(cpu=trains_on_cpu(settings)).main_process_first():
