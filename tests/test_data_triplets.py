@@ -231,3 +231,35 @@ def test_swap_needs_passage_queries(tmp_path: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
     with pytest.raises(InvalidArgument, match="--queries passage"):
         build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="swap", queries="title")
+
+
+def test_summary_queries_are_cut_out_of_their_positive_and_the_rest_stays(tmp_path: Path):
+    body = "The rest of the docstring says more about it, in words that stay in the page. " * 2
+    documents = [
+        {
+            "doc_id": f"mod{n}",
+            "title": f"mod{n} — a module",
+            "sections": [
+                {"heading": f"frob{n}_{k}(x)", "text": f"Return the frobnicated {k} value of x{n} here.\n\n{body}"}
+                for k in range(6)
+            ],
+        }
+        for n in range(3)
+    ]
+    write_jsonl(tmp_path / "docs.jsonl", documents)
+    result = build_triplets(
+        str(tmp_path / "docs.jsonl"),
+        tmp_path / "t.jsonl",
+        queries="summary",
+        negatives_from="bm25",
+        sections_per_document=2,
+        max_depth_words=60,
+    )
+    lines = read_lines(tmp_path / "t.jsonl")
+    assert result.counts.summary_queries == len(lines) == 6
+    for line in lines:
+        query, positive = line["query"]["text"], line["positive"]["abstract"]
+        assert query.startswith("Return the frobnicated") and normalize(query) not in normalize(positive)
+        assert line["query"]["heading"] in positive and body.split(".")[0] in positive
+        # the first two sections start within 60 words; deeper summaries are never chosen
+        assert int(line["query"]["heading"].split("_")[1][0]) < 2

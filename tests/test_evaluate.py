@@ -143,3 +143,29 @@ def test_cli_scores_two_models_side_by_side_with_a_plot(tmp_path):
 def test_cli_rejects_retrieval_without_beir_folder():
     result = CliRunner().invoke(app, ["evaluate", "all-MiniLM-L6-v2", "--task", "retrieval"])
     assert result.exit_code != 0 and "--beir" in result.output and "Traceback" not in result.output
+
+
+def test_mrr_on_a_hand_made_ranking_and_per_query_group():
+    from ctxext.evaluate import mean_reciprocal_rank
+
+    scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3], [0.5, 0.4, 0.3]])
+    relevant = [{1: 1.0}, {2: 1.0, 0: 1.0}, {0: 1.0}]
+    assert mean_reciprocal_rank(scores, relevant) == pytest.approx((1 / 2 + 1 + 1) / 3)
+    retrieval_set = RetrievalSet("s", None, ["a", "b", "c"], ["x", "y", "z"], relevant, ["0-512", "512-1024", "0-512"])
+    score = score_set(lambda texts: scores, lambda texts: np.eye(3), retrieval_set)
+    assert score.mrr == pytest.approx(5 / 6)
+    assert score.groups == {
+        "0-512": {"mrr": pytest.approx(0.75), "acc_at_1": 0.5, "queries": 2},
+        "512-1024": {"mrr": 1.0, "acc_at_1": 1.0, "queries": 1},
+    }
+
+
+def test_beir_query_groups_are_read_and_scored_apart(tmp_path):
+    write_beir(tmp_path / "beir")
+    (tmp_path / "beir" / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "where do otters live", "group": "2048-4096"})
+    )
+    assert beir_set(tmp_path / "beir").groups == ["2048-4096"]
+    plain = tmp_path / "plain"
+    write_beir(plain)
+    assert beir_set(plain).groups is None

@@ -60,6 +60,8 @@ class RetrievalSet:
     queries: list[str]
     documents: list[str]
     relevant: list[dict[int, float]]
+    groups: list[str | None] | None = None
+    """A label per query (a depth bucket, say) to score the queries of each label apart."""
 
 
 @dataclass
@@ -69,6 +71,9 @@ class Score:
     ndcg_at_10: float
     queries: int
     documents: int
+    mrr: float = 0.0
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per query label: ``mrr``, ``acc_at_1`` and ``queries``."""
 
 
 @dataclass
@@ -119,6 +124,18 @@ def ndcg_at_k(scores: np.ndarray, relevant: Sequence[dict[int, float]], k: int =
         ideal = np.sort(np.array(list(graded.values()), dtype=np.float64))[::-1][:k]
         ideal_dcg = float((ideal * discounts[: len(ideal)]).sum())
         total += float((gains * discounts).sum()) / ideal_dcg if ideal_dcg > 0 else 0.0
+    return total / len(relevant)
+
+
+def mean_reciprocal_rank(scores: np.ndarray, relevant: Sequence[dict[int, float]], seed: int = 0) -> float:
+    """Mean of 1 / rank of the best-ranked relevant document; ties broken as in :func:`ndcg_at_k`."""
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for row, graded in zip(scores, relevant, strict=True):
+        shuffle = rng.permutation(len(row))
+        ranked = shuffle[np.argsort(-row[shuffle], kind="stable")]
+        hits = np.flatnonzero([graded.get(int(index), 0) > 0 for index in ranked])
+        total += 1.0 / (hits[0] + 1) if len(hits) else 0.0
     return total / len(relevant)
 
 
@@ -290,7 +307,8 @@ def haystack_sentences() -> list[str]:
 def beir_set(folder: Path, split: str = "test") -> RetrievalSet:
     """A BEIR-format folder (read by :func:`ctxext.data.formats.read_beir`) as a retrieval set of no set length."""
     beir = read_beir(folder, split)
-    return RetrievalSet(beir.name, None, beir.queries, beir.documents, beir.relevant)
+    groups = beir.groups if any(group is not None for group in beir.groups) else None
+    return RetrievalSet(beir.name, None, beir.queries, beir.documents, beir.relevant, groups)
 
 
 # ----------------------------------------------------------------------------- running
@@ -302,13 +320,31 @@ def score_set(
     retrieval_set: RetrievalSet,
 ) -> Score:
     scores = similarity(encode_queries(retrieval_set.queries), encode_documents(retrieval_set.documents))
+    relevant = retrieval_set.relevant
+    groups = {}
+    for group in sorted({g for g in retrieval_set.groups or [] if g is not None}, key=_natural_order):
+        rows = [i for i, g in enumerate(retrieval_set.groups or []) if g == group]
+        subset = [relevant[i] for i in rows]
+        groups[group] = {
+            "mrr": mean_reciprocal_rank(scores[rows], subset),
+            "acc_at_1": accuracy_at_1(scores[rows], subset),
+            "queries": len(rows),
+        }
     return Score(
         retrieval_set.length,
-        accuracy_at_1(scores, retrieval_set.relevant),
-        ndcg_at_k(scores, retrieval_set.relevant),
+        accuracy_at_1(scores, relevant),
+        ndcg_at_k(scores, relevant),
         len(retrieval_set.queries),
         len(retrieval_set.documents),
+        mean_reciprocal_rank(scores, relevant),
+        groups,
     )
+
+
+def _natural_order(label: str) -> tuple[float, str]:
+    """Labels that start with a number in numeric order (``512-1024`` after ``0-512``), then the rest."""
+    number = label.split("-")[0].rstrip("+")
+    return (float(number), label) if number.isdigit() else (float("inf"), label)
 
 
 def chunk_mean(
@@ -384,7 +420,10 @@ def evaluate(
         if beir is None:
             raise InvalidArgument("--task retrieval needs --beir FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
         base = beir_set(Path(beir))
-        sets = [RetrievalSet(base.name, length, base.queries, base.documents, base.relevant) for length in lengths]
+        sets = [
+            RetrievalSet(base.name, length, base.queries, base.documents, base.relevant, base.groups)
+            for length in lengths
+        ]
     elif task == Task.passkey:
         sets = passkey_sets(encoder.tokenizer, lengths, documents, queries, seed)
     else:

@@ -254,17 +254,23 @@ def render_written(summary: dict[str, Any]) -> Group:
 
 
 def score_table(results: list[dict]):
-    metric = "ndcg_at_10" if results[0]["task"] == "retrieval" else "acc_at_1"
+    """Acc@1 (passkey, needle) or nDCG@10 and MRR (retrieval) per length; with query groups (the depth
+    buckets of ``ctxext data longdoc``), a row of MRR per group under each length."""
+    retrieval = results[0]["task"] == "retrieval"
     table = Table(
-        title=f"{results[0]['task']}: {'nDCG@10' if metric == 'ndcg_at_10' else 'Acc@1'} by length",
-        title_justify="left",
+        title=f"{results[0]['task']}: {'nDCG@10 / MRR' if retrieval else 'Acc@1'} by length", title_justify="left"
     )
     table.add_column("length", justify="right")
     for result in results:
         table.add_column(f"{Path(result['model']).name}\n{result['form']}", justify="right")
-    lengths = [score["length"] for score in results[0]["scores"]]
-    for row, length in enumerate(lengths):
-        table.add_row(str(length), *[f"{r['scores'][row][metric]:.3f}" for r in results])
+    for row, first in enumerate(results[0]["scores"]):
+        scores = [r["scores"][row] for r in results]
+        if not retrieval:
+            table.add_row(str(first["length"]), *[f"{s['acc_at_1']:.3f}" for s in scores])
+            continue
+        table.add_row(str(first["length"]), *[f"{s['ndcg_at_10']:.3f} / {s['mrr']:.3f}" for s in scores])
+        for group in first.get("groups", {}):
+            table.add_row(f"  MRR, {group}", *[f"{s['groups'][group]['mrr']:.3f}" for s in scores])
     return table
 
 
@@ -277,6 +283,8 @@ COUNT_HEADERS = {
     "tokens_after": "tokens out",
     "title_queries": "title q",
     "section_queries": "section q",
+    "passage_queries": "passage q",
+    "summary_queries": "summary q",
     "dropped_verbatim": "verbatim dropped",
 }
 

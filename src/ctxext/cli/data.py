@@ -190,7 +190,11 @@ def triplets_command(
     ],
     out: FileOutOpt,
     queries: Annotated[
-        Queries, typer.Option(help="Which queries to make; passage: inverse cloze (a random run of words).")
+        Queries,
+        typer.Option(
+            help="Which queries to make; passage: inverse cloze (a random run of words); summary: a section's "
+            "summary line, cut out of the positive."
+        ),
     ] = Queries.both,
     negatives_from: Annotated[
         NegativesFrom,
@@ -209,7 +213,8 @@ def triplets_command(
     ] = False,
     passage_words: Annotated[int, typer.Option(min=1, help="Words in a passage query.")] = 32,
     max_depth_words: Annotated[
-        int | None, typer.Option(min=1, help="Passages end within this many words of the body's start.")
+        int | None,
+        typer.Option(min=1, help="Passage and summary queries lie within this many words of the body's start."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the section and passage choice.")] = 0,
     input_format: FormatOpt = None,
@@ -271,3 +276,53 @@ def pydocs_command(
     from ctxext.data.pydocs import write_python_docs_corpus
 
     emit(write_python_docs_corpus(out, min_words=min_words, limit=limit, force=force, argv=sys.argv), as_json)
+
+
+@app.command("longdoc")
+@reports_errors
+def longdoc_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: dev/ and test/ BEIR folders, manifest.")],
+    pages: Annotated[int, typer.Option(min=1, help="Pages (one query each) per split.")] = 120,
+    min_tokens: Annotated[int, typer.Option(min=16, help="Shortest page, in tokens.")] = 1024,
+    max_tokens: Annotated[int, typer.Option(min=16, help="Pages are cut after the last section within this.")] = 4096,
+    dev_packages: Annotated[
+        str | None, typer.Option(help="Comma-separated installed packages for the dev split (default: a fixed list).")
+    ] = None,
+    test_packages: Annotated[
+        str | None, typer.Option(help="Comma-separated installed packages for the test split (none shared with dev).")
+    ] = None,
+    tokenizer: TokenizerOpt = DEFAULT_MODEL,
+    seed: Annotated[int, typer.Option(help="Seed of the page and definition choice.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous longdoc folder.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a long-document retrieval set from installed packages' documentation (docs/data.md): a
+    definition's summary line is the query, its module page without that line the target; split by package.
+
+    Example:
+
+      ctxext data longdoc -o longdoc && ctxext evaluate minilm-4096 --task retrieval --beir longdoc/dev --lengths 4096
+    """
+    from ctxext.data.longdoc import SPLIT_PACKAGES, write_longdoc
+
+    def listed(value: str | None, split: str) -> tuple[str, ...]:
+        return tuple(p.strip() for p in value.split(",") if p.strip()) if value else SPLIT_PACKAGES[split]
+
+    splits = {"dev": listed(dev_packages, "dev"), "test": listed(test_packages, "test")}
+    with progress_bars() as progress:
+        result = write_longdoc(
+            out,
+            tokenizer=tokenizer,
+            pages=pages,
+            min_tokens=min_tokens,
+            max_tokens=max_tokens,
+            seed=seed,
+            splits=splits,
+            force=force,
+            argv=sys.argv,
+            progress=progress,
+        )
+    missing = [p for packages in result.manifest["missing_packages"].values() for p in packages]
+    if missing:
+        stderr.print(f"[yellow]no pages from:[/] {', '.join(missing)} (not installed or too little documentation)")
+    emit(result, as_json)

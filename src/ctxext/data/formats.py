@@ -184,6 +184,8 @@ class BeirFolder:
     queries: list[str]
     documents: list[str]
     relevant: list[dict[int, float]]
+    groups: list[str | None]
+    """Each query's ``group`` field (for example the depth bucket of ``ctxext data longdoc``), or None."""
 
 
 def read_beir(folder: str | Path, split: str = "test") -> BeirFolder:
@@ -193,17 +195,18 @@ def read_beir(folder: str | Path, split: str = "test") -> BeirFolder:
         if not (folder / required).is_file():
             raise SourceNotFound(f"{folder} is not a BEIR folder: {required} is missing")
     doc_index, documents = _beir_corpus(folder / "corpus.jsonl")
-    queries = {
-        str(_required(record, "_id", folder / "queries.jsonl", number)): str(
-            _required(record, "text", folder / "queries.jsonl", number)
-        )
-        for number, record in read_jsonl(folder / "queries.jsonl")
-    }
+    queries, groups = {}, {}
+    for number, record in read_jsonl(folder / "queries.jsonl"):
+        query_id = str(_required(record, "_id", folder / "queries.jsonl", number))
+        queries[query_id] = str(_required(record, "text", folder / "queries.jsonl", number))
+        groups[query_id] = None if record.get("group") is None else str(record["group"])
     judged = _beir_qrels(folder / "qrels" / f"{split}.tsv", doc_index)
     asked = [q for q in judged if q in queries]
     if not asked:
         raise InvalidArgument(f"{folder}: no query in qrels/{split}.tsv has a judged document in the corpus")
-    return BeirFolder(folder.name, [queries[q] for q in asked], documents, [judged[q] for q in asked])
+    return BeirFolder(
+        folder.name, [queries[q] for q in asked], documents, [judged[q] for q in asked], [groups[q] for q in asked]
+    )
 
 
 def beir_document_text(record: dict[str, Any]) -> str:

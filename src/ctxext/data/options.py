@@ -51,6 +51,7 @@ class Queries(str, Enum):
     sections = "section"
     both = "both"
     passages = "passage"
+    summaries = "summary"
 
 
 class NegativesFrom(str, Enum):

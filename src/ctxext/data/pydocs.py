@@ -12,12 +12,13 @@ is in the manifest).
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import json
 import os
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,17 @@ SKIPPED_PARTS = {
 
 def stdlib_folder() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
+
+
+def package_folder(package: str) -> Path | None:
+    """The source folder of an installed top-level package (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def module_files(folder: Path | None = None) -> list[tuple[str, Path]]:
@@ -213,14 +225,19 @@ def write_python_docs_corpus(
 # ----------------------------------------------------------------------------- a local retrieval set
 
 
-def write_pydocs_beir(out: str | Path, *, limit: int = 300, min_words: int = 5, force: bool = False) -> Path:
-    """A BEIR-format retrieval set from the standard library: query = the summary line of a public function's
-    docstring, document = that function's source with the docstring removed (``ast.unparse``), one relevant
-    document per query. Functions are taken in module order, every k-th, to ``limit``; duplicate summary
-    lines and bodies are skipped. Deterministic for one Python version."""
+def write_pydocs_beir(
+    out: str | Path, *, limit: int = 300, min_words: int = 5, packages: Sequence[str] = (), force: bool = False
+) -> Path:
+    """A BEIR-format retrieval set from the standard library (or the installed ``packages``): query = the
+    summary line of a public function's docstring, document = that function's source with the docstring
+    removed (``ast.unparse``), one relevant document per query. Functions are taken in module order, every
+    k-th, to ``limit``; duplicate summary lines and bodies are skipped. Deterministic for one Python version
+    (and package versions)."""
     candidates: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    for name, node in public_functions():
+    folders = [package_folder(package) for package in packages] if packages else [None]
+    functions = (found for folder in folders if folder or not packages for found in public_functions(folder))
+    for name, node in functions:
         docstring = ast.get_docstring(node)
         if not docstring:
             continue
@@ -234,7 +251,7 @@ def write_pydocs_beir(out: str | Path, *, limit: int = 300, min_words: int = 5, 
         seen.add(summary)
         candidates.append((name, summary, body))
     if not candidates:
-        raise SourceNotFound("no documented public function found in the standard library")
+        raise SourceNotFound(f"no documented public function found in {', '.join(packages) or 'the standard library'}")
     step = max(1, len(candidates) // limit)
     chosen = candidates[::step][:limit]
     with atomic_output(out, force=force) as staging:

@@ -229,3 +229,20 @@ def word_cut_at_or_after(ranks: np.ndarray, position: int, ceiling: int) -> int:
 def normalize(text: str) -> str:
     """Whitespace collapsed, case folded: the form in which texts are compared for exact duplicates."""
     return WHITESPACE.sub(" ", text).strip().casefold()
+
+
+SUMMARY_WORDS = (6, 64)
+MIN_REST_WORDS = 10
+
+
+def summary_line(text: str) -> tuple[str, str] | None:
+    """(summary, rest) of a docstring-like text: its first paragraph, whitespace-normalised, when it has 6-64
+    words, reads as prose, and at least 10 words follow it; else None. A natural query about a definition
+    whose rest stays in the document (``data longdoc``, ``data triplets --queries summary``)."""
+    first, _, rest = text.strip().partition("\n\n")
+    summary = " ".join(first.split())
+    if not SUMMARY_WORDS[0] <= len(summary.split()) <= SUMMARY_WORDS[1] or len(rest.split()) < MIN_REST_WORDS:
+        return None
+    if summary.startswith((">>>", "..", ":")) or not re.search(r"[A-Za-z]{3}", summary):
+        return None
+    return summary, rest.strip()

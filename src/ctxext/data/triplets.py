@@ -9,6 +9,10 @@ Each document with structure (a title, or sections under headings) gives queries
   ``passage_words`` words taken at a uniformly random depth of the body (within its first
   ``max_depth_words`` words when given, so that it survives truncation at training time); the positive is the
   whole document, passage included. It teaches a long encoder to carry content from anywhere in its input.
+- ``summary``: the query is the summary line of a section (its first paragraph, as a docstring's; see
+  ``text.summary_line``), within the first ``max_depth_words`` words when given; the positive is the document
+  without that line, the rest of the section kept. Natural text about a place in the document, never a
+  verbatim span of it: the query ``data longdoc`` evaluates on.
 A title or section query that still occurs verbatim in its positive (case and whitespace ignored) is dropped unless
 ``allow_verbatim``. The negative is the most similar *other* document to the query, under an embedding
 model (cosine) or BM25 (Okapi, ``rank_bm25``); the positive itself, and any document with the same title
@@ -43,7 +47,7 @@ from ctxext.data.sources import (
     iter_records,
     markdown_title,
 )
-from ctxext.data.text import WORD_CHARACTERS, normalize
+from ctxext.data.text import WORD_CHARACTERS, normalize, summary_line
 from ctxext.errors import InvalidArgument
 
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -139,6 +143,7 @@ class TripletCounts:
     title_queries: int = 0
     section_queries: int = 0
     passage_queries: int = 0
+    summary_queries: int = 0
     dropped_verbatim: int = 0
     documents_without_structure: int = 0
     queries_without_negative: int = 0
@@ -164,6 +169,7 @@ class TripletsResult(CountedOutput):
         "title_queries",
         "section_queries",
         "passage_queries",
+        "summary_queries",
         "dropped_verbatim",
         "triplets",
         "problems",
@@ -220,6 +226,10 @@ def make_queries(
                     min_positive_words,
                     generator,
                 )
+            )
+        if kinds == Queries.summaries:
+            made.extend(
+                _summary_queries(index, document, sections_per_document, max_depth_words, min_positive_words, generator)
             )
         if not made:
             counts.documents_without_structure += 1
@@ -281,7 +291,37 @@ def _kept_queries(made: list[Query], allow_verbatim: bool, counts: TripletCounts
         counts.title_queries += query.kind == Queries.titles
         counts.section_queries += query.kind == Queries.sections
         counts.passage_queries += query.kind == Queries.passages
+        counts.summary_queries += query.kind == Queries.summaries
     return kept
+
+
+def _summary_queries(
+    index: int,
+    document: StructuredDocument,
+    count: int,
+    max_depth_words: int | None,
+    min_positive_words: int,
+    generator: np.random.Generator,
+) -> list[Query]:
+    """Up to ``count`` section summary lines chosen at random (starting within ``max_depth_words``), each with
+    the document without that line as the positive."""
+    eligible, depth = [], 0
+    for position, section in enumerate(document.sections):
+        found = summary_line(section.text)
+        if found and (max_depth_words is None or depth < max_depth_words):
+            eligible.append((position, *found))
+        depth += _words(f"{section.heading or ''} {section.text}")
+    made = []
+    for choice in sorted(generator.permutation(len(eligible))[:count].tolist()):
+        position, summary, rest = eligible[choice]
+        sections = [*document.sections[:position], Section(document.sections[position].heading, rest)]
+        cut = StructuredDocument(document.doc_id, document.title, sections + document.sections[position + 1 :])
+        positive = cut.body()
+        if _words(positive) >= min_positive_words:
+            made.append(
+                Query(index, Queries.summaries, summary, document.sections[position].heading, document.title, positive)
+            )
+    return made
 
 
 def _passage_queries(
@@ -530,7 +570,7 @@ def build_triplets(
         "min_positive_words": min_positive_words,
         "allow_verbatim": allow_verbatim,
         "passage_words": passage_words if passage else None,
-        "max_depth_words": max_depth_words if passage else None,
+        "max_depth_words": max_depth_words if passage or queries == Queries.summaries else None,
         "seed": seed,
         "format": plain(input_format),
         "on_error": problems.on_error.value,

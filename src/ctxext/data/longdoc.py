@@ -1,0 +1,299 @@
+"""A long-document retrieval set from the documentation of installed packages (``ctxext data longdoc``).
+
+Each page is one module's documentation (module docstring, then each public class, function and method
+under a heading with its signature, as ``ctxext data pydocs`` renders the standard library), cut to
+``max_tokens``. One definition per page is chosen; its summary line (the first paragraph of its docstring) is
+the query and is removed from the page, which stays the target with the rest of that definition's docstring.
+So the query is natural text about the page, never a substring of it, and its answer lies at a known depth
+(``depth_tokens``, bucketed by :data:`DEPTH_BUCKETS`; the choice balances the buckets).
+
+The packages are split into a dev set (for choices) and a test set (looked at once) that share none; no
+training stage of ctxext reads them (the training corpora come from the standard library). Deterministic for
+one set of package versions, which the manifest records.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ctxext import __version__
+from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.data.pydocs import module_document, package_folder, parsed_modules
+from ctxext.data.text import Tokenizer, load_tokenizer, summary_line
+from ctxext.errors import InvalidArgument, SourceNotFound
+from ctxext.io import atomic_output, write_json
+from ctxext.manifest import library_versions
+
+DEPTH_BUCKETS = ((0, 512), (512, 1024), (1024, 2048), (2048, 4096))
+"""Where a query's answer starts in its page, in tokens: the first fits any 512-token model, the last only a
+model that reads past 2048."""
+
+SPLIT_PACKAGES = {
+    "dev": ("sklearn", "numpy", "scipy", "accelerate", "huggingface_hub", "sentence_transformers", "rich", "requests"),
+    "test": ("torch", "sympy", "networkx", "matplotlib", "jinja2", "click"),
+}
+"""Dependencies of ctxext (direct or through torch, transformers and sentence-transformers), so any install
+can build both splits. ``transformers`` is left out: hundreds of its model pages repeat one docstring."""
+
+
+@dataclass
+class Page:
+    package: str
+    module: str
+    sections: list[dict[str, str]]
+    offsets: list[int]
+    """Token offset at which each section starts."""
+    tokens: int
+
+
+@dataclass
+class Cut:
+    """One definition's summary line taken out of its page: the query, and the page without it."""
+
+    page: Page
+    section: int
+    query: str
+    text: str
+    depth_tokens: int
+
+    @property
+    def bucket(self) -> str:
+        return depth_bucket(self.depth_tokens)
+
+
+@dataclass
+class LongdocResult:
+    path: Path
+    manifest: dict[str, Any]
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    view = "counts"
+    title = "longdoc"
+    columns = ("pages", "packages", "median_tokens", "over_2048", *(f"{a}-{b}" for a, b in DEPTH_BUCKETS))
+
+    def summary(self) -> dict[str, Any]:
+        return {"output": str(self.path), **self.manifest["counts"]}
+
+    def count_rows(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["counts"]
+
+
+def depth_bucket(depth_tokens: int) -> str:
+    for start, end in DEPTH_BUCKETS:
+        if start <= depth_tokens < end:
+            return f"{start}-{end}"
+    return f"{DEPTH_BUCKETS[-1][1]}+"
+
+
+def package_version(package: str) -> str | None:
+    for distribution in metadata.packages_distributions().get(package, []):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def package_pages(package: str, tokenizer: Tokenizer, *, min_tokens: int, max_tokens: int) -> list[Page]:
+    """The package's module pages of at least ``min_tokens``, each cut after the last section that ends
+    within ``max_tokens``."""
+    folder = package_folder(package)
+    if folder is None:
+        return []
+    pages = []
+    for name, tree in parsed_modules(folder):
+        document = module_document(f"{package}.{name}", tree)
+        if document is None:
+            continue
+        rendered = [f"## {s['heading']}\n\n{s['text']}" for s in document["sections"]]
+        lengths = tokenizer.count(rendered)
+        offsets, total = [], tokenizer.count([document["doc_id"]])[0]
+        for length in lengths:
+            if total + length > max_tokens:
+                break
+            offsets.append(total)
+            total += length
+        if total >= min_tokens:
+            sections = document["sections"][: len(offsets)]
+            pages.append(Page(package, document["doc_id"], sections, offsets, total))
+    return pages
+
+
+def page_text(sections: Sequence[dict[str, str]]) -> str:
+    return "\n\n".join(f"## {s['heading']}\n\n{s['text']}" for s in sections)
+
+
+def summary_cuts(page: Page, tokenizer: Tokenizer) -> list[Cut]:
+    """Every definition of the page whose summary line (:func:`~ctxext.data.text.summary_line`) can be a
+    query: not found verbatim elsewhere in the page."""
+    cuts = []
+    for index, section in enumerate(page.sections):
+        if section["heading"] == "Overview":
+            continue
+        found = summary_line(section["text"])
+        if found is None:
+            continue
+        summary, rest = found
+        sections = [*page.sections[:index], {**section, "text": rest}, *page.sections[index + 1 :]]
+        text = page_text(sections)
+        if summary in " ".join(text.split()):
+            continue
+        heading_tokens = tokenizer.count([f"## {section['heading']}"])[0] - tokenizer.special_tokens
+        cuts.append(Cut(page, index, summary, text, page.offsets[index] + heading_tokens))
+    return cuts
+
+
+def choose_cuts(pages: list[Page], tokenizer: Tokenizer, *, count: int, seed: int) -> list[Cut]:
+    """One cut per page for up to ``count`` pages, taken round-robin over packages in a seeded order; each
+    page's cut falls in the depth bucket with the fewest queries so far that the page can reach."""
+    rng = random.Random(seed)
+    by_package: dict[str, list[Page]] = {}
+    for page in pages:
+        by_package.setdefault(page.package, []).append(page)
+    for package_pages_ in by_package.values():
+        rng.shuffle(package_pages_)
+    order = [p for group in _round_robin(list(by_package.values())) for p in group]
+    chosen: list[Cut] = []
+    per_bucket = {depth_bucket(start): 0 for start, _ in DEPTH_BUCKETS}
+    seen_queries: set[str] = set()
+    for page in order:
+        if len(chosen) >= count:
+            break
+        cuts = [cut for cut in summary_cuts(page, tokenizer) if cut.query not in seen_queries]
+        reachable = sorted({cut.bucket for cut in cuts if cut.bucket in per_bucket}, key=lambda b: per_bucket[b])
+        if not reachable:
+            continue
+        cut = rng.choice([c for c in cuts if c.bucket == reachable[0]])
+        per_bucket[cut.bucket] += 1
+        seen_queries.add(cut.query)
+        chosen.append(cut)
+    return chosen
+
+
+def _round_robin(groups: list[list[Page]]) -> list[list[Page]]:
+    """Pages in rounds: the first of every group, then the second of every group, and so on."""
+    longest = max((len(group) for group in groups), default=0)
+    return [[group[i] for group in groups if i < len(group)] for i in range(longest)]
+
+
+def split_set(
+    packages: Sequence[str], tokenizer: Tokenizer, *, pages: int, min_tokens: int, max_tokens: int, seed: int
+) -> tuple[list[Cut], list[str]]:
+    """The cuts of one split and the packages that gave no page (not installed or too little documentation)."""
+    found, missing = [], []
+    for package in packages:
+        package_found = package_pages(package, tokenizer, min_tokens=min_tokens, max_tokens=max_tokens)
+        found += package_found
+        if not package_found:
+            missing.append(package)
+    cuts = choose_cuts(found, tokenizer, count=pages, seed=seed)
+    # a summary found verbatim in another page would make that page relevant too
+    flattened = [" ".join(cut.text.split()) for cut in cuts]
+    kept = [
+        cut
+        for index, cut in enumerate(cuts)
+        if not any(cut.query in other for j, other in enumerate(flattened) if j != index)
+    ]
+    return kept, missing
+
+
+def write_split(folder: Path, cuts: Sequence[Cut]) -> None:
+    """One BEIR folder: the pages (ids ``module``), the queries with their depth, qrels/test.tsv."""
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus:
+        for cut in cuts:
+            record = {"_id": cut.page.module, "title": cut.page.module, "text": cut.text}
+            corpus.write(json.dumps(record, ensure_ascii=False) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as queries:
+        for index, cut in enumerate(cuts):
+            record = {
+                "_id": f"q{index}",
+                "text": cut.query,
+                "depth_tokens": cut.depth_tokens,
+                "group": cut.bucket,
+                "package": cut.page.package,
+                "definition": cut.page.sections[cut.section]["heading"],
+            }
+            queries.write(json.dumps(record, ensure_ascii=False) + "\n")
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\t{cut.page.module}\t1\n" for i, cut in enumerate(cuts)),
+        encoding="utf-8",
+    )
+
+
+def split_counts(cuts: Sequence[Cut]) -> dict[str, Any]:
+    lengths = sorted(cut.page.tokens for cut in cuts)
+    counts: dict[str, Any] = {
+        "pages": len(cuts),
+        "packages": len({cut.page.package for cut in cuts}),
+        "median_tokens": lengths[len(lengths) // 2] if lengths else 0,
+        "over_2048": sum(length > 2048 for length in lengths),
+    }
+    for start, end in DEPTH_BUCKETS:
+        counts[f"{start}-{end}"] = sum(cut.bucket == f"{start}-{end}" for cut in cuts)
+    return counts
+
+
+def write_longdoc(
+    out: str | Path,
+    *,
+    tokenizer: str,
+    pages: int = 120,
+    min_tokens: int = 1024,
+    max_tokens: int = 4096,
+    seed: int = 0,
+    splits: dict[str, Sequence[str]] | None = None,
+    force: bool = False,
+    argv: list[str] | None = None,
+    progress: ProgressFn = no_progress,
+) -> LongdocResult:
+    """Write ``OUT/dev`` and ``OUT/test`` (BEIR folders, see the module docstring) and ``OUT/manifest.json``."""
+    splits = dict(splits or SPLIT_PACKAGES)
+    _check_splits(splits, min_tokens, max_tokens)
+    counter = load_tokenizer(tokenizer)
+    built, missing = {}, {}
+    for done, (name, packages) in enumerate(splits.items()):
+        built[name], missing[name] = split_set(
+            packages, counter, pages=pages, min_tokens=min_tokens, max_tokens=max_tokens, seed=seed
+        )
+        if not built[name]:
+            raise SourceNotFound(
+                f"longdoc {name}: none of {', '.join(packages)} is installed with pages of {min_tokens}+ tokens"
+            )
+        progress("longdoc splits", done + 1, len(splits))
+    with atomic_output(out, force=force) as staging:
+        for name, cuts in built.items():
+            write_split(staging / name, cuts)
+        manifest = {
+            "ctxext_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": "data longdoc",
+            "argv": list(sys.argv if argv is None else argv),
+            "options": {"pages": pages, "min_tokens": min_tokens, "max_tokens": max_tokens, "seed": seed},
+            "tokenizer": counter.describe(),
+            "packages": {p: package_version(p) for packages in splits.values() for p in packages},
+            "missing_packages": missing,
+            "depth_buckets": [list(bucket) for bucket in DEPTH_BUCKETS],
+            "counts": {name: split_counts(cuts) for name, cuts in built.items()},
+            "libraries": library_versions(),
+        }
+        write_json(staging / "manifest.json", manifest, sort_keys=True)
+    return LongdocResult(Path(out).expanduser().absolute(), manifest)
+
+
+def _check_splits(splits: dict[str, Sequence[str]], min_tokens: int, max_tokens: int) -> None:
+    if min_tokens > max_tokens:
+        raise InvalidArgument(f"--min-tokens {min_tokens} is above --max-tokens {max_tokens}")
+    shared = set(splits.get("dev", ())) & set(splits.get("test", ()))
+    if shared:
+        raise InvalidArgument(f"packages in both dev and test: {', '.join(sorted(shared))}; each split needs its own")
+    if not all(splits.values()):
+        raise InvalidArgument("each split needs at least one package")
