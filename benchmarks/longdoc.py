@@ -36,19 +36,18 @@ import time
 from pathlib import Path
 
 LENGTH = 4096
-SYNTHETIC_LENGTHS = (1024, 2048, 4096)
 RECIPES = {
     # name: (base form, finetune options, triplets max depth in words, steps)
     "positions": (
         "scaled",
-        {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 8, "lr": 1e-3},
+        {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 8, "lr": 5e-4},
         250,
     ),
     "full": ("spline", {"max_len": 1024, "position_span": 4096, "batch_size": 4, "lr": 2e-5}, 500),
     "positions+full": ("positions", {"max_len": 1024, "position_span": 4096, "batch_size": 4, "lr": 2e-5}, 500),
     "positions-cached": (
         "scaled",
-        {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 32, "lr": 1e-3, "cache_chunk": 8},
+        {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 32, "lr": 5e-4, "cache_chunk": 8},
         250,
     ),
 }
@@ -59,9 +58,12 @@ def main() -> None:
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--forms", default="truncate,chunk,spline,tile,scaled")
     parser.add_argument("--recipes", default=",".join(RECIPES))
-    parser.add_argument("--steps", type=int, default=100, help="training steps per recipe (second stage: half)")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per recipe (second stage: half)")
     parser.add_argument("--pages", type=int, default=120, help="pages per split of the longdoc set")
-    parser.add_argument("--synthetic-documents", type=int, default=100, help="passkey / needle documents (100)")
+    parser.add_argument(
+        "--synthetic-documents", type=int, default=100, help="passkey / needle documents (LongEmbed: 100; 0: skip)"
+    )
+    parser.add_argument("--synthetic-lengths", default="1024,2048,4096")
     parser.add_argument("--synthetic-queries", type=int, default=50, help="passkey / needle queries (50)")
     parser.add_argument("--batch-size", type=int, default=2, help="evaluation batch")
     parser.add_argument("--work", type=Path, default=None)
@@ -189,7 +191,7 @@ def train_child(job: dict) -> None:
         batch_size=job["batch_size"],
         learning_rate=job["lr"],
         warmup_ratio=0.1,
-        logging_every=5,
+        logging_every=1,
         save_every=max(25, job["steps"] // 2),
         progress_bars=False,
     )
@@ -204,6 +206,7 @@ def train_child(job: dict) -> None:
         settings=settings,
         work_dir=job["work_dir"],
         resume=Path(job["work_dir"]).exists() and any(Path(job["work_dir"]).glob("checkpoint-*")),
+        force=True,  # a model left by a run that died before its record was written
     )
     losses = [loss for _, loss in result.history["train"]]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -233,7 +236,7 @@ def evaluate_row(form: str, ref: str, options: dict, data: dict[str, Path], argu
         evaluation = evaluate(
             ref,
             task,
-            lengths=SYNTHETIC_LENGTHS,
+            lengths=lengths,
             documents=arguments.synthetic_documents,
             queries=arguments.synthetic_queries,
             seed=1,
@@ -242,7 +245,9 @@ def evaluate_row(form: str, ref: str, options: dict, data: dict[str, Path], argu
         )
         return {str(score.length): score.acc_at_1 for score in evaluation.scores}
 
-    sizes = f"{arguments.synthetic_documents}x{arguments.synthetic_queries}"
+    lengths = [int(n) for n in arguments.synthetic_lengths.split(",")]
+    sizes = f"{arguments.synthetic_documents}x{arguments.synthetic_queries}-{'-'.join(map(str, lengths))}"
+    skip = arguments.synthetic_documents == 0
     row = {
         "form": form,
         "model": ref,
@@ -250,8 +255,8 @@ def evaluate_row(form: str, ref: str, options: dict, data: dict[str, Path], argu
         arguments.split: cached(
             f"longdoc{arguments.pages}-{arguments.split}", lambda: retrieval(data[arguments.split], LENGTH)
         ),
-        "passkey": cached(f"passkey-{sizes}-seed1", lambda: synthetic(Task.passkey)),
-        "needle": cached(f"needle-{sizes}-seed1", lambda: synthetic(Task.needle)),
+        "passkey": {} if skip else cached(f"passkey-{sizes}-seed1", lambda: synthetic(Task.passkey)),
+        "needle": {} if skip else cached(f"needle-{sizes}-seed1", lambda: synthetic(Task.needle)),
         "short_ndcg_at_10": cached("short", lambda: retrieval(data["short"], 512))["ndcg_at_10"],
     }
     print(f"{form}: {json.dumps({k: v for k, v in row.items() if k not in ('model', 'options')})}", flush=True)
@@ -260,11 +265,12 @@ def evaluate_row(form: str, ref: str, options: dict, data: dict[str, Path], argu
 
 def print_table(rows: list[dict], source_short: float | None, split: str) -> None:
     buckets = list(rows[0][split]["groups"])
+    lengths = [n for n in rows[0]["passkey"] if n != "seconds"]
     head = (
         f"{'form / recipe':<18}{'MRR':>6}{'R@1':>6}"
         + "".join(f"{b:>11}" for b in buckets)
-        + "".join(f"{'pk' + str(n):>7}" for n in SYNTHETIC_LENGTHS)
-        + "".join(f"{'nd' + str(n):>7}" for n in SYNTHETIC_LENGTHS)
+        + "".join(f"{'pk' + n:>7}" for n in lengths)
+        + "".join(f"{'nd' + n:>7}" for n in lengths)
         + f"{'short':>7}{'Δshort':>8}{'train s':>9}{'peak MiB':>9}"
     )
     print(f"\nlongdoc {split} at {LENGTH} tokens (MRR per depth bucket); passkey / needle Acc@1; short nDCG@10")
@@ -275,8 +281,8 @@ def print_table(rows: list[dict], source_short: float | None, split: str) -> Non
         print(
             f"{row['form']:<18}{scores['mrr']:>6.3f}{scores['r_at_1']:>6.3f}"
             + "".join(f"{scores['groups'][b]['mrr']:>11.3f}" for b in buckets)
-            + "".join(f"{row['passkey'][str(n)]:>7.2f}" for n in SYNTHETIC_LENGTHS)
-            + "".join(f"{row['needle'][str(n)]:>7.2f}" for n in SYNTHETIC_LENGTHS)
+            + "".join(f"{row['passkey'][n]:>7.2f}" for n in lengths)
+            + "".join(f"{row['needle'][n]:>7.2f}" for n in lengths)
             + f"{row['short_ndcg_at_10']:>7.3f}{delta:>+8.3f}"
             + (f"{training['wall_s']:>9.0f}{training['peak_rss_mib']:>9}" if training else f"{'':>18}")
         )

@@ -119,6 +119,19 @@ def test_bigbird_embeddings_equal_source_bert_plus_adapter_on_short_documents(pa
     assert np.max(np.abs(np.load(plain.path) - np.load(target.path))) > 1e-3  # the adapter was active
 
 
+def test_an_adapter_given_as_a_path_with_dots_loads_under_its_stored_name(parts, tmp_path):
+    import shutil
+
+    from ctxext.embed import embed_file, resolve_checkpoint
+
+    folder = tmp_path / "v1.2" / "my.prx"
+    shutil.copytree(parts["proximity"], folder)
+    *_, name = resolve_checkpoint(str(parts["base"]), str(folder))
+    assert name == "PRX"  # the name stored in the adapter ([PRX]), not the path
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": text(20)}])
+    assert embed_file(str(parts["base"]), docs, tmp_path / "e.npy", adapter=str(folder)).path.is_file()
+
+
 def test_a_long_batch_after_a_short_one_still_runs_block_sparse(bigbird):
     from ctxext.adapters_bigbird import attention_probe
     from ctxext.embed import adapter_loader

@@ -72,9 +72,10 @@ def resolve_checkpoint(
     source, folder = open_model(preset.base if preset else ref, revision=revision)
     if adapter is None:
         return source, folder, None, None
+    is_name = Path(adapter).name == adapter  # a path (absolute ones above all) is never a name inside the checkpoint
     for candidate in (folder.root / ADAPTERS_DIR / adapter, folder.model_dir / ADAPTERS_DIR / adapter):
-        if candidate.is_dir():
-            return source, folder, Source(ref=adapter, path=candidate), adapter
+        if is_name and candidate.is_dir():
+            return source, folder, Source(ref=adapter, path=candidate), safe_adapter_name(adapter)
     if preset and adapter in preset.adapters:
         return (
             source,

@@ -358,8 +358,9 @@ def _offline() -> bool:
 
 
 def safe_adapter_name(name: str) -> str:
-    """An adapter name that is also a folder name: SPECTER2's ``[PRX]`` becomes ``PRX``."""
-    cleaned = re.sub(r"[^\w.-]+", "_", name).strip("._")
+    """An adapter name that is also a folder name and a module name (no dots): SPECTER2's ``[PRX]`` becomes
+    ``PRX``."""
+    cleaned = re.sub(r"[^\w-]+", "_", name).strip("_")
     if not cleaned:
         raise InvalidArgument(f"adapter name {name!r} has no usable characters; name it with --adapter NAME=PATH")
     return cleaned
