@@ -10,6 +10,8 @@ library). Rows:
 - the training recipes (`ctxext finetune`, on `data triplets --queries summary` of the standard library):
   - `positions`: LongEmbed's E5-4k recipe: the `--grid scaled` model, only the new position rows train
     (`--positions-only`), 512-token inputs whose position ids span 4096 (`--position-span`);
+  - `tile-positions`: the same from the `--tile` model, whose rows 0-511 are the original ones, so inputs up
+    to 512 tokens stay exactly the source's;
   - `full`: every weight trains, from the `--spline` model, 1024-token inputs spanning 4096;
   - `positions+full`: the `positions` model, then a short `full` run;
   - `positions-cached`: `positions` with 32 candidates per query through gradient caching (`--cache-chunk`).
@@ -40,6 +42,11 @@ RECIPES = {
     # name: (base form, finetune options, triplets max depth in words, steps)
     "positions": (
         "scaled",
+        {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 8, "lr": 5e-4},
+        250,
+    ),
+    "tile-positions": (
+        "tile",
         {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 8, "lr": 5e-4},
         250,
     ),

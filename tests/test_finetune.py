@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -290,14 +291,40 @@ def test_positions_only_training_changes_only_the_rows_interpolate_added(kind, t
     )
     parameters = result.manifest["operations"][0]["parameters"]
     assert result.manifest["options"]["positions_only"] is True
-    assert parameters["trained"].startswith("trained position rows") and result.manifest["options"]["weight_decay"] == 0
+    assert (
+        re.match(r"trained \d+ of \d+ position rows", parameters["trained"])
+        and result.manifest["options"]["weight_decay"] == 0
+    )
     before = safetensors.torch.load_file(stretched / "model.safetensors")
     after = safetensors.torch.load_file(tmp_path / "out" / "model.safetensors")
     table = next(name for name in before if name.endswith("position_embeddings.weight"))
     unchanged = [name for name in before if name != table and name in after]
     assert unchanged and all(torch.equal(before[name], after[name]) for name in unchanged)
-    assert torch.equal(before[table][:original], after[table][:original])  # reserved and original rows
-    assert not torch.equal(before[table][original:], after[table][original:])
+    # --grid scaled at twice the length: original row i sits at new row 2i, after the reserved rows
+    kept = [*range(offset), *(offset + 2 * i for i in range(original - offset))]
+    added = sorted(set(range(len(before[table]))) - set(kept))
+    assert torch.equal(before[table][kept], after[table][kept])
+    assert not torch.equal(before[table][added], after[table][added])
+
+
+def test_positions_only_keeps_the_original_rows_where_each_stretch_puts_them(tmp_path):
+    import tiny
+    from ctxext.io import open_model
+    from ctxext.positions import Grid, Method, interpolate
+    from ctxext.train.positions_only import kept_rows
+
+    source = tiny.make_sentence_transformer("roberta", tmp_path / "roberta")
+    n = json.loads((source / "config.json").read_text())["max_position_embeddings"] - 2
+    expected = {
+        (Method.tile, Grid.pinned): [0, 1, *range(2, 2 + n)],
+        (Method.linear, Grid.scaled): [0, 1, *range(2, 2 + 4 * n, 4)],
+        # pinned: new row j samples j (n - 1) / (4n - 1); only where that is whole is an original row
+        (Method.spline, Grid.pinned): [0, 1, *(2 + j for j in range(4 * n) if j * (n - 1) % (4 * n - 1) == 0)],
+    }
+    for (method, grid), rows in expected.items():
+        out = interpolate(str(source), 4 * n, str(tmp_path / f"{method.value}-{grid.value}"), method=method, grid=grid)
+        kept, total = kept_rows(open_model(str(out.path))[1])
+        assert kept.tolist() == rows and total == 2 + 4 * n
 
 
 def test_positions_only_needs_an_interpolate_output_and_no_adapter(tmp_path, triplets):
