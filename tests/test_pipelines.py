@@ -137,3 +137,15 @@ def test_a_config_that_names_no_known_pipeline_is_one_line(tmp_path):
         f"error: {tmp_path / 'bad.json'}: 'pipeline' must be one of guide-distill, transfer-finetune, "
         "interpolate-finetune"
     ]
+
+
+def test_tiny_long_document_pipeline_trains_new_rows_and_evaluates_on_longdoc(tmp_path, capsys):
+    import tiny
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "source")
+    _pipeline("ci_longdoc_positions.json", tmp_path / "run", source=source)
+    manifest = json.loads((tmp_path / "run" / "interpolated-finetuned" / "manifest.json").read_text())
+    assert manifest["options"]["positions_only"] is True
+    assert (tmp_path / "run" / "longdoc" / "dev" / "qrels" / "test.tsv").is_file()
+    printed = capsys.readouterr().out
+    assert "mean of 64-token chunks" in printed and "MRR, 0-512" in printed

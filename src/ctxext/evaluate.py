@@ -354,7 +354,7 @@ def chunk_mean(
     tokenizer = encoder.tokenizer
     pieces, owners = [], []
     for index, text in enumerate(texts):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # no "longer than" warning
         step = chunk_tokens - 2
         for start in range(0, max(len(ids), 1), step):
             pieces.append(tokenizer.decode(ids[start : start + step]))

@@ -14,6 +14,9 @@ Training text never needs a download: `docstrings.jsonl` is built from the stand
 (`ctxext.train.python_docstrings`), `pydocs.jsonl` + `triplets.jsonl` from its module documentation
 (`ctxext data pydocs`, `ctxext data triplets`), and the retrieval set `pydocs-beir/` pairs a function's
 docstring summary (query) with its source without the docstring (document; `write_pydocs_beir`).
+`"data": {"longdoc": {...}}` builds the long-document set (`ctxext data longdoc`) under `longdoc/`;
+`"evaluate": {"task": "retrieval", "longdoc_split": "dev"}` evaluates on it, and `"baseline_chunk": 512` adds
+the starting model over 512-token chunks.
 """
 
 from __future__ import annotations
@@ -92,6 +95,10 @@ def build_data(work: Path, config: dict[str, Any]) -> dict[str, Path]:
         path = paths["beir"] = work / "pydocs-beir"
         if not path.exists():
             write_pydocs_beir(path, limit=data["beir"].get("limit", 300))
+    if "longdoc" in data:
+        path = paths["longdoc"] = work / "longdoc"
+        if not path.exists():
+            run(["data", "longdoc", "-o", str(path), *options(data["longdoc"])])
     if "triplets" in data:
         corpus, triplets = work / "pydocs.jsonl", work / "triplets.jsonl"
         paths["triplets"] = triplets
@@ -221,8 +228,12 @@ def run_pipeline(config: dict[str, Any], work: Path, *, resume: bool, force: boo
         *(str(path) for path in written[:-1] if config["pipeline"] != "guide-distill"),
         str(written[-1]),
     ]
-    evaluation = config.get("evaluate", {})
+    evaluation = dict(config.get("evaluate", {}))
+    baseline_chunk = evaluation.pop("baseline_chunk", None)
     if evaluation.get("task") == "retrieval":
-        evaluation = {**evaluation, "beir": str(data["beir"])}
+        split = evaluation.pop("longdoc_split", None)
+        evaluation["beir"] = str(data["longdoc"] / split if split else data["beir"])
+    if baseline_chunk:  # what users do today: the starting model over chunks
+        run(["evaluate", starting, *options(evaluation), "--chunk", str(baseline_chunk)])
     # the plot is this pipeline's own output, so a rerun replaces it
     run(["evaluate", *evaluated, *options(evaluation), "--plot", str(work / "evaluate.png"), "--force"])
