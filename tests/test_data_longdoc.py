@@ -116,3 +116,18 @@ def test_no_installed_package_is_one_clear_error(tmp_path, minilm):
     )
     assert result.exit_code != 0 and "none of no_such_pkg_a is installed" in result.output
     assert not (tmp_path / "ld").exists()
+
+
+def test_a_training_corpus_never_reads_a_held_out_package(packages, tmp_path):
+    from ctxext.data.pydocs import HELD_OUT_PACKAGES, write_python_docs_corpus
+
+    held_out = HELD_OUT_PACKAGES["test"][0]
+    with pytest.raises(InvalidArgument, match=f"{held_out}: held out for evaluation"):
+        write_python_docs_corpus(tmp_path / "c.jsonl", packages=["stdlib", held_out])
+    assert not (tmp_path / "c.jsonl").exists()
+    assert not set(HELD_OUT_PACKAGES["dev"]) & set(HELD_OUT_PACKAGES["test"])
+    result = write_python_docs_corpus(tmp_path / "c.jsonl", packages=["alpha_pkg", "beta_pkg"], min_words=50)
+    records = [json.loads(line) for line in (tmp_path / "c.jsonl").open()]
+    assert {r["source"] for r in records} == {"alpha_pkg", "beta_pkg"}
+    assert all(r["doc_id"].startswith(r["source"] + ".") for r in records)
+    assert result.manifest["counts"]["sources"]["alpha_pkg"]["documents"] == 3

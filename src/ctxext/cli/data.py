@@ -264,18 +264,39 @@ def pydocs_command(
     out: FileOutOpt,
     min_words: Annotated[int, typer.Option(min=1, help="Skip modules with fewer words of documentation.")] = 300,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many modules.")] = None,
+    packages: Annotated[
+        str, typer.Option(help="Comma-separated: 'stdlib' (the standard library) and installed packages.")
+    ] = "stdlib",
+    allow_held_out: Annotated[
+        bool, typer.Option("--allow-held-out", help="Also read packages held out for evaluation (data longdoc).")
+    ] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a long-document corpus from the standard library's docstrings (no download needed).
+    """Write a long-document corpus from the documentation of the standard library and installed packages
+    (no download needed); the packages `data longdoc` evaluates on are refused unless --allow-held-out.
 
-    Example:
+    Examples:
 
       ctxext data pydocs -o pydocs.jsonl --min-words 300
+
+      ctxext data pydocs -o docs.jsonl --packages stdlib,transformers,PIL,pygments --min-words 50
     """
     from ctxext.data.pydocs import write_python_docs_corpus
 
-    emit(write_python_docs_corpus(out, min_words=min_words, limit=limit, force=force, argv=sys.argv), as_json)
+    chosen = [p.strip() for p in packages.split(",") if p.strip()]
+    emit(
+        write_python_docs_corpus(
+            out,
+            min_words=min_words,
+            limit=limit,
+            packages=chosen,
+            allow_held_out=allow_held_out,
+            force=force,
+            argv=sys.argv,
+        ),
+        as_json,
+    )
 
 
 @app.command("longdoc")

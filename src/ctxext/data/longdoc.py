@@ -20,13 +20,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.data.pydocs import module_document, package_folder, parsed_modules
+from ctxext.data.pydocs import HELD_OUT_PACKAGES, module_document, package_folder, package_version, parsed_modules
 from ctxext.data.text import Tokenizer, load_tokenizer, summary_line
 from ctxext.errors import InvalidArgument, SourceNotFound
 from ctxext.io import atomic_output, write_json
@@ -36,12 +35,7 @@ DEPTH_BUCKETS = ((0, 512), (512, 1024), (1024, 2048), (2048, 4096))
 """Where a query's answer starts in its page, in tokens: the first fits any 512-token model, the last only a
 model that reads past 2048."""
 
-SPLIT_PACKAGES = {
-    "dev": ("sklearn", "numpy", "scipy", "accelerate", "huggingface_hub", "sentence_transformers", "rich", "requests"),
-    "test": ("torch", "sympy", "networkx", "matplotlib", "jinja2", "click"),
-}
-"""Dependencies of ctxext (direct or through torch, transformers and sentence-transformers), so any install
-can build both splits. ``transformers`` is left out: hundreds of its model pages repeat one docstring."""
+SPLIT_PACKAGES = HELD_OUT_PACKAGES
 
 
 @dataclass
@@ -91,15 +85,6 @@ def depth_bucket(depth_tokens: int) -> str:
         if start <= depth_tokens < end:
             return f"{start}-{end}"
     return f"{DEPTH_BUCKETS[-1][1]}+"
-
-
-def package_version(package: str) -> str | None:
-    for distribution in metadata.packages_distributions().get(package, []):
-        try:
-            return metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def package_pages(package: str, tokenizer: Tokenizer, *, min_tokens: int, max_tokens: int) -> list[Page]:

@@ -249,4 +249,4 @@ class PydocsResult(CountedOutput):
         return {"output": str(self.path), **self.manifest["counts"]}
 
     def count_rows(self) -> dict[str, dict[str, Any]]:
-        return {"python-stdlib": self.manifest["counts"]}
+        return self.manifest["counts"].get("sources") or {"python-stdlib": self.manifest["counts"]}

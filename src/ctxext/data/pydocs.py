@@ -19,10 +19,11 @@ import os
 import sys
 import sysconfig
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctxext.errors import SourceNotFound
+from ctxext.errors import InvalidArgument, SourceNotFound
 from ctxext.io import atomic_output
 
 if TYPE_CHECKING:
@@ -57,6 +58,15 @@ def package_folder(package: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_version(package: str) -> str | None:
+    for distribution in metadata.packages_distributions().get(package, []):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def module_files(folder: Path | None = None) -> list[tuple[str, Path]]:
@@ -173,19 +183,47 @@ def _arguments(arguments: ast.arguments) -> str:
     return ", ".join(names)
 
 
+STDLIB = "stdlib"
+"""The name ``--packages`` gives the standard library."""
+
+HELD_OUT_PACKAGES = {
+    "dev": ("sklearn", "numpy", "scipy", "accelerate", "huggingface_hub", "sentence_transformers", "rich", "requests"),
+    "test": ("torch", "sympy", "networkx", "matplotlib", "jinja2", "click"),
+}
+"""The packages of the held-out retrieval sets (``data longdoc``): no training corpus reads them. All are
+dependencies of ctxext (direct or through torch, transformers and sentence-transformers), so any install can
+build both splits. ``transformers`` is left out: hundreds of its model pages repeat one docstring."""
+
+
 def python_docs_documents(
-    *, min_words: int = 300, limit: int | None = None, folder: Path | None = None
+    *, min_words: int = 300, limit: int | None = None, packages: Sequence[str] = (STDLIB,)
 ) -> Iterator[dict[str, Any]]:
-    """Standard-library modules with at least ``min_words`` words of documentation, in name order."""
+    """Module pages with at least ``min_words`` words of documentation, package by package in name order:
+    the standard library (``stdlib``) and installed packages (ids prefixed with the package)."""
     given = 0
-    for name, tree in parsed_modules(folder):
-        document = module_document(name, tree)
-        if document is None or len(document["text"].split()) < min_words:
-            continue
-        yield document
-        given += 1
-        if limit is not None and given >= limit:
-            return
+    for package in packages:
+        folder = None if package == STDLIB else package_folder(package)
+        if package != STDLIB and folder is None:
+            raise SourceNotFound(f"package {package!r} is not installed (or is a single-file module)")
+        for name, tree in parsed_modules(folder):
+            document = module_document(name if folder is None else f"{package}.{name}", tree)
+            if document is None or len(document["text"].split()) < min_words:
+                continue
+            yield {**document, "source": "python-stdlib" if folder is None else package}
+            given += 1
+            if limit is not None and given >= limit:
+                return
+
+
+def check_training_packages(packages: Sequence[str]) -> None:
+    """Refuse a training corpus that would read a held-out package."""
+    held_out = {package for split in HELD_OUT_PACKAGES.values() for package in split}
+    shared = sorted(set(packages) & held_out)
+    if shared:
+        raise InvalidArgument(
+            f"{', '.join(shared)}: held out for evaluation (data longdoc); train on other packages, "
+            "or pass --allow-held-out"
+        )
 
 
 def write_python_docs_corpus(
@@ -193,31 +231,45 @@ def write_python_docs_corpus(
     *,
     min_words: int = 300,
     limit: int | None = None,
+    packages: Sequence[str] = (STDLIB,),
+    allow_held_out: bool = False,
     force: bool = False,
     argv: list[str] | None = None,
 ) -> PydocsResult:
-    """Write the standard-library corpus as jsonl (one module per line) with a manifest beside it."""
+    """Write module pages as jsonl (one module per line) with a manifest beside it; packages held out for
+    evaluation are refused unless ``allow_held_out``."""
     from ctxext.data.options import OutputFormat
     from ctxext.data.output import FileOutput, JsonlWriter, PydocsResult, output_format
 
+    if not allow_held_out:
+        check_training_packages(packages)
     out = Path(out).expanduser().absolute()
     output_format(out, (OutputFormat.jsonl,))
     output = FileOutput(out, force=force)
     with output.writing(JsonlWriter) as writer:
-        words = 0
-        for document in python_docs_documents(min_words=min_words, limit=limit):
+        per_source: dict[str, dict[str, int]] = {}
+        for document in python_docs_documents(min_words=min_words, limit=limit, packages=packages):
             writer.write([document])
-            words += len(document["text"].split())
+            counts = per_source.setdefault(document["source"], {"documents": 0, "words": 0})
+            counts["documents"] += 1
+            counts["words"] += len(document["text"].split())
         output.finish(
             writer,
-            empty=f"no standard-library module under {stdlib_folder()} has {min_words}+ words of docs",
+            empty=f"no module of {', '.join(packages)} has {min_words}+ words of docs",
             command="data pydocs",
-            options={"min_words": min_words, "limit": limit},
+            options={"min_words": min_words, "limit": limit, "packages": list(packages)},
             inputs=[],
-            counts={"documents": writer.rows, "words": words},
+            counts={
+                "documents": writer.rows,
+                "words": sum(c["words"] for c in per_source.values()),
+                "sources": per_source,
+            },
             problems=[],
             argv=argv,
-            extra={"python": {"version": sys.version.split()[0], "stdlib": str(stdlib_folder())}},
+            extra={
+                "python": {"version": sys.version.split()[0], "stdlib": str(stdlib_folder())},
+                "packages": {p: package_version(p) for p in packages if p != STDLIB},
+            },
         )
     return PydocsResult(out, output.manifest)
 
