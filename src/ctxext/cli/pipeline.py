@@ -14,6 +14,7 @@ Training text never needs a download: `docstrings.jsonl` is built from the stand
 (`ctxext.train.python_docstrings`), `pydocs.jsonl` + `triplets.jsonl` from its module documentation
 (`ctxext data pydocs`, `ctxext data triplets`), and the retrieval set `pydocs-beir/` pairs a function's
 docstring summary (query) with its source without the docstring (document; `write_pydocs_beir`).
+`"data": {"triplets": {"corpus": "my-docs.jsonl"}}` makes the triplets from your own documents instead.
 `"data": {"longdoc": {...}}` builds the long-document set (`ctxext data longdoc`) under `longdoc/`;
 `"evaluate": {"task": "retrieval", "longdoc_split": "dev"}` evaluates on it, and `"baseline_chunk": 512` adds
 the starting model over 512-token chunks.
@@ -32,7 +33,7 @@ from typing import Annotated, Any
 import typer
 
 from ctxext.cli._common import reports_errors
-from ctxext.errors import CtxextError
+from ctxext.errors import CtxextError, InvalidArgument
 
 
 class StageFailed(CtxextError):
@@ -100,8 +101,11 @@ def build_data(work: Path, config: dict[str, Any]) -> dict[str, Path]:
         if not path.exists():
             run(["data", "longdoc", "-o", str(path), *options(data["longdoc"])])
     if "triplets" in data:
-        corpus, triplets = work / "pydocs.jsonl", work / "triplets.jsonl"
-        paths["triplets"] = triplets
+        own = data["triplets"].get("corpus")  # the user's documents, else the standard library's pages
+        corpus = Path(own).expanduser() if own else work / "pydocs.jsonl"
+        triplets = paths["triplets"] = work / "triplets.jsonl"
+        if own and not corpus.exists():
+            raise InvalidArgument(f"data.triplets.corpus: {corpus} does not exist")
         if not corpus.exists():
             run(["data", "pydocs", "-o", str(corpus), *options(data["triplets"].get("pydocs", {}))])
         if not triplets.exists():
