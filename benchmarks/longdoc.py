@@ -106,8 +106,8 @@ def main() -> None:
 def build_data(work: Path, pages: int) -> dict[str, Path]:
     """The longdoc splits, the short set, and summary triplets from the standard library (per depth)."""
     from ctxext.data import write_python_docs_corpus
-    from ctxext.data.longdoc import SPLIT_PACKAGES, write_longdoc
-    from ctxext.data.pydocs import write_pydocs_beir
+    from ctxext.data.longdoc import write_longdoc
+    from ctxext.data.pydocs import HELD_OUT_PACKAGES, write_pydocs_beir
     from ctxext.data.triplets import build_triplets
 
     longdoc = work / f"longdoc-{pages}"
@@ -115,7 +115,7 @@ def build_data(work: Path, pages: int) -> dict[str, Path]:
         write_longdoc(longdoc, tokenizer="all-MiniLM-L6-v2", pages=pages)
     short = work / "short-test-packages"
     if not short.exists():
-        write_pydocs_beir(short, packages=SPLIT_PACKAGES["test"])
+        write_pydocs_beir(short, packages=HELD_OUT_PACKAGES["test"])
     corpus = work / "pydocs.jsonl"
     if not corpus.exists():
         write_python_docs_corpus(corpus)

@@ -324,10 +324,11 @@ def longdoc_command(
 
       ctxext data longdoc -o longdoc && ctxext evaluate minilm-4096 --task retrieval --beir longdoc/dev --lengths 4096
     """
-    from ctxext.data.longdoc import SPLIT_PACKAGES, write_longdoc
+    from ctxext.data.longdoc import write_longdoc
+    from ctxext.data.pydocs import HELD_OUT_PACKAGES
 
     def listed(value: str | None, split: str) -> tuple[str, ...]:
-        return tuple(p.strip() for p in value.split(",") if p.strip()) if value else SPLIT_PACKAGES[split]
+        return tuple(p.strip() for p in value.split(",") if p.strip()) if value else HELD_OUT_PACKAGES[split]
 
     splits = {"dev": listed(dev_packages, "dev"), "test": listed(test_packages, "test")}
     with progress_bars() as progress:

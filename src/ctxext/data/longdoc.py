@@ -18,7 +18,7 @@ import json
 import random
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,6 @@ from ctxext.manifest import library_versions
 DEPTH_BUCKETS = ((0, 512), (512, 1024), (1024, 2048), (2048, 4096))
 """Where a query's answer starts in its page, in tokens: the first fits any 512-token model, the last only a
 model that reads past 2048."""
-
-SPLIT_PACKAGES = HELD_OUT_PACKAGES
 
 
 @dataclass
@@ -67,7 +65,6 @@ class Cut:
 class LongdocResult:
     path: Path
     manifest: dict[str, Any]
-    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     view = "counts"
     title = "longdoc"
@@ -241,7 +238,7 @@ def write_longdoc(
     progress: ProgressFn = no_progress,
 ) -> LongdocResult:
     """Write ``OUT/dev`` and ``OUT/test`` (BEIR folders, see the module docstring) and ``OUT/manifest.json``."""
-    splits = dict(splits or SPLIT_PACKAGES)
+    splits = dict(splits or HELD_OUT_PACKAGES)
     _check_splits(splits, min_tokens, max_tokens)
     counter = load_tokenizer(tokenizer)
     built, missing = {}, {}
