@@ -68,6 +68,7 @@ def training_settings(arguments: dict[str, Any]) -> Any:
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ctxext app."""
     app.command("mlm")(mlm_command)
+    app.command("mntp")(mntp_command)
     app.command("distill")(distill_command)
     app.command("finetune")(finetune_command)
     app.command("finetune-qa")(finetune_qa_command)
@@ -131,6 +132,63 @@ def mlm_command(
         max_len=max_len,
         settings=settings,
         eval_fraction=eval_fraction,
+        revision=revision,
+        work_dir=work_dir,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+        force=force,
+        argv=sys.argv,
+    )
+    emit(result, as_json)
+
+
+@reports_errors
+def mntp_command(
+    checkpoint: Annotated[str, typer.Argument(help="A folder written by `ctxext flip` (with or without --head qa).")],
+    data: Annotated[
+        list[Path],
+        typer.Option("--data", help="Text: .txt, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat."),
+    ],
+    out: OutOpt,
+    mask: Annotated[float, typer.Option(help="Share of tokens masked (LLM2Vec: 0.2).")] = 0.2,
+    max_len: Annotated[int, typer.Option("--max-len", min=8, help="Packed sequence length.")] = 128,
+    steps: StepsOpt = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per device and step.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 5e-5,
+    warmup: Annotated[float, typer.Option(help="Warmup, as a share of the steps.")] = 0.06,
+    save_every: SaveEveryOpt = 500,
+    seed: SeedOpt = 0,
+    revision: RevisionOpt = None,
+    work_dir: WorkDirOpt = None,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepOpt = False,
+    log_every: LogEveryOpt = 10,
+    grad_accum: GradAccumOpt = 1,
+    bf16: Bf16Opt = False,
+    report_to: ReportToOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Adapt a flipped decoder to its bidirectional attention before any task: masked next-token prediction
+    (LLM2Vec's MNTP; the masked token at i is predicted from position i-1 through the tied embeddings).
+    The output loads as the input did; a QA head is left as it was.
+
+    Example:
+
+      ctxext flip gemma-3-270m --head qa -o gemma-qa
+
+      ctxext mntp gemma-qa --data texts.jsonl --steps 1000 -o gemma-qa-mntp
+    """
+    from ctxext.train.mntp import train_mntp
+
+    settings = training_settings(locals())
+    result = train_mntp(
+        checkpoint,
+        data,
+        out,
+        mask=mask,
+        max_len=max_len,
+        settings=settings,
         revision=revision,
         work_dir=work_dir,
         resume=resume,

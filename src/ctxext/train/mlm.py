@@ -98,11 +98,14 @@ class MaskingCollator:
 
     tokenizer: Any
     probability: float = 0.3
+    mask_id: int | None = None
+    """The token masked positions become (default: the tokenizer's mask token)."""
 
     def __post_init__(self) -> None:
         import torch
 
-        if self.tokenizer.mask_token_id is None:
+        self.mask_id = self.tokenizer.mask_token_id if self.mask_id is None else self.mask_id
+        if self.mask_id is None:
             raise InvalidArgument("the tokenizer has no mask token; masked-LM training needs one")
         self.special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self.vocab_size = len(self.tokenizer)
@@ -119,7 +122,7 @@ class MaskingCollator:
                 torch.as_tensor(example["input_ids"], dtype=torch.long),
                 self.special_ids,
                 self.probability,
-                self.tokenizer.mask_token_id,
+                self.mask_id,
                 self.vocab_size,
                 generator,
             )
