@@ -12,6 +12,7 @@ is written to --data as jsonl.
 
     python benchmarks/flip.py                      # defaults below; prints a table and JSON
     python benchmarks/flip.py --steps 40 --train-size 160 --eval-size 80
+    python benchmarks/flip.py --adapt-steps 1000   # adds flipped + MNTP (`ctxext mntp`) before the same QA budget
 """
 
 from __future__ import annotations
@@ -163,6 +164,47 @@ def train_in_memory(built, train, evaluation, prompt, settings, max_length: int)
     return {"metrics": metrics, "final_loss": losses[-1] if losses else float("nan")}
 
 
+def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float) -> dict:
+    """MNTP (``ctxext mntp``) of an in-memory flipped model on standard-library docstrings of modules the QA
+    sets do not use; returns its cost."""
+    from ctxext.data.pydocs import python_docstrings
+    from ctxext.train.mlm import MaskingCollator, PackedDataset, pack_documents
+    from ctxext.train.mntp import MntpModel, mask_token_id
+    from ctxext.train.runner import TrainSettings, build_trainer, training_arguments
+
+    used = set(TRAIN_MODULES) | set(EVAL_MODULES)
+    texts = [text for name, text in python_docstrings() if name.rsplit(".", 1)[0] not in used]
+    sequences = pack_documents(built.tokenizer, texts, max_len)
+    settings = TrainSettings(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        warmup_ratio=0.1,
+        logging_every=max(1, steps // 50),
+        progress_bars=False,
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work_dir:
+        trainer = build_trainer(
+            MntpModel(built.model),
+            None,
+            MaskingCollator(built.tokenizer, 0.2, mask_id=mask_token_id(built.tokenizer)),
+            PackedDataset(sequences, 0),
+            None,
+            training_arguments(Path(work_dir), settings, save=False),
+        )
+        trainer.train()
+    for parameter in built.model.parameters():
+        parameter.requires_grad_(True)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "steps": steps,
+        "seconds": round(time.perf_counter() - started, 1),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -174,6 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=None, help="Folder to write the jsonl set into.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    parser.add_argument("--adapt-steps", type=int, default=0, help="Also flipped + MNTP for N steps (0: skip).")
+    parser.add_argument("--adapt-batch-size", type=int, default=8)
+    parser.add_argument("--adapt-max-len", type=int, default=128)
+    parser.add_argument("--adapt-lr", type=float, default=5e-5)
     args = parser.parse_args(argv)
 
     import torch
@@ -207,8 +253,15 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_examples": len(evaluation),
         "models": {},
     }
-    for label, bidirectional in (("flipped (bidirectional)", True), ("causal (unflipped)", False)):
+    runs = [("flipped (bidirectional)", True, 0), ("causal (unflipped)", False, 0)]
+    if args.adapt_steps:
+        runs.append((f"flipped + MNTP {args.adapt_steps}", True, args.adapt_steps))
+    for label, bidirectional, adapt_steps in runs:
         built = build_model(loaded, head=Head.qa, bidirectional=bidirectional, prompt=prompt, seed=0)
+        adaptation = None
+        if adapt_steps:
+            print(f"{label}: MNTP {adapt_steps} steps", file=sys.stderr)
+            adaptation = adapt_in_memory(built, adapt_steps, args.adapt_batch_size, args.adapt_max_len, args.adapt_lr)
         effect = last_token_effect(built.backbone, vocab_size)
         padding = padding_difference(built.backbone, vocab_size)
         print(f"{label}: evaluating before training", file=sys.stderr)
@@ -225,10 +278,11 @@ def main(argv: list[str] | None = None) -> dict:
             "em": round(outcome["metrics"]["exact_match"], 2),
             "final_loss": round(outcome["final_loss"], 4),
             "train_and_eval_s": round(time.perf_counter() - started, 1),
+            "adaptation": adaptation,
         }
         print(label, results["models"][label], file=sys.stderr)
         del built
-    flipped, causal = results["models"].values()
+    flipped, causal = list(results["models"].values())[:2]
     results["f1_ratio_flipped_over_causal"] = round(flipped["f1"] / causal["f1"], 3) if causal["f1"] else None
     print(
         f"\nQA fine-tune of Gemma 3 270M (GGUF), {args.steps} steps x {args.batch_size}, lr {args.lr}, "
@@ -242,6 +296,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row['train_and_eval_s']:>7.0f}"
         )
     print(f"F1 flipped / causal: {results['f1_ratio_flipped_over_causal']}")
+    for label, row in results["models"].items():
+        if row["adaptation"]:
+            cost = row["adaptation"]
+            print(
+                f"{label}: adaptation {cost['steps']} steps in {cost['seconds']:.0f} s, MNTP loss "
+                f"{cost['first_loss']} -> {cost['last_loss']}"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results
