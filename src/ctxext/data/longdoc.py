@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -196,7 +196,7 @@ def write_split(folder: Path, cuts: Sequence[Cut]) -> None:
             corpus.write(json.dumps(record, ensure_ascii=False) + "\n")
     with open(folder / "queries.jsonl", "w", encoding="utf-8") as queries:
         for index, cut in enumerate(cuts):
-            record = {
+            query: dict[str, Any] = {
                 "_id": f"q{index}",
                 "text": cut.query,
                 "depth_tokens": cut.depth_tokens,
@@ -204,7 +204,7 @@ def write_split(folder: Path, cuts: Sequence[Cut]) -> None:
                 "package": cut.page.package,
                 "definition": cut.page.sections[cut.section]["heading"],
             }
-            queries.write(json.dumps(record, ensure_ascii=False) + "\n")
+            queries.write(json.dumps(query, ensure_ascii=False) + "\n")
     (folder / "qrels" / "test.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\t{cut.page.module}\t1\n" for i, cut in enumerate(cuts)),
         encoding="utf-8",
@@ -232,7 +232,7 @@ def write_longdoc(
     min_tokens: int = 1024,
     max_tokens: int = 4096,
     seed: int = 0,
-    splits: dict[str, Sequence[str]] | None = None,
+    splits: Mapping[str, Sequence[str]] | None = None,
     force: bool = False,
     argv: list[str] | None = None,
     progress: ProgressFn = no_progress,
@@ -271,7 +271,7 @@ def write_longdoc(
     return LongdocResult(Path(out).expanduser().absolute(), manifest)
 
 
-def _check_splits(splits: dict[str, Sequence[str]], min_tokens: int, max_tokens: int) -> None:
+def _check_splits(splits: Mapping[str, Sequence[str]], min_tokens: int, max_tokens: int) -> None:
     if min_tokens > max_tokens:
         raise InvalidArgument(f"--min-tokens {min_tokens} is above --max-tokens {max_tokens}")
     shared = set(splits.get("dev", ())) & set(splits.get("test", ()))

@@ -122,7 +122,7 @@ class MaskingCollator:
                 torch.as_tensor(example["input_ids"], dtype=torch.long),
                 self.special_ids,
                 self.probability,
-                self.mask_id,
+                int(self.mask_id),  # type: ignore[arg-type]  # set in __post_init__
                 self.vocab_size,
                 generator,
             )
