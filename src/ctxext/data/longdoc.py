@@ -95,8 +95,7 @@ def package_pages(package: str, tokenizer: Tokenizer, *, min_tokens: int, max_to
         document = module_document(f"{package}.{name}", tree)
         if document is None:
             continue
-        rendered = [f"## {s['heading']}\n\n{s['text']}" for s in document["sections"]]
-        lengths = tokenizer.count(rendered)
+        lengths = tokenizer.count([page_text([section]) for section in document["sections"]])
         offsets, total = [], tokenizer.count([document["doc_id"]])[0]
         for length in lengths:
             if total + length > max_tokens:
