@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ctxext.data.formats import data_files
 from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
@@ -33,8 +35,6 @@ HEADS = ("qa_outputs.",)
 def mntp_loss(logits: Any, labels: Any) -> Any:
     """Cross-entropy of the masked tokens, each predicted from the position before it: ``logits[:, i - 1]``
     against ``labels[:, i]`` (labels are -100 where nothing is masked)."""
-    import torch
-
     shifted = logits[:, :-1].reshape(-1, logits.shape[-1])
     return torch.nn.functional.cross_entropy(shifted.float(), labels[:, 1:].reshape(-1), ignore_index=-100)
 
@@ -49,13 +49,7 @@ def mask_token_id(tokenizer: Any) -> int:
     raise InvalidArgument(f"the tokenizer has no mask token and none of {', '.join(MASK_STAND_INS)} to stand in")
 
 
-def _torch_module() -> type:
-    import torch
-
-    return torch.nn.Module
-
-
-class MntpModel(_torch_module()):  # type: ignore[misc]
+class MntpModel(torch.nn.Module):
     """The loaded folder's model with an MNTP loss: logits are the backbone's hidden states times the input
     embeddings (Gemma 2's final soft-capping kept), as the causal model's tied LM head computed them."""
 
@@ -67,8 +61,6 @@ class MntpModel(_torch_module()):  # type: ignore[misc]
             parameter.requires_grad_(not name.startswith(HEADS))
 
     def forward(self, input_ids: Any, attention_mask: Any = None, labels: Any = None) -> dict[str, Any]:
-        import torch
-
         backbone = getattr(self.model, "encode", self.model)  # a QA class is its backbone plus a head
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = hidden @ self.model.get_input_embeddings().weight.T
