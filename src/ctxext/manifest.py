@@ -148,6 +148,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def recorded_operations(folder: Path) -> list[dict[str, Any]]:
+    """The operations a folder's ctxext manifest records; none for a folder without a readable one."""
+    try:
+        return list(read_manifest(folder).get("operations") or [])
+    except (SourceNotFound, CorruptCheckpoint):
+        return []
+
+
 @dataclass
 class VerifyResult:
     tensors_checked: int

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from ctxext.data.formats import data_files
-from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound, remote_code_refusal
+from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
-from ctxext.manifest import OperationRecord, read_manifest
+from ctxext.manifest import OperationRecord, recorded_operations
 from ctxext.train.mlm import MaskingCollator, PackedDataset, mlm_data
 from ctxext.train.runner import TrainingResult, TrainingRun, TrainSettings, write_trained_model
 
@@ -78,10 +78,7 @@ def load_flipped(folder: ModelFolder) -> tuple[Any, Any]:
 
     register()
     architectures = folder.config.get("architectures") or []
-    try:
-        operations = [op.get("name") for op in read_manifest(folder.root).get("operations") or []]
-    except (SourceNotFound, CorruptCheckpoint):
-        operations = []
+    operations = [op.get("name") for op in recorded_operations(folder.root)]
     if "flip_to_bidirectional" not in operations and "mntp" not in operations:
         raise InvalidArgument(f"{folder.root} is not a flipped model: run `ctxext flip` on the causal model first")
     cls = AutoModelForQuestionAnswering if any("QuestionAnswering" in a for a in architectures) else AutoModel

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from ctxext.architectures import POSITION_TABLE
-from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound
+from ctxext.errors import InvalidArgument
 from ctxext.io import ModelFolder
-from ctxext.manifest import read_manifest
+from ctxext.manifest import recorded_operations
 from ctxext.positions import Grid, Method, anchor_rows
 from ctxext.train.runner import TrainSettings
 
@@ -28,11 +28,7 @@ def kept_rows(folder: ModelFolder) -> tuple[np.ndarray, int]:
     that made it: the reserved rows before the offset, and every row that holds an original row unchanged,
     where the stretch put it (``--tile``: rows 0..n-1; ``--grid scaled``: every (N/n)-th row; ``pinned``: the
     two ends only)."""
-    try:
-        operations = read_manifest(folder.root).get("operations") or []
-    except (SourceNotFound, CorruptCheckpoint):
-        operations = []
-    stretch = next((op for op in operations if op.get("name") == "interpolate_positions"), None)
+    stretch = next((op for op in recorded_operations(folder.root) if op.get("name") == "interpolate_positions"), None)
     if stretch is None:
         raise InvalidArgument(
             f"--positions-only trains the rows `ctxext interpolate` added; {folder.root} is not an interpolate "
