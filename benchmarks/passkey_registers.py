@@ -81,8 +81,6 @@ def encode_without_registers(encoder, texts: list[str], registers, variant: str,
             attention_mask = text_mask
         elif variant != "[unused]":
             input_ids = torch.where(is_register, tokenizer.convert_tokens_to_ids(variant), input_ids)
-        for hook in encoder.before_batch:
-            hook(encoder.model)
         with torch.inference_mode():
             hidden = encoder.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         rows.append(torch.nn.functional.normalize(pool(hidden, text_mask, "mean"), dim=-1).numpy())

@@ -23,6 +23,7 @@ LAYERS = {
         "architectures",
         "checkpoint",
         "checks",
+        "block_sparse",
         "encode",
         "flip_models",
         "adapters_bigbird",

@@ -374,7 +374,8 @@ def _model_with_adapter_support(model_dir: Path) -> Any:
 def attention_probe(model: Any) -> Iterator[list[str]]:
     """Record, per BigBird layer call, which attention ran: ``block_sparse`` or ``original_full``.
 
-    The hook sits on each layer's ``attention`` module, which survives attention-type switches.
+    The hook sits on each layer's ``attention`` module, which survives attention-type switches; ctxext's
+    fixed-pattern attention (``block_sparse.use_block_sparse``) says itself what it ran.
     """
     seen: list[str] = []
     backbone = getattr(model, ENCODER_FAMILIES["big_bird"].prefix, model)
@@ -382,8 +383,8 @@ def attention_probe(model: Any) -> Iterator[list[str]]:
     for layer in backbone.encoder.layer:
 
         def hook(module: Any, inputs: Any, output: Any) -> None:
-            kind = type(module.self).__name__
-            seen.append("block_sparse" if "BlockSparse" in kind else "original_full")
+            kind = getattr(module.self, "ran", None) or type(module.self).__name__
+            seen.append("block_sparse" if "BlockSparse" in kind or kind == "block_sparse" else "original_full")
 
         handles.append(layer.attention.register_forward_hook(hook))
     try:

@@ -1,20 +1,21 @@
 """Embed texts with any checkpoint ctxext reads: length-bucketed batches, the checkpoint's own pooling.
 
 Sentence-transformers folders use their Pooling (and Normalize) modules; other encoders use CLS pooling,
-decoders the last token. BigBird is put back into block-sparse attention before every batch, because one
-short batch switches it to full attention for good (see shared notes, traps.md).
+decoders the last token. BigBird runs ctxext's fixed-pattern block-sparse attention (``block_sparse``): the
+pattern it was trained with, and no switch to full attention for good after one short batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ctxext.block_sparse import use_block_sparse
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.io import ModelFolder, open_model, read_json
@@ -45,7 +46,6 @@ class Encoder:
     position_limit: int = 512
     folder: ModelFolder | None = None
     attention_type: str | None = None
-    before_batch: list[Callable[[Any], None]] = field(default_factory=list)
 
     def encode(
         self,
@@ -67,8 +67,6 @@ class Encoder:
             batch = self.tokenizer.pad(
                 {"input_ids": [encoded["input_ids"][i] for i in indices]}, padding=True, return_tensors="pt"
             )
-            for hook in self.before_batch:
-                hook(self.model)
             with torch.inference_mode():
                 output = self.model(
                     input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
@@ -124,7 +122,7 @@ def load_encoder(
         if model_loader
         else AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
     )
-    model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    model = use_block_sparse(model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval())
     tokenizer = AutoTokenizer.from_pretrained(
         folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root,
         trust_remote_code=False,
@@ -143,45 +141,7 @@ def load_encoder(
         folder=folder,
         attention_type=config.get("attention_type"),
     )
-    if config.get("model_type") == "big_bird":
-        encoder.before_batch.append(_restore_attention_type(config.get("attention_type", "block_sparse")))
     return encoder
-
-
-def keep_block_sparse(model: Any) -> Any:
-    """Make every BigBird inside ``model`` (a transformers model, or a ``SentenceTransformer`` holding one)
-    run its configured attention on every call, and return ``model``.
-
-    transformers' BigBird switches itself to full attention for good after one batch too short for
-    block-sparse attention, so every longer batch after it runs full attention too (slow, and not what the
-    model was trained with). Each BigBird's ``forward`` sets the configured attention back first: the method,
-    not a forward hook, because sentence-transformers calls ``forward`` directly.
-    """
-    for module in model.modules():
-        if type(module).__name__ == "BigBirdModel" and not hasattr(module.forward, "keeps_block_sparse"):
-            module.forward = _restoring_forward(module, module.config.attention_type)
-    return model
-
-
-def _restoring_forward(module: Any, attention_type: str) -> Callable[..., Any]:
-    forward = module.forward
-
-    def restoring_forward(*args: Any, **kwargs: Any) -> Any:
-        if module.attention_type != attention_type:
-            module.set_attention_type(attention_type)
-        return forward(*args, **kwargs)
-
-    restoring_forward.keeps_block_sparse = True  # type: ignore[attr-defined]
-    return restoring_forward
-
-
-def _restore_attention_type(attention_type: str) -> Callable[[Any], None]:
-    def restore(model: Any) -> None:
-        backbone = getattr(model, "bert", model)
-        if getattr(backbone, "attention_type", attention_type) != attention_type:
-            backbone.set_attention_type(attention_type)
-
-    return restore
 
 
 def _model_max_length(config: dict[str, Any], tokenizer: Any) -> int:

@@ -412,6 +412,7 @@ def bigbird_config(
         "attention_type": "block_sparse",
         "block_size": block_size,
         "num_random_blocks": num_random_blocks,
+        "ctxext_block_sparse_seed": 0,  # the random-block pattern ctxext's attention draws (block_sparse.py)
         "use_bias": True,
         "rescale_embeddings": False,
         "architectures": ["BigBirdModel"],

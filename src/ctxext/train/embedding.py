@@ -1,5 +1,5 @@
 """Pieces shared by the embedding stages (distill, finetune): a backbone with its pooling as one module the
-Trainer can train, BigBird attention kept block-sparse, and retrieval scoring during training."""
+Trainer can train, BigBird on ctxext's block-sparse attention, and retrieval scoring during training."""
 
 from __future__ import annotations
 
@@ -52,13 +52,15 @@ def _module_base():
 class EmbeddingModel(_module_base()):  # type: ignore[misc]  # torch loads on first use, not at import
     """A transformers backbone plus pooling (and L2 normalisation): one vector per text.
 
-    BigBird falls back to full attention for short batches and never switches back (shared notes,
-    traps.md), so ``attention_type`` is set again before every call; ``attention_runs`` counts which
-    attention each call actually ran (read off the first layer after the call)."""
+    A block-sparse BigBird runs ctxext's fixed-pattern attention (``ctxext.block_sparse``), the one
+    ``embed`` and ``evaluate`` use, so training and inference attend alike; ``attention_runs`` counts what
+    each recorded call ran (full attention for inputs too short for block-sparse)."""
 
     def __init__(self, backbone: Any, pooling: str, normalize: bool):
+        from ctxext.block_sparse import use_block_sparse
+
         super().__init__()
-        self.backbone = backbone
+        self.backbone = use_block_sparse(backbone)
         self.pooling = pooling
         self.normalize = normalize
         config = backbone.config
@@ -71,36 +73,26 @@ class EmbeddingModel(_module_base()):  # type: ignore[misc]  # torch loads on fi
         attention_mask: Any,
         *,
         normalize: bool | None = None,
-        attention_type: str | None = None,
         record: bool = False,
         position_ids: Any = None,
     ) -> Any:
-        """Pooled embeddings; ``attention_type`` overrides BigBird's for this call (``original_full`` for short
-        queries, which skips BigBird's fallback warning); ``record`` counts which attention ran."""
+        """Pooled embeddings; ``record`` counts which attention ran."""
         import torch
 
+        from ctxext.block_sparse import attention_ran
         from ctxext.encode import pool
 
-        wanted = attention_type or self.attention_type
-        if wanted is not None and self.backbone.attention_type != wanted:
-            self.backbone.set_attention_type(wanted)
         extra = {} if position_ids is None else {"position_ids": position_ids}
         output = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
         if self.attention_type is not None and record:
-            kind = type(self.backbone.encoder.layer[0].attention.self).__name__
-            self.attention_runs["block_sparse" if "BlockSparse" in kind else "original_full"] += 1
+            self.attention_runs[attention_ran(self.backbone) or "original_full"] += 1
         pooled = pool(output.last_hidden_state, attention_mask, self.pooling)
         if self.normalize if normalize is None else normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled
 
-    def restore_attention_type(self) -> None:
-        if self.attention_type is not None:
-            self.backbone.set_attention_type(self.attention_type)
-
     def finish_training(self) -> None:
-        """Ready to be written and evaluated: the trained attention type, no gradient checkpointing, eval mode."""
-        self.restore_attention_type()
+        """Ready to be written and evaluated: no gradient checkpointing, eval mode."""
         if getattr(self.backbone, "is_gradient_checkpointing", False):
             self.backbone.gradient_checkpointing_disable()
         self.eval()

@@ -10,10 +10,9 @@ format under ``OUT/adapters/NAME``), with gradient checkpointing.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,13 +134,7 @@ class ContrastiveModel(EmbeddingModel):
         return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
 
     def _embed_queries(self, input_ids: Any, attention_mask: Any) -> Any:
-        # Queries without gradient checkpointing: checkpointed layers are recomputed in the backward pass with the
-        # attention type BigBird holds then, which is the documents' (short queries would fail in block-sparse
-        # mode, and switching back later would break the documents' recomputation).
-        with _checkpointing_off(self.backbone):
-            return self.embed(
-                input_ids, attention_mask, attention_type="original_full" if self.attention_type else None
-            )
+        return self.embed(input_ids, attention_mask)
 
     def _embed_documents(self, input_ids: Any, attention_mask: Any, position_ids: Any) -> Any:
         import torch
@@ -149,22 +142,6 @@ class ContrastiveModel(EmbeddingModel):
         # counted once per batch: gradient caching embeds each chunk again, with gradients, in the backward pass
         record = not (self.cache_chunk and torch.is_grad_enabled())
         return self.embed(input_ids, attention_mask, record=record, position_ids=position_ids)
-
-
-@contextlib.contextmanager
-def _checkpointing_off(model: Any) -> Iterator[None]:
-    flagged = [
-        (module, module.gradient_checkpointing)
-        for module in model.modules()
-        if isinstance(getattr(module, "gradient_checkpointing", None), bool)
-    ]
-    for module, _ in flagged:
-        module.gradient_checkpointing = False
-    try:
-        yield
-    finally:
-        for module, value in flagged:
-            module.gradient_checkpointing = value
 
 
 # ----------------------------------------------------------------------------- stage
