@@ -15,6 +15,10 @@ library). Rows:
   - `full`: every weight trains, from the `--spline` model, 1024-token inputs spanning 4096;
   - `positions+full`: the `positions` model, then a short `full` run;
   - `positions-cached`: `positions` with 32 candidates per query through gradient caching (`--cache-chunk`).
+- swapped attention (`--swaps`, the BigBird issue): `transfer` into a block-sparse BigBird, run with ctxext's
+  fixed-pattern attention: `bigbird` from the source, `bigbird-tile-positions` from that recipe's model (the
+  seed's order: the full-attention long model first), and the `bigbird-full` recipe fine-tunes the latter
+  under block-sparse attention (1024-token inputs spanning 4096 positions).
 
 Columns: MRR and R@1 at 4096 tokens on the chosen split, MRR per depth bucket (where the answer starts);
 passkey and needle Acc@1 at 1024 / 2048 / 4096 (a held-out draw, --seed 1); nDCG@10 on a short set
@@ -38,6 +42,7 @@ import time
 from pathlib import Path
 
 LENGTH = 4096
+SWAPS = {"bigbird": "source", "bigbird-tile-positions": "tile-positions"}  # BigBird form: the model it comes from
 RECIPES = {
     # name: (base form, finetune options, triplets max depth in words, steps)
     "positions": (
@@ -52,6 +57,11 @@ RECIPES = {
     ),
     "full": ("spline", {"max_len": 1024, "position_span": 4096, "batch_size": 4, "lr": 2e-5}, 500),
     "positions+full": ("positions", {"max_len": 1024, "position_span": 4096, "batch_size": 4, "lr": 2e-5}, 500),
+    "bigbird-full": (
+        "bigbird-tile-positions",
+        {"max_len": 1024, "position_span": 4096, "batch_size": 4, "lr": 2e-5},
+        500,
+    ),
     "positions-cached": (
         "scaled",
         {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 32, "lr": 5e-4, "cache_chunk": 8},
@@ -64,7 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--forms", default="truncate,chunk,spline,tile,scaled")
-    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--recipes", default=",".join(name for name in RECIPES if not name.startswith("bigbird")))
+    parser.add_argument("--swaps", default="", help=f"BigBird forms, of {','.join(SWAPS)}")
     parser.add_argument("--steps", type=int, default=60, help="training steps per recipe (second stage: half)")
     parser.add_argument("--pages", type=int, default=120, help="pages per split of the longdoc set")
     parser.add_argument(
@@ -91,6 +102,9 @@ def main() -> None:
     for name in filter(None, arguments.recipes.split(",")):
         ref, training = trained_recipe(name, work, data, models, arguments.steps)
         rows.append({**evaluate_row(name, ref, {}, data, arguments, work), "training": training})
+    for name in filter(None, arguments.swaps.split(",")):
+        ref = swapped_form(name, work, data, models, arguments.steps)
+        rows.append(evaluate_row(name, ref, {}, data, arguments, work))
     source_short = next((r["short_ndcg_at_10"] for r in rows if r["form"] in ("truncate", "chunk")), None)
     print_table(rows, source_short, arguments.split)
     out = arguments.out or Path(__file__).parent / "results" / f"longdoc-{arguments.split}.json"
@@ -154,12 +168,28 @@ def zero_training_form(form: str, source: str, work: Path, models: dict[str, str
     return str(path), {}
 
 
+def swapped_form(name: str, work: Path, data: dict[str, Path], models: dict[str, str], steps: int) -> str:
+    """A block-sparse BigBird made by ``transfer`` from the source or a recipe's model (no training)."""
+    from ctxext.transfer import transfer
+
+    base = SWAPS[name]
+    if base not in models:
+        models[base] = trained_recipe(base, work, data, models, steps)[0]
+    path = work / name
+    if not path.exists():
+        transfer(models[base], "bigbird", LENGTH, str(path))
+    models[name] = str(path)
+    return str(path)
+
+
 def trained_recipe(
     name: str, work: Path, data: dict[str, Path], models: dict[str, str], steps: int
 ) -> tuple[str, dict]:
     """Train (in a child process, for its wall time and peak memory) unless cached; the model and its costs."""
     base, options, depth = RECIPES[name]
-    if base not in models:
+    if base in SWAPS:
+        swapped_form(base, work, data, models, steps)
+    elif base not in models:
         models[base] = trained_recipe(base, work, data, models, steps)[0]
     recipe_steps = steps // 2 if base in RECIPES else steps
     path = work / f"{name}-{recipe_steps}"

@@ -11,7 +11,7 @@ instead of transformers' five hand-written passes.
 
 The pattern is BigBird's ITC layout: the first and last blocks are global (they attend to every key and every
 query attends to them), every other block attends to itself, its two neighbours and ``num_random_blocks``
-random blocks, drawn per head from the blocks that are none of those.
+random blocks, drawn per head from the blocks that are none of those. Importing this module loads torch.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from torch.nn.functional import pad, scaled_dot_product_attention
 
 PATTERN_VERSION = 1  # bump when the random-block draw changes: models trained with one pattern expect it
 
@@ -48,8 +50,6 @@ def block_sparse_attention(query: Any, key: Any, value: Any, key_keep: Any, patt
     """Attention of (batch, heads, length, head_dim) tensors, length a multiple of ``block_size``;
     ``key_keep`` (batch, length) is True for real tokens; ``pattern`` comes from ``random_blocks``.
     Padded query rows come back as zeros, as in transformers."""
-    import torch
-    from torch.nn.functional import scaled_dot_product_attention
 
     batch, heads, length, dim = query.shape
     blocks = length // block_size
@@ -87,7 +87,6 @@ def block_sparse_attention(query: Any, key: Any, value: Any, key_keep: Any, patt
 
 def _key_block_index(blocks: int, pattern: Any) -> Any:
     """Key blocks of each middle query block i: i-1, i, i+1, the first, the last, then the random ones."""
-    import torch
 
     rows = torch.arange(1, blocks - 1, device=pattern.device)
     fixed = torch.stack([rows - 1, rows, rows + 1, torch.zeros_like(rows), torch.full_like(rows, blocks - 1)], -1)
@@ -97,7 +96,6 @@ def _key_block_index(blocks: int, pattern: Any) -> Any:
 def _unique_slots(blocks: int, slots: int, device: Any) -> Any:
     """(middle, slots) mask that drops the global slot a window already holds: block 0 for query block 1, the
     last block for query block blocks - 2 (attending one key twice would double its weight)."""
-    import torch
 
     unique = torch.ones(blocks - 2, slots, dtype=torch.bool, device=device)
     unique[0, 3] = False
@@ -105,13 +103,7 @@ def _unique_slots(blocks: int, slots: int, device: Any) -> Any:
     return unique
 
 
-def _module_base() -> type:
-    import torch
-
-    return torch.nn.Module
-
-
-class FixedBlockSparseAttention(_module_base()):  # type: ignore[misc]  # torch loads on first use, not at import
+class FixedBlockSparseAttention(torch.nn.Module):
     """A BigBird layer's self-attention with ctxext's fixed pattern; takes the calls transformers makes to its
     full-attention module (the model itself stays in ``original_full`` mode, so nothing ever switches).
     ``ran`` says what the last call ran: ``block_sparse``, or ``original_full`` for a short input."""
@@ -132,7 +124,6 @@ class FixedBlockSparseAttention(_module_base()):  # type: ignore[misc]  # torch 
         """Each row attends as it would alone, by its own length (up to its last real token): full attention
         up to ``sparse_threshold`` tokens, block-sparse over its own blocks beyond. So a document's embedding
         does not depend on what it is batched with; rows of one length run as one batch."""
-        import torch
 
         batch, length, _ = hidden_states.shape
         key_keep = _key_keep(attention_mask, batch, length, hidden_states.device)
@@ -158,7 +149,6 @@ class FixedBlockSparseAttention(_module_base()):  # type: ignore[misc]  # torch 
 
     def _attend(self, states: Any, key_keep: Any, span: int) -> Any:
         """(rows, span, heads * head_size)-shaped attention output of rows that attend over ``span`` tokens."""
-        from torch.nn.functional import pad, scaled_dot_product_attention
 
         padding = span - states.shape[1]
         if padding > 0:
@@ -176,7 +166,6 @@ class FixedBlockSparseAttention(_module_base()):  # type: ignore[misc]  # torch 
         return states.view(batch, length, self.num_heads, self.head_size).transpose(1, 2)
 
     def _pattern(self, blocks: int) -> Any:
-        import torch
 
         if blocks not in self._patterns:
             drawn = random_blocks(blocks, self.num_random, self.num_heads, self.seed)
@@ -187,7 +176,6 @@ class FixedBlockSparseAttention(_module_base()):  # type: ignore[misc]  # torch 
 def _key_keep(attention_mask: Any, batch: int, length: int, device: Any) -> Any:
     """(batch, length) bool, True for keys a query may attend, from the mask transformers passes a
     full-attention module: None, a boolean mask, or an additive one (0 where allowed), each (batch, 1, q, k)."""
-    import torch
 
     if attention_mask is None:
         return torch.ones(batch, length, dtype=torch.bool, device=device)

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.block_sparse import use_block_sparse
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.io import ModelFolder, open_model, read_json
@@ -110,6 +109,8 @@ def load_encoder(
     and other registered architectures use it)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
+
+    from ctxext.block_sparse import use_block_sparse
 
     _, folder = open_model(ref)
     config = folder.config
