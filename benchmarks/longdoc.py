@@ -82,6 +82,7 @@ def main() -> None:
         "--synthetic-documents", type=int, default=100, help="passkey / needle documents (LongEmbed: 100; 0: skip)"
     )
     parser.add_argument("--synthetic-lengths", default="1024,2048,4096")
+    parser.add_argument("--synthetic-tasks", default="passkey,needle")
     parser.add_argument("--synthetic-queries", type=int, default=50, help="passkey / needle queries (50)")
     parser.add_argument("--batch-size", type=int, default=2, help="evaluation batch")
     parser.add_argument("--work", type=Path, default=None)
@@ -292,8 +293,11 @@ def evaluate_row(form: str, ref: str, options: dict, data: dict[str, Path], argu
         arguments.split: cached(
             f"longdoc{arguments.pages}-{arguments.split}", lambda: retrieval(data[arguments.split], LENGTH)
         ),
-        "passkey": {} if skip else cached(f"passkey-{sizes}-seed1", lambda: synthetic(Task.passkey)),
-        "needle": {} if skip else cached(f"needle-{sizes}-seed1", lambda: synthetic(Task.needle)),
+        **{
+            task.value: {} if skip else cached(f"{task.value}-{sizes}-seed1", lambda task=task: synthetic(task))
+            for task in (Task.passkey, Task.needle)
+            if task.value in arguments.synthetic_tasks.split(",")
+        },
         "short_ndcg_at_10": cached("short", lambda: retrieval(data["short"], 512))["ndcg_at_10"],
     }
     print(f"{form}: {json.dumps({k: v for k, v in row.items() if k not in ('model', 'options')})}", flush=True)
@@ -319,7 +323,7 @@ def print_table(rows: list[dict], source_short: float | None, split: str) -> Non
             f"{row['form']:<18}{scores['mrr']:>6.3f}{scores['r_at_1']:>6.3f}"
             + "".join(f"{scores['groups'][b]['mrr']:>11.3f}" for b in buckets)
             + "".join(f"{row['passkey'][n]:>7.2f}" for n in lengths)
-            + "".join(f"{row['needle'][n]:>7.2f}" for n in lengths)
+            + "".join(f"{row['needle'][n]:>7.2f}" if "needle" in row else f"{'-':>7}" for n in lengths)
             + f"{row['short_ndcg_at_10']:>7.3f}{delta:>+8.3f}"
             + (f"{training['wall_s']:>9.0f}{training['peak_rss_mib']:>9}" if training else f"{'':>18}")
         )

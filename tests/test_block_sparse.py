@@ -131,3 +131,21 @@ def test_the_model_saves_as_a_plain_block_sparse_bigbird_with_its_seed(tmp_path)
     assert reloaded.config.ctxext_block_sparse_seed == 3
     input_ids = torch.randint(5, 100, (1, 16 * BLOCK))
     torch.testing.assert_close(run(use_block_sparse(reloaded), input_ids), run(model, input_ids), rtol=0, atol=0)
+
+
+def test_embedding_a_long_text_after_a_short_one_runs_block_sparse(tmp_path):
+    """The path of `ctxext embed` / `evaluate`: load_encoder gives a transferred BigBird ctxext's attention."""
+    import tiny
+    from ctxext.encode import load_encoder
+    from ctxext.transfer import transfer
+
+    bert = tiny.make_sentence_transformer("bert", tmp_path / "bert")
+    folder = transfer(str(bert), "bigbird", 256, tmp_path / "bigbird", block_size=BLOCK, num_random_blocks=1).path
+    encoder = load_encoder(folder)
+    long_text = " ".join(tiny.WORDS[i % len(tiny.WORDS)] for i in range(200))
+    alone = encoder.encode([long_text])
+    encoder.encode(["the model"])
+    assert attention_ran(encoder.model) == "original_full"
+    after_short = encoder.encode([long_text])
+    assert attention_ran(encoder.model) == "block_sparse"
+    np.testing.assert_array_equal(after_short, alone)
