@@ -190,8 +190,10 @@ def trained_recipe(
     base, options, depth = RECIPES[name]
     if base in SWAPS:
         swapped_form(base, work, data, models, steps)
-    elif base not in models:
+    elif base in RECIPES and base not in models:
         models[base] = trained_recipe(base, work, data, models, steps)[0]
+    elif base not in models:
+        zero_training_form(base, models["source"], work, models)
     recipe_steps = steps // 2 if base in RECIPES else steps
     path = work / f"{name}-{recipe_steps}"
     record = work / f"{path.name}.training.json"

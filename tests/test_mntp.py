@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,15 @@ import torch
 from ctxext.flip import Head, Pooling, flip
 from ctxext.train import TrainSettings
 from ctxext.train.mntp import mntp_loss, train_mntp
+
+
+def write_texts(path: Path) -> Path:
+    """Text in the tiny tokenizer's vocabulary (other words are all [UNK], which is never masked)."""
+    import tiny
+
+    lines = (" ".join(tiny.WORDS[(i * 7 + j) % len(tiny.WORDS)] for j in range(30)) for i in range(40))
+    path.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines))
+    return path
 
 
 def test_each_masked_token_is_predicted_from_the_position_before_it():
@@ -22,6 +32,8 @@ def test_each_masked_token_is_predicted_from_the_position_before_it():
     expected = torch.nn.functional.cross_entropy(logits[0, 1:2], torch.tensor([1]))
     assert mntp_loss(logits, labels) == pytest.approx(float(expected))
     assert float(mntp_loss(logits, labels)) < 1e-3
+    nothing_masked = torch.full_like(tokens, -100)
+    assert float(mntp_loss(logits, nothing_masked)) == 0.0  # not NaN: a batch without a mask trains nothing
 
 
 @pytest.mark.parametrize(("family", "head"), [("llama", Head.none), ("llama", Head.qa), ("gemma3", Head.qa)])
@@ -29,11 +41,13 @@ def test_mntp_trains_the_backbone_of_a_flipped_model_and_writes_it_back_loadable
     from safetensors.torch import load_file
 
     flipped = flip(str(tiny_models(family)), tmp_path / "flipped", head=head, pooling=Pooling.mean).path
-    texts = tmp_path / "texts.jsonl"
-    texts.write_text("".join(json.dumps({"text": f"word{i % 7} text number {i} " * 8}) + "\n" for i in range(40)))
-    settings = TrainSettings(steps=3, batch_size=4, learning_rate=1e-3, save_every=100, progress_bars=False)
+    texts = write_texts(tmp_path / "texts.jsonl")
+    settings = TrainSettings(
+        steps=3, batch_size=4, learning_rate=1e-3, save_every=100, progress_bars=False, logging_every=1
+    )
     result = train_mntp(str(flipped), [texts], tmp_path / "adapted", max_len=32, settings=settings)
     assert result.manifest["operations"][0]["name"] == "mntp"
+    assert all(loss > 0 for _, loss in result.history["train"])
     before = load_file(next(flipped.glob("**/model.safetensors")))
     after = load_file(next(result.path.glob("**/model.safetensors")))
     assert before.keys() == after.keys()
@@ -65,3 +79,43 @@ def test_cli_mntp_refuses_a_model_that_was_not_flipped(tiny_models, tmp_path):
     )
     assert result.exit_code != 0 and "not a flipped model" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("head", [Head.none, Head.qa])
+def test_lora_adapters_merge_into_weights_that_reproduce_the_adapted_model(head, tiny_models, tmp_path):
+    """MNTP through LoRA: the adapted model, rebuilt unmerged from the run's last checkpoint (base + trained
+    adapters), gives the written, merged folder's outputs to 1e-5; it loads as the flipped folder does and
+    its manifest records the adaptation."""
+    from safetensors.torch import load_file
+
+    from ctxext.io import open_model
+    from ctxext.train.mntp import MntpModel, load_flipped, with_lora
+
+    flipped = flip(str(tiny_models("llama")), tmp_path / "flipped", head=head, pooling=Pooling.mean).path
+    texts = write_texts(tmp_path / "texts.jsonl")
+    settings = TrainSettings(steps=3, batch_size=4, learning_rate=5e-3, save_every=3, progress_bars=False)
+    work = tmp_path / "work"
+    result = train_mntp(
+        str(flipped),
+        [texts],
+        tmp_path / "adapted",
+        max_len=32,
+        lora_rank=4,
+        settings=settings,
+        work_dir=work,
+        keep_checkpoints=True,
+    )
+    lora = result.manifest["operations"][0]["parameters"]["lora"]
+    assert lora["rank"] == 4 and lora["merged"] and "q_proj" in lora["targets"]
+
+    unmerged = MntpModel(with_lora(load_flipped(open_model(str(flipped))[1])[0], 4)[0])
+    trained = load_file(work / "checkpoint-3" / "model.safetensors")
+    assert any("lora_B" in name for name in trained)
+    assert unmerged.load_state_dict(trained, strict=False).missing_keys == []
+    merged, _ = load_flipped(open_model(str(result.path))[1])  # loads as the flipped folder does
+    input_ids = torch.tensor([[3, 8, 13, 21, 34, 5, 9]])
+    with torch.no_grad():
+        expected = unmerged.eval()(input_ids)["logits"]
+        got = MntpModel(merged.eval())(input_ids)["logits"]
+    assert (expected - MntpModel(load_flipped(open_model(str(flipped))[1])[0])(input_ids)["logits"]).abs().max() > 1e-4
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

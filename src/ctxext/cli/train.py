@@ -152,6 +152,12 @@ def mntp_command(
     out: OutOpt,
     mask: Annotated[float, typer.Option(help="Share of tokens masked (LLM2Vec: 0.2).")] = 0.2,
     max_len: Annotated[int, typer.Option("--max-len", min=8, help="Packed sequence length.")] = 128,
+    lora_rank: Annotated[
+        int,
+        typer.Option(
+            "--lora-rank", min=0, help="Train LoRA adapters of this rank (peft; merged on writing); 0: every weight."
+        ),
+    ] = 0,
     steps: StepsOpt = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per device and step.")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup and decay).")] = 5e-5,
@@ -188,6 +194,7 @@ def mntp_command(
         out,
         mask=mask,
         max_len=max_len,
+        lora_rank=lora_rank,
         settings=settings,
         revision=revision,
         work_dir=work_dir,

@@ -6,7 +6,8 @@ before any task: tokens are masked as in BERT (``mlm.mask_tokens``), and the mas
 predicted from the hidden state at i - 1 through the tied input embeddings, the way the causal model
 predicted its next token (so its LM head is reused, nothing is initialised). Only the backbone trains; a
 QA head of the folder stays as it is, and the folder is written back in the same form, with the adaptation
-recorded in its manifest.
+recorded in its manifest. With ``lora_rank`` only LoRA adapters on the attention and MLP projections train
+(peft, as LLM2Vec does, to keep memory low); they are merged into the weights before writing.
 """
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ MASK_STAND_INS = ("<mask>", "[MASK]", "<unused0>", "_")
 HEADS = ("qa_outputs.",)
 """Tensors of a head on the backbone (``flip --head qa``): MNTP leaves them as they are."""
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The projections LoRA adapts (LLM2Vec's choice), named alike in every decoder family ``flip`` reads."""
+
 
 def mntp_loss(logits: Any, labels: Any) -> Any:
     """Cross-entropy of the masked tokens, each predicted from the position before it: ``logits[:, i - 1]``
     against ``labels[:, i]`` (labels are -100 where nothing is masked)."""
     shifted = logits[:, :-1].reshape(-1, logits.shape[-1])
-    return torch.nn.functional.cross_entropy(shifted.float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+    targets = labels[:, 1:].reshape(-1)
+    if not bool((targets != -100).any()):  # cross-entropy over nothing is NaN, which would spoil the weights
+        return shifted.sum() * 0.0
+    return torch.nn.functional.cross_entropy(shifted.float(), targets, ignore_index=-100)
 
 
 def mask_token_id(tokenizer: Any) -> int:
@@ -57,8 +64,9 @@ class MntpModel(torch.nn.Module):
         super().__init__()
         self.model = model
         self.config = model.config
-        for name, parameter in model.named_parameters():  # a QA head stays as it is
-            parameter.requires_grad_(not name.startswith(HEADS))
+        if not hasattr(model, "peft_config"):  # LoRA has frozen all but its adapters already
+            for name, parameter in model.named_parameters():  # a QA head stays as it is
+                parameter.requires_grad_(not name.startswith(HEADS))
 
     def forward(self, input_ids: Any, attention_mask: Any = None, labels: Any = None) -> dict[str, Any]:
         backbone = getattr(self.model, "encode", self.model)  # a QA class is its backbone plus a head
@@ -68,6 +76,17 @@ class MntpModel(torch.nn.Module):
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return {"loss": mntp_loss(logits, labels) if labels is not None else None, "logits": logits}
+
+
+def with_lora(model: Any, rank: int, alpha: int | None = None, dropout: float = 0.05) -> tuple[Any, dict]:
+    """``model`` with LoRA adapters of ``rank`` on ``LORA_TARGETS`` (every other weight frozen), and the
+    settings the manifest records."""
+    from peft import LoraConfig, get_peft_model
+
+    scale = int(alpha or 2 * rank)
+    config = LoraConfig(r=rank, lora_alpha=scale, lora_dropout=dropout, target_modules=list(LORA_TARGETS), bias="none")
+    settings = {"rank": rank, "alpha": scale, "dropout": dropout, "targets": list(LORA_TARGETS)}
+    return get_peft_model(model, config), settings
 
 
 def load_flipped(folder: ModelFolder) -> tuple[Any, Any]:
@@ -103,6 +122,7 @@ def train_mntp(
     *,
     mask: float = 0.2,
     max_len: int = 128,
+    lora_rank: int = 0,
     settings: TrainSettings | None = None,
     revision: str | None = None,
     work_dir: str | Path | None = None,
@@ -111,10 +131,13 @@ def train_mntp(
     force: bool = False,
     argv: list[str] | None = None,
 ) -> MntpResult:
-    """MNTP of a flipped model on local text packed to ``max_len`` tokens; the output loads as the input did."""
+    """MNTP of a flipped model on local text packed to ``max_len`` tokens; the output loads as the input did.
+    ``lora_rank`` > 0 trains LoRA adapters of that rank instead of every backbone weight, merged on writing."""
     settings = settings or TrainSettings(learning_rate=5e-5)
     if not 0.0 < mask < 1.0:
         raise InvalidArgument(f"--mask {mask} must be between 0 and 1")
+    if lora_rank < 0:
+        raise InvalidArgument(f"--lora-rank {lora_rank} must be 0 (off) or more")
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     run = TrainingRun(
@@ -123,14 +146,17 @@ def train_mntp(
     model, tokenizer = load_flipped(folder)
     mask_id = mask_token_id(tokenizer)
     data_set = mlm_data(tokenizer, files, max_len, mask, 0.0)
+    trained, lora = with_lora(model, lora_rank) if lora_rank else (model, None)
     run.train(
-        MntpModel(model),
+        MntpModel(trained),
         tokenizer,
         MaskingCollator(tokenizer, mask, mask_id=mask_id),
         PackedDataset(data_set.train_sequences, settings.seed),
         settings,
     )
     history = run.history()
+    if lora:
+        model = trained.merge_and_unload()
     record = OperationRecord(
         "mntp",
         parameters={
@@ -139,11 +165,18 @@ def train_mntp(
             "max_len": max_len,
             **run.parameters(settings, history),
             "train_sequences": len(data_set.train_sequences),
+            "lora": {**lora, "merged": True} if lora else None,
             "data_files_sha256": {str(path): file_sha256(path) for path in files},
         },
         notes=["masked next-token prediction (LLM2Vec): the backbone trained, any head left as it was"],
     )
-    options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "mask": mask, "max_len": max_len}
+    options = {
+        "checkpoint": str(checkpoint),
+        "data": [str(p) for p in files],
+        "mask": mask,
+        "max_len": max_len,
+        "lora_rank": lora_rank,
+    }
     path, manifest = run.write(
         lambda: write_trained_model(
             model,
