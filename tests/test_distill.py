@@ -65,6 +65,59 @@ def test_mse_loss_falls_on_a_fixed_batch(parts):
     assert losses[-1] < losses[0] * 0.8
 
 
+def test_distillation_loss_is_the_mse_of_the_pooled_student_against_its_targets(parts):
+    """The loss on a fixed batch, computed by hand: mean pooling over real tokens, L2 normalisation (the
+    student normalises), then the mean of squared differences over every coordinate."""
+    from transformers import AutoModel, AutoTokenizer
+
+    backbone = AutoModel.from_pretrained(parts["student"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(parts["student"])
+    targets = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    texts = ["the model", "sky blue and green grass here", "a paper"]
+    batch = TextTargetCollator(tokenizer, 32)([{"text": t, "target": targets[i].numpy()} for i, t in enumerate(texts)])
+    with torch.no_grad():
+        loss = DistillModel(backbone, "mean", normalize=True)(**batch)["loss"]
+        hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    expected = 0.0
+    for row, text_mask in enumerate(batch["attention_mask"]):
+        real = hidden[row, text_mask.bool()]
+        pooled = real.mean(0) / real.mean(0).norm()
+        expected += float(((pooled - targets[row]) ** 2).sum())
+    assert float(loss) == pytest.approx(expected / targets.numel(), rel=1e-5)
+
+
+def test_resuming_distillation_continues_where_it_stopped(parts, tmp_path):
+    import safetensors.torch
+
+    common = {"max_len": 32, "settings": settings(4), "cache": tmp_path / "cache"}
+    straight = distill(str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "straight", **common)
+    stopped = tmp_path / "stopped.work"
+    distill(
+        str(parts["student"]),
+        str(parts["teacher"]),
+        [parts["texts"]],
+        tmp_path / "half",
+        work_dir=stopped,
+        keep_checkpoints=True,
+        callbacks=[train_helpers.StopAt(2)],
+        **common,
+    )
+    resumed = distill(
+        str(parts["student"]),
+        str(parts["teacher"]),
+        [parts["texts"]],
+        tmp_path / "resumed",
+        work_dir=stopped,
+        resume=True,
+        **common,
+    )
+    assert resumed.global_step == 4 and [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]
+    assert resumed.manifest["operations"][0]["parameters"]["resumed_from"].endswith("checkpoint-2")
+    a = safetensors.torch.load_file(next(straight.path.glob("**/model.safetensors")))
+    b = safetensors.torch.load_file(next(resumed.path.glob("**/model.safetensors")))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
 def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_the_teacher(parts, tmp_path):
     from safetensors.numpy import load_file
     from sentence_transformers import SentenceTransformer

@@ -109,7 +109,7 @@ def test_resuming_continues_from_the_checkpoint_to_the_same_weights(tiny_bigbird
         settings=settings(4),
         work_dir=stopped,
         keep_checkpoints=True,
-        callbacks=[_StopAt(2)],
+        callbacks=[train_helpers.StopAt(2)],
     )
     assert (stopped / "checkpoint-2").is_dir()
     resumed = finetune(
@@ -227,21 +227,6 @@ def test_bad_triplets_and_lengths_are_one_line_errors(tiny_bigbird, tmp_path):
             ],
         )
         assert result.exit_code != 0 and "must be above --max-len 64 and at most the model's 256" in result.output
-
-
-class _StopAt:
-    """A TrainerCallback that stops training after ``step`` (a run interrupted after a checkpoint)."""
-
-    def __new__(cls, step):
-        from transformers import TrainerCallback
-
-        class Stop(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step >= step:
-                    control.should_training_stop = True
-                    control.should_save = True
-
-        return Stop()
 
 
 def test_training_options_reach_the_trainer_and_missing_integrations_are_refused(tmp_path):

@@ -42,3 +42,16 @@ def write_texts(path: Path, count: int = 32, words: int = 20, seed: int = 0) -> 
         )
     )
     return path
+
+
+def StopAt(step: int):  # noqa: N802  # reads as the callback class it builds
+    """A TrainerCallback that stops training after ``step`` (a run interrupted after a checkpoint)."""
+    from transformers import TrainerCallback
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= step:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return Stop()
