@@ -620,3 +620,21 @@ def test_a_command_that_needs_adapters_says_so_in_one_line_without_the_extra(com
     result = runner.invoke(app, [command, *arguments, "-o", str(tmp_path / "out")])
     assert result.exit_code == 3 and "pip install 'ctxext[adapters]'" in result.output
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_model_already_long_keeps_its_position_table_when_its_attention_is_swapped(tmp_path):
+    """The swapped-attention order: a full-attention long model (here stretched by `interpolate`) goes into
+    BigBird at its own length, its positions copied as they are."""
+    from safetensors.numpy import load_file
+
+    import tiny
+    from ctxext.positions import Method, interpolate
+    from ctxext.transfer import transfer
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "bert")
+    long = interpolate(str(source), 1024, tmp_path / "long", method=Method.spline, check=False).path
+    out = transfer(str(long), "bigbird", 1024, tmp_path / "bigbird", block_size=8, num_random_blocks=1)
+    before = next(v for k, v in load_file(next(long.glob("**/model.safetensors"))).items() if "position_emb" in k)
+    after = next(v for k, v in load_file(next(out.path.glob("**/model.safetensors"))).items() if "position_emb" in k)
+    np.testing.assert_array_equal(after, before)
+    assert out.manifest["operations"][0]["parameters"]["position_table"]["stretch"] == "none: copied"

@@ -502,7 +502,8 @@ def transfer(
     family = source_family(config)
     reader = CheckpointReader(folder)
     layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, None)
-    check_target_length(layout.length, target_length)
+    if target_length != layout.length:  # the same length swaps the attention of a model already long
+        check_target_length(layout.length, target_length)
     new_config, left_out = bigbird_config(
         config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
     )
@@ -773,15 +774,17 @@ def _position_table(
     grid: Grid,
     record: OperationRecord,
 ) -> OutTensor:
-    """BigBird has no offset rows: the table keeps the rows after the source's offset, stretched."""
+    """BigBird has no offset rows: the table keeps the rows after the source's offset, stretched (copied when
+    the source has ``target_length`` positions already)."""
     original = reader.array(name)
     dtype = reader.infos[name].dtype
     positions = original[layout.offset :]
-    stretched = extend_table(positions, 0, target_length, method, grid)
+    copied = target_length == layout.length
+    stretched = positions if copied else extend_table(positions, 0, target_length, method, grid)
     table = bytes_to_array(array_to_bytes(stretched, dtype), dtype, stretched.shape)
     finite = bool(np.isfinite(table).all())
     record.require(Check(f"{target_name}: all rows finite", float(finite), 1.0, passed=finite))
-    if method == Method.tile:
+    if method == Method.tile or copied:
         difference = max_abs_diff(table[: layout.length], positions)
         record.require(
             Check(
@@ -794,7 +797,12 @@ def _position_table(
     record.modified.append(target_name)
     if name != target_name:
         record.renamed[name] = target_name
-    record.parameters["position_table"] = {"source": name, "target": target_name, "rows": [layout.rows, target_length]}
+    record.parameters["position_table"] = {
+        "source": name,
+        "target": target_name,
+        "rows": [layout.rows, target_length],
+        "stretch": "none: copied" if copied else method.value,
+    }
     return OutTensor.from_array(target_name, table, dtype)
 
 

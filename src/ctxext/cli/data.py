@@ -299,6 +299,40 @@ def pydocs_command(
     )
 
 
+@app.command("evidence")
+@reports_errors
+def evidence_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: train.jsonl, test.jsonl, prompt.json.")],
+    posts_per_topic: Annotated[int, typer.Option(min=1, help="Posts made from each topic.")] = 8,
+    sentences: Annotated[int, typer.Option(min=1, help="Sentences of a post, besides the evidence.")] = 6,
+    test_share: Annotated[float, typer.Option(help="Share of the topics held out for test.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the posts.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous evidence folder.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build an evidence-extraction set (a post, a criterion, the post's evidence sentence) in the seed's
+    prompt format from Python's language reference topics, split by topic (docs/data.md).
+
+    Example:
+
+      ctxext data evidence -o evidence && ctxext flip gemma.gguf --head qa --special-tokens evidence/prompt.json -o qa
+    """
+    from ctxext.data.evidence import write_evidence
+
+    emit(
+        write_evidence(
+            out,
+            posts_per_topic=posts_per_topic,
+            sentences=sentences,
+            test_share=test_share,
+            seed=seed,
+            force=force,
+            argv=sys.argv,
+        ),
+        as_json,
+    )
+
+
 @app.command("longdoc")
 @reports_errors
 def longdoc_command(
