@@ -1,7 +1,12 @@
-"""Flipped (bidirectional) against causal Gemma 3 270M on a short extractive-QA fine-tune, side by side.
+"""Flipped (bidirectional) against causal Gemma 3 270M on short extractive fine-tunes, side by side.
 
 Both models start from the same GGUF weights (loaded once), get the same prompt special tokens, the same
-QA head initialisation, the same data, steps and seed; the only difference is the attention mask.
+QA head initialisation, the same data, steps and seed; the only difference is the attention mask. With
+``--adapt-steps`` a third model is flipped and adapted by MNTP (``ctxext mntp``, optionally through LoRA)
+before the same fine-tuning budget. Each runs once per task and seed.
+
+Tasks: ``qa`` (below) and ``evidence``, the seed's task (``ctxext data evidence``: a post, a criterion, the
+post's evidence sentence, in the ``[INST] ... [/POST] [CRITERION] ... [/CRITERION]`` prompt; split by topic).
 
 Data: a SQuAD-format set built from standard-library docstrings (text every Python install has), see
 ``build_docstring_squad``: for each public function whose docstring says "Return(s) X.", the question is
@@ -13,6 +18,7 @@ is written to --data as jsonl.
     python benchmarks/flip.py                      # defaults below; prints a table and JSON
     python benchmarks/flip.py --steps 40 --train-size 160 --eval-size 80
     python benchmarks/flip.py --adapt-steps 1000   # adds flipped + MNTP (`ctxext mntp`) before the same QA budget
+    python benchmarks/flip.py --tasks qa,evidence --seeds 0,1 --adapt-steps 1000 --adapt-lora-rank 16
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 TRAIN_MODULES = (
     "os",
@@ -164,12 +171,12 @@ def train_in_memory(built, train, evaluation, prompt, settings, max_length: int)
     return {"metrics": metrics, "final_loss": losses[-1] if losses else float("nan")}
 
 
-def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float) -> dict:
+def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float, lora_rank: int = 0) -> dict:
     """MNTP (``ctxext mntp``) of an in-memory flipped model on standard-library docstrings of modules the QA
-    sets do not use; returns its cost."""
+    sets do not use (LoRA adapters of ``lora_rank``, merged afterwards, when it is set); returns its cost."""
     from ctxext.data.pydocs import python_docstrings
     from ctxext.train.mlm import MaskingCollator, PackedDataset, pack_documents
-    from ctxext.train.mntp import MntpModel, mask_token_id
+    from ctxext.train.mntp import MntpModel, mask_token_id, with_lora
     from ctxext.train.runner import TrainSettings, build_trainer, training_arguments
 
     used = set(TRAIN_MODULES) | set(EVAL_MODULES)
@@ -184,9 +191,10 @@ def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float)
         progress_bars=False,
     )
     started = time.perf_counter()
+    adapted = with_lora(built.model, lora_rank)[0] if lora_rank else built.model
     with tempfile.TemporaryDirectory() as work_dir:
         trainer = build_trainer(
-            MntpModel(built.model),
+            MntpModel(adapted),
             None,
             MaskingCollator(built.tokenizer, 0.2, mask_id=mask_token_id(built.tokenizer)),
             PackedDataset(sequences, 0),
@@ -194,118 +202,147 @@ def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float)
             training_arguments(Path(work_dir), settings, save=False),
         )
         trainer.train()
+    if lora_rank:
+        adapted.merge_and_unload()  # the LoRA layers of built.model become plain, merged projections
     for parameter in built.model.parameters():
         parameter.requires_grad_(True)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
         "steps": steps,
+        "lora_rank": lora_rank,
         "seconds": round(time.perf_counter() - started, 1),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
     }
 
 
+def task_data(task: str, args: argparse.Namespace, data_dir: Path) -> tuple[list, list, Any, int]:
+    """(train, evaluation, prompt, max length) of a task; the sets are written to ``data_dir/task``."""
+    from ctxext.data.formats import read_squad_jsonl, write_squad_jsonl
+    from ctxext.qa_prompt import PromptConfig, load_prompt_config
+
+    folder = data_dir / task
+    if task == "evidence":
+        from ctxext.data.evidence import write_evidence
+
+        write_evidence(folder, force=True)
+        train, evaluation = (read_squad_jsonl(folder / f"{name}.jsonl") for name in ("train", "test"))
+        prompt, max_length = load_prompt_config(folder / "prompt.json"), args.evidence_max_length
+    else:
+        train = build_docstring_squad(TRAIN_MODULES, args.train_size, "train")
+        evaluation = build_docstring_squad(EVAL_MODULES, args.eval_size, "eval")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_squad_jsonl(folder / "train.jsonl", train)
+        write_squad_jsonl(folder / "test.jsonl", evaluation)
+        prompt, max_length = PromptConfig(), args.max_length
+    train, evaluation = train[: args.train_size], evaluation[: args.eval_size]
+    print(f"{task}: {len(train)} train / {len(evaluation)} eval examples in {folder}", file=sys.stderr)
+    return train, evaluation, prompt, max_length
+
+
+def run_model(loaded, label: str, adapt_steps: int, bidirectional: bool, task, seed: int, args) -> dict:  # noqa: ANN001
+    """Build (and adapt), fine-tune and evaluate one model on one task with one seed."""
+    from ctxext.flip import Head, build_model, last_token_effect
+    from ctxext.qa import evaluate_qa
+    from ctxext.train.qa import qa_settings
+
+    train, evaluation, prompt, max_length = task
+    built = build_model(loaded, head=Head.qa, bidirectional=bidirectional, prompt=prompt, seed=seed)
+    adaptation = None
+    if adapt_steps:
+        print(f"{label}: MNTP {adapt_steps} steps", file=sys.stderr)
+        adaptation = adapt_in_memory(
+            built, adapt_steps, args.adapt_batch_size, args.adapt_max_len, args.adapt_lr, args.adapt_lora_rank
+        )
+    vocab_size = built.backbone.get_input_embeddings().weight.shape[0]
+    before = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=max_length)
+    settings = qa_settings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=seed)
+    started = time.perf_counter()
+    outcome = train_in_memory(built, train, evaluation, prompt, settings, max_length)
+    return {
+        "position0_change_from_last_token": last_token_effect(built.backbone, vocab_size),
+        "f1_before": round(before["f1"], 2),
+        "em_before": round(before["exact_match"], 2),
+        "f1": round(outcome["metrics"]["f1"], 2),
+        "em": round(outcome["metrics"]["exact_match"], 2),
+        "final_loss": round(outcome["final_loss"], 4),
+        "train_and_eval_s": round(time.perf_counter() - started, 1),
+        "adaptation": adaptation,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="qa", help="Comma-separated: qa, evidence.")
+    parser.add_argument("--seeds", default="0", help="Comma-separated seeds (head init and data order).")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=160)
+    parser.add_argument("--evidence-max-length", type=int, default=320)
     parser.add_argument("--train-size", type=int, default=160)
     parser.add_argument("--eval-size", type=int, default=80)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data", type=Path, default=None, help="Folder to write the jsonl set into.")
+    parser.add_argument("--data", type=Path, default=None, help="Folder to write the jsonl sets into.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--adapt-steps", type=int, default=0, help="Also flipped + MNTP for N steps (0: skip).")
     parser.add_argument("--adapt-batch-size", type=int, default=8)
     parser.add_argument("--adapt-max-len", type=int, default=128)
     parser.add_argument("--adapt-lr", type=float, default=5e-5)
+    parser.add_argument("--adapt-lora-rank", type=int, default=0, help="MNTP through LoRA of this rank (0: all).")
     args = parser.parse_args(argv)
 
     import torch
 
-    from ctxext.data.formats import write_squad_jsonl
-    from ctxext.flip import Head, build_model, last_token_effect, load_source, padding_difference
-    from ctxext.qa import evaluate_qa
-    from ctxext.qa_prompt import PromptConfig
-    from ctxext.train.qa import qa_settings
+    from ctxext.flip import load_source
 
     torch.set_num_threads(args.threads)
-    train = build_docstring_squad(TRAIN_MODULES, args.train_size, "train")
-    evaluation = build_docstring_squad(EVAL_MODULES, args.eval_size, "eval")
     data_dir = args.data or Path(tempfile.mkdtemp(prefix="ctxext-flip-bench-"))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_squad_jsonl(data_dir / "train.jsonl", train)
-    write_squad_jsonl(data_dir / "eval.jsonl", evaluation)
-    print(f"data: {len(train)} train / {len(evaluation)} eval examples in {data_dir}", file=sys.stderr)
-
+    tasks = {name: task_data(name, args, data_dir) for name in args.tasks.split(",")}
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     started = time.perf_counter()
     loaded = load_source("gemma-3-270m")
     load_seconds = time.perf_counter() - started
-    vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
     print(f"GGUF loaded in {load_seconds:.0f} s", file=sys.stderr)
-    prompt = PromptConfig()
-    settings = qa_settings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=0)
-    results = {
-        "load_gguf_s": round(load_seconds, 1),
-        "settings": {**vars(settings), "max_length": args.max_length, "freeze_embeddings": True},
-        "train_examples": len(train),
-        "eval_examples": len(evaluation),
-        "models": {},
-    }
     runs = [("flipped (bidirectional)", True, 0), ("causal (unflipped)", False, 0)]
     if args.adapt_steps:
-        runs.append((f"flipped + MNTP {args.adapt_steps}", True, args.adapt_steps))
+        lora = f" LoRA r{args.adapt_lora_rank}" if args.adapt_lora_rank else ""
+        runs.append((f"flipped + MNTP {args.adapt_steps}{lora}", True, args.adapt_steps))
+    results: dict[str, Any] = {"load_gguf_s": round(load_seconds, 1), "options": vars(args) | {"data": str(data_dir)}}
+    results["tasks"] = {name: {"train": len(t[0]), "eval": len(t[1])} for name, t in tasks.items()}
+    results["models"] = {label: {} for label, _, _ in runs}
     for label, bidirectional, adapt_steps in runs:
-        built = build_model(loaded, head=Head.qa, bidirectional=bidirectional, prompt=prompt, seed=0)
-        adaptation = None
-        if adapt_steps:
-            print(f"{label}: MNTP {adapt_steps} steps", file=sys.stderr)
-            adaptation = adapt_in_memory(built, adapt_steps, args.adapt_batch_size, args.adapt_max_len, args.adapt_lr)
-        effect = last_token_effect(built.backbone, vocab_size)
-        padding = padding_difference(built.backbone, vocab_size)
-        print(f"{label}: evaluating before training", file=sys.stderr)
-        before = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=args.max_length)
-        print(f"{label}: training {args.steps} steps", file=sys.stderr)
-        started = time.perf_counter()
-        outcome = train_in_memory(built, train, evaluation, prompt, settings, args.max_length)
-        results["models"][label] = {
-            "position0_change_from_last_token": effect,
-            "left_vs_right_padding_rel_diff": padding,
-            "f1_before": round(before["f1"], 2),
-            "em_before": round(before["exact_match"], 2),
-            "f1": round(outcome["metrics"]["f1"], 2),
-            "em": round(outcome["metrics"]["exact_match"], 2),
-            "final_loss": round(outcome["final_loss"], 4),
-            "train_and_eval_s": round(time.perf_counter() - started, 1),
-            "adaptation": adaptation,
-        }
-        print(label, results["models"][label], file=sys.stderr)
-        del built
-    flipped, causal = list(results["models"].values())[:2]
-    results["f1_ratio_flipped_over_causal"] = round(flipped["f1"] / causal["f1"], 3) if causal["f1"] else None
-    print(
-        f"\nQA fine-tune of Gemma 3 270M (GGUF), {args.steps} steps x {args.batch_size}, lr {args.lr}, "
-        f"{len(train)} train / {len(evaluation)} eval docstring questions"
-    )
-    print(f"{'model':<26}{'pos0 change':>12}{'EM before':>10}{'F1 before':>10}{'EM':>8}{'F1':>8}{'loss':>8}{'s':>7}")
-    for label, row in results["models"].items():
-        print(
-            f"{label:<26}{row['position0_change_from_last_token']:>12.3g}{row['em_before']:>10.1f}"
-            f"{row['f1_before']:>10.1f}{row['em']:>8.1f}{row['f1']:>8.1f}{row['final_loss']:>8.3f}"
-            f"{row['train_and_eval_s']:>7.0f}"
-        )
-    print(f"F1 flipped / causal: {results['f1_ratio_flipped_over_causal']}")
-    for label, row in results["models"].items():
-        if row["adaptation"]:
-            cost = row["adaptation"]
-            print(
-                f"{label}: adaptation {cost['steps']} steps in {cost['seconds']:.0f} s, MNTP loss "
-                f"{cost['first_loss']} -> {cost['last_loss']}"
-            )
+        for name, task in tasks.items():
+            rows = [run_model(loaded, label, adapt_steps, bidirectional, task, seed, args) for seed in seeds]
+            results["models"][label][name] = {"seeds": rows, **_means(rows)}
+            print(label, name, results["models"][label][name], file=sys.stderr)
+    print_table(results, args, seeds)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     return results
+
+
+def _means(rows: list[dict]) -> dict:
+    return {key: round(sum(row[key] for row in rows) / len(rows), 2) for key in ("f1", "em", "f1_before")}
+
+
+def print_table(results: dict, args: argparse.Namespace, seeds: list[int]) -> None:
+    tasks = list(results["tasks"])
+    print(
+        f"\nGemma 3 270M (GGUF), {args.steps} fine-tuning steps x {args.batch_size}, lr {args.lr}, "
+        f"mean of seeds {seeds}; "
+        + ", ".join(f"{t}: {n['train']} train / {n['eval']} eval" for t, n in results["tasks"].items())
+    )
+    print(f"{'model':<30}" + "".join(f"{t + ' EM':>14}{t + ' F1':>14}" for t in tasks) + f"{'adaptation s':>14}")
+    for label, by_task in results["models"].items():
+        cost = next(
+            (row["adaptation"] for task in by_task.values() for row in task["seeds"] if row["adaptation"]), None
+        )
+        print(
+            f"{label:<30}"
+            + "".join(f"{by_task[t]['em']:>14.1f}{by_task[t]['f1']:>14.1f}" for t in tasks)
+            + (f"{cost['seconds']:>14.0f}" if cost else f"{'':>14}")
+        )
 
 
 if __name__ == "__main__":
