@@ -310,7 +310,7 @@ def print_table(rows: list[dict], source_short: float | None, split: str) -> Non
     buckets = list(rows[0][split]["groups"])
     lengths = [n for n in rows[0]["passkey"] if n != "seconds"]
     head = (
-        f"{'form / recipe':<18}{'MRR':>6}{'R@1':>6}"
+        f"{'form / recipe':<24}{'MRR':>6}{'R@1':>6}"
         + "".join(f"{b:>11}" for b in buckets)
         + "".join(f"{'pk' + n:>7}" for n in lengths)
         + "".join(f"{'nd' + n:>7}" for n in lengths)
@@ -322,7 +322,7 @@ def print_table(rows: list[dict], source_short: float | None, split: str) -> Non
         scores, training = row[split], row.get("training", {})
         delta = row["short_ndcg_at_10"] - source_short if source_short is not None else float("nan")
         print(
-            f"{row['form']:<18}{scores['mrr']:>6.3f}{scores['r_at_1']:>6.3f}"
+            f"{row['form']:<24}{scores['mrr']:>6.3f}{scores['r_at_1']:>6.3f}"
             + "".join(f"{scores['groups'][b]['mrr']:>11.3f}" for b in buckets)
             + "".join(f"{row['passkey'][n]:>7.2f}" for n in lengths)
             + "".join(f"{row['needle'][n]:>7.2f}" if "needle" in row else f"{'-':>7}" for n in lengths)
