@@ -81,7 +81,8 @@ def reference_topics(min_sentences: int = 6) -> list[Topic]:
 
 def _prose(lines: Sequence[str]) -> str:
     """Unindented paragraphs, each joined to one line, blank-line separated; headings dropped."""
-    paragraphs, current = [], []
+    paragraphs: list[str] = []
+    current: list[str] = []
     for index, line in enumerate(lines):
         heading = index + 1 < len(lines) and UNDERLINE.match(lines[index + 1])
         if not line.strip() or heading or UNDERLINE.match(line) or line.startswith((" ", "\t")):
