@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from ctxext import __version__
 from ctxext.data.formats import QAExample, write_squad_jsonl
+from ctxext.data.output import SplitSetResult
 from ctxext.data.text import split_sentences
 from ctxext.errors import InvalidArgument
 from ctxext.io import atomic_output, write_json
@@ -49,20 +49,9 @@ class Topic:
     sentences: tuple[str, ...]
 
 
-@dataclass
-class EvidenceResult:
-    path: Path
-    manifest: dict[str, Any]
-
-    view = "counts"
+class EvidenceResult(SplitSetResult):
     title = "evidence"
     columns = ("topics", "examples")
-
-    def summary(self) -> dict[str, Any]:
-        return {"output": str(self.path), **self.manifest["counts"]}
-
-    def count_rows(self) -> dict[str, dict[str, Any]]:
-        return self.manifest["counts"]
 
 
 def reference_topics(min_sentences: int = 6) -> list[Topic]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.data.output import SplitSetResult
 from ctxext.data.pydocs import HELD_OUT_PACKAGES, module_document, package_folder, package_version, parsed_modules
 from ctxext.data.text import Tokenizer, load_tokenizer, summary_line
 from ctxext.errors import InvalidArgument, SourceNotFound
@@ -61,20 +62,9 @@ class Cut:
         return depth_bucket(self.depth_tokens)
 
 
-@dataclass
-class LongdocResult:
-    path: Path
-    manifest: dict[str, Any]
-
-    view = "counts"
+class LongdocResult(SplitSetResult):
     title = "longdoc"
     columns = ("pages", "packages", "median_tokens", "over_2048", *(f"{a}-{b}" for a, b in DEPTH_BUCKETS))
-
-    def summary(self) -> dict[str, Any]:
-        return {"output": str(self.path), **self.manifest["counts"]}
-
-    def count_rows(self) -> dict[str, dict[str, Any]]:
-        return self.manifest["counts"]
 
 
 def depth_bucket(depth_tokens: int) -> str:

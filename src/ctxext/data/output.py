@@ -238,6 +238,20 @@ class CountedOutput:
 
 
 @dataclass
+class SplitSetResult(CountedOutput):
+    """A data set folder whose manifest counts each split (``data longdoc``, ``data evidence``)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {"output": str(self.path), **self.manifest["counts"]}
+
+    def count_rows(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["counts"]
+
+
+@dataclass
 class PydocsResult(CountedOutput):
     path: Path
     manifest: dict[str, Any]

@@ -168,7 +168,11 @@ def train_mntp(
             "lora": {**lora, "merged": True} if lora else None,
             "data_files_sha256": {str(path): file_sha256(path) for path in files},
         },
-        notes=["masked next-token prediction (LLM2Vec): the backbone trained, any head left as it was"],
+        notes=[
+            "masked next-token prediction (LLM2Vec): "
+            + ("LoRA adapters of the backbone trained, then merged" if lora else "the backbone trained")
+            + ", any head left as it was"
+        ],
     )
     options = {
         "checkpoint": str(checkpoint),
