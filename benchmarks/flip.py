@@ -240,8 +240,10 @@ def task_data(task: str, args: argparse.Namespace, data_dir: Path) -> tuple[list
     return train, evaluation, prompt, max_length
 
 
-def run_model(loaded, label: str, adapt_steps: int, bidirectional: bool, task, seed: int, args) -> dict:  # noqa: ANN001
-    """Build (and adapt), fine-tune and evaluate one model on one task with one seed."""
+def run_model(loaded, label: str, adapt_steps: int, bidirectional: bool, task, seed: int, args, adapted: dict) -> dict:  # noqa: ANN001
+    """Build (and adapt), fine-tune and evaluate one model on one task with one seed. The adapted weights of a
+    seed are kept in ``adapted`` and reused by the next task (both add the same special tokens, and MNTP
+    leaves the seed's QA head as it was), so each seed is adapted once."""
     from ctxext.flip import Head, build_model, last_token_effect
     from ctxext.qa import evaluate_qa
     from ctxext.train.qa import qa_settings
@@ -249,11 +251,16 @@ def run_model(loaded, label: str, adapt_steps: int, bidirectional: bool, task, s
     train, evaluation, prompt, max_length = task
     built = build_model(loaded, head=Head.qa, bidirectional=bidirectional, prompt=prompt, seed=seed)
     adaptation = None
-    if adapt_steps:
+    if adapt_steps and seed in adapted:
+        built.model.load_state_dict(adapted[seed]["weights"])
+        adaptation = adapted[seed]["cost"]
+    elif adapt_steps:
         print(f"{label}: MNTP {adapt_steps} steps", file=sys.stderr)
         adaptation = adapt_in_memory(
             built, adapt_steps, args.adapt_batch_size, args.adapt_max_len, args.adapt_lr, args.adapt_lora_rank
         )
+        weights = {name: tensor.detach().clone() for name, tensor in built.model.state_dict().items()}
+        adapted[seed] = {"weights": weights, "cost": adaptation}
     vocab_size = built.backbone.get_input_embeddings().weight.shape[0]
     before = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=max_length)
     settings = qa_settings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=seed)
@@ -312,8 +319,9 @@ def main(argv: list[str] | None = None) -> dict:
     results["tasks"] = {name: {"train": len(t[0]), "eval": len(t[1])} for name, t in tasks.items()}
     results["models"] = {label: {} for label, _, _ in runs}
     for label, bidirectional, adapt_steps in runs:
+        adapted: dict = {}
         for name, task in tasks.items():
-            rows = [run_model(loaded, label, adapt_steps, bidirectional, task, seed, args) for seed in seeds]
+            rows = [run_model(loaded, label, adapt_steps, bidirectional, task, seed, args, adapted) for seed in seeds]
             results["models"][label][name] = {"seeds": rows, **_means(rows)}
             print(label, name, results["models"][label][name], file=sys.stderr)
     print_table(results, args, seeds)
