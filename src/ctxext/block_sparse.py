@@ -50,7 +50,6 @@ def block_sparse_attention(query: Any, key: Any, value: Any, key_keep: Any, patt
     """Attention of (batch, heads, length, head_dim) tensors, length a multiple of ``block_size``;
     ``key_keep`` (batch, length) is True for real tokens; ``pattern`` comes from ``random_blocks``.
     Padded query rows come back as zeros, as in transformers."""
-
     batch, heads, length, dim = query.shape
     blocks = length // block_size
     index = _key_block_index(blocks, pattern.to(query.device))  # (heads, middle, slots)
@@ -87,7 +86,6 @@ def block_sparse_attention(query: Any, key: Any, value: Any, key_keep: Any, patt
 
 def _key_block_index(blocks: int, pattern: Any) -> Any:
     """Key blocks of each middle query block i: i-1, i, i+1, the first, the last, then the random ones."""
-
     rows = torch.arange(1, blocks - 1, device=pattern.device)
     fixed = torch.stack([rows - 1, rows, rows + 1, torch.zeros_like(rows), torch.full_like(rows, blocks - 1)], -1)
     return torch.cat([fixed.expand(pattern.shape[0], -1, -1), pattern], dim=-1)
@@ -96,7 +94,6 @@ def _key_block_index(blocks: int, pattern: Any) -> Any:
 def _unique_slots(blocks: int, slots: int, device: Any) -> Any:
     """(middle, slots) mask that drops the global slot a window already holds: block 0 for query block 1, the
     last block for query block blocks - 2 (attending one key twice would double its weight)."""
-
     unique = torch.ones(blocks - 2, slots, dtype=torch.bool, device=device)
     unique[0, 3] = False
     unique[-1, 4] = False
@@ -124,7 +121,6 @@ class FixedBlockSparseAttention(torch.nn.Module):
         """Each row attends as it would alone, by its own length (up to its last real token): full attention
         up to ``sparse_threshold`` tokens, block-sparse over its own blocks beyond. So a document's embedding
         does not depend on what it is batched with; rows of one length run as one batch."""
-
         batch, length, _ = hidden_states.shape
         key_keep = _key_keep(attention_mask, batch, length, hidden_states.device)
         positions = torch.arange(1, length + 1, device=key_keep.device)
@@ -149,7 +145,6 @@ class FixedBlockSparseAttention(torch.nn.Module):
 
     def _attend(self, states: Any, key_keep: Any, span: int) -> Any:
         """(rows, span, heads * head_size)-shaped attention output of rows that attend over ``span`` tokens."""
-
         padding = span - states.shape[1]
         if padding > 0:
             states, key_keep = pad(states, (0, 0, 0, padding)), pad(key_keep, (0, padding), value=False)
@@ -166,7 +161,6 @@ class FixedBlockSparseAttention(torch.nn.Module):
         return states.view(batch, length, self.num_heads, self.head_size).transpose(1, 2)
 
     def _pattern(self, blocks: int) -> Any:
-
         if blocks not in self._patterns:
             drawn = random_blocks(blocks, self.num_random, self.num_heads, self.seed)
             self._patterns[blocks] = torch.from_numpy(drawn)
@@ -176,7 +170,6 @@ class FixedBlockSparseAttention(torch.nn.Module):
 def _key_keep(attention_mask: Any, batch: int, length: int, device: Any) -> Any:
     """(batch, length) bool, True for keys a query may attend, from the mask transformers passes a
     full-attention module: None, a boolean mask, or an additive one (0 where allowed), each (batch, 1, q, k)."""
-
     if attention_mask is None:
         return torch.ones(batch, length, dtype=torch.bool, device=device)
     row = attention_mask[:, 0, 0, :] if attention_mask.dim() == 4 else attention_mask
