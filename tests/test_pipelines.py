@@ -17,7 +17,7 @@ def texts(tmp_path_factory):
 
 
 def test_mlm_resumes_from_a_checkpoint_and_finishes_the_run(tiny_models, texts, tmp_path):
-    from test_finetune import _StopAt
+    import train_helpers
 
     checkpoint = tiny_models("bert")
     settings = TrainSettings(steps=4, batch_size=4, learning_rate=1e-3, save_every=2, **train_helpers.STEPS_SETTINGS)
@@ -30,7 +30,7 @@ def test_mlm_resumes_from_a_checkpoint_and_finishes_the_run(tiny_models, texts, 
         settings=settings,
         work_dir=work,
         keep_checkpoints=True,
-        callbacks=[_StopAt(2)],
+        callbacks=[train_helpers.StopAt(2)],
     )
     assert (work / "checkpoint-2").is_dir()
     resumed = train_mlm(

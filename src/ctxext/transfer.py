@@ -502,8 +502,7 @@ def transfer(
     family = source_family(config)
     reader = CheckpointReader(folder)
     layout = learned_layout(config, {n: i.shape for n, i in reader.infos.items()}, None)
-    if target_length != layout.length:  # the same length swaps the attention of a model already long
-        check_target_length(layout.length, target_length)
+    _check_length(layout.length, target_length)
     new_config, left_out = bigbird_config(
         config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
     )
@@ -762,6 +761,13 @@ def _map_tensors(
         else "no source tensor dropped"
     )
     return tensors
+
+
+def _check_length(current: int, target_length: int) -> None:
+    """A longer window, or the same one: that swaps the attention of a model already long (its positions are
+    copied)."""
+    if target_length != current:
+        check_target_length(current, target_length)
 
 
 def _position_table(

@@ -174,13 +174,8 @@ def train_mntp(
             + ", any head left as it was"
         ],
     )
-    options = {
-        "checkpoint": str(checkpoint),
-        "data": [str(p) for p in files],
-        "mask": mask,
-        "max_len": max_len,
-        "lora_rank": lora_rank,
-    }
+    options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "mask": mask, "max_len": max_len}
+    options["lora_rank"] = lora_rank
     path, manifest = run.write(
         lambda: write_trained_model(
             model,
