@@ -383,8 +383,8 @@ def attention_probe(model: Any) -> Iterator[list[str]]:
     for layer in backbone.encoder.layer:
 
         def hook(module: Any, inputs: Any, output: Any) -> None:
-            kind = getattr(module.self, "ran", None) or type(module.self).__name__
-            seen.append("block_sparse" if "BlockSparse" in kind or kind == "block_sparse" else "original_full")
+            ran = getattr(module.self, "ran", None)  # ctxext's attention says what it ran
+            seen.append(ran or ("block_sparse" if "BlockSparse" in type(module.self).__name__ else "original_full"))
 
         handles.append(layer.attention.register_forward_hook(hook))
     try:

@@ -118,7 +118,7 @@ class ContrastiveModel(EmbeddingModel):
         import torch
 
         if self.cache_chunk:
-            queries = cached_embeddings(self._embed_queries, self.cache_chunk, query_input_ids, query_attention_mask)
+            queries = cached_embeddings(self.embed, self.cache_chunk, query_input_ids, query_attention_mask)
             documents = cached_embeddings(
                 self._embed_documents,
                 self.cache_chunk,
@@ -127,14 +127,11 @@ class ContrastiveModel(EmbeddingModel):
                 document_position_ids,
             )
         else:
-            queries = self._embed_queries(query_input_ids, query_attention_mask)
+            queries = self.embed(query_input_ids, query_attention_mask)
             documents = self._embed_documents(document_input_ids, document_attention_mask, document_position_ids)
         logits = queries @ documents.T / self.temperature
         labels = torch.arange(queries.shape[0], device=logits.device)
         return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
-
-    def _embed_queries(self, input_ids: Any, attention_mask: Any) -> Any:
-        return self.embed(input_ids, attention_mask)
 
     def _embed_documents(self, input_ids: Any, attention_mask: Any, position_ids: Any) -> Any:
         import torch
