@@ -5,8 +5,8 @@ standard library (no downloads), split into train and held-out parts by name. Pr
 loss at step 0 and at the end, rank correlation of the student's pairwise sentence similarities with the
 teacher's at step 0 and at the end) and saves a PNG of held-out loss against step, plus the numbers as JSON.
 
-    python benchmarks/guide.py                          # 12 layers, 300 steps (the longer budget)
-    python benchmarks/guide.py --layers 6 --steps 60    # quicker
+    python benchmarks/guide.py                          # 12 layers, 300 steps, seeds 0,1,2
+    python benchmarks/guide.py --layers 4 --steps 60 --eval-every 15 --held-out-docs 24 --train-docs 400
 
 The comparison itself (``compare_initialisations``) lives here, not in ``ctxext.guide``: it trains, and the
 surgery module does not depend on ``ctxext.train``. Tests import it from here.
@@ -191,12 +191,20 @@ def train_variant(comparison: Comparison, variant: Variant, work_dir: Path) -> d
     }
 
 
-def main() -> None:
-    from ctxext.data.pydocs import python_docstrings
-    from ctxext.presets import mpnet_path
-    from ctxext.train.mlm import split_held_out
-    from ctxext.train.runner import TrainSettings
+TRAINING_ARGUMENTS = (
+    "dim",
+    "layers",
+    "steps",
+    "batch_size",
+    "max_len",
+    "lr",
+    "train_docs",
+    "held_out_docs",
+    "eval_every",
+)
 
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--layers", type=int, default=12)
@@ -207,11 +215,45 @@ def main() -> None:
     parser.add_argument("--train-docs", type=int, default=1200)
     parser.add_argument("--held-out-docs", type=int, default=48)
     parser.add_argument("--eval-every", type=int, default=0, help="default: steps / 10")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated; one JSON per seed")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
+    args.eval_every = args.eval_every or max(1, args.steps // 10)
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"guide-{args.dim}x{args.layers}-{args.steps}steps"
+    by_seed = {seed: seed_results(args, seed, args.out / f"{stem}-seed{seed}.json") for seed in parse_seeds(args.seeds)}
+    summary = summarise(by_seed)
+    print_summary(args, summary)
+    (args.out / f"{stem}.json").write_text(
+        json.dumps({"arguments": training_arguments(args), "summary": summary, "seeds": by_seed}, indent=2)
+    )
+    plot(summary, args.out / f"{stem}.png", f"MLM from all-mpnet-base-v2: {args.dim} wide x {args.layers} deep")
+    print(f"saved {args.out / (stem + '.png')} and {args.out / (stem + '.json')}")
+
+
+def parse_seeds(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def training_arguments(args: argparse.Namespace) -> dict[str, str]:
+    return {name: str(getattr(args, name)) for name in TRAINING_ARGUMENTS}
+
+
+def seed_results(args: argparse.Namespace, seed: int, path: Path) -> dict[str, Any]:
+    """One seed's comparison, reused from ``path`` when it was run with the same training arguments (so a run
+    that was cut off resumes at the next seed)."""
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if {name: stored["arguments"].get(name) for name in TRAINING_ARGUMENTS} == training_arguments(args):
+            print(f"seed {seed}: reusing {path}")
+            return stored["results"]
     import torch
+
+    from ctxext.data.pydocs import python_docstrings
+    from ctxext.presets import mpnet_path
+    from ctxext.train.mlm import split_held_out
+    from ctxext.train.runner import TrainSettings
 
     train, held_out = split_held_out(python_docstrings(), 0.1)
     settings = TrainSettings(
@@ -219,8 +261,8 @@ def main() -> None:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         warmup_ratio=0.1,
-        eval_every=args.eval_every or max(1, args.steps // 10),
-        seed=args.seed,
+        eval_every=args.eval_every,
+        seed=seed,
         progress_bars=False,
         logging_every=10,
     )
@@ -237,67 +279,74 @@ def main() -> None:
             settings=settings,
             variants=STANDARD_VARIANTS,
             work_dir=Path(work),
-            seed=args.seed,
+            seed=seed,
         )
-    elapsed = time.perf_counter() - started
+    record = {
+        "arguments": {**training_arguments(args), "seed": str(seed)},
+        "results": results,
+        "seconds": time.perf_counter() - started,
+        "machine": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    path.write_text(json.dumps(record, indent=2))
+    return results
 
-    header = f"{'init':34s} {'loss@0':>8s} {'loss@end':>9s} {'rho@0':>7s} {'rho@end':>8s} {'seconds':>8s}"
+
+def summarise(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Per variant: the held-out loss curve and final scores as mean and standard deviation over seeds."""
+    summary: dict[str, Any] = {}
+    for name in next(iter(by_seed.values())):
+        runs = [results[name] for results in by_seed.values()]
+        steps = [step for step, _ in runs[0]["eval"]]
+        curves = np.array([[loss for _, loss in run["eval"]] for run in runs])
+        summary[name] = {
+            "steps": steps,
+            "eval_mean": curves.mean(axis=0).tolist(),
+            "eval_std": curves.std(axis=0).tolist(),
+            **{
+                key: {"mean": float(np.mean(values)), "std": float(np.std(values))}
+                for key in ("final_loss", "agreement_start", "agreement_end", "seconds")
+                for values in [[run[key] for run in runs]]
+            },
+            "seeds": len(runs),
+        }
+    return summary
+
+
+def print_summary(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    seeds = next(iter(summary.values()))["seeds"]
     print(
         f"all-mpnet-base-v2 (768x12) -> {args.dim}x{args.layers}; {args.steps} steps of {args.batch_size} x "
-        f"{args.max_len} tokens, lr {args.lr}, seed {args.seed}; torch threads {torch.get_num_threads()}"
+        f"{args.max_len} tokens, lr {args.lr}; mean +- std over {seeds} seeds"
     )
+    header = f"{'init':34s} {'loss@0':>8s} {'loss@end':>15s} {'rho@0':>7s} {'rho@end':>8s} {'s/seed':>7s}"
     print(header)
     print("-" * len(header))
-    baseline = results["random"]["final_loss"]
-    for name, result in results.items():
+    for name, row in summary.items():
+        final = row["final_loss"]
         print(
-            f"{name:34s} {result['eval'][0][1]:8.3f} {result['final_loss']:9.3f} "
-            f"{result['agreement_start']:7.3f} {result['agreement_end']:8.3f} {result['seconds']:8.0f}"
+            f"{name:34s} {row['eval_mean'][0]:8.3f} {final['mean']:8.3f} +-{final['std']:.3f} "
+            f"{row['agreement_start']['mean']:7.3f} {row['agreement_end']['mean']:8.3f} {row['seconds']['mean']:7.0f}"
         )
-    for name, result in results.items():
+    baseline = summary["random"]["final_loss"]["mean"]
+    for name, row in summary.items():
         if name != "random":
-            print(
-                f"{name}: final loss {result['final_loss'] - baseline:+.3f} vs random "
-                f"({result['final_loss'] / baseline:.3f}x)"
-            )
-    print(
-        f"explained variance of M (PCA, 384 of 768 dims): "
-        f"{results['GUIDE first block']['explained_variance_ratio']:.4f}; "
-        f"evenly spaced coordinates: "
-        f"{results['weight selection (even, uniform)']['explained_variance_ratio']:.4f}"
-    )
-    print(f"total {elapsed:.0f} s")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"guide-{args.dim}x{args.layers}-{args.steps}steps"
-    (args.out / f"{stem}.json").write_text(
-        json.dumps(
-            {
-                "arguments": {k: str(v) for k, v in vars(args).items()},
-                "results": results,
-                "seconds": elapsed,
-                "machine": platform.platform(),
-                "torch_threads": torch.get_num_threads(),
-            },
-            indent=2,
-        )
-    )
-    plot(results, args.out / f"{stem}.png", f"MLM from all-mpnet-base-v2: {args.dim} wide x {args.layers} deep")
-    print(f"saved {args.out / (stem + '.png')} and {args.out / (stem + '.json')}")
+            print(f"{name}: final loss {row['final_loss']['mean'] - baseline:+.3f} vs random")
 
 
-def plot(results: dict, path: Path, title: str) -> None:
+def plot(summary: dict[str, Any], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for name, result in results.items():
-        steps, losses = zip(*result["eval"], strict=True)
-        axis.plot(steps, losses, marker="o", markersize=3, label=name)
+    for name, row in summary.items():
+        mean, std = np.array(row["eval_mean"]), np.array(row["eval_std"])
+        axis.plot(row["steps"], mean, marker="o", markersize=3, label=name)
+        axis.fill_between(row["steps"], mean - std, mean + std, alpha=0.2)
     axis.set_xlabel("step")
-    axis.set_ylabel("held-out masked-LM loss")
+    axis.set_ylabel(f"held-out masked-LM loss (mean +- std, {next(iter(summary.values()))['seeds']} seeds)")
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend()

@@ -135,7 +135,7 @@ def test_a_config_that_names_no_known_pipeline_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["pipeline", str(tmp_path / "bad.json"), "--work", str(tmp_path / "run")])
     assert result.exit_code == 4 and result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'bad.json'}: 'pipeline' must be one of guide-distill, transfer-finetune, "
-        "interpolate-finetune"
+        "interpolate-finetune, interpolate-finetune-transfer-finetune"
     ]
 
 

@@ -30,7 +30,7 @@ LAYERS = {
     ],
     "operations": ["positions", "transfer", "guide", "flip", "qa_prompt", "qa", "average", "inspect", "embed", "data"],
     "evaluate": ["evaluate"],
-    "train": ["train"],
+    "train": ["train", "extend"],
     "cli": ["cli", "__main__"],
 }
 

@@ -42,13 +42,16 @@ def write_model_card(folder: Path, manifest: dict[str, Any], *, name: str, sourc
         license=_source_license(source_card),
     )
     body = "\n\n".join(
-        [
+        part
+        for part in [
             f"# {name}",
             _summary(manifest, architecture),
             _operations(manifest),
+            _held_out_evaluation(manifest),
             _checks(manifest),
             _how_to_load(sentence_transformers, architecture, _needs_registration(folder, manifest, architecture)),
         ]
+        if part
     )
     path = folder / CARD_NAME
     path.write_text(str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")), encoding="utf-8")
@@ -122,6 +125,26 @@ def _operations(manifest: dict[str, Any]) -> str:
     )
     notes = [note for operation in manifest.get("operations", []) for note in operation.get("notes", [])]
     return "\n".join(lines + ["", f"Options: {options}."] + [f"- {note}" for note in notes])
+
+
+def _held_out_evaluation(manifest: dict[str, Any]) -> str:
+    """``ctxext extend``'s comparison with the source over chunks, on documents held out of training."""
+    found = manifest.get("held_out_evaluation")
+    if not found:
+        return ""
+    lines = [
+        "## Held-out documents",
+        "",
+        f"{found['queries']} queries over {found['documents']} documents held out of training "
+        f"(`{found['set']}`), whole documents up to {found['length']} tokens:",
+        "",
+        "| model | MRR | Acc@1 | nDCG@10 |",
+        "|---|---|---|---|",
+    ]
+    for label, key in (("source, " + found["chunk_mean"]["form"], "chunk_mean"), ("this model", "extended")):
+        row = found[key]
+        lines.append(f"| {label} | {row['mrr']:.3f} | {row['acc_at_1']:.3f} | {row['ndcg_at_10']:.3f} |")
+    return "\n".join(lines)
 
 
 def _checks(manifest: dict[str, Any]) -> str:

@@ -594,13 +594,18 @@ def check_bigbird_options(target: str, target_length: int, block_size: int, num_
             f"--len {target_length} is not a multiple of --block-size {block_size}: BigBird pads "
             "inputs to whole blocks, so the last positions would be out of the table"
         )
-    full_up_to = (5 + 2 * num_random_blocks) * block_size
+    full_up_to = full_attention_up_to(block_size, num_random_blocks)
     if target_length <= full_up_to:
         raise InvalidArgument(
             f"--len {target_length} is not above (5 + 2 * {num_random_blocks}) * {block_size} = "
             f"{full_up_to}: "
             "BigBird would always fall back to full attention; use a smaller --block-size or --random-blocks"
         )
+
+
+def full_attention_up_to(block_size: int = 64, num_random_blocks: int = 3) -> int:
+    """The longest input BigBird runs with full attention: 2 global, 3 sliding and 2 x the random blocks."""
+    return (5 + 2 * num_random_blocks) * block_size
 
 
 def source_family(config: dict[str, Any]) -> EncoderFamily:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ctxext import __version__
-from ctxext.cli import checkpoints, data, embed, evaluate, flip, guide, interpolate, pipeline, train, transfer
+from ctxext.cli import checkpoints, data, embed, evaluate, extend, flip, guide, interpolate, pipeline, train, transfer
 from ctxext.cli._common import OneLineUsageErrors
 
 app = typer.Typer(
@@ -32,7 +32,7 @@ def _root(
     """Transformer checkpoint surgery and context extension."""
 
 
-for module in (interpolate, checkpoints, transfer, embed, guide, data, train, evaluate, flip, pipeline):
+for module in (interpolate, checkpoints, transfer, embed, guide, data, train, evaluate, flip, pipeline, extend):
     module.register(app)
 
 

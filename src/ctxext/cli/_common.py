@@ -305,7 +305,23 @@ def render_verified(result: Any, summary: dict[str, Any]) -> str:
     return f"[green]ok[/]: {summary['tensors']} tensors match the manifest"
 
 
+def render_held_out(result: Any, summary: dict[str, Any]) -> Table:
+    """``ctxext extend``: the source over chunks against the extended model, on the held-out documents."""
+    found = summary["held_out"]
+    table = Table(
+        title=f"wrote {summary['output']}; {found['queries']} queries over {found['documents']} held-out documents",
+        title_justify="left",
+    )
+    for column in ("model", "MRR", "Acc@1", "nDCG@10"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for label, key in (("source, " + found["chunk_mean"]["form"], "chunk_mean"), ("extended", "extended")):
+        row = found[key]
+        table.add_row(escape(label), *(f"{row[metric]:.3f}" for metric in ("mrr", "acc_at_1", "ndcg_at_10")))
+    return table
+
+
 VIEWS: dict[str, Callable[[Any, Any], Any]] = {
+    "held_out": render_held_out,
     "written": lambda result, summary: render_written(summary),
     "scores": lambda result, summary: score_table(summary),
     "counts": render_counts,

@@ -346,6 +346,11 @@ def longdoc_command(
     test_packages: Annotated[
         str | None, typer.Option(help="Comma-separated installed packages for the test split (none shared with dev).")
     ] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(help="Your documents (file or folder) instead of packages: test/ from a held-out share."),
+    ] = None,
+    held_out: Annotated[float, typer.Option(help="With --corpus: share of documents held out for test/.")] = 0.2,
     tokenizer: TokenizerOpt = DEFAULT_MODEL,
     seed: Annotated[int, typer.Option(help="Seed of the page and definition choice.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace a previous longdoc folder.")] = False,
@@ -353,10 +358,13 @@ def longdoc_command(
 ) -> None:
     """Build a long-document retrieval set from installed packages' documentation (docs/data.md): a
     definition's summary line is the query, its module page without that line the target; split by package.
+    With --corpus, from your own documents: test/ from a held-out share, train.jsonl the rest.
 
-    Example:
+    Examples:
 
       ctxext data longdoc -o longdoc && ctxext evaluate minilm-4096 --task retrieval --beir longdoc/dev --lengths 4096
+
+      ctxext data longdoc --corpus my-docs/ --held-out 0.2 --tokenizer all-MiniLM-L6-v2 -o my-longdoc
     """
     from ctxext.data.longdoc import write_longdoc
     from ctxext.data.pydocs import HELD_OUT_PACKAGES
@@ -374,11 +382,13 @@ def longdoc_command(
             max_tokens=max_tokens,
             seed=seed,
             splits=splits,
+            corpus=corpus,
+            held_out=held_out,
             force=force,
             argv=sys.argv,
             progress=progress,
         )
-    missing = [p for packages in result.manifest["missing_packages"].values() for p in packages]
+    missing = [p for packages in result.manifest.get("missing_packages", {}).values() for p in packages]
     if missing:
         stderr.print(f"[yellow]no pages from:[/] {', '.join(missing)} (not installed or too little documentation)")
     emit(result, as_json)

@@ -150,7 +150,8 @@ def pipeline_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted Trainer runs.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo stages whose output exists.")] = False,
 ) -> None:
-    """Run a training pipeline end to end: guide-distill, transfer-finetune or interpolate-finetune.
+    """Run a training pipeline end to end: guide-distill, transfer-finetune, interpolate-finetune or
+    interpolate-finetune-transfer-finetune.
 
     Example: ctxext pipeline configs/minilm_spline_finetune.json --work runs/spline
     """
@@ -170,6 +171,8 @@ class Stage:
     out: str
     arguments: Callable[[dict[str, Any], dict[str, Path], Path | None], list[str]]
     resumable: bool = True
+    section: str = ""
+    """The config section of its options (default: the command's name)."""
 
 
 PIPELINE_STAGES: dict[str, list[Stage]] = {
@@ -201,12 +204,37 @@ PIPELINE_STAGES: dict[str, list[Stage]] = {
             lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
         ),
     ],
+    # the long model with full attention first, then BigBird from it (the seed's swapped attention)
+    "interpolate-finetune-transfer-finetune": [
+        Stage("interpolate", "interpolated", lambda config, data, previous: [config["source"]], resumable=False),
+        Stage(
+            "finetune",
+            "{previous}-finetuned",
+            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
+        ),
+        Stage("transfer", "bigbird", lambda config, data, previous: [str(previous), "bigbird"], resumable=False),
+        Stage(
+            "finetune",
+            "{previous}-finetuned",
+            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
+            section="finetune_bigbird",
+        ),
+    ],
 }
 
 
 def run_pipeline(config: dict[str, Any], work: Path, *, resume: bool, force: bool) -> None:
     """Every stage of ``config["pipeline"]`` in order (a stage whose output exists is skipped unless
     ``force``), then ``ctxext evaluate`` on the starting model(s) and the result, plotted under ``work``."""
+    from ctxext.train.runner import is_main_process
+
+    data, written = run_stages(config, work, resume=resume, force=force)
+    if is_main_process():  # the evaluation and its plot are written once
+        evaluate_stages(config, data, written, work)
+
+
+def run_stages(config: dict[str, Any], work: Path, *, resume: bool, force: bool) -> tuple[dict[str, Path], list[Path]]:
+    """The data files, then every stage in order; the data paths and the folders the stages wrote."""
     from ctxext.train.runner import TrainSettings, is_main_process, main_process_first
 
     work.mkdir(parents=True, exist_ok=True)
@@ -217,15 +245,18 @@ def run_pipeline(config: dict[str, Any], work: Path, *, resume: bool, force: boo
         previous = written[-1] if written else None
         out = work / stage.out.format(previous=previous.name if previous else "")
         flags = [*(["--force"] if force else []), *(["--resume"] if resume and stage.resumable else [])]
-        arguments = [stage.command, *stage.arguments(config, data, previous), *options(config.get(stage.command, {}))]
+        section = config.get(stage.section or stage.command, {})
+        arguments = [stage.command, *stage.arguments(config, data, previous), *options(section)]
         if stage.resumable:  # a training stage: every process of a distributed run trains
             run_unless_written(arguments, out, flags, force)
         else:  # surgery: the main process writes; the others then find its output
             with main_process_first(TrainSettings()):
                 run_unless_written(arguments, out, flags, force and is_main_process())
         written.append(out)
-    if not is_main_process():
-        return  # the evaluation and its plot are written once
+    return data, written
+
+
+def evaluate_stages(config: dict[str, Any], data: dict[str, Path], written: list[Path], work: Path) -> None:
     starting = config["teacher"] if config["pipeline"] == "guide-distill" else config["source"]
     evaluated = [
         starting,

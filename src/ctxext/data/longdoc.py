@@ -14,6 +14,7 @@ one set of package versions, which the manifest records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sys
@@ -28,6 +29,7 @@ from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.output import SplitSetResult
 from ctxext.data.pydocs import HELD_OUT_PACKAGES, module_document, package_folder, package_version, parsed_modules
 from ctxext.data.text import Tokenizer, load_tokenizer, summary_line
+from ctxext.data.triplets import StructuredDocument, read_documents
 from ctxext.errors import InvalidArgument, SourceNotFound
 from ctxext.io import atomic_output, write_json
 from ctxext.manifest import library_versions
@@ -83,19 +85,43 @@ def package_pages(package: str, tokenizer: Tokenizer, *, min_tokens: int, max_to
     pages = []
     for name, tree in parsed_modules(folder):
         document = module_document(f"{package}.{name}", tree)
-        if document is None:
-            continue
-        lengths = tokenizer.count([page_text([section]) for section in document["sections"]])
-        offsets, total = [], tokenizer.count([document["doc_id"]])[0]
-        for length in lengths:
-            if total + length > max_tokens:
-                break
-            offsets.append(total)
-            total += length
-        if total >= min_tokens:
-            sections = document["sections"][: len(offsets)]
-            pages.append(Page(package, document["doc_id"], sections, offsets, total))
+        if document is not None:
+            page = cut_page(package, document["doc_id"], document["sections"], tokenizer, min_tokens, max_tokens)
+            pages += [page] if page else []
     return pages
+
+
+def corpus_pages(
+    documents: Sequence[StructuredDocument], tokenizer: Tokenizer, *, min_tokens: int, max_tokens: int
+) -> list[Page]:
+    """A user's documents as pages (each its own group); text before the first heading is the overview."""
+    pages = []
+    for document in documents:
+        sections = [{"heading": s.heading or "Overview", "text": s.text} for s in document.sections]
+        page = cut_page(document.doc_id, document.doc_id, sections, tokenizer, min_tokens, max_tokens)
+        pages += [page] if page else []
+    return pages
+
+
+def cut_page(
+    package: str, module: str, sections: list[dict[str, str]], tokenizer: Tokenizer, min_tokens: int, max_tokens: int
+) -> Page | None:
+    """The page cut after the last section that ends within ``max_tokens``; None when under ``min_tokens``."""
+    lengths = tokenizer.count([page_text([section]) for section in sections])
+    offsets, total = [], tokenizer.count([module])[0]
+    for length in lengths:
+        if total + length > max_tokens:
+            break
+        offsets.append(total)
+        total += length
+    if total < min_tokens:
+        return None
+    return Page(package, module, sections[: len(offsets)], offsets, total)
+
+
+def is_held_out(doc_id: str, share: float) -> bool:
+    """A stable draw per document id, so a document stays on its side when the corpus grows."""
+    return int(hashlib.sha256(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
 
 
 def page_text(sections: Sequence[dict[str, str]]) -> str:
@@ -165,15 +191,19 @@ def split_set(
         found += package_found
         if not package_found:
             missing.append(package)
+    return unambiguous_cuts(found, tokenizer, pages=pages, seed=seed), missing
+
+
+def unambiguous_cuts(found: list[Page], tokenizer: Tokenizer, *, pages: int, seed: int) -> list[Cut]:
+    """:func:`choose_cuts`, less any cut whose summary is found verbatim in another page (which would make
+    that page relevant too)."""
     cuts = choose_cuts(found, tokenizer, count=pages, seed=seed)
-    # a summary found verbatim in another page would make that page relevant too
     flattened = [" ".join(cut.text.split()) for cut in cuts]
-    kept = [
+    return [
         cut
         for index, cut in enumerate(cuts)
         if not any(cut.query in other for j, other in enumerate(flattened) if j != index)
     ]
-    return kept, missing
 
 
 def write_split(folder: Path, cuts: Sequence[Cut]) -> None:
@@ -222,36 +252,37 @@ def write_longdoc(
     max_tokens: int = 4096,
     seed: int = 0,
     splits: Mapping[str, Sequence[str]] | None = None,
+    corpus: str | None = None,
+    held_out: float = 0.2,
     force: bool = False,
     argv: list[str] | None = None,
     progress: ProgressFn = no_progress,
 ) -> LongdocResult:
-    """Write ``OUT/dev`` and ``OUT/test`` (BEIR folders, see the module docstring) and ``OUT/manifest.json``."""
-    splits = dict(splits or HELD_OUT_PACKAGES)
-    _check_splits(splits, min_tokens, max_tokens)
+    """Write ``OUT/dev`` and ``OUT/test`` (BEIR folders, see the module docstring) and ``OUT/manifest.json``.
+    With ``corpus`` (the user's documents), ``OUT/test`` is made from a ``held_out`` share of its documents
+    and ``OUT/train.jsonl`` holds the others, for training."""
+    if min_tokens > max_tokens:
+        raise InvalidArgument(f"--min-tokens {min_tokens} is above --max-tokens {max_tokens}")
     counter = load_tokenizer(tokenizer)
-    built, missing = {}, {}
-    for done, (name, packages) in enumerate(splits.items()):
-        built[name], missing[name] = split_set(
-            packages, counter, pages=pages, min_tokens=min_tokens, max_tokens=max_tokens, seed=seed
-        )
-        if not built[name]:
-            raise SourceNotFound(
-                f"longdoc {name}: none of {', '.join(packages)} is installed with pages of {min_tokens}+ tokens"
-            )
-        progress("longdoc splits", done + 1, len(splits))
+    sizes = {"pages": pages, "min_tokens": min_tokens, "max_tokens": max_tokens, "seed": seed}
+    if corpus is None:
+        built, described = _package_splits(dict(splits or HELD_OUT_PACKAGES), counter, sizes, progress)
+        train: list[StructuredDocument] = []
+    else:
+        built, described, train = _corpus_split(corpus, held_out, counter, sizes)
     with atomic_output(out, force=force) as staging:
         for name, cuts in built.items():
             write_split(staging / name, cuts)
+        if corpus is not None:
+            write_documents(staging / "train.jsonl", train)
         manifest = {
             "ctxext_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": "data longdoc",
             "argv": list(sys.argv if argv is None else argv),
-            "options": {"pages": pages, "min_tokens": min_tokens, "max_tokens": max_tokens, "seed": seed},
+            "options": sizes,
             "tokenizer": counter.describe(),
-            "packages": {p: package_version(p) for packages in splits.values() for p in packages},
-            "missing_packages": missing,
+            **described,
             "depth_buckets": [list(bucket) for bucket in DEPTH_BUCKETS],
             "counts": {name: split_counts(cuts) for name, cuts in built.items()},
             "libraries": library_versions(),
@@ -260,9 +291,54 @@ def write_longdoc(
     return LongdocResult(Path(out).expanduser().absolute(), manifest)
 
 
-def _check_splits(splits: Mapping[str, Sequence[str]], min_tokens: int, max_tokens: int) -> None:
-    if min_tokens > max_tokens:
-        raise InvalidArgument(f"--min-tokens {min_tokens} is above --max-tokens {max_tokens}")
+def _package_splits(
+    splits: dict[str, Sequence[str]], counter: Tokenizer, sizes: dict[str, int], progress: ProgressFn
+) -> tuple[dict[str, list[Cut]], dict[str, Any]]:
+    _check_splits(splits)
+    built, missing = {}, {}
+    for done, (name, packages) in enumerate(splits.items()):
+        built[name], missing[name] = split_set(packages, counter, **sizes)
+        if not built[name]:
+            raise SourceNotFound(
+                f"longdoc {name}: none of {', '.join(packages)} is installed with pages of "
+                f"{sizes['min_tokens']}+ tokens"
+            )
+        progress("longdoc splits", done + 1, len(splits))
+    versions = {p: package_version(p) for names in splits.values() for p in names}
+    return built, {"packages": versions, "missing_packages": missing}
+
+
+def _corpus_split(
+    corpus: str, held_out: float, counter: Tokenizer, sizes: dict[str, int]
+) -> tuple[dict[str, list[Cut]], dict[str, Any], list[StructuredDocument]]:
+    """The test split from the held-out documents of ``corpus``; the other documents, for training."""
+    if not 0 < held_out < 1:
+        raise InvalidArgument(f"--held-out {held_out} must be between 0 and 1 (the share of documents kept out)")
+    documents = read_documents(corpus)
+    kept_out = [d for d in documents if is_held_out(d.doc_id, held_out)]
+    train = [d for d in documents if not is_held_out(d.doc_id, held_out)]
+    found = corpus_pages(kept_out, counter, min_tokens=sizes["min_tokens"], max_tokens=sizes["max_tokens"])
+    cuts = unambiguous_cuts(found, counter, pages=sizes["pages"], seed=sizes["seed"])
+    if len(cuts) < 2 or not train:
+        raise SourceNotFound(
+            f"{corpus}: {len(documents)} documents, {len(kept_out)} held out, of which {len(cuts)} gave a "
+            f"query from a page of {sizes['min_tokens']}+ tokens; a held-out test needs 2 or more and training "
+            "needs the rest (more documents, --held-out, or --min-tokens)"
+        )
+    described = {"corpus": corpus, "held_out": held_out, "documents": {"train": len(train), "held_out": len(kept_out)}}
+    return {"test": cuts}, described, train
+
+
+def write_documents(path: Path, documents: Sequence[StructuredDocument]) -> None:
+    """Documents as JSON lines of id, title and sections, the form ``data triplets`` reads back."""
+    with open(path, "w", encoding="utf-8") as file:
+        for document in documents:
+            sections = [{"heading": s.heading, "text": s.text} for s in document.sections]
+            record = {"id": document.doc_id, "title": document.title, "sections": sections}
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _check_splits(splits: Mapping[str, Sequence[str]]) -> None:
     shared = set(splits.get("dev", ())) & set(splits.get("test", ()))
     if shared:
         raise InvalidArgument(f"packages in both dev and test: {', '.join(sorted(shared))}; each split needs its own")

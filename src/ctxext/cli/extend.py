@@ -1,0 +1,114 @@
+"""`ctxext extend`: a longer window for your own documents in one command, judged against chunking on a
+held-out part of them.
+
+Stages (each the ctxext command of that name, run in-process, its output kept under --work so a rerun skips
+what is done and --resume continues the training):
+
+  1. data longdoc --corpus DOCS: a held-out share of the documents becomes the test set (a section's first
+     paragraph is the query, its document without it the target); the rest is the training text.
+  2. data triplets on the training text (summary-line queries, BM25 hard negatives).
+  3. interpolate --tile --len LEN: the source's position rows stay; the new rows repeat them.
+  4. finetune --positions-only: only the new rows train, on inputs of the source's window (512 tokens for
+     BERT-sized models) whose position ids span LEN.
+  5. --recipe bigbird (the default for BERT-family sources): transfer to block-sparse BigBird, then finetune
+     every weight on 1024-token inputs spanning LEN, under block-sparse attention.
+
+Then the source over CHUNK-token chunks and the trained model are scored on the held-out documents, and the
+model is written to OUT with that comparison in its manifest and card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ctxext.cli._common import ForceOpt, JsonOpt, emit, progress_bars, reports_errors, stderr
+from ctxext.extend import Recipe
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extend")(extend_command)
+
+
+def extend_config(
+    source: str, length: int, corpus: str, work: Path, *, recipe: Recipe, steps: int, held_out: float, min_tokens: int
+) -> dict[str, Any]:
+    """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes)."""
+    from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS, source_window
+
+    longdoc = {"corpus": corpus, "held_out": held_out, "tokenizer": source}
+    return {
+        "pipeline": PIPELINES[recipe],
+        "source": source,
+        "data": {
+            "longdoc": {**longdoc, "min_tokens": min_tokens, "max_tokens": length},
+            "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
+        },
+        "interpolate": {"len": length, "tile": True},
+        "finetune": {**POSITIONS_STAGE, "max_len": source_window(source), "position_span": length, "steps": steps},
+        "transfer": {"len": length},
+        "finetune_bigbird": {
+            **BIGBIRD_STAGE,
+            "max_len": min(BIGBIRD_STAGE["max_len"], length // 2),
+            "position_span": length,
+            "steps": steps,
+        },
+    }
+
+
+@reports_errors
+def extend_command(
+    source: Annotated[str, typer.Argument(help="The model to extend: a folder, hub ID or embedded name.")],
+    length: Annotated[int, typer.Option("--len", help="The new window, in tokens.")],
+    corpus: Annotated[str, typer.Option(help="Your documents: a file or folder (jsonl, Markdown, text, PDF...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the extended model.")],
+    recipe: Annotated[
+        Recipe, typer.Option(help="bigbird (BERT-family sources), positions (any), auto: bigbird where it applies.")
+    ] = Recipe.auto,
+    steps: Annotated[int, typer.Option(min=1, help="Steps of each training stage.")] = 60,
+    held_out: Annotated[float, typer.Option(help="Share of the documents kept out of training, for the test.")] = 0.2,
+    min_tokens: Annotated[int, typer.Option(min=16, help="Shortest held-out document used as a target.")] = 1024,
+    chunk: Annotated[int, typer.Option(min=8, help="The baseline: the source over chunks of this many tokens.")] = 512,
+    work: Annotated[
+        Path | None, typer.Option(help="Folder for the stages' outputs (default: OUT.ctxext-work beside OUT).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training stage.")] = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extend a model's window for your documents: stretch, train the new positions, and compare with the
+    source over chunks on documents held out of training (docs/train.md).
+
+    Example:
+
+      ctxext extend all-MiniLM-L6-v2 --len 4096 --corpus my-docs/ -o minilm-4096-my-docs
+    """
+    from ctxext.cli.pipeline import run_stages
+    from ctxext.errors import InvalidArgument, SourceNotFound
+    from ctxext.extend import ExtendResult, chosen_recipe, compare_on_held_out, publish
+    from ctxext.io import check_output_target
+
+    check_output_target(out, force=force)  # refused now, not after the training
+    if not Path(corpus).expanduser().exists():
+        raise SourceNotFound(f"--corpus {corpus} does not exist")
+    if min_tokens > length:
+        raise InvalidArgument(f"--min-tokens {min_tokens} is above --len {length}: no held-out document could qualify")
+    work = (work or out.parent / f"{out.name}.ctxext-work").expanduser().absolute()
+    recipe = chosen_recipe(recipe, source, length)
+    config = extend_config(
+        source, length, corpus, work, recipe=recipe, steps=steps, held_out=held_out, min_tokens=min_tokens
+    )
+    data, written = run_stages(config, work, resume=resume, force=False)
+    with progress_bars() as progress:
+        comparison = compare_on_held_out(
+            source, written[-1], data["longdoc"] / "test", length=length, chunk=chunk, progress=progress
+        )
+    published = publish(written[-1], out, comparison, force=force)
+    if comparison.gain <= 0:
+        stderr.print(
+            f"[yellow]on your held-out documents the source over {chunk}-token chunks scores as well or better "
+            f"(MRR {comparison.gain:+.3f}); keep chunking, or train longer (--steps) on more documents[/]"
+        )
+    emit(ExtendResult(published, comparison, [str(path) for path in written]), as_json)
