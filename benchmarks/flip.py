@@ -19,6 +19,7 @@ is written to --data as jsonl.
     python benchmarks/flip.py --steps 40 --train-size 160 --eval-size 80
     python benchmarks/flip.py --adapt-steps 1000   # adds flipped + MNTP (`ctxext mntp`) before the same QA budget
     python benchmarks/flip.py --tasks qa,evidence --seeds 0,1 --adapt-steps 1000 --adapt-lora-rank 16
+    python benchmarks/flip.py --tasks qa,evidence --adapt-steps 10,40,120 --adapt-lora-rank 16   # F1 against MNTP steps
 """
 
 from __future__ import annotations
@@ -292,7 +293,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=None, help="Folder to write the jsonl sets into.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
-    parser.add_argument("--adapt-steps", type=int, default=0, help="Also flipped + MNTP for N steps (0: skip).")
+    parser.add_argument(
+        "--adapt-steps", default="", help="Also flipped + MNTP for N steps; comma-separated for a curve (10,40,120)."
+    )
+    parser.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="Only the adapted models (for a curve beside an earlier run's flipped and causal rows, same options).",
+    )
     parser.add_argument("--adapt-batch-size", type=int, default=8)
     parser.add_argument("--adapt-max-len", type=int, default=128)
     parser.add_argument("--adapt-lr", type=float, default=5e-5)
@@ -311,10 +320,10 @@ def main(argv: list[str] | None = None) -> dict:
     loaded = load_source("gemma-3-270m")
     load_seconds = time.perf_counter() - started
     print(f"GGUF loaded in {load_seconds:.0f} s", file=sys.stderr)
-    runs = [("flipped (bidirectional)", True, 0), ("causal (unflipped)", False, 0)]
-    if args.adapt_steps:
-        lora = f" LoRA r{args.adapt_lora_rank}" if args.adapt_lora_rank else ""
-        runs.append((f"flipped + MNTP {args.adapt_steps}{lora}", True, args.adapt_steps))
+    runs = [("flipped (bidirectional)", True, 0), ("causal (unflipped)", False, 0)] if args.baselines else []
+    lora = f" LoRA r{args.adapt_lora_rank}" if args.adapt_lora_rank else ""
+    for steps in [int(n) for n in args.adapt_steps.split(",") if n.strip()]:
+        runs.append((f"flipped + MNTP {steps}{lora}", True, steps))
     results: dict[str, Any] = {"load_gguf_s": round(load_seconds, 1), "options": vars(args) | {"data": str(data_dir)}}
     results["tasks"] = {name: {"train": len(t[0]), "eval": len(t[1])} for name, t in tasks.items()}
     results["models"] = {label: {} for label, _, _ in runs}
