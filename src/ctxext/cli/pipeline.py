@@ -175,6 +175,15 @@ class Stage:
     """The config section of its options (default: the command's name)."""
 
 
+def _on_triplets(config: dict[str, Any], data: dict[str, Path], previous: Path | None) -> list[str]:
+    return [str(previous), "--data", str(data["triplets"])]
+
+
+_INTERPOLATE_FINETUNE = [
+    Stage("interpolate", "interpolated", lambda config, data, previous: [config["source"]], resumable=False),
+    Stage("finetune", "{previous}-finetuned", _on_triplets),
+]
+
 PIPELINE_STAGES: dict[str, list[Stage]] = {
     "guide-distill": [
         Stage("guide", "student", lambda config, data, previous: [config["teacher"]], resumable=False),
@@ -190,35 +199,14 @@ PIPELINE_STAGES: dict[str, list[Stage]] = {
     ],
     "transfer-finetune": [
         Stage("transfer", "bigbird", lambda config, data, previous: [config["source"], "bigbird"], resumable=False),
-        Stage(
-            "finetune",
-            "{previous}-finetuned",
-            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
-        ),
+        Stage("finetune", "{previous}-finetuned", _on_triplets),
     ],
-    "interpolate-finetune": [
-        Stage("interpolate", "interpolated", lambda config, data, previous: [config["source"]], resumable=False),
-        Stage(
-            "finetune",
-            "{previous}-finetuned",
-            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
-        ),
-    ],
+    "interpolate-finetune": _INTERPOLATE_FINETUNE,
     # the long model with full attention first, then BigBird from it (the seed's swapped attention)
     "interpolate-finetune-transfer-finetune": [
-        Stage("interpolate", "interpolated", lambda config, data, previous: [config["source"]], resumable=False),
-        Stage(
-            "finetune",
-            "{previous}-finetuned",
-            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
-        ),
+        *_INTERPOLATE_FINETUNE,
         Stage("transfer", "bigbird", lambda config, data, previous: [str(previous), "bigbird"], resumable=False),
-        Stage(
-            "finetune",
-            "{previous}-finetuned",
-            lambda config, data, previous: [str(previous), "--data", str(data["triplets"])],
-            section="finetune_bigbird",
-        ),
+        Stage("finetune", "{previous}-finetuned", _on_triplets, section="finetune_bigbird"),
     ],
 }
 
