@@ -34,23 +34,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--init", default="first", help="student init: first (GUIDE), uniform, none (random)")
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--queries", type=int, default=300, help="retrieval set size")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/distill-cpu.json"))
     arguments = parser.parse_args()
 
-    from ctxext.guide import guide
+    from ctxext.guide import Init, guide
     from ctxext.presets import cache_dir, minilm_path, mpnet_path
 
     work = arguments.work or cache_dir() / "bench-distill"
     work.mkdir(parents=True, exist_ok=True)
     teacher = str(mpnet_path())
     beir, texts = build_data(work, arguments)
-    student = work / f"guide-384x{arguments.layers}"
+    init = Init(arguments.init)
+    student = (
+        work / f"guide-384x{arguments.layers}" if init == Init.first else work / f"{init.value}-384x{arguments.layers}"
+    )
     wall: dict[str, float] = {}
-    wall["guide"] = timed_once(student, lambda: guide(teacher, student, 384, layers=arguments.layers))
-    stages = [("GUIDE init, no training (384)", student)]
+    wall["guide"] = timed_once(student, lambda: guide(teacher, student, 384, layers=arguments.layers, init=init))
+    stages = [(f"init {init.value}, no training (384)", student)]
     start = student
     if arguments.mlm_steps:
         start = work / f"{student.name}-mlm-{texts.stem}-{arguments.mlm_steps}"
