@@ -39,15 +39,13 @@ BIGBIRD_STAGE = {"max_len": 1024, "batch_size": 4, "lr": 2e-5, "warmup": 0.1}  #
 PIPELINES = {Recipe.positions: "interpolate-finetune", Recipe.bigbird: "interpolate-finetune-transfer-finetune"}
 
 
-def chosen_recipe(recipe: Recipe, source: str, length: int) -> Recipe:
+def chosen_recipe(recipe: Recipe, config: dict[str, Any], length: int) -> Recipe:
     """``auto`` is ``bigbird`` where it applies (a source ``transfer`` reads, a window long enough for
     block-sparse attention), else ``positions``; an explicit ``bigbird`` that cannot apply is refused before
-    anything runs."""
-    from ctxext.io import open_model
+    anything runs. ``config``: the source's."""
     from ctxext.transfer import SOURCE_MODEL_TYPES, full_attention_up_to
 
-    _, folder = open_model(source)
-    model_type = folder.config.get("model_type")
+    model_type = config.get("model_type")
     why_not = (
         f"a {'/'.join(SOURCE_MODEL_TYPES)} source, not {model_type!r}"
         if model_type not in SOURCE_MODEL_TYPES
@@ -106,13 +104,11 @@ class ExtendResult:
         return {"output": str(self.output), "held_out": self.comparison.record(), "stages": self.stages}
 
 
-def source_window(source: str) -> int:
+def source_window(config: dict[str, Any]) -> int:
     """Positions the source reads (its learned table less RoBERTa's offset rows): the training input length."""
     from ctxext.architectures import learned_offset
-    from ctxext.io import open_model
 
-    _, folder = open_model(source)
-    return int(folder.config.get("max_position_embeddings", 512)) - learned_offset(folder.config)
+    return int(config.get("max_position_embeddings", 512)) - learned_offset(config)
 
 
 def compare_on_held_out(

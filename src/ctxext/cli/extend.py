@@ -33,21 +33,31 @@ def register(app: typer.Typer) -> None:
 
 
 def extend_config(
-    source: str, length: int, corpus: str, work: Path, *, recipe: Recipe, steps: int, held_out: float, min_tokens: int
+    source: str,
+    length: int,
+    corpus: str,
+    work: Path,
+    *,
+    recipe: Recipe,
+    window: int,
+    steps: int,
+    held_out: float,
+    min_tokens: int,
 ) -> dict[str, Any]:
-    """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes)."""
-    from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS, source_window
+    """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes); ``window``: the
+    positions the source reads."""
+    from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS
 
-    longdoc = {"corpus": corpus, "held_out": held_out, "tokenizer": source}
+    longdoc = {"corpus": corpus, "held_out": held_out, "tokenizer": source, "min_tokens": min_tokens}
     return {
         "pipeline": PIPELINES[recipe],
         "source": source,
         "data": {
-            "longdoc": {**longdoc, "min_tokens": min_tokens, "max_tokens": length},
+            "longdoc": {**longdoc, "max_tokens": length},
             "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
         },
         "interpolate": {"len": length, "tile": True},
-        "finetune": {**POSITIONS_STAGE, "max_len": source_window(source), "position_span": length, "steps": steps},
+        "finetune": {**POSITIONS_STAGE, "max_len": window, "position_span": length, "steps": steps},
         "transfer": {"len": length},
         "finetune_bigbird": {
             **BIGBIRD_STAGE,
@@ -87,8 +97,9 @@ def extend_command(
     """
     from ctxext.cli.pipeline import run_stages
     from ctxext.errors import InvalidArgument, SourceNotFound
-    from ctxext.extend import ExtendResult, chosen_recipe, compare_on_held_out, publish
-    from ctxext.io import check_output_target
+    from ctxext.extend import ExtendResult, chosen_recipe, compare_on_held_out, publish, source_window
+    from ctxext.io import check_output_target, open_model
+    from ctxext.train.runner import is_main_process
 
     check_output_target(out, force=force)  # refused now, not after the training
     if not Path(corpus).expanduser().exists():
@@ -96,11 +107,22 @@ def extend_command(
     if min_tokens > length:
         raise InvalidArgument(f"--min-tokens {min_tokens} is above --len {length}: no held-out document could qualify")
     work = (work or out.parent / f"{out.name}.ctxext-work").expanduser().absolute()
-    recipe = chosen_recipe(recipe, source, length)
+    source_config = open_model(source)[1].config
+    recipe = chosen_recipe(recipe, source_config, length)
     config = extend_config(
-        source, length, corpus, work, recipe=recipe, steps=steps, held_out=held_out, min_tokens=min_tokens
+        source,
+        length,
+        corpus,
+        work,
+        recipe=recipe,
+        window=source_window(source_config),
+        steps=steps,
+        held_out=held_out,
+        min_tokens=min_tokens,
     )
     data, written = run_stages(config, work, resume=resume, force=False)
+    if not is_main_process():
+        return  # under a distributed launch every process trains; the main one evaluates and writes OUT
     with progress_bars() as progress:
         comparison = compare_on_held_out(
             source, written[-1], data["longdoc"] / "test", length=length, chunk=chunk, progress=progress

@@ -315,8 +315,10 @@ def _corpus_split(
     if not 0 < held_out < 1:
         raise InvalidArgument(f"--held-out {held_out} must be between 0 and 1 (the share of documents kept out)")
     documents = read_documents(corpus)
-    kept_out = [d for d in documents if is_held_out(d.doc_id, held_out)]
-    train = [d for d in documents if not is_held_out(d.doc_id, held_out)]
+    kept_out: list[StructuredDocument] = []
+    train: list[StructuredDocument] = []
+    for document in documents:
+        (kept_out if is_held_out(document.doc_id, held_out) else train).append(document)
     found = corpus_pages(kept_out, counter, min_tokens=sizes["min_tokens"], max_tokens=sizes["max_tokens"])
     cuts = unambiguous_cuts(found, counter, pages=sizes["pages"], seed=sizes["seed"])
     if len(cuts) < 2 or not train:

@@ -628,9 +628,10 @@ def _write_triplets(
         )
 
 
-def read_documents(corpus: str, *, on_error: OnError | str = OnError.stop) -> list[StructuredDocument]:
-    """Every document of ``corpus`` (file or folder, any ``corpus`` format) as title plus sections."""
-    return _read_corpus(expand_sources([corpus]), Problems(on_error), [], None, no_progress)
+def read_documents(corpus: str) -> list[StructuredDocument]:
+    """Every document of ``corpus`` (file or folder, any ``corpus`` format) as title plus sections; an
+    unreadable record stops the reading."""
+    return _read_corpus(expand_sources([corpus]), Problems(OnError.stop), [], None, no_progress)
 
 
 def _read_corpus(
