@@ -48,12 +48,18 @@ def extend_config(
     positions the source reads."""
     from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS
 
-    longdoc = {"corpus": corpus, "held_out": held_out, "tokenizer": source, "min_tokens": min_tokens}
+    longdoc = {
+        "corpus": corpus,
+        "held_out": held_out,
+        "tokenizer": source,
+        "min_tokens": min_tokens,
+        "max_tokens": length,
+    }
     return {
         "pipeline": PIPELINES[recipe],
         "source": source,
         "data": {
-            "longdoc": {**longdoc, "max_tokens": length},
+            "longdoc": longdoc,
             "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
         },
         "interpolate": {"len": length, "tile": True},
