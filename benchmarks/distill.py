@@ -31,6 +31,9 @@ def main() -> None:
         "--mlm-steps", type=int, default=200, help="masked-LM steps between GUIDE and distill (0: none)"
     )
     parser.add_argument("--steps", type=int, default=1000, help="distillation steps")
+    parser.add_argument(
+        "--eval-every", type=int, default=200, help="score the student on the retrieval set every N distillation steps"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--layers", type=int, default=6)
@@ -70,11 +73,18 @@ def main() -> None:
         beir,
         arguments.max_len,
     )
+    curve = distill_curve(distilled)
     print_rows(rows, beir, arguments.max_len, wall)
+    print_curve(curve, rows)
     arguments.json.parent.mkdir(parents=True, exist_ok=True)
     arguments.json.write_text(
         json.dumps(
-            {"options": {k: str(v) for k, v in vars(arguments).items()}, "training_wall_s": wall, "rows": rows},
+            {
+                "options": {k: str(v) for k, v in vars(arguments).items()},
+                "training_wall_s": wall,
+                "rows": rows,
+                "distill_curve": curve,
+            },
             indent=2,
         )
     )
@@ -122,14 +132,27 @@ def train_stage(stage: str, start: Path, teacher: str, texts: Path, out: Path, a
         warmup_ratio=0.1,
         logging_every=10,
         save_every=10**6,
+        eval_every=arguments.eval_every if stage == "distill" else 0,
         progress_bars=False,
     )
     if stage == "mlm":
         result = train_mlm(str(start), [texts], out, mask=0.3, max_len=arguments.max_len, settings=settings)
     else:
-        result = distill(str(start), teacher, [texts], out, max_len=arguments.max_len, settings=settings)
+        beir = texts.parent / f"pydocs-beir-{arguments.queries}"
+        result = distill(
+            str(start), teacher, [texts], out, max_len=arguments.max_len, settings=settings, eval_beir=beir
+        )
     losses = [loss for _, loss in result.history["train"]] or [float("nan")]
     print(f"{stage}: loss {losses[0]:.5f} -> {losses[-1]:.5f}", flush=True)
+
+
+def distill_curve(distilled: Path) -> list[dict[str, float]]:
+    """The retrieval scores logged during distillation (step, nDCG@10, Acc@1), from the output's manifest."""
+    record = json.loads((distilled / "manifest.json").read_text())["operations"][-1]
+    return [
+        {"step": e["step"], "ndcg_at_10": e["retrieval_ndcg_at_10"], "acc_at_1": e["retrieval_acc_at_1"]}
+        for e in record["parameters"]["loss_history"].get("retrieval", [])
+    ]
 
 
 def score_rows(models: list[tuple[str, str]], beir: Path, max_len: int) -> dict[str, dict[str, float]]:
@@ -167,6 +190,17 @@ def print_rows(rows: dict[str, dict[str, float]], beir: Path, max_len: int, wall
             f"{row['score_ratio']:>13.3f}{row['speed_ratio']:>13.2f}"
         )
     print("training wall time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in wall.items()))
+
+
+def print_curve(curve: list[dict[str, float]], rows: dict[str, dict[str, float]]) -> None:
+    if not curve:
+        return
+    teacher = next(iter(rows.values()))["ndcg_at_10"]
+    print("\ndistillation curve (same retrieval set)")
+    print(f"{'step':>6}{'nDCG@10':>9}{'Acc@1':>8}{'score ratio':>13}")
+    for point in curve:
+        ratio = point["ndcg_at_10"] / teacher
+        print(f"{point['step']:>6}{point['ndcg_at_10']:>9.3f}{point['acc_at_1']:>8.3f}{ratio:>13.3f}")
 
 
 if __name__ == "__main__":
