@@ -3,6 +3,7 @@ trained on; the published model carries the comparison with chunking."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -50,6 +51,8 @@ def test_held_out_documents_are_the_test_and_never_in_the_training_text(tmp_path
     assert not any(query in " ".join(page.split()) for query in queries for page in pages)
     assert not (result.path / "dev").exists()
     assert result.manifest["documents"] == {"train": len(train), "held_out": 16 - len(train)}
+    [read] = result.manifest["inputs"]  # the corpus is identified by content, not only by path
+    assert read["sha256"] == hashlib.sha256((tmp_path / "docs.jsonl").read_bytes()).hexdigest()
 
 
 def test_too_few_held_out_documents_is_one_clear_error_and_writes_nothing(tmp_path, source):

@@ -26,7 +26,7 @@ from typing import Any
 
 from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.data.output import SplitSetResult
+from ctxext.data.output import InputRecord, SplitSetResult
 from ctxext.data.pydocs import HELD_OUT_PACKAGES, module_document, package_folder, package_version, parsed_modules
 from ctxext.data.text import Tokenizer, load_tokenizer, summary_line
 from ctxext.data.triplets import StructuredDocument, read_documents
@@ -314,7 +314,8 @@ def _corpus_split(
     """The test split from the held-out documents of ``corpus``; the other documents, for training."""
     if not 0 < held_out < 1:
         raise InvalidArgument(f"--held-out {held_out} must be between 0 and 1 (the share of documents kept out)")
-    documents = read_documents(corpus)
+    inputs: list[InputRecord] = []
+    documents = read_documents(corpus, inputs)
     kept_out: list[StructuredDocument] = []
     train: list[StructuredDocument] = []
     for document in documents:
@@ -327,7 +328,12 @@ def _corpus_split(
             f"query from a page of {sizes['min_tokens']}+ tokens; a held-out test needs 2 or more and training "
             "needs the rest (more documents, --held-out, or --min-tokens)"
         )
-    described = {"corpus": corpus, "held_out": held_out, "documents": {"train": len(train), "held_out": len(kept_out)}}
+    described = {
+        "corpus": corpus,
+        "inputs": [vars(record) for record in inputs],
+        "held_out": held_out,
+        "documents": {"train": len(train), "held_out": len(kept_out)},
+    }
     return {"test": cuts}, described, train
 
 

@@ -628,10 +628,12 @@ def _write_triplets(
         )
 
 
-def read_documents(corpus: str) -> list[StructuredDocument]:
+def read_documents(corpus: str, inputs: list[InputRecord] | None = None) -> list[StructuredDocument]:
     """Every document of ``corpus`` (file or folder, any ``corpus`` format) as title plus sections; an
-    unreadable record stops the reading."""
-    return _read_corpus(expand_sources([corpus]), Problems(OnError.stop), [], None, no_progress)
+    unreadable record stops the reading. Each file read is appended to ``inputs`` (path, size, sha256)."""
+    return _read_corpus(
+        expand_sources([corpus]), Problems(OnError.stop), [] if inputs is None else inputs, None, no_progress
+    )
 
 
 def _read_corpus(
