@@ -2,10 +2,9 @@
 
 Both ranks train (the manifest records world size 2 and each step's loss is the mean over the ranks), only
 rank 0 writes (one output, one printed summary, checkpoints removed), and the output matches its manifest.
-Distillation (MSE, a per-example loss) over the same global batch follows the one-process run step for
-step. Contrastive fine-tuning does not, by design: in-batch negatives are the negatives of each process's own
-batch, so two processes of 2 triplets score each query against 4 candidates where one process of 4 triplets
-scores it against 8 (the loss starts near log 4 instead of log 8).
+Distillation (MSE, a per-example loss) and contrastive fine-tuning over the same global batch follow the
+one-process run step for step: fine-tuning gathers every process's candidates, so two processes of 2 triplets
+score each query against all 8, as one process of 4 triplets does.
 """
 
 from __future__ import annotations
@@ -88,10 +87,17 @@ def test_distill_on_two_processes_follows_one_process_with_the_same_global_batch
     assert max(float(np.abs(weights_one[k] - weights_two[k]).max()) for k in weights_one) < 1e-5
 
 
-def test_finetune_on_two_processes_trains_on_both_and_writes_once(work):
+def finetune(work: Path, out: str, processes: int, batch_size: int) -> subprocess.CompletedProcess:
     arguments = ["finetune", "student", "--data", "triplets.jsonl", "--max-len", "32", "--query-max-len", "16"]
-    arguments += ["--steps", str(STEPS), "--batch-size", "2", "--log-every", "1", "--json", "-o", "tuned"]
-    parameters = written_by_one_rank(work, "tuned", ctxext(arguments, work, processes=2))
-    losses = [loss for _, loss in parameters["loss_history"]["train"]]
-    assert len(losses) == STEPS and all(np.isfinite(losses))
-    assert abs(losses[0] - np.log(4)) < 0.5  # each query against its own process's 4 candidates
+    arguments += ["--steps", str(STEPS), "--batch-size", str(batch_size), "--log-every", "1", "--json", "-o", out]
+    return ctxext(arguments, work, processes)
+
+
+def test_finetune_on_two_processes_shares_negatives_and_follows_one_process(work):
+    two = written_by_one_rank(work, "tuned-two", finetune(work, "tuned-two", processes=2, batch_size=2))
+    assert finetune(work, "tuned-one", processes=1, batch_size=4).returncode == 0
+    one = read_manifest(work / "tuned-one")["operations"][0]["parameters"]
+    losses_one, losses_two = (np.array(p["loss_history"]["train"]) for p in (one, two))
+    assert abs(losses_two[0, 1] - np.log(8)) < 0.5  # each query against all 8 candidates, not its process's 4
+    assert two["candidates_per_query"] == one["candidates_per_query"] == 8
+    assert losses_two.shape == (STEPS, 2) and np.abs(losses_one - losses_two).max() <= 2e-4

@@ -1,8 +1,9 @@
 """Contrastive fine-tuning on (query, positive, negative) triplets with the Hugging Face Trainer.
 
 Loss: InfoNCE over cosine similarities divided by a temperature; each query's candidates are every
-positive and every hard negative of the batch (in-batch negatives plus the hard ones). Queries and
-documents go through the same encoder and pooling. A transferred BigBird trains on long inputs in
+positive and every hard negative of the batch (in-batch negatives plus the hard ones), and under DDP those of
+every process's batch (gathered with their gradients), so N processes of batch B train as one of batch N x B.
+Queries and documents go through the same encoder and pooling. A transferred BigBird trains on long inputs in
 block-sparse mode (set again before every document batch; the manifest counts which attention ran), either
 fully or only one adapter (``adapter``: the rest of the model frozen, the adapter saved in the adapters
 format under ``OUT/adapters/NAME``), with gradient checkpointing.
@@ -129,8 +130,9 @@ class ContrastiveModel(EmbeddingModel):
         else:
             queries = self.embed(query_input_ids, query_attention_mask)
             documents = self._embed_documents(document_input_ids, document_attention_mask, document_position_ids)
+        documents, first = every_process_rows(documents)
         logits = queries @ documents.T / self.temperature
-        labels = torch.arange(queries.shape[0], device=logits.device)
+        labels = torch.arange(queries.shape[0], device=logits.device) + first
         return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
 
     def _embed_documents(self, input_ids: Any, attention_mask: Any, position_ids: Any) -> Any:
@@ -139,6 +141,20 @@ class ContrastiveModel(EmbeddingModel):
         # counted once per batch: gradient caching embeds each chunk again, with gradients, in the backward pass
         record = not (self.cache_chunk and torch.is_grad_enabled())
         return self.embed(input_ids, attention_mask, record=record, position_ids=position_ids)
+
+
+def every_process_rows(local: Any) -> tuple[Any, int]:
+    """``local`` rows of every process, concatenated in rank order (this process's keep their gradients, and
+    the gradients the others' losses give them come back through the gather), and where this process's rows
+    start; ``local`` itself outside DDP. Under DDP's gradient averaging, the step is then that of one process
+    holding the whole global batch."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local, 0
+    from sentence_transformers.util import all_gather_with_grad
+
+    return all_gather_with_grad(local), dist.get_rank() * local.shape[0]
 
 
 # ----------------------------------------------------------------------------- stage
@@ -291,10 +307,11 @@ def _finetune_record(
     return OperationRecord(
         "finetune",
         parameters={
-            "loss": "InfoNCE, in-batch + hard negatives, cosine / temperature",
+            "loss": "InfoNCE, in-batch + hard negatives of every process, cosine / temperature",
             **{key: options[key] for key in stage},
             "pooling": model.pooling,
             **run.parameters(settings, history),
+            "candidates_per_query": 2 * settings.batch_size * run.trainer.args.world_size,
             "triplets": triplets,
             "gradient_checkpointing": options["gradient_checkpointing"],
             "attention_type": model.attention_type,

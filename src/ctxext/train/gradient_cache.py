@@ -4,8 +4,8 @@ a contrastive batch far larger than memory allows, with exactly the gradients of
 Embeddings are computed ``chunk`` texts at a time without a graph; the loss over the whole batch gives each
 embedding its gradient; in the backward pass each chunk is embedded again, with the random state it had the
 first time (dropout draws the same masks), and back-propagated with its slice of that gradient. Memory is
-that of one chunk plus the embeddings; compute is about one extra forward pass. Within one process: under
-DDP, negatives stay those of each process's batch.
+that of one chunk plus the embeddings; compute is about one extra forward pass. Under DDP, ``finetune``
+gathers the result across processes (``every_process_rows``), so the candidates span the global batch.
 """
 
 from __future__ import annotations
