@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +139,9 @@ def train_with_sentence_transformers(arguments: argparse.Namespace, out: Path, t
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
-    from ctxext.compat import warmup_arguments
     from ctxext.presets import cache_dir
     from ctxext.train.distill import distill_targets
+    from ctxext.train.runner import training_arguments
 
     settings = settings_for(arguments)
     model = SentenceTransformer(str(arguments.work / arguments.student), device="cpu")
@@ -158,23 +159,9 @@ def train_with_sentence_transformers(arguments: argparse.Namespace, out: Path, t
         batch_size=32,
     )
     dataset = Dataset.from_dict({"text": goal.texts, "label": goal.targets.tolist()})
-    training = Arguments(
-        output_dir=str(out.with_name("st-work")),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        **warmup_arguments(settings.warmup_ratio, settings.steps),
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type="linear",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        logging_steps=settings.logging_every,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
+    # ctxext's own TrainingArguments for these settings, carried over field by field: the same schedule
+    ours = training_arguments(out.with_name("st-work"), settings, save=False)
+    training = Arguments(**{f.name: getattr(ours, f.name) for f in fields(ours) if f.init})
     trainer = SentenceTransformerTrainer(
         model=model, args=training, train_dataset=dataset, loss=MSELoss(model), callbacks=[timer]
     )
