@@ -3,6 +3,7 @@ and the model a user would otherwise pick (all-MiniLM-L6-v2), on a local retriev
 Acc@1, documents per second on this machine, score and speed ratios against the teacher, training wall time.
 
     python benchmarks/distill.py --texts 4000 --mlm-steps 200 --steps 1000
+    python benchmarks/distill.py --steps 1600 --more-steps 1200   # then a second schedule from the first's output
 
 Student: `guide` (all-mpnet-base-v2 -> 384 wide, --layers) then `distill` on standard-library text: docstrings
 and, for a share of the texts (--code-share), the source of functions that are not in the retrieval set, so the
@@ -31,6 +32,13 @@ def main() -> None:
         "--mlm-steps", type=int, default=200, help="masked-LM steps between GUIDE and distill (0: none)"
     )
     parser.add_argument("--steps", type=int, default=1000, help="distillation steps")
+    parser.add_argument(
+        "--more-steps",
+        type=int,
+        default=0,
+        help="a second distillation schedule of N steps from the first one's output (same texts and targets)",
+    )
+    parser.add_argument("--more-lr", type=float, default=1e-4, help="peak learning rate of the second schedule")
     parser.add_argument(
         "--eval-every", type=int, default=200, help="score the student on the retrieval set every N distillation steps"
     )
@@ -61,11 +69,26 @@ def main() -> None:
     start = student
     if arguments.mlm_steps:
         start = work / f"{student.name}-mlm-{texts.stem}-{arguments.mlm_steps}"
-        wall["mlm"] = timed_once(start, lambda: train_stage("mlm", student, teacher, texts, start, arguments))
+        wall["mlm"] = timed_once(
+            start, lambda: train_stage("mlm", student, teacher, texts, start, arguments, arguments.mlm_steps)
+        )
         stages.append((f"after {arguments.mlm_steps} MLM steps (384)", start))
     distilled = work / f"{start.name}-distilled-{arguments.steps}-lr{arguments.lr}"
-    wall["distill"] = timed_once(distilled, lambda: train_stage("distill", start, teacher, texts, distilled, arguments))
+    wall["distill"] = timed_once(
+        distilled, lambda: train_stage("distill", start, teacher, texts, distilled, arguments, arguments.steps)
+    )
     stages.append((f"after {arguments.steps} distillation steps (384)", distilled))
+    curve = distill_curve(distilled)
+    if arguments.more_steps:
+        more = work / f"{distilled.name}-then-{arguments.more_steps}-lr{arguments.more_lr}"
+        wall["distill, second schedule"] = timed_once(
+            more,
+            lambda: train_stage(
+                "distill", distilled, teacher, texts, more, arguments, arguments.more_steps, arguments.more_lr
+            ),
+        )
+        stages.append((f"after {arguments.steps} + {arguments.more_steps} distillation steps (384)", more))
+        curve += [{**point, "step": point["step"] + arguments.steps} for point in distill_curve(more)[1:]]
 
     rows = score_rows(
         [("teacher all-mpnet-base-v2 (768)", teacher), ("all-MiniLM-L6-v2 (384, reference)", str(minilm_path()))]
@@ -73,7 +96,6 @@ def main() -> None:
         beir,
         arguments.max_len,
     )
-    curve = distill_curve(distilled)
     print_rows(rows, beir, arguments.max_len, wall)
     print_curve(curve, rows)
     arguments.json.parent.mkdir(parents=True, exist_ok=True)
@@ -120,15 +142,24 @@ def timed_once(out: Path, make: Callable[[], Any]) -> float:
     return float(record.read_text()) if record.exists() else float("nan")
 
 
-def train_stage(stage: str, start: Path, teacher: str, texts: Path, out: Path, arguments: argparse.Namespace) -> None:
+def train_stage(
+    stage: str,
+    start: Path,
+    teacher: str,
+    texts: Path,
+    out: Path,
+    arguments: argparse.Namespace,
+    steps: int,
+    lr: float | None = None,
+) -> None:
     from ctxext.train import TrainSettings
     from ctxext.train.distill import distill
     from ctxext.train.mlm import train_mlm
 
     settings = TrainSettings(
-        steps=arguments.mlm_steps if stage == "mlm" else arguments.steps,
+        steps=steps,
         batch_size=arguments.batch_size,
-        learning_rate=arguments.lr,
+        learning_rate=lr or arguments.lr,
         warmup_ratio=0.1,
         logging_every=10,
         save_every=10**6,
