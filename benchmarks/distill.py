@@ -70,12 +70,13 @@ def main() -> None:
     if arguments.mlm_steps:
         start = work / f"{student.name}-mlm-{texts.stem}-{arguments.mlm_steps}"
         wall["mlm"] = timed_once(
-            start, lambda: train_stage("mlm", student, teacher, texts, start, arguments, arguments.mlm_steps)
+            start, lambda: train_stage("mlm", student, teacher, texts, start, arguments, steps=arguments.mlm_steps)
         )
         stages.append((f"after {arguments.mlm_steps} MLM steps (384)", start))
     distilled = work / f"{start.name}-distilled-{arguments.steps}-lr{arguments.lr}"
     wall["distill"] = timed_once(
-        distilled, lambda: train_stage("distill", start, teacher, texts, distilled, arguments, arguments.steps)
+        distilled,
+        lambda: train_stage("distill", start, teacher, texts, distilled, arguments, steps=arguments.steps, beir=beir),
     )
     stages.append((f"after {arguments.steps} distillation steps (384)", distilled))
     curve = distill_curve(distilled)
@@ -84,7 +85,15 @@ def main() -> None:
         wall["distill, second schedule"] = timed_once(
             more,
             lambda: train_stage(
-                "distill", distilled, teacher, texts, more, arguments, arguments.more_steps, arguments.more_lr
+                "distill",
+                distilled,
+                teacher,
+                texts,
+                more,
+                arguments,
+                steps=arguments.more_steps,
+                lr=arguments.more_lr,
+                beir=beir,
             ),
         )
         stages.append((f"after {arguments.steps} + {arguments.more_steps} distillation steps (384)", more))
@@ -149,32 +158,42 @@ def train_stage(
     texts: Path,
     out: Path,
     arguments: argparse.Namespace,
+    *,
     steps: int,
     lr: float | None = None,
+    beir: Path | None = None,
 ) -> None:
-    from ctxext.train import TrainSettings
+    """``mlm`` or ``distill`` from ``start`` to ``out``; ``beir``: the retrieval set distillation is scored on
+    every --eval-every steps."""
     from ctxext.train.distill import distill
     from ctxext.train.mlm import train_mlm
 
-    settings = TrainSettings(
-        steps=steps,
-        batch_size=arguments.batch_size,
-        learning_rate=lr or arguments.lr,
-        warmup_ratio=0.1,
-        logging_every=10,
-        save_every=10**6,
-        eval_every=arguments.eval_every if stage == "distill" else 0,
-        progress_bars=False,
-    )
+    eval_every = arguments.eval_every if beir else 0
+    settings = training_settings(steps, arguments.batch_size, lr or arguments.lr, eval_every=eval_every)
     if stage == "mlm":
         result = train_mlm(str(start), [texts], out, mask=0.3, max_len=arguments.max_len, settings=settings)
     else:
-        beir = texts.parent / f"pydocs-beir-{arguments.queries}"
         result = distill(
             str(start), teacher, [texts], out, max_len=arguments.max_len, settings=settings, eval_beir=beir
         )
     losses = [loss for _, loss in result.history["train"]] or [float("nan")]
     print(f"{stage}: loss {losses[0]:.5f} -> {losses[-1]:.5f}", flush=True)
+
+
+def training_settings(steps: int, batch_size: int, lr: float, *, eval_every: int = 0, logging_every: int = 10) -> Any:
+    """The benchmarks' training settings: 10% warm-up, no checkpoints, no progress bars."""
+    from ctxext.train import TrainSettings
+
+    return TrainSettings(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        warmup_ratio=0.1,
+        logging_every=logging_every,
+        save_every=10**6,
+        eval_every=eval_every,
+        progress_bars=False,
+    )
 
 
 def distill_curve(distilled: Path) -> list[dict[str, float]]:

@@ -23,10 +23,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from distill import score_rows  # this folder is on sys.path when run as a script
+from distill import score_rows, training_settings  # this folder is on sys.path when run as a script
 
 ARMS = ("ctxext", "sentence-transformers")
 WARM_UP_STEPS = 5
+TARGETS = {"pca_sample": 20000, "teacher_batch_size": 32}
+"""How both arms get the teacher's targets: passed to ``distill`` and to ``distill_targets`` alike."""
 
 
 def main() -> None:
@@ -104,17 +106,7 @@ def step_timer() -> Any:
 
 
 def settings_for(arguments: argparse.Namespace) -> Any:
-    from ctxext.train import TrainSettings
-
-    return TrainSettings(
-        steps=arguments.steps,
-        batch_size=arguments.batch_size,
-        learning_rate=arguments.lr,
-        warmup_ratio=0.1,
-        logging_every=5,
-        save_every=10**6,
-        progress_bars=False,
-    )
+    return training_settings(arguments.steps, arguments.batch_size, arguments.lr, logging_every=5)
 
 
 def train_with_ctxext(arguments: argparse.Namespace, out: Path, timer: Any) -> float:
@@ -127,7 +119,9 @@ def train_with_ctxext(arguments: argparse.Namespace, out: Path, timer: Any) -> f
         out,
         max_len=arguments.max_len,
         settings=settings_for(arguments),
+        cache=teacher_cache(),
         callbacks=[timer],
+        **TARGETS,
     )
     return float(result.history["train"][-1][1])
 
@@ -139,25 +133,27 @@ def train_with_sentence_transformers(arguments: argparse.Namespace, out: Path, t
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
-    from ctxext.presets import cache_dir
+    from ctxext.encode import sentence_transformers_settings
+    from ctxext.io import open_model
     from ctxext.train.distill import distill_targets
     from ctxext.train.runner import training_arguments
 
     settings = settings_for(arguments)
-    model = SentenceTransformer(str(arguments.work / arguments.student), device="cpu")
-    model.max_seq_length = arguments.max_len
-    normalize = any(type(module).__name__ == "Normalize" for module in model)
+    _, folder = open_model(arguments.work / arguments.student)
+    _, normalize, _ = sentence_transformers_settings(folder)
     goal = distill_targets(
         teacher(),
         [arguments.work / arguments.texts],
-        getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)(),
+        int(folder.config["hidden_size"]),
         normalize,
         arguments.max_len,
-        pca_sample=20000,
+        pca_sample=TARGETS["pca_sample"],
         seed=settings.seed,
-        cache=cache_dir() / "distill",
-        batch_size=32,
+        cache=teacher_cache(),
+        batch_size=TARGETS["teacher_batch_size"],
     )
+    model = SentenceTransformer(str(folder.root), device="cpu")
+    model.max_seq_length = arguments.max_len
     dataset = Dataset.from_dict({"text": goal.texts, "label": goal.targets.tolist()})
     # ctxext's own TrainingArguments for these settings, carried over field by field: the same schedule
     ours = training_arguments(out.with_name("st-work"), settings, save=False)
@@ -168,6 +164,12 @@ def train_with_sentence_transformers(arguments: argparse.Namespace, out: Path, t
     trainer.train()
     model.save(str(out))
     return float([entry["loss"] for entry in trainer.state.log_history if "loss" in entry][-1])
+
+
+def teacher_cache() -> Path:
+    from ctxext.presets import cache_dir
+
+    return cache_dir() / "distill"
 
 
 def teacher() -> Path:
