@@ -3,13 +3,17 @@ and the model a user would otherwise pick (all-MiniLM-L6-v2), on a local retriev
 Acc@1, documents per second on this machine, score and speed ratios against the teacher, training wall time.
 
     python benchmarks/distill.py --texts 4000 --mlm-steps 200 --steps 1000
-    python benchmarks/distill.py --steps 1600 --more-steps 1200   # then a second schedule from the first's output
+    python benchmarks/distill.py --steps 1600 --more 1200:1e-4   # then a second schedule from the first's output
+    python benchmarks/distill.py --steps 1600 --more 1200:1e-4 --more 1200:1e-4:pandas,sqlalchemy  # a third, on
+                                                                 # more texts: those packages' docstrings and code
 
 Student: `guide` (all-mpnet-base-v2 -> 384 wide, --layers) then `distill` on standard-library text: docstrings
 and, for a share of the texts (--code-share), the source of functions that are not in the retrieval set, so the
 student sees both sides of the task (the full recipe puts `mlm` between guide and distill: scripts/pipeline.py
 configs/modernbert_small_v2.json). Retrieval set: `write_pydocs_beir` (query = a function's docstring summary
-line, document = its source without the docstring).
+line, document = its source without the docstring). The curve during training is scored on a dev set built
+the same way from the packages held out for development (`HELD_OUT_PACKAGES["dev"]`: numpy, scikit-learn, ...),
+which no training text comes from; the final table on both.
 """
 
 from __future__ import annotations
@@ -19,9 +23,35 @@ import ast
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A distillation schedule after the first: its steps, peak learning rate, and the packages whose texts
+    join the training texts."""
+
+    steps: int
+    lr: float = 1e-4
+    packages: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> Schedule:
+        steps, lr, packages = (spec.split(":", 2) + ["", ""])[:3]
+        try:
+            return cls(int(steps), float(lr or 1e-4), tuple(p for p in packages.split(",") if p))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{spec!r} is not STEPS[:LR[:PACKAGES]]") from None
+
+    @property
+    def name(self) -> str:
+        """Its output folder's suffix; the package list as a short hash, to keep names short."""
+        plus = f"-plus-{len(self.packages)}pkg-{stable_hash(','.join(self.packages))}" if self.packages else ""
+        return f"{self.steps}-lr{self.lr}{plus}"
 
 
 def main() -> None:
@@ -33,14 +63,17 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=1000, help="distillation steps")
     parser.add_argument(
-        "--more-steps",
-        type=int,
-        default=0,
-        help="a second distillation schedule of N steps from the first one's output (same texts and targets)",
+        "--more",
+        type=Schedule.parse,
+        action="append",
+        default=[],
+        metavar="STEPS[:LR[:PACKAGES]]",
+        help="one more distillation schedule from the previous one's output, repeatable; PACKAGES (comma-separated, "
+        "installed, not held out) add --package-texts texts from their docstrings and code to the training texts",
     )
-    parser.add_argument("--more-lr", type=float, default=1e-4, help="peak learning rate of the second schedule")
+    parser.add_argument("--package-texts", type=int, default=4000, help="texts a --more schedule's packages add")
     parser.add_argument(
-        "--eval-every", type=int, default=200, help="score the student on the retrieval set every N distillation steps"
+        "--eval-every", type=int, default=200, help="score the student on the dev set every N distillation steps"
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -58,7 +91,7 @@ def main() -> None:
     work = arguments.work or cache_dir() / "bench-distill"
     work.mkdir(parents=True, exist_ok=True)
     teacher = str(mpnet_path())
-    beir, texts = build_data(work, arguments)
+    beir, dev, texts = build_data(work, arguments)
     init = Init(arguments.init)
     student = (
         work / f"guide-384x{arguments.layers}" if init == Init.first else work / f"{init.value}-384x{arguments.layers}"
@@ -70,43 +103,37 @@ def main() -> None:
     if arguments.mlm_steps:
         start = work / f"{student.name}-mlm-{texts.stem}-{arguments.mlm_steps}"
         wall["mlm"] = timed_once(
-            start, lambda: train_stage("mlm", student, teacher, texts, start, arguments, steps=arguments.mlm_steps)
+            start, lambda: train_stage("mlm", student, teacher, [texts], start, arguments, steps=arguments.mlm_steps)
         )
         stages.append((f"after {arguments.mlm_steps} MLM steps (384)", start))
     distilled = work / f"{start.name}-distilled-{arguments.steps}-lr{arguments.lr}"
     wall["distill"] = timed_once(
         distilled,
-        lambda: train_stage("distill", start, teacher, texts, distilled, arguments, steps=arguments.steps, beir=beir),
+        lambda: train_stage("distill", start, teacher, [texts], distilled, arguments, steps=arguments.steps, beir=dev),
     )
     stages.append((f"after {arguments.steps} distillation steps (384)", distilled))
     curve = distill_curve(distilled)
-    if arguments.more_steps:
-        more = work / f"{distilled.name}-then-{arguments.more_steps}-lr{arguments.more_lr}"
-        wall["distill, second schedule"] = timed_once(
-            more,
-            lambda: train_stage(
-                "distill",
-                distilled,
-                teacher,
-                texts,
-                more,
-                arguments,
-                steps=arguments.more_steps,
-                lr=arguments.more_lr,
-                beir=beir,
-            ),
-        )
-        stages.append((f"after {arguments.steps} + {arguments.more_steps} distillation steps (384)", more))
-        curve += [{**point, "step": point["step"] + arguments.steps} for point in distill_curve(more)[1:]]
+    previous, done = distilled, arguments.steps
+    for number, schedule in enumerate(arguments.more, start=2):
+        data = [texts, *([package_texts(work, schedule.packages, arguments)] if schedule.packages else [])]
+        more = work / f"{previous.name}-then-{schedule.name}"
+        train = partial(train_stage, "distill", previous, teacher, data, more, arguments, beir=dev)
+        wall[f"distill, schedule {number}"] = timed_once(more, partial(train, steps=schedule.steps, lr=schedule.lr))
+        curve += [{**point, "step": point["step"] + done} for point in distill_curve(more)[1:]]
+        done += schedule.steps
+        more_texts = f" (+ {','.join(schedule.packages)})" if schedule.packages else ""
+        stages.append((f"after {done} distillation steps{more_texts} (384)", more))
+        previous = more
 
-    rows = score_rows(
-        [("teacher all-mpnet-base-v2 (768)", teacher), ("all-MiniLM-L6-v2 (384, reference)", str(minilm_path()))]
-        + [(label, str(path)) for label, path in stages],
-        beir,
-        arguments.max_len,
-    )
+    models = [
+        ("teacher all-mpnet-base-v2 (768)", teacher),
+        ("all-MiniLM-L6-v2 (384, reference)", str(minilm_path())),
+    ] + [(label, str(path)) for label, path in stages]
+    rows = score_rows(models, beir, arguments.max_len)
+    dev_rows = score_rows(models, dev, arguments.max_len)
     print_rows(rows, beir, arguments.max_len, wall)
-    print_curve(curve, rows)
+    print_rows(dev_rows, dev, arguments.max_len, {})
+    print_curve(curve, {beir.name: teacher_score(rows), dev.name: teacher_score(dev_rows)})
     arguments.json.parent.mkdir(parents=True, exist_ok=True)
     arguments.json.write_text(
         json.dumps(
@@ -114,6 +141,7 @@ def main() -> None:
                 "options": {k: str(v) for k, v in vars(arguments).items()},
                 "training_wall_s": wall,
                 "rows": rows,
+                "dev_rows": dev_rows,
                 "distill_curve": curve,
             },
             indent=2,
@@ -122,23 +150,57 @@ def main() -> None:
     print(f"saved {arguments.json}")
 
 
-def build_data(work: Path, arguments: argparse.Namespace) -> tuple[Path, Path]:
-    """The retrieval set, and the training texts: docstrings and sources of functions not in it."""
-    from ctxext.data.pydocs import public_functions, python_docstrings, write_pydocs_beir
+def build_data(work: Path, arguments: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The retrieval set (standard library), the dev set (the packages held out for development), and the
+    training texts: docstrings and sources of standard-library functions not in the retrieval set."""
+    from ctxext.data.pydocs import HELD_OUT_PACKAGES, public_functions, python_docstrings, write_pydocs_beir
 
     beir = work / f"pydocs-beir-{arguments.queries}"
     if not beir.exists():
         write_pydocs_beir(beir, limit=arguments.queries)
+    dev = work / f"pydocs-beir-dev-{arguments.queries}"
+    if not dev.exists():
+        write_pydocs_beir(dev, limit=arguments.queries, packages=HELD_OUT_PACKAGES["dev"])
     texts = work / f"texts-{arguments.texts}-code{arguments.code_share}-beir{arguments.queries}.jsonl"
     if not texts.exists():
         held_out = {json.loads(line)["function"] for line in (beir / "queries.jsonl").read_text().splitlines()}
         sources = [ast.unparse(node) for name, node in public_functions() if name not in held_out]
-        wanted = int(arguments.texts * arguments.code_share)
-        code = sources[:: max(1, len(sources) // max(wanted, 1))][:wanted]  # spread over the whole library
-        prose = [t for _, t in python_docstrings()][: arguments.texts - len(code)]
-        mixed = [text for pair in zip_longest(prose, code) for text in pair if text]
-        texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in mixed))
-    return beir, texts
+        prose = [text for _, text in python_docstrings()]
+        write_texts(texts, prose, sources, arguments.texts, arguments.code_share)
+    return beir, dev, texts
+
+
+def package_texts(work: Path, packages: tuple[str, ...], arguments: argparse.Namespace) -> Path:
+    """--package-texts texts from the docstrings and function sources of installed ``packages`` (never the
+    held-out ones), spread over all of them."""
+    from ctxext.data.pydocs import check_training_packages, package_folder, public_functions, python_docstrings
+
+    check_training_packages(packages)
+    count = arguments.package_texts
+    texts = work / f"texts-{count}-code{arguments.code_share}-{stable_hash(','.join(packages))}.jsonl"
+    if not texts.exists():
+        prose = [text for package in packages for _, text in python_docstrings(package=package)]
+        folders = [package_folder(package) for package in packages]
+        sources = [ast.unparse(node) for folder in folders for _, node in public_functions(folder)]
+        write_texts(texts, prose, sources, count, arguments.code_share)
+    return texts
+
+
+def write_texts(path: Path, prose: list[str], sources: list[str], count: int, code_share: float) -> None:
+    """``count`` texts, ``code_share`` of them function sources, both taken every k-th over their whole lists,
+    prose and code alternating."""
+    wanted = int(count * code_share)
+    code = sources[:: max(1, len(sources) // max(wanted, 1))][:wanted]
+    wanted = count - len(code)
+    prose = prose[:: max(1, len(prose) // max(wanted, 1))][:wanted]
+    mixed = [text for pair in zip_longest(prose, code) for text in pair if text]
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in mixed))
+
+
+def stable_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def timed_once(out: Path, make: Callable[[], Any]) -> float:
@@ -155,7 +217,7 @@ def train_stage(
     stage: str,
     start: Path,
     teacher: str,
-    texts: Path,
+    data: list[Path],
     out: Path,
     arguments: argparse.Namespace,
     *,
@@ -163,19 +225,17 @@ def train_stage(
     lr: float | None = None,
     beir: Path | None = None,
 ) -> None:
-    """``mlm`` or ``distill`` from ``start`` to ``out``; ``beir``: the retrieval set distillation is scored on
-    every --eval-every steps."""
+    """``mlm`` or ``distill`` from ``start`` to ``out`` on the texts in ``data``; ``beir``: the retrieval set
+    distillation is scored on every --eval-every steps."""
     from ctxext.train.distill import distill
     from ctxext.train.mlm import train_mlm
 
     eval_every = arguments.eval_every if beir else 0
     settings = training_settings(steps, arguments.batch_size, lr or arguments.lr, eval_every=eval_every)
     if stage == "mlm":
-        result = train_mlm(str(start), [texts], out, mask=0.3, max_len=arguments.max_len, settings=settings)
+        result = train_mlm(str(start), data, out, mask=0.3, max_len=arguments.max_len, settings=settings)
     else:
-        result = distill(
-            str(start), teacher, [texts], out, max_len=arguments.max_len, settings=settings, eval_beir=beir
-        )
+        result = distill(str(start), teacher, data, out, max_len=arguments.max_len, settings=settings, eval_beir=beir)
     losses = [loss for _, loss in result.history["train"]] or [float("nan")]
     print(f"{stage}: loss {losses[0]:.5f} -> {losses[-1]:.5f}", flush=True)
 
@@ -196,12 +256,19 @@ def training_settings(steps: int, batch_size: int, lr: float, *, eval_every: int
     )
 
 
-def distill_curve(distilled: Path) -> list[dict[str, float]]:
-    """The retrieval scores logged during distillation (step, nDCG@10, Acc@1), from the output's manifest."""
-    record = json.loads((distilled / "manifest.json").read_text())["operations"][-1]
+def distill_curve(distilled: Path) -> list[dict[str, Any]]:
+    """The retrieval scores logged during distillation (step, nDCG@10, Acc@1, the set's folder name), from the
+    output's manifest."""
+    manifest = json.loads((distilled / "manifest.json").read_text())
+    scored_on = Path(manifest["options"].get("eval_beir") or "").name
     return [
-        {"step": e["step"], "ndcg_at_10": e["retrieval_ndcg_at_10"], "acc_at_1": e["retrieval_acc_at_1"]}
-        for e in record["parameters"]["loss_history"].get("retrieval", [])
+        {
+            "step": e["step"],
+            "ndcg_at_10": e["retrieval_ndcg_at_10"],
+            "acc_at_1": e["retrieval_acc_at_1"],
+            "set": scored_on,
+        }
+        for e in manifest["operations"][-1]["parameters"]["loss_history"].get("retrieval", [])
     ]
 
 
@@ -231,26 +298,32 @@ def score_rows(models: list[tuple[str, str]], beir: Path, max_len: int) -> dict[
     return rows
 
 
+def teacher_score(rows: dict[str, dict[str, float]]) -> float:
+    return next(iter(rows.values()))["ndcg_at_10"]
+
+
 def print_rows(rows: dict[str, dict[str, float]], beir: Path, max_len: int, wall: dict[str, float]) -> None:
     print(f"\nretrieval on {beir.name} (documents up to {max_len} tokens)")
-    print(f"{'model':<40}{'nDCG@10':>9}{'Acc@1':>8}{'docs/s':>9}{'score ratio':>13}{'speed ratio':>13}")
+    print(f"{'model':<52}{'nDCG@10':>9}{'Acc@1':>8}{'docs/s':>9}{'score ratio':>13}{'speed ratio':>13}")
     for label, row in rows.items():
         print(
-            f"{label:<40}{row['ndcg_at_10']:>9.3f}{row['acc_at_1']:>8.3f}{row['docs_per_s']:>9.1f}"
+            f"{label:<52}{row['ndcg_at_10']:>9.3f}{row['acc_at_1']:>8.3f}{row['docs_per_s']:>9.1f}"
             f"{row['score_ratio']:>13.3f}{row['speed_ratio']:>13.2f}"
         )
-    print("training wall time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in wall.items()))
+    if wall:
+        print("training wall time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in wall.items()))
 
 
-def print_curve(curve: list[dict[str, float]], rows: dict[str, dict[str, float]]) -> None:
+def print_curve(curve: list[dict[str, Any]], teacher: dict[str, float]) -> None:
+    """The curve, each point's score ratio against the teacher's nDCG@10 on the set it was scored on (``teacher``:
+    by set folder name; runs made before the dev set existed were scored on the test set)."""
     if not curve:
         return
-    teacher = next(iter(rows.values()))["ndcg_at_10"]
-    print("\ndistillation curve (same retrieval set)")
-    print(f"{'step':>6}{'nDCG@10':>9}{'Acc@1':>8}{'score ratio':>13}")
+    print("\ndistillation curve")
+    print(f"{'step':>6}{'set':>30}{'nDCG@10':>9}{'Acc@1':>8}{'score ratio':>13}")
     for point in curve:
-        ratio = point["ndcg_at_10"] / teacher
-        print(f"{point['step']:>6}{point['ndcg_at_10']:>9.3f}{point['acc_at_1']:>8.3f}{ratio:>13.3f}")
+        ratio = point["ndcg_at_10"] / teacher[point["set"]]
+        print(f"{point['step']:>6}{point['set']:>30}{point['ndcg_at_10']:>9.3f}{point['acc_at_1']:>8.3f}{ratio:>13.3f}")
 
 
 if __name__ == "__main__":

@@ -131,3 +131,15 @@ def test_a_training_corpus_never_reads_a_held_out_package(packages, tmp_path):
     assert {r["source"] for r in records} == {"alpha_pkg", "beta_pkg"}
     assert all(r["doc_id"].startswith(r["source"] + ".") for r in records)
     assert result.manifest["counts"]["sources"]["alpha_pkg"]["documents"] == 3
+
+
+def test_package_docstrings_are_named_after_their_package(packages, tmp_path, monkeypatch):
+    from ctxext.data.pydocs import python_docstrings
+    from ctxext.errors import SourceNotFound
+
+    monkeypatch.setenv("CTXEXT_CACHE", str(tmp_path / "cache"))
+    pairs = python_docstrings(min_chars=50, package="alpha_pkg")
+    assert len(pairs) == 90 and all(name.startswith("alpha_pkg.mod") for name, _ in pairs)
+    assert not (tmp_path / "cache").exists()  # no version to key a cache on
+    with pytest.raises(SourceNotFound, match="no_such_pkg"):
+        python_docstrings(package="no_such_pkg")

@@ -132,7 +132,7 @@ def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_th
         settings=settings(3),
         cache=cache,
     )
-    assert not first.cached and first.teacher_cache.is_file()
+    assert not first.cached and all(path.is_file() for path in first.teacher_caches)
     second = distill(
         str(parts["student"]),
         str(parts["teacher"]),
@@ -142,7 +142,7 @@ def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_th
         settings=settings(3),
         cache=cache,
     )
-    assert second.cached and second.teacher_cache == first.teacher_cache
+    assert second.cached and second.teacher_caches == first.teacher_caches
     projection = load_file(tmp_path / "a" / "pca_projection.safetensors")
     assert projection["components"].shape == (32, 16) and projection["mean"].shape == (32,)
     record = json.loads((tmp_path / "a" / "manifest.json").read_text())["operations"][0]
@@ -150,6 +150,21 @@ def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_th
     assert "teacher" in json.loads((tmp_path / "a" / "manifest.json").read_text())["sources"]
     vectors = SentenceTransformer(str(tmp_path / "a"), device="cpu").encode(["the model", "sky blue"])
     assert vectors.shape == (2, 16)
+
+
+def test_distilling_a_distilled_student_on_other_texts_keeps_its_projection(parts, tmp_path):
+    from safetensors.numpy import load_file
+
+    first = distill(
+        str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "a", max_len=32, settings=settings(2)
+    )
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"text": f"another text number {i} about {i % 7}"}) + "\n" for i in range(24)))
+    second = distill(str(first.path), str(parts["teacher"]), [other], tmp_path / "b", max_len=32, settings=settings(2))
+    kept, fitted = (load_file(tmp_path / name / "pca_projection.safetensors") for name in ("b", "a"))
+    assert all(np.array_equal(kept[key], fitted[key]) for key in ("components", "mean"))
+    assert not first.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
+    assert second.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
 
 
 def test_pydocs_retrieval_set_pairs_summaries_with_bodies_and_scores_during_training(parts, tmp_path):

@@ -45,6 +45,10 @@ SKIPPED_PARTS = {
 }
 
 
+STDLIB = "stdlib"
+"""The name ``--packages`` gives the standard library."""
+
+
 def stdlib_folder() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
@@ -109,35 +113,47 @@ def public_functions(folder: Path | None = None) -> Iterator[tuple[str, ast.Func
                 yield f"{module}.{node.name}", node
 
 
-def python_docstrings(min_chars: int = 200) -> list[tuple[str, str]]:
-    """The docstrings of the standard library's modules, classes and functions (prose only, doctest sessions
-    cut), as (qualified name, text) pairs in a fixed order: text for demos, tests and benchmarks without
-    downloads. Depends on the Python version; parsed once, then cached (ctxext's cache dir)."""
+def python_docstrings(min_chars: int = 200, package: str = STDLIB) -> list[tuple[str, str]]:
+    """The docstrings of the standard library's (or an installed ``package``'s) modules, classes and functions
+    (prose only, doctest sessions cut), as (qualified name, text) pairs in a fixed order: text for demos, tests
+    and benchmarks without downloads. Depends on the Python (package) version; parsed once, then cached
+    (ctxext's cache dir; a package without a version is parsed every time)."""
     from ctxext.presets import cache_dir
 
-    cached = cache_dir() / f"python-docstrings-v3-{sys.version.split()[0]}-{min_chars}.json"
-    if cached.is_file():
+    folder = None if package == STDLIB else package_folder(package)
+    if package != STDLIB and folder is None:
+        raise SourceNotFound(f"package {package!r} is not installed (or is a single-file module)")
+    version = sys.version.split()[0] if folder is None else package_version(package)
+    key = version if folder is None else f"{package}-{version}"
+    cached = cache_dir() / f"python-docstrings-v3-{key}-{min_chars}.json" if version else None
+    if cached is not None and cached.is_file():
         try:
             return [tuple(pair) for pair in json.loads(cached.read_text(encoding="utf-8"))]
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
             pass
+    pairs = _docstrings(folder, "" if folder is None else f"{package}.", min_chars)
+    try:
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cached.with_name(f".{cached.name}.{os.getpid()}")
+            temporary.write_text(json.dumps(pairs), encoding="utf-8")
+            temporary.replace(cached)
+    except OSError:
+        pass
+    return pairs
+
+
+def _docstrings(folder: Path | None, prefix: str, min_chars: int) -> list[tuple[str, str]]:
     documents: dict[str, str] = {}
-    for module, tree in parsed_modules():
+    for module, tree in parsed_modules(folder):
         for node in [tree, *ast.walk(tree)]:
             if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             text = (ast.get_docstring(node) or "").split(">>>")[0]
             if len(text) >= min_chars:
-                documents.setdefault(f"{module}.{getattr(node, 'name', '')}".rstrip("."), " ".join(text.split()))
-    pairs = list(documents.items())
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cached.with_name(f".{cached.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(pairs), encoding="utf-8")
-        temporary.replace(cached)
-    except OSError:
-        pass
-    return pairs
+                name = f"{prefix}{module}.{getattr(node, 'name', '')}".rstrip(".")
+                documents.setdefault(name, " ".join(text.split()))
+    return list(documents.items())
 
 
 def module_document(name: str, tree: ast.Module) -> dict[str, Any] | None:
@@ -182,9 +198,6 @@ def _arguments(arguments: ast.arguments) -> str:
         names.append(f"**{arguments.kwarg.arg}")
     return ", ".join(names)
 
-
-STDLIB = "stdlib"
-"""The name ``--packages`` gives the standard library."""
 
 HELD_OUT_PACKAGES = {
     "dev": ("sklearn", "numpy", "scipy", "accelerate", "huggingface_hub", "sentence_transformers", "rich", "requests"),

@@ -117,6 +117,17 @@ class Projection:
             },
         )
 
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+            components, mean = handle.get_tensor("components"), handle.get_tensor("mean")
+        return cls(
+            components, mean, float(metadata.get("explained_variance_ratio", "nan")), int(metadata.get("sample", 0))
+        )
+
 
 def fit_projection(embeddings: np.ndarray, dim: int, sample: int, seed: int = 0) -> Projection:
     """PCA of (up to) ``sample`` rows chosen with ``seed``; the student's width ``dim`` components."""
@@ -163,16 +174,17 @@ class TextTargetCollator:
 
 @dataclass
 class DistillResult(TrainingResult):
-    teacher_cache: Path | None
-    cached: bool
+    teacher_caches: list[Path]  # one per data file
+    cached: bool  # every data file's embeddings came from the cache
 
     title = "distill"
 
     def stage_summary(self) -> dict[str, Any]:
         parameters = self.parameters
+        caches = ", ".join(parameters.get("teacher_cache") or [])
         return {
             "texts": parameters.get("texts"),
-            "teacher_cache": f"{parameters.get('teacher_cache')} ({'hit' if self.cached else 'written'})",
+            "teacher_cache": f"{caches} ({'hit' if self.cached else 'written'})",
             "pca_explained_variance": round(parameters.get("pca_explained_variance_ratio", 0.0), 4),
         }
 
@@ -185,8 +197,9 @@ class DistillTargets:
     targets: np.ndarray
     teacher_dim: int
     projection: Projection
-    cache_file: Path | None
+    cache_files: list[Path]
     cached: bool
+    kept: bool  # the projection is the student's own, not fitted here
 
 
 def distill_targets(
@@ -199,24 +212,53 @@ def distill_targets(
     seed: int,
     cache: Path | None,
     batch_size: int,
+    kept: Projection | None = None,
 ) -> DistillTargets:
-    texts = read_documents(files)
+    """The teacher's embeddings of the texts in ``files``, projected to the student's width: by ``kept``, the
+    projection a distilled student was trained against, or else by a PCA fitted on a sample of them."""
+    texts: list[str] = []
+    tables, cache_files, hits = [], [], []
+    for path in files:  # cached file by file, so that adding a file encodes only that file
+        file_texts = read_documents([path])
+        table, cache_file, cached = teacher_embeddings(
+            teacher,
+            file_texts,
+            {"data_sha256": [file_sha256(path)]},
+            max_len=max_len,
+            cache=cache,
+            batch_size=batch_size,
+        )
+        texts += file_texts
+        tables.append(table)
+        cache_files += [cache_file] if cache_file else []
+        hits.append(cached)
     if len(texts) < 2:
         raise InvalidArgument("the data holds fewer than 2 texts: nothing to distil")
-    data_sha = sorted(file_sha256(path) for path in files)
-    embeddings, cache_file, cached = teacher_embeddings(
-        teacher, texts, {"data_sha256": data_sha}, max_len=max_len, cache=cache, batch_size=batch_size
-    )
+    embeddings = np.concatenate(tables)
     if embeddings.shape[1] < dim:
         raise InvalidArgument(
             f"the teacher's embeddings ({embeddings.shape[1]}) are narrower than the student "
             f"({dim}); PCA cannot widen them"
         )
-    projection = fit_projection(embeddings, dim, pca_sample, seed)
+    if kept is not None and kept.components.shape != (embeddings.shape[1], dim):
+        raise InvalidArgument(
+            f"the student's {PROJECTION_FILE} maps {kept.components.shape[0]} -> {kept.components.shape[1]}, "
+            f"but this teacher is {embeddings.shape[1]} wide and the student {dim}"
+        )
+    projection = kept or fit_projection(embeddings, dim, pca_sample, seed)
     targets = projection.apply(embeddings)
     if normalize:
         targets /= np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
-    return DistillTargets(texts, targets, int(embeddings.shape[1]), projection, cache_file, cached)
+    return DistillTargets(
+        texts, targets, int(embeddings.shape[1]), projection, cache_files, all(hits), kept is not None
+    )
+
+
+def kept_projection(folder: Any) -> Projection | None:
+    """The projection a distilled student was trained against: distilling it further (more steps, other texts)
+    keeps that basis, since a PCA refitted on other texts would rotate the targets away from its outputs."""
+    path = Path(folder.root) / PROJECTION_FILE
+    return Projection.load(path) if path.is_file() else None
 
 
 def distill(
@@ -261,9 +303,10 @@ def distill(
     pooling = pooling or "mean"
     files = data_files(data)
     dim = backbone.config.hidden_size
+    kept = kept_projection(folder)
     with main_process_first(settings):  # the main process encodes and caches; the others read its cache
         goal = distill_targets(
-            teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size
+            teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size, kept
         )
     model = DistillModel(backbone, pooling, normalize)
     model.train()
@@ -291,7 +334,7 @@ def distill(
     path, manifest = run.write(
         lambda: _write_student(model, folder, run.out, record, goal, sources, options, force, argv)
     )
-    return DistillResult(path, manifest, history, run.global_step, goal.cache_file, goal.cached)
+    return DistillResult(path, manifest, history, run.global_step, goal.cache_files, goal.cached)
 
 
 def _distill_record(
@@ -315,8 +358,9 @@ def _distill_record(
             "teacher_dim": goal.teacher_dim,
             "student_dim": model.backbone.config.hidden_size,
             "pca_sample": goal.projection.sample,
+            "pca_projection_kept_from_student": goal.kept,
             "pca_explained_variance_ratio": goal.projection.explained_variance_ratio,
-            "teacher_cache": str(goal.cache_file) if goal.cache_file else None,
+            "teacher_cache": [str(path) for path in goal.cache_files],
             "teacher_cache_hit": goal.cached,
             **run.parameters(settings, history),
             "data_files_sha256": {str(p): file_sha256(p) for p in files},
