@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 import train_helpers
@@ -165,6 +167,12 @@ def test_distilling_a_distilled_student_on_other_texts_keeps_its_projection(part
     assert all(np.array_equal(kept[key], fitted[key]) for key in ("components", "mean"))
     assert not first.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
     assert second.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
+    other_teacher = tmp_path / "other-teacher"
+    shutil.copytree(parts["teacher"], other_teacher)
+    weights = safetensors.torch.load_file(other_teacher / "model.safetensors")
+    safetensors.torch.save_file({k: v + 0.01 for k, v in weights.items()}, other_teacher / "model.safetensors")
+    third = distill(str(first.path), str(other_teacher), [other], tmp_path / "c", max_len=32, settings=settings(1))
+    assert not third.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
 
 
 def test_pydocs_retrieval_set_pairs_summaries_with_bodies_and_scores_during_training(parts, tmp_path):

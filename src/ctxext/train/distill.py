@@ -254,11 +254,18 @@ def distill_targets(
     )
 
 
-def kept_projection(folder: Any) -> Projection | None:
-    """The projection a distilled student was trained against: distilling it further (more steps, other texts)
-    keeps that basis, since a PCA refitted on other texts would rotate the targets away from its outputs."""
-    path = Path(folder.root) / PROJECTION_FILE
-    return Projection.load(path) if path.is_file() else None
+def kept_projection(folder: Any, teacher_folder: Any) -> Projection | None:
+    """The projection a student distilled from this same teacher was trained against: distilling it further
+    (more steps, other texts) keeps that basis, since a PCA refitted on other texts would rotate the targets
+    away from its outputs. None for any other student (or teacher)."""
+    path, manifest = Path(folder.root) / PROJECTION_FILE, Path(folder.root) / "manifest.json"
+    if not (path.is_file() and manifest.is_file()):
+        return None
+    try:
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))["sources"]["teacher"]["weight_files_sha256"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Projection.load(path) if recorded == CheckpointReader(teacher_folder).sha256_of_files() else None
 
 
 def distill(
@@ -303,7 +310,7 @@ def distill(
     pooling = pooling or "mean"
     files = data_files(data)
     dim = backbone.config.hidden_size
-    kept = kept_projection(folder)
+    kept = kept_projection(folder, teacher_folder)
     with main_process_first(settings):  # the main process encodes and caches; the others read its cache
         goal = distill_targets(
             teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size, kept
