@@ -11,9 +11,10 @@ Student: `guide` (all-mpnet-base-v2 -> 384 wide, --layers) then `distill` on sta
 and, for a share of the texts (--code-share), the source of functions that are not in the retrieval set, so the
 student sees both sides of the task (the full recipe puts `mlm` between guide and distill: scripts/pipeline.py
 configs/modernbert_small_v2.json). Retrieval set: `write_pydocs_beir` (query = a function's docstring summary
-line, document = its source without the docstring). The curve during training is scored on a dev set built
-the same way from the packages held out for development (`HELD_OUT_PACKAGES["dev"]`: numpy, scikit-learn, ...),
-which no training text comes from; the final table on both.
+line, document = its source without the docstring), on three sets of --queries queries: standard-library
+functions the training texts leave out ("stdlib"), and the two package splits no training text comes from
+(`HELD_OUT_PACKAGES`): "dev" (numpy, scikit-learn, ...), which the curve during training is scored on, and
+"test" (torch, sympy, ...), scored once at the end.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def main() -> None:
     work = arguments.work or cache_dir() / "bench-distill"
     work.mkdir(parents=True, exist_ok=True)
     teacher = str(mpnet_path())
-    beir, dev, texts = build_data(work, arguments)
+    sets, texts = build_data(work, arguments)
+    dev = sets["dev"]
     init = Init(arguments.init)
     student = (
         work / f"guide-384x{arguments.layers}" if init == Init.first else work / f"{init.value}-384x{arguments.layers}"
@@ -129,19 +131,19 @@ def main() -> None:
         ("teacher all-mpnet-base-v2 (768)", teacher),
         ("all-MiniLM-L6-v2 (384, reference)", str(minilm_path())),
     ] + [(label, str(path)) for label, path in stages]
-    rows = score_rows(models, beir, arguments.max_len)
-    dev_rows = score_rows(models, dev, arguments.max_len)
-    print_rows(rows, beir, arguments.max_len, wall)
-    print_rows(dev_rows, dev, arguments.max_len, {})
-    print_curve(curve, {beir.name: teacher_score(rows), dev.name: teacher_score(dev_rows)})
+    tables = {name: score_rows(models, folder, arguments.max_len) for name, folder in sets.items()}
+    for name, folder in sets.items():
+        print_rows(tables[name], folder, arguments.max_len)
+    print("training wall time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in wall.items()))
+    print_curve(curve, {folder.name: teacher_score(tables[name]) for name, folder in sets.items()})
     arguments.json.parent.mkdir(parents=True, exist_ok=True)
     arguments.json.write_text(
         json.dumps(
             {
                 "options": {k: str(v) for k, v in vars(arguments).items()},
                 "training_wall_s": wall,
-                "rows": rows,
-                "dev_rows": dev_rows,
+                "rows": tables["stdlib"],
+                "rows_by_set": tables,
                 "distill_curve": curve,
             },
             indent=2,
@@ -150,24 +152,26 @@ def main() -> None:
     print(f"saved {arguments.json}")
 
 
-def build_data(work: Path, arguments: argparse.Namespace) -> tuple[Path, Path, Path]:
-    """The retrieval set (standard library), the dev set (the packages held out for development), and the
-    training texts: docstrings and sources of standard-library functions not in the retrieval set."""
+def build_data(work: Path, arguments: argparse.Namespace) -> tuple[dict[str, Path], Path]:
+    """The retrieval sets (standard library; the packages held out for dev and for test), and the training
+    texts: docstrings and sources of standard-library functions not in the standard-library set."""
     from ctxext.data.pydocs import HELD_OUT_PACKAGES, public_functions, python_docstrings, write_pydocs_beir
 
     beir = work / f"pydocs-beir-{arguments.queries}"
+    sets = {"stdlib": beir}
     if not beir.exists():
         write_pydocs_beir(beir, limit=arguments.queries)
-    dev = work / f"pydocs-beir-dev-{arguments.queries}"
-    if not dev.exists():
-        write_pydocs_beir(dev, limit=arguments.queries, packages=HELD_OUT_PACKAGES["dev"])
+    for split, packages in HELD_OUT_PACKAGES.items():
+        sets[split] = work / f"pydocs-beir-{split}-{arguments.queries}"
+        if not sets[split].exists():
+            write_pydocs_beir(sets[split], limit=arguments.queries, packages=packages)
     texts = work / f"texts-{arguments.texts}-code{arguments.code_share}-beir{arguments.queries}.jsonl"
     if not texts.exists():
         held_out = {json.loads(line)["function"] for line in (beir / "queries.jsonl").read_text().splitlines()}
         sources = [ast.unparse(node) for name, node in public_functions() if name not in held_out]
         prose = [text for _, text in python_docstrings()]
         write_texts(texts, prose, sources, arguments.texts, arguments.code_share)
-    return beir, dev, texts
+    return sets, texts
 
 
 def package_texts(work: Path, packages: tuple[str, ...], arguments: argparse.Namespace) -> Path:
@@ -302,7 +306,7 @@ def teacher_score(rows: dict[str, dict[str, float]]) -> float:
     return next(iter(rows.values()))["ndcg_at_10"]
 
 
-def print_rows(rows: dict[str, dict[str, float]], beir: Path, max_len: int, wall: dict[str, float]) -> None:
+def print_rows(rows: dict[str, dict[str, float]], beir: Path, max_len: int) -> None:
     print(f"\nretrieval on {beir.name} (documents up to {max_len} tokens)")
     print(f"{'model':<52}{'nDCG@10':>9}{'Acc@1':>8}{'docs/s':>9}{'score ratio':>13}{'speed ratio':>13}")
     for label, row in rows.items():
@@ -310,8 +314,6 @@ def print_rows(rows: dict[str, dict[str, float]], beir: Path, max_len: int, wall
             f"{label:<52}{row['ndcg_at_10']:>9.3f}{row['acc_at_1']:>8.3f}{row['docs_per_s']:>9.1f}"
             f"{row['score_ratio']:>13.3f}{row['speed_ratio']:>13.2f}"
         )
-    if wall:
-        print("training wall time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in wall.items()))
 
 
 def print_curve(curve: list[dict[str, Any]], teacher: dict[str, float]) -> None:
