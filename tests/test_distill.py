@@ -145,6 +145,20 @@ def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_th
         cache=cache,
     )
     assert second.cached and second.teacher_caches == first.teacher_caches
+    more = train_helpers.write_texts(tmp_path / "more.jsonl", count=16, seed=3)
+    written = first.teacher_caches[0].stat().st_mtime_ns
+    third = distill(
+        str(parts["student"]),
+        str(parts["teacher"]),
+        [parts["texts"], more],
+        tmp_path / "c",
+        max_len=32,
+        settings=settings(1),
+        cache=cache,
+    )
+    assert third.teacher_caches[0] == first.teacher_caches[0] and len(third.teacher_caches) == 2
+    assert not third.cached and first.teacher_caches[0].stat().st_mtime_ns == written  # only the added file
+    assert third.manifest["operations"][-1]["parameters"]["texts"] == 32 + 16
     projection = load_file(tmp_path / "a" / "pca_projection.safetensors")
     assert projection["components"].shape == (32, 16) and projection["mean"].shape == (32,)
     record = json.loads((tmp_path / "a" / "manifest.json").read_text())["operations"][0]
@@ -158,11 +172,19 @@ def test_distilling_a_distilled_student_on_other_texts_keeps_its_projection(part
     from safetensors.numpy import load_file
 
     first = distill(
-        str(parts["student"]), str(parts["teacher"]), [parts["texts"]], tmp_path / "a", max_len=32, settings=settings(2)
+        str(parts["student"]),
+        str(parts["teacher"]),
+        [parts["texts"]],
+        tmp_path / "a",
+        max_len=32,
+        settings=settings(2),
+        cache="none",
     )
     other = tmp_path / "other.jsonl"
     other.write_text("".join(json.dumps({"text": f"another text number {i} about {i % 7}"}) + "\n" for i in range(24)))
-    second = distill(str(first.path), str(parts["teacher"]), [other], tmp_path / "b", max_len=32, settings=settings(2))
+    second = distill(
+        str(first.path), str(parts["teacher"]), [other], tmp_path / "b", max_len=32, settings=settings(2), cache="none"
+    )
     kept, fitted = (load_file(tmp_path / name / "pca_projection.safetensors") for name in ("b", "a"))
     assert all(np.array_equal(kept[key], fitted[key]) for key in ("components", "mean"))
     assert not first.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
@@ -171,7 +193,9 @@ def test_distilling_a_distilled_student_on_other_texts_keeps_its_projection(part
     shutil.copytree(parts["teacher"], other_teacher)
     weights = safetensors.torch.load_file(other_teacher / "model.safetensors")
     safetensors.torch.save_file({k: v + 0.01 for k, v in weights.items()}, other_teacher / "model.safetensors")
-    third = distill(str(first.path), str(other_teacher), [other], tmp_path / "c", max_len=32, settings=settings(1))
+    third = distill(
+        str(first.path), str(other_teacher), [other], tmp_path / "c", max_len=32, settings=settings(1), cache="none"
+    )
     assert not third.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
 
 
