@@ -139,6 +139,19 @@ def test_a_config_that_names_no_known_pipeline_is_one_line(tmp_path):
     ]
 
 
+def test_pipeline_docstrings_come_from_the_listed_packages_never_a_held_out_one(tmp_path, monkeypatch):
+    from ctxext.cli.pipeline import build_data
+    from ctxext.data.pydocs import HELD_OUT_PACKAGES
+    from ctxext.errors import InvalidArgument
+
+    monkeypatch.setenv("CTXEXT_CACHE", str(tmp_path / "cache"))
+    held_out = HELD_OUT_PACKAGES["test"][0]
+    with pytest.raises(InvalidArgument, match=held_out):
+        build_data(tmp_path, {"data": {"docstrings": {"packages": ["stdlib", held_out]}}})
+    path = build_data(tmp_path, {"data": {"docstrings": {"packages": ["packaging"], "limit": 5}}})["docstrings"]
+    assert len(path.read_text().splitlines()) == 5
+
+
 def test_tiny_long_document_pipeline_trains_new_rows_and_evaluates_on_longdoc(tmp_path, capsys):
     import tiny
 

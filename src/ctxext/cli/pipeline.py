@@ -10,8 +10,10 @@ manifest; the commands are printed as they run. A stage whose output exists is s
 --force, to redo it); `--resume` continues interrupted Trainer runs. Scaling up is a matter of the numbers in
 the config (steps, batch sizes, lengths); the training stages run under `accelerate launch` / `torchrun`.
 
-Training text never needs a download: `docstrings.jsonl` is built from the standard library's docstrings
-(`ctxext.train.python_docstrings`), `pydocs.jsonl` + `triplets.jsonl` from its module documentation
+Training text never needs a download: `docstrings.jsonl` is built from the docstrings of the standard
+library and of the installed packages `"data": {"docstrings": {"packages": [...]}}` lists (`stdlib` by
+default, never a held-out package; `ctxext.data.pydocs.python_docstrings`), `pydocs.jsonl` +
+`triplets.jsonl` from the standard library's module documentation
 (`ctxext data pydocs`, `ctxext data triplets`), and the retrieval set `pydocs-beir/` pairs a function's
 docstring summary (query) with its source without the docstring (document; `write_pydocs_beir`).
 `"data": {"triplets": {"corpus": "my-docs.jsonl"}}` makes the triplets from your own documents instead.
@@ -83,15 +85,18 @@ def options(values: dict[str, Any]) -> list[str]:
 
 
 def build_data(work: Path, config: dict[str, Any]) -> dict[str, Path]:
-    from ctxext.data.pydocs import python_docstrings, write_pydocs_beir
+    from ctxext.data.pydocs import STDLIB, check_training_packages, python_docstrings, write_pydocs_beir
 
     paths = {}
     data = config.get("data", {})
     if "docstrings" in data:
         path = paths["docstrings"] = work / "docstrings.jsonl"
+        packages = data["docstrings"].get("packages", [STDLIB])
+        check_training_packages(packages)
         if not path.exists():
-            pairs = python_docstrings()[: data["docstrings"].get("limit")]
-            path.write_text("".join(json.dumps({"text": text}) + "\n" for _, text in pairs))
+            texts = dict.fromkeys(text for package in packages for _, text in python_docstrings(package=package))
+            chosen = list(texts)[: data["docstrings"].get("limit")]  # each text once: libraries repeat docstrings
+            path.write_text("".join(json.dumps({"text": text}) + "\n" for text in chosen))
     if "beir" in data:
         path = paths["beir"] = work / "pydocs-beir"
         if not path.exists():
