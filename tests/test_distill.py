@@ -35,6 +35,12 @@ def settings(steps):
     return TrainSettings(steps=steps, batch_size=8, learning_rate=2e-3, save_every=100, **train_helpers.STEPS_SETTINGS)
 
 
+def distill_tiny(parts, out, *, student=None, teacher=None, data=None, steps=2, **options):
+    """``distill`` on the tiny parts at 32 tokens (the student, teacher and texts unless given)."""
+    student, teacher = str(student or parts["student"]), str(teacher or parts["teacher"])
+    return distill(student, teacher, data or [parts["texts"]], out, max_len=32, settings=settings(steps), **options)
+
+
 def test_pca_projection_keeps_the_largest_directions_and_maps_the_mean_to_zero():
     rng = np.random.default_rng(0)
     table = rng.normal(size=(200, 3)) * [5.0, 1.0, 0.1] + 7.0
@@ -125,37 +131,13 @@ def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_th
     from sentence_transformers import SentenceTransformer
 
     cache = tmp_path / "cache"
-    first = distill(
-        str(parts["student"]),
-        str(parts["teacher"]),
-        [parts["texts"]],
-        tmp_path / "a",
-        max_len=32,
-        settings=settings(3),
-        cache=cache,
-    )
+    first = distill_tiny(parts, tmp_path / "a", steps=3, cache=cache)
     assert not first.cached and all(path.is_file() for path in first.teacher_caches)
-    second = distill(
-        str(parts["student"]),
-        str(parts["teacher"]),
-        [parts["texts"]],
-        tmp_path / "b",
-        max_len=32,
-        settings=settings(3),
-        cache=cache,
-    )
+    second = distill_tiny(parts, tmp_path / "b", steps=3, cache=cache)
     assert second.cached and second.teacher_caches == first.teacher_caches
     more = train_helpers.write_texts(tmp_path / "more.jsonl", count=16, seed=3)
     written = first.teacher_caches[0].stat().st_mtime_ns
-    third = distill(
-        str(parts["student"]),
-        str(parts["teacher"]),
-        [parts["texts"], more],
-        tmp_path / "c",
-        max_len=32,
-        settings=settings(1),
-        cache=cache,
-    )
+    third = distill_tiny(parts, tmp_path / "c", data=[parts["texts"], more], steps=1, cache=cache)
     assert third.teacher_caches[0] == first.teacher_caches[0] and len(third.teacher_caches) == 2
     assert not third.cached and first.teacher_caches[0].stat().st_mtime_ns == written  # only the added file
     assert third.manifest["operations"][-1]["parameters"]["texts"] == 32 + 16
@@ -171,20 +153,10 @@ def test_distill_writes_a_sentence_transformer_with_its_projection_and_caches_th
 def test_distilling_a_distilled_student_on_other_texts_keeps_its_projection(parts, tmp_path):
     from safetensors.numpy import load_file
 
-    first = distill(
-        str(parts["student"]),
-        str(parts["teacher"]),
-        [parts["texts"]],
-        tmp_path / "a",
-        max_len=32,
-        settings=settings(2),
-        cache="none",
-    )
+    first = distill_tiny(parts, tmp_path / "a", cache="none")
     other = tmp_path / "other.jsonl"
     other.write_text("".join(json.dumps({"text": f"another text number {i} about {i % 7}"}) + "\n" for i in range(24)))
-    second = distill(
-        str(first.path), str(parts["teacher"]), [other], tmp_path / "b", max_len=32, settings=settings(2), cache="none"
-    )
+    second = distill_tiny(parts, tmp_path / "b", student=first.path, data=[other], cache="none")
     kept, fitted = (load_file(tmp_path / name / "pca_projection.safetensors") for name in ("b", "a"))
     assert all(np.array_equal(kept[key], fitted[key]) for key in ("components", "mean"))
     assert not first.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
@@ -193,9 +165,7 @@ def test_distilling_a_distilled_student_on_other_texts_keeps_its_projection(part
     shutil.copytree(parts["teacher"], other_teacher)
     weights = safetensors.torch.load_file(other_teacher / "model.safetensors")
     safetensors.torch.save_file({k: v + 0.01 for k, v in weights.items()}, other_teacher / "model.safetensors")
-    third = distill(
-        str(first.path), str(other_teacher), [other], tmp_path / "c", max_len=32, settings=settings(1), cache="none"
-    )
+    third = distill_tiny(parts, tmp_path / "c", student=first.path, teacher=other_teacher, data=[other], cache="none")
     assert not third.manifest["operations"][-1]["parameters"]["pca_projection_kept_from_student"]
 
 
