@@ -56,39 +56,10 @@ class Schedule:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=4000, help="texts to train on")
-    parser.add_argument("--code-share", type=float, default=0.5, help="share of the texts that are function sources")
-    parser.add_argument(
-        "--mlm-steps", type=int, default=200, help="masked-LM steps between GUIDE and distill (0: none)"
-    )
-    parser.add_argument("--steps", type=int, default=1000, help="distillation steps")
-    parser.add_argument(
-        "--more",
-        type=Schedule.parse,
-        action="append",
-        default=[],
-        metavar="STEPS[:LR[:PACKAGES]]",
-        help="one more distillation schedule from the previous one's output, repeatable; PACKAGES (comma-separated, "
-        "installed, not held out) add --package-texts texts from their docstrings and code to the training texts",
-    )
-    parser.add_argument("--package-texts", type=int, default=4000, help="texts a --more schedule's packages add")
-    parser.add_argument(
-        "--eval-every", type=int, default=200, help="score the student on the dev set every N distillation steps"
-    )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--init", default="first", help="student init: first (GUIDE), uniform, none (random)")
-    parser.add_argument("--max-len", type=int, default=128)
-    parser.add_argument("--queries", type=int, default=300, help="retrieval set size")
-    parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/distill-cpu.json"))
-    arguments = parser.parse_args()
-
     from ctxext.guide import Init, guide
     from ctxext.presets import cache_dir, minilm_path, mpnet_path
 
+    arguments = parse_arguments()
     work = arguments.work or cache_dir() / "bench-distill"
     work.mkdir(parents=True, exist_ok=True)
     teacher = str(mpnet_path())
@@ -119,8 +90,19 @@ def main() -> None:
     for number, schedule in enumerate(arguments.more, start=2):
         data = [texts, *([package_texts(work, schedule.packages, arguments)] if schedule.packages else [])]
         more = work / f"{previous.name}-then-{schedule.name}"
-        train = partial(train_stage, "distill", previous, teacher, data, more, arguments, beir=dev)
-        wall[f"distill, schedule {number}"] = timed_once(more, partial(train, steps=schedule.steps, lr=schedule.lr))
+        train = partial(
+            train_stage,
+            "distill",
+            previous,
+            teacher,
+            data,
+            more,
+            arguments,
+            steps=schedule.steps,
+            lr=schedule.lr,
+            beir=dev,
+        )
+        wall[f"distill, schedule {number}"] = timed_once(more, train)
         curve += [{**point, "step": point["step"] + done} for point in distill_curve(more)[1:]]
         done += schedule.steps
         more_texts = f" (+ {','.join(schedule.packages)})" if schedule.packages else ""
@@ -150,6 +132,38 @@ def main() -> None:
         )
     )
     print(f"saved {arguments.json}")
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=4000, help="texts to train on")
+    parser.add_argument("--code-share", type=float, default=0.5, help="share of the texts that are function sources")
+    parser.add_argument(
+        "--mlm-steps", type=int, default=200, help="masked-LM steps between GUIDE and distill (0: none)"
+    )
+    parser.add_argument("--steps", type=int, default=1000, help="distillation steps")
+    parser.add_argument(
+        "--more",
+        type=Schedule.parse,
+        action="append",
+        default=[],
+        metavar="STEPS[:LR[:PACKAGES]]",
+        help="one more distillation schedule from the previous one's output, repeatable; PACKAGES (comma-separated, "
+        "installed, not held out) add --package-texts texts from their docstrings and code to the training texts",
+    )
+    parser.add_argument("--package-texts", type=int, default=4000, help="texts a --more schedule's packages add")
+    parser.add_argument(
+        "--eval-every", type=int, default=200, help="score the student on the dev set every N distillation steps"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--init", default="first", help="student init: first (GUIDE), uniform, none (random)")
+    parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=300, help="retrieval set size")
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/distill-cpu.json"))
+    return parser.parse_args()
 
 
 def build_data(work: Path, arguments: argparse.Namespace) -> tuple[dict[str, Path], Path]:
