@@ -86,6 +86,7 @@ def options(values: dict[str, Any]) -> list[str]:
 
 def build_data(work: Path, config: dict[str, Any]) -> dict[str, Path]:
     from ctxext.data.pydocs import STDLIB, check_training_packages, python_docstrings, write_pydocs_beir
+    from ctxext.io import atomic_file
 
     paths = {}
     data = config.get("data", {})
@@ -96,7 +97,8 @@ def build_data(work: Path, config: dict[str, Any]) -> dict[str, Path]:
         if not path.exists():
             texts = dict.fromkeys(text for package in packages for _, text in python_docstrings(package=package))
             chosen = list(texts)[: data["docstrings"].get("limit")]  # each text once: libraries repeat docstrings
-            path.write_text("".join(json.dumps({"text": text}) + "\n" for text in chosen))
+            with atomic_file(path) as temporary:  # an interrupted run leaves no half-written file to reuse
+                temporary.write_text("".join(json.dumps({"text": text}) + "\n" for text in chosen))
     if "beir" in data:
         path = paths["beir"] = work / "pydocs-beir"
         if not path.exists():
