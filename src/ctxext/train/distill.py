@@ -60,18 +60,19 @@ def teacher_embeddings(
     texts: Sequence[str],
     key_parts: dict[str, Any],
     *,
+    teacher_sha256: dict[str, str],
     max_len: int,
     cache: Path | None,
     batch_size: int = 32,
 ) -> tuple[np.ndarray, Path | None, bool]:
     """The teacher's embeddings of ``texts`` (its own pooling and normalisation), from the cache when the key
-    (teacher weights sha256 + data sha256 + settings) matches; returns (embeddings, cache file, was cached)."""
+    (``teacher_sha256``, its weight files' hashes + data sha256 + settings) matches; returns (embeddings, cache
+    file, was cached)."""
     from ctxext.encode import load_encoder
 
-    _, folder = open_model(teacher)
     key_source = {
         "version": CACHE_VERSION,
-        "teacher_weights_sha256": CheckpointReader(folder).sha256_of_files(),
+        "teacher_weights_sha256": teacher_sha256,
         "max_len": max_len,
         "texts": len(texts),
         **key_parts,
@@ -200,6 +201,7 @@ class DistillTargets:
     cache_files: list[Path]
     cached: bool
     kept: bool  # the projection is the student's own, not fitted here
+    teacher_sha256: dict[str, str]  # the teacher's weight files
 
 
 def distill_targets(
@@ -212,10 +214,13 @@ def distill_targets(
     seed: int,
     cache: Path | None,
     batch_size: int,
-    kept: Projection | None = None,
+    student_folder: Any = None,
 ) -> DistillTargets:
-    """The teacher's embeddings of the texts in ``files``, projected to the student's width: by ``kept``, the
-    projection a distilled student was trained against, or else by a PCA fitted on a sample of them."""
+    """The teacher's embeddings of the texts in ``files``, projected to the student's width: by the projection
+    the student (``student_folder``) was distilled against from this teacher, or else by a PCA fitted on a
+    sample of them. The teacher's weights are hashed once, for the cache keys, that check and the manifest."""
+    teacher_sha256 = CheckpointReader(open_model(teacher)[1]).sha256_of_files()
+    kept = kept_projection(student_folder, teacher_sha256) if student_folder is not None else None
     texts: list[str] = []
     tables, cache_files, hits = [], [], []
     for path in files:  # cached file by file, so that adding a file encodes only that file
@@ -224,6 +229,7 @@ def distill_targets(
             teacher,
             file_texts,
             {"data_sha256": [file_sha256(path)]},
+            teacher_sha256=teacher_sha256,
             max_len=max_len,
             cache=cache,
             batch_size=batch_size,
@@ -250,11 +256,11 @@ def distill_targets(
     if normalize:
         targets /= np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
     return DistillTargets(
-        texts, targets, int(embeddings.shape[1]), projection, cache_files, all(hits), kept is not None
+        texts, targets, int(embeddings.shape[1]), projection, cache_files, all(hits), kept is not None, teacher_sha256
     )
 
 
-def kept_projection(folder: Any, teacher_folder: Any) -> Projection | None:
+def kept_projection(folder: Any, teacher_sha256: dict[str, str]) -> Projection | None:
     """The projection a student distilled from this same teacher was trained against: distilling it further
     (more steps, other texts) keeps that basis, since a PCA refitted on other texts would rotate the targets
     away from its outputs. None for any other student (or teacher)."""
@@ -265,7 +271,7 @@ def kept_projection(folder: Any, teacher_folder: Any) -> Projection | None:
         recorded = json.loads(manifest.read_text(encoding="utf-8"))["sources"]["teacher"]["weight_files_sha256"]
     except (KeyError, TypeError, ValueError):
         return None
-    return Projection.load(path) if recorded == CheckpointReader(teacher_folder).sha256_of_files() else None
+    return Projection.load(path) if recorded == teacher_sha256 else None
 
 
 def distill(
@@ -299,7 +305,7 @@ def distill(
     cache_path = None if str(cache) == "none" else Path(cache) if cache else cache_dir() / "distill"
 
     source, folder = open_model(student, revision=revision)
-    teacher_source, teacher_folder = open_model(teacher)
+    teacher_source, _ = open_model(teacher)
     inputs = [source.path, teacher_source.path, *data]
     run = TrainingRun(
         out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
@@ -310,10 +316,9 @@ def distill(
     pooling = pooling or "mean"
     files = data_files(data)
     dim = backbone.config.hidden_size
-    kept = kept_projection(folder, teacher_folder)
     with main_process_first(settings):  # the main process encodes and caches; the others read its cache
         goal = distill_targets(
-            teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size, kept
+            teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size, folder
         )
     model = DistillModel(backbone, pooling, normalize)
     model.train()
@@ -336,8 +341,7 @@ def distill(
         "resume": resume,
         **vars(settings),
     }
-    teacher_sha = CheckpointReader(teacher_folder).sha256_of_files
-    sources = {"model": source, "teacher": (teacher_source, teacher_sha)}
+    sources = {"model": source, "teacher": (teacher_source, goal.teacher_sha256)}
     path, manifest = run.write(
         lambda: _write_student(model, folder, run.out, record, goal, sources, options, force, argv)
     )
@@ -411,7 +415,7 @@ def _write_student(
         argv=argv,
         extra_files=extra_files,
         finish=_projection_writer(goal.projection, record),
-        sources={"teacher": (teacher_source, teacher_sha())},
+        sources={"teacher": (teacher_source, teacher_sha)},
     )
 
 
