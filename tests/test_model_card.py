@@ -14,6 +14,7 @@ import train_helpers
 from ctxext.cli import app
 
 STALE = "This card describes the SOURCE model: 256 word pieces."
+TINY_TRAINING = ["--steps", 1, "--batch-size", 2, "--max-len", 32]
 
 
 def run(*args) -> None:
@@ -48,15 +49,26 @@ COMMANDS = {
         "--query-max-len",
         16,
     ],
+    "mlm": lambda src, tmp: ["mlm", src, "--data", train_helpers.write_texts(tmp / "t.jsonl"), *TINY_TRAINING],
+    "distill": lambda src, tmp: [
+        "distill",
+        src,
+        "--teacher",
+        tiny.make_sentence_transformer("bert", tmp / "teacher"),
+        "--data",
+        train_helpers.write_texts(tmp / "t.jsonl"),
+        *TINY_TRAINING,
+    ],
 }
+LIBRARY = {"guide": "sentence-transformers", "distill": "sentence-transformers"}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_model_output_has_its_own_card_that_the_hub_parses(command, source, tmp_path):
     run(*COMMANDS[command](source, tmp_path), "-o", tmp_path / "out")
     card = ModelCard.load(tmp_path / "out" / "README.md")
-    # guide writes a sentence-transformers folder around its student; the others keep the source's form
-    assert card.data.library_name == ("sentence-transformers" if command == "guide" else "transformers")
+    # guide and distill write a sentence-transformers folder around their student; the others keep the source's form
+    assert card.data.library_name == LIBRARY.get(command, "transformers")
     assert card.data.license == "mit"
     assert card.data.base_model is None  # a local folder: no hub ID to link to
     assert {"ctxext", f"ctxext-{command}"} <= set(card.data.tags)
@@ -83,6 +95,23 @@ def test_a_flipped_decoder_card_says_how_to_load_it(tiny_models, tmp_path):
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.pipeline_tag == "question-answering" and "ctxext.flip.register()" in card.text
     assert "AutoModelForQuestionAnswering" in card.text
+
+
+@pytest.mark.parametrize("command", ["mntp", "finetune-qa"])
+def test_a_trained_flipped_decoder_keeps_a_card_of_its_own(command, tiny_models, tmp_path):
+    from ctxext.data.formats import QAExample, write_squad_jsonl
+
+    run("flip", tiny_models("llama", copy_to=tmp_path / "src"), "--head", "qa", "-o", tmp_path / "flipped")
+    context = "the sky is blue . the pass key is green here we go"
+    write_squad_jsonl(
+        tmp_path / "qa.jsonl", [QAExample("0", "the pass key", context, ["green"], [context.index("green")])] * 4
+    )
+    data = ["--data", train_helpers.write_texts(tmp_path / "t.jsonl")] if command == "mntp" else []
+    data = data or ["--train", tmp_path / "qa.jsonl", "--max-length", 48]
+    run(command, tmp_path / "flipped", *data, "--steps", 1, "--batch-size", 2, "-o", tmp_path / "out")
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert {"ctxext", f"ctxext-{command}"} <= set(card.data.tags) and "## Checks" in card.text
+    assert card.data.pipeline_tag == "question-answering" and "ctxext.flip.register()" in card.text
 
 
 def test_a_source_without_a_card_gives_a_card_without_a_license(tiny_models, tmp_path):

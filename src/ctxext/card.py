@@ -12,8 +12,9 @@ from typing import Any
 
 CARD_NAME = "README.md"
 
-# Commands whose outputs may load through ctxext's registered encoder classes (see _needs_registration).
-FLIP_COMMANDS = frozenset({"flip", "finetune-qa", "finetune_qa"})
+# Commands whose outputs are flipped decoders, which may load through ctxext's registered classes (see
+# _needs_registration).
+FLIP_COMMANDS = frozenset({"flip", "mntp", "finetune-qa", "finetune_qa"})
 REGISTRATION = "import ctxext.flip\n\nctxext.flip.register()  # ctxext's encoder classes, no remote code\n"
 # What a reader of the Hub does with each kind of output.
 PIPELINE_BY_ARCHITECTURE_SUFFIX = {
