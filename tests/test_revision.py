@@ -4,31 +4,86 @@ revision asked for and the commit the files came from (read from a local Hugging
 from __future__ import annotations
 
 import json
-import shutil
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+import tiny
+import train_helpers
 from ctxext.cli import app
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+HUB_ID = "ctxext-tests/tiny-bert"
 
 
-def test_revision_is_used_and_recorded_with_its_commit(tiny_models, tmp_path, monkeypatch):
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An offline Hugging Face cache holding a tiny sentence-transformers BERT at tag ``v1`` (no ``main``)."""
     import huggingface_hub.constants
 
     cache = tmp_path / "hub"
     repo = cache / "models--ctxext-tests--tiny-bert"
-    shutil.copytree(tiny_models("bert"), repo / "snapshots" / COMMIT)
+    tiny.make_sentence_transformer("bert", repo / "snapshots" / COMMIT)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "v1").write_text(COMMIT)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    runner = CliRunner()
-    arguments = ["interpolate", "ctxext-tests/tiny-bert", "--len", "128", "--tile"]
-    result = runner.invoke(app, [*arguments, "--revision", "v1", "-o", str(tmp_path / "out")])
+    return cache
+
+
+def invoke(*arguments):
+    return CliRunner().invoke(app, [str(a) for a in arguments])
+
+
+def recorded(folder, name: str = "model") -> dict:
+    return json.loads((folder / "manifest.json").read_text())["sources"][name]
+
+
+def test_revision_is_used_and_recorded_with_its_commit(hub, tmp_path):
+    arguments = ["interpolate", HUB_ID, "--len", "128", "--tile"]
+    result = invoke(*arguments, "--revision", "v1", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    source = json.loads((tmp_path / "out" / "manifest.json").read_text())["sources"]["model"]
-    assert source["hub_id"] == "ctxext-tests/tiny-bert" and source["revision"] == "v1" and source["commit"] == COMMIT
-    missing = runner.invoke(app, [*arguments, "--revision", "v2", "-o", str(tmp_path / "other")])
+    source = recorded(tmp_path / "out")
+    assert source["hub_id"] == HUB_ID and source["revision"] == "v1" and source["commit"] == COMMIT
+    missing = invoke(*arguments, "--revision", "v2", "-o", tmp_path / "other")
     assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "other").exists()
+
+
+def test_inspect_and_average_read_the_revision(hub, tmp_path):
+    described = invoke("inspect", HUB_ID, "--revision", "v1", "--json")
+    assert described.exit_code == 0, described.output
+    assert json.loads(described.stdout)["commit"] == COMMIT
+    assert invoke("inspect", HUB_ID, "--json").exit_code == 2  # no main in this cache: the revision mattered
+    averaged = invoke("average", HUB_ID, HUB_ID, "--revision", "v1", "-o", tmp_path / "soup")
+    assert averaged.exit_code == 0, averaged.output
+    assert recorded(tmp_path / "soup", "checkpoint_1")["commit"] == COMMIT
+
+
+def test_evaluate_scores_the_revision_and_says_which(hub, tmp_path):
+    result = invoke(
+        "evaluate", HUB_ID, "--revision", "v1", "--lengths", "64", "--documents", 4, "--queries", 2, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["revision"] == "v1"
+
+
+def test_distill_reads_a_hub_teacher_at_its_revision(hub, tiny_models, tmp_path):
+    texts = train_helpers.write_texts(tmp_path / "t.jsonl")
+    arguments = ["distill", tiny_models("bert"), "--teacher", HUB_ID, "--data", texts, "--steps", 1]
+    result = invoke(*arguments, "--teacher-revision", "v1", "--batch-size", 2, "--max-len", 32, "-o", tmp_path / "d")
+    assert result.exit_code == 0, result.output
+    teacher = recorded(tmp_path / "d", "teacher")
+    assert teacher["hub_id"] == HUB_ID and teacher["revision"] == "v1" and teacher["commit"] == COMMIT
+
+
+def test_a_pipeline_config_revision_reaches_the_stages_that_read_the_source():
+    from ctxext.cli.pipeline import PIPELINE_STAGES
+
+    config = {"source": HUB_ID, "teacher": HUB_ID, "revision": "v1"}
+    firsts = {name: stages[0].arguments(config, {}, None) for name, stages in PIPELINE_STAGES.items()}
+    assert all(arguments[-2:] == ["--revision", "v1"] for arguments in firsts.values())
+    distill = PIPELINE_STAGES["guide-distill"][2].arguments(config, {"docstrings": "d", "beir": "b"}, Path("student"))
+    assert distill[distill.index("--teacher-revision") + 1] == "v1"
+    assert "--revision" not in PIPELINE_STAGES["interpolate-finetune"][1].arguments(config, {"triplets": "t"}, "x")

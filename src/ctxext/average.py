@@ -34,14 +34,16 @@ def average(
     refs: Sequence[str | Path],
     out: str | Path,
     *,
+    revision: str | None = None,
     force: bool = False,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> OutputResult:
-    """Write the element-wise mean of ``refs`` to ``out``; support files come from the first."""
+    """Write the element-wise mean of ``refs`` to ``out``; support files come from the first. ``revision``
+    applies to every hub source (local folders have none)."""
     if len(refs) < 2:
         raise InvalidArgument("average needs two checkpoints or more")
-    opened = [open_model(ref) for ref in refs]
+    opened = [open_model(ref, revision=revision) for ref in refs]
     readers = [CheckpointReader(folder) for _, folder in opened]
     config = source_config(opened[0][1])
     for ref, (_, folder), reader in zip(refs[1:], opened[1:], readers[1:], strict=True):

@@ -104,6 +104,7 @@ def load_encoder(
     max_length: int | None = None,
     device: str | None = None,
     model_loader: Callable[[Path], Any] | None = None,
+    revision: str | None = None,
 ) -> Encoder:
     """Load a checkpoint for embedding. ``model_loader`` replaces ``AutoModel.from_pretrained`` (adapters
     and other registered architectures use it)."""
@@ -112,7 +113,7 @@ def load_encoder(
 
     from ctxext.block_sparse import use_block_sparse
 
-    _, folder = open_model(ref)
+    _, folder = open_model(ref, revision=revision)
     config = folder.config
     st_pooling, normalize, st_length = sentence_transformers_settings(folder)
     chosen = pooling or st_pooling or ("last" if config.get("model_type") in DECODER_TYPES else "cls")

@@ -82,9 +82,18 @@ class Evaluation:
     task: str
     form: str
     scores: list[Score] = field(default_factory=list)
+    revision: str | None = None
+    """The hub revision ``model`` was read at, when one was asked for."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "task": self.task, "form": self.form, "scores": [asdict(s) for s in self.scores]}
+        revision = {"revision": self.revision} if self.revision else {}
+        return {
+            "model": self.model,
+            **revision,
+            "task": self.task,
+            "form": self.form,
+            "scores": [asdict(s) for s in self.scores],
+        }
 
 
 @dataclass
@@ -407,6 +416,7 @@ def evaluate(
     batch_size: int = 8,
     pooling: str | None = None,
     encoder: Any = None,
+    revision: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> Evaluation:
     """Score one model. ``max_length`` truncates documents (default: each set's length, capped at the
@@ -415,7 +425,7 @@ def evaluate(
     from ctxext.encode import load_encoder
 
     check_evaluation_options(lengths, max_length, chunk, documents, queries, batch_size)
-    encoder = encoder or load_encoder(ref, pooling=pooling)
+    encoder = encoder or load_encoder(ref, pooling=pooling, revision=revision)
     if task == Task.retrieval:
         if beir is None:
             raise InvalidArgument("--task retrieval needs --beir FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
@@ -435,7 +445,7 @@ def evaluate(
         form = f"truncated at {min(max_length or longest, encoder.position_limit)}"
     else:
         form = "full"
-    result = Evaluation(model=ref, task=task.value, form=form)
+    result = Evaluation(model=ref, task=task.value, form=form, revision=revision)
     for done, retrieval_set in enumerate(sets):
         length = min(max_length or retrieval_set.length or encoder.position_limit, encoder.position_limit)
 

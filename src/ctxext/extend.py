@@ -119,12 +119,13 @@ def compare_on_held_out(
     length: int,
     chunk: int = 512,
     batch_size: int = 2,
+    revision: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> HeldOutComparison:
-    """Both models on the held-out BEIR folder: the source as the mean of ``chunk``-token windows, the
-    extended model over whole documents up to ``length`` tokens."""
+    """Both models on the held-out BEIR folder: the source (a hub source at ``revision``) as the mean of
+    ``chunk``-token windows, the extended model over whole documents up to ``length`` tokens."""
 
-    def scored(model: str, chunked: int | None) -> Evaluation:
+    def scored(model: str, chunked: int | None, revision: str | None = None) -> Evaluation:
         return evaluate(
             model,
             Task.retrieval,
@@ -132,10 +133,13 @@ def compare_on_held_out(
             chunk=chunked,
             beir=str(beir),
             batch_size=batch_size,
+            revision=revision,
             progress=progress,
         )
 
-    return HeldOutComparison(str(beir), length, chunk=scored(source, chunk), extended=scored(str(extended), None))
+    return HeldOutComparison(
+        str(beir), length, chunk=scored(source, chunk, revision), extended=scored(str(extended), None)
+    )
 
 
 def publish(trained: Path, out: str | Path, comparison: HeldOutComparison, *, force: bool = False) -> Path:

@@ -30,8 +30,8 @@ class Description:
         return f"inspect {self.ref}"
 
 
-def describe(ref: str) -> Description:
-    source, folder = open_model(ref)
+def describe(ref: str, *, revision: str | None = None) -> Description:
+    source, folder = open_model(ref, revision=revision)
     config = folder.config
     reader = CheckpointReader(folder)
     shapes = {name: info.shape for name, info in reader.infos.items()}
@@ -40,6 +40,7 @@ def describe(ref: str) -> Description:
         ref,
         {
             "path": str(source.path),
+            **({"revision": source.revision, "commit": source.commit} if source.revision else {}),
             "architecture": (config.get("architectures") or [config.get("model_type")])[0],
             "model_type": config.get("model_type"),
             "positions": _positions(config, shapes),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, emit, progress_bars, reports_errors
+from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, RevisionOpt, emit, progress_bars, reports_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
 @reports_errors
 def inspect_command(
     checkpoint: Annotated[str, typer.Argument(help="Model folder, hub ID or embedded model name.")],
+    revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Architecture, position scheme and length, parameters, dtypes, adapters and manifest summary.
@@ -28,7 +29,7 @@ def inspect_command(
     """
     from ctxext.inspect import describe
 
-    emit(describe(checkpoint), as_json)
+    emit(describe(checkpoint, revision=revision), as_json)
 
 
 @reports_errors
@@ -50,6 +51,7 @@ def average_command(
         list[str], typer.Argument(help="Two or more model folders or hub IDs fine-tuned from one starting point.")
     ],
     out: OutOpt,
+    revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -63,5 +65,5 @@ def average_command(
     from ctxext.average import average
 
     with progress_bars() as progress:
-        result = average(checkpoints, out, force=force, progress=progress, argv=sys.argv)
+        result = average(checkpoints, out, revision=revision, force=force, progress=progress, argv=sys.argv)
     emit(result, as_json)

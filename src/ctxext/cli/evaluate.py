@@ -38,6 +38,9 @@ def evaluate_command(
         Path | None,
         typer.Option(help="Write a PNG of score vs length here (its scores in <png>.manifest.json beside it)."),
     ] = None,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Branch, tag or commit of every hub model (folders have none).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a previous --plot.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -76,6 +79,7 @@ def evaluate_command(
                     queries=queries,
                     seed=seed,
                     batch_size=batch_size,
+                    revision=revision,
                     progress=progress,
                 )
             )

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ctxext.cli._common import ForceOpt, JsonOpt, emit, progress_bars, reports_errors, stderr
+from ctxext.cli._common import ForceOpt, JsonOpt, RevisionOpt, emit, progress_bars, reports_errors, stderr
 from ctxext.extend import Recipe
 
 
@@ -36,8 +36,10 @@ def extend_config(
     source: str,
     length: int,
     corpus: str,
+    tokenizer: str,
     work: Path,
     *,
+    revision: str | None,
     recipe: Recipe,
     window: int,
     steps: int,
@@ -45,19 +47,20 @@ def extend_config(
     min_tokens: int,
 ) -> dict[str, Any]:
     """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes); ``window``: the
-    positions the source reads."""
+    positions the source reads; ``tokenizer``: the source, or its folder when read at a ``revision``."""
     from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS
 
     longdoc = {
         "corpus": corpus,
         "held_out": held_out,
-        "tokenizer": source,
+        "tokenizer": tokenizer,
         "min_tokens": min_tokens,
         "max_tokens": length,
     }
     return {
         "pipeline": PIPELINES[recipe],
         "source": source,
+        "revision": revision,
         "data": {
             "longdoc": longdoc,
             "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
@@ -91,6 +94,7 @@ def extend_command(
         Path | None, typer.Option(help="Folder for the stages' outputs (default: OUT.ctxext-work beside OUT).")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training stage.")] = False,
+    revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -113,15 +117,17 @@ def extend_command(
     if min_tokens > length:
         raise InvalidArgument(f"--min-tokens {min_tokens} is above --len {length}: no held-out document could qualify")
     work = (work or out.parent / f"{out.name}.ctxext-work").expanduser().absolute()
-    source_config = open_model(source)[1].config
-    recipe = chosen_recipe(recipe, source_config, length)
+    source_folder = open_model(source, revision=revision)[1]
+    recipe = chosen_recipe(recipe, source_folder.config, length)
     config = extend_config(
         source,
         length,
         corpus,
+        str(source_folder.root) if revision else source,  # data longdoc reads a hub tokenizer at its main
         work,
+        revision=revision,
         recipe=recipe,
-        window=source_window(source_config),
+        window=source_window(source_folder.config),
         steps=steps,
         held_out=held_out,
         min_tokens=min_tokens,
@@ -131,7 +137,13 @@ def extend_command(
         return  # under a distributed launch every process trains; the main one evaluates and writes OUT
     with progress_bars() as progress:
         comparison = compare_on_held_out(
-            source, written[-1], data["longdoc"] / "test", length=length, chunk=chunk, progress=progress
+            source,
+            written[-1],
+            data["longdoc"] / "test",
+            length=length,
+            chunk=chunk,
+            revision=revision,
+            progress=progress,
         )
     published = publish(written[-1], out, comparison, force=force)
     if comparison.gain <= 0:

@@ -9,6 +9,7 @@ Each stage is the ctxext command of the same name, run in-process, so every outp
 manifest; the commands are printed as they run. A stage whose output exists is skipped (delete it, or run with
 --force, to redo it); `--resume` continues interrupted Trainer runs. Scaling up is a matter of the numbers in
 the config (steps, batch sizes, lengths); the training stages run under `accelerate launch` / `torchrun`.
+A top-level `"revision"` reads a hub source (or teacher) at that branch, tag or commit in every stage.
 
 Training text never needs a download: `docstrings.jsonl` is built from the docstrings of the standard
 library and of the installed packages `"data": {"docstrings": {"packages": [...]}}` lists (`stdlib` by
@@ -182,30 +183,51 @@ class Stage:
     """The config section of its options (default: the command's name)."""
 
 
+def _at_revision(config: dict[str, Any], flag: str = "--revision") -> list[str]:
+    """The config's ``revision`` (of its hub source or teacher) as the stage's option, when it names one."""
+    return [flag, str(config["revision"])] if config.get("revision") else []
+
+
 def _on_triplets(config: dict[str, Any], data: dict[str, Path], previous: Path | None) -> list[str]:
     return [str(previous), "--data", str(data["triplets"])]
 
 
 _INTERPOLATE_FINETUNE = [
-    Stage("interpolate", "interpolated", lambda config, data, previous: [config["source"]], resumable=False),
+    Stage(
+        "interpolate",
+        "interpolated",
+        lambda config, data, previous: [config["source"], *_at_revision(config)],
+        resumable=False,
+    ),
     Stage("finetune", "{previous}-finetuned", _on_triplets),
 ]
 
 PIPELINE_STAGES: dict[str, list[Stage]] = {
     "guide-distill": [
-        Stage("guide", "student", lambda config, data, previous: [config["teacher"]], resumable=False),
+        Stage(
+            "guide",
+            "student",
+            lambda config, data, previous: [config["teacher"], *_at_revision(config)],
+            resumable=False,
+        ),
         Stage("mlm", "student-mlm", lambda config, data, previous: [str(previous), "--data", str(data["docstrings"])]),
         Stage(
             "distill",
             "student-distilled",
             lambda config, data, previous: [
-                *[str(previous), "--teacher", config["teacher"], "--data", str(data["docstrings"])],
+                *[str(previous), "--teacher", config["teacher"], *_at_revision(config, "--teacher-revision")],
+                *["--data", str(data["docstrings"])],
                 *["--eval-beir", str(data["beir"])],
             ],
         ),
     ],
     "transfer-finetune": [
-        Stage("transfer", "bigbird", lambda config, data, previous: [config["source"], "bigbird"], resumable=False),
+        Stage(
+            "transfer",
+            "bigbird",
+            lambda config, data, previous: [config["source"], "bigbird", *_at_revision(config)],
+            resumable=False,
+        ),
         Stage("finetune", "{previous}-finetuned", _on_triplets),
     ],
     "interpolate-finetune": _INTERPOLATE_FINETUNE,
@@ -264,6 +286,16 @@ def evaluate_stages(config: dict[str, Any], data: dict[str, Path], written: list
         split = evaluation.pop("longdoc_split", None)
         evaluation["beir"] = str(data["longdoc"] / split if split else data["beir"])
     if baseline_chunk:  # what users do today: the starting model over chunks
-        run(["evaluate", starting, *options(evaluation), "--chunk", str(baseline_chunk)])
+        run(["evaluate", starting, *options(evaluation), *_at_revision(config), "--chunk", str(baseline_chunk)])
     # the plot is this pipeline's own output, so a rerun replaces it
-    run(["evaluate", *evaluated, *options(evaluation), "--plot", str(work / "evaluate.png"), "--force"])
+    run(
+        [
+            "evaluate",
+            *evaluated,
+            *options(evaluation),
+            *_at_revision(config),
+            "--plot",
+            str(work / "evaluate.png"),
+            "--force",
+        ]
+    )

@@ -236,6 +236,9 @@ def distill_command(
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
     revision: RevisionOpt = None,
+    teacher_revision: Annotated[
+        str | None, typer.Option("--teacher-revision", help="Branch, tag or commit of a hub teacher.")
+    ] = None,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
     keep_checkpoints: KeepOpt = False,
@@ -268,6 +271,7 @@ def distill_command(
         eval_beir=eval_beir,
         cache=cache,
         revision=revision,
+        teacher_revision=teacher_revision,
         work_dir=work_dir,
         resume=resume,
         keep_checkpoints=keep_checkpoints,

@@ -287,6 +287,7 @@ def distill(
     cache: str | Path | None = None,
     teacher_batch_size: int = 32,
     revision: str | None = None,
+    teacher_revision: str | None = None,
     work_dir: str | Path | None = None,
     resume: bool = False,
     keep_checkpoints: bool = False,
@@ -305,7 +306,7 @@ def distill(
     cache_path = None if str(cache) == "none" else Path(cache) if cache else cache_dir() / "distill"
 
     source, folder = open_model(student, revision=revision)
-    teacher_source, _ = open_model(teacher)
+    teacher_source, _ = open_model(teacher, revision=teacher_revision)
     inputs = [source.path, teacher_source.path, *data]
     run = TrainingRun(
         out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
@@ -317,8 +318,17 @@ def distill(
     files = data_files(data)
     dim = backbone.config.hidden_size
     with main_process_first(settings):  # the main process encodes and caches; the others read its cache
-        goal = distill_targets(
-            teacher, files, dim, normalize, max_len, pca_sample, settings.seed, cache_path, teacher_batch_size, folder
+        goal = distill_targets(  # the teacher's resolved folder: a hub teacher stays at the revision read above
+            teacher_source.path,
+            files,
+            dim,
+            normalize,
+            max_len,
+            pca_sample,
+            settings.seed,
+            cache_path,
+            teacher_batch_size,
+            folder,
         )
     model = DistillModel(backbone, pooling, normalize)
     model.train()
