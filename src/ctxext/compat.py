@@ -36,6 +36,20 @@ def add_extra_special_tokens(tokenizer: Any, tokens: Iterable[str]) -> None:
 
 
 @contextlib.contextmanager
+def transformers_warnings_off() -> Iterator[None]:
+    """transformers' own log quiet for a load whose outcome ctxext checks and reports itself (missing or
+    unexpected tensors, a tokenizer warning known to be a false alarm)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
 def no_init_weights() -> Iterator[None]:
     """Build a model without spending time on random init (every weight is loaded or set next)."""
     try:

@@ -125,10 +125,7 @@ def load_encoder(
         else AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
     )
     model = use_block_sparse(model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval())
-    tokenizer = AutoTokenizer.from_pretrained(
-        folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root,
-        trust_remote_code=False,
-    )
+    tokenizer = AutoTokenizer.from_pretrained(folder.tokenizer_dir, trust_remote_code=False)
     tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # we pad pre-tokenized ids on purpose
     if chosen == "last":
         tokenizer.padding_side = "right"

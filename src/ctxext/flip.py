@@ -179,15 +179,11 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
 
     cache = cache_dir() / "gguf-dequantized" / digest
     if (cache / "config.json").is_file():
-        from transformers.utils import logging as hf_logging
+        from ctxext.compat import transformers_warnings_off
 
         model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, trust_remote_code=False)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # 4.57 warns of a Mistral regex in any saved Gemma 3 GGUF tokenizer
-        try:
+        with transformers_warnings_off():  # 4.57 warns of a Mistral regex in any saved Gemma 3 GGUF tokenizer
             tokenizer = AutoTokenizer.from_pretrained(cache, trust_remote_code=False)
-        finally:
-            hf_logging.set_verbosity(verbosity)
         return model, tokenizer, str(cache)
     try:
         model = AutoModelForCausalLM.from_pretrained(

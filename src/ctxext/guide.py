@@ -35,7 +35,7 @@ import numpy as np
 
 from ctxext.architectures import ENCODER_FAMILIES, EncoderFamily, is_buffer, position_scheme
 from ctxext.checkpoint import OutputPlan, ProgressFn, model_tensors, no_progress, tied_duplicates, write_model_folder
-from ctxext.compat import loading_info
+from ctxext.compat import loading_info, transformers_warnings_off
 from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
 from ctxext.io import CheckpointReader, ModelFolder, Source, check_output_target, open_model, read_json
 from ctxext.manifest import Check, OperationRecord, check_verdicts
@@ -860,15 +860,9 @@ def guide(
 def load_student(model_dir: Path, model_class: Any, allowed_unexpected: tuple[str, ...] = ()) -> Any:
     """Load with transformers: nothing missing, and nothing unexpected except names starting with
     ``allowed_unexpected`` (the MLM head for AutoModel, the pooler for the masked-LM class)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused pooler/head is expected; the check below decides
-    try:
+    with transformers_warnings_off():  # the unused pooler/head is expected; the check below decides
         model, info = model_class.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False)
-        info = loading_info(info)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    info = loading_info(info)
     unexpected = [name for name in info["unexpected_keys"] if not name.startswith(allowed_unexpected)]
     if info["missing_keys"] or unexpected or info.get("mismatched_keys") or info.get("error_msgs"):
         raise CheckFailed(

@@ -214,6 +214,11 @@ class ModelFolder:
         return read_json(self.model_dir / "config.json")
 
     @property
+    def tokenizer_dir(self) -> Path:
+        """Where the tokenizer is: beside the weights, or at the root of a sentence-transformers folder."""
+        return self.model_dir if (self.model_dir / "tokenizer_config.json").is_file() else self.root
+
+    @property
     def relative_model_dir(self) -> str:
         return os.path.relpath(self.model_dir, self.root)
 

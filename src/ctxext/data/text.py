@@ -69,7 +69,7 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
         from ctxext.io import open_model
 
         _, model = open_model(ref)
-        folder = model.model_dir if (model.model_dir / "tokenizer_config.json").is_file() else model.root
+        folder = model.tokenizer_dir
     if (folder / "tokenizer.json").is_file():
         try:
             backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))

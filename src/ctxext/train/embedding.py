@@ -17,20 +17,17 @@ from ctxext.io import ModelFolder
 def load_backbone(folder: ModelFolder) -> Any:
     """The checkpoint's base model (AutoModel) and tokenizer; heads the checkpoint holds are ignored."""
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    from ctxext.compat import transformers_warnings_off
+
     try:
-        model = AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
+        with transformers_warnings_off():
+            model = AutoModel.from_pretrained(folder.model_dir, trust_remote_code=False)
     except (ValueError, OSError) as error:
         raise remote_code_refusal(error) or InvalidArgument(
             f"{folder.root} does not load with transformers' AutoModel: {error}"
         ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
-    return model, AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    return model, AutoTokenizer.from_pretrained(folder.tokenizer_dir, trust_remote_code=False)
 
 
 def check_max_len(folder: ModelFolder, tokenizer: Any, max_len: int, what: str = "model") -> int:

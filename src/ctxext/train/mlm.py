@@ -176,22 +176,19 @@ def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
     """The checkpoint as a masked-LM model and its tokenizer; returns the head tensors that had to be newly
     initialised (a checkpoint without an MLM head, such as most sentence-transformers models)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    from ctxext.compat import transformers_warnings_off
+
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(
-            folder.model_dir, output_loading_info=True, trust_remote_code=False
-        )
+        with transformers_warnings_off():
+            model, info = AutoModelForMaskedLM.from_pretrained(
+                folder.model_dir, output_loading_info=True, trust_remote_code=False
+            )
     except ValueError as error:
         raise remote_code_refusal(error) or InvalidArgument(
             f"{folder.root} has no masked-LM class in transformers: {error}"
         ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    tokenizer_dir = folder.model_dir if (folder.model_dir / "tokenizer_config.json").is_file() else folder.root
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(folder.tokenizer_dir, trust_remote_code=False)
     return model, tokenizer, loading_info(info)["missing_keys"]
 
 
