@@ -110,6 +110,7 @@ def settings_for(arguments: argparse.Namespace) -> Any:
 
 
 def train_with_ctxext(arguments: argparse.Namespace, out: Path, timer: Any) -> float:
+    from ctxext.train import RunOptions
     from ctxext.train.distill import distill
 
     result = distill(
@@ -120,7 +121,7 @@ def train_with_ctxext(arguments: argparse.Namespace, out: Path, timer: Any) -> f
         max_len=arguments.max_len,
         settings=settings_for(arguments),
         cache=teacher_cache(),
-        callbacks=[timer],
+        run_options=RunOptions(callbacks=[timer]),
         **TARGETS,
     )
     return float(result.history["train"][-1][1])

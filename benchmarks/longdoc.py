@@ -223,7 +223,7 @@ def trained_recipe(
 
 def train_child(job: dict) -> None:
     """One `finetune` run; prints its first/last losses and the process's peak memory as the last line."""
-    from ctxext.train import TrainSettings
+    from ctxext.train import RunOptions, TrainSettings
     from ctxext.train.finetune import finetune
 
     settings = TrainSettings(
@@ -244,9 +244,11 @@ def train_child(job: dict) -> None:
         positions_only=job.get("positions_only", False),
         cache_chunk=job.get("cache_chunk"),
         settings=settings,
-        work_dir=job["work_dir"],
-        resume=Path(job["work_dir"]).exists() and any(Path(job["work_dir"]).glob("checkpoint-*")),
-        force=True,  # a model left by a run that died before its record was written
+        run_options=RunOptions(
+            work_dir=job["work_dir"],
+            resume=Path(job["work_dir"]).exists() and any(Path(job["work_dir"]).glob("checkpoint-*")),
+            force=True,  # a model left by a run that died before its record was written
+        ),
     )
     losses = [loss for _, loss in result.history["train"]]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -85,7 +85,7 @@ def main() -> None:
     from ctxext.evaluate import FIRST_NAMES, Task, evaluate
     from ctxext.positions import Method, interpolate
     from ctxext.presets import cache_dir, minilm_path
-    from ctxext.train import TrainSettings
+    from ctxext.train import RunOptions, TrainSettings
     from ctxext.train.finetune import finetune
     from ctxext.transfer import transfer
 
@@ -195,9 +195,11 @@ def main() -> None:
                 max_len=arguments.train_len,
                 position_span=arguments.position_span,
                 settings=settings,
-                work_dir=work / f"{name}.checkpoints",
-                resume=(work / f"{name}.checkpoints").exists()
-                and any((work / f"{name}.checkpoints").glob("checkpoint-*")),
+                run_options=RunOptions(
+                    work_dir=work / f"{name}.checkpoints",
+                    resume=(work / f"{name}.checkpoints").exists()
+                    and any((work / f"{name}.checkpoints").glob("checkpoint-*")),
+                ),
             )
             result_holder["history"] = result.history
             result_holder["attention_runs"] = result.attention_runs

@@ -12,7 +12,7 @@ import train_helpers
 from ctxext.data.pydocs import write_pydocs_beir
 from ctxext.evaluate import beir_set
 from ctxext.io import file_sha256
-from ctxext.train import TrainSettings
+from ctxext.train import RunOptions, TrainSettings
 from ctxext.train.distill import DistillModel, TextTargetCollator, distill, fit_projection
 
 
@@ -105,9 +105,7 @@ def test_resuming_distillation_continues_where_it_stopped(parts, tmp_path):
         str(parts["teacher"]),
         [parts["texts"]],
         tmp_path / "half",
-        work_dir=stopped,
-        keep_checkpoints=True,
-        callbacks=[train_helpers.StopAt(2)],
+        run_options=RunOptions(work_dir=stopped, keep_checkpoints=True, callbacks=[train_helpers.StopAt(2)]),
         **common,
     )
     resumed = distill(
@@ -115,8 +113,7 @@ def test_resuming_distillation_continues_where_it_stopped(parts, tmp_path):
         str(parts["teacher"]),
         [parts["texts"]],
         tmp_path / "resumed",
-        work_dir=stopped,
-        resume=True,
+        run_options=RunOptions(work_dir=stopped, resume=True),
         **common,
     )
     assert resumed.global_step == 4 and [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]

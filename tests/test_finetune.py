@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import train_helpers
 from ctxext.cli import app
 from ctxext.errors import InvalidArgument
-from ctxext.train import TrainSettings
+from ctxext.train import RunOptions, TrainSettings
 from ctxext.train.finetune import ContrastiveModel, TripletCollator, finetune, read_triplets, skipped_position_ids
 from ctxext.transfer import transfer
 
@@ -107,9 +107,7 @@ def test_resuming_continues_from_the_checkpoint_to_the_same_weights(tiny_bigbird
         tmp_path / "half",
         max_len=128,
         settings=settings(4),
-        work_dir=stopped,
-        keep_checkpoints=True,
-        callbacks=[train_helpers.StopAt(2)],
+        run_options=RunOptions(work_dir=stopped, keep_checkpoints=True, callbacks=[train_helpers.StopAt(2)]),
     )
     assert (stopped / "checkpoint-2").is_dir()
     resumed = finetune(
@@ -118,8 +116,7 @@ def test_resuming_continues_from_the_checkpoint_to_the_same_weights(tiny_bigbird
         tmp_path / "resumed",
         max_len=128,
         settings=settings(4),
-        work_dir=stopped,
-        resume=True,
+        run_options=RunOptions(work_dir=stopped, resume=True),
     )
     # it went on from step 3: two more steps ran, the log history carries the first two from the checkpoint
     assert resumed.global_step == 4 and resumed.attention_runs == {"block_sparse": 2}

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import tiny
 from ctxext.cli import app
 from ctxext.errors import InvalidArgument, OutputExists, SourceNotFound
-from ctxext.train import TrainSettings, train_mlm
+from ctxext.train import RunOptions, TrainSettings, train_mlm
 from ctxext.train.mlm import (
     MaskingCollator,
     PackedDataset,
@@ -168,13 +168,16 @@ def test_resuming_from_a_checkpoint_continues_where_it_stopped(tiny_models, corp
         tmp_path / "stopped",
         max_len=16,
         settings=settings,
-        work_dir=work,
-        keep_checkpoints=True,
-        callbacks=[StopAt(3)],
+        run_options=RunOptions(work_dir=work, keep_checkpoints=True, callbacks=[StopAt(3)]),
     )
     assert stopped.global_step == 3 and (work / "checkpoint-3").is_dir()
     resumed = train_mlm(
-        tiny_models("bert"), [corpus], tmp_path / "resumed", max_len=16, settings=settings, work_dir=work, resume=True
+        tiny_models("bert"),
+        [corpus],
+        tmp_path / "resumed",
+        max_len=16,
+        settings=settings,
+        run_options=RunOptions(work_dir=work, resume=True),
     )
     assert resumed.global_step == 6
     # the log carries over from the checkpoint; steps 4-6 match the run that was never interrupted
@@ -210,7 +213,7 @@ def test_existing_output_and_missing_resume_checkpoints_are_refused_before_train
     with pytest.raises(OutputExists):
         train_mlm(tiny_models("bert"), [corpus], tmp_path / "out")
     with pytest.raises(SourceNotFound, match="no Trainer checkpoint"):
-        train_mlm(tiny_models("bert"), [corpus], tmp_path / "new", resume=True)
+        train_mlm(tiny_models("bert"), [corpus], tmp_path / "new", run_options=RunOptions(resume=True))
 
 
 def test_cli_mlm_trains_and_reports(tiny_models, corpus, tmp_path):

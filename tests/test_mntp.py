@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ctxext.flip import Head, Pooling, flip
-from ctxext.train import TrainSettings
+from ctxext.train import RunOptions, TrainSettings
 from ctxext.train.mntp import mntp_loss, train_mntp
 
 
@@ -102,8 +102,7 @@ def test_lora_adapters_merge_into_weights_that_reproduce_the_adapted_model(head,
         max_len=32,
         lora_rank=4,
         settings=settings,
-        work_dir=work,
-        keep_checkpoints=True,
+        run_options=RunOptions(work_dir=work, keep_checkpoints=True),
     )
     lora = result.manifest["operations"][0]["parameters"]["lora"]
     assert lora["rank"] == 4 and lora["merged"] and "q_proj" in lora["targets"]

@@ -232,7 +232,7 @@ class SignalAtStep:
 def test_interrupted_training_keeps_only_resumable_checkpoints_and_says_how_to_resume(
     save_every, kept, tiny_models, tmp_path
 ):
-    from ctxext.train import TrainSettings
+    from ctxext.train import RunOptions, TrainSettings
     from ctxext.train.finetune import finetune
 
     data = train_helpers.write_triplets(tmp_path / "t.jsonl", count=8, words=20)
@@ -247,7 +247,7 @@ def test_interrupted_training_keeps_only_resumable_checkpoints_and_says_how_to_r
             settings=settings,
             max_len=32,
             query_max_len=16,
-            callbacks=[SignalAtStep(2)],
+            run_options=RunOptions(callbacks=[SignalAtStep(2)]),
         )
     assert interrupted.value.exit_code == 143
     assert not (tmp_path / "out").exists()

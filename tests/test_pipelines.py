@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import train_helpers
-from ctxext.train import TrainSettings, train_mlm
+from ctxext.train import RunOptions, TrainSettings, train_mlm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,13 +28,16 @@ def test_mlm_resumes_from_a_checkpoint_and_finishes_the_run(tiny_models, texts, 
         tmp_path / "half",
         max_len=16,
         settings=settings,
-        work_dir=work,
-        keep_checkpoints=True,
-        callbacks=[train_helpers.StopAt(2)],
+        run_options=RunOptions(work_dir=work, keep_checkpoints=True, callbacks=[train_helpers.StopAt(2)]),
     )
     assert (work / "checkpoint-2").is_dir()
     resumed = train_mlm(
-        str(checkpoint), [texts], tmp_path / "out", max_len=16, settings=settings, work_dir=work, resume=True
+        str(checkpoint),
+        [texts],
+        tmp_path / "out",
+        max_len=16,
+        settings=settings,
+        run_options=RunOptions(work_dir=work, resume=True),
     )
     assert resumed.global_step == 4 and [s for s, _ in resumed.history["train"]] == [1, 2, 3, 4]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

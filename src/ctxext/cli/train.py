@@ -65,6 +65,14 @@ def training_settings(arguments: dict[str, Any]) -> Any:
     return TrainSettings(**settings_fields(arguments))
 
 
+def run_options(arguments: dict[str, Any]) -> Any:
+    """The RunOptions among a training command's arguments (its ``locals()``), with the command line."""
+    from ctxext.train import RunOptions
+
+    fields = ("work_dir", "resume", "keep_checkpoints", "force")
+    return RunOptions(**{field: arguments[field] for field in fields}, argv=sys.argv)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ctxext app."""
     app.command("mlm")(mlm_command)
@@ -133,11 +141,7 @@ def mlm_command(
         settings=settings,
         eval_fraction=eval_fraction,
         revision=revision,
-        work_dir=work_dir,
-        resume=resume,
-        keep_checkpoints=keep_checkpoints,
-        force=force,
-        argv=sys.argv,
+        run_options=run_options(locals()),
     )
     emit(result, as_json)
 
@@ -197,11 +201,7 @@ def mntp_command(
         lora_rank=lora_rank,
         settings=settings,
         revision=revision,
-        work_dir=work_dir,
-        resume=resume,
-        keep_checkpoints=keep_checkpoints,
-        force=force,
-        argv=sys.argv,
+        run_options=run_options(locals()),
     )
     emit(result, as_json)
 
@@ -272,11 +272,7 @@ def distill_command(
         cache=cache,
         revision=revision,
         teacher_revision=teacher_revision,
-        work_dir=work_dir,
-        resume=resume,
-        keep_checkpoints=keep_checkpoints,
-        force=force,
-        argv=sys.argv,
+        run_options=run_options(locals()),
     )
     emit(result, as_json)
 
@@ -375,11 +371,7 @@ def finetune_command(
         cache_chunk=cache_chunk,
         positions_only=positions_only,
         revision=revision,
-        work_dir=work_dir,
-        resume=resume,
-        keep_checkpoints=keep_checkpoints,
-        force=force,
-        argv=sys.argv,
+        run_options=run_options(locals()),
     )
     emit(result, as_json)
 
@@ -430,10 +422,6 @@ def finetune_qa_command(
         freeze_embeddings=freeze_embeddings,
         special_tokens=special_tokens,
         revision=revision,
-        work_dir=work_dir,
-        resume=resume,
-        keep_checkpoints=keep_checkpoints,
-        force=force,
-        argv=sys.argv,
+        run_options=run_options(locals()),
     )
     emit(result, as_json)

@@ -9,6 +9,6 @@ only the main process writes the output.
 from __future__ import annotations
 
 from ctxext.train.mlm import train_mlm
-from ctxext.train.runner import TrainingResult, TrainingRun, TrainSettings
+from ctxext.train.runner import RunOptions, TrainingResult, TrainingRun, TrainSettings
 
-__all__ = ["TrainSettings", "TrainingResult", "TrainingRun", "train_mlm"]
+__all__ = ["RunOptions", "TrainSettings", "TrainingResult", "TrainingRun", "train_mlm"]

@@ -39,6 +39,7 @@ from ctxext.train.embedding import (
 )
 from ctxext.train.runner import (
     ListDataset,
+    RunOptions,
     TrainingResult,
     TrainingRun,
     TrainSettings,
@@ -288,12 +289,7 @@ def distill(
     teacher_batch_size: int = 32,
     revision: str | None = None,
     teacher_revision: str | None = None,
-    work_dir: str | Path | None = None,
-    resume: bool = False,
-    keep_checkpoints: bool = False,
-    force: bool = False,
-    callbacks: Sequence[Any] = (),
-    argv: list[str] | None = None,
+    run_options: RunOptions | None = None,
 ) -> DistillResult:
     """Distil ``teacher``'s sentence embeddings of the texts in ``data`` into ``student``; see the module doc.
     ``cache`` holds the teacher's embeddings (default: ctxext's cache dir; ``False``-y string "none": off)."""
@@ -308,9 +304,7 @@ def distill(
     source, folder = open_model(student, revision=revision)
     teacher_source, _ = open_model(teacher, revision=teacher_revision)
     inputs = [source.path, teacher_source.path, *data]
-    run = TrainingRun(
-        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
-    )
+    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
     backbone, tokenizer = load_backbone(folder)
     check_max_len(folder, tokenizer, max_len, "student")
     pooling, normalize, _ = sentence_transformers_settings(folder)
@@ -332,7 +326,7 @@ def distill(
         )
     model = DistillModel(backbone, pooling, normalize)
     model.train()
-    callbacks = [*callbacks, *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, max_len)]
+    callbacks = retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, max_len)
     dataset = ListDataset(
         [{"text": text, "target": target} for text, target in zip(goal.texts, goal.targets, strict=True)]
     )
@@ -348,12 +342,12 @@ def distill(
         "pca_sample": pca_sample,
         "eval_beir": str(eval_beir) if eval_beir else None,
         "cache": str(cache_path) if cache_path else None,
-        "resume": resume,
+        "resume": run.options.resume,
         **vars(settings),
     }
     sources = {"model": source, "teacher": (teacher_source, goal.teacher_sha256)}
     path, manifest = run.write(
-        lambda: _write_student(model, folder, run.out, record, goal, sources, options, force, argv)
+        lambda: _write_student(model, folder, run.out, record, goal, sources, options, run.options)
     )
     return DistillResult(path, manifest, history, run.global_step, goal.cache_files, goal.cached)
 
@@ -399,8 +393,7 @@ def _write_student(
     goal: DistillTargets,
     sources: dict[str, Any],
     options: dict[str, Any],
-    force: bool,
-    argv: list[str] | None,
+    run_options: RunOptions,
 ) -> Any:
     """The student as a sentence-transformers folder (its pooling and normalisation), the PCA projection
     beside it, the teacher among the manifest's sources."""
@@ -421,8 +414,7 @@ def _write_student(
         carry=False,
         command="distill",
         options=options,
-        force=force,
-        argv=argv,
+        run_options=run_options,
         extra_files=extra_files,
         finish=_projection_writer(goal.projection, record),
         sources={"teacher": (teacher_source, teacher_sha)},

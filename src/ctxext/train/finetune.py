@@ -29,6 +29,7 @@ from ctxext.train.gradient_cache import cached_embeddings
 from ctxext.train.positions_only import train_new_positions_only
 from ctxext.train.runner import (
     ListDataset,
+    RunOptions,
     TrainingResult,
     TrainingRun,
     TrainSettings,
@@ -232,12 +233,7 @@ def finetune(
     settings: TrainSettings | None = None,
     eval_beir: str | Path | None = None,
     revision: str | None = None,
-    work_dir: str | Path | None = None,
-    resume: bool = False,
-    keep_checkpoints: bool = False,
-    force: bool = False,
-    callbacks: Sequence[Any] = (),
-    argv: list[str] | None = None,
+    run_options: RunOptions | None = None,
 ) -> FinetuneResult:
     """Contrastive fine-tuning of ``checkpoint`` on triplets; the output loads like the input (a
     sentence-transformers folder stays one; with ``adapter`` the base is unchanged and the adapter is new).
@@ -256,9 +252,7 @@ def finetune(
 
     source, folder = open_model(checkpoint, revision=revision)
     inputs = [source.path, *data]
-    run = TrainingRun(
-        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
-    )
+    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
     backbone, tokenizer = load_backbone(folder)
     position_offset = _position_offset(backbone, position_span, max_len, check_max_len(folder, tokenizer, max_len))
     pooling = sentence_transformers_settings(folder)[0] or "cls"
@@ -270,10 +264,7 @@ def finetune(
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    callbacks = [
-        *callbacks,
-        *retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length),
-    ]
+    callbacks = retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length)
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
     collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
     run.train(model, tokenizer, collator, dataset, settings, callbacks=callbacks)
@@ -281,12 +272,12 @@ def finetune(
     runs = dict(model.attention_runs)
     model.finish_training()
     files = [Path(p) for p in data]
-    options = _recorded_options(arguments, files, settings)
+    options = _recorded_options(arguments, files, settings, run.options.resume)
     record = _finetune_record(run, settings, history, model, options, len(triplets), files, trained)
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
     path, manifest = run.write(
         lambda: _write_finetuned(
-            backbone, adapter, folder, run.out, source, record, options, force, argv, config_updates
+            backbone, adapter, folder, run.out, source, record, options, run.options, config_updates
         )
     )
     return FinetuneResult(path, manifest, history, run.global_step, runs)
@@ -336,16 +327,18 @@ RECORDED_OPTIONS = (
     "gradient_checkpointing",
     "positions_only",
     "cache_chunk",
-    "resume",
 )
 
 
-def _recorded_options(arguments: dict[str, Any], files: list[Path], settings: TrainSettings) -> dict[str, Any]:
+def _recorded_options(
+    arguments: dict[str, Any], files: list[Path], settings: TrainSettings, resume: bool
+) -> dict[str, Any]:
     eval_beir = arguments["eval_beir"]
     return {
         "checkpoint": str(arguments["checkpoint"]),
         "data": [str(p) for p in files],
         **{key: arguments[key] for key in RECORDED_OPTIONS},
+        "resume": resume,
         "eval_beir": str(eval_beir) if eval_beir else None,
         **vars(settings),
     }
@@ -393,8 +386,7 @@ def _write_finetuned(
     source: Any,
     record: OperationRecord,
     options: dict[str, Any],
-    force: bool,
-    argv: list[str] | None,
+    run_options: RunOptions,
     config_updates: dict[str, Any],
 ) -> OutputResult:
     """The fine-tuned model; with ``adapter``, the base weights as they came in (checked unchanged) and the
@@ -410,8 +402,7 @@ def _write_finetuned(
             carry=False,
             command="finetune",
             options=options,
-            force=force,
-            argv=argv,
+            run_options=run_options,
             finish=finish,
             config_updates=config_updates,
         )

@@ -21,6 +21,7 @@ from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.train.runner import (
     ListDataset,
+    RunOptions,
     TrainingResult,
     TrainingRun,
     TrainSettings,
@@ -260,17 +261,12 @@ def train_mlm(
     settings: TrainSettings | None = None,
     eval_fraction: float = 0.0,
     revision: str | None = None,
-    work_dir: str | Path | None = None,
-    resume: bool = False,
-    keep_checkpoints: bool = False,
-    force: bool = False,
-    callbacks: Sequence[Any] = (),
-    argv: list[str] | None = None,
+    run_options: RunOptions | None = None,
 ) -> MlmResult:
     """Masked-LM training of ``checkpoint`` on local text, packed to ``max_len`` tokens, with the Trainer.
 
-    Trainer checkpoints go to ``work_dir`` (default: ``<out>.checkpoints`` beside the output); ``resume``
-    continues from the latest one there. The trained model is written to ``out`` atomically with a manifest
+    ``run_options`` say where the Trainer checkpoints go (default: ``<out>.checkpoints`` beside the output)
+    and whether to resume from the latest one there. The trained model is written to ``out`` atomically with a manifest
     and loads with AutoModelForMaskedLM (a sentence-transformers input stays a sentence-transformers folder).
     """
     settings = settings or TrainSettings()
@@ -281,9 +277,7 @@ def train_mlm(
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     inputs = [source.path, *files]
-    run = TrainingRun(
-        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
-    )
+    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
     from transformers import set_seed
 
     set_seed(settings.seed)  # a missing MLM head is initialised at load time: make it reproducible
@@ -302,7 +296,6 @@ def train_mlm(
         PackedDataset(data_set.train_sequences, settings.seed),
         settings,
         eval_dataset=data_set.eval_dataset,
-        callbacks=callbacks,
     )
     final_eval = trainer.evaluate() if data_set.eval_dataset is not None else {}
     history = run.history()
@@ -313,12 +306,12 @@ def train_mlm(
         "mask": mask,
         "max_len": max_len,
         "eval_fraction": eval_fraction,
-        "resume": resume,
+        "resume": run.options.resume,
         **vars(settings),
     }
     path, manifest = run.write(
         lambda: write_trained_model(
-            model, folder, run.out, source, record, command="mlm", options=options, force=force, argv=argv
+            model, folder, run.out, source, record, command="mlm", options=options, run_options=run.options
         )
     )
     return MlmResult(path, manifest, history, run.global_step)

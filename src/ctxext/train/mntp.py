@@ -23,7 +23,7 @@ from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import OperationRecord, recorded_operations
 from ctxext.train.mlm import MaskingCollator, PackedDataset, mlm_data
-from ctxext.train.runner import TrainingResult, TrainingRun, TrainSettings, write_trained_model
+from ctxext.train.runner import RunOptions, TrainingResult, TrainingRun, TrainSettings, write_trained_model
 
 MASK_STAND_INS = ("<mask>", "[MASK]", "<unused0>", "_")
 """Decoders have no mask token: the first of these the vocabulary holds stands in (LLM2Vec uses ``_``)."""
@@ -125,11 +125,7 @@ def train_mntp(
     lora_rank: int = 0,
     settings: TrainSettings | None = None,
     revision: str | None = None,
-    work_dir: str | Path | None = None,
-    resume: bool = False,
-    keep_checkpoints: bool = False,
-    force: bool = False,
-    argv: list[str] | None = None,
+    run_options: RunOptions | None = None,
 ) -> MntpResult:
     """MNTP of a flipped model on local text packed to ``max_len`` tokens; the output loads as the input did.
     ``lora_rank`` > 0 trains LoRA adapters of that rank instead of every backbone weight, merged on writing."""
@@ -140,9 +136,7 @@ def train_mntp(
         raise InvalidArgument(f"--lora-rank {lora_rank} must be 0 (off) or more")
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
-    run = TrainingRun(
-        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=[source.path]
-    )
+    run = TrainingRun(out, run_options or RunOptions(), protect=[source.path])
     model, tokenizer = load_flipped(folder)
     mask_id = mask_token_id(tokenizer)
     data_set = mlm_data(tokenizer, files, max_len, mask, 0.0)
@@ -184,9 +178,8 @@ def train_mntp(
             source,
             record,
             command="mntp",
-            options={**options, "resume": resume, **vars(settings)},
-            force=force,
-            argv=argv,
+            options={**options, "resume": run.options.resume, **vars(settings)},
+            run_options=run.options,
             config_updates=folder.config,
         )
     )

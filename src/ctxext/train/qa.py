@@ -16,7 +16,7 @@ from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.qa import DOCUMENT_STRIDE, encode_example, encode_windows, evaluate_qa, pad_batch
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
-from ctxext.train.runner import ListDataset, TrainingResult, TrainingRun, TrainSettings
+from ctxext.train.runner import ListDataset, RunOptions, TrainingResult, TrainingRun, TrainSettings
 
 
 def qa_settings(**fields: Any) -> TrainSettings:
@@ -86,11 +86,7 @@ def finetune_qa(
     freeze_embeddings: bool = False,
     special_tokens: str | Path | None = None,
     revision: str | None = None,
-    work_dir: str | Path | None = None,
-    resume: bool = False,
-    keep_checkpoints: bool = False,
-    force: bool = False,
-    argv: list[str] | None = None,
+    run_options: RunOptions | None = None,
 ) -> QAFinetuneResult:
     """Fine-tune a QA model folder (``ctxext flip --head qa``) on SQuAD-format jsonl and write the result
     (atomically, with a manifest holding exact match and F1 on ``eval_path``). ``freeze_embeddings`` keeps
@@ -101,9 +97,7 @@ def finetune_qa(
     settings = settings or qa_settings()
     source, folder = open_model(ref, revision=revision)
     inputs = [source.path, train_path, *([eval_path] if eval_path else [])]
-    run = TrainingRun(
-        out, work_dir=work_dir, resume=resume, force=force, keep_checkpoints=keep_checkpoints, protect=inputs
-    )
+    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
     prompt = load_prompt_config(special_tokens)
     train_examples = read_squad_jsonl(train_path)
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None
@@ -146,7 +140,7 @@ def finetune_qa(
     probe_batch = pad_batch(probe, tokenizer.pad_token_id or 0, with_labels=False)
     path, manifest = run.write(
         lambda: write_qa_model(
-            model, tokenizer, folder, source, record, run.out, options, probe_batch, inputs, force, argv
+            model, tokenizer, folder, source, record, run.out, options, probe_batch, inputs, run.options
         )
     )
     return QAFinetuneResult(path, manifest, history, run.global_step, len(data.dataset), data.skipped, metrics)
@@ -204,8 +198,7 @@ def write_qa_model(
     options: dict[str, Any],
     probe: dict[str, Any],
     protect: list[str | Path],
-    force: bool,
-    argv: list[str] | None,
+    run_options: RunOptions,
 ) -> OutputResult:
     """Write the trained QA model beside the folder's support files; the written folder must reload giving
     the same start logits on ``probe`` (a padded batch)."""
@@ -230,8 +223,8 @@ def write_qa_model(
     return write_model_folder(
         plan,
         out,
-        force=force,
-        argv=argv,
+        force=run_options.force,
+        argv=run_options.argv,
         checks=lambda staging: [reload_logits_check(model, staging / folder.relative_model_dir, probe)],
     )
 

@@ -269,8 +269,7 @@ def write_trained_model(
     *,
     command: str,
     options: dict[str, Any],
-    force: bool,
-    argv: list[str] | None = None,
+    run_options: RunOptions,
     extra_files: dict[str, Any] | None = None,
     sources: dict[str, Any] | None = None,
     finish: Any = None,
@@ -317,7 +316,7 @@ def write_trained_model(
         support_from=folder,
         extra_files=dict(extra_files or {}),
     )
-    return write_model_folder(plan, out, force=force, argv=argv, checks=finish)
+    return write_model_folder(plan, out, force=run_options.force, argv=run_options.argv, checks=finish)
 
 
 def _unwrap(model: Any) -> Any:
@@ -365,26 +364,32 @@ def losses_summary(history: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a stage runs and writes, whatever it trains (every stage takes one): the folder of its Trainer
+    checkpoints (default ``<out>.checkpoints``), whether to ``resume`` from the latest one, whether to keep them
+    after a successful run, whether to replace a previous output, extra Trainer callbacks, and the command line
+    the manifest records."""
+
+    work_dir: str | Path | None = None
+    resume: bool = False
+    keep_checkpoints: bool = False
+    force: bool = False
+    callbacks: Sequence[Any] = ()
+    argv: list[str] | None = None
+
+
 class TrainingRun:
     """One training stage from output check to cleanup; see the module docstring.
 
-    ``TrainingRun(out, ...)`` checks the output and finds the checkpoint to resume from before any model
+    ``TrainingRun(out, options)`` checks the output and finds the checkpoint to resume from before any model
     loads; ``train(...)`` runs the Trainer (a failed or interrupted run keeps its checkpoints and says how to
     resume); ``parameters(settings)`` is what every manifest records about the run; ``write(writer)`` calls
-    ``writer()`` on the main process only and then removes the checkpoints unless ``keep_checkpoints``."""
+    ``writer()`` on the main process only and then removes the checkpoints unless ``options.keep_checkpoints``."""
 
-    def __init__(
-        self,
-        out: str | Path,
-        *,
-        work_dir: str | Path | None,
-        resume: bool,
-        force: bool,
-        keep_checkpoints: bool,
-        protect: Iterable[str | Path] = (),
-    ):
-        self.paths = training_paths(out, work_dir, resume=resume, force=force, protect=protect)
-        self.keep_checkpoints = keep_checkpoints
+    def __init__(self, out: str | Path, options: RunOptions, *, protect: Iterable[str | Path] = ()):
+        self.paths = training_paths(out, options.work_dir, resume=options.resume, force=options.force, protect=protect)
+        self.options = options
         self.trainer: Any = None
 
     @property
@@ -405,6 +410,7 @@ class TrainingRun:
     ) -> Any:
         with resumable_checkpoints_kept(self.paths.work):
             arguments = training_arguments(self.paths.work, settings, save=save, evaluate=eval_dataset is not None)
+            callbacks = [*self.options.callbacks, *callbacks]
             self.trainer = build_trainer(model, tokenizer, collator, dataset, eval_dataset, arguments, callbacks)
             resume_from = self.paths.resume_from
             self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -443,7 +449,7 @@ class TrainingRun:
         if not self.is_main_process:
             return None, None
         result = writer()
-        if not self.keep_checkpoints:
+        if not self.options.keep_checkpoints:
             discard_checkpoints(self.paths.work)
         return result.path, result.manifest
 
