@@ -149,3 +149,25 @@ def test_embedding_a_long_text_after_a_short_one_runs_block_sparse(tmp_path):
     after_short = encoder.encode([long_text])
     assert attention_ran(encoder.model) == "block_sparse"
     np.testing.assert_array_equal(after_short, alone)
+
+
+def test_a_plain_sentence_transformer_keeps_block_sparse_after_a_short_batch(tmp_path):
+    """The documented way for sentence-transformers users: ``use_block_sparse(SentenceTransformer(OUT))``
+    embeds as ctxext does, and a short batch switches nothing."""
+    from sentence_transformers import SentenceTransformer
+
+    import tiny
+    from ctxext.encode import load_encoder
+    from ctxext.transfer import transfer
+
+    bert = tiny.make_sentence_transformer("bert", tmp_path / "bert", max_seq_length=256)
+    folder = transfer(str(bert), "bigbird", 256, tmp_path / "bigbird", block_size=BLOCK, num_random_blocks=1).path
+    model = use_block_sparse(SentenceTransformer(str(folder), device="cpu"))
+    long_text = " ".join(tiny.WORDS[i % len(tiny.WORDS)] for i in range(200))
+    alone = model.encode([long_text])
+    model.encode(["the model"])
+    assert attention_ran(model) == "original_full"
+    after_short = model.encode([long_text])
+    assert attention_ran(model) == "block_sparse"
+    np.testing.assert_allclose(after_short, alone, atol=1e-6)
+    np.testing.assert_allclose(after_short, load_encoder(folder).encode([long_text]), atol=1e-5)
