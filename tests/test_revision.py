@@ -87,3 +87,31 @@ def test_a_pipeline_config_revision_reaches_the_stages_that_read_the_source():
     distill = PIPELINE_STAGES["guide-distill"][2].arguments(config, {"docstrings": "d", "beir": "b"}, Path("student"))
     assert distill[distill.index("--teacher-revision") + 1] == "v1"
     assert "--revision" not in PIPELINE_STAGES["interpolate-finetune"][1].arguments(config, {"triplets": "t"}, "x")
+
+
+def test_data_commands_read_a_hub_tokenizer_and_encoder_at_the_revision(hub, tmp_path):
+    from data_helpers import structured_record, write_jsonl
+
+    write_jsonl(
+        tmp_path / "docs.jsonl", [structured_record(t, i, seed=i) for t in ("geology", "cooking") for i in (1, 2)]
+    )
+    corpus = invoke(
+        "data",
+        "corpus",
+        tmp_path / "docs.jsonl",
+        "--tokenizer",
+        HUB_ID,
+        "--revision",
+        "v1",
+        "-o",
+        tmp_path / "c.parquet",
+    )
+    assert corpus.exit_code == 0, corpus.output
+    tokenizer = json.loads((tmp_path / "c.parquet.manifest.json").read_text())["tokenizer"]
+    assert tokenizer["revision"] == "v1" and COMMIT in tokenizer["folder"]
+    triplets = invoke(
+        "data", "triplets", tmp_path / "docs.jsonl", "--encoder", HUB_ID, "--revision", "v1", "-o", tmp_path / "t.jsonl"
+    )
+    assert triplets.exit_code == 0, triplets.output
+    unpinned = ["data", "triplets", tmp_path / "docs.jsonl", "--encoder", HUB_ID, "-o", tmp_path / "u.jsonl"]
+    assert invoke(*unpinned).exit_code == 2  # no main in this cache: the encoder was read at v1

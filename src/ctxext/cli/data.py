@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors, stderr
+from ctxext.cli._common import JsonOpt, RevisionOpt, emit, progress_bars, reports_errors, stderr
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, Strategy
 
 FileOutOpt = Annotated[
@@ -81,6 +81,7 @@ def corpus_command(
     chunk: ChunkOpt = None,
     overlap: OverlapOpt = 0,
     tokenizer: TokenizerOpt = DEFAULT_MODEL,
+    revision: RevisionOpt = None,
     dedupe: DedupeOpt = False,
     near_threshold: NearThresholdOpt = 0.8,
     exact_only: ExactOnlyOpt = False,
@@ -109,6 +110,7 @@ def corpus_command(
             sources,
             out,
             tokenizer=tokenizer,
+            revision=revision,
             chunk=chunk,
             overlap=overlap,
             dedupe=dedupe,
@@ -140,6 +142,7 @@ def fit_command(
         ),
     ] = Strategy.head,
     encoder: Annotated[str, typer.Option(help="Embedding model of the extractive strategy.")] = DEFAULT_MODEL,
+    revision: RevisionOpt = None,
     head_fraction: Annotated[float, typer.Option(help="head-tail: share of the budget given to the head.")] = 0.5,
     input_format: FormatOpt = None,
     on_error: OnErrorOpt = OnError.stop,
@@ -166,6 +169,7 @@ def fit_command(
             tokenizer=tokenizer,
             strategy=strategy,
             encoder=encoder,
+            revision=revision,
             head_fraction=head_fraction,
             input_format=input_format,
             on_error=on_error,
@@ -203,6 +207,7 @@ def triplets_command(
         ),
     ] = NegativesFrom.embedding,
     encoder: Annotated[str, typer.Option(help="Embedding model for hard negatives.")] = DEFAULT_MODEL,
+    revision: RevisionOpt = None,
     negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per query (one line each).")] = 1,
     skip_top: Annotated[int, typer.Option(min=0, help="Pass over this many nearest candidates first.")] = 0,
     sections_per_document: Annotated[int, typer.Option(min=1, help="Section (or passage) queries per document.")] = 1,
@@ -239,6 +244,7 @@ def triplets_command(
             queries=queries,
             negatives_from=negatives_from,
             encoder=encoder,
+            revision=revision,
             negatives=negatives,
             skip_top=skip_top,
             sections_per_document=sections_per_document,
@@ -352,6 +358,7 @@ def longdoc_command(
     ] = None,
     held_out: Annotated[float, typer.Option(help="With --corpus: share of documents held out for test/.")] = 0.2,
     tokenizer: TokenizerOpt = DEFAULT_MODEL,
+    revision: RevisionOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the page and definition choice.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace a previous longdoc folder.")] = False,
     as_json: JsonOpt = False,
@@ -377,6 +384,7 @@ def longdoc_command(
         result = write_longdoc(
             out,
             tokenizer=tokenizer,
+            revision=revision,
             pages=pages,
             min_tokens=min_tokens,
             max_tokens=max_tokens,

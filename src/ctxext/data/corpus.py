@@ -102,6 +102,7 @@ def build_corpus(
     out: str | Path,
     *,
     tokenizer: str = DEFAULT_MODEL,
+    revision: str | None = None,
     chunk: int | None = None,
     overlap: int = 0,
     dedupe: bool = False,
@@ -130,7 +131,7 @@ def build_corpus(
     problems = Problems(on_error)
     files = expand_sources(sources, input_format=input_format, pattern=pattern)
     output = FileOutput(out, files, force=force)
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer, revision)
     limit = content_limit(chunk, overlap, tok)
     deduplicator = Deduplicator(near=near_duplicates, threshold=near_threshold) if dedupe else None
     counts = {label: SourceCounts() for label in dict.fromkeys(f.label for f in files)}
@@ -147,6 +148,7 @@ def build_corpus(
         options = {
             "sources": sources,
             "tokenizer": tokenizer,
+            "revision": revision,
             "chunk": chunk,
             "overlap": overlap,
             "dedupe": dedupe,

@@ -11,25 +11,27 @@ import numpy as np
 from ctxext.data.options import DEFAULT_MODEL
 
 
-def as_encoder(encoder: Any) -> Any:
-    """``encoder`` itself, or the ``ctxext.encode.Encoder`` it names (a path or a name; None: the default)."""
+def as_encoder(encoder: Any, revision: str | None = None) -> Any:
+    """``encoder`` itself, or the ``ctxext.encode.Encoder`` it names (a path or a name, a hub ID at
+    ``revision``; None: the default)."""
     if encoder is None or isinstance(encoder, (str, Path)):
         from ctxext.encode import load_encoder
 
-        return load_encoder(encoder or DEFAULT_MODEL)
+        return load_encoder(encoder or DEFAULT_MODEL, revision=revision)
     return encoder
 
 
 class LazyEncoder:
     """Loads the encoder on first use, so a run that never needs it never loads a model."""
 
-    def __init__(self, ref: str | Path):
+    def __init__(self, ref: str | Path, revision: str | None = None):
         self.ref = ref
+        self.revision = revision
         self._loaded: Any = None
 
     def _encoder(self) -> Any:
         if self._loaded is None:
-            self._loaded = as_encoder(self.ref)
+            self._loaded = as_encoder(self.ref, self.revision)
         return self._loaded
 
     @property

@@ -229,6 +229,7 @@ def fit_file(
     tokenizer: str,
     strategy: Strategy | str = Strategy.head,
     encoder: str = DEFAULT_MODEL,
+    revision: str | None = None,
     head_fraction: float = 0.5,
     separator: str = "\n\n",
     input_format: InputFormat | str | None = None,
@@ -249,10 +250,10 @@ def fit_file(
     problems = Problems(on_error)
     files = expand_sources([source], input_format=input_format)
     output = FileOutput(out, files, force=force)
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer, revision)
     if budget <= tok.special_tokens:
         raise InvalidArgument(f"--budget {budget} leaves no room after {tok.special_tokens} special tokens")
-    fitting = _Fitting(tok, budget, strategy, LazyEncoder(encoder), head_fraction, separator)
+    fitting = _Fitting(tok, budget, strategy, LazyEncoder(encoder, revision), head_fraction, separator)
     counts = FitCounts()
     inputs: list[InputRecord] = []
     total = sum(_record_estimate(f) for f in files)
@@ -268,6 +269,7 @@ def fit_file(
             "tokenizer": tokenizer,
             "strategy": strategy.value,
             "encoder": encoder if strategy == Strategy.extractive else None,
+            "revision": revision,
             "head_fraction": head_fraction,
             "separator": separator,
             "format": plain(input_format),

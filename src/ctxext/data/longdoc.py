@@ -247,6 +247,7 @@ def write_longdoc(
     out: str | Path,
     *,
     tokenizer: str,
+    revision: str | None = None,
     pages: int = 120,
     min_tokens: int = 1024,
     max_tokens: int = 4096,
@@ -263,7 +264,7 @@ def write_longdoc(
     and ``OUT/train.jsonl`` holds the others, for training."""
     if min_tokens > max_tokens:
         raise InvalidArgument(f"--min-tokens {min_tokens} is above --max-tokens {max_tokens}")
-    counter = load_tokenizer(tokenizer)
+    counter = load_tokenizer(tokenizer, revision)
     sizes = {"pages": pages, "min_tokens": min_tokens, "max_tokens": max_tokens, "seed": seed}
     if corpus is None:
         built, described = _package_splits(dict(splits or HELD_OUT_PACKAGES), counter, sizes, progress)

@@ -40,6 +40,7 @@ class Tokenizer:
     ref: str
     path: Path
     stable_cuts: bool = False
+    revision: str | None = None
 
     def encode(self, texts: list[str]) -> list[Any]:
         """``tokenizers.Encoding`` per text, without special tokens (``len``, ``.offsets``)."""
@@ -51,11 +52,13 @@ class Tokenizer:
 
     def describe(self) -> dict[str, Any]:
         """What a manifest records of the tokenizer."""
-        return {"ref": self.ref, "special_tokens": self.special_tokens, "folder": str(self.path)}
+        revision = {"revision": self.revision} if self.revision else {}
+        return {"ref": self.ref, **revision, "special_tokens": self.special_tokens, "folder": str(self.path)}
 
 
-def load_tokenizer(ref: str | Path) -> Tokenizer:
-    """The fast tokenizer of a checkpoint (folder, hub ID, embedded name) or of a tokenizer-only folder.
+def load_tokenizer(ref: str | Path, revision: str | None = None) -> Tokenizer:
+    """The fast tokenizer of a checkpoint (folder, hub ID at ``revision``, embedded name) or of a tokenizer-only
+    folder.
 
     ``tokenizer.json`` is read with the ``tokenizers`` library directly (no transformers import, which
     costs seconds); a folder without one goes through ``transformers.AutoTokenizer``.
@@ -68,7 +71,7 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
     else:
         from ctxext.io import open_model
 
-        _, model = open_model(ref)
+        _, model = open_model(ref, revision=revision)
         folder = model.tokenizer_dir
     if (folder / "tokenizer.json").is_file():
         try:
@@ -93,6 +96,7 @@ def load_tokenizer(ref: str | Path) -> Tokenizer:
         ref=str(ref),
         path=folder,
         stable_cuts=splits_on_whitespace(json.loads(backend.to_str()).get("pre_tokenizer")),
+        revision=revision,
     )
 
 

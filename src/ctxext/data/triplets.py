@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.data.encoders import as_encoder, unit_rows
+from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
 from ctxext.data.formats import record_id, record_text
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, parse_choice, plain
 from ctxext.data.output import CountedOutput, FileOutput, InputRecord, JsonlWriter
@@ -510,6 +510,7 @@ def build_triplets(
     queries: Queries | str = Queries.both,
     negatives_from: NegativesFrom | str = NegativesFrom.embedding,
     encoder: str = DEFAULT_MODEL,
+    revision: str | None = None,
     negatives: int = 1,
     skip_top: int = 0,
     sections_per_document: int = 1,
@@ -555,13 +556,15 @@ def build_triplets(
             f"{corpus}: no document gave a query (titles, or two or more sections with "
             f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
         )
-    found = _negatives(documents, made, negatives_from, encoder, negatives, skip_top, seed, progress)
+    embedder = LazyEncoder(encoder, revision)  # loaded only for embedding negatives
+    found = _negatives(documents, made, negatives_from, embedder, negatives, skip_top, seed, progress)
     passage = queries == Queries.passages
     options = {
         "corpus": corpus,
         "queries": queries.value,
         "negatives_from": negatives_from.value,
         "encoder": encoder if negatives_from == NegativesFrom.embedding else None,
+        "revision": revision,
         "negatives": negatives,
         "skip_top": skip_top,
         "sections_per_document": sections_per_document,
@@ -662,7 +665,7 @@ def _negatives(
     documents: list[StructuredDocument],
     made: list[Query],
     negatives_from: NegativesFrom,
-    encoder: str,
+    encoder: Any,
     negatives: int,
     skip_top: int,
     seed: int,
