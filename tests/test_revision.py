@@ -113,5 +113,6 @@ def test_data_commands_read_a_hub_tokenizer_and_encoder_at_the_revision(hub, tmp
         "data", "triplets", tmp_path / "docs.jsonl", "--encoder", HUB_ID, "--revision", "v1", "-o", tmp_path / "t.jsonl"
     )
     assert triplets.exit_code == 0, triplets.output
+    assert COMMIT in json.loads((tmp_path / "t.jsonl.manifest.json").read_text())["options"]["encoder_folder"]
     unpinned = ["data", "triplets", tmp_path / "docs.jsonl", "--encoder", HUB_ID, "-o", tmp_path / "u.jsonl"]
     assert invoke(*unpinned).exit_code == 2  # no main in this cache: the encoder was read at v1

@@ -38,6 +38,12 @@ class LazyEncoder:
     def max_length(self) -> int:
         return self._encoder().max_length
 
+    @property
+    def folder(self) -> str | None:
+        """The folder the encoder was read from (a hub snapshot names its commit); None until it is loaded."""
+        folder = getattr(self._loaded, "folder", None)
+        return str(folder.root) if folder is not None else None
+
     def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         return self._encoder().encode(texts, **kwargs)
 

@@ -565,6 +565,7 @@ def build_triplets(
         "negatives_from": negatives_from.value,
         "encoder": encoder if negatives_from == NegativesFrom.embedding else None,
         "revision": revision,
+        "encoder_folder": embedder.folder,
         "negatives": negatives,
         "skip_top": skip_top,
         "sections_per_document": sections_per_document,
