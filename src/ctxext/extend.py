@@ -125,7 +125,7 @@ def compare_on_held_out(
     """Both models on the held-out BEIR folder: the source (a hub source at ``revision``) as the mean of
     ``chunk``-token windows, the extended model over whole documents up to ``length`` tokens."""
 
-    def scored(model: str, chunked: int | None, revision: str | None = None) -> Evaluation:
+    def scored(model: str, chunked: int | None, model_revision: str | None = None) -> Evaluation:
         return evaluate(
             model,
             Task.retrieval,
@@ -133,7 +133,7 @@ def compare_on_held_out(
             chunk=chunked,
             beir=str(beir),
             batch_size=batch_size,
-            revision=revision,
+            revision=model_revision,
             progress=progress,
         )
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from ctxext.architectures import DECODER_FAMILIES, DecoderFamily
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
-from ctxext.compat import add_extra_special_tokens, loading_info, no_init_weights
+from ctxext.compat import add_extra_special_tokens, loading_info, no_init_weights, transformers_warnings_off
 from ctxext.errors import CheckFailed, CtxextError, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
     MANIFEST_NAME,
@@ -179,8 +179,6 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
 
     cache = cache_dir() / "gguf-dequantized" / digest
     if (cache / "config.json").is_file():
-        from ctxext.compat import transformers_warnings_off
-
         model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, trust_remote_code=False)
         with transformers_warnings_off():  # 4.57 warns of a Mistral regex in any saved Gemma 3 GGUF tokenizer
             tokenizer = AutoTokenizer.from_pretrained(cache, trust_remote_code=False)

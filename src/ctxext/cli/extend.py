@@ -36,7 +36,6 @@ def extend_config(
     source: str,
     length: int,
     corpus: str,
-    tokenizer: str,
     work: Path,
     *,
     revision: str | None,
@@ -47,13 +46,14 @@ def extend_config(
     min_tokens: int,
 ) -> dict[str, Any]:
     """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes); ``window``: the
-    positions the source reads; ``tokenizer``: the source, or its folder when read at a ``revision``."""
+    positions the source reads; ``revision``: of a hub source, for every stage that reads it."""
     from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS
 
     longdoc = {
         "corpus": corpus,
         "held_out": held_out,
-        "tokenizer": tokenizer,
+        "tokenizer": source,
+        "revision": revision,
         "min_tokens": min_tokens,
         "max_tokens": length,
     }
@@ -123,7 +123,6 @@ def extend_command(
         source,
         length,
         corpus,
-        str(source_folder.root) if revision else source,  # data longdoc reads a hub tokenizer at its main
         work,
         revision=revision,
         recipe=recipe,

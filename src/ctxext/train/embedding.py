@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxext.compat import transformers_warnings_off
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder
 
@@ -17,8 +18,6 @@ from ctxext.io import ModelFolder
 def load_backbone(folder: ModelFolder) -> Any:
     """The checkpoint's base model (AutoModel) and tokenizer; heads the checkpoint holds are ignored."""
     from transformers import AutoModel, AutoTokenizer
-
-    from ctxext.compat import transformers_warnings_off
 
     try:
         with transformers_warnings_off():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.compat import loading_info
+from ctxext.compat import loading_info, transformers_warnings_off
 from ctxext.data.formats import data_files, read_documents
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
@@ -177,8 +177,6 @@ def load_masked_lm(folder: ModelFolder) -> tuple[Any, Any, list[str]]:
     """The checkpoint as a masked-LM model and its tokenizer; returns the head tensors that had to be newly
     initialised (a checkpoint without an MLM head, such as most sentence-transformers models)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    from ctxext.compat import transformers_warnings_off
 
     try:
         with transformers_warnings_off():
