@@ -558,33 +558,44 @@ def build_triplets(
         )
     embedder = LazyEncoder(encoder, revision)  # loaded only for embedding negatives
     found = _negatives(documents, made, negatives_from, embedder, negatives, skip_top, seed, progress)
-    passage = queries == Queries.passages
-    options = {
-        "corpus": corpus,
-        "queries": queries.value,
-        "negatives_from": negatives_from.value,
-        "encoder": encoder if negatives_from == NegativesFrom.embedding else None,
-        "revision": revision,
-        "encoder_folder": embedder.folder,
-        "negatives": negatives,
-        "skip_top": skip_top,
-        "sections_per_document": sections_per_document,
-        "min_query_words": min_query_words,
-        "max_query_words": max_query_words,
-        "min_positive_words": min_positive_words,
-        "allow_verbatim": allow_verbatim,
-        "passage_words": passage_words if passage else None,
-        "max_depth_words": max_depth_words if passage or queries == Queries.summaries else None,
-        "seed": seed,
-        "format": plain(input_format),
-        "on_error": problems.on_error.value,
-    }
+    options = _recorded_options(dict(locals()), problems.on_error, embedder.folder)
     triplets = [
         [triplet_record(query, documents[query.document], *negative, negatives_from) for negative in picked]
         for query, picked in zip(made, found, strict=False)
     ]
     _write_triplets(output, triplets, counts, problems, options, inputs, argv)
     return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
+
+
+RECORDED_OPTIONS = (
+    "corpus",
+    "revision",
+    "negatives",
+    "skip_top",
+    "sections_per_document",
+    "min_query_words",
+    "max_query_words",
+    "min_positive_words",
+    "allow_verbatim",
+    "seed",
+)
+
+
+def _recorded_options(arguments: dict[str, Any], on_error: OnError, encoder_folder: str | None) -> dict[str, Any]:
+    """What the manifest records of ``build_triplets``'s arguments; an option that did not apply is None."""
+    queries, negatives_from = arguments["queries"], arguments["negatives_from"]
+    passage = queries == Queries.passages
+    return {
+        **{name: arguments[name] for name in RECORDED_OPTIONS},
+        "queries": queries.value,
+        "negatives_from": negatives_from.value,
+        "encoder": arguments["encoder"] if negatives_from == NegativesFrom.embedding else None,
+        "encoder_folder": encoder_folder,
+        "passage_words": arguments["passage_words"] if passage else None,
+        "max_depth_words": arguments["max_depth_words"] if passage or queries == Queries.summaries else None,
+        "format": plain(arguments["input_format"]),
+        "on_error": on_error.value,
+    }
 
 
 def _checked_options(
