@@ -116,3 +116,25 @@ def test_data_commands_read_a_hub_tokenizer_and_encoder_at_the_revision(hub, tmp
     assert COMMIT in json.loads((tmp_path / "t.jsonl.manifest.json").read_text())["options"]["encoder_folder"]
     unpinned = ["data", "triplets", tmp_path / "docs.jsonl", "--encoder", HUB_ID, "-o", tmp_path / "u.jsonl"]
     assert invoke(*unpinned).exit_code == 2  # no main in this cache: the encoder was read at v1
+
+
+def test_extend_reads_its_source_at_the_revision_in_every_stage_that_reads_it(tmp_path):
+    from ctxext.cli.extend import extend_config
+    from ctxext.cli.pipeline import PIPELINE_STAGES
+    from ctxext.extend import Recipe
+
+    config = extend_config(
+        HUB_ID,
+        1024,
+        "docs",
+        tmp_path,
+        revision="v1",
+        recipe=Recipe.bigbird,
+        window=512,
+        steps=1,
+        held_out=0.2,
+        min_tokens=64,
+    )
+    assert config["data"]["longdoc"]["tokenizer"] == HUB_ID and config["data"]["longdoc"]["revision"] == "v1"
+    first = PIPELINE_STAGES[config["pipeline"]][0].arguments(config, {}, None)
+    assert first[0] == HUB_ID and first[-2:] == ["--revision", "v1"]
