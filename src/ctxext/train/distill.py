@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from ctxext.data.formats import data_files, read_documents
-from ctxext.errors import InvalidArgument
+from ctxext.errors import CtxextError, InvalidArgument
 from ctxext.io import CheckpointReader, file_sha256, open_model
-from ctxext.manifest import Check, OperationRecord
+from ctxext.manifest import Check, OperationRecord, read_manifest
 from ctxext.train.embedding import (
     EmbeddingModel,
     check_max_len,
@@ -265,12 +265,12 @@ def kept_projection(folder: Any, teacher_sha256: dict[str, str]) -> Projection |
     """The projection a student distilled from this same teacher was trained against: distilling it further
     (more steps, other texts) keeps that basis, since a PCA refitted on other texts would rotate the targets
     away from its outputs. None for any other student (or teacher)."""
-    path, manifest = Path(folder.root) / PROJECTION_FILE, Path(folder.root) / "manifest.json"
-    if not (path.is_file() and manifest.is_file()):
+    path = Path(folder.root) / PROJECTION_FILE
+    if not path.is_file():
         return None
     try:
-        recorded = json.loads(manifest.read_text(encoding="utf-8"))["sources"]["teacher"]["weight_files_sha256"]
-    except (KeyError, TypeError, ValueError):
+        recorded = read_manifest(folder.root)["sources"]["teacher"]["weight_files_sha256"]
+    except (CtxextError, KeyError, TypeError):  # no manifest, an unreadable one, or no teacher in it
         return None
     return Projection.load(path) if recorded == teacher_sha256 else None
 
