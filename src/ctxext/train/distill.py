@@ -304,7 +304,7 @@ def distill(
     source, folder = open_model(student, revision=revision)
     teacher_source, _ = open_model(teacher, revision=teacher_revision)
     inputs = [source.path, teacher_source.path, *data]
-    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
+    run = TrainingRun(out, run_options, protect=inputs)
     backbone, tokenizer = load_backbone(folder)
     check_max_len(folder, tokenizer, max_len, "student")
     pooling, normalize, _ = sentence_transformers_settings(folder)
@@ -342,7 +342,6 @@ def distill(
         "pca_sample": pca_sample,
         "eval_beir": str(eval_beir) if eval_beir else None,
         "cache": str(cache_path) if cache_path else None,
-        "resume": run.options.resume,
         **vars(settings),
     }
     sources = {"model": source, "teacher": (teacher_source, goal.teacher_sha256)}

@@ -252,7 +252,7 @@ def finetune(
 
     source, folder = open_model(checkpoint, revision=revision)
     inputs = [source.path, *data]
-    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
+    run = TrainingRun(out, run_options, protect=inputs)
     backbone, tokenizer = load_backbone(folder)
     position_offset = _position_offset(backbone, position_span, max_len, check_max_len(folder, tokenizer, max_len))
     pooling = sentence_transformers_settings(folder)[0] or "cls"
@@ -272,7 +272,7 @@ def finetune(
     runs = dict(model.attention_runs)
     model.finish_training()
     files = [Path(p) for p in data]
-    options = _recorded_options(arguments, files, settings, run.options.resume)
+    options = _recorded_options(arguments, files, settings)
     record = _finetune_record(run, settings, history, model, options, len(triplets), files, trained)
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
     path, manifest = run.write(
@@ -330,15 +330,12 @@ RECORDED_OPTIONS = (
 )
 
 
-def _recorded_options(
-    arguments: dict[str, Any], files: list[Path], settings: TrainSettings, resume: bool
-) -> dict[str, Any]:
+def _recorded_options(arguments: dict[str, Any], files: list[Path], settings: TrainSettings) -> dict[str, Any]:
     eval_beir = arguments["eval_beir"]
     return {
         "checkpoint": str(arguments["checkpoint"]),
         "data": [str(p) for p in files],
         **{key: arguments[key] for key in RECORDED_OPTIONS},
-        "resume": resume,
         "eval_beir": str(eval_beir) if eval_beir else None,
         **vars(settings),
     }

@@ -275,7 +275,7 @@ def train_mlm(
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     inputs = [source.path, *files]
-    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
+    run = TrainingRun(out, run_options, protect=inputs)
     from transformers import set_seed
 
     set_seed(settings.seed)  # a missing MLM head is initialised at load time: make it reproducible
@@ -304,7 +304,6 @@ def train_mlm(
         "mask": mask,
         "max_len": max_len,
         "eval_fraction": eval_fraction,
-        "resume": run.options.resume,
         **vars(settings),
     }
     path, manifest = run.write(

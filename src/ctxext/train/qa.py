@@ -97,7 +97,7 @@ def finetune_qa(
     settings = settings or qa_settings()
     source, folder = open_model(ref, revision=revision)
     inputs = [source.path, train_path, *([eval_path] if eval_path else [])]
-    run = TrainingRun(out, run_options or RunOptions(), protect=inputs)
+    run = TrainingRun(out, run_options, protect=inputs)
     prompt = load_prompt_config(special_tokens)
     train_examples = read_squad_jsonl(train_path)
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None

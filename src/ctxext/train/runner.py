@@ -308,7 +308,7 @@ def write_trained_model(
     config.update(config_updates or {})
     plan = OutputPlan(
         command,
-        options,
+        {**options, "resume": run_options.resume},
         {"model": (source, reader.sha256_of_files()), **(sources or {})},
         tensors,
         [record],
@@ -387,9 +387,9 @@ class TrainingRun:
     resume); ``parameters(settings)`` is what every manifest records about the run; ``write(writer)`` calls
     ``writer()`` on the main process only and then removes the checkpoints unless ``options.keep_checkpoints``."""
 
-    def __init__(self, out: str | Path, options: RunOptions, *, protect: Iterable[str | Path] = ()):
+    def __init__(self, out: str | Path, options: RunOptions | None = None, *, protect: Iterable[str | Path] = ()):
+        self.options = options = options or RunOptions()
         self.paths = training_paths(out, options.work_dir, resume=options.resume, force=options.force, protect=protect)
-        self.options = options
         self.trainer: Any = None
 
     @property
