@@ -686,6 +686,11 @@ def test_the_catalogue_holds_at_least_80_distinct_cases():
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gets_one_line_its_exit_code_and_changes_nothing(bad: Case, scene: Scene, prompts: list[str]):
+    check_case(bad, scene, prompts)
+
+
+def check_case(bad: Case, scene: Scene, prompts: list[str]) -> None:
+    """The catalogue's rule for one case: its exit code, one line, no traceback, nothing changed or left."""
     arguments = [str(a) for a in bad.build(scene)]
     before = snapshot(scene.root)
     result = CliRunner().invoke(app, arguments)
