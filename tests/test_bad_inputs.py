@@ -91,6 +91,32 @@ class Scene:
         words = "the model reads a long document about position embedding and sparse attention".split()
         return self.jsonl("texts.jsonl", [{"text": " ".join(words[i % 5 :] + words)} for i in range(count)])
 
+    def pipeline(self, name: str = "pipeline.json", **config) -> Path:
+        """A pipeline config: interpolate-finetune on the tiny BERT unless ``config`` says otherwise; a key
+        given as None is left out."""
+        base = {
+            "pipeline": "interpolate-finetune",
+            "source": str(self.model()),
+            "data": {"triplets": {"corpus": str(self.documents())}},
+            "interpolate": {"len": 96, "linear": True},
+            "finetune": {"max_len": 32, "steps": 1},
+        }
+        merged = {key: value for key, value in {**base, **config}.items() if value is not None}
+        return self.file(name, json.dumps(merged))
+
+    def documents(self, name: str = "docs.jsonl", count: int = 4) -> Path:
+        """Long-document records (title and sections) in the tiny tokenizer's words."""
+        words = "the model reads a long document about position embedding and sparse attention".split()
+        sections = [{"heading": f"part {n}", "text": " ".join(words[n:] + words * 6)} for n in range(6)]
+        return self.jsonl(
+            name, [{"id": f"doc-{n}", "title": f"document {n}", "sections": sections} for n in range(count)]
+        )
+
+    def inside_output(self, name: str, content: str | bytes = "{}") -> Path:
+        """A file inside ``out``, a previous ctxext output (so --force would replace the folder holding it)."""
+        self.ctxext_output("out")
+        return self.file(f"out/{name}", content)
+
     def triplets(self) -> Path:
         return self.jsonl(
             "triplets.jsonl",
@@ -128,6 +154,12 @@ def bert_nan(s: Scene) -> Path:
     tensors[name] = np.full_like(tensors[name], np.nan)
     save_file(tensors, source / "model.safetensors", metadata={"format": "pt"})
     return source
+
+
+def config_inside_stage_output(s: Scene) -> Path:
+    """A pipeline config kept inside the folder its first stage writes (a previous run's output)."""
+    s.ctxext_output("run/interpolated")
+    return s.file("run/interpolated/p.json", s.pipeline().read_text())
 
 
 T = ["--max-len", 32, "--query-max-len", 16]  # within the tiny models' 64 positions
@@ -642,6 +674,136 @@ CASES: list[Case] = [
     case("flip: -o the source --force", EXISTS, "input")(lambda s: ["flip", s.model("llama"), "-o", "src", "--force"]),
     case("finetune-qa: train file missing", NOT_FOUND, "does not exist")(
         lambda s: ["finetune-qa", s.model("llama"), "--train", "nope.jsonl", *O]
+    ),
+    # --- --force never replaces an input of the run: data, corpus, evaluation sets, configs
+    case("mntp: --data inside the output --force", EXISTS, "holds the input")(
+        lambda s: ["mntp", s.model("llama"), "--data", s.inside_output("t.txt", "some text " * 50), *O, "--force"]
+    ),
+    case("mlm: --data inside the output --force", EXISTS, "holds the input")(
+        lambda s: ["mlm", s.model(), "--data", s.inside_output("t.txt", "some text " * 50), *O, "--force"]
+    ),
+    case("finetune: triplets inside the output --force", EXISTS, "holds the input")(
+        lambda s: ["finetune", s.model(), "--data", s.inside_output("t.jsonl", s.triplets().read_text()), *O, "--force"]
+    ),
+    case("distill: --data inside the output --force", EXISTS, "holds the input")(
+        lambda s: [
+            *["distill", s.model(), "--teacher", s.model(name="t")],
+            *["--data", s.inside_output("t.txt", "some text " * 50), *O, "--force"],
+        ]
+    ),
+    case("finetune-qa: --train inside the output --force", EXISTS, "holds the input")(
+        lambda s: ["finetune-qa", s.model("llama"), "--train", s.inside_output("qa.jsonl"), *O, "--force"]
+    ),
+    case("embed: input inside a folder output --force", EXISTS, "holds the input")(
+        lambda s: ["embed", s.model(), s.inside_output("docs.jsonl", '{"text": "a"}\n'), "-o", "out", "--force"]
+    ),
+    case("extend: --corpus inside the output --force", EXISTS, "holds the input")(
+        lambda s: [
+            *["extend", s.model(), "--len", 128, "--min-tokens", 64],
+            *["--corpus", s.inside_output("docs.jsonl", s.documents().read_text()), *O, "--force"],
+        ]
+    ),
+    case("extend: -o the source --force", EXISTS, "input")(
+        lambda s: ["extend", s.model(), "--len", 128, "--corpus", s.documents(), "-o", "src", "--force"]
+    ),
+    case("pipeline: the config inside a stage's output --force", EXISTS, "holds the input")(
+        lambda s: ["pipeline", config_inside_stage_output(s), "--work", "run", "--force"]
+    ),
+    # --- pipeline configs: checked in full before any stage runs
+    case("pipeline: a misspelt option in the last stage", INVALID, "finetune", "--stepz")(
+        lambda s: ["pipeline", s.pipeline(finetune={"max_len": 32, "stepz": 1}), "--work", "run"]
+    ),
+    case("pipeline: a bad value in the last stage", INVALID, "finetune", "--steps")(
+        lambda s: ["pipeline", s.pipeline(finetune={"max_len": 32, "steps": "many"}), "--work", "run"]
+    ),
+    case("pipeline: a misspelt evaluate option", INVALID, "evaluate", "--lenghts")(
+        lambda s: ["pipeline", s.pipeline(evaluate={"lenghts": "64"}), "--work", "run"]
+    ),
+    case("pipeline: no source", INVALID, "'source'")(lambda s: ["pipeline", s.pipeline(source=None), "--work", "run"]),
+    case("pipeline: no teacher for guide-distill", INVALID, "'teacher'")(
+        lambda s: [
+            "pipeline",
+            s.pipeline(pipeline="guide-distill", source=None, interpolate=None, finetune=None),
+            "--work",
+            "run",
+        ]
+    ),
+    case("pipeline: an unknown section", INVALID, "'finetun'")(
+        lambda s: ["pipeline", s.pipeline(finetun={"steps": 1}), "--work", "run"]
+    ),
+    case("pipeline: --set an unknown key", INVALID, "'stepz'")(
+        lambda s: ["pipeline", s.pipeline(), "--work", "run", "--set", "stepz=3"]
+    ),
+    case("pipeline: a section that is a list", INVALID, "finetune must be a mapping")(
+        lambda s: ["pipeline", s.pipeline(finetune=[1, 2]), "--work", "run"]
+    ),
+    case("pipeline: an option whose value is a list", INVALID, "finetune.steps")(
+        lambda s: ["pipeline", s.pipeline(finetune={"steps": [1] * 1000}), "--work", "run"]
+    ),
+    case("pipeline: a stage's data missing", INVALID, "data.triplets")(
+        lambda s: ["pipeline", s.pipeline(data={}), "--work", "run"]
+    ),
+    case("pipeline: unknown data", INVALID, "'wikipedia'")(
+        lambda s: ["pipeline", s.pipeline(data={"wikipedia": {}}), "--work", "run"]
+    ),
+    case("pipeline: the triplets corpus missing", INVALID, "does not exist")(
+        lambda s: ["pipeline", s.pipeline(data={"triplets": {"corpus": "nope.jsonl"}}), "--work", "run"]
+    ),
+    case("pipeline: a revision that is a number", INVALID, "'revision'")(
+        lambda s: ["pipeline", s.pipeline(revision=3), "--work", "run"]
+    ),
+    case("pipeline: a YAML alias bomb", INVALID, "aliases")(
+        lambda s: [
+            "pipeline",
+            s.file(
+                "bomb.yaml",
+                "pipeline: interpolate-finetune\na: &a [x, x, x, x, x, x, x, x, x]\n"
+                + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)),
+            ),
+            "--work",
+            "run",
+        ]
+    ),
+    case("pipeline: YAML nested 100,000 deep", INVALID, "nested")(
+        lambda s: ["pipeline", s.file("deep.yaml", "[" * 100_000 + "]" * 100_000), "--work", "run"]
+    ),
+    case("pipeline: JSON nested 40 deep", INVALID, "levels")(
+        lambda s: [
+            "pipeline",
+            s.file("deep.json", '{"pipeline": "interpolate-finetune", "x": ' + nested(40).decode() + "}"),
+            "--work",
+            "run",
+        ]
+    ),
+    case("pipeline: a config over 1 MiB", INVALID, "MiB")(
+        lambda s: [
+            "pipeline",
+            s.file("big.json", '{"pipeline": "interpolate-finetune", "about": "' + "x" * 2**20 + '"}'),
+            "--work",
+            "run",
+        ]
+    ),
+    # --- extend: options and corpus checked before (or by) the first stage, in one line, leaving no work folder
+    case("extend: --len 0", INVALID, "--len 0")(
+        lambda s: ["extend", s.model(), "--len", 0, "--corpus", s.documents(), *O]
+    ),
+    case("extend: --len 1000000000", INVALID, "--len 1000000000")(
+        lambda s: ["extend", s.model(), "--len", 1_000_000_000, "--corpus", s.documents(), *O]
+    ),
+    case("extend: an empty corpus", INVALID)(
+        lambda s: ["extend", s.model(), "--len", 128, "--min-tokens", 64, "--corpus", s.file("e.jsonl", ""), *O]
+    ),
+    case("extend: a corpus of one document", NOT_FOUND, "held-out")(
+        lambda s: ["extend", s.model(), "--len", 128, "--min-tokens", 64, "--corpus", s.documents(count=1), *O]
+    ),
+    case("extend: a binary corpus", CORRUPT, "not UTF-8")(
+        lambda s: [
+            *["extend", s.model(), "--len", 128, "--min-tokens", 64],
+            *["--corpus", s.file("b.jsonl", bytes(range(256)) * 64), *O],
+        ]
+    ),
+    case("extend: a misspelt --recipe", INVALID, "--recipe")(
+        lambda s: ["extend", s.model(), "--len", 128, "--corpus", s.documents(), "--recipe", "bigbrd", *O]
     ),
 ]
 

@@ -17,19 +17,27 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HUB_ID = "ctxext-tests/tiny-bert"
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An offline Hugging Face cache holding a tiny sentence-transformers BERT at tag ``v1`` (no ``main``)."""
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hub"
+def make_hub_cache(cache: Path) -> Path:
+    """A Hugging Face cache at ``cache`` holding a tiny sentence-transformers BERT at tag ``v1`` (no ``main``)."""
     repo = cache / "models--ctxext-tests--tiny-bert"
     tiny.make_sentence_transformer("bert", repo / "snapshots" / COMMIT)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "v1").write_text(COMMIT)
+    return cache
+
+
+def use_offline_cache(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An offline Hugging Face cache holding a tiny sentence-transformers BERT at tag ``v1`` (no ``main``)."""
+    use_offline_cache(make_hub_cache(tmp_path / "hub"), monkeypatch)
+    return tmp_path / "hub"
 
 
 def invoke(*arguments):
@@ -138,3 +146,74 @@ def test_extend_reads_its_source_at_the_revision_in_every_stage_that_reads_it(tm
     assert config["data"]["longdoc"]["tokenizer"] == HUB_ID and config["data"]["longdoc"]["revision"] == "v1"
     first = PIPELINE_STAGES[config["pipeline"]][0].arguments(config, {}, None)
     assert first[0] == HUB_ID and first[-2:] == ["--revision", "v1"]
+
+
+VALID_REVISIONS = ["main", "v1", "refs/pr/1", COMMIT, "release-1.2", "feature/long-context", "v1.0-rc.2"]
+INVALID_REVISIONS = [
+    "",
+    "@",
+    "..",
+    "../../x",
+    "/etc",
+    "a/../../b",
+    "main/",
+    "a//b",
+    ".hidden",
+    "refs/.x",
+    "v1.",
+    "v1.lock",
+    "refs/heads/x.lock/y",
+    "with space",
+    "tab\there",
+    "new\nline",
+    "nul\x00",
+    "del\x7f",
+    "main@{1}",
+    "main~1",
+    "main^",
+    "a:b",
+    "what?",
+    "glob*",
+    "a[0]",
+    "back\\slash",
+]
+
+
+@pytest.mark.parametrize("revision", VALID_REVISIONS)
+def test_git_ref_names_are_accepted_as_revisions(revision):
+    from ctxext.io import check_revision, revision_problem
+
+    assert revision_problem(revision) is None and check_revision(revision) == revision
+
+
+@pytest.mark.parametrize("revision", INVALID_REVISIONS, ids=[repr(r) for r in INVALID_REVISIONS])
+def test_what_git_refuses_as_a_ref_name_is_refused_as_a_revision_naming_it(revision):
+    from ctxext.errors import InvalidArgument
+    from ctxext.io import check_revision, resolve_source
+
+    with pytest.raises(InvalidArgument, match="is not a branch, tag or commit name") as raised:
+        check_revision(revision)
+    assert repr(revision) in str(raised.value)
+    with pytest.raises(InvalidArgument):  # before any folder or download is looked at
+        resolve_source(HUB_ID, revision=revision)
+
+
+def test_a_revision_the_cache_lacks_is_one_line_naming_it(hub, tmp_path):
+    result = invoke("inspect", HUB_ID, "--revision", "v9")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no revision 'v9' in the Hugging Face cache" in lines[0], lines
+    assert "HF_HUB_OFFLINE is set" in lines[0]
+    unknown = invoke("inspect", "ctxext-tests/not-cached", "--revision", "v1")
+    assert unknown.exit_code == 2 and "not in the Hugging Face cache" in unknown.stderr
+
+
+def test_a_revision_with_a_local_folder_or_an_embedded_name_is_refused(tmp_path):
+    from ctxext.errors import InvalidArgument
+    from ctxext.io import resolve_source
+
+    assert resolve_source(tmp_path).revision is None
+    with pytest.raises(InvalidArgument, match="is a local folder"):
+        resolve_source(tmp_path, revision="v1")
+    with pytest.raises(InvalidArgument, match="'all-MiniLM-L6-v2' is an embedded model"):
+        resolve_source("all-MiniLM-L6-v2", revision="main")

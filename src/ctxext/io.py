@@ -7,8 +7,10 @@ Nothing here imports torch unless a PyTorch ``.bin`` checkpoint or a torch tenso
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -20,6 +22,7 @@ import stat
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,9 @@ TORCH_TO_SAFETENSORS = {
     "float8_e5m2": "F8_E5M2",
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# What a git ref name may not hold anywhere (git check-ref-format): control characters and space, ~ ^ : ? * [ \,
+# "..", "@{".
+REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{")
 
 
 # ----------------------------------------------------------------------------- sources
@@ -124,6 +130,8 @@ def resolve_source(
 ) -> Source:
     """Turn a local folder or a hub ID into a local folder. Hub downloads honour HF_HUB_OFFLINE."""
     text = os.fspath(ref)
+    if revision is not None:
+        check_revision(revision)
     if not text.strip():
         raise SourceNotFound(f"the {what} is an empty string; name a folder, a hub ID or an embedded model")
     local = Path(text).expanduser()
@@ -132,11 +140,19 @@ def resolve_source(
     if local.exists():
         if not local.is_dir():
             raise SourceNotFound(f"{what} {text!r} is a file; give the folder that holds it")
+        if revision is not None:
+            raise InvalidArgument(f"a revision applies to hub sources only; {what} {text!r} is a local folder")
+        register_input(local)
         return Source(ref=text, path=local.resolve())
     if not HUB_ID.match(text) or text.startswith((".", "/", "~")):
         raise SourceNotFound(f"{what} folder {text!r} does not exist")
-    from ctxext.presets import EMBEDDED_HUB_IDS, embedded_model
+    from ctxext.presets import EMBEDDED, EMBEDDED_HUB_IDS, embedded_model
 
+    if revision is not None and text in EMBEDDED:
+        raise InvalidArgument(
+            f"a revision applies to hub sources only; {what} {text!r} is an embedded model "
+            f"(name its hub ID {EMBEDDED_HUB_IDS[text]!r} to read a revision)"
+        )
     embedded = embedded_model(text)
     if embedded is not None:
         return Source(ref=text, path=embedded, hub_id=EMBEDDED_HUB_IDS[text])
@@ -161,11 +177,16 @@ def _download_from_hub(
     except RepositoryNotFoundError:
         raise SourceNotFound(f"{what} {hub_id!r} is neither a local folder nor a model on the hub") from None
     except RevisionNotFoundError:
-        raise SourceNotFound(f"{what} {hub_id!r} has no revision {revision!r}") from None
+        raise SourceNotFound(f"{what} {hub_id!r} has no revision {revision!r} on the hub") from None
     except GatedRepoError:
         raise SourceNotFound(f"{what} {hub_id!r} is gated: log in with `hf auth login` and accept its terms") from None
     except LocalEntryNotFoundError:
         hint = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        if _in_hub_cache(hub_id):
+            raise SourceNotFound(
+                f"{what} {hub_id!r} has no revision {revision or 'main'!r} in the Hugging Face cache, and {hint}; "
+                "download that revision once online or name one the cache holds"
+            ) from None
         raise SourceNotFound(
             f"{what} {hub_id!r} is not a local folder and not in the Hugging Face cache, and {hint}; "
             "download it once online or pass a local folder"
@@ -174,6 +195,42 @@ def _download_from_hub(
         raise SourceNotFound(f"{what} {hub_id!r} could not be fetched from the hub: {error}") from None
     commit = Path(path).name if Path(path).parent.name == "snapshots" else None
     return Source(ref=hub_id, path=Path(path), hub_id=hub_id, revision=revision, commit=commit)
+
+
+def _in_hub_cache(hub_id: str) -> bool:
+    """Whether the Hugging Face cache holds some snapshot of the model ``hub_id`` (whatever its revisions)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    return (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=hub_id, repo_type="model") / "snapshots").is_dir()
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why ``revision`` is not a git ref name (a branch, a tag such as ``v1``, ``refs/pr/1``, a commit hash), by
+    the rules of ``git check-ref-format --allow-onelevel``; None when it is one. Such a name is never a path."""
+    if revision in ("", "@"):
+        return "it is empty" if not revision else "'@' alone is not a ref name"
+    forbidden = REF_FORBIDDEN.search(revision)
+    if forbidden:
+        return f"it holds {forbidden.group()!r}"
+    if revision.endswith("."):
+        return "it ends with '.'"
+    for part in revision.split("/"):
+        if not part:
+            return "it starts or ends with '/', or holds '//'"
+        if part.startswith("."):
+            return f"its part {part!r} starts with '.'"
+        if part.endswith(".lock"):
+            return f"its part {part!r} ends with '.lock'"
+    return None
+
+
+def check_revision(revision: str) -> str:
+    """``revision`` when it is a git ref name (see :func:`revision_problem`); otherwise InvalidArgument."""
+    problem = revision_problem(revision)
+    if problem:
+        raise InvalidArgument(f"revision {revision!r} is not a branch, tag or commit name: {problem}")
+    return revision
 
 
 # ----------------------------------------------------------------------------- folder layout
@@ -664,6 +721,7 @@ def input_file(path: str | os.PathLike[str], what: str = "input file") -> Path:
         raise InvalidArgument(f"{what} {path} is a folder; name a file")
     if not stat.S_ISREG(mode):
         raise InvalidArgument(f"{what} {path} is not a regular file (a device, FIFO or socket); name a file")
+    register_input(path)
     return path
 
 
@@ -758,6 +816,156 @@ def copy_support_files(folder: ModelFolder, destination: Path) -> tuple[list[str
     return copied, left_out
 
 
+# ----------------------------------------------------------------------------- one run: its inputs and output locks
+
+_run_inputs: ContextVar[dict[Path, bool] | None] = ContextVar("ctxext_run_inputs", default=None)
+
+
+def is_main_process() -> bool:
+    """The process that writes outputs: the only one, or rank 0 of a distributed launch (torchrun, accelerate)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def register_input(path: str | os.PathLike[str], *, whole: bool = True) -> None:
+    """Remember ``path`` as an input of the current run (:func:`run_scope`): no output of the run may replace it
+    or hold it, nor (``whole``: a model folder, every file of which is read) replace anything inside it. A data
+    folder is not ``whole``: its readers register each file they read, and may leave out ctxext's own outputs
+    in it. The readers of files, folders and models call this, so every input a command (or any stage of a
+    pipeline) reads is protected, not only those a command names in ``protect``."""
+    inputs = _run_inputs.get()
+    if inputs is not None:
+        key = _absolute(path)
+        inputs[key] = inputs.get(key, False) or whole
+
+
+@contextlib.contextmanager
+def run_scope() -> Iterator[None]:
+    """One command's run. The inputs it reads are protected from its outputs, and the output locks it takes are
+    released when it ends, however it ends. A scope inside another (a pipeline's stage) shares the outer one's
+    inputs, so a stage's output can never replace what an earlier stage read."""
+    outer = _run_inputs.get()
+    token = _run_inputs.set(outer if outer is not None else {})
+    locks_before = set(_held_locks)
+    try:
+        yield
+    finally:
+        _run_inputs.reset(token)
+        for target in set(_held_locks) - locks_before:
+            release_output(target)
+
+
+# ----------------------------------------------------------------------------- output locks
+
+
+@dataclass
+class _OutputLock:
+    descriptor: int
+    path: Path
+    created_folders: list[Path]
+
+
+_held_locks: dict[Path, _OutputLock] = {}
+
+
+def lock_path(target: Path) -> Path:
+    """The lock file of an output: ``.NAME.ctxext-lock`` beside it."""
+    return target.with_name(f".{target.name}.ctxext-lock")
+
+
+def claim_output(target: Path) -> None:
+    """Hold the lock of ``target`` until the output is written (or the run ends): a second writer of the same
+    output, in this process or another, is refused at once instead of racing the first.
+
+    The lock is ``flock`` on the lock file, so the kernel releases it when its holder dies: a lock file left by
+    a killed run is detected (it is unlocked) and taken over, with a warning naming the process that left it.
+    Under a distributed launch only the main process writes, so only it takes the lock.
+    """
+    if target in _held_locks or not is_main_process():
+        return
+    created = _make_parents(target.parent)
+    path = lock_path(target)
+    try:
+        descriptor, stale_owner = _lock_file(path, target)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    _held_locks[target] = _OutputLock(descriptor, path, created)
+    if stale_owner:
+        import logging
+
+        logging.getLogger("ctxext").warning(
+            "took over the lock of %s left by process %s, which is no longer running", target, stale_owner
+        )
+
+
+def _lock_file(path: Path, target: Path) -> tuple[int, str]:
+    """An open, locked descriptor of ``path`` with this process's id in it, and the id a dead holder left."""
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise WriteFailed(f"cannot lock the output {target}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(descriptor, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise OutputExists(
+                f"output {target} is being written by another ctxext run (process {owner}); wait for it to "
+                "finish or name another output"
+            ) from None
+        try:  # the previous holder may have removed the file between our open and our lock: lock the new one
+            same = os.stat(path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(descriptor)
+            continue
+        stale_owner = os.read(descriptor, 64).decode("ascii", "replace").strip()
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        return descriptor, stale_owner
+
+
+def release_output(target: Path) -> None:
+    """Give up the lock of ``target`` (a no-op when not held); the lock file is removed while still locked, so
+    a waiting writer that opened it notices and locks a fresh one."""
+    lock = _held_locks.pop(target, None)
+    if lock is None:
+        return
+    with contextlib.suppress(OSError):
+        lock.path.unlink()
+    os.close(lock.descriptor)
+    _remove_empty(lock.created_folders)
+
+
+@atexit.register
+def _release_all_outputs() -> None:
+    for target in list(_held_locks):
+        release_output(target)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, deepest first (removed again if unused)."""
+    missing = [folder, *folder.parents]
+    missing = [path for path in missing if not path.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WriteFailed(f"cannot create the folder {folder}: {error.strerror or error}") from None
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 # ----------------------------------------------------------------------------- output safety
 
 
@@ -792,34 +1000,53 @@ def check_output_target(
     protect: Iterable[str | os.PathLike[str]] = (),
     is_file: bool = False,
 ) -> Path:
-    """The absolute output path, once it is safe to write there; refuse anything else in one line.
+    """The absolute output path, once it is safe to write there and this run holds its lock
+    (:func:`claim_output`); refuse anything else in one line.
 
     ``--force`` replaces only a previous ctxext output (a folder holding a ctxext ``manifest.json``, or a
     file with ``<file>.manifest.json`` beside it); never the current directory, ``/``, the home folder,
-    a source in ``protect``, a folder that holds one, or a place inside one; never through a symbolic link.
+    an input of the run (``protect``, and every input read so far: :func:`register_input`), a folder that holds
+    one, or a place inside one; never through a symbolic link.
     """
     text = os.fspath(target)
     if not text.strip():
         raise InvalidArgument("the output path is empty: name the file or folder to write with -o")
-    absolute = Path(os.path.abspath(os.path.expanduser(text)))
+    absolute = _absolute(text)
     if absolute.is_symlink():
         raise OutputExists(
             f"output {absolute} is a symbolic link (to {os.readlink(absolute)}); name the real path or a new one"
         )
-    real = absolute.resolve()
-    special = _never_replaced().get(real)
+    special = _never_replaced().get(absolute.resolve())
     if special:
         raise OutputExists(f"output {absolute} is {special}; name a new folder to write into")
-    for source in protect:
-        source_path = Path(os.path.abspath(os.path.expanduser(os.fspath(source)))).resolve()
+    claim_output(absolute)
+    try:
+        registered = _run_inputs.get() or {}
+        _check_inputs_kept(absolute, [*((path, True) for path in protect), *registered.items()])
+        _check_replaceable(absolute, force=force, is_file=is_file)
+    except BaseException:
+        release_output(absolute)
+        raise
+    return absolute
+
+
+def _check_inputs_kept(absolute: Path, inputs: Iterable[tuple[str | os.PathLike[str], bool]]) -> None:
+    """Refuse an output that is an input of the run, holds one, or would replace something inside a whole one."""
+    real = absolute.resolve()
+    for source, whole in inputs:
+        source_path = _absolute(source).resolve()
         if real == source_path:
             raise OutputExists(f"output {absolute} is an input of this command; name another output")
         if real in source_path.parents:
             raise OutputExists(f"output {absolute} holds the input {source_path}; name another output")
-        if absolute.exists() and source_path in real.parents:
+        if whole and absolute.exists() and source_path in real.parents:
             raise OutputExists(f"output {absolute} lies inside the input {source_path}; name another output")
+
+
+def _check_replaceable(absolute: Path, *, force: bool, is_file: bool) -> None:
+    """A new path, or with ``force`` a previous ctxext output of the expected kind."""
     if not absolute.exists():
-        return absolute
+        return
     if not force:
         raise OutputExists(f"output {absolute} already exists; pass --force to replace it")
     if is_file:
@@ -838,7 +1065,6 @@ def check_output_target(
             f"output {absolute} is not a ctxext output (no ctxext {MANIFEST_NAME} in it), so "
             "--force will not replace it; remove it yourself or name a new folder"
         )
-    return absolute
 
 
 # ----------------------------------------------------------------------------- atomic output
@@ -856,27 +1082,23 @@ def atomic_output(
 ) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; rename it into place only if the block succeeds.
 
-    The target is checked first (:func:`check_output_target`, with the command's sources in ``protect``).
-    Any failure, interrupt or SIGTERM removes the temporary folder. With ``force`` a previous output is
-    replaced only after the new one is complete.
+    The target is checked and locked first (:func:`check_output_target`, with the command's sources in
+    ``protect``), and unlocked at the end. Any failure, interrupt or SIGTERM removes the temporary folder.
+    With ``force`` a previous output is replaced only after the new one is complete.
     """
     target = check_output_target(target, force=force, protect=protect)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".ctxext-tmp", dir=target.parent))
-        temporary.chmod(0o777 & ~_umask())
-    except OSError as error:
-        raise WriteFailed(f"cannot create the output beside {target}: {error.strerror or error}") from None
-    try:
-        with sigterm_as_interrupt():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".ctxext-tmp", dir=target.parent))
+            temporary.chmod(0o777 & ~_umask())
+        except OSError as error:
+            raise WriteFailed(f"cannot create the output beside {target}: {error.strerror or error}") from None
+        with _removed_unless_placed([temporary], target):
             yield temporary
             _replace_together([(temporary, target)])
-    except OSError as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise _write_failed(target, error) from None
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+    finally:
+        release_output(target)
 
 
 @contextlib.contextmanager
@@ -887,34 +1109,42 @@ def atomic_files(
 
     The file counterpart of :func:`atomic_output`, for an output and its manifest: any failure,
     interrupt or SIGTERM removes the temporary files and leaves the previous files as they were.
-    Only the first target is checked as the user's output; the others travel with it.
+    Only the first target is checked (and locked) as the user's output; the others travel with it.
     """
-    protect = list(protect)
     first = check_output_target(targets[0], force=force, protect=protect, is_file=True)
-    paths = [first] + [_companion_path(target) for target in targets[1:]]
     temporaries: list[Path] = []
     try:
-        first.parent.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ctxext-tmp", dir=path.parent)
-            os.close(handle)
-            temporaries.append(Path(name))
-            Path(name).chmod(0o666 & ~_umask())
-    except OSError as error:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
-        raise WriteFailed(f"cannot create the output beside {first}: {error.strerror or error}") from None
-    try:
-        with sigterm_as_interrupt():
+        paths = [first] + [_companion_path(target) for target in targets[1:]]
+        with _removed_unless_placed(temporaries, first):
+            try:
+                first.parent.mkdir(parents=True, exist_ok=True)
+                for path in paths:
+                    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ctxext-tmp", dir=path.parent)
+                    os.close(handle)
+                    temporaries.append(Path(name))
+                    Path(name).chmod(0o666 & ~_umask())
+            except OSError as error:
+                raise WriteFailed(f"cannot create the output beside {first}: {error.strerror or error}") from None
             yield temporaries
             _replace_together(list(zip(temporaries, paths, strict=True)))
+    finally:
+        release_output(first)
+
+
+@contextlib.contextmanager
+def _removed_unless_placed(temporaries: list[Path], target: Path) -> Iterator[None]:
+    """Around a write: on any failure, interrupt or SIGTERM, the temporaries are removed; an OS error is said
+    as a failed write."""
+    try:
+        with sigterm_as_interrupt():
+            yield
     except OSError as error:
         for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
-        raise _write_failed(first, error) from None
+            _remove(temporary)
+        raise _write_failed(target, error) from None
     except BaseException:
         for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
+            _remove(temporary)
         raise
 
 
@@ -945,26 +1175,58 @@ def _umask() -> int:
 
 
 def _replace_together(moves: list[tuple[Path, Path]]) -> None:
-    """Rename each finished temporary onto its target; if any rename fails, put every target back."""
-    retired: list[tuple[Path, Path]] = []
-    placed: list[Path] = []
+    """Rename each finished temporary onto its target; if any rename fails, put every target back.
+
+    SIGINT and SIGTERM are held while the renames run, so a signal can never leave half of a pair in place: one
+    that arrives meanwhile stops the command right after, and says that the output was written.
+    """
+    with _signals_held(", ".join(str(target) for _, target in moves)):
+        retired: list[tuple[Path, Path]] = []
+        placed: list[Path] = []
+        try:
+            for _, target in moves:
+                if target.exists():
+                    old = target.with_name(f".{target.name}.{os.getpid()}.ctxext-old")
+                    target.rename(old)
+                    retired.append((old, target))
+            for temporary, target in moves:
+                temporary.rename(target)
+                placed.append(target)
+        except BaseException:
+            for target in placed:
+                _remove(target)
+            for old, target in retired:
+                old.rename(target)
+            raise
+        for old, _ in retired:
+            _remove(old)
+
+
+INTERRUPTING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held(written: str) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM across the block; one that arrived meanwhile is taken after it, as
+    :class:`~ctxext.errors.Interrupted` saying that ``written`` was written (when the block succeeded)."""
+    from ctxext.errors import Interrupted
+
     try:
-        for _, target in moves:
-            if target.exists():
-                old = target.with_name(f".{target.name}.{os.getpid()}.ctxext-old")
-                target.rename(old)
-                retired.append((old, target))
-        for temporary, target in moves:
-            temporary.rename(target)
-            placed.append(target)
-    except BaseException:
-        for target in placed:
-            _remove(target)
-        for old, target in retired:
-            old.rename(target)
-        raise
-    for old, _ in retired:
-        _remove(old)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTING_SIGNALS)
+    except (ValueError, OSError):  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+        pending = signal.sigpending() & INTERRUPTING_SIGNALS
+        if pending:
+            signal_number = signal.sigtimedwait(pending, 0)
+            if signal_number is not None:
+                raise Interrupted(
+                    signal_number.si_signo, kept=f"{written} was written completely before the signal was taken"
+                )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _remove(path: Path) -> None:

@@ -78,12 +78,15 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ctxext.io import sigterm_as_interrupt
+        from ctxext.io import run_scope, sigterm_as_interrupt
 
         quiet_library_progress_bars()
-
+        if _reporting:  # a stage of a pipeline: the pipeline's command reports its errors, in one line
+            with run_scope():
+                return command(*args, **kwargs)
+        _reporting.append(command.__name__)
         try:
-            with sigterm_as_interrupt():
+            with run_scope(), sigterm_as_interrupt():
                 return command(*args, **kwargs)
         except CtxextError as error:
             fail(str(error), error.exit_code)
@@ -103,8 +106,14 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 fail(*known)
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             fail(f"{type(error).__name__}: {first} (set CTXEXT_DEBUG=1 for the traceback)", 70, label="internal error")
+        finally:
+            _reporting.pop()
 
     return wrapper
+
+
+_reporting: list[str] = []
+"""The command whose wrapper reports errors now (at most one: commands a pipeline runs inside it do not)."""
 
 
 OUT_OF_MEMORY = "out of memory: try a shorter length, a smaller batch or a smaller model (or --no-check)"

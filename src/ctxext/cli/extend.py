@@ -57,6 +57,15 @@ def extend_config(
         "min_tokens": min_tokens,
         "max_tokens": length,
     }
+    bigbird = {
+        "transfer": {"len": length},
+        "finetune_bigbird": {
+            **BIGBIRD_STAGE,
+            "max_len": min(BIGBIRD_STAGE["max_len"], length // 2),
+            "position_span": length,
+            "steps": steps,
+        },
+    }
     return {
         "pipeline": PIPELINES[recipe],
         "source": source,
@@ -67,13 +76,7 @@ def extend_config(
         },
         "interpolate": {"len": length, "tile": True},
         "finetune": {**POSITIONS_STAGE, "max_len": window, "position_span": length, "steps": steps},
-        "transfer": {"len": length},
-        "finetune_bigbird": {
-            **BIGBIRD_STAGE,
-            "max_len": min(BIGBIRD_STAGE["max_len"], length // 2),
-            "position_span": length,
-            "steps": steps,
-        },
+        **(bigbird if recipe == Recipe.bigbird else {}),
     }
 
 
@@ -105,19 +108,22 @@ def extend_command(
 
       ctxext extend all-MiniLM-L6-v2 --len 4096 --corpus my-docs/ -o minilm-4096-my-docs
     """
-    from ctxext.cli.pipeline import run_stages
+    from ctxext.cli.pipeline import check_config, run_stages, work_folder
     from ctxext.errors import InvalidArgument, SourceNotFound
     from ctxext.extend import ExtendResult, chosen_recipe, compare_on_held_out, publish, source_window
-    from ctxext.io import check_output_target, open_model
+    from ctxext.io import check_output_target, open_model, register_input
+    from ctxext.positions import check_target_length
     from ctxext.train.runner import is_main_process
 
-    check_output_target(out, force=force)  # refused now, not after the training
     if not Path(corpus).expanduser().exists():
         raise SourceNotFound(f"--corpus {corpus} does not exist")
+    register_input(corpus)  # never replaced by OUT, whatever --force says
+    source_folder = open_model(source, revision=revision)[1]
+    check_output_target(out, force=force)  # refused now, not after the training
+    check_target_length(source_window(source_folder.config), length)
     if min_tokens > length:
         raise InvalidArgument(f"--min-tokens {min_tokens} is above --len {length}: no held-out document could qualify")
     work = (work or out.parent / f"{out.name}.ctxext-work").expanduser().absolute()
-    source_folder = open_model(source, revision=revision)[1]
     recipe = chosen_recipe(recipe, source_folder.config, length)
     config = extend_config(
         source,
@@ -131,7 +137,9 @@ def extend_command(
         held_out=held_out,
         min_tokens=min_tokens,
     )
-    data, written = run_stages(config, work, resume=resume, force=False)
+    check_config(config, "extend", work)
+    with work_folder(work):
+        data, written = run_stages(config, work, resume=resume, force=False)
     if not is_main_process():
         return  # under a distributed launch every process trains; the main one evaluates and writes OUT
     with progress_bars() as progress:

@@ -18,7 +18,7 @@ from typing import Any
 from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS, record_id, record_text
 from ctxext.data.options import InputFormat, OnError, parse_choice
 from ctxext.errors import CtxextError, InvalidArgument, SourceNotFound
-from ctxext.io import file_manifest_path, input_file, is_ctxext_manifest
+from ctxext.io import file_manifest_path, input_file, is_ctxext_manifest, register_input
 
 FORMAT_BY_SUFFIX = {
     ".txt": InputFormat.txt,
@@ -107,6 +107,7 @@ def expand_sources(
         if not path.exists():
             raise SourceNotFound(f"source {path} does not exist")
         if path.is_dir():
+            register_input(path, whole=False)
             found = [
                 p
                 for p in sorted(path.rglob(pattern or "*"))

@@ -136,7 +136,7 @@ def train_mntp(
         raise InvalidArgument(f"--lora-rank {lora_rank} must be 0 (off) or more")
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
-    run = TrainingRun(out, run_options, protect=[source.path])
+    run = TrainingRun(out, run_options, protect=[source.path, *files])
     model, tokenizer = load_flipped(folder)
     mask_id = mask_token_id(tokenizer)
     data_set = mlm_data(tokenizer, files, max_len, mask, 0.0)

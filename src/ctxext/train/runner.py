@@ -24,7 +24,15 @@ from ctxext.architectures import is_buffer
 from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_model_folder
 from ctxext.compat import warmup_arguments
 from ctxext.errors import Interrupted, InvalidArgument, SourceNotFound
-from ctxext.io import CheckpointReader, ModelFolder, OutTensor, check_output_target, sigterm_as_interrupt
+from ctxext.io import (
+    CheckpointReader,
+    ModelFolder,
+    OutTensor,
+    check_output_target,
+    release_output,
+    sigterm_as_interrupt,
+)
+from ctxext.io import is_main_process as is_main_process  # re-exported: where training code looks for it
 from ctxext.manifest import Check, OperationRecord
 
 
@@ -134,10 +142,6 @@ def training_arguments(work_dir: Path, settings: TrainSettings, *, save: bool = 
 def world_size() -> int:
     """Processes of this run, as torchrun / accelerate launch set them (1 when run alone)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def trains_on_cpu(settings: TrainSettings) -> bool:
@@ -408,12 +412,16 @@ class TrainingRun:
         callbacks: Sequence[Any] = (),
         save: bool = True,
     ) -> Any:
-        with resumable_checkpoints_kept(self.paths.work):
-            arguments = training_arguments(self.paths.work, settings, save=save, evaluate=eval_dataset is not None)
-            callbacks = [*self.options.callbacks, *callbacks]
-            self.trainer = build_trainer(model, tokenizer, collator, dataset, eval_dataset, arguments, callbacks)
-            resume_from = self.paths.resume_from
-            self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        try:
+            with resumable_checkpoints_kept(self.paths.work):
+                arguments = training_arguments(self.paths.work, settings, save=save, evaluate=eval_dataset is not None)
+                callbacks = [*self.options.callbacks, *callbacks]
+                self.trainer = build_trainer(model, tokenizer, collator, dataset, eval_dataset, arguments, callbacks)
+                resume_from = self.paths.resume_from
+                self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except BaseException:
+            release_output(self.out)  # the output will not be written: another run may write it now
+            raise
         return self.trainer
 
     @property
