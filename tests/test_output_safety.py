@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +282,99 @@ def test_embedding_rows_are_unchanged_by_the_pair_rename(tiny_models, tmp_path):
     assert manifest["output"]["sha256"] == hashlib.sha256((tmp_path / "rows.npy").read_bytes()).hexdigest()
     assert rows.shape == tuple(manifest["output"]["shape"])
     assert run("embed", tiny_models("bert"), documents, "-o", tmp_path / "rows.npy", "--force").exit_code == 0
+
+
+# ----------------------------------------------------------------------------- one writer per output
+
+
+def ctxext_process(*args) -> subprocess.Popen:
+    """A ctxext command as a user starts it, in its own process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ctxext", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def race(*commands: list) -> list[tuple[int, str]]:
+    """Start the commands together; their exit codes and stderr, in order."""
+    started = [ctxext_process(*command) for command in commands]
+    return [(process.wait(timeout=300), process.stderr.read()) for process in started]
+
+
+def test_two_runs_writing_one_folder_at_once_one_succeeds_the_other_exits_5(tiny_models, tmp_path):
+    source, out = tiny_models("bert"), tmp_path / "out"
+    command = ["interpolate", source, "--len", 96, "--linear", "-o", out]
+    results = race(command, command)
+    assert sorted(code for code, _ in results) == [0, 5], results
+    [(_, refusal)] = [result for result in results if result[0] == 5]
+    assert len(refusal.strip().splitlines()) == 1 and ("being written" in refusal or "already exists" in refusal)
+    assert run("verify", out).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_two_runs_writing_one_file_pair_at_once_leave_one_runs_array_and_its_manifest(tiny_models, tmp_path):
+    source = tiny_models("bert")
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(json.dumps({"text": f"first text {n}"}) + "\n" for n in range(3)))
+    second.write_text("".join(json.dumps({"text": f"second text {n}"}) + "\n" for n in range(5)))
+    out = tmp_path / "emb.npy"
+    results = race(["embed", source, first, "-o", out], ["embed", source, second, "-o", out])
+    assert sorted(code for code, _ in results) == [0, 5], results
+    manifest = json.loads(file_manifest_path(out).read_text())
+    assert manifest["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    winner = first if results[0][0] == 0 else second
+    assert manifest["input"]["sha256"] == hashlib.sha256(winner.read_bytes()).hexdigest()
+    assert np.load(out).shape[0] == (3 if winner == first else 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "emb.npy", "emb.npy.manifest.json"]
+
+
+def test_a_writer_finds_the_output_locked_by_another_run_and_exits_5_at_once(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(tmp_path / '.out.ctxext-lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242'); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run("interpolate", tiny_models("bert"), "--len", 96, "--linear", "-o", out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 5
+    assert "being written by another ctxext run (process 4242)" in result.stderr
+    assert not out.exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_and_removed(tiny_models, tmp_path):
+    (tmp_path / ".out.ctxext-lock").write_text("999999\n")  # its process is gone, so nothing holds the lock
+    result = run("interpolate", tiny_models("bert"), "--len", 96, "--linear", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_signal_during_the_pair_rename_leaves_both_files_and_says_they_were_written(tmp_path, monkeypatch):
+    out, renamed = tmp_path / "emb.npy", Path.rename
+
+    def rename_then_terminate(self, target):
+        moved = renamed(self, target)
+        os.kill(os.getpid(), signal.SIGTERM)  # held until both files are in place
+        return moved
+
+    with pytest.raises(Interrupted) as stopped:
+        with atomic_files([out, file_manifest_path(out)]) as (array, manifest):
+            array.write_bytes(b"array")
+            manifest.write_text(json.dumps({"command": "embed", "libraries": {}}))
+            monkeypatch.setattr(Path, "rename", rename_then_terminate)
+    assert stopped.value.exit_code == 143 and "written completely" in stopped.value.kept
+    assert out.read_bytes() == b"array" and file_manifest_path(out).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy", "emb.npy.manifest.json"]

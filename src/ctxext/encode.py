@@ -7,6 +7,7 @@ pattern it was trained with, and no switch to full attention for good after one 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -57,14 +58,14 @@ class Encoder:
         import torch
 
         max_length = max_length or self.max_length
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
-        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        input_ids = truncated_input_ids(self.tokenizer, texts, max_length)
+        order = np.argsort([-len(ids) for ids in input_ids], kind="stable")
         rows: list[np.ndarray | None] = [None] * len(texts)
         device = next(self.model.parameters()).device
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             batch = self.tokenizer.pad(
-                {"input_ids": [encoded["input_ids"][i] for i in indices]}, padding=True, return_tensors="pt"
+                {"input_ids": [input_ids[i] for i in indices]}, padding=True, return_tensors="pt"
             )
             with torch.inference_mode():
                 output = self.model(
@@ -78,6 +79,56 @@ class Encoder:
             progress("encoding", min(start + batch_size, len(order)), len(order))
         dimension = self.model.config.hidden_size
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dimension), np.float32)
+
+
+PREFIX_CHARACTERS_PER_TOKEN = 16
+"""A long text is first tokenized from a prefix of ``max_length`` x this many characters (grown when short)."""
+_WORD_ENDS = (re.compile(r".*\S(?= )", re.DOTALL), re.compile(r".*\S(?=\s)", re.DOTALL))
+"""Where a prefix may end: before a space (a boundary for every tokenizer), else before other whitespace (one
+for most: SentencePiece's Metaspace splits at spaces alone)."""
+
+
+def truncated_input_ids(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """``tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]``, with memory in proportion to
+    ``max_length`` rather than to the texts' size (a tokenizer holds offsets and more for every token).
+
+    Each text is tokenized from a prefix that ends between words, grown fourfold until it yields more than
+    ``max_length`` tokens or is the whole text; tokens never cross whitespace, so the ids are the whole
+    text's. A tokenizer that truncates on the left reads whole texts."""
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        return [list(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+
+    def probe(piece: str) -> list[int]:  # one token more than kept: more than max_length means truncated
+        return list(tokenizer(piece, truncation=True, max_length=max_length + 1)["input_ids"])
+
+    size = max_length * PREFIX_CHARACTERS_PER_TOKEN
+    pieces = [word_prefix(text, size) for text in texts]
+    ids = [list(row) for row in tokenizer(pieces, truncation=True, max_length=max_length + 1)["input_ids"]]
+    for index, text in enumerate(texts):
+        grown = size
+        while len(ids[index]) <= max_length and len(pieces[index]) < len(text):
+            grown *= 4
+            pieces[index] = word_prefix(text, grown)
+            ids[index] = probe(pieces[index])
+    cut = [index for index, row in enumerate(ids) if len(row) > max_length]
+    if cut:
+        kept = tokenizer([pieces[i] for i in cut], truncation=True, max_length=max_length)["input_ids"]
+        for index, row in zip(cut, kept, strict=True):
+            ids[index] = list(row)
+    return ids
+
+
+def word_prefix(text: str, size: int) -> str:
+    """The whole ``text`` when it holds at most ``size`` characters, else its longest prefix of at most
+    ``size`` characters that ends before a space (else before other whitespace; a word longer than ``size``
+    is cut)."""
+    if len(text) <= size:
+        return text
+    for word_end in _WORD_ENDS:
+        found = word_end.match(text, 0, size + 1)
+        if found:
+            return found.group(0)
+    return text[:size]
 
 
 def pool(hidden: Any, attention_mask: Any, pooling: str) -> Any:

@@ -224,6 +224,9 @@ def _resolve_gguf(ref: str, gguf_file: str | None, revision: str | None) -> tupl
     if gguf_file is None:
         from ctxext import presets
 
+        if revision is not None:
+            raise InvalidArgument(f"a revision applies to hub sources only; {ref!r} is an embedded model")
+
         path = getattr(presets, EMBEDDED_GGUF[ref])()
         return Source(ref=ref, path=path.parent), path.parent, path.name
     source = resolve_source(ref, revision=revision, allow_patterns=[gguf_file, "*.json"], what="GGUF folder")

@@ -205,6 +205,14 @@ def _in_hub_cache(hub_id: str) -> bool:
     return (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=hub_id, repo_type="model") / "snapshots").is_dir()
 
 
+def names_hub_model(ref: str | os.PathLike[str]) -> bool:
+    """Whether ``ref`` names a model on the hub (which has revisions), not a local folder or an embedded name."""
+    from ctxext.presets import EMBEDDED_HUB_IDS
+
+    text = os.fspath(ref)
+    return not Path(text).expanduser().exists() and text not in EMBEDDED_HUB_IDS and bool(HUB_ID.match(text))
+
+
 def revision_problem(revision: str) -> str | None:
     """Why ``revision`` is not a git ref name (a branch, a tag such as ``v1``, ``refs/pr/1``, a commit hash), by
     the rules of ``git check-ref-format --allow-onelevel``; None when it is one. Such a name is never a path."""
@@ -1202,31 +1210,33 @@ def _replace_together(moves: list[tuple[Path, Path]]) -> None:
             _remove(old)
 
 
-INTERRUPTING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
 def _signals_held(written: str) -> Iterator[None]:
     """Hold SIGINT and SIGTERM across the block; one that arrived meanwhile is taken after it, as
-    :class:`~ctxext.errors.Interrupted` saying that ``written`` was written (when the block succeeded)."""
+    :class:`~ctxext.errors.Interrupted` saying that ``written`` was written (when the block succeeded).
+
+    Python runs signal handlers in the main thread whichever thread the signal reached, so a handler that only
+    records the signal holds it (blocking with ``pthread_sigmask`` would not: another thread can take it)."""
     from ctxext.errors import Interrupted
 
+    taken: list[int] = []
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTING_SIGNALS)
-    except (ValueError, OSError):  # not the main thread: leave signals alone
+        previous = {
+            number: signal.signal(number, lambda number, frame: taken.append(number)) for number in INTERRUPTING_SIGNALS
+        }
+    except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
-        pending = signal.sigpending() & INTERRUPTING_SIGNALS
-        if pending:
-            signal_number = signal.sigtimedwait(pending, 0)
-            if signal_number is not None:
-                raise Interrupted(
-                    signal_number.si_signo, kept=f"{written} was written completely before the signal was taken"
-                )
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if taken:
+        raise Interrupted(taken[0], kept=f"{written} was written completely before the signal was taken")
 
 
 def _remove(path: Path) -> None:

@@ -55,7 +55,7 @@ def evaluate_command(
     from ctxext.errors import InvalidArgument
     from ctxext.evaluate import evaluate
     from ctxext.evaluate import plot as plot_scores
-    from ctxext.io import check_output_target
+    from ctxext.io import check_output_target, names_hub_model
 
     chosen = task
     try:
@@ -64,6 +64,7 @@ def evaluate_command(
         raise InvalidArgument(f"{error}; --lengths takes whole numbers like 256,512") from None
     if plot is not None:  # refused now, not after the evaluation
         check_output_target(plot, force=force, is_file=True)
+    hub_models = [checkpoint for checkpoint in checkpoints if names_hub_model(checkpoint)]
     results = []
     with progress_bars() as progress:
         for checkpoint in checkpoints:
@@ -79,7 +80,9 @@ def evaluate_command(
                     queries=queries,
                     seed=seed,
                     batch_size=batch_size,
-                    revision=revision,
+                    # every hub model is read at --revision; with none among them it reaches the folders
+                    # given, which refuse it in one line
+                    revision=revision if checkpoint in hub_models or not hub_models else None,
                     progress=progress,
                 )
             )

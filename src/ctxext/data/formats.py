@@ -20,15 +20,16 @@ and line); training, QA and evaluation only consume them.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound
-from ctxext.io import input_file, read_jsonl
+from ctxext.io import input_file, read_jsonl, register_input
 
 # ----------------------------------------------------------------------------- text records
 
@@ -128,14 +129,13 @@ class QAExample:
 
 
 def read_squad_jsonl(path: str | Path) -> list[QAExample]:
-    """One SQuAD record per line. Every answer must sit at its answer_start in the context."""
+    """One SQuAD record per line: string ``question`` and ``context``, ``answers`` with as many texts as
+    starts, and every answer at its answer_start in the context. Errors name the file and line."""
     path = Path(path)
     examples = []
     for number, record in read_jsonl(input_file(path, "QA data")):
         example = _squad_example(record, f"{path}:{number}", default_id=str(number))
-        for text, start in zip(example.answers, example.answer_starts, strict=True):
-            if example.context[start : start + len(text)] != text:
-                raise CorruptCheckpoint(f"{path}:{number}: answer {text!r} is not at answer_start {start}")
+        _check_answer_positions(example, f"{path}:{number}")
         examples.append(example)
     if not examples:
         raise InvalidArgument(f"{path} holds no QA records")
@@ -143,17 +143,40 @@ def read_squad_jsonl(path: str | Path) -> list[QAExample]:
 
 
 def _squad_example(record: dict[str, Any], where: str, default_id: str) -> QAExample:
-    try:
-        answers = record["answers"]
-        return QAExample(
-            str(record.get("id", default_id)),
-            record["question"],
-            record["context"],
-            list(answers["text"]),
-            [int(s) for s in answers["answer_start"]],
+    question, context = string_field(record, "question", where), string_field(record, "context", where)
+    answers = _required(record, "answers", where)
+    if not isinstance(answers, dict):
+        raise InvalidArgument(
+            f"{where}: 'answers' must be an object with 'text' and 'answer_start' lists, not {describe_json(answers)}"
         )
-    except (KeyError, TypeError, ValueError) as error:
-        raise CorruptCheckpoint(f"{where}: not a SQuAD record ({type(error).__name__}: {error})") from None
+    texts = _list_field(answers, "text", f"{where}: 'answers.text'", _is_answer_text, "a non-empty string")
+    starts = _list_field(answers, "answer_start", f"{where}: 'answers.answer_start'", _is_offset, "a whole number >= 0")
+    if len(texts) != len(starts):
+        raise InvalidArgument(
+            f"{where}: 'answers.text' holds {len(texts)} answers but 'answers.answer_start' holds {len(starts)}"
+        )
+    example_id = label_field(record, "id", where, required=False) or default_id
+    return QAExample(example_id, question or "", context or "", texts, starts)
+
+
+def _check_answer_positions(example: QAExample, where: str) -> None:
+    """Every answer must sit at its answer_start in the context (a record that says otherwise is corrupt)."""
+    for text, start in zip(example.answers, example.answer_starts, strict=True):
+        if start + len(text) > len(example.context):
+            raise CorruptCheckpoint(
+                f"{where}: answer {_shown(text)} at answer_start {start} runs past the end of the context "
+                f"({len(example.context)} characters)"
+            )
+        if example.context[start : start + len(text)] != text:
+            raise CorruptCheckpoint(f"{where}: answer {_shown(text)} is not at answer_start {start}")
+
+
+def _is_answer_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_offset(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def write_squad_jsonl(path: str | Path, examples: Iterable[QAExample]) -> int:
@@ -189,64 +212,160 @@ class BeirFolder:
 
 
 def read_beir(folder: str | Path, split: str = "test") -> BeirFolder:
-    """A BEIR-format folder; only the queries with a judged document in the corpus are kept."""
+    """A BEIR-format folder; only the queries with a judged document in the corpus are kept.
+
+    Every record is checked (string texts, one record per id, finite scores); qrels lines that name a query
+    or a document the folder does not hold are left out, as BEIR's own evaluation does (published sets such
+    as ArguAna and NFCorpus have some)."""
     folder = Path(folder)
     for required in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / required).is_file():
             raise SourceNotFound(f"{folder} is not a BEIR folder: {required} is missing")
     doc_index, documents = _beir_corpus(folder / "corpus.jsonl")
-    queries, groups = {}, {}
-    for number, record in read_jsonl(folder / "queries.jsonl"):
-        query_id = str(_required(record, "_id", folder / "queries.jsonl", number))
-        queries[query_id] = str(_required(record, "text", folder / "queries.jsonl", number))
-        groups[query_id] = None if record.get("group") is None else str(record["group"])
-    judged = _beir_qrels(folder / "qrels" / f"{split}.tsv", doc_index)
-    asked = [q for q in judged if q in queries]
-    if not asked:
-        raise InvalidArgument(f"{folder}: no query in qrels/{split}.tsv has a judged document in the corpus")
+    queries, groups = _beir_queries(folder / "queries.jsonl")
+    judged, unknown = _beir_qrels(folder / "qrels" / f"{split}.tsv", doc_index, queries)
+    if not judged:
+        note = f" (qrels lines naming a query or document the folder does not hold: {unknown})" if unknown else ""
+        raise InvalidArgument(f"{folder}: no query in qrels/{split}.tsv has a judged document in the corpus{note}")
     return BeirFolder(
-        folder.name, [queries[q] for q in asked], documents, [judged[q] for q in asked], [groups[q] for q in asked]
+        folder.name, [queries[q] for q in judged], documents, list(judged.values()), [groups[q] for q in judged]
     )
 
 
-def beir_document_text(record: dict[str, Any]) -> str:
-    """``title. text`` of a corpus record (either alone when the other is missing)."""
-    _, text, title = record_text(record)
-    return f"{title or ''}. {text or ''}".strip(". ")
+def beir_document_text(record: dict[str, Any], where: str) -> str:
+    """``title. text`` of a corpus record (either alone when the other is missing or null)."""
+    title = string_field(record, "title", where, required=False)
+    name = next((name for name in TEXT_FIELDS if name in record), None)
+    if name is None and title is None:
+        raise InvalidArgument(f"{where}: a document needs a 'text' field (or a 'title')")
+    text = string_field(record, name, where) if name else None
+    return ". ".join(part for part in (title, text) if part)  # the text keeps its own final full stop
 
 
 def _beir_corpus(path: Path) -> tuple[dict[str, int], list[str]]:
     """(document id -> index, document texts) of corpus.jsonl."""
-    numbered = list(read_jsonl(path))
-    doc_index = {str(_required(record, "_id", path, number)): i for i, (number, record) in enumerate(numbered)}
-    return doc_index, [beir_document_text(record) for _, record in numbered]
+    doc_index: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    documents: list[str] = []
+    for number, record in read_jsonl(path):
+        where = f"{path}:{number}"
+        doc_index[_new_id(record, where, lines, number)] = len(documents)
+        documents.append(beir_document_text(record, where))
+    return doc_index, documents
 
 
-def _beir_qrels(path: Path, doc_index: dict[str, int]) -> dict[str, dict[int, float]]:
-    """query id -> {document index: grade} of the positive judgements on documents in the corpus."""
+def _beir_queries(path: Path) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(query id -> text, query id -> group) of queries.jsonl."""
+    queries: dict[str, str] = {}
+    groups: dict[str, str | None] = {}
+    lines: dict[str, int] = {}
+    for number, record in read_jsonl(path):
+        where = f"{path}:{number}"
+        query_id = _new_id(record, where, lines, number)
+        queries[query_id] = string_field(record, "text", where) or ""
+        groups[query_id] = label_field(record, "group", where, required=False)
+    return queries, groups
+
+
+def _new_id(record: dict[str, Any], where: str, lines: dict[str, int], number: int) -> str:
+    """The record's ``_id``, which no earlier line of the file (``lines``: id -> line) may have used."""
+    record_id = label_field(record, "_id", where) or ""
+    if record_id in lines:
+        raise InvalidArgument(f"{where}: '_id' {_shown(record_id)} was already used on line {lines[record_id]}")
+    lines[record_id] = number
+    return record_id
+
+
+def _beir_qrels(
+    path: Path, doc_index: dict[str, int], queries: dict[str, str]
+) -> tuple[dict[str, dict[int, float]], int]:
+    """(query id -> {document index: grade} of the positive judgements, the number of lines naming a query or a
+    document the folder does not hold). A grade of 0 or below (TREC's -1 and -2 too) is judged not relevant."""
     judged: dict[str, dict[int, float]] = {}
+    unknown = 0
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()[1:], start=2):
+        if not line.strip():
+            continue
         fields = line.split("\t")
-        if len(fields) < 3 or not _is_number(fields[2]):
+        if len(fields) < 3:
             raise InvalidArgument(f"{path}:{number}: expected query-id, corpus-id and a numeric score, tab-separated")
-        query_id, doc_id, grade = fields[:3]
-        if doc_id in doc_index and float(grade) > 0:
-            judged.setdefault(query_id, {})[doc_index[doc_id]] = float(grade)
-    return judged
+        query_id, doc_id, grade = fields[0], fields[1], _grade(fields[2], f"{path}:{number}")
+        if query_id not in queries or doc_id not in doc_index:
+            unknown += 1
+        elif grade > 0:
+            judged.setdefault(query_id, {})[doc_index[doc_id]] = grade
+    return judged, unknown
 
 
-def _required(record: dict[str, Any], key: str, path: Path, number: int) -> Any:
+def _grade(text: str, where: str) -> float:
+    """A qrels score: a finite number (an infinite or NaN grade would make every nDCG NaN)."""
+    try:
+        grade = float(text)
+    except ValueError:
+        grade = math.nan
+    if not math.isfinite(grade):
+        raise InvalidArgument(f"{where}: the score {_shown(text.strip())} must be a finite number")
+    return grade
+
+
+# ----------------------------------------------------------------------------- record fields
+
+
+def describe_json(value: Any) -> str:
+    """A short name of a JSON value for an error message: ``null``, ``5``, ``a list``, ``a string``."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    return json.dumps(value)
+
+
+def string_field(record: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    """``record[key]``, which must be a string; an optional field may be missing or null (None)."""
+    value = _required(record, key, where) if required else record.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{where}: {key!r} must be a string, not {describe_json(value)}")
+    return value
+
+
+def label_field(record: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    """An id or a group: a non-empty string or a whole number, as a string; an optional one may be missing or
+    null (None)."""
+    value = _required(record, key, where) if required else record.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        shown = "an empty string" if value == "" else describe_json(value)
+        raise InvalidArgument(f"{where}: {key!r} must be a non-empty string or a whole number, not {shown}")
+    return str(value)
+
+
+def _list_field(container: dict[str, Any], key: str, what: str, is_item: Callable[[Any], bool], item: str) -> list:
+    """``container[key]``, a list whose every item passes ``is_item``; ``what`` (file:line: 'name') names it."""
+    if key not in container:
+        raise InvalidArgument(f"{what} is missing")
+    value = container[key]
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{what} must be a list, not {describe_json(value)}")
+    for index, entry in enumerate(value):
+        if not is_item(entry):
+            raise InvalidArgument(f"{what} item {index} must be {item}, not {describe_json(entry)}")
+    return value
+
+
+def _required(record: dict[str, Any], key: str, where: str) -> Any:
     if key not in record:
-        raise InvalidArgument(f"{path}:{number}: the record has no {key!r} field")
+        raise InvalidArgument(f"{where}: the record has no {key!r} field")
     return record[key]
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for an error message, cut to ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 # ----------------------------------------------------------------------------- text corpora (MLM, distillation)
@@ -278,6 +397,7 @@ def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     files: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
+            register_input(entry, whole=False)
             found = sorted(p for p in entry.rglob("*") if p.suffix in CORPUS_SUFFIXES and p.is_file())
             if not found:
                 raise SourceNotFound(f"data folder {entry} holds no .txt, .jsonl or .parquet files")
@@ -340,7 +460,7 @@ def document_text(record: dict[str, Any], sep_token: str = "[SEP]", where: str =
     for name in fields:
         value = record.get(name)
         if (value is None and name == "text") or (value is not None and not isinstance(value, str)):
-            raise InvalidArgument(f"{where}: {name!r} must be a string, not {json.dumps(value)}")
+            raise InvalidArgument(f"{where}: {name!r} must be a string, not {describe_json(value)}")
     if "text" in record:
         return record["text"]
     if "title" in record or "abstract" in record:

@@ -66,7 +66,8 @@ def load_tokenizer(ref: str | Path, revision: str | None = None) -> Tokenizer:
     from tokenizers import Tokenizer as BackendTokenizer
 
     local = Path(ref).expanduser()
-    if local.is_dir() and ((local / "tokenizer.json").is_file() or (local / "tokenizer_config.json").is_file()):
+    tokenizer_only = (local / "tokenizer.json").is_file() or (local / "tokenizer_config.json").is_file()
+    if revision is None and local.is_dir() and tokenizer_only:  # with a revision, open_model refuses a folder
         folder = local
     else:
         from ctxext.io import open_model

@@ -100,10 +100,12 @@ def encode_texts(
     """Embeddings of ``texts`` with the model in eval mode (restores train mode after), longest first."""
     import torch
 
+    from ctxext.encode import truncated_input_ids
+
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_len)["input_ids"]
+    encoded = truncated_input_ids(tokenizer, texts, max_len)
     order = np.argsort([-len(ids) for ids in encoded], kind="stable")
     rows: list[Any] = [None] * len(texts)
     try:
