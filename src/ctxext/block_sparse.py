@@ -16,11 +16,15 @@ random blocks, drawn per head from the blocks that are none of those. Importing 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.functional import pad, scaled_dot_product_attention
+
+from ctxext.architectures import ENCODER_FAMILIES
 
 PATTERN_VERSION = 1  # bump when the random-block draw changes: models trained with one pattern expect it
 
@@ -215,3 +219,27 @@ __all__ = [
     "sparse_threshold",
     "use_block_sparse",
 ]
+
+
+@contextlib.contextmanager
+def attention_probe(model: Any) -> Iterator[list[str]]:
+    """Record, per BigBird layer call, which attention ran: ``block_sparse`` or ``original_full``.
+
+    The hook sits on each layer's ``attention`` module, which survives attention-type switches; ctxext's
+    fixed-pattern attention (``block_sparse.use_block_sparse``) says itself what it ran.
+    """
+    seen: list[str] = []
+    backbone = getattr(model, ENCODER_FAMILIES["big_bird"].prefix, model)
+    handles = []
+    for layer in backbone.encoder.layer:
+
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            ran = getattr(module.self, "ran", None)  # ctxext's attention says what it ran
+            seen.append(ran or ("block_sparse" if "BlockSparse" in type(module.self).__name__ else "original_full"))
+
+        handles.append(layer.attention.register_forward_hook(hook))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,5 +1,5 @@
-"""The differences between the two supported stacks, in one place: transformers 5.x with sentence-transformers
-6.x (the default install) and transformers 4.57 with the adapters library (the ``adapters`` extra).
+"""What ctxext adapts to in the libraries it runs on (transformers >= 5.5, sentence-transformers >= 6), in one
+place.
 
 Everything here is imported lazily by its callers, so importing ctxext does not import transformers.
 """
@@ -70,28 +70,3 @@ def warmup_arguments(ratio: float, steps: int) -> dict[str, Any]:
 def loading_info(info: dict[str, Any]) -> dict[str, list[Any]]:
     """``from_pretrained(output_loading_info=True)``'s report with sorted lists (transformers 5 returns sets)."""
     return {key: sorted(value, key=str) for key, value in info.items()}
-
-
-def require_adapters(what: str) -> None:
-    """Refuse ``what`` in one line when the adapters library is not installed (it pins transformers 4.57, so
-    the default install, on transformers 5, goes without it)."""
-    from ctxext.errors import MissingExtra
-
-    if not has_adapters():
-        raise MissingExtra(
-            f"{what} needs the adapters library, which pins transformers 4.57 (this environment has "
-            f"{metadata.version('transformers')}): pip install 'ctxext[adapters]' in an environment of its own"
-        )
-
-
-def has_adapters() -> bool:
-    """Whether the adapters library is installed (read from package metadata: importing it takes seconds)."""
-    try:
-        metadata.distribution("adapters")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def adapters_version() -> str:
-    return metadata.version("adapters")

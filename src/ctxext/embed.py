@@ -18,7 +18,6 @@ import numpy as np
 
 from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.compat import require_adapters
 from ctxext.errors import InvalidArgument
 from ctxext.io import (
     ModelFolder,
@@ -86,7 +85,7 @@ def resolve_checkpoint(
             adapter,
         )
     adapter_source = resolve_source(adapter, allow_patterns=ADAPTER_FILES, what="adapter")
-    from ctxext.adapters_bigbird import AdapterFolder
+    from ctxext.bottleneck import AdapterFolder
 
     return (source, folder, adapter_source, safe_adapter_name(AdapterFolder.open(adapter_source.path).stored_name))
 
@@ -95,11 +94,10 @@ def adapter_loader(adapter_path: Path, name: str) -> Callable[[Path], Any]:
     """A ``model_loader`` for ``ctxext.encode.load_encoder`` that loads the model with one active adapter."""
 
     def load(model_dir: Path) -> Any:
-        from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+        from ctxext.bottleneck import activate_adapter, load_adapter_strictly, load_model_with_adapters
 
         model = load_model_with_adapters(model_dir)
-        load_adapter_strictly(model, adapter_path, name)
-        model.set_active_adapters(name)
+        activate_adapter(model, load_adapter_strictly(model, adapter_path, name))
         return model
 
     return load
@@ -130,8 +128,6 @@ def embed_file(
         raise InvalidArgument("--batch-size must be at least 1")
     read_embedding_inputs(input_path)  # a bad file is refused before the model loads
     source, folder, adapter_source, adapter_name = resolve_checkpoint(ref, adapter, revision)
-    if adapter_source is not None:
-        require_adapters(f"embed --adapter {adapter}")
     loader = adapter_loader(adapter_source.path, adapter_name) if adapter_source and adapter_name else None
     encoder = load_encoder(folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader)
     sep = encoder.tokenizer.sep_token or "[SEP]"

@@ -21,12 +21,6 @@ class UnsupportedArchitecture(CtxextError):
     exit_code = 3
 
 
-class MissingExtra(CtxextError):
-    """A feature of an optional extra that is not installed (``pip install 'ctxext[adapters]'``)."""
-
-    exit_code = 3
-
-
 class InvalidArgument(CtxextError):
     """An option value that cannot work with this checkpoint."""
 

@@ -5,7 +5,7 @@ The surgery streams tensors: every source tensor gets its canonical role from th
 under BigBird's name for the role, or, for the position table, stretched with the methods of
 ``ctxext.positions``; buffers and pre-training heads are dropped. A tensor with no role or no row stops the
 transfer. Adapters (``adapters`` format) are renamed into the layout of the adapters plugin interface on
-BigBird (``ctxext.adapters_bigbird``) and written in the adapters format under ``adapters/<name>/``.
+BigBird (``ctxext.bottleneck``) and written in the adapters format under ``adapters/<name>/``.
 
 The numeric checks run on the finished temporary folder: for every adapter, the source model plus adapter
 against BigBird plus adapter on short inputs (original_full, and block-sparse as configured), and one input
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.adapters_bigbird import (
+from ctxext.architectures import BUFFERS, ENCODER_FAMILIES, EncoderFamily
+from ctxext.bottleneck import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS_BIN,
     ADAPTER_WEIGHTS_SAFETENSORS,
@@ -34,10 +35,8 @@ from ctxext.adapters_bigbird import (
     rename_adapter_key,
     renamed_adapter_config,
 )
-from ctxext.architectures import BUFFERS, ENCODER_FAMILIES, EncoderFamily
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
 from ctxext.checks import max_abs_diff
-from ctxext.compat import require_adapters
 from ctxext.errors import CheckFailed, InvalidArgument, SourceNotFound, UnsupportedArchitecture
 from ctxext.io import (
     CheckpointReader,
@@ -496,8 +495,6 @@ def transfer(
     (``reserve_global_blocks``)."""
     check_bigbird_options(target, target_length, block_size, num_random_blocks)
     sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters, revision=revision)
-    if sources.adapters:
-        require_adapters(f"transfer with adapters ({', '.join(item.name for item in sources.adapters)})")
     folder, config = sources.folder, sources.folder.config
     family = source_family(config)
     reader = CheckpointReader(folder)
@@ -539,8 +536,6 @@ def transfer(
     plan = _transfer_plan(options, sources, reader, tensors, record, adapter_outputs, new_config, tokenizer_files)
 
     def finish(staging: Path) -> list[Check]:
-        for item in adapter_outputs:
-            _write_adapter_pickle(staging / "adapters" / item.name, item)
         if not check:
             return []
         progress("numeric checks", 0, 1)
@@ -860,9 +855,7 @@ def _map_adapter(item: SourceAdapter, hidden_size: int) -> AdapterOutput:
     if not renamed:
         raise UnsupportedArchitecture(f"adapter {adapter.stored_name!r} ({adapter.path}) has no weights")
     config = renamed_adapter_config(adapter, item.name, hidden_size)
-    record.files["written"] = [
-        f"adapters/{item.name}/{f}" for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS_SAFETENSORS, ADAPTER_WEIGHTS_BIN)
-    ]
+    record.files["written"] = [f"adapters/{item.name}/{f}" for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS_SAFETENSORS)]
     return AdapterOutput(item.name, item, config, renamed, record)
 
 
@@ -874,17 +867,6 @@ def _adapter_tensors(item: AdapterOutput) -> list[OutTensor]:
         )
         for name, value in item.tensors.items()
     ]
-
-
-def _write_adapter_pickle(folder: Path, item: AdapterOutput) -> None:
-    """pytorch_adapter.bin too: the adapters library loads it by default (use_safetensors=False)."""
-    import torch
-
-    tensors = {
-        name: torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value.contiguous()
-        for name, value in item.tensors.items()
-    }
-    torch.save(tensors, folder / ADAPTER_WEIGHTS_BIN)
 
 
 # ----------------------------------------------------------------------------- numeric checks
@@ -1006,7 +988,7 @@ def _loaded_pair(sources: TransferSources, staging: Path, relative_model_dir: Pa
         source = load_model_strictly(sources.folder.model_dir)
         output = load_model_strictly(staging / relative_model_dir)
         return getattr(source, "base_model", source), getattr(output, "base_model", output)
-    from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+    from ctxext.bottleneck import load_adapter_strictly, load_model_with_adapters
 
     source_model = load_model_with_adapters(sources.folder.model_dir)
     output_model = load_model_with_adapters(staging / relative_model_dir)
@@ -1017,15 +999,16 @@ def _loaded_pair(sources: TransferSources, staging: Path, relative_model_dir: Pa
 
 
 def _activate(model: Any, adapter: str | None) -> None:
-    if adapter is not None or hasattr(model, "set_active_adapters"):
-        model.set_active_adapters(adapter)
+    from ctxext.bottleneck import activate_adapter
+
+    activate_adapter(model, adapter)
 
 
 def run_model(
     model: Any, input_ids: Any, attention_mask: Any, *, attention_type: str | None = None, probe: bool = False
 ) -> Any:
     """Last hidden states (float64, padding zeroed); with ``probe`` also which attention ran."""
-    from ctxext.adapters_bigbird import attention_probe
+    from ctxext.block_sparse import attention_probe
     from ctxext.checks import last_hidden_state
 
     if attention_type is not None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputResult
-from ctxext.compat import require_adapters
 from ctxext.data.formats import read_triplets
 from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
@@ -194,26 +193,24 @@ def _position_offset(backbone: Any, position_span: int | None, max_len: int, lim
 
 
 def _prepare_adapter(backbone: Any, folder: Any, adapter: str, reduction_factor: int) -> tuple[Any, str]:
-    """The backbone with adapter support and ``adapter`` trainable (loaded from ``CKPT/adapters/NAME`` if there,
-    else a new SPECTER2-style seq_bn bottleneck); everything else frozen."""
-    from ctxext.adapters_bigbird import bind_layer_norm_hooks, load_adapter_strictly, load_model_with_adapters
+    """The backbone with ``adapter`` running and trainable (loaded from ``CKPT/adapters/NAME`` if there, else a
+    new SPECTER2-style seq_bn bottleneck); everything else frozen."""
+    from ctxext.bottleneck import SEQ_BN, activate_adapter, add_adapter, load_adapter_strictly, parse_config
 
-    model = load_model_with_adapters(folder.model_dir)
     existing = next(
         (c for c in (folder.root / ADAPTERS_DIR / adapter, folder.model_dir / ADAPTERS_DIR / adapter) if c.is_dir()),
         None,
     )
     if existing is not None:
-        load_adapter_strictly(model, existing, adapter)
+        load_adapter_strictly(backbone, existing, adapter)
         origin = f"loaded from {existing}"
     else:
-        from adapters import SeqBnConfig
-
-        model.add_adapter(adapter, config=SeqBnConfig(reduction_factor=reduction_factor))
+        add_adapter(backbone, adapter, parse_config({**SEQ_BN, "reduction_factor": reduction_factor}, "--adapter"))
         origin = f"new seq_bn adapter, reduction factor {reduction_factor}"
-    model.train_adapter(adapter)
-    bind_layer_norm_hooks(model)
-    return model, origin
+    for name, parameter in backbone.named_parameters():
+        parameter.requires_grad_(f".adapters.{adapter}." in name)
+    activate_adapter(backbone, adapter)
+    return backbone, origin
 
 
 def finetune(
@@ -246,8 +243,6 @@ def finetune(
         raise InvalidArgument(f"--temperature {temperature} must be positive")
     if adapter and positions_only:
         raise InvalidArgument("--adapter and --positions-only train different parts: choose one")
-    if adapter:
-        require_adapters(f"finetune --adapter {adapter}")
     from ctxext.encode import sentence_transformers_settings
 
     source, folder = open_model(checkpoint, revision=revision)
@@ -412,11 +407,12 @@ def _adapter_copier(
     weight changed; returns what copies it into the output (``finish`` of the writer)."""
     import torch
 
+    from ctxext.bottleneck import remove_adapter, save_adapter
     from ctxext.io import CheckpointReader
 
     saved = temporary / adapter
-    model.save_adapter(str(saved), adapter)
-    model.delete_adapter(adapter)
+    save_adapter(model, adapter, saved)
+    remove_adapter(model, adapter)
     reader = CheckpointReader(folder)
     state = model.state_dict()
     changed = [
