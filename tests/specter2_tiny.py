@@ -1,6 +1,8 @@
 """A tiny SPECTER2-shaped source: a BERT base plus four seq_bn ("pfeiffer") adapters configured and named
-like SPECTER2's (reduction factor 16, ReLU, after the feed-forward block, keys prefixed ``bert.`` because
-they were saved from a BertAdapterModel), each saved in the adapters library's format."""
+like SPECTER2's (reduction factor 16, ReLU, after the feed-forward block, keys prefixed ``bert.`` as a
+BertAdapterModel saves them), each in the adapters library's format (adapter_config.json + pytorch_adapter.bin).
+ctxext writes them itself; tests/test_bottleneck.py checks that format and its outputs against adapters the
+library made."""
 
 from __future__ import annotations
 
@@ -17,24 +19,36 @@ SPECTER2_ADAPTERS = {"proximity": "[PRX]", "adhoc_query": "[QRY]", "classificati
 def make_specter2(root: Path, seed: int = 0, **bert_overrides) -> dict[str, Path]:
     """Build the base folder and one folder per adapter under ``root``; returns role -> folder."""
     import torch
-    from adapters import BertAdapterModel, SeqBnConfig
+
+    from ctxext.bottleneck import (
+        SEQ_BN,
+        adapter_config_file,
+        adapter_state,
+        add_adapter,
+        load_model_with_adapters,
+        parse_config,
+    )
 
     base = tiny.make_model("bert", root / "specter2_base", seed=seed, **bert_overrides)
     randomize_layer_norms(base, seed)
-    model = BertAdapterModel.from_pretrained(base).eval()
+    model = load_model_with_adapters(base)
+    config = parse_config({**SEQ_BN, "reduction_factor": 16, "non_linearity": "relu"}, "seq_bn")
     parts = {"base": base}
     generator = torch.Generator().manual_seed(seed + 1)
     for role, stored_name in SPECTER2_ADAPTERS.items():
-        model.add_adapter(stored_name, config=SeqBnConfig(reduction_factor=16, non_linearity="relu"))
+        add_adapter(model, stored_name, config)
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if f".{stored_name}." in name:
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
         folder = root / f"specter2_{role}"
-        model.save_adapter(str(folder), stored_name, with_head=False)
-        config = json.loads((folder / "adapter_config.json").read_text())
-        config["model_name"] = "allenai/specter2_base"
-        (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        folder.mkdir(parents=True)
+        state = {f"bert.{key}": value for key, value in adapter_state(model, stored_name, plugin_layout=False).items()}
+        torch.save(state, folder / "pytorch_adapter.bin")
+        saved = {**adapter_config_file(model, stored_name, config), "model_class": "BertAdapterModel"}
+        (folder / "adapter_config.json").write_text(
+            json.dumps({**saved, "model_name": "allenai/specter2_base"}, indent=2)
+        )
         parts[role] = folder
     return parts
 

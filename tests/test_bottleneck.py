@@ -129,3 +129,51 @@ def test_an_adapter_whose_weights_do_not_fit_names_the_weight(tmp_path):
     torch.save(weights, folder / "pytorch_adapter.bin")
     with pytest.raises(CheckFailed, match="missing: encoder.layer.0.output.adapters.proximity.adapter_up.bias"):
         load_model_with_adapters(REFERENCES / "base", [folder])
+
+
+def test_a_transferred_sentence_transformer_loads_plainly_with_its_adapter_and_embeds_as_ctxext_does(tmp_path):
+    """The documented call: a plain SentenceTransformer (no remote code) with the adapter running and ctxext's
+    block-sparse attention, giving the vectors `ctxext embed --adapter` gives, on texts long enough to run sparse."""
+    import torch
+    from typer.testing import CliRunner
+
+    import tiny
+    from ctxext.bottleneck import (
+        SEQ_BN,
+        add_adapter,
+        load_model_with_adapters,
+        load_sentence_transformer,
+        parse_config,
+        save_adapter,
+    )
+    from ctxext.cli import app
+    from ctxext.transfer import transfer
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "st")
+    model = load_model_with_adapters(source)
+    add_adapter(model, "mine", parse_config(SEQ_BN, "seq_bn"))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".mine." in name:
+                parameter.normal_(0.0, 0.3)
+    save_adapter(model, "mine", tmp_path / "adapter")
+    out = tmp_path / "bigbird"
+    transfer(
+        str(source),
+        "bigbird",
+        128,
+        out,
+        block_size=8,
+        num_random_blocks=1,
+        adapters=[("mine", str(tmp_path / "adapter"))],
+    )
+    texts = [" ".join(tiny.WORDS[i:] + tiny.WORDS[:i]) * 2 for i in range(3)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    result = CliRunner().invoke(
+        app, ["embed", str(out), str(tmp_path / "docs.jsonl"), "--adapter", "mine", "-o", str(tmp_path / "e.npy")]
+    )
+    assert result.exit_code == 0, result.output
+    plain = load_sentence_transformer(out, "mine")
+    assert np.abs(plain.encode(texts) - np.load(tmp_path / "e.npy")).max() < 1e-5
+    without = load_sentence_transformer(out).encode(texts)
+    assert np.abs(without - np.load(tmp_path / "e.npy")).max() > 1e-3  # the adapter was running

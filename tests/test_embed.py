@@ -132,7 +132,7 @@ def test_an_adapter_given_as_a_path_with_dots_loads_under_its_stored_name(parts,
 
 
 def test_a_long_batch_after_a_short_one_still_runs_block_sparse(bigbird):
-    from ctxext.adapters_bigbird import attention_probe
+    from ctxext.block_sparse import attention_probe
     from ctxext.embed import adapter_loader
     from ctxext.encode import load_encoder
 
@@ -191,7 +191,7 @@ def test_a_short_batch_never_leaves_a_sentence_transformer_in_full_attention(tmp
     batch after a short one runs block-sparse again (what a plain sentence-transformers user needs)."""
     from sentence_transformers import SentenceTransformer
 
-    from ctxext.adapters_bigbird import attention_probe
+    from ctxext.block_sparse import attention_probe
     from ctxext.block_sparse import use_block_sparse
     from ctxext.transfer import transfer
 

@@ -127,9 +127,8 @@ def test_resuming_continues_from_the_checkpoint_to_the_same_weights(tiny_bigbird
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
-@pytest.mark.adapters
 def test_adapter_only_training_keeps_the_base_and_saves_an_adapters_format_adapter(tiny_bigbird, triplets, tmp_path):
-    from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+    from ctxext.bottleneck import load_adapter_strictly, load_model_with_adapters
 
     result = finetune(
         str(tiny_bigbird), [triplets], tmp_path / "out", adapter="proximity", max_len=128, settings=settings(3)

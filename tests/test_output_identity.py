@@ -17,10 +17,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 import specter2_tiny  # noqa: E402
 import tiny  # noqa: E402
-from ctxext.compat import has_adapters, transformers_major  # noqa: E402
+from ctxext.compat import transformers_major  # noqa: E402
 
 RECORDED = Path(__file__).with_name(f"output_hashes-transformers{transformers_major()}.json")
-HAS_ADAPTERS = has_adapters()  # the SPECTER2 transfer needs the adapters extra
 
 
 def tensor_hashes(folder: Path) -> dict[str, str]:
@@ -51,11 +50,10 @@ def build_outputs(root: Path) -> dict[str, Path]:
     interpolate(str(model["roberta"]), 200, str(out / "interpolate-roberta-linear"), method=Method.linear)
     interpolate(str(model["mpnet"]), 256, str(out / "interpolate-mpnet-tile"), method=Method.tile)
     interpolate(str(model["modernbert"]), 512, str(out / "interpolate-modernbert-rope"))
-    if HAS_ADAPTERS:
-        parts = specter2_tiny.make_specter2(root / "in" / "specter2")
-        adapters = [(role, str(parts[role])) for role in specter2_tiny.SPECTER2_ADAPTERS]
-        specter2 = out / "transfer-specter2"
-        transfer(str(parts["base"]), "bigbird", 128, specter2, adapters=adapters, block_size=8, num_random_blocks=1)
+    parts = specter2_tiny.make_specter2(root / "in" / "specter2")
+    adapters = [(role, str(parts[role])) for role in specter2_tiny.SPECTER2_ADAPTERS]
+    specter2 = out / "transfer-specter2"
+    transfer(str(parts["base"]), "bigbird", 128, specter2, adapters=adapters, block_size=8, num_random_blocks=1)
     transfer(str(model["roberta"]), "bigbird", 128, out / "transfer-roberta", block_size=8, num_random_blocks=1)
     guide(str(model["bert"]), out / "guide-bert", 16, layers=3, init=Init.first)
     guide(str(model["modernbert"]), out / "guide-modernbert", 16, layers=3, init=Init.uniform)
@@ -71,8 +69,6 @@ def all_hashes(root: Path) -> dict[str, Any]:
 
 def test_every_written_tensor_is_byte_for_byte_the_recorded_one(tmp_path):
     recorded = json.loads(RECORDED.read_text())
-    if not HAS_ADAPTERS:
-        recorded.pop("transfer-specter2", None)
     got = all_hashes(tmp_path)
     assert sorted(got) == sorted(recorded)
     for output, hashes in recorded.items():

@@ -26,7 +26,7 @@ LAYERS = {
         "block_sparse",
         "encode",
         "flip_models",
-        "adapters_bigbird",
+        "bottleneck",
     ],
     "operations": ["positions", "transfer", "guide", "flip", "qa_prompt", "qa", "average", "inspect", "embed", "data"],
     "evaluate": ["evaluate"],

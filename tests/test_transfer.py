@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,6 @@ from typer.testing import CliRunner
 import specter2_tiny
 import tiny
 from ctxext.cli import app
-from ctxext.compat import has_adapters
 from ctxext.errors import CheckFailed, SourceNotFound, UnsupportedArchitecture
 
 runner = CliRunner()
@@ -74,46 +74,27 @@ def default_blocks_out(specter2_parts, tmp_path_factory) -> Path:
     return out
 
 
-# ----------------------------------------------------------------------------- helpers written against
-# the public APIs of transformers and adapters only, so they also show how users load the output.
+# ----------------------------------------------------------------------------- helpers: the documented loading call
 
 
 def source_with_adapter(parts: dict[str, Path], role: str):
-    import adapters
-    from transformers import BertModel
+    from ctxext.bottleneck import load_model_with_adapters
 
-    model = BertModel.from_pretrained(parts["base"]).eval()
-    adapters.init(model)
-    info: dict = {}
-    model.load_adapter(str(parts[role]), load_as=role, loading_info=info)
-    assert not any(info.values()), info
-    model.set_active_adapters(role)
-    return model
+    return load_model_with_adapters(parts["base"], [parts[role]])
 
 
-def bigbird_with_adapter(out: Path, role: str, bind: bool = True):
-    """What docs/transfer.md tells users: adapters.load_model, then ctxext's one call (adapters 1.3.0 bug)."""
-    import adapters
-    from transformers import BigBirdModel
+def bigbird_with_adapter(out: Path, role: str):
+    """What docs/transfer.md tells users: one call, a plain transformers model with the adapter running."""
+    from ctxext.bottleneck import load_model_with_adapters
 
-    from ctxext.adapters_bigbird import bind_layer_norm_hooks
-
-    model, info = adapters.load_model(str(out), BigBirdModel, output_loading_info=True)
-    assert not any(info.values()), info
-    if bind:
-        assert bind_layer_norm_hooks(model) == 2 * model.config.num_hidden_layers
-    loading: dict = {}
-    model.load_adapter(str(out / "adapters" / role), loading_info=loading)
-    assert not any(loading.values()), loading
-    model.set_active_adapters(role)
-    return model.eval()
+    return load_model_with_adapters(out, [role])
 
 
 def hidden(model, ids, mask, attention_type=None):
     """Last hidden states (padding zeroed) and, for BigBird, which attention its layers ran."""
     import torch
 
-    from ctxext.adapters_bigbird import attention_probe
+    from ctxext.block_sparse import attention_probe
 
     if attention_type:
         model.set_attention_type(attention_type)
@@ -158,8 +139,8 @@ def test_fixture_adapters_are_shaped_like_specter2s(specter2_parts):
 
 
 @pytest.mark.parametrize("role", ["proximity", "regression"])
-def test_load_model_with_adapters_loads_activates_and_binds_in_one_call(specter2_parts, small_blocks_out, role):
-    from ctxext.adapters_bigbird import load_model_with_adapters
+def test_load_model_with_adapters_loads_and_activates_in_one_call(specter2_parts, small_blocks_out, role):
+    from ctxext.bottleneck import load_model_with_adapters
 
     source = source_with_adapter(specter2_parts, role)
     model = load_model_with_adapters(small_blocks_out, [*ROLES], active=role)
@@ -178,25 +159,11 @@ def test_each_adapter_matches_source_in_original_full(specter2_parts, small_bloc
     got, ran = hidden(target, ids, mask, "original_full")
     assert ran == {"original_full"}
     assert_pooled_close(expected, got, mask)
-    target.set_active_adapters(None)
+    from ctxext.bottleneck import activate_adapter
+
+    activate_adapter(target, None)
     without, _ = hidden(target, ids, mask, "original_full")
     assert np.max(np.abs(without - got)) > 1e-2  # the adapter is really active
-
-
-def test_adapters_plugin_gives_every_layer_the_last_layernorm_unless_rebound(specter2_parts, small_blocks_out):
-    """Pins the adapters 1.3.0 bug (late-bound ``layer`` in init_bottleneck's LayerNorm getters): without
-    ctxext's bind_layer_norm_hooks, seq_bn adapters on BigBird are wrong when LayerNorms differ per layer."""
-    source = source_with_adapter(specter2_parts, "proximity")
-    unbound = bigbird_with_adapter(small_blocks_out, "proximity", bind=False)
-    ids, mask = batch([40])
-    expected, _ = hidden(source, ids, mask)
-    wrong, _ = hidden(unbound, ids, mask, "original_full")
-    assert np.max(np.abs(expected - wrong)) > 1e-2
-    from ctxext.adapters_bigbird import bind_layer_norm_hooks
-
-    bind_layer_norm_hooks(unbound)
-    right, _ = hidden(unbound, ids, mask, "original_full")
-    assert_pooled_close(expected, right, mask)
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -406,19 +373,22 @@ def test_adapter_weight_that_does_not_fit_stops_the_transfer(specter2_parts, tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_adapters_library_silently_skips_misnamed_weights_so_loading_checks_both_lists(
+def test_native_layout_keys_do_not_fit_a_model_that_has_the_adapter_under_another_name(
     specter2_parts, small_blocks_out
 ):
-    """Pins the adapters trap: loading SPECTER2's native-layout keys into BigBird loads nothing, and says so
-    only at info level; ctxext's loader turns that into an error."""
-    from ctxext.adapters_bigbird import load_adapter_strictly, load_model_with_adapters
+    """Loading is strict: a weight missing or left over is an error naming it (the adapters library only logs
+    them, at info level)."""
+    from ctxext.bottleneck import load_adapter_strictly, load_model_with_adapters
 
     model = load_model_with_adapters(small_blocks_out)
-    info: dict = {}
-    model.load_adapter(str(specter2_parts["proximity"]), loading_info=info)  # no exception from adapters
-    assert info["missing_keys"] and info["unexpected_keys"]
-    with pytest.raises(CheckFailed, match="does not fit"):
-        load_adapter_strictly(model, specter2_parts["adhoc_query"], "adhoc_query")
+    adapter = small_blocks_out / "adapters" / "adhoc_query"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["name"] == "adhoc_query"
+    broken = small_blocks_out.parent / "renamed-adapter"
+    shutil.copytree(adapter, broken)
+    (broken / "adapter_config.json").write_text(json.dumps({**config, "name": "someone_else"}))
+    with pytest.raises(UnsupportedArchitecture, match="is not one of a bottleneck adapter"):
+        load_adapter_strictly(model, broken, "adhoc_query")
 
 
 @pytest.mark.parametrize(
@@ -469,21 +439,19 @@ def test_roberta_source_drops_its_offset_rows_and_matches(tiny_models, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.adapters
 def test_minilm_with_a_seq_bn_adapter_matches_in_full_and_block_sparse(minilm, tmp_path):
-    import adapters
     import torch
-    from transformers import BertModel
 
-    model = BertModel.from_pretrained(minilm).eval()
-    adapters.init(model)
-    model.add_adapter("mine", config="seq_bn")
+    from ctxext.bottleneck import SEQ_BN, add_adapter, load_model_with_adapters, parse_config, save_adapter
+
+    model = load_model_with_adapters(minilm)
+    add_adapter(model, "mine", parse_config(SEQ_BN, "seq_bn"))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if ".mine." in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    model.save_adapter(str(tmp_path / "adapter"), "mine")
+    save_adapter(model, "mine", tmp_path / "adapter")
     from ctxext.transfer import transfer
 
     result = transfer(
@@ -588,38 +556,6 @@ def test_sep_id_is_read_from_the_tokenizer_files(tiny_models):
     from ctxext.transfer import tokenizer_sep_id
 
     assert tokenizer_sep_id(ModelFolder.open(tiny_models("bert"))) == tiny.vocabulary().index("[SEP]")
-
-
-@pytest.mark.skipif(has_adapters(), reason="the refusal is for an environment without the adapters extra")
-@pytest.mark.parametrize("command", ["transfer", "finetune", "embed"])
-def test_a_command_that_needs_adapters_says_so_in_one_line_without_the_extra(command, tiny_models, tmp_path):
-    from safetensors.numpy import save_file
-
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"name": "mine", "config": {"architecture": None}}))
-    save_file({"x": np.zeros(2, np.float32)}, str(adapter / "adapter.safetensors"))
-    (tmp_path / "data.jsonl").write_text('{"text": "a b"}\n')
-    source = str(tiny_models("bert"))
-    arguments = {
-        "transfer": [
-            source,
-            "bigbird",
-            "--len",
-            "128",
-            "--block-size",
-            "8",
-            "--random-blocks",
-            "1",
-            "--adapter",
-            str(adapter),
-        ],
-        "finetune": [source, "--data", str(tmp_path / "data.jsonl"), "--adapter", "mine", "--max-len", "32"],
-        "embed": [source, str(tmp_path / "data.jsonl"), "--adapter", str(adapter)],
-    }[command]
-    result = runner.invoke(app, [command, *arguments, "-o", str(tmp_path / "out")])
-    assert result.exit_code == 3 and "pip install 'ctxext[adapters]'" in result.output
-    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_a_model_already_long_keeps_its_position_table_when_its_attention_is_swapped(tmp_path):

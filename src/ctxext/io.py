@@ -549,6 +549,8 @@ def tensor_bytes(tensor: Any) -> bytes:
 def tensor_buffer(tensor: Any) -> memoryview:
     """The raw bytes of a CPU torch tensor without copying them (a copy of a 670 MB embedding table would sit
     on top of the model at the writer's peak); a tensor on another device is copied to the CPU first."""
+    if isinstance(tensor, np.ndarray):
+        return memoryview(np.ascontiguousarray(tensor).reshape(-1)).cast("B")
     import torch
 
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)

@@ -28,7 +28,10 @@ def adapter_configs():
     and seq_bn with the fields SPECTER2 leaves at their defaults set otherwise."""
     from adapters import DoubleSeqBnConfig, SeqBnConfig
 
-    configs = {role: (stored, SeqBnConfig(reduction_factor=16, non_linearity="relu")) for role, stored in SPECTER2_ADAPTERS.items()}
+    configs = {
+        role: (stored, SeqBnConfig(reduction_factor=16, non_linearity="relu"))
+        for role, stored in SPECTER2_ADAPTERS.items()
+    }
     configs["double_seq_bn"] = ("houlsby", DoubleSeqBnConfig())
     configs["seq_bn_variant"] = (
         "variant",
@@ -47,12 +50,12 @@ def adapter_configs():
 
 
 def main(out: Path) -> None:
+    import json
+
     import torch
     from adapters import BertAdapterModel
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
-
-    import json
 
     base = tiny.make_model("bert", out / "base", seed=3, **HIDDEN)
     (out / "texts.json").write_text(json.dumps(TEXTS))
@@ -70,7 +73,10 @@ def main(out: Path) -> None:
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if f".{stored}." in name:
-                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+                    parameter.copy_(
+                        torch.randn(parameter.shape, generator=generator) * 0.3
+                        + (1.0 if "norm" in name and name.endswith("weight") else 0.0)
+                    )
         model.save_adapter(str(out / "library" / case), stored, with_head=False)
         model.set_active_adapters(stored)
         with torch.no_grad():
