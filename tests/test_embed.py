@@ -191,8 +191,7 @@ def test_a_short_batch_never_leaves_a_sentence_transformer_in_full_attention(tmp
     batch after a short one runs block-sparse again (what a plain sentence-transformers user needs)."""
     from sentence_transformers import SentenceTransformer
 
-    from ctxext.block_sparse import attention_probe
-    from ctxext.block_sparse import use_block_sparse
+    from ctxext.block_sparse import attention_probe, use_block_sparse
     from ctxext.transfer import transfer
 
     source = tiny.make_sentence_transformer("bert", tmp_path / "bert")
