@@ -575,3 +575,85 @@ def test_prediction_takes_the_best_span_over_all_windows(flipped):
     model.eval = lambda: None
     answers = predict_answers(model, tokenizer, [long_qa_example(250)], PromptConfig(), max_length=64, stride=16)
     assert answers == ["green"]
+
+
+# ----------------------------------------------------------------------------- decoders as they ship: bf16, fp16, big
+
+DECODERS = ["gemma3", "llama", "qwen2", "mistral", "gemma2"]
+HALF_LOAD = """
+import sys, torch
+import ctxext.flip
+from transformers import AutoModel
+ctxext.flip.register()  # a no-op for the families plain transformers flips itself
+model = AutoModel.from_pretrained(sys.argv[1]).eval()
+ids = torch.randint(5, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
+changed = ids.clone()
+changed[0, -1] = 5 + (int(ids[0, -1]) - 4) % (model.config.vocab_size - 5)
+with torch.no_grad():
+    first, second = (model(input_ids=x).last_hidden_state[0, 0] for x in (ids, changed))
+print(str(next(model.parameters()).dtype).removeprefix("torch."), float((first - second).abs().max()))
+"""
+
+
+def written_equals_source_bytes(source: Path, out: Path, copied: list[str]) -> int:
+    """Every tensor the manifest says was copied is the source's bytes; how many there are."""
+    from ctxext.io import CheckpointReader, ModelFolder
+
+    reader, written = CheckpointReader(ModelFolder.open(source)), CheckpointReader(ModelFolder.open(out))
+    for name in copied:
+        source_name = name if name in reader.infos else "model." + name
+        assert b"".join(written.chunks(name)) == b"".join(reader.chunks(source_name)), name
+    return len(copied)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("family", DECODERS)
+def test_a_half_precision_decoder_flips_in_its_dtype_byte_for_byte_and_loads_bidirectional(family, dtype, tmp_path):
+    import subprocess
+    import sys
+
+    import tiny
+
+    source = tiny.make_model(family, tmp_path / "source", dtype=dtype)
+    result = flip(str(source), tmp_path / "out", pooling=Pooling.mean)
+    operation = result.manifest["operations"][0]
+    assert operation["parameters"]["dtype"] == dtype and operation["parameters"]["checked_layers"] == "every layer"
+    assert all(check["passed"] for check in operation["checks"])
+    reloaded = next(c for c in operation["checks"] if c["name"] == "reloaded equals in-memory: last hidden states")
+    assert reloaded["value"] == 0.0 and dtype in reloaded["detail"]
+    copied = written_equals_source_bytes(source, result.path, operation["copied"])
+    assert copied == len(result.manifest["tensors"]) > 0 and not operation["modified"]
+    loaded = subprocess.run([sys.executable, "-c", HALF_LOAD, str(result.path)], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    loaded_dtype, change = loaded.stdout.split()
+    assert loaded_dtype == dtype and float(change) > 0
+
+
+def test_a_decoder_over_the_check_budget_is_checked_on_its_first_layers_and_written_whole(monkeypatch, tmp_path):
+    import tiny
+    from ctxext import flip as flip_module
+
+    source = tiny.make_model(
+        "gemma3",
+        tmp_path / "source",
+        dtype="bfloat16",
+        num_hidden_layers=5,
+        layer_types=["sliding_attention"] * 3 + ["full_attention"] * 2,
+    )
+    monkeypatch.setattr(flip_module, "PROBE_BYTES", 0)
+    result = flip(str(source), tmp_path / "out", head=Head.qa)
+    operation = result.manifest["operations"][0]
+    assert operation["parameters"]["checked_layers"] == "the first 4 of 5 layers"  # up to the first full layer
+    assert all(check["passed"] for check in operation["checks"])
+    assert json.loads((result.path / "config.json").read_text())["num_hidden_layers"] == 5
+    assert written_equals_source_bytes(source, result.path, operation["copied"]) == len(result.manifest["tensors"]) - 3
+    assert any(name.startswith("layers.4.") for name in operation["copied"])
+    assert verify(result.path).tensors_checked == len(result.manifest["tensors"])
+
+
+def test_no_check_writes_the_same_folder_without_running_the_model(tiny_models, tmp_path):
+    checked = flip(str(tiny_models("llama")), tmp_path / "checked")
+    unchecked = flip(str(tiny_models("llama")), tmp_path / "unchecked", check=False)
+    operation = unchecked.manifest["operations"][0]
+    assert operation["checks"] == [] and operation["parameters"]["checked_layers"] == "none (--no-check)"
+    assert unchecked.manifest["tensors"] == checked.manifest["tensors"]

@@ -58,6 +58,16 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
             "layer_types": ["sliding_attention", "full_attention"],
         },
     ),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        {"max_position_embeddings": 128, "num_key_value_heads": 2, "sliding_window": None},
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {"max_position_embeddings": 128, "num_key_value_heads": 2, "head_dim": 8, "sliding_window": 8},
+    ),
     "deberta-v2": ("DebertaV2Config", "DebertaV2Model", {"max_position_embeddings": 64}),
 }
 LEARNED_FAMILIES = ["bert", "roberta", "xlm-roberta", "camembert", "mpnet", "electra", "distilbert"]
@@ -68,9 +78,12 @@ def vocabulary() -> list[str]:
     return SPECIAL + WORDS
 
 
-def make_model(family: str, folder: Path, seed: int = 0, model_class: str | None = None, **overrides: Any) -> Path:
+def make_model(
+    family: str, folder: Path, seed: int = 0, model_class: str | None = None, dtype: str = "float32", **overrides: Any
+) -> Path:
     """A randomly initialised model of ``family`` saved (safetensors) to ``folder`` with a tokenizer;
-    ``model_class`` saves another class of the family (``BertForMaskedLM``: the model with its head)."""
+    ``model_class`` saves another class of the family (``BertForMaskedLM``: the model with its head); ``dtype``:
+    the dtype its weights ship in (bfloat16, float16, float32), as real checkpoints do."""
     import torch
     import transformers
 
@@ -80,7 +93,7 @@ def make_model(family: str, folder: Path, seed: int = 0, model_class: str | None
         vocab_size=len(vocabulary()), **{**TINY, **family_overrides, **overrides}
     )
     torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(config).eval()
+    model = getattr(transformers, model_name)(config).eval().to(getattr(torch, dtype))
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     save_tokenizer(folder, config.max_position_embeddings - (2 if family_overrides.get("pad_token_id") == 1 else 0))

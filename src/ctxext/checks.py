@@ -12,10 +12,11 @@ from ctxext.errors import CheckFailed
 from ctxext.manifest import Check
 
 
-def load_model_strictly(model_dir: Path, model_class: Any = None, **kwargs: Any):
+def load_model_strictly(model_dir: Path, model_class: Any = None, *, ignore_unexpected: Any = None, **kwargs: Any):
     """Load with transformers and fail on any missing, unexpected or mismatched weight.
 
-    With no ``model_class``, the class the config names in ``architectures`` is used, so a pre-training or
+    ``ignore_unexpected(name)``: unexpected tensors that are expected (those of layers a model loaded shallower
+    leaves out). With no ``model_class``, the class the config names in ``architectures`` is used, so a pre-training or
     MLM head is loaded and checked too. AutoModel takes over only for what that class lacks: a folder of a
     base model's tensors (all-mpnet-base-v2 names MPNetForMaskedLM and has no head), or tensors of the base
     model the head class leaves out (``guide`` writes a pooler beside the MLM head).
@@ -24,6 +25,9 @@ def load_model_strictly(model_dir: Path, model_class: Any = None, **kwargs: Any)
 
     named = model_class or _architecture_class(model_dir) or AutoModel
     model, problems = _load(model_dir, named, **kwargs)
+    if ignore_unexpected is not None:  # tensors of layers a shallower model (config overrides) leaves out
+        unexpected = [name for name in problems.pop("unexpected_keys", []) if not ignore_unexpected(name)]
+        problems.update({"unexpected_keys": unexpected} if unexpected else {})
     if not problems:
         return model
     if model_class is None and named is not AutoModel:

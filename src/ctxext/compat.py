@@ -70,3 +70,21 @@ def warmup_arguments(ratio: float, steps: int) -> dict[str, Any]:
 def loading_info(info: dict[str, Any]) -> dict[str, list[Any]]:
     """``from_pretrained(output_loading_info=True)``'s report with sorted lists (transformers 5 returns sets)."""
     return {key: sorted(value, key=str) for key, value in info.items()}
+
+
+def checkpointing_enable(model: Any) -> None:
+    """Recompute activations in the backward pass (transformers 5.25 renamed gradient checkpointing to activation
+    checkpointing and warns on the old names)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def checkpointing_disable(model: Any) -> None:
+    """Back to a plain forward, if activations were being recomputed."""
+    if getattr(model, "is_activation_checkpointing", None) is not None:
+        if model.is_activation_checkpointing:
+            model.activation_checkpointing_disable()
+    elif getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()

@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,14 @@ from typing import Any
 from ctxext.architectures import DECODER_FAMILIES, DecoderFamily
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
 from ctxext.compat import add_extra_special_tokens, loading_info, no_init_weights, transformers_warnings_off
-from ctxext.errors import CheckFailed, CtxextError, InvalidArgument, SourceNotFound, UnsupportedArchitecture
+from ctxext.errors import (
+    CheckFailed,
+    CorruptCheckpoint,
+    CtxextError,
+    InvalidArgument,
+    SourceNotFound,
+    UnsupportedArchitecture,
+)
 from ctxext.io import (
     MANIFEST_NAME,
     CheckpointReader,
@@ -52,7 +60,10 @@ NOT_FLIPPED = {  # model types close to a supported one: what to flip instead
 EMBEDDED_GGUF = {"gemma-3-270m": "gemma_gguf_path"}
 LM_HEAD = "lm_head.weight"
 QA_HEAD = ("qa_outputs.weight", "qa_outputs.bias")
-RELATIVE_TOLERANCE = 1e-5  # left vs right padding: same maths, different float summation order
+# Relative bound of same-maths-different-order differences (left against right padding, pooling done by
+# sentence-transformers against pooling here), by the dtype the model computes in: about its rounding step times
+# the depth of the sums (measured on the tiny bf16 and fp16 fixtures of every family).
+RELATIVE_TOLERANCE_OF = {"float32": 1e-5, "float64": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 
 
 class Pooling(str, Enum):
@@ -102,6 +113,20 @@ class LoadedSource:
     folder: ModelFolder | None = None
     gguf_file: str | None = None
     gguf_cache: str | None = None  # the cached dequantized copy the GGUF's weights were loaded from
+    dtype: Any = None
+    """The dtype the source's weights ship in (GGUF: float32, as transformers dequantizes them); the flipped
+    model keeps it, and the checks compare in it."""
+    probe: dict[str, Any] = field(default_factory=dict)
+    """Config overrides of the models the checks run (``model`` among them): the first layers only, when the
+    whole model is over ``PROBE_BYTES`` (empty: every layer)."""
+
+    @property
+    def layers(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def probe_layers(self) -> int:
+        return int(self.probe.get("num_hidden_layers", self.layers))
 
     @property
     def backbone(self) -> Any:
@@ -128,8 +153,53 @@ def check_model_type(config: dict[str, Any]) -> str:
     return model_type
 
 
-def load_source(ref: str, gguf_file: str | None = None, revision: str | None = None) -> LoadedSource:
-    """Load a causal decoder (folder, hub ID, GGUF file in a folder, or ``gemma-3-270m``) in float32."""
+PROBE_BYTES = 2**30
+"""A source whose weights fit here is checked whole; a larger one on its first layers (every kind of layer it
+has among them), so a flip's memory is that of a few layers and the embeddings, not of the model: every
+layer runs the same code, and every written tensor is the source's bytes (sha256 in the manifest)."""
+
+
+def source_dtype(reader: CheckpointReader) -> Any:
+    """The dtype of the source's floating-point weights (bf16, fp16 or f32); mixed ones are refused by name."""
+    from ctxext.io import torch_dtype
+
+    floating = {info.dtype for info in reader.infos.values() if info.dtype in ("BF16", "F16", "F32", "F64")}
+    if len(floating) != 1:
+        shown = ", ".join(f"{n} {i.dtype}" for n, i in list(reader.infos.items())[:1]) if floating else "none"
+        raise CorruptCheckpoint(
+            f"the source's weights are in {len(floating)} floating-point dtypes ({', '.join(sorted(floating))}); "
+            f"flip keeps one dtype: convert the checkpoint to one first (first tensor: {shown})"
+        )
+    return torch_dtype(floating.pop())
+
+
+def probe_overrides(config: dict[str, Any], weight_bytes: int, *, shallowest: bool = False) -> dict[str, Any]:
+    """Config overrides for the models the checks run: none when the weights fit ``PROBE_BYTES``, else the
+    first layers, as many as it takes to hold every kind of layer the model has (at least two); with
+    ``shallowest`` (no checks: only the embeddings are needed) one layer."""
+    layers = int(config["num_hidden_layers"])
+    if weight_bytes <= PROBE_BYTES and not shallowest:
+        return {}
+    kinds = config.get("layer_types") or []
+    first_of_each = [kinds.index(kind) for kind in dict.fromkeys(kinds)]
+    depth = 1 if shallowest else min(layers, max(2, 1 + max(first_of_each, default=0)))
+    if depth == layers:
+        return {}
+    return {"num_hidden_layers": depth, **({"layer_types": kinds[:depth]} if kinds else {})}
+
+
+def beyond_probe(name: str, probe: dict[str, Any]) -> bool:
+    """Whether tensor ``name`` belongs to a layer the checks leave out."""
+    match = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    return bool(probe) and match is not None and int(match.group(1)) >= probe["num_hidden_layers"]
+
+
+def load_source(
+    ref: str, gguf_file: str | None = None, revision: str | None = None, *, shallowest: bool = False
+) -> LoadedSource:
+    """Load a causal decoder (folder, hub ID, GGUF file in a folder, or ``gemma-3-270m``) in the dtype its
+    weights ship in, only as deep as the checks need (``probe_overrides``); its tensors are written from its
+    files."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -139,21 +209,27 @@ def load_source(ref: str, gguf_file: str | None = None, revision: str | None = N
         model, tokenizer, cached = _load_gguf(folder_path, name, digest)
         config = model.config.to_dict()
         check_model_type(config)
-        return LoadedSource(source, model.eval(), tokenizer, config, {name: digest}, gguf_file=name, gguf_cache=cached)
+        hashes = {name: digest}
+        return LoadedSource(
+            source, model.eval(), tokenizer, config, hashes, gguf_file=name, gguf_cache=cached, dtype=torch.float32
+        )
     source, folder = open_model(ref, revision=revision)
     folder = ModelFolder(folder.model_dir, folder.model_dir, False)  # flip writes a plain folder
     config = folder.config
     check_model_type(config)
     reader = CheckpointReader(folder)
+    dtype = source_dtype(reader)
+    probe = probe_overrides(config, reader.total_bytes(), shallowest=shallowest)
     model, info = AutoModelForCausalLM.from_pretrained(
-        folder.model_dir, dtype=torch.float32, output_loading_info=True, trust_remote_code=False
+        folder.model_dir, dtype=dtype, output_loading_info=True, trust_remote_code=False, **probe
     )
     info = loading_info(info)
     missing = [key for key in info["missing_keys"] if key != LM_HEAD]
-    if missing or info["unexpected_keys"] or info["mismatched_keys"]:
+    unexpected = [key for key in info["unexpected_keys"] if not beyond_probe(key, probe)]
+    if missing or unexpected or info["mismatched_keys"]:
         raise CheckFailed(
             f"{folder.model_dir} does not load cleanly as a causal LM: missing {missing[:3]}, "
-            f"unexpected {info['unexpected_keys'][:3]}, mismatched {info['mismatched_keys'][:3]}"
+            f"unexpected {unexpected[:3]}, mismatched {info['mismatched_keys'][:3]}"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder.model_dir, trust_remote_code=False)
@@ -161,7 +237,8 @@ def load_source(ref: str, gguf_file: str | None = None, revision: str | None = N
         raise SourceNotFound(
             f"{folder.model_dir} has no usable tokenizer ({str(error).strip().splitlines()[0]})"
         ) from None
-    return LoadedSource(source, model.eval(), tokenizer, config, reader.sha256_of_files(), reader, folder)
+    hashes = reader.sha256_of_files()
+    return LoadedSource(source, model.eval(), tokenizer, config, hashes, reader, folder, dtype=dtype, probe=probe)
 
 
 def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | None]:
@@ -321,7 +398,8 @@ def model_class(config: Any, head: Head) -> Any:
 
 @dataclass
 class BuiltModel:
-    """An in-memory flipped model and what was done to build it."""
+    """An in-memory flipped model (as deep as the source's probe: ``LoadedSource.probe``) sharing the source's
+    tensors, the config of the whole flipped model, and what was done to build it."""
 
     model: Any
     backbone: Any
@@ -330,6 +408,9 @@ class BuiltModel:
     changed: set[str]  # output tensor names computed rather than copied
     created: set[str]
     window: int | None
+    config: Any
+    dtype: Any
+    probe: dict[str, Any]
 
 
 def build_model(
@@ -342,7 +423,8 @@ def build_model(
     seed: int = 0,
     output_dtype: Any = None,
 ) -> BuiltModel:
-    """The flipped model in memory, with its own copy of the weights (the source stays usable).
+    """The flipped model in memory, in the source's dtype, as deep as the source model loaded (its probe), its
+    weights the source's own tensors (no copy: the source's causal forward is unchanged).
 
     With ``head=qa`` the prompt's special tokens are added to a copy of the tokenizer; each new token's
     embedding row starts as the mean of the existing rows; the QA head starts as N(0, initializer_range)
@@ -355,18 +437,19 @@ def build_model(
     vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
     if head == Head.qa:
         vocab_size = max(vocab_size, len(tokenizer), max(added.values(), default=-1) + 1)
-    config = flipped_config(
-        loaded.config,
-        bidirectional=bidirectional,
-        window=window,
-        vocab_size=vocab_size,
-        attn_implementation=loaded.model.config._attn_implementation,
-    )
-    model = _empty_model(model_class(config, head), config)
+    options = {
+        "bidirectional": bidirectional,
+        "window": window,
+        "vocab_size": vocab_size,
+        "attn_implementation": loaded.model.config._attn_implementation,
+    }
+    config = flipped_config(loaded.config, **options)
+    probe_config = flipped_config({**loaded.config, **loaded.probe}, **options)
+    model = _empty_model(model_class(probe_config, head), probe_config)
     backbone = model  # a QA model is its backbone class plus qa_outputs: same tensor names
-    round_to = output_dtype or torch.float32
+    round_to = output_dtype or loaded.dtype or torch.float32
     state, changed = _source_state(loaded, vocab_size, added, round_to)
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    missing, unexpected = backbone.load_state_dict(state, strict=False, assign=True)
     if unexpected or set(missing) - set(QA_HEAD):
         raise CheckFailed(
             f"the flipped model does not take the source weights: missing {missing[:3]}, unexpected {unexpected[:3]}"
@@ -375,9 +458,12 @@ def build_model(
     created: set[str] = set()
     if head == Head.qa:
         _init_qa_head(model, config.initializer_range, seed, round_to)
+        model.qa_outputs.to(loaded.dtype or torch.float32)
         created.update(QA_HEAD)
+    window_of = flipped_window(config, bidirectional)
+    dtype = loaded.dtype or torch.float32
     return BuiltModel(
-        model.eval(), backbone, tokenizer, added, changed | created, created, flipped_window(config, bidirectional)
+        model.eval(), backbone, tokenizer, added, changed | created, created, window_of, config, dtype, loaded.probe
     )
 
 
@@ -408,8 +494,8 @@ def _source_state(
     the names of the tensors that changed."""
     import torch
 
-    # load_state_dict copies these values into the new model's own parameters: no clone needed (a third copy
-    # of the weights, 1 GiB for Gemma 3 270M, at the command's peak)
+    # load_state_dict(assign=True) takes these tensors as the flipped model's parameters: one copy of the
+    # weights, shared by the causal source and the flipped model, in the dtype they ship in
     state = {name: tensor.detach() for name, tensor in loaded.backbone.state_dict().items()}
     source_embedding = loaded.backbone.get_input_embeddings().weight.detach()
     embedding_name = next(n for n, t in state.items() if t is not None and n.endswith("embed_tokens.weight"))
@@ -511,6 +597,8 @@ def bidirectionality_checks(
     source_effect = last_token_effect(source_backbone, vocab_size, window=window)
     flipped_effect = last_token_effect(flipped_backbone, vocab_size, window=window)
     padding = padding_difference(flipped_backbone, vocab_size)
+    dtype = next(flipped_backbone.parameters()).dtype
+    tolerance = relative_tolerance(dtype)
     return [
         Check(
             "source is causal: position 0 ignores the last token",
@@ -529,9 +617,9 @@ def bidirectionality_checks(
         Check(
             "flipped: left and right padding give the same outputs",
             padding,
-            RELATIVE_TOLERANCE,
-            passed=padding <= RELATIVE_TOLERANCE,
-            detail="max abs diff at real positions / max abs output",
+            tolerance,
+            passed=padding <= tolerance,
+            detail=f"max abs diff at real positions / max abs output, in {dtype_name(dtype)}",
         ),
     ]
 
@@ -546,7 +634,13 @@ def reload_checks(
     from ctxext.checks import load_model_strictly
 
     register()
-    reloaded = load_model_strictly(model_dir, AutoModelForQuestionAnswering if head == Head.qa else AutoModel)
+    reloaded = load_model_strictly(
+        model_dir,
+        AutoModelForQuestionAnswering if head == Head.qa else AutoModel,
+        ignore_unexpected=lambda name: beyond_probe(name, built.probe),
+        dtype=built.dtype,
+        **built.probe,
+    )
     reloaded_backbone = reloaded
     ids = probe_ids(vocab_size, 16, 2, seed=2)
     mask = torch.ones_like(ids)
@@ -555,13 +649,13 @@ def reload_checks(
     real = mask.bool()
     difference = float((expected[real] - actual[real]).abs().max())
     checks = [
-        Check("reloaded folder loads with no missing or unexpected weights", 0.0, 0.0),
+        Check("reloaded folder loads with no missing or unexpected weights", 0.0, 0.0, detail=probed(built)),
         Check(
             "reloaded equals in-memory: last hidden states",
             difference,
             0.0,
             passed=difference == 0.0,
-            detail="max abs diff at real positions",
+            detail=f"max abs diff at real positions, both in {dtype_name(built.dtype)}; {probed(built)}",
         ),
     ]
     if head == Head.qa:
@@ -580,8 +674,23 @@ def reload_checks(
     if built.window is not None:
         checks.append(reloaded_window_check(reloaded, built.window))
     if pooling is not None:
-        checks.append(sentence_transformers_check(model_dir, built.backbone, ids, mask, pooling))
+        checks.append(sentence_transformers_check(model_dir, built, ids, mask, pooling))
     return checks
+
+
+def probed(built: BuiltModel) -> str:
+    """What the checks ran on: the whole model, or its first layers."""
+    if not built.probe:
+        return "every layer"
+    return f"the first {built.probe['num_hidden_layers']} of {built.config.num_hidden_layers} layers"
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def relative_tolerance(dtype: Any) -> float:
+    return RELATIVE_TOLERANCE_OF[dtype_name(dtype)]
 
 
 def reloaded_window_check(reloaded: Any, window: int) -> Check:
@@ -612,20 +721,24 @@ def pool(hidden: Any, mask: Any, pooling: Pooling) -> Any:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
-def sentence_transformers_check(model_dir: Path, backbone: Any, ids: Any, mask: Any, pooling: Pooling) -> Check:
+def sentence_transformers_check(model_dir: Path, built: BuiltModel, ids: Any, mask: Any, pooling: Pooling) -> Check:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(model_dir), device="cpu")
+    model = SentenceTransformer(
+        str(model_dir), device="cpu", model_kwargs={"dtype": built.dtype}, config_kwargs=dict(built.probe)
+    )
     with torch.no_grad():
         embedded = model({"input_ids": ids, "attention_mask": mask})["sentence_embedding"].double()
-    expected = pool(hidden_states(backbone, ids, mask), mask, pooling)
+    expected = pool(hidden_states(built.backbone, ids, mask), mask, pooling)
     difference = float((embedded - expected).abs().max())
+    bound = relative_tolerance(built.dtype) * max(1.0, float(expected.abs().max()))
     return Check(
         f"sentence-transformers ({pooling.value} pooling) equals pooled in-memory outputs",
         difference,
-        1e-5 * max(1.0, float(expected.abs().max())),
-        passed=difference <= 1e-5 * max(1.0, float(expected.abs().max())),
+        bound,
+        passed=difference <= bound,
+        detail=f"in {dtype_name(built.dtype)}; {probed(built)}",
     )
 
 
@@ -633,24 +746,23 @@ def sentence_transformers_check(model_dir: Path, backbone: Any, ids: Any, mask: 
 
 
 def output_tensors(loaded: LoadedSource, built: BuiltModel, record: OperationRecord) -> list[OutTensor]:
-    """Copied tensors streamed from the source files; computed ones from the in-memory model."""
-    state = built.model.state_dict()
+    """Every tensor of the whole flipped model: copied ones streamed from the source files (byte for byte, one
+    at a time), computed ones (a grown embedding, a QA head) and a GGUF's dequantized ones from memory."""
+    computed = built.model.state_dict()
     used: set[str] = set()
     tensors = []
-    for name, tensor in state.items():
+    for name in full_tensor_names(built):
         source_name = loaded.tensor_prefix + name
         if loaded.reader is not None and name not in built.changed:
             if source_name not in loaded.reader.infos:
                 raise UnsupportedArchitecture(f"tensor {name} of the flipped model has no source tensor {source_name}")
             tensors.append(OutTensor.copied(loaded.reader, source_name, name))
             used.add(source_name)
-            if source_name == name:
-                record.copied.append(name)
-            else:
+            record.copied.append(name)  # byte for byte, under the encoder's name where it differs
+            if source_name != name:
                 record.renamed[source_name] = name
             continue
-        dtype = _output_dtype(loaded, source_name)
-        tensors.append(OutTensor.from_tensor(name, tensor.detach().to(dtype).contiguous()))
+        tensors.append(OutTensor.from_tensor(name, computed[name].detach().contiguous()))
         if name in built.created:
             record.created.append(name)
         elif name in built.changed:
@@ -669,15 +781,15 @@ def output_tensors(loaded: LoadedSource, built: BuiltModel, record: OperationRec
     return tensors
 
 
-def _output_dtype(loaded: LoadedSource, source_name: str) -> Any:
+def full_tensor_names(built: BuiltModel) -> list[str]:
+    """The tensor names of the whole flipped model (the in-memory one may hold only the first layers), read from
+    an instance on the meta device: no memory."""
     import torch
 
-    from ctxext.io import torch_dtype
-
-    if loaded.reader is None:
-        return torch.float32
-    info = loaded.reader.infos.get(source_name) or next(iter(loaded.reader.infos.values()))
-    return torch_dtype(info.dtype)
+    if not built.probe:
+        return list(built.model.state_dict())
+    with torch.device("meta"), no_init_weights():
+        return list(type(built.model)(built.config).state_dict())
 
 
 def sentence_transformers_files(hidden_size: int, pooling: Pooling, max_seq_length: int) -> dict[str, Any]:
@@ -726,6 +838,7 @@ def flip(
     special_tokens: str | Path | None = None,
     sliding_window: int | None = None,
     seed: int = 0,
+    check: bool = True,
     revision: str | None = None,
     force: bool = False,
     progress: ProgressFn = no_progress,
@@ -739,7 +852,7 @@ def flip(
     if special_tokens is not None and head != Head.qa:
         raise InvalidArgument("--special-tokens goes with --head qa")
     progress("loading the source", 0, 1)
-    loaded = load_source(ref, gguf_file, revision)
+    loaded = load_source(ref, gguf_file, revision, shallowest=not check)
     progress("loading the source", 1, 1)
     options = {
         "ref": ref,
@@ -749,21 +862,26 @@ def flip(
         "special_tokens": str(special_tokens) if special_tokens else None,
         "sliding_window": sliding_window,
         "seed": seed,
+        "check": check,
     }
-    dtype = _output_dtype(loaded, loaded.tensor_prefix + "embed_tokens.weight")
+    dtype = loaded.dtype
     built = build_model(loaded, head=head, window=sliding_window, prompt=prompt, seed=seed, output_dtype=dtype)
     record = flip_record(loaded, built, head, pooling, prompt)
     vocab_size = loaded.backbone.get_input_embeddings().weight.shape[0]
-    progress("bidirectionality checks", 0, 1)
-    for check in bidirectionality_checks(loaded.backbone, built.backbone, vocab_size, built.window):
-        record.require(check)
-    progress("bidirectionality checks", 1, 1)
+    if check:
+        progress("bidirectionality checks", 0, 1)
+        for verdict in bidirectionality_checks(loaded.backbone, built.backbone, vocab_size, built.window):
+            record.require(verdict)
+        progress("bidirectionality checks", 1, 1)
+    else:
+        record.parameters["checked_layers"] = "none (--no-check)"
+        record.notes.append("--no-check: no forward check ran; the tensors are the source's bytes (sha256 above)")
     plan = flip_plan(loaded, built, record, options, pooling, str(dtype).removeprefix("torch."))
 
     def checks(staging: Path) -> list[Check]:
         loaded.model = None  # written: its memory goes to the reloaded copy the checks load
         gc.collect()
-        return reload_checks(staging, built, head, vocab_size, pooling)
+        return reload_checks(staging, built, head, vocab_size, pooling) if check else []
 
     written = write_model_folder(plan, out, force=force, checks=checks, progress=progress, argv=argv)
     return FlipResult(written.path, written.manifest)
@@ -800,8 +918,15 @@ def flip_record(
             "sliding_window": built.window,
             "added_special_tokens": built.added_tokens,
             "prompt": prompt.describe() if prompt else None,
+            "dtype": dtype_name(built.dtype),
+            "checked_layers": probed(built),
         },
     )
+    if built.probe:
+        record.notes.append(
+            f"the forward checks ran on {probed(built)} (the weights are over {PROBE_BYTES / 2**30:g} GiB): every "
+            "layer runs the same code, and every other written tensor is copied byte for byte from the source"
+        )
     if built.added_tokens:
         record.notes.append("new special-token embedding rows start as the mean of the existing rows")
     if loaded.gguf_cache:
@@ -826,7 +951,7 @@ def flip_plan(
     sentence-transformers modules with ``pooling``, and the tensors (copied ones streamed from the source)."""
     from ctxext.flip_models import config_for_saving
 
-    config = config_for_saving(built.model.config, type(built.model).__name__, dtype)
+    config = config_for_saving(built.config, type(built.model).__name__, dtype)
     record.config_changes.update(config_diff(loaded.config, config))
     st_files = {}
     if pooling is not None:

@@ -100,7 +100,6 @@ class BidirectionalEncoderMixin:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=None,
             inputs_embeds=inputs_embeds,
             use_cache=False,
             **kwargs,

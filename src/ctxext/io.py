@@ -455,6 +455,10 @@ class CheckpointReader:
             else torch.empty(info.shape, dtype=torch_dtype(info.dtype))
         )
 
+    def total_bytes(self) -> int:
+        """Bytes of every tensor's data."""
+        return sum(ITEM_SIZE[info.dtype] * math.prod(info.shape) for info in self.infos.values())
+
     def sha256_of_files(self) -> dict[str, str]:
         return {os.path.relpath(p, self.folder.root): file_sha256(p) for p in self.files}
 

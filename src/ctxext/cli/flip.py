@@ -51,6 +51,10 @@ def flip_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the QA head's initialisation.")] = 0,
+    check: Annotated[
+        bool,
+        typer.Option("--check/--no-check", help="Run the forward checks (a model over 1 GiB: on its first layers)."),
+    ] = True,
     revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -78,6 +82,7 @@ def flip_command(
             gguf_file=gguf,
             pooling=pooling,
             head=head,
+            check=check,
             special_tokens=special_tokens,
             sliding_window=sliding_window,
             seed=seed,

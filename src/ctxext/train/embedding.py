@@ -89,8 +89,9 @@ class EmbeddingModel(_module_base()):  # type: ignore[misc]  # torch loads on fi
 
     def finish_training(self) -> None:
         """Ready to be written and evaluated: no gradient checkpointing, eval mode."""
-        if getattr(self.backbone, "is_gradient_checkpointing", False):
-            self.backbone.gradient_checkpointing_disable()
+        from ctxext.compat import checkpointing_disable
+
+        checkpointing_disable(self.backbone)
         self.eval()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputResult
+from ctxext.compat import checkpointing_enable
 from ctxext.data.formats import read_triplets
 from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
@@ -257,7 +258,7 @@ def finetune(
     query_length = _query_length(tokenizer, query_max_len)
     model = ContrastiveModel(backbone, pooling, temperature, cache_chunk)
     if gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing_enable(backbone)
     model.train()
     callbacks = retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length)
     dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
