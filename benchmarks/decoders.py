@@ -112,7 +112,7 @@ def write_random_decoder(folder: Path, name: str) -> int:
         **shape,
     }
     write_json(folder / "config.json", config)
-    words = [f"w{index}" for index in range(shape["vocab_size"] - len(tiny.SPECIAL))]
+    words = tiny.SPECIAL + [f"w{index}" for index in range(shape["vocab_size"] - len(tiny.SPECIAL))]
     tiny.save_tokenizer(folder, shape["max_position_embeddings"], words=words)
     return sum(t.info.nbytes for t in tensors)
 

@@ -657,3 +657,19 @@ def test_no_check_writes_the_same_folder_without_running_the_model(tiny_models, 
     operation = unchecked.manifest["operations"][0]
     assert operation["checks"] == [] and operation["parameters"]["checked_layers"] == "none (--no-check)"
     assert unchecked.manifest["tensors"] == checked.manifest["tensors"]
+
+
+def test_a_source_mixing_weight_dtypes_is_one_line_naming_a_tensor_of_each(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    import tiny
+    from ctxext.errors import CorruptCheckpoint
+
+    source = tiny.make_model("llama", tmp_path / "source", dtype="bfloat16")
+    tensors = load_file(source / "model.safetensors")
+    tensors["model.norm.weight"] = tensors["model.norm.weight"].float()
+    save_file(tensors, str(source / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CorruptCheckpoint, match="mix dtypes") as refused:
+        flip(str(source), tmp_path / "out")
+    assert "model.norm.weight is F32" in str(refused.value) and "is BF16" in str(refused.value)
+    assert not (tmp_path / "out").exists()

@@ -163,14 +163,14 @@ def source_dtype(reader: CheckpointReader) -> Any:
     """The dtype of the source's floating-point weights (bf16, fp16 or f32); mixed ones are refused by name."""
     from ctxext.io import torch_dtype
 
-    floating = {info.dtype for info in reader.infos.values() if info.dtype in ("BF16", "F16", "F32", "F64")}
-    if len(floating) != 1:
-        shown = ", ".join(f"{n} {i.dtype}" for n, i in list(reader.infos.items())[:1]) if floating else "none"
-        raise CorruptCheckpoint(
-            f"the source's weights are in {len(floating)} floating-point dtypes ({', '.join(sorted(floating))}); "
-            f"flip keeps one dtype: convert the checkpoint to one first (first tensor: {shown})"
-        )
-    return torch_dtype(floating.pop())
+    example: dict[str, str] = {}  # a tensor of each floating-point dtype
+    for name, info in reader.infos.items():
+        if info.dtype in ("BF16", "F16", "F32", "F64"):
+            example.setdefault(info.dtype, name)
+    if len(example) != 1:
+        shown = ", ".join(f"{name} is {dtype}" for dtype, name in example.items()) or "no floating-point tensor"
+        raise CorruptCheckpoint(f"the source's weights mix dtypes ({shown}); flip keeps one: convert it first")
+    return torch_dtype(next(iter(example)))
 
 
 def probe_overrides(config: dict[str, Any], weight_bytes: int, *, shallowest: bool = False) -> dict[str, Any]:
