@@ -7,6 +7,8 @@ bytes; the copy and the flips alternate, medians over ``--repeats``.
     python benchmarks/decoders.py --shapes tinyllama-1.1b --repeats 3
     python benchmarks/decoders.py --shapes tinyllama-1.1b,llama-3-8b --repeats 1 \
         --json benchmarks/results/flip-decoders-cpu.json
+    python benchmarks/decoders.py --shapes tinyllama-1.1b --train-steps 3 \
+        --json benchmarks/results/lora-stages-1b-cpu.json   # mntp / finetune-qa with LoRA on the flipped bf16 decoder
 """
 
 from __future__ import annotations
@@ -175,14 +177,78 @@ def run_shape(name: str, work: Path, repeats: int) -> dict:
     }
 
 
+def run_lora_stages(name: str, work: Path, steps: int) -> dict:
+    """``mntp`` and ``finetune-qa`` with LoRA (rank 8) on the flipped bf16 decoder of shape ``name``: wall time
+    (loading included), peak RSS, and the dtype written."""
+    import json as json_module
+
+    from ctxext.data.formats import QAExample, write_squad_jsonl
+
+    source = work / f"{name}-bf16"
+    weight_bytes = write_random_decoder(source, name)
+    flipped = work / f"{name}-qa"
+    ctxext = [sys.executable, "-m", "ctxext"]
+    measured([*ctxext, "flip", str(source), "--head", "qa", "--no-check", "-o", str(flipped)])
+    shutil.rmtree(source)
+    words = [f"w{index}" for index in range(200)]
+    (work / "texts.txt").write_text("\n\n".join(" ".join(words[i:] + words[:i]) for i in range(64)))
+    context = " ".join(words[:100])
+    examples = [
+        QAExample(str(i), f"where is {words[i]}", context, [words[i + 1]], [context.index(f" {words[i + 1]} ") + 1])
+        for i in range(32)
+    ]
+    write_squad_jsonl(work / "train.jsonl", examples)
+    shared = ["--lora-rank", "8", "--steps", str(steps), "--batch-size", "2", "--save-every", "1000"]
+    stages = {
+        "mntp --lora-rank 8": [*ctxext, "mntp", str(flipped), "--data", str(work / "texts.txt"), "--max-len", "128"],
+        "finetune-qa --lora-rank 8": [
+            *ctxext,
+            "finetune-qa",
+            str(flipped),
+            "--train",
+            str(work / "train.jsonl"),
+            "--max-length",
+            "128",
+        ],
+    }
+    rows = []
+    for stage, command in stages.items():
+        out = work / "trained"
+        seconds, peak = measured([*command, *shared, "-o", str(out)])
+        dtype = json_module.loads((out / "config.json").read_text()).get("dtype") or json_module.loads(
+            (out / "config.json").read_text()
+        ).get("torch_dtype")
+        rows.append(
+            {
+                "stage": stage,
+                "steps": steps,
+                "seconds_with_loading": round(seconds, 1),
+                "peak_rss_gib": round(peak / 2**30, 2),
+                "x_weight_bytes": round(peak / weight_bytes, 2),
+                "written_dtype": dtype,
+            }
+        )
+        print(f"  {stage}: {seconds:.1f} s, {peak / 2**30:.2f} GiB, written {dtype}", flush=True)
+        shutil.rmtree(out)
+    shutil.rmtree(flipped)
+    return {"shape": name, "weights_gib": round(weight_bytes / 2**30, 2), "lora_stages": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="tinyllama-1.1b")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="Where the models go (default: a temporary folder).")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--train-steps", type=int, default=0, help="Also time LoRA mntp / finetune-qa this long.")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=arguments.work) as work:
+        if arguments.train_steps:
+            results = [run_lora_stages(name, Path(work), arguments.train_steps) for name in arguments.shapes.split(",")]
+            print(json.dumps(results, indent=1))
+            if arguments.json:
+                arguments.json.write_text(json.dumps(results, indent=1) + "\n")
+            return
         results = [run_shape(name, Path(work), arguments.repeats) for name in arguments.shapes.split(",")]
     print("| shape | weights | form | time | x copy | peak RSS | x weights |\n|---|---|---|---|---|---|---|")
     for result in results:

@@ -673,3 +673,40 @@ def test_a_source_mixing_weight_dtypes_is_one_line_naming_a_tensor_of_each(tmp_p
         flip(str(source), tmp_path / "out")
     assert "model.norm.weight is F32" in str(refused.value) and "is BF16" in str(refused.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_lora_stages_on_a_bf16_decoder_train_in_its_dtype_and_write_merged_bf16_weights(tmp_path):
+    """mntp and finetune-qa with --lora-rank on a flipped bf16 decoder: the weights stay bf16 (no float32 copy),
+    only the adapters (and the QA head) train, and the merged model is written in bf16 and reloads equal."""
+    from safetensors import safe_open
+
+    import tiny
+    from ctxext.data.formats import write_squad_jsonl
+    from ctxext.train import TrainSettings
+    from ctxext.train.mntp import train_mntp
+    from ctxext.train.qa import finetune_qa
+
+    source = tiny.make_model("llama", tmp_path / "source", dtype="bfloat16")
+    flipped = flip(str(source), tmp_path / "flipped", head=Head.qa).path
+    write_squad_jsonl(tmp_path / "train.jsonl", qa_examples(8))
+    (tmp_path / "texts.txt").write_text(("the model reads a long document about sparse attention. " * 8 + "\n\n") * 8)
+    settings = TrainSettings(steps=2, batch_size=2, learning_rate=1e-2, save_every=100)
+    adapted = train_mntp(
+        str(flipped), [tmp_path / "texts.txt"], tmp_path / "mntp", lora_rank=4, max_len=32, settings=settings
+    )
+    tuned = finetune_qa(
+        str(flipped), tmp_path / "train.jsonl", tmp_path / "qa", lora_rank=4, max_length=48, settings=settings
+    )
+    for result in (adapted, tuned):
+        with safe_open(result.path / "model.safetensors", "pt") as written:
+            assert {str(written.get_slice(name).get_dtype()) for name in written.keys()} == {"BF16"}
+    checks = {c["name"]: c for c in tuned.manifest["operations"][0]["checks"]}
+    assert checks["reloaded equals trained: QA start logits"]["value"] == 0.0
+    assert tuned.manifest["operations"][0]["parameters"]["lora"]["also_trained"] == ["qa_outputs"]
+    with (
+        safe_open(flipped / "model.safetensors", "pt") as before,
+        safe_open(tuned.path / "model.safetensors", "pt") as after,
+    ):
+        assert not torch.equal(
+            before.get_tensor("layers.0.self_attn.q_proj.weight"), after.get_tensor("layers.0.self_attn.q_proj.weight")
+        )

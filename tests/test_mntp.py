@@ -89,7 +89,8 @@ def test_lora_adapters_merge_into_weights_that_reproduce_the_adapted_model(head,
     from safetensors.torch import load_file
 
     from ctxext.io import open_model
-    from ctxext.train.mntp import MntpModel, load_flipped, with_lora
+    from ctxext.train.lora import with_lora
+    from ctxext.train.mntp import MntpModel, load_flipped
 
     flipped = flip(str(tiny_models("llama")), tmp_path / "flipped", head=head, pooling=Pooling.mean).path
     texts = write_texts(tmp_path / "texts.jsonl")

@@ -388,6 +388,12 @@ def finetune_qa_command(
     max_length: Annotated[int, typer.Option(min=8, help="Tokens per input (question + context).")] = 384,
     stride: Annotated[int, typer.Option(min=1, help="Tokens that overlapping windows of a long context share.")] = 128,
     freeze_embeddings: Annotated[bool, typer.Option(help="Keep the token embeddings fixed (fast on CPU).")] = False,
+    lora_rank: Annotated[
+        int,
+        typer.Option(
+            "--lora-rank", min=0, help="Train LoRA adapters of this rank and the QA head (merged on writing); 0: all."
+        ),
+    ] = 0,
     special_tokens: SpecialTokensOpt = None,
     save_every: SaveEveryOpt = 500,
     seed: SeedOpt = 0,
@@ -420,6 +426,7 @@ def finetune_qa_command(
         max_length=max_length,
         stride=stride,
         freeze_embeddings=freeze_embeddings,
+        lora_rank=lora_rank,
         special_tokens=special_tokens,
         revision=revision,
         run_options=run_options(locals()),

@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 
+from ctxext.compat import checkpointing_disable, checkpointing_enable
 from ctxext.data.formats import data_files
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import OperationRecord, recorded_operations
+from ctxext.train.lora import with_lora
 from ctxext.train.mlm import MaskingCollator, PackedDataset, mlm_data
 from ctxext.train.runner import RunOptions, TrainingResult, TrainingRun, TrainSettings, write_trained_model
 
@@ -32,7 +34,6 @@ MASK_STAND_INS = ("<mask>", "[MASK]", "<unused0>", "_")
 HEADS = ("qa_outputs.",)
 """Tensors of a head on the backbone (``flip --head qa``): MNTP leaves them as they are."""
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The projections LoRA adapts (LLM2Vec's choice), named alike in every decoder family ``flip`` reads."""
 
 
@@ -76,17 +77,6 @@ class MntpModel(torch.nn.Module):
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return {"loss": mntp_loss(logits, labels) if labels is not None else None, "logits": logits}
-
-
-def with_lora(model: Any, rank: int, alpha: int | None = None, dropout: float = 0.05) -> tuple[Any, dict]:
-    """``model`` with LoRA adapters of ``rank`` on ``LORA_TARGETS`` (every other weight frozen), and the
-    settings the manifest records."""
-    from peft import LoraConfig, get_peft_model
-
-    scale = int(alpha or 2 * rank)
-    config = LoraConfig(r=rank, lora_alpha=scale, lora_dropout=dropout, target_modules=list(LORA_TARGETS), bias="none")
-    settings = {"rank": rank, "alpha": scale, "dropout": dropout, "targets": list(LORA_TARGETS)}
-    return get_peft_model(model, config), settings
 
 
 def load_flipped(folder: ModelFolder) -> tuple[Any, Any]:
@@ -141,6 +131,8 @@ def train_mntp(
     mask_id = mask_token_id(tokenizer)
     data_set = mlm_data(tokenizer, files, max_len, mask, 0.0)
     trained, lora = with_lora(model, lora_rank) if lora_rank else (model, None)
+    if lora:  # the weights stay as they ship; recomputing activations keeps a 1B decoder's step small
+        checkpointing_enable(model)
     run.train(
         MntpModel(trained),
         tokenizer,
@@ -150,6 +142,7 @@ def train_mntp(
     )
     history = run.history()
     if lora:
+        checkpointing_disable(model)
         model = trained.merge_and_unload()
     record = OperationRecord(
         "mntp",

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_model_folder
-from ctxext.compat import loading_info
+from ctxext.compat import checkpointing_disable, checkpointing_enable, loading_info
 from ctxext.data.formats import QAExample, read_squad_jsonl
 from ctxext.errors import CheckFailed, InvalidArgument
 from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.qa import DOCUMENT_STRIDE, encode_example, encode_windows, evaluate_qa, pad_batch
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
+from ctxext.train.lora import with_lora
 from ctxext.train.runner import ListDataset, RunOptions, TrainingResult, TrainingRun, TrainSettings
 
 
@@ -84,6 +85,7 @@ def finetune_qa(
     max_length: int = 384,
     stride: int = DOCUMENT_STRIDE,
     freeze_embeddings: bool = False,
+    lora_rank: int = 0,
     special_tokens: str | Path | None = None,
     revision: str | None = None,
     run_options: RunOptions | None = None,
@@ -91,7 +93,9 @@ def finetune_qa(
     """Fine-tune a QA model folder (``ctxext flip --head qa``) on SQuAD-format jsonl and write the result
     (atomically, with a manifest holding exact match and F1 on ``eval_path``). ``freeze_embeddings`` keeps
     the token embeddings fixed (fast on CPU); a context longer than ``max_length`` is read in windows that share
-    ``stride`` tokens (:func:`ctxext.qa.encode_windows`), for training and for prediction."""
+    ``stride`` tokens (:func:`ctxext.qa.encode_windows`), for training and for prediction. ``lora_rank`` > 0
+    trains LoRA adapters of that rank and the QA head on the weights as they ship (bf16 stays bf16), merged
+    on writing."""
     from transformers import set_seed
 
     settings = settings or qa_settings()
@@ -102,11 +106,19 @@ def finetune_qa(
     train_examples = read_squad_jsonl(train_path)
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None
     set_seed(settings.seed)
-    model, tokenizer, head_missing = load_qa_model(folder, prompt)
+    if lora_rank < 0:
+        raise InvalidArgument(f"--lora-rank {lora_rank} must be 0 (off) or more")
+    model, tokenizer, head_missing = load_qa_model(folder, prompt, keep_dtype=lora_rank > 0)
     if freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    trained, lora = with_lora(model, lora_rank, also_train=["qa_outputs"]) if lora_rank else (model, None)
+    if lora:
+        checkpointing_enable(model)
     data = qa_training_data(tokenizer, train_examples, prompt, max_length, stride)
-    run.train(model, None, data.collator, data.dataset, settings)
+    run.train(trained, None, data.collator, data.dataset, settings)
+    if lora:
+        checkpointing_disable(model)
+        model = trained.merge_and_unload()
     history = run.history()
     metrics = (
         evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=max_length, stride=stride)
@@ -119,6 +131,7 @@ def finetune_qa(
         "max_length": max_length,
         "stride": stride,
         "freeze_embeddings": freeze_embeddings,
+        "lora_rank": lora_rank,
         **vars(settings),
     }
     record = OperationRecord(
@@ -131,6 +144,7 @@ def finetune_qa(
             "eval": str(eval_path),
             "train_examples": len(data.dataset),
             "skipped_examples": data.skipped,
+            "lora": {**lora, "merged": True} if lora else None,
         },
     )
     record.checks += qa_checks(history, metrics)
@@ -146,9 +160,10 @@ def finetune_qa(
     return QAFinetuneResult(path, manifest, history, run.global_step, len(data.dataset), data.skipped, metrics)
 
 
-def load_qa_model(folder: ModelFolder, prompt: PromptConfig) -> tuple[Any, Any, bool]:
-    """The folder's ...ForQuestionAnswering model in float32, its tokenizer (which must know the prompt's
-    tokens), and whether the QA head was missing (then transformers' default init)."""
+def load_qa_model(folder: ModelFolder, prompt: PromptConfig, *, keep_dtype: bool = False) -> tuple[Any, Any, bool]:
+    """The folder's ...ForQuestionAnswering model in float32 (``keep_dtype``: in the dtype its weights ship in),
+    its tokenizer (which must know the prompt's tokens), and whether the QA head was missing (then
+    transformers' default init)."""
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -156,7 +171,10 @@ def load_qa_model(folder: ModelFolder, prompt: PromptConfig) -> tuple[Any, Any, 
 
     register()
     model, info = AutoModelForQuestionAnswering.from_pretrained(
-        folder.model_dir, dtype=torch.float32, output_loading_info=True, trust_remote_code=False
+        folder.model_dir,
+        dtype="auto" if keep_dtype else torch.float32,
+        output_loading_info=True,
+        trust_remote_code=False,
     )
     info = loading_info(info)
     problems = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")] + info["unexpected_keys"]
@@ -214,7 +232,7 @@ def write_qa_model(
         {"model": (source, reader.sha256_of_files())},
         model_tensors(model),
         [record],
-        config_for_saving(model.config, type(model).__name__, "float32"),
+        config_for_saving(model.config, type(model).__name__, str(model.dtype).removeprefix("torch.")),
         support_from=folder,
         tokenizer=tokenizer,
         protect=protect,
@@ -234,9 +252,17 @@ def reload_logits_check(model: Any, model_dir: Path, batch: dict[str, Any]) -> C
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    reloaded = AutoModelForQuestionAnswering.from_pretrained(model_dir, trust_remote_code=False).eval()
+    reloaded = AutoModelForQuestionAnswering.from_pretrained(
+        model_dir, dtype=model.dtype, trust_remote_code=False
+    ).eval()
     with torch.no_grad():
         before, after = model(**batch), reloaded(**batch)
     real = batch["attention_mask"].bool()
     difference = float((before.start_logits - after.start_logits)[real].abs().max())
-    return Check("reloaded equals trained: QA start logits", difference, 0.0, passed=difference == 0.0)
+    return Check(
+        "reloaded equals trained: QA start logits",
+        difference,
+        0.0,
+        passed=difference == 0.0,
+        detail=f"both in {str(model.dtype).removeprefix('torch.')}",
+    )
