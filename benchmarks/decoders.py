@@ -92,8 +92,7 @@ def write_random_decoder(folder: Path, name: str) -> int:
     weights' bytes."""
     sys.path.insert(0, str(ROOT / "tests"))
     import tiny
-
-    from ctxext.io import OutTensor, TensorInfo, write_safetensors, write_json
+    from ctxext.io import OutTensor, TensorInfo, write_json, write_safetensors
 
     shape = SHAPES[name]
     folder.mkdir(parents=True, exist_ok=True)

@@ -176,8 +176,8 @@ def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float,
     """MNTP (``ctxext mntp``) of an in-memory flipped model on standard-library docstrings of modules the QA
     sets do not use (LoRA adapters of ``lora_rank``, merged afterwards, when it is set); returns its cost."""
     from ctxext.data.pydocs import python_docstrings
-    from ctxext.train.mlm import MaskingCollator, PackedDataset, pack_documents
     from ctxext.train.lora import with_lora
+    from ctxext.train.mlm import MaskingCollator, PackedDataset, pack_documents
     from ctxext.train.mntp import MntpModel, mask_token_id
     from ctxext.train.runner import TrainSettings, build_trainer, training_arguments
 
