@@ -18,12 +18,11 @@ from typing import Any
 
 import torch
 
-from ctxext.compat import checkpointing_disable, checkpointing_enable
 from ctxext.data.formats import data_files
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import OperationRecord, recorded_operations
-from ctxext.train.lora import with_lora
+from ctxext.train.lora import train_with_lora
 from ctxext.train.mlm import MaskingCollator, PackedDataset, mlm_data
 from ctxext.train.runner import RunOptions, TrainingResult, TrainingRun, TrainSettings, write_trained_model
 
@@ -122,28 +121,21 @@ def train_mntp(
     settings = settings or TrainSettings(learning_rate=5e-5)
     if not 0.0 < mask < 1.0:
         raise InvalidArgument(f"--mask {mask} must be between 0 and 1")
-    if lora_rank < 0:
-        raise InvalidArgument(f"--lora-rank {lora_rank} must be 0 (off) or more")
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     run = TrainingRun(out, run_options, protect=[source.path, *files])
     model, tokenizer = load_flipped(folder)
     mask_id = mask_token_id(tokenizer)
     data_set = mlm_data(tokenizer, files, max_len, mask, 0.0)
-    trained, lora = with_lora(model, lora_rank) if lora_rank else (model, None)
-    if lora:  # the weights stay as they ship; recomputing activations keeps a 1B decoder's step small
-        checkpointing_enable(model)
-    run.train(
-        MntpModel(trained),
-        tokenizer,
-        MaskingCollator(tokenizer, mask, mask_id=mask_id),
-        PackedDataset(data_set.train_sequences, settings.seed),
-        settings,
+    collator = MaskingCollator(tokenizer, mask, mask_id=mask_id)
+    model, lora = train_with_lora(
+        model,
+        lora_rank,
+        lambda trained: run.train(
+            MntpModel(trained), tokenizer, collator, PackedDataset(data_set.train_sequences, settings.seed), settings
+        ),
     )
     history = run.history()
-    if lora:
-        checkpointing_disable(model)
-        model = trained.merge_and_unload()
     record = OperationRecord(
         "mntp",
         parameters={

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_model_folder
-from ctxext.compat import checkpointing_disable, checkpointing_enable, loading_info
+from ctxext.compat import loading_info
 from ctxext.data.formats import QAExample, read_squad_jsonl
 from ctxext.errors import CheckFailed, InvalidArgument
 from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.qa import DOCUMENT_STRIDE, encode_example, encode_windows, evaluate_qa, pad_batch
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
-from ctxext.train.lora import with_lora
+from ctxext.train.lora import train_with_lora
 from ctxext.train.runner import ListDataset, RunOptions, TrainingResult, TrainingRun, TrainSettings
 
 
@@ -106,19 +106,16 @@ def finetune_qa(
     train_examples = read_squad_jsonl(train_path)
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None
     set_seed(settings.seed)
-    if lora_rank < 0:
-        raise InvalidArgument(f"--lora-rank {lora_rank} must be 0 (off) or more")
     model, tokenizer, head_missing = load_qa_model(folder, prompt, keep_dtype=lora_rank > 0)
     if freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    trained, lora = with_lora(model, lora_rank, also_train=["qa_outputs"]) if lora_rank else (model, None)
-    if lora:
-        checkpointing_enable(model)
     data = qa_training_data(tokenizer, train_examples, prompt, max_length, stride)
-    run.train(trained, None, data.collator, data.dataset, settings)
-    if lora:
-        checkpointing_disable(model)
-        model = trained.merge_and_unload()
+    model, lora = train_with_lora(
+        model,
+        lora_rank,
+        lambda trained: run.train(trained, None, data.collator, data.dataset, settings),
+        also_train=["qa_outputs"],
+    )
     history = run.history()
     metrics = (
         evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=max_length, stride=stride)
