@@ -263,3 +263,90 @@ def test_summary_queries_are_cut_out_of_their_positive_and_the_rest_stays(tmp_pa
         assert line["query"]["heading"] in positive and body.split(".")[0] in positive
         # the first two sections start within 60 words; deeper summaries are never chosen
         assert int(line["query"]["heading"].split("_")[1][0]) < 2
+
+
+# ----------------------------------------------------------------------------- negatives from a top-k index
+
+
+def exact_negatives(documents, queries, scores, negatives: int, skip_top: int) -> list[list[tuple[int, float, int]]]:
+    """The reference: every document scored, a stable sort (ties by document order), the same exclusions."""
+    import numpy as np
+
+    text_key = [hash(normalize(d.body())) for d in documents]
+    title_key = [normalize(d.title) if d.title else None for d in documents]
+    found = []
+    for query, row in zip(queries, scores, strict=True):
+        positive, picked, rank = query.document, [], 0
+        for candidate in np.argsort(-row, kind="stable").tolist():
+            same_title = title_key[positive] is not None and title_key[candidate] == title_key[positive]
+            if candidate == positive or text_key[candidate] == text_key[positive] or same_title:
+                continue
+            rank += 1
+            if rank > skip_top:
+                picked.append((candidate, float(row[candidate]), rank))
+                if len(picked) == negatives:
+                    break
+        found.append(picked)
+    return found
+
+
+def tie_heavy_corpus(count: int = 120):
+    """Documents with repeated titles and texts (excluded as negatives) and few distinct words (many ties)."""
+    from ctxext.data.triplets import Queries, Query, Section, StructuredDocument
+
+    words = "model position sparse block token paper title science method data".split()
+    documents = [
+        StructuredDocument(
+            f"d{n}",
+            f"topic {n % 7}" if n % 3 else None,
+            [Section(None, " ".join(words[(n * j) % len(words)] for j in range(1 + n % 5)) if n % 11 else "same text")],
+        )
+        for n in range(count)
+    ]
+    queries = [
+        Query(
+            n % count, Queries.sections, " ".join(words[(n + j) % len(words)] for j in range(1 + n % 3)), None, None, ""
+        )
+        for n in range(0, 3 * count, 2)
+    ]
+    return documents, queries
+
+
+@pytest.mark.parametrize(("negatives", "skip_top"), [(1, 0), (3, 2), (5, 10)])
+def test_bm25_negatives_from_the_top_k_index_equal_an_exact_search_over_every_document(negatives, skip_top):
+    import bm25s
+    import numpy as np
+
+    from ctxext.data.triplets import WORD_CHARACTERS, bm25_search, hard_negatives
+
+    documents, queries = tie_heavy_corpus()
+    index = bm25s.BM25()
+    index.index(
+        [WORD_CHARACTERS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents],
+        show_progress=False,
+    )
+    scores = np.stack([index.get_scores(WORD_CHARACTERS.findall(q.text.casefold())) for q in queries])
+    expected = exact_negatives(documents, queries, scores.astype(np.float32), negatives, skip_top)
+    got = hard_negatives(documents, queries, bm25_search(documents), negatives=negatives, skip_top=skip_top, block=16)
+    assert got == expected
+
+
+def test_top_k_negatives_equal_the_exact_ranking_with_ties_and_exclusions_at_the_edge():
+    import numpy as np
+
+    from ctxext.data.triplets import hard_negatives
+
+    documents, queries = tie_heavy_corpus()
+    scores = np.random.default_rng(0).integers(0, 4, (len(queries), len(documents))).astype(np.float32)
+    row_of = {id(q): i for i, q in enumerate(queries)}
+    asked: list[int] = []
+
+    def search(block, k):
+        asked.append(k)
+        rows = scores[[row_of[id(q)] for q in block]]
+        top = np.argpartition(-rows, k - 1, axis=1)[:, :k]
+        return top, np.take_along_axis(rows, top, axis=1)
+
+    got = hard_negatives(documents, queries, search, negatives=4, skip_top=3, block=32)
+    assert got == exact_negatives(documents, queries, scores, 4, 3)
+    assert min(asked) < max(asked) <= len(documents)  # it widened where exclusions or ties at the edge demanded

@@ -15,7 +15,7 @@ Each document with structure (a title, or sections under headings) gives queries
   verbatim span of it: the query ``data longdoc`` evaluates on.
 A title or section query that still occurs verbatim in its positive (case and whitespace ignored) is dropped unless
 ``allow_verbatim``. The negative is the most similar *other* document to the query, under an embedding
-model (cosine) or BM25 (Okapi, ``rank_bm25``); the positive itself, and any document with the same title
+model (cosine) or BM25 (``bm25s``, top-k from a sparse index); the positive itself, and any document with the same title
 or the same text, is never a negative. ``skip_top`` passes over the nearest candidates (which are more
 often unlabelled positives). For passage queries the negative can instead be ``swap``: the positive itself with
 the passage replaced by as many words of another document, so that it differs from the positive only there.
@@ -27,6 +27,7 @@ documents, not millions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -400,22 +401,32 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def negative_scores_bm25(documents: list[StructuredDocument], queries: list[Query]) -> Any:
-    """A function giving, for a block of queries, BM25 scores against every document."""
-    from rank_bm25 import BM25Okapi
+Search = Callable[[list[Query], int], tuple[np.ndarray, np.ndarray]]
+"""For a block of queries and ``k``: each query's top-``k`` documents (indices, scores; in any order)."""
 
+
+def bm25_search(documents: list[StructuredDocument]) -> Search:
+    """Top-k BM25 over lower-cased words (``bm25s``: a sparse term-document score matrix, Lucene's BM25), so a
+    query costs the postings of its words plus a top-k selection, not a Python pass over every document
+    (``rank_bm25``, quadratic over a corpus of queries)."""
+    import bm25s
+
+    index = bm25s.BM25()
     corpus = [WORD_CHARACTERS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents]
-    bm25 = BM25Okapi(corpus)
+    index.index(corpus, show_progress=False)
 
-    def scores(block: list[Query]) -> np.ndarray:
-        return np.stack([bm25.get_scores(WORD_CHARACTERS.findall(q.text.casefold())) for q in block]).astype(np.float32)
+    def search(block: list[Query], k: int) -> tuple[np.ndarray, np.ndarray]:
+        tokens = [WORD_CHARACTERS.findall(q.text.casefold()) or ["\u2205"] for q in block]
+        found = index.retrieve(tokens, k=k, show_progress=False)
+        return np.asarray(found.documents), np.asarray(found.scores, dtype=np.float32)
 
-    return scores
+    return search
 
 
-def negative_scores_embedding(
+def embedding_search(
     documents: list[StructuredDocument], queries: list[Query], encoder: Any, progress: ProgressFn
-) -> Any:
+) -> Search:
+    """Exact top-k cosine, a block of queries at a time (memory: a block's row of scores per document)."""
     encoder = as_encoder(encoder)
     texts = [f"{d.title}\n\n{d.body()}" if d.title else d.body() for d in documents]
     document_vectors = unit_rows(
@@ -432,17 +443,18 @@ def negative_scores_embedding(
     )
     position = {id(q): i for i, q in enumerate(queries)}
 
-    def scores(block: list[Query]) -> np.ndarray:
-        rows = query_vectors[[position[id(q)] for q in block]]
-        return rows @ document_vectors.T
+    def search(block: list[Query], k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = query_vectors[[position[id(q)] for q in block]] @ document_vectors.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        return top, np.take_along_axis(scores, top, axis=1)
 
-    return scores
+    return search
 
 
 def hard_negatives(
     documents: list[StructuredDocument],
     queries: list[Query],
-    scores_of: Any,
+    search: Search,
     *,
     negatives: int = 1,
     skip_top: int = 0,
@@ -450,34 +462,53 @@ def hard_negatives(
     progress: ProgressFn = no_progress,
 ) -> list[list[tuple[int, float, int]]]:
     """For each query, ``negatives`` (document index, score, rank) after excluding the positive and any
-    document sharing its normalized title or text."""
+    document sharing its normalized title or text: the ranking of an exact search over every document (ties by
+    document order), read from the top-k of ``search``. A query whose pick the top-k cannot settle (too many
+    exclusions, or a tie at its edge) asks again for four times as many, up to every document."""
     text_key = _text_keys(documents)
     title_key = [normalize(d.title) if d.title else None for d in documents]
-    found: list[list[tuple[int, float, int]]] = []
-    for start in range(0, len(queries), block):
-        chunk = queries[start : start + block]
-        matrix = scores_of(chunk)
-        for query, row in zip(chunk, matrix, strict=False):
-            positive = query.document
-            order = np.argsort(-row, kind="stable")
-            picked: list[tuple[int, float, int]] = []
-            rank = 0
-            for candidate in order.tolist():
-                if (
-                    candidate == positive
-                    or text_key[candidate] == text_key[positive]
-                    or (title_key[positive] is not None and title_key[candidate] == title_key[positive])
-                ):
-                    continue
-                rank += 1
-                if rank <= skip_top:
-                    continue
-                picked.append((candidate, float(row[candidate]), rank))
-                if len(picked) == negatives:
-                    break
-            found.append(picked)
-        progress("mining negatives", min(start + block, len(queries)), len(queries))
+
+    def excluded(positive: int, candidate: int) -> bool:
+        same_title = title_key[positive] is not None and title_key[candidate] == title_key[positive]
+        return candidate == positive or text_key[candidate] == text_key[positive] or same_title
+
+    found: list[list[tuple[int, float, int]]] = [[] for _ in queries]
+    pending, k, settled = list(range(len(queries))), min(len(documents), negatives + skip_top + 16), 0
+    while pending:
+        unsettled = []
+        for start in range(0, len(pending), block):
+            chunk = pending[start : start + block]
+            candidates, scores = search([queries[i] for i in chunk], k)
+            for i, row, row_scores in zip(chunk, candidates, scores, strict=True):
+                picked = _picked(queries[i].document, row, row_scores, excluded, negatives, skip_top)
+                edge_clear = bool(picked) and picked[-1][1] > float(row_scores.min())
+                if k == len(documents) or (len(picked) == negatives and edge_clear):
+                    found[i], settled = picked, settled + 1
+                else:
+                    unsettled.append(i)
+            progress("mining negatives", settled, len(queries))
+        pending, k = unsettled, min(len(documents), k * 4)
     return found
+
+
+def _picked(
+    positive: int, candidates: np.ndarray, scores: np.ndarray, excluded: Any, negatives: int, skip_top: int
+) -> list[tuple[int, float, int]]:
+    """The first ``negatives`` candidates past ``skip_top``, in the exact ranking (score, then document order),
+    leaving out the excluded ones (which take no rank)."""
+    order = sorted(range(len(candidates)), key=lambda j: (-float(scores[j]), int(candidates[j])))
+    picked: list[tuple[int, float, int]] = []
+    rank = 0
+    for j in order:
+        candidate = int(candidates[j])
+        if excluded(positive, candidate):
+            continue
+        rank += 1
+        if rank > skip_top:
+            picked.append((candidate, float(scores[j]), rank))
+            if len(picked) == negatives:
+                break
+    return picked
 
 
 def triplet_record(
@@ -689,10 +720,10 @@ def _negatives(
             [(swapped, None, 0) for swapped in picked]
             for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)
         ]
-    scores_of = (
-        negative_scores_bm25(documents, made)
+    search = (
+        bm25_search(documents)
         if negatives_from == NegativesFrom.bm25
-        else negative_scores_embedding(documents, made, encoder, progress)
+        else embedding_search(documents, made, encoder, progress)
     )
-    mined = hard_negatives(documents, made, scores_of, negatives=negatives, skip_top=skip_top, progress=progress)
+    mined = hard_negatives(documents, made, search, negatives=negatives, skip_top=skip_top, progress=progress)
     return [[(documents[index], score, rank) for index, score, rank in picked] for picked in mined]
