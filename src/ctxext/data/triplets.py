@@ -15,13 +15,15 @@ Each document with structure (a title, or sections under headings) gives queries
   verbatim span of it: the query ``data longdoc`` evaluates on.
 A title or section query that still occurs verbatim in its positive (case and whitespace ignored) is dropped unless
 ``allow_verbatim``. The negative is the most similar *other* document to the query, under an embedding
-model (cosine) or BM25 (``bm25s``, top-k from a sparse index); the positive itself, and any document with the same title
-or the same text, is never a negative. ``skip_top`` passes over the nearest candidates (which are more
-often unlabelled positives). For passage queries the negative can instead be ``swap``: the positive itself with
-the passage replaced by as many words of another document, so that it differs from the positive only there.
+model (cosine) or BM25 (``bm25s``'s sparse score matrix), read as a top-k; the positive itself, and any
+document with the same title or the same text, is never a negative. ``skip_top`` passes over the nearest
+candidates (which are more often unlabelled positives). For passage queries the negative can instead be
+``swap``: the positive itself with the passage replaced by as many words of another document, so that it differs
+from the positive only there.
 
-The corpus is held in memory (texts and one embedding per document): triplet corpora are thousands of
-documents, not millions.
+The corpus is held in memory (texts, BM25's sparse score matrix or one embedding per document); negatives are
+read from each query's top-k (widened where exclusions or ties need it), so mining is linear in the documents
+per query, not a sort of all of them (``benchmarks/triplets_scale.py``: 100k documents in minutes).
 """
 
 from __future__ import annotations
@@ -405,28 +407,53 @@ Search = Callable[[list[Query], int], tuple[np.ndarray, np.ndarray]]
 """For a block of queries and ``k``: each query's top-``k`` documents (indices, scores; in any order)."""
 
 
-def bm25_search(documents: list[StructuredDocument]) -> Search:
-    """Top-k BM25 over lower-cased words (``bm25s``: a sparse term-document score matrix, Lucene's BM25), so a
-    query costs the postings of its words plus a top-k selection, not a Python pass over every document
-    (``rank_bm25``, quadratic over a corpus of queries)."""
-    import bm25s
-
-    index = bm25s.BM25()
-    corpus = [WORD_CHARACTERS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents]
-    index.index(corpus, show_progress=False)
+def top_k(scores_of: Callable[[list[Query]], np.ndarray]) -> Search:
+    """A :data:`Search` over a function giving a block of queries' scores against every document (memory: one
+    block's rows; time: linear in the documents, a partial sort instead of a full one)."""
 
     def search(block: list[Query], k: int) -> tuple[np.ndarray, np.ndarray]:
-        tokens = [WORD_CHARACTERS.findall(q.text.casefold()) or ["\u2205"] for q in block]
-        found = index.retrieve(tokens, k=k, show_progress=False)
-        return np.asarray(found.documents), np.asarray(found.scores, dtype=np.float32)
+        scores = scores_of(block)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        return top, np.take_along_axis(scores, top, axis=1)
 
     return search
 
 
-def embedding_search(
+def bm25_scores(documents: list[StructuredDocument]) -> Callable[[list[Query]], np.ndarray]:
+    """BM25 (Lucene's) over lower-cased words: ``bm25s`` builds the sparse document-term score matrix; a block of
+    queries is scored with one sparse product against it. bm25s's own retrieval scatter-adds each query's
+    postings in Python-driven numpy calls (8.5 of 10 s for 10k queries on 10k documents here); the product does
+    the same sums in one scipy call, and is exact against bm25s's scores (``tests/test_data_triplets.py``)."""
+    import bm25s
+    from scipy import sparse
+
+    index = bm25s.BM25()
+    corpus = [WORD_CHARACTERS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents]
+    index.index(corpus, show_progress=False)
+    stored = index.scores
+    terms = len(stored["indptr"]) - 1
+    document_terms = sparse.csc_matrix(
+        (stored["data"], stored["indices"], stored["indptr"]), shape=(len(documents), terms)
+    )
+    term_documents = document_terms.T.tocsr()
+
+    def scores_of(block: list[Query]) -> np.ndarray:
+        rows, columns = [], []
+        for row, query in enumerate(block):
+            ids = (index.vocab_dict.get(token) for token in WORD_CHARACTERS.findall(query.text.casefold()))
+            kept = [term for term in ids if term is not None and term < terms]
+            rows += [row] * len(kept)
+            columns += kept
+        counts = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), shape=(len(block), terms))
+        return (counts @ term_documents).toarray()
+
+    return scores_of
+
+
+def embedding_scores(
     documents: list[StructuredDocument], queries: list[Query], encoder: Any, progress: ProgressFn
-) -> Search:
-    """Exact top-k cosine, a block of queries at a time (memory: a block's row of scores per document)."""
+) -> Callable[[list[Query]], np.ndarray]:
+    """Cosine of the queries' and the documents' embeddings, a block of queries at a time."""
     encoder = as_encoder(encoder)
     texts = [f"{d.title}\n\n{d.body()}" if d.title else d.body() for d in documents]
     document_vectors = unit_rows(
@@ -442,13 +469,7 @@ def embedding_search(
         )
     )
     position = {id(q): i for i, q in enumerate(queries)}
-
-    def search(block: list[Query], k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = query_vectors[[position[id(q)] for q in block]] @ document_vectors.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        return top, np.take_along_axis(scores, top, axis=1)
-
-    return search
+    return lambda block: query_vectors[[position[id(q)] for q in block]] @ document_vectors.T
 
 
 def hard_negatives(
@@ -720,10 +741,10 @@ def _negatives(
             [(swapped, None, 0) for swapped in picked]
             for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)
         ]
-    search = (
-        bm25_search(documents)
+    search = top_k(
+        bm25_scores(documents)
         if negatives_from == NegativesFrom.bm25
-        else embedding_search(documents, made, encoder, progress)
+        else embedding_scores(documents, made, encoder, progress)
     )
     mined = hard_negatives(documents, made, search, negatives=negatives, skip_top=skip_top, progress=progress)
     return [[(documents[index], score, rank) for index, score, rank in picked] for picked in mined]

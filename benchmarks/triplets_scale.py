@@ -1,0 +1,103 @@
+"""How `ctxext data triplets` scales with the corpus: a deterministic synthetic corpus of structured documents
+(title + 4 sections of about 100 words, Zipf-distributed over a 20,000-word vocabulary), at growing sizes; each
+run a fresh process (`python -m ctxext data triplets CORPUS --queries section --negatives-from bm25`), its wall
+time and peak RSS. Goal (issue 35): 100k documents in <= 10 minutes and <= 4 GB, and x10 documents <= x15 time.
+
+    python benchmarks/triplets_scale.py --documents 1000 10000 100000
+    python benchmarks/triplets_scale.py --documents 1000 --ref HEAD~1   # the same at an earlier commit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+VOCABULARY = 20_000
+
+
+def write_corpus(path: Path, documents: int, seed: int = 0) -> None:
+    """``documents`` structured records (jsonl), the same for the same size and seed."""
+    generator = np.random.default_rng(seed)
+    words = np.array([f"w{index}" for index in range(VOCABULARY)])
+    with path.open("w") as file:
+        for number in range(documents):
+            drawn = words[np.minimum(generator.zipf(1.2, 4 * 104 + 5) - 1, VOCABULARY - 1)]
+            sections = [
+                {
+                    "heading": " ".join(drawn[5 + 104 * s : 9 + 104 * s]),
+                    "text": " ".join(drawn[9 + 104 * s : 109 + 104 * s]),
+                }
+                for s in range(4)
+            ]
+            file.write(json.dumps({"id": f"doc-{number}", "title": " ".join(drawn[:5]), "sections": sections}) + "\n")
+
+
+def measured(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of ``command`` as a fresh process."""
+    probe = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; " + (
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+    )
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, cwd=cwd)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr[-1500:]}")
+    return seconds, int(done.stderr.strip().splitlines()[-1]) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--documents", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--ref", default=None, help="Run ctxext as it was at this commit (a git worktree).")
+    parser.add_argument("--json", type=Path, default=None)
+    arguments = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ctxext-triplets-scale-") as scratch:
+        source = ROOT / "src"
+        if arguments.ref:
+            subprocess.run(
+                ["git", "worktree", "add", "-q", "--detach", f"{scratch}/tree", arguments.ref], cwd=ROOT, check=True
+            )
+            source = Path(scratch) / "tree" / "src"
+        try:
+            for count in arguments.documents:
+                corpus = Path(scratch) / f"corpus-{count}.jsonl"
+                write_corpus(corpus, count)
+                command = ["data", "triplets", str(corpus), "--queries", "section", "--negatives-from", "bm25"]
+                command += ["-o", str(Path(scratch) / f"t-{count}.jsonl")]
+                launcher = (
+                    f"import sys, runpy; sys.path.insert(0, {str(source)!r}); sys.argv = ['ctxext', *sys.argv[1:]]; "
+                    "runpy.run_module('ctxext', run_name='__main__')"
+                )
+                env_python = [sys.executable, "-c", launcher, *command]
+                seconds, peak = measured(env_python, Path(scratch))
+                triplets = sum(1 for _ in open(Path(scratch) / f"t-{count}.jsonl"))
+                rows.append(
+                    {
+                        "documents": count,
+                        "triplets": triplets,
+                        "seconds": round(seconds, 1),
+                        "peak_rss_gib": round(peak, 2),
+                    }
+                )
+                print(f"{count:>7} documents: {triplets} triplets, {seconds:.1f} s, peak {peak:.2f} GiB", flush=True)
+        finally:
+            if arguments.ref:
+                subprocess.run(["git", "worktree", "remove", "--force", f"{scratch}/tree"], cwd=ROOT, check=False)
+    for before, after in zip(rows, rows[1:], strict=False):
+        growth = after["documents"] / before["documents"]
+        print(f"x{growth:g} documents -> x{after['seconds'] / before['seconds']:.1f} time")
+    if arguments.json:
+        arguments.json.write_text(json.dumps({"ref": arguments.ref or "HEAD", "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
