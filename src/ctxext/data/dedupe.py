@@ -7,6 +7,13 @@ Near: MinHash over word shingles (default 5 words), 64 hash functions, locality-
 1 - (1 - 0.8**4)**16 > 0.999, and every candidate is confirmed on the full signature (estimate of the
 Jaccard similarity, standard error about 0.05 at 0.8). The first text seen is kept.
 Memory: 16 bytes per kept text for exact duplicates; about 1.5 KB more with near-duplicates.
+
+Written here rather than taken from ``datasketch`` because it is measured better: on 10,000 documents with 1,000
+planted near-copies (``benchmarks/dedupe.py``, same 64 permutations, threshold 0.8 and 5-word shingles) it took
+5.2 s against datasketch's 23.4 s (MinHash.update_batch + MinHashLSH), with a 29 MB index against 52 MB, and
+found 96.2% of the near-copies against 82.8% (datasketch's LSH picks its bands to balance false positives and
+negatives; this one aims at recall and confirms every candidate on the full signature), neither with a false
+positive (``benchmarks/results/dedupe-vs-datasketch-10k.json``).
 """
 
 from __future__ import annotations
