@@ -94,6 +94,10 @@ def test_a_transferred_bigbird_embedded_with_the_adapter_gives_the_library_s_cls
     assert embedded.exit_code == 0, embedded.output
     vectors = np.load(tmp_path / "e.npy")
     assert np.abs(vectors - library_outputs["proximity"][:, 0]).max() < 1e-4
+    from ctxext.evaluate import adapted_encoder  # what `ctxext evaluate --adapter proximity` embeds with
+
+    evaluated = adapted_encoder(str(out), "proximity", "cls", None).encode(texts)
+    assert np.abs(evaluated - vectors).max() < 1e-6
 
 
 def test_an_adapter_config_ctxext_does_not_run_is_one_clear_error(tmp_path):

@@ -84,12 +84,16 @@ class Evaluation:
     scores: list[Score] = field(default_factory=list)
     revision: str | None = None
     """The hub revision ``model`` was read at, when one was asked for."""
+    adapter: str | None = None
+    """The adapter that ran (``--adapter``), if any."""
 
     def as_dict(self) -> dict[str, Any]:
         revision = {"revision": self.revision} if self.revision else {}
+        adapter = {"adapter": self.adapter} if self.adapter else {}
         return {
             "model": self.model,
             **revision,
+            **adapter,
             "task": self.task,
             "form": self.form,
             "scores": [asdict(s) for s in self.scores],
@@ -402,6 +406,18 @@ def check_evaluation_options(
         raise InvalidArgument(f"--batch-size {batch_size} must be at least 1")
 
 
+def adapted_encoder(ref: str, adapter: str | None, pooling: str | None, revision: str | None) -> Any:
+    """The checkpoint's encoder, with ``adapter`` running when one is named (looked up as ``embed`` does)."""
+    from ctxext.embed import adapter_loader, resolve_checkpoint
+    from ctxext.encode import load_encoder
+
+    if adapter is None:
+        return load_encoder(ref, pooling=pooling, revision=revision)
+    _, folder, adapter_source, name = resolve_checkpoint(ref, adapter, revision)
+    assert adapter_source is not None and name is not None
+    return load_encoder(folder.root, pooling=pooling, model_loader=adapter_loader(adapter_source.path, name))
+
+
 def evaluate(
     ref: str,
     task: Task,
@@ -416,16 +432,15 @@ def evaluate(
     batch_size: int = 8,
     pooling: str | None = None,
     encoder: Any = None,
+    adapter: str | None = None,
     revision: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> Evaluation:
     """Score one model. ``max_length`` truncates documents (default: each set's length, capped at the
     model's positions); ``chunk`` embeds documents as the mean of ``chunk``-token windows instead; ``seed``
-    draws other passkey and needle sets."""
-    from ctxext.encode import load_encoder
-
+    draws other passkey and needle sets; ``adapter`` runs one of the model's adapters (as ``embed --adapter``)."""
     check_evaluation_options(lengths, max_length, chunk, documents, queries, batch_size)
-    encoder = encoder or load_encoder(ref, pooling=pooling, revision=revision)
+    encoder = encoder or adapted_encoder(ref, adapter, pooling, revision)
     if task == Task.retrieval:
         if beir is None:
             raise InvalidArgument("--task retrieval needs --beir FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
@@ -445,7 +460,7 @@ def evaluate(
         form = f"truncated at {min(max_length or longest, encoder.position_limit)}"
     else:
         form = "full"
-    result = Evaluation(model=ref, task=task.value, form=form, revision=revision)
+    result = Evaluation(model=ref, task=task.value, form=form, revision=revision, adapter=adapter)
     for done, retrieval_set in enumerate(sets):
         length = min(max_length or retrieval_set.length or encoder.position_limit, encoder.position_limit)
 

@@ -38,6 +38,10 @@ def evaluate_command(
         Path | None,
         typer.Option(help="Write a PNG of score vs length here (its scores in <png>.manifest.json beside it)."),
     ] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(help="Adapter to run in every model: a name under MODEL/adapters/, a preset role, or a folder."),
+    ] = None,
     revision: Annotated[
         str | None, typer.Option("--revision", help="Branch, tag or commit of every hub model (folders have none).")
     ] = None,
@@ -82,6 +86,7 @@ def evaluate_command(
                     batch_size=batch_size,
                     # every hub model is read at --revision; with none among them it reaches the folders
                     # given, which refuse it in one line
+                    adapter=adapter,
                     revision=revision if checkpoint in hub_models or not hub_models else None,
                     progress=progress,
                 )
