@@ -353,3 +353,33 @@ def test_top_k_negatives_equal_the_exact_ranking_with_ties_and_exclusions_at_the
     got = hard_negatives(documents, queries, search, negatives=4, skip_top=3, block=32)
     assert got == exact_negatives(documents, queries, scores, 4, 3)
     assert min(asked) < max(asked) <= len(documents)  # it widened where exclusions or ties at the edge demanded
+
+
+# ----------------------------------------------------------------------------- past one machine: --shard I/N, merge
+
+
+def test_shards_merged_are_the_triplets_of_one_run_and_a_bad_set_of_parts_is_refused(tmp_path: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    whole = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "whole.jsonl", negatives_from="bm25")
+    runner = CliRunner()
+    for index in range(3):
+        shard = ["data", "triplets", str(tmp_path / "corpus.jsonl"), "--negatives-from", "bm25"]
+        result = runner.invoke(app, [*shard, "--shard", f"{index}/3", "-o", str(tmp_path / f"part-{index}.jsonl")])
+        assert result.exit_code == 0, result.output
+    parts = [str(tmp_path / f"part-{index}.jsonl") for index in (2, 0, 1)]  # any order
+    merged = runner.invoke(app, ["data", "merge", *parts, "-o", str(tmp_path / "merged.jsonl")])
+    assert merged.exit_code == 0, merged.output
+    by_query = lambda lines: sorted(json.dumps(line, sort_keys=True) for line in lines)  # noqa: E731
+    assert by_query(read_lines(tmp_path / "merged.jsonl")) == by_query(read_lines(tmp_path / "whole.jsonl"))
+    assert whole.counts.triplets == len(read_lines(tmp_path / "merged.jsonl"))
+    manifest = json.loads((tmp_path / "merged.jsonl.manifest.json").read_text())
+    assert [part["shard"] for part in manifest["parts"]] == ["0/3", "1/3", "2/3"]
+    missing = runner.invoke(app, ["data", "merge", *parts[:2], "-o", str(tmp_path / "bad.jsonl")])
+    assert missing.exit_code == 4 and "each of 0/3 .. 2/3 once" in missing.stderr
+    not_a_shard = runner.invoke(
+        app, ["data", "merge", str(tmp_path / "whole.jsonl"), "-o", str(tmp_path / "bad.jsonl")]
+    )
+    assert not_a_shard.exit_code == 4 and "not a shard" in not_a_shard.stderr
+    assert not (tmp_path / "bad.jsonl").exists()
+    bad = runner.invoke(app, ["data", "triplets", str(tmp_path / "corpus.jsonl"), "--shard", "3/3", "-o", "x.jsonl"])
+    assert bad.exit_code == 4 and "0 <= I < N" in bad.stderr

@@ -224,6 +224,10 @@ def triplets_command(
     seed: Annotated[int, typer.Option(help="Seed of the section and passage choice.")] = 0,
     input_format: FormatOpt = None,
     on_error: OnErrorOpt = OnError.stop,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="I/N: only the queries of the I-th share of the documents (join with `ctxext data merge`)."),
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -256,6 +260,7 @@ def triplets_command(
             seed=seed,
             input_format=input_format,
             on_error=on_error,
+            shard=shard,
             force=force,
             progress=progress,
             argv=sys.argv,
@@ -399,4 +404,26 @@ def longdoc_command(
     missing = [p for packages in result.manifest.get("missing_packages", {}).values() for p in packages]
     if missing:
         stderr.print(f"[yellow]no pages from:[/] {', '.join(missing)} (not installed or too little documentation)")
+    emit(result, as_json)
+
+
+@app.command("merge")
+@reports_errors
+def merge_command(
+    parts: Annotated[list[Path], typer.Argument(help="The N outputs of one run with --shard I/N (any order).")],
+    out: FileOutOpt,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Join the shards of one `--shard I/N` run into the data set one process would have made.
+
+    Example:
+
+      for i in 0 1 2 3; do ctxext data triplets docs/ --shard $i/4 -o t-$i.jsonl & done; wait
+      ctxext data merge t-*.jsonl -o triplets.jsonl
+    """
+    from ctxext.data.shards import merge_shards
+
+    with progress_bars() as progress:
+        result = merge_shards(list(parts), out, force=force, progress=progress, argv=sys.argv)
     emit(result, as_json)

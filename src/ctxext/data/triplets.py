@@ -41,6 +41,7 @@ from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
 from ctxext.data.formats import record_id, record_text
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, parse_choice, plain
 from ctxext.data.output import CountedOutput, FileOutput, InputRecord, JsonlWriter
+from ctxext.data.shards import Shard
 from ctxext.data.sources import (
     EmptySource,
     Problems,
@@ -576,12 +577,15 @@ def build_triplets(
     input_format: InputFormat | str | None = None,
     on_error: OnError | str = OnError.stop,
     pdf_password: str | None = None,
+    shard: str | None = None,
     force: bool = False,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> TripletsResult:
-    """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets as jsonl to ``out``."""
+    """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets as jsonl to ``out``; with ``shard``
+    (``I/N``) only the queries of the I-th share of the documents (negatives still from all of them)."""
     out, queries, negatives_from = _checked_options(out, queries, negatives_from, negatives, skip_top)
+    share = Shard.parse(shard)
     problems = Problems(on_error)
     files = expand_sources([corpus], input_format=input_format)
     output = FileOutput(out, files, force=force)
@@ -603,6 +607,8 @@ def build_triplets(
         seed=seed,
         counts=counts,
     )
+    if share is not None:
+        made = [query for query in made if share.holds(documents[query.document].doc_id)]
     if not made:
         raise EmptySource(
             f"{corpus}: no document gave a query (titles, or two or more sections with "
@@ -630,6 +636,7 @@ RECORDED_OPTIONS = (
     "min_positive_words",
     "allow_verbatim",
     "seed",
+    "shard",
 )
 
 
