@@ -14,10 +14,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from decoders import measured  # one process's wall time and peak RSS, as the decoder benchmark measures
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCABULARY = 20_000
@@ -38,19 +38,6 @@ def write_corpus(path: Path, documents: int, seed: int = 0) -> None:
                 for s in range(4)
             ]
             file.write(json.dumps({"id": f"doc-{number}", "title": " ".join(drawn[:5]), "sections": sections}) + "\n")
-
-
-def measured(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GiB) of ``command`` as a fresh process."""
-    probe = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; " + (
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
-    )
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, cwd=cwd)
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed: {done.stderr[-1500:]}")
-    return seconds, int(done.stderr.strip().splitlines()[-1]) / 2**20
 
 
 def main() -> None:
@@ -78,7 +65,8 @@ def main() -> None:
                     "runpy.run_module('ctxext', run_name='__main__')"
                 )
                 env_python = [sys.executable, "-c", launcher, *command]
-                seconds, peak = measured(env_python, Path(scratch))
+                seconds, peak_bytes = measured(env_python)
+                peak = peak_bytes / 2**30
                 triplets = sum(1 for _ in open(Path(scratch) / f"t-{count}.jsonl"))
                 rows.append(
                     {

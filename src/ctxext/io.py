@@ -1229,18 +1229,8 @@ def _signals_held(written: str) -> Iterator[None]:
     from ctxext.errors import Interrupted
 
     taken: list[int] = []
-    try:
-        previous = {
-            number: signal.signal(number, lambda number, frame: taken.append(number)) for number in INTERRUPTING_SIGNALS
-        }
-    except ValueError:  # not the main thread: leave signals alone
+    with _signal_handlers(INTERRUPTING_SIGNALS, lambda number, frame: taken.append(number)):
         yield
-        return
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     if taken:
         raise Interrupted(taken[0], kept=f"{written} was written completely before the signal was taken")
 
@@ -1260,12 +1250,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def interrupt(signum, frame):
         raise Interrupted(signum)
 
+    with _signal_handlers((signal.SIGTERM,), interrupt):
+        yield
+
+
+@contextlib.contextmanager
+def _signal_handlers(numbers: Iterable[int], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for the signals ``numbers`` within the block, the previous handlers after it; outside the
+    main thread (where Python cannot set handlers) signals are left alone."""
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
+        previous = {number: signal.signal(number, handler) for number in numbers}
+    except ValueError:
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, earlier in previous.items():
+            signal.signal(number, earlier)
