@@ -473,21 +473,23 @@ def load_adapter_strictly(model: Any, folder: str | Path, load_as: str) -> str:
     return load_as
 
 
+def _adapted_blocks(model: Any) -> list[Any]:
+    """The output blocks that hold adapters."""
+    return [block for where in ("attention", "output") for block in _blocks(model, where) if hasattr(block, "adapters")]
+
+
 def remove_adapter(model: Any, name: str) -> None:
-    for location in ("attention", "output"):
-        for block in _blocks(model, location):
-            if hasattr(block, "adapters") and name in block.adapters:
-                del block.adapters[name]
-                if block.active_adapter == name:
-                    block.active_adapter = None
+    for block in _adapted_blocks(model):
+        if name in block.adapters:
+            del block.adapters[name]
+            if block.active_adapter == name:
+                block.active_adapter = None
 
 
 def activate_adapter(model: Any, name: str | None) -> None:
     """Run ``name`` in every block that holds it (None: none, the plain model)."""
-    for location in ("attention", "output"):
-        for block in _blocks(model, location):
-            if hasattr(block, "adapters"):
-                block.active_adapter = name if name in block.adapters else None
+    for block in _adapted_blocks(model):
+        block.active_adapter = name if name in block.adapters else None
 
 
 def adapter_state(model: Any, name: str, *, plugin_layout: bool) -> dict[str, Any]:
@@ -524,12 +526,7 @@ def save_adapter(model: Any, name: str, folder: Path) -> None:
 
     from ctxext.io import write_json
 
-    config = next(
-        block.adapters[name].config
-        for loc in ("output", "attention")
-        for block in _blocks(model, loc)
-        if hasattr(block, "adapters") and name in block.adapters
-    )
+    config = next(block.adapters[name].config for block in _adapted_blocks(model) if name in block.adapters)
     folder.mkdir(parents=True, exist_ok=True)
     plugin = backbone_of(model).config.model_type == "big_bird"
     save_file(
