@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.io import (
@@ -30,6 +28,7 @@ from ctxext.io import (
     resolve_source,
     write_json,
 )
+from ctxext.manifest import manifest_header
 
 ADAPTERS_DIR = "adapters"
 
@@ -121,7 +120,6 @@ def embed_file(
     """Embed every line of ``input_path`` and write the rows to ``out`` (.npy) with a manifest beside it."""
     from ctxext.data.formats import read_embedding_inputs
     from ctxext.encode import load_encoder
-    from ctxext.manifest import library_versions
 
     out = check_output_target(out, force=force, protect=[input_path], is_file=True)  # before the slow part
     if batch_size < 1:
@@ -142,10 +140,7 @@ def embed_file(
         with open(temporary, "wb") as handle:
             np.save(handle, rows, allow_pickle=False)
         manifest = {
-            "ctxext_version": __version__,
-            "command": "embed",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "argv": list(argv) if argv is not None else None,
+            **manifest_header("embed", argv),
             "checkpoint": source.describe(),
             "adapter": {"name": adapter_name, **adapter_source.describe()} if adapter_source else None,
             "input": {
@@ -166,7 +161,6 @@ def embed_file(
                 "dtype": "float32",
                 "sha256": file_sha256(temporary),
             },
-            "libraries": library_versions(),
         }
         write_json(temporary_manifest, manifest, sort_keys=True)
     return EmbedResult(out, manifest_path, rows.shape[0], rows.shape[1] if rows.ndim == 2 else 0, manifest)

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.formats import read_beir
 from ctxext.errors import InvalidArgument
 from ctxext.io import atomic_files, file_manifest_path, write_json
+from ctxext.manifest import manifest_header
 
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 PASSKEY_NEEDLE = "{name}'s pass key is {key}. Remember it. {key} is the pass key for {name}."
@@ -501,20 +501,13 @@ def plot(evaluations: Sequence[Evaluation], path: Path, metric: str = "acc_at_1"
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    from ctxext.manifest import library_versions
 
     try:
         with atomic_files([path, file_manifest_path(path)], force=force) as (partial, manifest):
             figure.savefig(partial, dpi=120, format="png")
             write_json(
                 manifest,
-                {
-                    "ctxext_version": __version__,
-                    "command": "evaluate",
-                    "metric": metric,
-                    "evaluations": [e.as_dict() for e in evaluations],
-                    "libraries": library_versions(),
-                },
+                {**manifest_header("evaluate"), "metric": metric, "evaluations": [e.as_dict() for e in evaluations]},
                 sort_keys=True,
             )
     finally:

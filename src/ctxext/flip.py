@@ -49,7 +49,7 @@ from ctxext.io import (
     resolve_source,
     write_json,
 )
-from ctxext.manifest import Check, OperationRecord, check_verdicts, library_versions
+from ctxext.manifest import Check, OperationRecord, check_verdicts, library_versions, manifest_header
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
 
 SUPPORTED_MODEL_TYPES = tuple(DECODER_FAMILIES)
@@ -274,12 +274,7 @@ def _load_gguf(folder: Path, name: str, digest: str) -> tuple[Any, Any, str | No
         tokenizer.save_pretrained(staging)
         write_json(
             staging / MANIFEST_NAME,
-            {
-                "command": "flip: GGUF dequantized by transformers",
-                "gguf": name,
-                "sha256": digest,
-                "libraries": library_versions(),
-            },
+            {**manifest_header("flip: GGUF dequantized by transformers"), "gguf": name, "sha256": digest},
         )
     return model, tokenizer, None
 

@@ -112,16 +112,12 @@ def build_manifest(
     """The manifest as a JSON-ready dict. ``sources`` maps a role (``model``, ``teacher``...) to its
     source and the sha256 of its weight files."""
     return {
-        "ctxext_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "argv": list(sys.argv if argv is None else argv),
+        **manifest_header(command, argv),
         "options": _jsonable(options),
         "sources": {
             role: {**source.describe(), "weight_files_sha256": dict(hashes)}
             for role, (source, hashes) in sources.items()
         },
-        "libraries": library_versions(),
         "operations": [_jsonable(asdict(op)) for op in operations],
         "weights": {"dir": weights_dir, "files": weights.files},
         "tensors": {name: asdict(record) for name, record in sorted(weights.tensors.items())},
@@ -129,6 +125,18 @@ def build_manifest(
             path: {name: asdict(record) for name, record in sorted(tensors.items())}
             for path, tensors in sorted((extra_weights or {}).items())
         },
+    }
+
+
+def manifest_header(command: str, argv: list[str] | None = None) -> dict[str, Any]:
+    """What every ctxext manifest starts with, model folder or file: the version, when, the command and its
+    command line, and the libraries (``--force`` recognises a previous ctxext output by these)."""
+    return {
+        "ctxext_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "argv": list(sys.argv if argv is None else argv),
+        "libraries": library_versions(),
     }
 
 

@@ -19,15 +19,14 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from ctxext import __version__
 from ctxext.data.formats import QAExample, write_squad_jsonl
 from ctxext.data.output import SplitSetResult
 from ctxext.data.text import split_sentences
 from ctxext.errors import InvalidArgument
 from ctxext.io import atomic_output, write_json
+from ctxext.manifest import manifest_header
 from ctxext.qa_prompt import DEFAULT_SPECIAL_TOKENS
 
 EVIDENCE_TEMPLATE = (
@@ -154,10 +153,7 @@ def write_evidence(
             staging / "prompt.json", {"special_tokens": list(DEFAULT_SPECIAL_TOKENS), "template": EVIDENCE_TEMPLATE}
         )
         manifest = {
-            "ctxext_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "data evidence",
-            "argv": list(sys.argv if argv is None else argv),
+            **manifest_header("data evidence", argv),
             "source": f"pydoc_data.topics of Python {sys.version.split()[0]}",
             "options": {
                 "posts_per_topic": posts_per_topic,

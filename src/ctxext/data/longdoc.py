@@ -17,14 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ctxext import __version__
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.output import InputRecord, SplitSetResult
 from ctxext.data.pydocs import HELD_OUT_PACKAGES, module_document, package_folder, package_version, parsed_modules
@@ -32,7 +29,7 @@ from ctxext.data.text import Tokenizer, load_tokenizer, summary_line
 from ctxext.data.triplets import StructuredDocument, read_documents
 from ctxext.errors import InvalidArgument, SourceNotFound
 from ctxext.io import atomic_output, write_json
-from ctxext.manifest import library_versions
+from ctxext.manifest import manifest_header
 
 DEPTH_BUCKETS = ((0, 512), (512, 1024), (1024, 2048), (2048, 4096))
 """Where a query's answer starts in its page, in tokens: the first fits any 512-token model, the last only a
@@ -277,16 +274,12 @@ def write_longdoc(
         if corpus is not None:
             write_documents(staging / "train.jsonl", train)
         manifest = {
-            "ctxext_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "data longdoc",
-            "argv": list(sys.argv if argv is None else argv),
+            **manifest_header("data longdoc", argv),
             "options": sizes,
             "tokenizer": counter.describe(),
             **described,
             "depth_buckets": [list(bucket) for bucket in DEPTH_BUCKETS],
             "counts": {name: split_counts(cuts) for name, cuts in built.items()},
-            "libraries": library_versions(),
         }
         write_json(staging / "manifest.json", manifest, sort_keys=True)
     return LongdocResult(Path(out).expanduser().absolute(), manifest)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ctxext import __version__
 from ctxext.data.options import OutputFormat
 from ctxext.data.sources import EmptySource, SourceFile
 from ctxext.errors import InvalidArgument
 from ctxext.io import atomic_files, check_output_target, file_manifest_path, file_sha256, write_json
-from ctxext.manifest import _jsonable, library_versions
+from ctxext.manifest import _jsonable, manifest_header
 
 OUTPUT_FORMATS = {".parquet": OutputFormat.parquet, ".jsonl": OutputFormat.jsonl}
 
@@ -84,15 +81,11 @@ def write_file_manifest(
     """Write the manifest of a file output; ``written`` is the finished temporary file, ``output`` its
     final name."""
     manifest = {
-        "ctxext_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "argv": list(sys.argv if argv is None else argv),
+        **manifest_header(command, argv),
         "options": _jsonable(options),
         "inputs": [_jsonable(vars(record)) for record in inputs],
         "counts": _jsonable(counts),
         "problems": list(problems),
-        "libraries": library_versions(),
         "output": {"path": str(output), "bytes": written.stat().st_size, "sha256": file_sha256(written), "rows": rows},
         **_jsonable(extra or {}),
     }
