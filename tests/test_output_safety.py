@@ -378,3 +378,15 @@ def test_a_signal_during_the_pair_rename_leaves_both_files_and_says_they_were_wr
     assert stopped.value.exit_code == 143 and "written completely" in stopped.value.kept
     assert out.read_bytes() == b"array" and file_manifest_path(out).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy", "emb.npy.manifest.json"]
+
+
+def test_a_file_system_without_locks_still_writes_the_output(tiny_models, tmp_path, monkeypatch):
+    import fcntl
+
+    def unsupported(descriptor, operation):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    result = run("interpolate", tiny_models("bert"), "--len", 96, "--linear", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

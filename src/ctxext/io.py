@@ -932,6 +932,11 @@ def _lock_file(path: Path, target: Path) -> tuple[int, str]:
                 f"output {target} is being written by another ctxext run (process {owner}); wait for it to "
                 "finish or name another output"
             ) from None
+        except OSError:  # a file system without locks (some network mounts): the write goes on unlocked
+            import logging
+
+            logging.getLogger("ctxext").warning("%s cannot be locked here; two runs writing it would race", target)
+            return descriptor, ""
         try:  # the previous holder may have removed the file between our open and our lock: lock the new one
             same = os.stat(path).st_ino == os.fstat(descriptor).st_ino
         except FileNotFoundError:
