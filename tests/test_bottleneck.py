@@ -181,3 +181,44 @@ def test_a_transferred_sentence_transformer_loads_plainly_with_its_adapter_and_e
     assert np.abs(plain.encode(texts) - np.load(tmp_path / "e.npy")).max() < 1e-5
     without = load_sentence_transformer(out).encode(texts)
     assert np.abs(without - np.load(tmp_path / "e.npy")).max() > 1e-3  # the adapter was running
+
+
+def test_the_card_of_a_transferred_sentence_transformer_loads_the_vectors_ctxext_embeds(tmp_path):
+    """The card's own loading code, run as written (folder path filled in), gives `ctxext embed`'s vectors."""
+    import re
+
+    import torch
+    from typer.testing import CliRunner
+
+    import tiny
+    from ctxext.bottleneck import SEQ_BN, add_adapter, load_model_with_adapters, parse_config, save_adapter
+    from ctxext.cli import app
+
+    source = tiny.make_sentence_transformer("bert", tmp_path / "st")
+    model = load_model_with_adapters(source)
+    add_adapter(model, "mine", parse_config(SEQ_BN, "seq_bn"))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".mine." in name:
+                parameter.normal_(0.0, 0.3)
+    save_adapter(model, "mine", tmp_path / "adapter")
+    out = tmp_path / "bigbird"
+    runner = CliRunner()
+    transfer = ["transfer", str(source), "bigbird", "--len", "128", "--block-size", "8", "--random-blocks", "1"]
+    assert runner.invoke(app, [*transfer, "--adapter", f"mine={tmp_path / 'adapter'}", "-o", str(out)]).exit_code == 0
+    texts = [" ".join(tiny.WORDS[i:] + tiny.WORDS[:i]) for i in range(3)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    embedded = runner.invoke(
+        app, ["embed", str(out), str(tmp_path / "docs.jsonl"), "--adapter", "mine", "-o", str(tmp_path / "e.npy")]
+    )
+    assert embedded.exit_code == 0, embedded.output
+    card = (out / "README.md").read_text()
+    snippet = re.search(r"## Load it\n\n```python\n(.*?)```", card, re.S).group(1)
+    assert "trust_remote_code" not in snippet
+    scope: dict = {}
+    exec(
+        snippet.replace("path/to/this/folder", str(out)).replace('"a long document ..."', "*texts"),
+        {"texts": texts},
+        scope,
+    )
+    assert np.abs(scope["embeddings"] - np.load(tmp_path / "e.npy")).max() < 1e-5

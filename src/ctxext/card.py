@@ -50,7 +50,9 @@ def write_model_card(folder: Path, manifest: dict[str, Any], *, name: str, sourc
             _operations(manifest),
             _held_out_evaluation(manifest),
             _checks(manifest),
-            _how_to_load(sentence_transformers, architecture, _needs_registration(folder, manifest, architecture)),
+            _how_to_load_bigbird(folder, sentence_transformers)
+            if "BigBird" in architecture
+            else _how_to_load(sentence_transformers, architecture, _needs_registration(folder, manifest, architecture)),
         ]
         if part
     )
@@ -191,3 +193,33 @@ def _how_to_load(sentence_transformers: bool, architecture: str, registered: boo
             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")'
         )
     return f"## Load it\n\n```python\n{code}\n```"
+
+
+def _how_to_load_bigbird(folder: Path, sentence_transformers: bool) -> str:
+    """BigBird loads with ctxext's fixed-pattern block-sparse attention, the attention it was checked and evaluated
+    with (plain transformers runs its own block-sparse code: other vectors), and its first adapter running."""
+    adapters = (
+        sorted(p.name for p in (folder / "adapters").iterdir() if p.is_dir()) if (folder / "adapters").is_dir() else []
+    )
+    if sentence_transformers:
+        adapter = f', "{adapters[0]}"' if adapters else ""
+        code = (
+            "from ctxext.bottleneck import load_sentence_transformer\n\n"
+            f'model = load_sentence_transformer("path/to/this/folder"{adapter})\n'
+            'embeddings = model.encode(["a long document ..."])'
+        )
+    else:
+        adapter = f', ["{adapters[0]}"]' if adapters else ""
+        code = (
+            "from transformers import AutoTokenizer\n\n"
+            "from ctxext.block_sparse import use_block_sparse\n"
+            "from ctxext.bottleneck import load_model_with_adapters\n\n"
+            f'model = use_block_sparse(load_model_with_adapters("path/to/this/folder"{adapter}))\n'
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")'
+        )
+    others = f" Other adapters: {', '.join(adapters[1:])}." if len(adapters) > 1 else ""
+    return (
+        f"## Load it\n\n```python\n{code}\n```\n\nThis runs ctxext's fixed-pattern block-sparse attention, the one "
+        "the checks and evaluations used, with no remote code; plain `SentenceTransformer` or `BigBirdModel` would "
+        f"run transformers' own block-sparse code, which gives other vectors.{others}"
+    )
