@@ -75,3 +75,21 @@ def copy_parts(parts: dict[str, Path], root: Path) -> dict[str, Path]:
         copied[role] = root / folder.name
         shutil.copytree(folder, copied[role])
     return copied
+
+
+def random_adapter(model_dir: Path, folder: Path, name: str = "mine", scale: float = 0.3, seed: int = 0) -> Path:
+    """A seq_bn adapter with random N(0, ``scale``) weights for the model in ``model_dir``, saved by ctxext in the
+    adapters library's format."""
+    import torch
+
+    from ctxext.bottleneck import SEQ_BN, add_adapter, load_model_with_adapters, parse_config, save_adapter
+
+    model = load_model_with_adapters(model_dir)
+    add_adapter(model, name, parse_config(SEQ_BN, "seq_bn"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, parameter in model.named_parameters():
+            if f".{name}." in key:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    save_adapter(model, name, folder)
+    return folder

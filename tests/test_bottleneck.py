@@ -138,29 +138,16 @@ def test_an_adapter_whose_weights_do_not_fit_names_the_weight(tmp_path):
 def test_a_transferred_sentence_transformer_loads_plainly_with_its_adapter_and_embeds_as_ctxext_does(tmp_path):
     """The documented call: a plain SentenceTransformer (no remote code) with the adapter running and ctxext's
     block-sparse attention, giving the vectors `ctxext embed --adapter` gives, on texts long enough to run sparse."""
-    import torch
     from typer.testing import CliRunner
 
     import tiny
-    from ctxext.bottleneck import (
-        SEQ_BN,
-        add_adapter,
-        load_model_with_adapters,
-        load_sentence_transformer,
-        parse_config,
-        save_adapter,
-    )
+    from ctxext.bottleneck import load_sentence_transformer
     from ctxext.cli import app
     from ctxext.transfer import transfer
+    from specter2_tiny import random_adapter
 
     source = tiny.make_sentence_transformer("bert", tmp_path / "st")
-    model = load_model_with_adapters(source)
-    add_adapter(model, "mine", parse_config(SEQ_BN, "seq_bn"))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if ".mine." in name:
-                parameter.normal_(0.0, 0.3)
-    save_adapter(model, "mine", tmp_path / "adapter")
+    random_adapter(source, tmp_path / "adapter")
     out = tmp_path / "bigbird"
     transfer(
         str(source),
@@ -187,21 +174,14 @@ def test_the_card_of_a_transferred_sentence_transformer_loads_the_vectors_ctxext
     """The card's own loading code, run as written (folder path filled in), gives `ctxext embed`'s vectors."""
     import re
 
-    import torch
     from typer.testing import CliRunner
 
     import tiny
-    from ctxext.bottleneck import SEQ_BN, add_adapter, load_model_with_adapters, parse_config, save_adapter
     from ctxext.cli import app
+    from specter2_tiny import random_adapter
 
     source = tiny.make_sentence_transformer("bert", tmp_path / "st")
-    model = load_model_with_adapters(source)
-    add_adapter(model, "mine", parse_config(SEQ_BN, "seq_bn"))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if ".mine." in name:
-                parameter.normal_(0.0, 0.3)
-    save_adapter(model, "mine", tmp_path / "adapter")
+    random_adapter(source, tmp_path / "adapter")
     out = tmp_path / "bigbird"
     runner = CliRunner()
     transfer = ["transfer", str(source), "bigbird", "--len", "128", "--block-size", "8", "--random-blocks", "1"]

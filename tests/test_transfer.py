@@ -440,18 +440,7 @@ def test_roberta_source_drops_its_offset_rows_and_matches(tiny_models, tmp_path)
 
 @pytest.mark.slow
 def test_minilm_with_a_seq_bn_adapter_matches_in_full_and_block_sparse(minilm, tmp_path):
-    import torch
-
-    from ctxext.bottleneck import SEQ_BN, add_adapter, load_model_with_adapters, parse_config, save_adapter
-
-    model = load_model_with_adapters(minilm)
-    add_adapter(model, "mine", parse_config(SEQ_BN, "seq_bn"))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if ".mine." in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    save_adapter(model, "mine", tmp_path / "adapter")
+    specter2_tiny.random_adapter(minilm, tmp_path / "adapter", scale=0.05)
     from ctxext.transfer import transfer
 
     result = transfer(

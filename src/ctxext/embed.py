@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxext.bottleneck import ADAPTERS_DIR
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.io import (
@@ -29,8 +30,6 @@ from ctxext.io import (
     write_json,
 )
 from ctxext.manifest import manifest_header
-
-ADAPTERS_DIR = "adapters"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxext.bottleneck import ADAPTERS_DIR
 from ctxext.checkpoint import OutputResult
 from ctxext.compat import checkpointing_enable
 from ctxext.data.formats import read_triplets
@@ -36,9 +37,6 @@ from ctxext.train.runner import (
     last_retrieval_check,
     write_trained_model,
 )
-
-ADAPTERS_DIR = "adapters"
-
 
 # ----------------------------------------------------------------------------- data
 
