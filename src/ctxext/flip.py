@@ -121,14 +121,6 @@ class LoadedSource:
     whole model is over ``PROBE_BYTES`` (empty: every layer)."""
 
     @property
-    def layers(self) -> int:
-        return int(self.config["num_hidden_layers"])
-
-    @property
-    def probe_layers(self) -> int:
-        return int(self.probe.get("num_hidden_layers", self.layers))
-
-    @property
     def backbone(self) -> Any:
         return self.model.model
 
@@ -871,7 +863,7 @@ def flip(
     else:
         record.parameters["checked_layers"] = "none (--no-check)"
         record.notes.append("--no-check: no forward check ran; the tensors are the source's bytes (sha256 above)")
-    plan = flip_plan(loaded, built, record, options, pooling, str(dtype).removeprefix("torch."))
+    plan = flip_plan(loaded, built, record, options, pooling, dtype_name(dtype))
 
     def checks(staging: Path) -> list[Check]:
         loaded.model = None  # written: its memory goes to the reloaded copy the checks load

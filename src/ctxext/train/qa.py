@@ -12,6 +12,7 @@ from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_mod
 from ctxext.compat import loading_info
 from ctxext.data.formats import QAExample, read_squad_jsonl
 from ctxext.errors import CheckFailed, InvalidArgument
+from ctxext.flip import dtype_name
 from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
 from ctxext.manifest import Check, OperationRecord
 from ctxext.qa import DOCUMENT_STRIDE, encode_example, encode_windows, evaluate_qa, pad_batch
@@ -229,7 +230,7 @@ def write_qa_model(
         {"model": (source, reader.sha256_of_files())},
         model_tensors(model),
         [record],
-        config_for_saving(model.config, type(model).__name__, str(model.dtype).removeprefix("torch.")),
+        config_for_saving(model.config, type(model).__name__, dtype_name(model.dtype)),
         support_from=folder,
         tokenizer=tokenizer,
         protect=protect,
@@ -261,5 +262,5 @@ def reload_logits_check(model: Any, model_dir: Path, batch: dict[str, Any]) -> C
         difference,
         0.0,
         passed=difference == 0.0,
-        detail=f"both in {str(model.dtype).removeprefix('torch.')}",
+        detail=f"both in {dtype_name(model.dtype)}",
     )
