@@ -317,7 +317,8 @@ def test_bm25_negatives_from_the_top_k_equal_an_exact_search_over_every_document
     import bm25s
     import numpy as np
 
-    from ctxext.data.triplets import WORD_CHARACTERS, bm25_scores, hard_negatives, top_k
+    from ctxext.data.text import WORD_CHARACTERS
+    from ctxext.data.triplets import bm25_scores, hard_negatives, top_k
 
     documents, queries = tie_heavy_corpus()
     scores_of = bm25_scores(documents)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,129 @@ class Encoder:
         dimension = self.model.config.hidden_size
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dimension), np.float32)
 
+    def late_chunks(
+        self,
+        texts: Sequence[str],
+        *,
+        chunk: int,
+        overlap: int = 0,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        progress: ProgressFn = no_progress,
+    ) -> LateChunks:
+        """Late chunking (Jina, 2024): one pass over each whole text (up to ``max_length`` tokens), then the mean
+        of the token states of each span of ``chunk`` content tokens (``overlap`` of them shared with the span
+        before), so every chunk vector is computed with its whole document in view. Memory: one batch's token
+        states. The pass's own pooled vector of each text comes with it (``LateChunks.whole``)."""
+        import torch
+
+        if chunk < 1 or not 0 <= overlap < chunk:
+            raise InvalidArgument(f"chunks of {chunk} tokens overlapping by {overlap}: need 0 <= overlap < chunk")
+        max_length = max_length or self.max_length
+        prefixes = bounded_prefixes(self.tokenizer, texts, max_length)
+        order = np.argsort([-len(ids) for _, ids in prefixes], kind="stable")
+        chunked = LateChunks.empty(self.model.config.hidden_size, len(texts))
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = self.tokenizer.pad(
+                {"input_ids": [prefixes[i][1] for i in indices]}, padding=True, return_tensors="pt"
+            )
+            mask = batch["attention_mask"].to(device)
+            with torch.inference_mode():
+                states = self.model(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
+                whole = self._normalized(pool(states, mask, self.pooling)).float().cpu().numpy()
+                offsets = self._character_offsets([prefixes[i][0] for i in indices], max_length)
+                for row, index in enumerate(indices):
+                    ids = prefixes[index][1]
+                    shift = states.shape[1] - len(ids) if self.tokenizer.padding_side == "left" else 0
+                    spans, content = content_spans(self.tokenizer, ids, chunk, overlap)
+                    kept = torch.from_numpy(content).to(device)
+                    vectors = torch.stack(
+                        [states[row, shift + begin : shift + end][kept[begin:end]].mean(0) for begin, end in spans]
+                    )
+                    chunked.add(index, self._normalized(vectors).float().cpu().numpy(), spans, offsets[row], whole[row])
+            progress("late chunking", min(start + batch_size, len(order)), len(order))
+        return chunked.joined()
+
+    def _normalized(self, vectors: Any) -> Any:
+        import torch
+
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.normalize else vectors
+
+    def _character_offsets(self, pieces: list[str], max_length: int) -> list[list[tuple[int, int]] | None]:
+        """Each token's (start, end) in its text, where the tokenizer gives offsets (fast tokenizers do)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return [None] * len(pieces)
+        encoded = self.tokenizer(pieces, truncation=True, max_length=max_length, return_offsets_mapping=True)
+        return [[(int(a), int(b)) for a, b in row] for row in encoded["offset_mapping"]]
+
+
+@dataclass
+class LateChunks:
+    """Chunk vectors of several texts: row ``r`` belongs to text ``documents[r]`` and covers its model-input
+    tokens ``token_spans[r]`` = [start, end) and characters ``char_spans[r]`` (-1 where the tokenizer gives no
+    offsets); rows of one text are consecutive, in order. ``whole``: each text's own pooled vector."""
+
+    vectors: np.ndarray
+    documents: np.ndarray
+    token_spans: np.ndarray
+    char_spans: np.ndarray
+    whole: np.ndarray
+    _parts: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def empty(cls, dimension: int, texts: int) -> LateChunks:
+        spans = np.zeros((0, 2), np.int64)
+        return cls(
+            np.zeros((0, dimension), np.float32),
+            np.zeros(0, np.int64),
+            spans,
+            spans,
+            np.zeros((texts, dimension), np.float32),
+            [None] * texts,
+        )
+
+    def add(
+        self,
+        text: int,
+        vectors: np.ndarray,
+        spans: list[tuple[int, int]],
+        offsets: list[tuple[int, int]] | None,
+        whole: np.ndarray,
+    ) -> None:
+        characters = [(offsets[begin][0], offsets[end - 1][1]) if offsets else (-1, -1) for begin, end in spans]
+        self._parts[text] = (vectors, np.array(spans, np.int64), np.array(characters, np.int64))
+        self.whole[text] = whole
+
+    def joined(self) -> LateChunks:
+        parts = [part for part in self._parts if part is not None]
+        if not parts:
+            return self
+        vectors, token_spans, char_spans = (np.concatenate([part[k] for part in parts]) for k in range(3))
+        documents = np.concatenate([np.full(len(part[0]), i) for i, part in enumerate(self._parts) if part])
+        return LateChunks(vectors.astype(np.float32), documents, token_spans, char_spans, self.whole)
+
+
+def chunk_spans(count: int, chunk: int, overlap: int = 0) -> list[tuple[int, int]]:
+    """[start, end) spans of at most ``chunk`` items over ``count`` items, each sharing ``overlap`` items with the
+    one before; the last may be shorter; none for no items."""
+    return [(start, min(start + chunk, count)) for start in range(0, max(count - overlap, 0), chunk - overlap)]
+
+
+def content_spans(tokenizer: Any, ids: list[int], chunk: int, overlap: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """:func:`chunk_spans` over a model input's content tokens, as [start, end) positions in the input, and which
+    positions are content: special tokens such as [CLS] and [SEP] belong to no chunk's mean. A text with no
+    content is one span of its special tokens."""
+    special = np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=bool)
+    content = np.flatnonzero(~special)
+    if not len(content):
+        return [(0, len(ids))], np.ones(len(ids), dtype=bool)
+    spans = [
+        (int(content[begin]), int(content[end - 1]) + 1) for begin, end in chunk_spans(len(content), chunk, overlap)
+    ]
+    return spans, ~special
+
 
 PREFIX_CHARACTERS_PER_TOKEN = 16
 """A long text is first tokenized from a prefix of ``max_length`` x this many characters (grown when short)."""
@@ -95,8 +218,15 @@ def truncated_input_ids(tokenizer: Any, texts: Sequence[str], max_length: int) -
     Each text is tokenized from a prefix that ends between words, grown fourfold until it yields more than
     ``max_length`` tokens or is the whole text; tokens never cross whitespace, so the ids are the whole
     text's. A tokenizer that truncates on the left reads whole texts."""
+    return [ids for _, ids in bounded_prefixes(tokenizer, texts, max_length)]
+
+
+def bounded_prefixes(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[tuple[str, list[int]]]:
+    """For each text, a prefix whose tokenization truncated at ``max_length`` is the whole text's, and those ids
+    (see :func:`truncated_input_ids`)."""
     if getattr(tokenizer, "truncation_side", "right") != "right":
-        return [list(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        return [(text, list(ids)) for text, ids in zip(texts, encoded, strict=True)]
 
     def probe(piece: str) -> list[int]:  # one token more than kept: more than max_length means truncated
         return list(tokenizer(piece, truncation=True, max_length=max_length + 1)["input_ids"])
@@ -115,7 +245,7 @@ def truncated_input_ids(tokenizer: Any, texts: Sequence[str], max_length: int) -
         kept = tokenizer([pieces[i] for i in cut], truncation=True, max_length=max_length)["input_ids"]
         for index, row in zip(cut, kept, strict=True):
             ids[index] = list(row)
-    return ids
+    return list(zip(pieces, ids, strict=True))
 
 
 def word_prefix(text: str, size: int) -> str:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.data.bm25 import BM25Index
 from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
 from ctxext.data.formats import record_id, record_text
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, parse_choice, plain
@@ -51,7 +52,7 @@ from ctxext.data.sources import (
     iter_records,
     markdown_title,
 )
-from ctxext.data.text import WORD_CHARACTERS, normalize, summary_line
+from ctxext.data.text import normalize, summary_line
 from ctxext.errors import InvalidArgument
 
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -421,34 +422,9 @@ def top_k(scores_of: Callable[[list[Query]], np.ndarray]) -> Search:
 
 
 def bm25_scores(documents: list[StructuredDocument]) -> Callable[[list[Query]], np.ndarray]:
-    """BM25 (Lucene's) over lower-cased words: ``bm25s`` builds the sparse document-term score matrix; a block of
-    queries is scored with one sparse product against it. bm25s's own retrieval scatter-adds each query's
-    postings in Python-driven numpy calls (8.5 of 10 s for 10k queries on 10k documents here); the product does
-    the same sums in one scipy call, and is exact against bm25s's scores (``tests/test_data_triplets.py``)."""
-    import bm25s
-    from scipy import sparse
-
-    index = bm25s.BM25()
-    corpus = [WORD_CHARACTERS.findall(f"{d.title or ''} {d.body()}".casefold()) or ["\u2205"] for d in documents]
-    index.index(corpus, show_progress=False)
-    stored = index.scores
-    terms = len(stored["indptr"]) - 1
-    document_terms = sparse.csc_matrix(
-        (stored["data"], stored["indices"], stored["indptr"]), shape=(len(documents), terms)
-    )
-    term_documents = document_terms.T.tocsr()
-
-    def scores_of(block: list[Query]) -> np.ndarray:
-        rows, columns = [], []
-        for row, query in enumerate(block):
-            ids = (index.vocab_dict.get(token) for token in WORD_CHARACTERS.findall(query.text.casefold()))
-            kept = [term for term in ids if term is not None and term < terms]
-            rows += [row] * len(kept)
-            columns += kept
-        counts = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), shape=(len(block), terms))
-        return (counts @ term_documents).toarray()
-
-    return scores_of
+    """BM25 of a block of queries against every document's title and body (``ctxext.data.bm25``)."""
+    index = BM25Index([f"{d.title or ''} {d.body()}" for d in documents])
+    return lambda block: index.scores([query.text for query in block])
 
 
 def embedding_scores(
