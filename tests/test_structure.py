@@ -29,7 +29,7 @@ LAYERS = {
         "bottleneck",
     ],
     "operations": ["positions", "transfer", "guide", "flip", "qa_prompt", "qa", "average", "inspect", "embed", "data"],
-    "evaluate": ["evaluate"],
+    "evaluate": ["evaluate", "retrieval"],
     "train": ["train", "extend"],
     "cli": ["cli", "__main__"],
 }

@@ -324,6 +324,14 @@ def beir_set(folder: Path, split: str = "test") -> RetrievalSet:
     return RetrievalSet(beir.name, None, beir.queries, beir.documents, beir.relevant, groups)
 
 
+def beir_sets(folder: Path, lengths: Sequence[int]) -> list[RetrievalSet]:
+    """The BEIR folder's set once per length (documents are read up to each)."""
+    base = beir_set(folder)
+    return [
+        RetrievalSet(base.name, length, base.queries, base.documents, base.relevant, base.groups) for length in lengths
+    ]
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -333,6 +341,11 @@ def score_set(
     retrieval_set: RetrievalSet,
 ) -> Score:
     scores = similarity(encode_queries(retrieval_set.queries), encode_documents(retrieval_set.documents))
+    return score_matrix(scores, retrieval_set)
+
+
+def score_matrix(scores: np.ndarray, retrieval_set: RetrievalSet) -> Score:
+    """The set's metrics from a queries x documents matrix of scores (higher: more relevant)."""
     relevant = retrieval_set.relevant
     groups = {}
     for group in sorted({g for g in retrieval_set.groups or [] if g is not None}, key=_natural_order):
@@ -364,6 +377,15 @@ def chunk_mean(
     encoder: Any, texts: list[str], chunk_tokens: int, batch_size: int, progress: ProgressFn = no_progress
 ) -> np.ndarray:
     """The mean of embeddings of consecutive ``chunk_tokens``-token windows (the PCW / chunking baseline)."""
+    embedded, owners = chunk_vectors(encoder, texts, chunk_tokens, batch_size, progress)
+    return np.stack([embedded[owners == i].mean(0) for i in range(len(texts))])
+
+
+def chunk_vectors(
+    encoder: Any, texts: list[str], chunk_tokens: int, batch_size: int, progress: ProgressFn = no_progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of each text's consecutive windows of ``chunk_tokens`` tokens (special tokens included), each
+    embedded on its own, and the text each row belongs to (rows of one text consecutive, every text at least one)."""
     tokenizer = encoder.tokenizer
     pieces, owners = [], []
     for index, text in enumerate(texts):
@@ -373,8 +395,7 @@ def chunk_mean(
             pieces.append(tokenizer.decode(ids[start : start + step]))
             owners.append(index)
     embedded = encoder.encode(pieces, batch_size=batch_size, max_length=chunk_tokens, progress=progress)
-    owners_array = np.array(owners)
-    return np.stack([embedded[owners_array == i].mean(0) for i in range(len(texts))])
+    return embedded, np.array(owners)
 
 
 MAX_EVALUATION_LENGTH = 131_072
@@ -444,11 +465,7 @@ def evaluate(
     if task == Task.retrieval:
         if beir is None:
             raise InvalidArgument("--task retrieval needs --beir FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
-        base = beir_set(Path(beir))
-        sets = [
-            RetrievalSet(base.name, length, base.queries, base.documents, base.relevant, base.groups)
-            for length in lengths
-        ]
+        sets = beir_sets(Path(beir), lengths)
     elif task == Task.passkey:
         sets = passkey_sets(encoder.tokenizer, lengths, documents, queries, seed)
     else:

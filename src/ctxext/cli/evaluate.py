@@ -27,8 +27,22 @@ def evaluate_command(
     ] = "256,512,1024,2048,4096",
     truncate: Annotated[int | None, typer.Option(help="Truncate documents to this many tokens.")] = None,
     chunk: Annotated[
-        int | None, typer.Option(help="Embed documents as the mean of chunks of this many tokens.")
+        int | None,
+        typer.Option(
+            help="Embed documents as the mean of chunks of this many tokens (with --forms: the chunk size, 512)."
+        ),
     ] = None,
+    forms: Annotated[
+        str | None,
+        typer.Option(
+            help="Retrieval forms side by side: whole, chunk-mean, chunk-max, late-chunk, bm25, hybrid, hybrid:FORM "
+            "(comma-separated; docs/evaluate.md)."
+        ),
+    ] = None,
+    chunk_source: Annotated[
+        str | None, typer.Option(help="With --forms: the model chunk-mean and chunk-max run (default: each model).")
+    ] = None,
+    overlap: Annotated[int, typer.Option(help="With --forms: tokens a late chunk shares with the one before.")] = 0,
     beir: Annotated[Path | None, typer.Option(help="BEIR folder for --task retrieval.")] = None,
     documents: Annotated[int, typer.Option(help="Candidate documents per length (LongEmbed: 100).")] = 100,
     queries: Annotated[int, typer.Option(help="Queries per length (LongEmbed: 50).")] = 50,
@@ -69,10 +83,31 @@ def evaluate_command(
     if plot is not None:  # refused now, not after the evaluation
         check_output_target(plot, force=force, is_file=True)
     hub_models = [checkpoint for checkpoint in checkpoints if names_hub_model(checkpoint)]
-    results = []
+
+    def hub_revision(ref: str) -> str | None:
+        # every hub model is read at --revision; with none among them it reaches the folders given, which
+        # refuse it in one line
+        return revision if ref in hub_models or not hub_models else None
+
     with progress_bars() as progress:
-        for checkpoint in checkpoints:
-            results.append(
+        if forms is not None:
+            if chosen != Task.retrieval or beir is None or truncate is not None:
+                raise InvalidArgument("--forms scores retrieval: give --task retrieval --beir FOLDER, not --truncate")
+            from ctxext.evaluate import adapted_encoder, beir_sets, check_evaluation_options
+            from ctxext.retrieval import FormOptions, evaluate_forms, parse_forms
+
+            options = FormOptions(parse_forms(forms), chunk or 512, overlap, chunk_source, batch_size)
+            check_evaluation_options(length_list, None, None, 2, 1, batch_size)
+            sets = beir_sets(beir, length_list)
+            results = evaluate_forms(  # the adapter runs in the models evaluated, not in --chunk-source
+                checkpoints,
+                sets,
+                options,
+                lambda ref: adapted_encoder(ref, adapter if ref in checkpoints else None, None, hub_revision(ref)),
+                progress=progress,
+            )
+        else:
+            results = [
                 evaluate(
                     checkpoint,
                     chosen,
@@ -84,13 +119,12 @@ def evaluate_command(
                     queries=queries,
                     seed=seed,
                     batch_size=batch_size,
-                    # every hub model is read at --revision; with none among them it reaches the folders
-                    # given, which refuse it in one line
                     adapter=adapter,
-                    revision=revision if checkpoint in hub_models or not hub_models else None,
+                    revision=hub_revision(checkpoint),
                     progress=progress,
                 )
-            )
+                for checkpoint in checkpoints
+            ]
     if plot is not None:
         plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1", force=force)
     emit(Comparison(results), as_json)
