@@ -206,3 +206,39 @@ def test_a_short_batch_never_leaves_a_sentence_transformer_in_full_attention(tmp
 
     assert attention_of_long_after_short(SentenceTransformer(str(out))) == {"original_full"}  # the trap
     assert attention_of_long_after_short(use_block_sparse(SentenceTransformer(str(out)))) == {"block_sparse"}
+
+
+def test_late_chunks_of_block_sparse_bigbird_are_one_pass_pooled_per_span_with_offsets_beside(bigbird, tmp_path):
+    """`embed --late-chunk`: one row per chunk, each the mean of its tokens' states from one block-sparse pass over
+    the whole document; OUT.chunks.jsonl says which document, tokens and characters each row is."""
+    import torch
+
+    from ctxext.block_sparse import attention_probe
+    from ctxext.encode import load_encoder
+
+    texts = [text(150), text(5, 3), text(70, 9)]
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts])
+    arguments = ["embed", str(bigbird), str(source), "-o", str(tmp_path / "c.npy"), "--late-chunk", "32"]
+    result = runner.invoke(app, [*arguments, "--overlap", "4", "--batch-size", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = np.load(tmp_path / "c.npy")
+    offsets = [json.loads(line) for line in (tmp_path / "c.chunks.jsonl").read_text().splitlines()]
+    assert len(offsets) == len(rows) and [o["row"] for o in offsets] == list(range(len(rows)))
+    assert [o["document"] for o in offsets if o["chunk"] == 0] == [0, 1, 2]
+    encoder = load_encoder(bigbird)
+    for document, body in enumerate(texts):
+        inputs = encoder.tokenizer(body, return_tensors="pt")
+        with attention_probe(encoder.model) as seen, torch.inference_mode():
+            states = encoder.model(**inputs).last_hidden_state[0]
+        assert document == 1 or set(seen) == {"block_sparse"}
+        for record in (o for o in offsets if o["document"] == document):
+            begin, end = record["tokens"]
+            assert 1 <= begin < end <= len(states) - 1 and end - begin <= 32  # [CLS] and [SEP] in no chunk
+            np.testing.assert_allclose(rows[record["row"]], states[begin:end].mean(0).numpy(), atol=1e-5)
+            first, last = record["characters"]
+            assert body[first:last].split() == body.split()[begin - 1 : end - 1]  # one token per tiny word
+    manifest = json.loads((tmp_path / "c.npy.manifest.json").read_text())
+    assert manifest["options"]["late_chunking"] == {"chunk": 32, "overlap": 4}
+    assert manifest["output"]["chunks"]["file"] == "c.chunks.jsonl"
+    refused = runner.invoke(app, ["embed", str(bigbird), str(source), "-o", str(tmp_path / "d.npy"), "--overlap", "4"])
+    assert refused.exit_code == 4 and "--overlap goes with --late-chunk" in refused.output

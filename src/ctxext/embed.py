@@ -8,8 +8,9 @@ Each line is ``{"title": ..., "abstract": ...}`` (joined as SPECTER2 does: ``tit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from ctxext.bottleneck import ADAPTERS_DIR
 from ctxext.checkpoint import ProgressFn, no_progress
+from ctxext.encode import LateChunks
 from ctxext.errors import InvalidArgument
 from ctxext.io import (
     ModelFolder,
@@ -32,6 +34,15 @@ from ctxext.io import (
 from ctxext.manifest import manifest_header
 
 
+@dataclass(frozen=True)
+class LateChunking:
+    """Rows are chunks, not documents: ``chunk`` content tokens each (``overlap`` shared with the chunk before),
+    pooled from one pass over the whole document (:meth:`ctxext.encode.Encoder.late_chunks`)."""
+
+    chunk: int
+    overlap: int = 0
+
+
 @dataclass
 class EmbedResult:
     path: Path
@@ -39,6 +50,7 @@ class EmbedResult:
     rows: int
     dimension: int
     manifest: dict[str, Any]
+    chunks_path: Path | None = None
 
     title = "embed"
 
@@ -46,6 +58,7 @@ class EmbedResult:
         options = self.manifest["options"]
         return {
             "output": str(self.path),
+            **({"chunks": str(self.chunks_path)} if self.chunks_path else {}),
             "manifest": str(self.manifest_path),
             "rows": self.rows,
             "dimension": self.dimension,
@@ -113,10 +126,12 @@ def embed_file(
     revision: str | None = None,
     force: bool = False,
     device: str | None = None,
+    late_chunking: LateChunking | None = None,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> EmbedResult:
-    """Embed every line of ``input_path`` and write the rows to ``out`` (.npy) with a manifest beside it."""
+    """Embed every line of ``input_path`` and write the rows to ``out`` (.npy) with a manifest beside it; with
+    ``late_chunking``, one row per chunk, and where each chunk lies in ``OUT.chunks.jsonl`` beside them."""
     from ctxext.data.formats import read_embedding_inputs
     from ctxext.encode import load_encoder
 
@@ -129,15 +144,29 @@ def embed_file(
     encoder = load_encoder(folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader)
     sep = encoder.tokenizer.sep_token or "[SEP]"
     texts = read_embedding_inputs(input_path, sep)
-    rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
+    chunked = None
+    if late_chunking:
+        chunked = encoder.late_chunks(
+            texts,
+            chunk=late_chunking.chunk,
+            overlap=late_chunking.overlap,
+            batch_size=batch_size,
+            max_length=max_length,
+            progress=progress,
+        )
+        rows = chunked.vectors
+    else:
+        rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     manifest_path = file_manifest_path(out)
-    with atomic_files([out, manifest_path], force=force, protect=[input_path, source.path]) as (
-        temporary,
-        temporary_manifest,
-    ):
+    chunks_path = out.with_name(f"{out.stem}.chunks.jsonl") if chunked else None
+    outputs: list[str | os.PathLike[str]] = [out, manifest_path, *([chunks_path] if chunks_path else [])]
+    with atomic_files(outputs, force=force, protect=[input_path, source.path]) as temporaries:
+        temporary, temporary_manifest = temporaries[:2]
         with open(temporary, "wb") as handle:
             np.save(handle, rows, allow_pickle=False)
+        if chunked:
+            write_chunk_offsets(temporaries[2], chunked)
         manifest = {
             **manifest_header("embed", argv),
             "checkpoint": source.describe(),
@@ -153,13 +182,40 @@ def embed_file(
                 "max_length": max_length or encoder.max_length,
                 "batch_size": batch_size,
                 "attention_type": encoder.attention_type,
+                "late_chunking": asdict(late_chunking) if late_chunking else None,
             },
             "output": {
                 "file": out.name,
                 "shape": list(rows.shape),
                 "dtype": "float32",
                 "sha256": file_sha256(temporary),
+                **(
+                    {"chunks": {"file": chunks_path.name, "sha256": file_sha256(temporaries[2])}} if chunks_path else {}
+                ),
             },
         }
         write_json(temporary_manifest, manifest, sort_keys=True)
-    return EmbedResult(out, manifest_path, rows.shape[0], rows.shape[1] if rows.ndim == 2 else 0, manifest)
+    dimension = rows.shape[1] if rows.ndim == 2 else 0
+    return EmbedResult(out, manifest_path, rows.shape[0], dimension, manifest, chunks_path)
+
+
+def write_chunk_offsets(path: Path, chunked: LateChunks) -> None:
+    """One JSON line per row of the array: the input line it belongs to (``document``, from 0), its number in
+    that document, its model-input tokens and its characters ([start, end); null without a fast tokenizer)."""
+    import json
+
+    previous, number = -1, 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for row, (document, tokens, characters) in enumerate(
+            zip(chunked.documents, chunked.token_spans, chunked.char_spans, strict=True)
+        ):
+            number = number + 1 if document == previous else 0
+            previous = document
+            record = {
+                "row": row,
+                "document": int(document),
+                "chunk": int(number),
+                "tokens": [int(v) for v in tokens],
+                "characters": [int(v) for v in characters] if characters[0] >= 0 else None,
+            }
+            handle.write(json.dumps(record) + "\n")

@@ -40,6 +40,16 @@ def embed_command(
     ] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", min=1, help="Truncate inputs to N tokens.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per batch.")] = 16,
+    late_chunk: Annotated[
+        int | None,
+        typer.Option(
+            "--late-chunk",
+            min=1,
+            help="One row per chunk of N tokens, pooled from one pass over the whole document (late chunking); "
+            "where each chunk lies goes to OUT.chunks.jsonl.",
+        ),
+    ] = None,
+    overlap: Annotated[int, typer.Option(min=0, help="With --late-chunk: tokens shared with the chunk before.")] = 0,
     revision: RevisionOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -51,8 +61,14 @@ def embed_command(
       ctxext embed specter2-bigbird-4096 papers.jsonl --adapter proximity -o papers.npy
 
       ctxext embed all-MiniLM-L6-v2 docs.jsonl -o docs.npy --max-len 256
+
+      ctxext embed minilm-4096 docs.jsonl -o chunks.npy --late-chunk 512 --overlap 64
     """
-    from ctxext.embed import embed_file
+    from ctxext.embed import LateChunking, embed_file
+    from ctxext.errors import InvalidArgument
+
+    if overlap and late_chunk is None:
+        raise InvalidArgument("--overlap goes with --late-chunk N")
 
     with progress_bars() as progress:
         result = embed_file(
@@ -65,6 +81,7 @@ def embed_command(
             batch_size=batch_size,
             revision=revision,
             force=force,
+            late_chunking=LateChunking(late_chunk, overlap) if late_chunk else None,
             progress=progress,
             argv=sys.argv,
         )
