@@ -101,3 +101,33 @@ def test_the_bigbird_recipe_ends_block_sparse_and_refuses_a_source_transfer_cann
         refused = CliRunner().invoke(app, extend_arguments(other, tmp_path / "docs.jsonl", out, length, "bigbird"))
         assert refused.exit_code != 0 and "--recipe bigbird needs" in refused.stderr and reason in refused.stderr
         assert "$ ctxext" not in refused.stdout and not out.exists()
+
+
+def test_the_held_out_report_scores_every_retrieval_form_and_the_card_names_no_machine_path(tmp_path, source):
+    write_documents(tmp_path / "docs.jsonl")
+    out = tmp_path / "extended"
+    result = CliRunner().invoke(
+        app, [*extend_arguments(source, tmp_path / "docs.jsonl", out, 256, "positions"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads((out / "manifest.json").read_text())["held_out_evaluation"]
+    forms = {(row["form"], row["model"]): row["mrr"] for row in found["forms"]}
+    assert list(forms) == [
+        ("chunk-mean", "source"),
+        ("chunk-max", "source"),
+        ("whole", "extended"),
+        ("late-chunk", "extended"),
+        ("bm25", "bm25"),
+        ("hybrid:chunk-max", "bm25 + source"),
+        ("hybrid:late-chunk", "bm25 + extended"),
+    ]
+    assert (
+        forms[("chunk-mean", "source")] == found["chunk_mean"]["mrr"]
+        and forms[("whole", "extended")] == found["extended"]["mrr"]
+    )
+    card = (out / "README.md").read_text()
+    assert "| late-chunk | this model |" in card and "| hybrid:chunk-max | BM25 + source |" in card
+    held_out = card[card.index("## Held-out documents") :]
+    assert str(tmp_path) not in held_out and found["set"] == "longdoc/test" and "(`longdoc/test` in the work" in card
+    best = max(found["forms"], key=lambda row: row["mrr"])
+    assert ("scores best" in result.stderr) == ("extended" not in best["model"])

@@ -131,7 +131,7 @@ def _operations(manifest: dict[str, Any]) -> str:
 
 
 def _held_out_evaluation(manifest: dict[str, Any]) -> str:
-    """``ctxext extend``'s comparison with the source over chunks, on documents held out of training."""
+    """``ctxext extend``'s comparison of every retrieval form, on documents held out of training."""
     found = manifest.get("held_out_evaluation")
     if not found:
         return ""
@@ -139,15 +139,29 @@ def _held_out_evaluation(manifest: dict[str, Any]) -> str:
         "## Held-out documents",
         "",
         f"{found['queries']} queries over {found['documents']} documents held out of training "
-        f"(`{found['set']}`), whole documents up to {found['length']} tokens:",
+        f"(`{found['set']}` in the work folder), whole documents up to {found['length']} tokens. "
+        f"The source's chunk forms are the {found['chunk_mean']['form']}; late chunking pools this model's token "
+        "states per chunk from one pass over the whole document (`ctxext embed --late-chunk`); hybrid is "
+        "reciprocal-rank fusion (k = 60) with BM25:",
         "",
-        "| model | MRR | Acc@1 | nDCG@10 |",
-        "|---|---|---|---|",
+        "| form | model | MRR | Acc@1 | nDCG@10 |",
+        "|---|---|---|---|---|",
     ]
-    for label, key in (("source, " + found["chunk_mean"]["form"], "chunk_mean"), ("this model", "extended")):
-        row = found[key]
-        lines.append(f"| {label} | {row['mrr']:.3f} | {row['acc_at_1']:.3f} | {row['ndcg_at_10']:.3f} |")
+    for row in held_out_rows(found):
+        lines.append(
+            f"| {row['form']} | {row['model']} | {row['mrr']:.3f} | {row['acc_at_1']:.3f} | {row['ndcg_at_10']:.3f} |"
+        )
     return "\n".join(lines)
+
+
+def held_out_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a held-out evaluation, models named by role (``this model``, ``source``, ``BM25``)."""
+    rows = found.get("forms") or [  # written before every form was scored: the chunk mean and the model
+        {**found["chunk_mean"], "model": "source"},
+        {**found["extended"], "model": "extended"},
+    ]
+    names = {"extended": "this model", "bm25": "BM25"}
+    return [{**row, "model": " + ".join(names.get(part, part) for part in row["model"].split(" + "))} for row in rows]
 
 
 def _checks(manifest: dict[str, Any]) -> str:

@@ -144,20 +144,7 @@ def embed_file(
     encoder = load_encoder(folder.root, pooling=pooling, max_length=max_length, device=device, model_loader=loader)
     sep = encoder.tokenizer.sep_token or "[SEP]"
     texts = read_embedding_inputs(input_path, sep)
-    chunked = None
-    if late_chunking:
-        chunked = encoder.late_chunks(
-            texts,
-            chunk=late_chunking.chunk,
-            overlap=late_chunking.overlap,
-            batch_size=batch_size,
-            max_length=max_length,
-            progress=progress,
-        )
-        rows = chunked.vectors
-    else:
-        rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    rows, chunked = embedded_rows(encoder, texts, late_chunking, batch_size, max_length, progress)
     manifest_path = file_manifest_path(out)
     chunks_path = out.with_name(f"{out.stem}.chunks.jsonl") if chunked else None
     outputs: list[str | os.PathLike[str]] = [out, manifest_path, *([chunks_path] if chunks_path else [])]
@@ -197,6 +184,29 @@ def embed_file(
         write_json(temporary_manifest, manifest, sort_keys=True)
     dimension = rows.shape[1] if rows.ndim == 2 else 0
     return EmbedResult(out, manifest_path, rows.shape[0], dimension, manifest, chunks_path)
+
+
+def embedded_rows(
+    encoder: Any,
+    texts: list[str],
+    late_chunking: LateChunking | None,
+    batch_size: int,
+    max_length: int | None,
+    progress: ProgressFn,
+) -> tuple[np.ndarray, LateChunks | None]:
+    """One float32 row per text, or with ``late_chunking`` per chunk (and the chunks' places)."""
+    if not late_chunking:
+        rows = encoder.encode(texts, batch_size=batch_size, max_length=max_length, progress=progress)
+        return np.ascontiguousarray(rows, dtype=np.float32), None
+    chunked = encoder.late_chunks(
+        texts,
+        chunk=late_chunking.chunk,
+        overlap=late_chunking.overlap,
+        batch_size=batch_size,
+        max_length=max_length,
+        progress=progress,
+    )
+    return np.ascontiguousarray(chunked.vectors, dtype=np.float32), chunked
 
 
 def write_chunk_offsets(path: Path, chunked: LateChunks) -> None:

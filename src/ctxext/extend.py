@@ -17,7 +17,6 @@ from typing import Any
 from ctxext.card import write_model_card
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
-from ctxext.evaluate import Evaluation, Task, evaluate
 from ctxext.io import atomic_output
 from ctxext.manifest import read_manifest, write_manifest
 
@@ -60,37 +59,67 @@ def chosen_recipe(recipe: Recipe, config: dict[str, Any], length: int) -> Recipe
     return recipe
 
 
+HELD_OUT_FORMS = "chunk-mean,chunk-max,whole,late-chunk,bm25,hybrid:chunk-max,hybrid:late-chunk"
+"""What users do today (the source over chunks, BM25, their fusion) beside the extended model's two forms."""
+ROLES = {"source": "source", "extended": "this model"}
+
+
 @dataclass
 class HeldOutComparison:
-    """The source over chunks (what users do today) against the extended model, on held-out documents."""
+    """Every retrieval form on held-out documents: the source over chunks (what users do today), BM25 and their
+    fusion, against the extended model whole and late-chunked (``ctxext.retrieval``)."""
 
-    beir: str
+    set_name: str
     length: int
-    chunk: Evaluation
-    extended: Evaluation
+    chunk: int
+    rows: list[dict[str, Any]]
+    """``form``, ``model`` (``source``, ``extended``, ``bm25`` or ``bm25 + ...``) and the metrics."""
     metrics: tuple[str, ...] = ("mrr", "acc_at_1", "ndcg_at_10")
 
-    def scores(self, evaluation: Evaluation) -> dict[str, float]:
-        score = evaluation.scores[0]
-        return {metric: round(float(getattr(score, metric)), 4) for metric in self.metrics}
+    def row(self, form: str) -> dict[str, Any]:
+        return next(row for row in self.rows if row["form"] == form)
 
     @property
     def gain(self) -> float:
-        """MRR of the extended model minus the chunk mean's."""
-        return self.scores(self.extended)["mrr"] - self.scores(self.chunk)["mrr"]
+        """MRR of the extended model (one vector per document) minus the source's chunk mean's."""
+        return self.row("whole")["mrr"] - self.row("chunk-mean")["mrr"]
+
+    @property
+    def best(self) -> dict[str, Any]:
+        """The row of highest MRR (the first listed, on a tie)."""
+        return max(self.rows, key=lambda row: row["mrr"])
+
+    def advice(self) -> str | None:
+        """What to use instead, when a form without the extended model scores best."""
+        best = self.best
+        if "extended" in best["model"]:
+            return None
+        ours = max((row for row in self.rows if "extended" in row["model"]), key=lambda row: row["mrr"])
+
+        def named(row: dict[str, Any]) -> str:
+            return row["form"] if row["model"] == "bm25" else f"{row['form']} ({row['model']})"
+
+        return (
+            f"on your held-out documents {named(best)} scores best (MRR {best['mrr']:.3f}; this model at its best, "
+            f"{named(ours)}, {ours['mrr']:.3f}): keep that, or train longer (--steps) on more documents"
+        )
 
     def record(self) -> dict[str, Any]:
-        """What the manifest keeps."""
-        score = self.extended.scores[0]
+        """What the manifest keeps (the set by its place in the work folder, never a machine's path)."""
+        first = self.rows[0]
+        scores = {metric: first.get(metric) for metric in ("queries", "documents")}
         return {
-            "set": self.beir,
+            "set": self.set_name,
             "length": self.length,
-            "queries": score.queries,
-            "documents": score.documents,
-            "chunk_mean": {"form": self.chunk.form, **self.scores(self.chunk)},
-            "extended": {"form": self.extended.form, **self.scores(self.extended)},
+            **scores,
+            "chunk_mean": {"form": f"mean of {self.chunk}-token chunks", **self._metrics(self.row("chunk-mean"))},
+            "extended": {"form": "full", **self._metrics(self.row("whole"))},
             "mrr_gain": round(self.gain, 4),
+            "forms": [{"form": row["form"], "model": row["model"], **self._metrics(row)} for row in self.rows],
         }
+
+    def _metrics(self, row: dict[str, Any]) -> dict[str, float]:
+        return {metric: row[metric] for metric in self.metrics}
 
 
 @dataclass
@@ -122,24 +151,30 @@ def compare_on_held_out(
     revision: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> HeldOutComparison:
-    """Both models on the held-out BEIR folder: the source (a hub source at ``revision``) as the mean of
-    ``chunk``-token windows, the extended model over whole documents up to ``length`` tokens."""
+    """Every form of :data:`HELD_OUT_FORMS` on the held-out BEIR folder: the source (a hub source at
+    ``revision``) over ``chunk``-token chunks, the extended model over whole documents up to ``length`` tokens."""
+    from ctxext.encode import load_encoder
+    from ctxext.evaluate import beir_sets
+    from ctxext.retrieval import FormOptions, evaluate_forms, parse_forms
 
-    def scored(model: str, chunked: int | None, model_revision: str | None = None) -> Evaluation:
-        return evaluate(
-            model,
-            Task.retrieval,
-            lengths=[length],
-            chunk=chunked,
-            beir=str(beir),
-            batch_size=batch_size,
-            revision=model_revision,
-            progress=progress,
-        )
-
-    return HeldOutComparison(
-        str(beir), length, chunk=scored(source, chunk, revision), extended=scored(str(extended), None)
+    roles = {str(source): "source", str(extended): "extended"}
+    options = FormOptions(parse_forms(HELD_OUT_FORMS), chunk, 0, str(source), batch_size)
+    evaluations = evaluate_forms(
+        [str(extended)],
+        beir_sets(beir, [length]),
+        options,
+        lambda ref: load_encoder(ref, revision=revision if ref == str(source) else None),
+        progress=progress,
     )
+    rows = []
+    for evaluation in evaluations:
+        score = evaluation.scores[0]
+        model = " + ".join(roles.get(part, "bm25") for part in evaluation.model.split(" + "))
+        metrics = {metric: round(float(getattr(score, metric)), 4) for metric in ("mrr", "acc_at_1", "ndcg_at_10")}
+        rows.append(
+            {"form": evaluation.form, "model": model, **metrics, "queries": score.queries, "documents": score.documents}
+        )
+    return HeldOutComparison(f"{beir.parent.name}/{beir.name}", length, chunk, rows)
 
 
 def publish(trained: Path, out: str | Path, comparison: HeldOutComparison, *, force: bool = False) -> Path:

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
+from ctxext.card import held_out_rows
 from ctxext.errors import CtxextError, InvalidArgument, remote_code_refusal
 from ctxext.positions import Grid, Method
 
@@ -321,11 +322,11 @@ def render_held_out(result: Any, summary: dict[str, Any]) -> Table:
         title=f"wrote {summary['output']}; {found['queries']} queries over {found['documents']} held-out documents",
         title_justify="left",
     )
-    for column in ("model", "MRR", "Acc@1", "nDCG@10"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for label, key in (("source, " + found["chunk_mean"]["form"], "chunk_mean"), ("extended", "extended")):
-        row = found[key]
-        table.add_row(escape(label), *(f"{row[metric]:.3f}" for metric in ("mrr", "acc_at_1", "ndcg_at_10")))
+    for column in ("form", "model", "MRR", "Acc@1", "nDCG@10"):
+        table.add_column(column, justify="left" if column in ("form", "model") else "right")
+    for row in held_out_rows(found):
+        metrics = (f"{row[metric]:.3f}" for metric in ("mrr", "acc_at_1", "ndcg_at_10"))
+        table.add_row(escape(row["form"]), escape(row["model"]), *metrics)
     return table
 
 

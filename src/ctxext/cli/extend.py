@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ctxext.cli._common import ForceOpt, JsonOpt, RevisionOpt, emit, progress_bars, reports_errors, stderr
 from ctxext.extend import Recipe
@@ -153,9 +154,7 @@ def extend_command(
             progress=progress,
         )
     published = publish(written[-1], out, comparison, force=force)
-    if comparison.gain <= 0:
-        stderr.print(
-            f"[yellow]on your held-out documents the source over {chunk}-token chunks scores as well or better "
-            f"(MRR {comparison.gain:+.3f}); keep chunking, or train longer (--steps) on more documents[/]"
-        )
+    advice = comparison.advice()
+    if advice:
+        stderr.print(f"[yellow]{escape(advice)}[/]")
     emit(ExtendResult(published, comparison, [str(path) for path in written]), as_json)
