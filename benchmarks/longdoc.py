@@ -20,6 +20,14 @@ library). Rows:
   seed's order: the full-attention long model first), and the `bigbird-full` recipe fine-tunes the latter
   under block-sparse attention (1024-token inputs spanning 4096 positions).
 
+With --retrieval-forms, every way users retrieve long documents side by side (`ctxext evaluate --forms`,
+issue 34): the source's 512-token chunks (mean and max), BM25, and for each recipe and swap the model whole,
+late-chunked (one 4096-token pass pooled per 512 tokens) and fused with BM25 (reciprocal rank, k=60), beside
+BM25 fused with the source's chunk-max; both splits. Choose on dev, look once at test:
+
+    python benchmarks/longdoc.py --forms chunk --recipes bigbird-full --swaps bigbird --synthetic-documents 0 \
+        --retrieval-forms dev,test          # writes benchmarks/results/longdoc-forms.json
+
 Columns: MRR and R@1 at 4096 tokens on the chosen split, MRR per depth bucket (where the answer starts);
 passkey and needle Acc@1 at 1024 / 2048 / 4096 (a held-out draw, --seed 1); nDCG@10 on a short set
 (function summary line -> its code, from the test packages, at 512 tokens) against the source; training wall
@@ -87,6 +95,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="evaluation batch")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="JSON (default: benchmarks/results/longdoc-SPLIT.json)")
+    parser.add_argument("--retrieval-forms", default="", help="splits to score every retrieval form on (dev,test)")
     arguments = parser.parse_args()
 
     from ctxext.presets import cache_dir, minilm_path
@@ -106,6 +115,16 @@ def main() -> None:
     for name in filter(None, arguments.swaps.split(",")):
         ref = swapped_form(name, work, data, models, arguments.steps)
         rows.append(evaluate_row(name, ref, {}, data, arguments, work))
+    if arguments.retrieval_forms:
+        trained = {row["form"]: row for row in rows if row["form"] in RECIPES or row["form"] in SWAPS}
+        splits = arguments.retrieval_forms.split(",")
+        forms = forms_table(source, trained, data, splits, arguments.batch_size, work)
+        out = arguments.out or Path(__file__).parent / "results" / "longdoc-forms.json"
+        out.write_text(
+            json.dumps({"options": {k: str(v) for k, v in vars(arguments).items()}, "rows": forms}, indent=2)
+        )
+        print(f"\nwrote {out}")
+        return
     source_short = next((r["short_ndcg_at_10"] for r in rows if r["form"] in ("truncate", "chunk")), None)
     print_table(rows, source_short, arguments.split)
     out = arguments.out or Path(__file__).parent / "results" / f"longdoc-{arguments.split}.json"
@@ -306,6 +325,72 @@ def evaluate_row(form: str, ref: str, options: dict, data: dict[str, Path], argu
     }
     print(f"{form}: {json.dumps({k: v for k, v in row.items() if k not in ('model', 'options')})}", flush=True)
     return row
+
+
+RETRIEVAL_FORMS = "chunk-mean,chunk-max,bm25,hybrid:chunk-max,whole,late-chunk,hybrid:late-chunk"
+
+
+def forms_table(
+    source: str, trained: dict[str, dict], data: dict[str, Path], splits: list[str], batch: int, work: Path
+):
+    """Every retrieval form of the source (chunks), BM25 and each trained model, per split; cached per model."""
+    from ctxext.encode import load_encoder
+    from ctxext.evaluate import beir_sets
+    from ctxext.retrieval import FormOptions, evaluate_forms, parse_forms
+
+    names = {source: "source", **{row["model"]: name for name, row in trained.items()}}
+    rows: dict[tuple[str, str], dict] = {}
+    for split in splits:
+        sets = beir_sets(data[split], [LENGTH])
+        for name, row in [("source", None), *trained.items()]:
+            path = work / "evaluations" / f"forms-{name}-{split}.json"
+            if not path.is_file():
+                forms = RETRIEVAL_FORMS if row else "chunk-mean,chunk-max,bm25,hybrid:chunk-max"
+                if row:
+                    forms = ",".join(
+                        form for form in forms.split(",") if form in ("whole", "late-chunk", "hybrid:late-chunk")
+                    )
+                started = time.perf_counter()
+                options = FormOptions(parse_forms(forms), 512, 0, source, batch)
+                evaluations = evaluate_forms([row["model"] if row else source], sets, options, load_encoder)
+                scored = [
+                    {
+                        "form": e.form,
+                        "model": " + ".join(names.get(p, "bm25") for p in e.model.split(" + ")),
+                        **vars(e.scores[0]),
+                    }
+                    for e in evaluations
+                ]
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                path.write_text(
+                    json.dumps(
+                        {
+                            "rows": scored,
+                            "seconds": round(time.perf_counter() - started, 1),
+                            "peak_rss_mib": round(peak),
+                        }
+                    )
+                )
+            found = json.loads(path.read_text())
+            for scored in found["rows"]:
+                key = (scored["form"], scored["model"])
+                entry = rows.setdefault(key, {"form": key[0], "model": key[1], "training": (row or {}).get("training")})
+                entry[split] = {k: scored[k] for k in ("mrr", "acc_at_1", "ndcg_at_10", "groups")}
+                entry[f"{split}_seconds"] = found["seconds"]
+    print(f"\nlongdoc at {LENGTH} tokens, every retrieval form (MRR / R@1)")
+    print(
+        f"{'form':<20}{'model':<32}"
+        + "".join(f"{split + ' MRR':>10}{'R@1':>7}" for split in splits)
+        + f"{'train s':>9}{'peak MiB':>9}"
+    )
+    for entry in rows.values():
+        training = entry["training"] or {}
+        print(
+            f"{entry['form']:<20}{entry['model']:<32}"
+            + "".join(f"{entry[s]['mrr']:>10.3f}{entry[s]['acc_at_1']:>7.3f}" for s in splits)
+            + (f"{training['wall_s']:>9.0f}{training['peak_rss_mib']:>9}" if training else "")
+        )
+    return list(rows.values())
 
 
 def print_table(rows: list[dict], source_short: float | None, split: str) -> None:

@@ -172,3 +172,43 @@ def test_cli_rows_carry_their_form_and_a_form_the_same_for_every_model_comes_onc
     assert refused.exit_code == 4 and "unknown form 'bm26'" in refused.output and "Traceback" not in refused.output
     passkey = CliRunner().invoke(app, ["evaluate", "all-MiniLM-L6-v2", "--forms", "bm25"])
     assert passkey.exit_code == 4 and "--forms scores retrieval" in passkey.output
+
+
+def test_symmetric_forms_represent_a_query_document_as_the_documents_are(encoder):
+    from ctxext.retrieval import ModelForms
+
+    retrieval_set = RetrievalSet("docs", 256, [DOCUMENTS[0] * 2, DOCUMENTS[3]], DOCUMENTS, [{3: 1.0}, {0: 1.0}])
+    options = FormOptions(parse_forms("whole,chunk-max,late-chunk"), chunk=10, symmetric=True)
+    forms = ModelForms(retrieval_set, encoder, encoder, options, None)
+    whole = similarity(encoder.encode(retrieval_set.queries), encoder.encode(DOCUMENTS))
+    np.testing.assert_allclose(forms.scores(FormChoice(Form.whole)), whole, atol=1e-5)
+    asked, asked_owners = chunk_vectors(encoder, retrieval_set.queries, 10, 4)
+    vectors, owners = chunk_vectors(encoder, DOCUMENTS, 10, 4)
+    pairs = similarity(asked, vectors)
+    best = [[pairs[np.ix_(asked_owners == q, owners == d)].max() for d in range(4)] for q in range(2)]
+    np.testing.assert_allclose(forms.scores(FormChoice(Form.chunk_max)), best, atol=1e-6)
+    late = forms.scores(FormChoice(Form.late_chunk))
+    assert late.shape == (2, 4) and np.all(late <= 1 + 1e-6)
+
+
+def test_data_links_relates_documents_by_link_field_qualified_names_and_markdown_links(tmp_path):
+    from ctxext.data.links import write_links
+    from ctxext.evaluate import beir_set
+
+    pages = [{"id": f"pkg.m{i}", "title": f"pkg.m{i}", "text": f"Module {i} about topic {i}. " * 20} for i in range(40)]
+    pages[0]["text"] += " It calls pkg.m1.helper and reads os or random, which are no links."
+    pages[2]["links"] = ["pkg.m3", "missing"]
+    pages[4]["text"] += " See [the other page](docs/pkg.m5.md#usage)."
+    corpus = tmp_path / "pages.jsonl"
+    corpus.write_text("".join(json.dumps(page) + "\n" for page in pages))
+    result = write_links(str(corpus), tmp_path / "related", query_share=0.5)
+    retrieval_set = beir_set(tmp_path / "related")
+    related = {
+        frozenset({query.split(".")[1].split()[0], retrieval_set_id})
+        for query, graded in zip(retrieval_set.queries, retrieval_set.relevant, strict=True)
+        for retrieval_set_id in (retrieval_set.documents[index].split(".")[1].split()[0] for index in graded)
+    }
+    linked = {frozenset(pair) for pair in (("m0", "m1"), ("m2", "m3"), ("m4", "m5"))}
+    assert related <= linked and result.manifest["counts"]["test"]["queries"] == len(related) >= 2
+    answer = CliRunner().invoke(app, ["data", "links", str(corpus), "-o", str(tmp_path / "none"), "--links", "field"])
+    assert answer.exit_code != 0 and "link to a candidate" in answer.output and not (tmp_path / "none").exists()

@@ -88,6 +88,9 @@ class FormOptions:
     chunk_source: str | None = None
     """The model chunk-mean and chunk-max run (default: the model evaluated)."""
     batch_size: int = 8
+    symmetric: bool = False
+    """Queries are documents (document-to-document search): each is represented as the documents are, and a
+    max form takes the best pair of chunks."""
 
     def __post_init__(self) -> None:
         if self.chunk < 8:
@@ -117,6 +120,18 @@ def best_chunk(queries: np.ndarray, chunks: np.ndarray, owners: np.ndarray, docu
     return np.maximum.reduceat(similarity(queries, chunks), starts, axis=1)
 
 
+def best_pair(
+    queries: np.ndarray, query_owners: np.ndarray, chunks: np.ndarray, owners: np.ndarray, documents: int
+) -> np.ndarray:
+    """Each query document's best chunk against each document's best chunk (both owners as in :func:`best_chunk`)."""
+    per_chunk = best_chunk(queries, chunks, owners, documents)
+    return np.maximum.reduceat(per_chunk, np.flatnonzero(np.r_[True, query_owners[1:] != query_owners[:-1]]), axis=0)
+
+
+def chunk_means(vectors: np.ndarray, owners: np.ndarray, texts: int) -> np.ndarray:
+    return np.stack([vectors[owners == index].mean(0) for index in range(texts)])
+
+
 @dataclass
 class ModelForms:
     """The forms of one set for one model (and its chunk source): each model pass made once, when first needed."""
@@ -141,19 +156,34 @@ class ModelForms:
 
     @cached_property
     def late(self) -> Any:
+        return self._late_chunks(self.retrieval_set.documents)
+
+    @cached_property
+    def query_late(self) -> Any:
+        return self._late_chunks(self.retrieval_set.queries)
+
+    def _late_chunks(self, texts: list[str]) -> Any:
+        options = self.options
         return self.encoder.late_chunks(
-            self.retrieval_set.documents,
-            chunk=self.options.chunk,
-            overlap=self.options.overlap,
-            batch_size=self.options.batch_size,
+            texts,
+            chunk=options.chunk,
+            overlap=options.overlap,
+            batch_size=options.batch_size,
             max_length=self.length,
             progress=self.progress,
         )
 
     @cached_property
     def chunks(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._chunk_vectors(self.retrieval_set.documents)
+
+    @cached_property
+    def query_chunks(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._chunk_vectors(self.retrieval_set.queries)
+
+    def _chunk_vectors(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         size = min(self.options.chunk, self.chunk_encoder.position_limit)
-        return chunk_vectors(self.chunk_encoder, self.retrieval_set.documents, size, self.options.batch_size)
+        return chunk_vectors(self.chunk_encoder, texts, size, self.options.batch_size)
 
     def fused_form(self, choice: FormChoice) -> Form:
         if choice.fused:
@@ -169,6 +199,8 @@ class ModelForms:
             return reciprocal_rank_fusion(
                 self.scores(FormChoice(Form.bm25)), self.scores(FormChoice(self.fused_form(choice)))
             )
+        if self.options.symmetric:
+            return self._symmetric_scores(choice.form, documents)
         if choice.form == Form.whole:
             return similarity(self.query_vectors(self.encoder), self.late.whole)
         if choice.form == Form.late_chunk:
@@ -177,8 +209,20 @@ class ModelForms:
         queries = self.query_vectors(self.chunk_encoder)
         if choice.form == Form.chunk_max:
             return best_chunk(queries, vectors, owners, documents)
-        means = np.stack([vectors[owners == index].mean(0) for index in range(documents)])
-        return similarity(queries, means)
+        return similarity(queries, chunk_means(vectors, owners, documents))
+
+    def _symmetric_scores(self, form: Form, documents: int) -> np.ndarray:
+        """A dense form with each query document represented as the documents are."""
+        queries = len(self.retrieval_set.queries)
+        if form == Form.whole:
+            return similarity(self.query_late.whole, self.late.whole)
+        if form == Form.late_chunk:
+            late, asked = self.late, self.query_late
+            return best_pair(asked.vectors, asked.documents, late.vectors, late.documents, documents)
+        (vectors, owners), (asked_vectors, asked_owners) = self.chunks, self.query_chunks
+        if form == Form.chunk_max:
+            return best_pair(asked_vectors, asked_owners, vectors, owners, documents)
+        return similarity(chunk_means(asked_vectors, asked_owners, queries), chunk_means(vectors, owners, documents))
 
     def model_of(self, choice: FormChoice, model: str, chunk_source: str | None) -> str:
         """Who made the row: the model, the chunk source, BM25, or BM25 fused with one of those."""

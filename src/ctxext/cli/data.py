@@ -407,6 +407,37 @@ def longdoc_command(
     emit(result, as_json)
 
 
+@app.command("links")
+@reports_errors
+def links_command(
+    corpus: Annotated[str, typer.Argument(help="Documents with ids (file or folder: jsonl, Markdown, text...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output BEIR folder (corpus, queries, qrels/test.tsv).")],
+    links: Annotated[
+        str,
+        typer.Option(help="Which links relate documents: field (a 'links' list), names, markdown; comma-separated."),
+    ] = "field,names,markdown",
+    query_share: Annotated[
+        float, typer.Option(help="Share of the documents that become whole-document queries.")
+    ] = 0.2,
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous links folder.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a document-to-document retrieval set from a corpus's own links (docs/data.md): a share of the
+    documents are queries, the documents they link to or are linked from the relevant ones.
+
+    Example:
+
+      ctxext data links pages.jsonl -o related && ctxext evaluate minilm-4096 --task retrieval --beir related \\
+          --lengths 4096 --forms chunk-mean,whole,bm25 --symmetric
+    """
+    from ctxext.data.links import parse_link_kinds, write_links
+
+    result = write_links(
+        corpus, out, links=parse_link_kinds(links), query_share=query_share, force=force, argv=sys.argv
+    )
+    emit(result, as_json)
+
+
 @app.command("merge")
 @reports_errors
 def merge_command(

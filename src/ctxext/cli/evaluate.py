@@ -43,6 +43,12 @@ def evaluate_command(
         str | None, typer.Option(help="With --forms: the model chunk-mean and chunk-max run (default: each model).")
     ] = None,
     overlap: Annotated[int, typer.Option(help="With --forms: tokens a late chunk shares with the one before.")] = 0,
+    symmetric: Annotated[
+        bool,
+        typer.Option(
+            "--symmetric", help="With --forms: queries are documents (data links), represented as the documents are."
+        ),
+    ] = False,
     beir: Annotated[Path | None, typer.Option(help="BEIR folder for --task retrieval.")] = None,
     documents: Annotated[int, typer.Option(help="Candidate documents per length (LongEmbed: 100).")] = 100,
     queries: Annotated[int, typer.Option(help="Queries per length (LongEmbed: 50).")] = 50,
@@ -96,7 +102,7 @@ def evaluate_command(
             from ctxext.evaluate import adapted_encoder, beir_sets, check_evaluation_options
             from ctxext.retrieval import FormOptions, evaluate_forms, parse_forms
 
-            options = FormOptions(parse_forms(forms), chunk or 512, overlap, chunk_source, batch_size)
+            options = FormOptions(parse_forms(forms), chunk or 512, overlap, chunk_source, batch_size, symmetric)
             check_evaluation_options(length_list, None, None, 2, 1, batch_size)
             sets = beir_sets(beir, length_list)
             results = evaluate_forms(  # the adapter runs in the models evaluated, not in --chunk-source
