@@ -23,7 +23,9 @@ library). Rows:
 With --retrieval-forms, every way users retrieve long documents side by side (`ctxext evaluate --forms`,
 issue 34): the source's 512-token chunks (mean and max), BM25, and for each recipe and swap the model whole,
 late-chunked (one 4096-token pass pooled per 512 tokens) and fused with BM25 (reciprocal rank, k=60), beside
-BM25 fused with the source's chunk-max; both splits. Choose on dev, look once at test:
+BM25 fused with the source's chunk-max; both splits; and the same forms on document-to-document search (`data
+links` over the module pages of each split's held-out packages: a page is the query, the pages it names by
+qualified name or that name it are relevant). Choose on dev, look once at test:
 
     python benchmarks/longdoc.py --forms chunk --recipes bigbird-full --swaps bigbird --synthetic-documents 0 \
         --retrieval-forms dev,test          # writes benchmarks/results/longdoc-forms.json
@@ -327,70 +329,94 @@ def evaluate_row(form: str, ref: str, options: dict, data: dict[str, Path], argu
     return row
 
 
-RETRIEVAL_FORMS = "chunk-mean,chunk-max,bm25,hybrid:chunk-max,whole,late-chunk,hybrid:late-chunk"
-
-
 def forms_table(
     source: str, trained: dict[str, dict], data: dict[str, Path], splits: list[str], batch: int, work: Path
 ):
-    """Every retrieval form of the source (chunks), BM25 and each trained model, per split; cached per model."""
+    """Every retrieval form of the source (chunks), BM25 and each trained model, per split, on the longdoc set
+    and on document-to-document search (``data links`` over the split's packages); cached per model and set."""
+    rows: dict[tuple[str, str, str], dict] = {}
+    for task in ("longdoc", "links"):
+        for split in splits:
+            folder = data[split] if task == "longdoc" else links_set(work, split)
+            for name, row in [("source", None), *trained.items()]:
+                found = scored_forms(
+                    source,
+                    name,
+                    row,
+                    folder,
+                    batch,
+                    work / "evaluations" / f"forms-{task}-{name}-{split}.json",
+                    task == "links",
+                )
+                for scored in found["rows"]:
+                    key = (task, scored["form"], scored["model"])
+                    entry = rows.setdefault(
+                        key, {"task": task, "form": key[1], "model": key[2], "training": (row or {}).get("training")}
+                    )
+                    entry[split] = {k: scored[k] for k in ("mrr", "acc_at_1", "ndcg_at_10", "queries", "documents")}
+                    entry[f"{split}_seconds"] = found["seconds"]
+    for task in ("longdoc", "links"):
+        print(f"\n{task} at {LENGTH} tokens, every retrieval form (MRR / R@1)")
+        print(
+            f"{'form':<20}{'model':<32}"
+            + "".join(f"{split + ' MRR':>10}{'R@1':>7}" for split in splits)
+            + f"{'train s':>9}{'peak MiB':>9}"
+        )
+        for entry in (entry for entry in rows.values() if entry["task"] == task):
+            training = entry["training"] or {}
+            print(
+                f"{entry['form']:<20}{entry['model']:<32}"
+                + "".join(f"{entry[s]['mrr']:>10.3f}{entry[s]['acc_at_1']:>7.3f}" for s in splits)
+                + (f"{training['wall_s']:>9.0f}{training['peak_rss_mib']:>9}" if training else "")
+            )
+    return list(rows.values())
+
+
+def scored_forms(
+    source: str, name: str, row: dict | None, folder: Path, batch: int, cache: Path, symmetric: bool
+) -> dict:
+    """The source's chunk forms, BM25 and their fusion (``row`` None), or a trained model's forms, on one set."""
     from ctxext.encode import load_encoder
     from ctxext.evaluate import beir_sets
     from ctxext.retrieval import FormOptions, evaluate_forms, parse_forms
 
-    names = {source: "source", **{row["model"]: name for name, row in trained.items()}}
-    rows: dict[tuple[str, str], dict] = {}
-    for split in splits:
-        sets = beir_sets(data[split], [LENGTH])
-        for name, row in [("source", None), *trained.items()]:
-            path = work / "evaluations" / f"forms-{name}-{split}.json"
-            if not path.is_file():
-                forms = RETRIEVAL_FORMS if row else "chunk-mean,chunk-max,bm25,hybrid:chunk-max"
-                if row:
-                    forms = ",".join(
-                        form for form in forms.split(",") if form in ("whole", "late-chunk", "hybrid:late-chunk")
-                    )
-                started = time.perf_counter()
-                options = FormOptions(parse_forms(forms), 512, 0, source, batch)
-                evaluations = evaluate_forms([row["model"] if row else source], sets, options, load_encoder)
-                scored = [
-                    {
-                        "form": e.form,
-                        "model": " + ".join(names.get(p, "bm25") for p in e.model.split(" + ")),
-                        **vars(e.scores[0]),
-                    }
-                    for e in evaluations
-                ]
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                path.write_text(
-                    json.dumps(
-                        {
-                            "rows": scored,
-                            "seconds": round(time.perf_counter() - started, 1),
-                            "peak_rss_mib": round(peak),
-                        }
-                    )
-                )
-            found = json.loads(path.read_text())
-            for scored in found["rows"]:
-                key = (scored["form"], scored["model"])
-                entry = rows.setdefault(key, {"form": key[0], "model": key[1], "training": (row or {}).get("training")})
-                entry[split] = {k: scored[k] for k in ("mrr", "acc_at_1", "ndcg_at_10", "groups")}
-                entry[f"{split}_seconds"] = found["seconds"]
-    print(f"\nlongdoc at {LENGTH} tokens, every retrieval form (MRR / R@1)")
-    print(
-        f"{'form':<20}{'model':<32}"
-        + "".join(f"{split + ' MRR':>10}{'R@1':>7}" for split in splits)
-        + f"{'train s':>9}{'peak MiB':>9}"
-    )
-    for entry in rows.values():
-        training = entry["training"] or {}
-        print(
-            f"{entry['form']:<20}{entry['model']:<32}"
-            + "".join(f"{entry[s]['mrr']:>10.3f}{entry[s]['acc_at_1']:>7.3f}" for s in splits)
-            + (f"{training['wall_s']:>9.0f}{training['peak_rss_mib']:>9}" if training else "")
+    if not cache.is_file():
+        forms = "chunk-mean,chunk-max,bm25,hybrid:chunk-max" if row is None else "whole,late-chunk,hybrid:late-chunk"
+        model = source if row is None else row["model"]
+        started = time.perf_counter()
+        options = FormOptions(parse_forms(forms), 512, 0, source, batch, symmetric)
+        evaluations = evaluate_forms([model], beir_sets(folder, [LENGTH]), options, load_encoder)
+        names = {source: "source", model: name}
+        scored = [
+            {
+                "form": e.form,
+                "model": " + ".join(names.get(p, "bm25") for p in e.model.split(" + ")),
+                **vars(e.scores[0]),
+            }
+            for e in evaluations
+        ]
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cache.parent.mkdir(exist_ok=True)
+        cache.write_text(
+            json.dumps(
+                {"rows": scored, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": round(peak)}
+            )
         )
-    return list(rows.values())
+    return json.loads(cache.read_text())
+
+
+def links_set(work: Path, split: str) -> Path:
+    """Document-to-document search over the module pages of the split's held-out packages (``data links``)."""
+    from ctxext.data.links import write_links
+    from ctxext.data.pydocs import HELD_OUT_PACKAGES, write_python_docs_corpus
+
+    folder = work / f"links-{split}"
+    if not folder.exists():
+        pages = work / f"pages-{split}.jsonl"
+        if not pages.exists():
+            write_python_docs_corpus(pages, packages=HELD_OUT_PACKAGES[split], allow_held_out=True)
+        write_links(str(pages), folder)
+    return folder
 
 
 def print_table(rows: list[dict], source_short: float | None, split: str) -> None:
