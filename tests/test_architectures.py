@@ -82,3 +82,16 @@ def test_position_schemes_follow_the_family_and_the_config_switches():
     assert position_scheme({"model_type": "distilbert", "sinusoidal_pos_embds": True}) == "fixed sinusoidal positions"
     assert position_scheme({"model_type": "modernbert"}) == ROPE
     assert position_scheme({"model_type": "deberta-v2"}) == "relative positions"
+
+
+def test_the_encoder_reads_reserved_position_rows_and_decoder_pooling_from_the_architecture_table():
+    from types import SimpleNamespace
+
+    from ctxext.architectures import CAUSAL_DECODER_TYPES, DECODER_FAMILIES
+    from ctxext.encode import _model_max_length
+
+    unlimited = SimpleNamespace(model_type=None, model_max_length=10**30)
+    for model_type, usable in (("xlm-roberta-xl", 512), ("roberta", 512), ("mpnet", 512), ("bert", 514)):
+        config = {"model_type": model_type, "max_position_embeddings": 514, "pad_token_id": 1}
+        assert _model_max_length(config, unlimited) == usable, model_type
+    assert set(DECODER_FAMILIES) <= CAUSAL_DECODER_TYPES and "bert" not in CAUSAL_DECODER_TYPES

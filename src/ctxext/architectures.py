@@ -449,3 +449,8 @@ DECODER_FAMILIES: dict[str, DecoderFamily] = {
         ),
     )
 }
+
+CAUSAL_DECODER_TYPES = frozenset(
+    {*DECODER_FAMILIES, "qwen3", "gemma", "gemma3", "mixtral", "phi3", "olmo", "olmo2", "gpt_neox", "falcon"}
+)
+"""Causal language models: a text's one vector is its last token's state, unless a pooling is given."""

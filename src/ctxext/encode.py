@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxext.architectures import CAUSAL_DECODER_TYPES, learned_offset
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.io import ModelFolder, open_model, read_json
@@ -31,7 +32,6 @@ class Pooling(str, Enum):
 
 
 POOLINGS = tuple(pooling.value for pooling in Pooling)
-DECODER_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text"})
 
 
 @dataclass
@@ -297,7 +297,7 @@ def load_encoder(
     _, folder = open_model(ref, revision=revision)
     config = folder.config
     st_pooling, normalize, st_length = sentence_transformers_settings(folder)
-    chosen = pooling or st_pooling or ("last" if config.get("model_type") in DECODER_TYPES else "cls")
+    chosen = pooling or st_pooling or ("last" if config.get("model_type") in CAUSAL_DECODER_TYPES else "cls")
     if chosen not in POOLINGS:
         raise InvalidArgument(f"unknown pooling {chosen!r}; choose one of {', '.join(POOLINGS)}")
     model = (
@@ -328,8 +328,8 @@ def _model_max_length(config: dict[str, Any], tokenizer: Any) -> int:
     """The longest input the model takes: its usable positions, or the tokenizer's limit."""
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None
     positions = config.get("max_position_embeddings")
-    if positions and config.get("model_type") in {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"}:
-        positions -= int(config.get("pad_token_id", 1)) + 1
+    if positions:
+        positions -= learned_offset(config)
     return min(v for v in (limit, positions, 512 if not (limit or positions) else None) if v)
 
 
