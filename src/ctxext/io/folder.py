@@ -18,7 +18,6 @@ PYTORCH_SINGLE = "pytorch_model.bin"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
 MANIFEST_NAME = "manifest.json"
 
-
 # Weight files of other frameworks or formats that go stale once the weights change.
 STALE_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".onnx", ".tflite", ".gguf")
 STALE_WEIGHT_INDEXES = (SAFETENSORS_INDEX, PYTORCH_INDEX, "tf_model.h5.index.json", "flax_model.msgpack.index.json")

@@ -153,6 +153,9 @@ def _check_entry(path: Path, name: str, entry: Any, data_size: int) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- tensors and their bytes
+
+
 def torch_dtype(safetensors_dtype: str):
     import torch
 

@@ -132,6 +132,9 @@ def names_hub_model(ref: str | os.PathLike[str]) -> bool:
     return not Path(text).expanduser().exists() and text not in EMBEDDED_HUB_IDS and bool(HUB_ID.match(text))
 
 
+# ----------------------------------------------------------------------------- revisions
+
+
 def revision_problem(revision: str) -> str | None:
     """Why ``revision`` is not a git ref name (a branch, a tag such as ``v1``, ``refs/pr/1``, a commit hash), by
     the rules of ``git check-ref-format --allow-onelevel``; None when it is one. Such a name is never a path."""
@@ -158,6 +161,9 @@ def check_revision(revision: str) -> str:
     if problem:
         raise InvalidArgument(f"revision {revision!r} is not a branch, tag or commit name: {problem}")
     return revision
+
+
+# ----------------------------------------------------------------------------- opening a model
 
 
 def open_model(ref: str | os.PathLike[str], *, revision: str | None = None) -> tuple[Source, ModelFolder]:
