@@ -74,8 +74,30 @@ def resolve_sources(
     revision: str | None = None,
 ) -> TransferSources:
     """Find every part before any work starts; report every part that is missing in one line."""
-    adapter_paths = dict(adapter_paths or {})
     preset = PRESETS.get(ref)
+    wanted = _wanted_parts(ref, preset, base, dict(adapter_paths or {}), extra_adapters or [])
+    resolved = _resolve_parts(wanted, revision, preset)
+    model_source = resolved[0]
+    sources = TransferSources(model=model_source, folder=ModelFolder.open(model_source.path))
+    names: set[str] = set()
+    for (_, name, _), source in zip(wanted[1:], resolved[1:], strict=True):
+        folder = AdapterFolder.open(source.path)
+        out_name = safe_adapter_name(name or folder.stored_name)
+        if out_name in names:
+            raise InvalidArgument(f"two adapters would be called {out_name!r}; name them with --adapter NAME=PATH")
+        names.add(out_name)
+        sources.adapters.append(SourceAdapter(out_name, source, folder))
+    return sources
+
+
+def _wanted_parts(
+    ref: str,
+    preset: Preset | None,
+    base: str | None,
+    adapter_paths: dict[str, str],
+    extra_adapters: list[tuple[str | None, str]],
+) -> list[tuple[str, str | None, str]]:
+    """(what, output name, ref) of every part: the model (a preset's base) first, then each adapter."""
     if preset is None and (base or adapter_paths):
         raise InvalidArgument(
             f"--base and --adapter-path point the parts of a preset ({', '.join(PRESETS)}); "
@@ -86,15 +108,21 @@ def resolve_sources(
         raise InvalidArgument(
             f"{preset.name} has no adapter {unknown[0]!r}; its adapters: {', '.join(preset.adapters)}"
         )
-    wanted: list[tuple[str, str | None, str]] = []  # (what, output name, ref)
+    wanted: list[tuple[str, str | None, str]] = []
     model_ref = (base or preset.base) if preset else ref
     wanted.append((f"{preset.name} base model" if preset else "model", None, model_ref))
     if preset:
         for role, hub_id in preset.adapters.items():
             wanted.append((f"{preset.name} adapter {role}", role, adapter_paths.get(role, hub_id)))
-    for name, adapter_ref in extra_adapters or []:
+    for name, adapter_ref in extra_adapters:
         wanted.append(("adapter", name, adapter_ref))
+    return wanted
 
+
+def _resolve_parts(
+    wanted: list[tuple[str, str | None, str]], revision: str | None, preset: Preset | None
+) -> list[Source]:
+    """Every part as a local source; the parts that are missing are reported together, in one line."""
     resolved: list[Source] = []
     missing: list[tuple[str, SourceNotFound]] = []
     for what, _, part_ref in wanted:
@@ -121,17 +149,7 @@ def resolve_sources(
         raise SourceNotFound(
             f"missing {len(missing)} of {len(wanted)} parts ({reason}): {parts}; download them once online or {hint}"
         )
-    model_source = resolved[0]
-    sources = TransferSources(model=model_source, folder=ModelFolder.open(model_source.path))
-    names: set[str] = set()
-    for (_, name, _), source in zip(wanted[1:], resolved[1:], strict=True):
-        folder = AdapterFolder.open(source.path)
-        out_name = safe_adapter_name(name or folder.stored_name)
-        if out_name in names:
-            raise InvalidArgument(f"two adapters would be called {out_name!r}; name them with --adapter NAME=PATH")
-        names.add(out_name)
-        sources.adapters.append(SourceAdapter(out_name, source, folder))
-    return sources
+    return resolved
 
 
 def _offline() -> bool:
