@@ -126,7 +126,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- the operation
 
 
-def transfer(
+def transfer(  # noqa: PLR0913 (one keyword per option of its command; to take an options object, issue 32)
     ref: str,
     target: str,
     target_length: int,
