@@ -1,6 +1,7 @@
 """The shape of the code: the import graph has no cycle and never imports upward (docs/CONTRIBUTING.md has
-the map; every import counts, including those inside functions), and no function is longer than 80 lines
-(a CLI command's option declarations do not count).
+the map; every import counts, including those inside functions), and no module is longer than 600 lines (a
+longer one becomes a package along its sections). The length, branches, statements and arguments of each
+function are ruff's to check (C901, PLR0912, PLR0913, PLR0915; pyproject.toml says the limits and why).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ctxext"
 
-# Lowest first. A module may import modules of its own layer (without a cycle) or of a lower one.
+# Lowest first. A module may import modules of its own layer (without a cycle) or of a lower one. A package's
+# submodules sit in the layer of the package (``ctxext.io.files`` is in ``io``'s, core): see ``layer_of``.
 LAYERS = {
     "core": [
         "ctxext",
@@ -101,28 +103,26 @@ def test_the_import_graph_has_no_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    # a package importing its own submodules (``ctxext.data`` re-exporting ``ctxext.data.text``) is not a cycle
+    # A package importing its own submodules (``ctxext.io`` re-exporting ``ctxext.io.files``) is not a cycle, nor
+    # is a cycle closed by a submodule looking the package up at call time (``cli.pipeline`` runs ``ctxext.cli.app``):
+    # only a cycle that starts at the package itself is left out. Submodules importing each other in a circle are
+    # still caught: DFS closes every cycle with a back edge to the first of its modules it reached, so a cycle
+    # among submodules is recorded starting at a submodule.
     real = [cycle for cycle in cycles if not all(m.startswith(cycle[0] + ".") or m == cycle[0] for m in cycle)]
     assert real == []
 
 
-MAX_LINES = 80
+MAX_MODULE_LINES = 600
+# Modules over the limit that wait for work elsewhere to land before they are split, each with why.
+LONG_FOR_NOW = {
+    "data/triplets.py": "being reworked on issue 35 (Parquet triplets); split along its sections after that lands"
+}
 
 
-def counted_lines(function: ast.FunctionDef, path: Path) -> int:
-    """Lines from ``def`` to the end; a CLI command is counted from its first statement after the docstring."""
-    if "cli" not in path.relative_to(PACKAGE).parts:
-        return function.end_lineno - function.lineno + 1
-    body = function.body
-    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and len(body) > 1:
-        body = body[1:]
-    return function.end_lineno - body[0].lineno + 1
-
-
-def test_no_function_is_longer_than_80_lines():
-    long = []
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and counted_lines(node, path) > MAX_LINES:
-                long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({counted_lines(node, path)})")
-    assert sorted(long) == []
+def test_no_module_is_longer_than_600_lines():
+    lengths = {
+        path.relative_to(PACKAGE).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    long = sorted(f"{name} ({lines} lines)" for name, lines in lengths.items() if lines > MAX_MODULE_LINES)
+    assert long == sorted(f"{name} ({lengths[name]} lines)" for name in LONG_FOR_NOW)

@@ -184,7 +184,7 @@ def fit_command(
 
 @app.command("triplets")
 @reports_errors
-def triplets_command(
+def triplets_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     corpus: Annotated[
         str,
         typer.Argument(

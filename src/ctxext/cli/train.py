@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
 
 
 @reports_errors
-def mlm_command(
+def mlm_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     checkpoint: Annotated[
         str, typer.Argument(help="Model folder, sentence-transformers folder, hub ID or embedded name.")
     ],
@@ -147,7 +147,7 @@ def mlm_command(
 
 
 @reports_errors
-def mntp_command(
+def mntp_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     checkpoint: Annotated[str, typer.Argument(help="A folder written by `ctxext flip` (with or without --head qa).")],
     data: Annotated[
         list[Path],
@@ -207,7 +207,7 @@ def mntp_command(
 
 
 @reports_errors
-def distill_command(
+def distill_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     student: Annotated[str, typer.Argument(help="Student: model folder, sentence-transformers folder or hub ID.")],
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher whose sentence embeddings are learned.")],
     data: Annotated[
@@ -278,7 +278,7 @@ def distill_command(
 
 
 @reports_errors
-def finetune_command(
+def finetune_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     checkpoint: Annotated[
         str, typer.Argument(help="Model folder (a transferred BigBird, a sentence-transformers folder, ...) or hub ID.")
     ],
@@ -377,7 +377,7 @@ def finetune_command(
 
 
 @reports_errors
-def finetune_qa_command(
+def finetune_qa_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     model: Annotated[str, typer.Argument(help="A QA folder written by `ctxext flip --head qa`.")],
     train: Annotated[Path, typer.Option(help="SQuAD-format jsonl to train on.")],
     out: OutOpt,

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
 
 @reports_errors
-def transfer_command(
+def transfer_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     source: Annotated[
         str,
         typer.Argument(

@@ -97,7 +97,7 @@ class CorpusResult(CountedOutput):
         return rows
 
 
-def build_corpus(
+def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to take an options object, issue 32)
     sources: list[str],
     out: str | Path,
     *,

@@ -532,7 +532,7 @@ def triplet_record(
     }
 
 
-def build_triplets(
+def build_triplets(  # noqa: PLR0913 (one keyword per option of its command; to take an options object, issue 32)
     corpus: str,
     out: str | Path,
     *,
