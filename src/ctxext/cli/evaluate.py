@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 @reports_errors
-def evaluate_command(
+def evaluate_command(  # noqa: PLR0913 (a typer command: one parameter per command-line option)
     checkpoints: Annotated[
         list[str],
         typer.Argument(help="One or more checkpoints (folders, hub IDs, embedded names), scored side by side."),
