@@ -245,7 +245,7 @@ def trained_recipe(
 def train_child(job: dict) -> None:
     """One `finetune` run; prints its first/last losses and the process's peak memory as the last line."""
     from ctxext.train import RunOptions, TrainSettings
-    from ctxext.train.finetune import finetune
+    from ctxext.train.finetune import FinetuneOptions, finetune
 
     settings = TrainSettings(
         steps=job["steps"],
@@ -256,14 +256,18 @@ def train_child(job: dict) -> None:
         save_every=max(25, job["steps"] // 2),
         progress_bars=False,
     )
-    result = finetune(
-        job["base"],
-        [job["data"]],
-        job["out"],
+    options = FinetuneOptions(
         max_len=job["max_len"],
         position_span=job.get("position_span"),
         positions_only=job.get("positions_only", False),
         cache_chunk=job.get("cache_chunk"),
+        late_chunk=job.get("late_chunk"),
+    )
+    result = finetune(
+        job["base"],
+        [job["data"]],
+        job["out"],
+        options,
         settings=settings,
         run_options=RunOptions(
             work_dir=job["work_dir"],

@@ -86,7 +86,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 (a benchmark script read top
     from ctxext.positions import Method, interpolate
     from ctxext.presets import cache_dir, minilm_path
     from ctxext.train import RunOptions, TrainSettings
-    from ctxext.train.finetune import finetune
+    from ctxext.train.finetune import FinetuneOptions, finetune
     from ctxext.transfer import transfer
 
     lengths = [int(x) for x in arguments.lengths.split(",")]
@@ -192,8 +192,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 (a benchmark script read top
                 base,
                 [triplets],
                 path,
-                max_len=arguments.train_len,
-                position_span=arguments.position_span,
+                FinetuneOptions(max_len=arguments.train_len, position_span=arguments.position_span),
                 settings=settings,
                 run_options=RunOptions(
                     work_dir=work / f"{name}.checkpoints",

@@ -9,9 +9,11 @@ from typer.testing import CliRunner
 
 import train_helpers
 from ctxext.cli import app
+from ctxext.data.formats import read_triplets
 from ctxext.errors import InvalidArgument
 from ctxext.train import RunOptions, TrainSettings
-from ctxext.train.finetune import ContrastiveModel, TripletCollator, finetune, read_triplets, skipped_position_ids
+from ctxext.train.contrastive import ContrastiveModel, TripletCollator, skipped_position_ids
+from ctxext.train.finetune import finetune
 from ctxext.transfer import transfer
 
 BLOCK = 8  # tiny BigBird: block-sparse needs more than (5 + 2 * 1) * 8 = 56 tokens

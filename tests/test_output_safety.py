@@ -235,7 +235,7 @@ def test_interrupted_training_keeps_only_resumable_checkpoints_and_says_how_to_r
     save_every, kept, tiny_models, tmp_path
 ):
     from ctxext.train import RunOptions, TrainSettings
-    from ctxext.train.finetune import finetune
+    from ctxext.train.finetune import FinetuneOptions, finetune
 
     data = train_helpers.write_triplets(tmp_path / "t.jsonl", count=8, words=20)
     settings = TrainSettings(
@@ -246,9 +246,8 @@ def test_interrupted_training_keeps_only_resumable_checkpoints_and_says_how_to_r
             tiny_models("bert"),
             [data],
             tmp_path / "out",
+            FinetuneOptions(max_len=32, query_max_len=16),
             settings=settings,
-            max_len=32,
-            query_max_len=16,
             run_options=RunOptions(callbacks=[SignalAtStep(2)]),
         )
     assert interrupted.value.exit_code == 143

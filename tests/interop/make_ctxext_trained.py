@@ -21,7 +21,7 @@ def main(references: Path) -> None:
 
     from ctxext.bottleneck import load_model_with_adapters
     from ctxext.train import TrainSettings
-    from ctxext.train.finetune import finetune
+    from ctxext.train.finetune import FinetuneOptions, finetune
 
     texts = json.loads((references / "texts.json").read_text())
     triplets = [{"query": text.split()[1], "positive": text, "negative": texts[1 - i]} for i, text in enumerate(texts)]
@@ -29,7 +29,8 @@ def main(references: Path) -> None:
         data = Path(work) / "triplets.jsonl"
         data.write_text("".join(json.dumps(t) + "\n" for t in triplets * 4))
         settings = TrainSettings(steps=3, batch_size=2, learning_rate=5e-2, save_every=100)
-        finetune(str(references / "base"), [data], Path(work) / "out", adapter="trained", max_len=32, settings=settings)
+        options = FinetuneOptions(adapter="trained", max_len=32)
+        finetune(str(references / "base"), [data], Path(work) / "out", options, settings=settings)
         target = references / "ctxext_trained"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(Path(work) / "out" / "adapters" / "trained", target / "trained")

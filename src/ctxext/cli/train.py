@@ -331,6 +331,15 @@ def finetune_command(  # noqa: PLR0913 (a typer command: one parameter per comma
             help="Train only the position rows `interpolate` added (LongEmbed's recipe; everything else frozen).",
         ),
     ] = False,
+    late_chunk: Annotated[
+        int | None,
+        typer.Option(
+            "--late-chunk",
+            min=1,
+            help="Train for late chunking: each query against every N-token chunk of the batch's documents, pooled "
+            "from one pass per document; its target the chunk its section starts in (docs/train.md).",
+        ),
+    ] = None,
     revision: RevisionOpt = None,
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = False,
@@ -353,23 +362,27 @@ def finetune_command(  # noqa: PLR0913 (a typer command: one parameter per comma
 
       ctxext finetune specter2-bigbird --adapter proximity --data triplets.jsonl --max-len 4096 -o prox-long
     """
-    from ctxext.train.finetune import finetune
+    from ctxext.train.finetune import FinetuneOptions, finetune
 
-    settings = training_settings(locals())
-    result = finetune(
-        checkpoint,
-        data,
-        out,
+    options = FinetuneOptions(
         adapter=adapter,
         max_len=max_len,
         position_span=position_span,
         query_max_len=query_max_len,
         temperature=temperature,
         gradient_checkpointing=gradient_checkpointing,
+        positions_only=positions_only,
+        cache_chunk=cache_chunk,
+        late_chunk=late_chunk,
+    )
+    settings = training_settings(locals())
+    result = finetune(
+        checkpoint,
+        data,
+        out,
+        options,
         settings=settings,
         eval_beir=eval_beir,
-        cache_chunk=cache_chunk,
-        positions_only=positions_only,
         revision=revision,
         run_options=run_options(locals()),
     )

@@ -95,17 +95,40 @@ def triplet_text(value: Any, sep_token: str, where: str) -> str:
 
 def read_triplets(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list[tuple[str, str, str]]:
     """(query, positive, negative) texts of every line of the jsonl files ``paths``."""
+    return [(e["query"], e["positive"], e["negative"]) for e in read_triplet_examples(paths, sep_token)]
+
+
+def read_triplet_examples(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list[dict[str, Any]]:
+    """Every triplet of ``paths`` as a training example: ``query``, ``positive`` and ``negative`` texts, and
+    ``section_start``: where the query's section starts in the positive's text (:func:`section_start`)."""
     if not paths:
         raise InvalidArgument("no training data: pass --data triplets.jsonl")
-    triplets = []
+    examples = []
     for path in map(Path, paths):
         for number, record in read_jsonl(path):
             where = f"{path}:{number}"
             query, positive, negative = (_role_text(record, keys, sep_token, where) for keys in TRIPLET_KEYS.values())
-            triplets.append((query, positive, negative))
-    if not triplets:
+            heading = record["query"].get("heading") if isinstance(record.get("query"), dict) else None
+            examples.append(
+                {
+                    "query": query,
+                    "positive": positive,
+                    "negative": negative,
+                    "section_start": section_start(positive, heading),
+                }
+            )
+    if not examples:
         raise InvalidArgument(f"{', '.join(map(str, paths))}: no triplets")
-    return triplets
+    return examples
+
+
+def section_start(document: str, heading: Any) -> int | None:
+    """Where in ``document`` a query's section starts: its heading's first place (0 for a query without a
+    heading, such as a title); None when the heading is not there."""
+    if not heading:
+        return 0
+    found = document.find(str(heading))
+    return found if found >= 0 else None
 
 
 def _role_text(record: dict[str, Any], keys: tuple[str, ...], sep_token: str, where: str) -> str:

@@ -16,19 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ctxext.train.finetune import ContrastiveModel, TripletCollator
+from ctxext.data.formats import section_start
+from ctxext.train.contrastive import ContrastiveModel, TripletCollator
+
+__all__ = ["ChunkContrastiveModel", "ChunkTripletCollator", "chunk_means", "section_start"]
 
 NO_TARGET = -100
 """The label of a query whose section is not among the kept tokens (cross-entropy's ignore index)."""
-
-
-def section_start(document: str, heading: str | None) -> int | None:
-    """Where in ``document`` the query's section starts: its heading's first place (0 without a heading, for a
-    title query); None when the heading is not there."""
-    if not heading:
-        return 0
-    found = document.find(heading)
-    return found if found >= 0 else None
 
 
 @dataclass

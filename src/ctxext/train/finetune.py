@@ -11,6 +11,7 @@ format under ``OUT/adapters/NAME``), with gradient checkpointing.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -21,12 +22,12 @@ from typing import Any
 from ctxext.bottleneck import ADAPTERS_DIR
 from ctxext.checkpoint import OutputResult
 from ctxext.compat import checkpointing_enable
-from ctxext.data.formats import read_triplets
+from ctxext.data.formats import read_triplet_examples
 from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
-from ctxext.train.embedding import EmbeddingModel, check_max_len, load_backbone, retrieval_callbacks
-from ctxext.train.gradient_cache import cached_embeddings
+from ctxext.train.contrastive import ContrastiveModel, TripletCollator
+from ctxext.train.embedding import check_max_len, load_backbone, retrieval_callbacks
 from ctxext.train.positions_only import train_new_positions_only
 from ctxext.train.runner import (
     ListDataset,
@@ -37,124 +38,6 @@ from ctxext.train.runner import (
     last_retrieval_check,
     write_trained_model,
 )
-
-# ----------------------------------------------------------------------------- data
-
-
-def skipped_position_ids(lengths: Sequence[int], width: int, span: int, offset: int = 0) -> Any:
-    """Position ids for documents of ``lengths`` tokens (padded to ``width``) that reach up to ``span``:
-    positional skip-wise training (PoSE, Zhu et al. 2023). Each document is cut at a random point after its
-    first token; the second part's ids jump ahead by a random skip, so that over many steps every position
-    below ``span`` is trained while the inputs stay short. Padding ids continue, capped at the span (padding
-    is masked). ``offset``: the first position id (RoBERTa-style tables start after their reserved rows)."""
-    import torch
-
-    rows = []
-    for length in lengths:
-        ids = torch.arange(width)
-        if 1 < length < span:
-            cut = int(torch.randint(1, length, ()))
-            ids[cut:] += int(torch.randint(0, span - length + 1, ()))
-        rows.append(ids.clamp(max=span - 1))
-    return torch.stack(rows) + offset
-
-
-@dataclass
-class TripletCollator:
-    """Tokenizes a batch of triplets: queries up to ``query_max_len``, positives then negatives up to
-    ``max_len`` tokens (padded to the longest in the batch). With ``position_span``, document position ids
-    spread over that many positions (``skipped_position_ids``)."""
-
-    tokenizer: Any
-    max_len: int
-    query_max_len: int = 128
-    position_span: int | None = None
-    position_offset: int = 0
-
-    def __call__(self, examples: list[dict[str, str]]) -> dict[str, Any]:
-        queries = self.tokenizer(
-            [e["query"] for e in examples],
-            truncation=True,
-            max_length=self.query_max_len,
-            padding=True,
-            return_tensors="pt",
-        )
-        documents = [e["positive"] for e in examples] + [e["negative"] for e in examples]
-        docs = self.tokenizer(documents, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
-        batch = {
-            "query_input_ids": queries["input_ids"],
-            "query_attention_mask": queries["attention_mask"],
-            "document_input_ids": docs["input_ids"],
-            "document_attention_mask": docs["attention_mask"],
-        }
-        if self.position_span:
-            batch["document_position_ids"] = skipped_position_ids(
-                docs["attention_mask"].sum(dim=1).tolist(),
-                docs["input_ids"].shape[1],
-                self.position_span,
-                self.position_offset,
-            )
-        return batch
-
-
-class ContrastiveModel(EmbeddingModel):
-    """InfoNCE with in-batch and hard negatives; ``forward`` returns ``{"loss": ...}`` for the Trainer.
-    ``cache_chunk``: embed that many texts at a time with gradient caching (:mod:`.gradient_cache`), so the
-    batch, and with it the number of candidates each query sees, is not bounded by memory."""
-
-    def __init__(self, backbone: Any, pooling: str, temperature: float = 0.05, cache_chunk: int | None = None):
-        super().__init__(backbone, pooling, normalize=True)
-        self.temperature = temperature
-        self.cache_chunk = cache_chunk
-
-    def forward(
-        self,
-        query_input_ids: Any,
-        query_attention_mask: Any,
-        document_input_ids: Any,
-        document_attention_mask: Any,
-        document_position_ids: Any = None,
-    ) -> dict[str, Any]:
-        import torch
-
-        if self.cache_chunk:
-            queries = cached_embeddings(self.embed, self.cache_chunk, query_input_ids, query_attention_mask)
-            documents = cached_embeddings(
-                self._embed_documents,
-                self.cache_chunk,
-                document_input_ids,
-                document_attention_mask,
-                document_position_ids,
-            )
-        else:
-            queries = self.embed(query_input_ids, query_attention_mask)
-            documents = self._embed_documents(document_input_ids, document_attention_mask, document_position_ids)
-        documents, first = every_process_rows(documents)
-        logits = queries @ documents.T / self.temperature
-        labels = torch.arange(queries.shape[0], device=logits.device) + first
-        return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
-
-    def _embed_documents(self, input_ids: Any, attention_mask: Any, position_ids: Any) -> Any:
-        import torch
-
-        # counted once per batch: gradient caching embeds each chunk again, with gradients, in the backward pass
-        record = not (self.cache_chunk and torch.is_grad_enabled())
-        return self.embed(input_ids, attention_mask, record=record, position_ids=position_ids)
-
-
-def every_process_rows(local: Any) -> tuple[Any, int]:
-    """``local`` rows of every process, concatenated in rank order (this process's keep their gradients, and
-    the gradients the others' losses give them come back through the gather), and where this process's rows
-    start; ``local`` itself outside DDP. Under DDP's gradient averaging, the step is then that of one process
-    holding the whole global batch."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local, 0
-    from sentence_transformers.util import all_gather_with_grad
-
-    return all_gather_with_grad(local), dist.get_rank() * local.shape[0]
-
 
 # ----------------------------------------------------------------------------- stage
 
@@ -212,69 +95,102 @@ def _prepare_adapter(backbone: Any, folder: Any, adapter: str, reduction_factor:
     return backbone, origin
 
 
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """What a fine-tuning run trains, on what inputs, with which objective (the CLI builds it from its options)."""
+
+    adapter: str | None = None
+    """Train only this adapter (``CKPT/adapters/NAME`` if present, else a new seq_bn bottleneck)."""
+    adapter_reduction_factor: int = 16
+    max_len: int = 4096
+    position_span: int | None = None
+    """Documents of ``max_len`` tokens train positions up to this (``skipped_position_ids``)."""
+    query_max_len: int = 128
+    temperature: float = 0.05
+    gradient_checkpointing: bool = True
+    positions_only: bool = False
+    """Only the position rows ``interpolate`` added train (:mod:`.positions_only`)."""
+    cache_chunk: int | None = None
+    """Gradient caching, that many texts embedded at a time (:mod:`.gradient_cache`)."""
+    late_chunk: int | None = None
+    """The chunk-level objective, chunks of this many tokens (:mod:`.chunk_objective`); None: one vector per
+    document."""
+
+    def check(self) -> None:
+        if self.temperature <= 0:
+            raise InvalidArgument(f"--temperature {self.temperature} must be positive")
+        if self.adapter and self.positions_only:
+            raise InvalidArgument("--adapter and --positions-only train different parts: choose one")
+        if self.late_chunk is not None and (self.cache_chunk or self.late_chunk < 1):
+            raise InvalidArgument("--late-chunk N takes N >= 1 tokens, and no --cache-chunk")
+
+
 def finetune(
     checkpoint: str | Path,
     data: Sequence[str | Path],
     out: str | Path,
+    options: FinetuneOptions | None = None,
     *,
-    adapter: str | None = None,
-    max_len: int = 4096,
-    position_span: int | None = None,
-    query_max_len: int = 128,
-    temperature: float = 0.05,
-    gradient_checkpointing: bool = True,
-    adapter_reduction_factor: int = 16,
-    positions_only: bool = False,
-    cache_chunk: int | None = None,
     settings: TrainSettings | None = None,
     eval_beir: str | Path | None = None,
     revision: str | None = None,
     run_options: RunOptions | None = None,
+    **fields: Any,
 ) -> FinetuneResult:
     """Contrastive fine-tuning of ``checkpoint`` on triplets; the output loads like the input (a
-    sentence-transformers folder stays one; with ``adapter`` the base is unchanged and the adapter is new).
-    ``position_span``: documents of ``max_len`` tokens train positions up to this (``skipped_position_ids``);
-    ``positions_only``: only the position rows ``interpolate`` added train (:mod:`.positions_only`);
-    ``cache_chunk``: gradient caching, that many texts embedded at a time (:mod:`.gradient_cache`)."""
-    arguments = dict(locals())
+    sentence-transformers folder stays one; with an adapter the base is unchanged and the adapter is new).
+    ``fields``: :class:`FinetuneOptions` fields given as keywords (over ``options``)."""
+    unknown = set(fields) - {f.name for f in dataclasses.fields(FinetuneOptions)}
+    if unknown:
+        raise TypeError(f"finetune() got unexpected keyword arguments {sorted(unknown)}")
+    options = dataclasses.replace(options or FinetuneOptions(), **fields)
+    options.check()
     settings = settings or TrainSettings(learning_rate=2e-5)
-    if temperature <= 0:
-        raise InvalidArgument(f"--temperature {temperature} must be positive")
-    if adapter and positions_only:
-        raise InvalidArgument("--adapter and --positions-only train different parts: choose one")
     from ctxext.encode import sentence_transformers_settings
 
     source, folder = open_model(checkpoint, revision=revision)
     inputs = [source.path, *data]
     run = TrainingRun(out, run_options, protect=inputs)
     backbone, tokenizer = load_backbone(folder)
-    position_offset = _position_offset(backbone, position_span, max_len, check_max_len(folder, tokenizer, max_len))
+    limit = check_max_len(folder, tokenizer, options.max_len)
+    position_offset = _position_offset(backbone, options.position_span, options.max_len, limit)
     pooling = sentence_transformers_settings(folder)[0] or "cls"
-    trains = (adapter, adapter_reduction_factor, positions_only)
+    trains = (options.adapter, options.adapter_reduction_factor, options.positions_only)
     backbone, settings, trained = _what_trains(backbone, folder, settings, *trains)
-    triplets = read_triplets(data, tokenizer.sep_token or "[SEP]")
-    query_length = _query_length(tokenizer, query_max_len)
-    model = ContrastiveModel(backbone, pooling, temperature, cache_chunk)
-    if gradient_checkpointing:
+    examples = read_triplet_examples(data, tokenizer.sep_token or "[SEP]")
+    query_length = _query_length(tokenizer, options.query_max_len)
+    model, collator = _objective(backbone, tokenizer, pooling, options, query_length, position_offset)
+    if options.gradient_checkpointing:
         checkpointing_enable(backbone)
     model.train()
-    callbacks = retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, max_len, query_length)
-    dataset = ListDataset([{"query": q, "positive": p, "negative": n} for q, p, n in triplets])
-    collator = TripletCollator(tokenizer, max_len, query_length, position_span, position_offset)
-    run.train(model, tokenizer, collator, dataset, settings, callbacks=callbacks)
+    callbacks = retrieval_callbacks(model, tokenizer, eval_beir, settings.eval_every, options.max_len, query_length)
+    run.train(model, tokenizer, collator, ListDataset(examples), settings, callbacks=callbacks)
     history = run.history(retrieval=True)
     runs = dict(model.attention_runs)
     model.finish_training()
     files = [Path(p) for p in data]
-    options = _recorded_options(arguments, files, settings)
-    record = _finetune_record(run, settings, history, model, options, len(triplets), files, trained)
+    recorded = _recorded_options(checkpoint, options, eval_beir, files, settings)
+    record = _finetune_record(run, settings, history, model, recorded, len(examples), files, trained)
     config_updates = {"attention_type": model.attention_type} if model.attention_type else {}
     path, manifest = run.write(
         lambda: _write_finetuned(
-            backbone, adapter, folder, run.out, source, record, options, run.options, config_updates
+            backbone, options.adapter, folder, run.out, source, record, recorded, run.options, config_updates
         )
     )
     return FinetuneResult(path, manifest, history, run.global_step, runs)
+
+
+def _objective(
+    backbone: Any, tokenizer: Any, pooling: str, options: FinetuneOptions, query_length: int, position_offset: int
+) -> tuple[ContrastiveModel, TripletCollator]:
+    """The model that computes the loss and the collator that feeds it: one vector per document, or chunks."""
+    collated = (tokenizer, options.max_len, query_length, options.position_span, position_offset)
+    if options.late_chunk:
+        from ctxext.train.chunk_objective import ChunkContrastiveModel, ChunkTripletCollator
+
+        model = ChunkContrastiveModel(backbone, pooling, options.temperature, options.late_chunk)
+        return model, ChunkTripletCollator(*collated, chunk=options.late_chunk)
+    return ContrastiveModel(backbone, pooling, options.temperature, options.cache_chunk), TripletCollator(*collated)
 
 
 def _finetune_record(
@@ -288,15 +204,21 @@ def _finetune_record(
     trained: str | None,
 ) -> OperationRecord:
     runs = dict(model.attention_runs)
+    world_size = run.trainer.args.world_size
     stage = ("temperature", "max_len", "position_span", "query_max_len")
     return OperationRecord(
         "finetune",
         parameters={
-            "loss": "InfoNCE, in-batch + hard negatives of every process, cosine / temperature",
+            "loss": (
+                f"InfoNCE of each query against every {options['late_chunk']}-token chunk of the batch's documents, "
+                "its target the chunk where its section starts, cosine / temperature"
+                if options["late_chunk"]
+                else "InfoNCE, in-batch + hard negatives of every process, cosine / temperature"
+            ),
             **{key: options[key] for key in stage},
             "pooling": model.pooling,
             **run.parameters(settings, history),
-            "candidates_per_query": 2 * settings.batch_size * run.trainer.args.world_size,
+            "candidates_per_query": None if options["late_chunk"] else 2 * settings.batch_size * world_size,
             "triplets": triplets,
             "gradient_checkpointing": options["gradient_checkpointing"],
             "attention_type": model.attention_type,
@@ -321,15 +243,21 @@ RECORDED_OPTIONS = (
     "gradient_checkpointing",
     "positions_only",
     "cache_chunk",
+    "late_chunk",
 )
 
 
-def _recorded_options(arguments: dict[str, Any], files: list[Path], settings: TrainSettings) -> dict[str, Any]:
-    eval_beir = arguments["eval_beir"]
+def _recorded_options(
+    checkpoint: str | Path,
+    options: FinetuneOptions,
+    eval_beir: str | Path | None,
+    files: list[Path],
+    settings: TrainSettings,
+) -> dict[str, Any]:
     return {
-        "checkpoint": str(arguments["checkpoint"]),
+        "checkpoint": str(checkpoint),
         "data": [str(p) for p in files],
-        **{key: arguments[key] for key in RECORDED_OPTIONS},
+        **{key: getattr(options, key) for key in RECORDED_OPTIONS},
         "eval_beir": str(eval_beir) if eval_beir else None,
         **vars(settings),
     }
