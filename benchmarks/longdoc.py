@@ -72,6 +72,12 @@ RECIPES = {
         {"max_len": 1024, "position_span": 4096, "batch_size": 4, "lr": 2e-5},
         500,
     ),
+    # the chunk-level objective (issue 34): bigbird-full's run, each query against every 512-token chunk
+    "bigbird-late-chunk": (
+        "bigbird-tile-positions",
+        {"max_len": 1024, "position_span": 4096, "batch_size": 4, "lr": 2e-5, "late_chunk": 512},
+        500,
+    ),
     "positions-cached": (
         "scaled",
         {"positions_only": True, "max_len": 512, "position_span": 4096, "batch_size": 32, "lr": 5e-4, "cache_chunk": 8},
