@@ -23,6 +23,7 @@ LAYERS = {
         "io",
         "manifest",
         "architectures",
+        "sentence_folder",
         "checkpoint",
         "checks",
         "block_sparse",

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ctxext.sentence_folder import MODULES_FILE
+
 CARD_NAME = "README.md"
 
 # Commands whose outputs are flipped decoders, which may load through ctxext's registered classes (see
@@ -29,7 +31,7 @@ def write_model_card(folder: Path, manifest: dict[str, Any], *, name: str, sourc
     the temporary folder it is built in); ``source_card`` is the source's README, read for its license."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    sentence_transformers = (folder / "modules.json").is_file()
+    sentence_transformers = (folder / MODULES_FILE).is_file()
     architecture = _architecture(folder, manifest)
     data = ModelCardData(
         base_model=_base_model(manifest),

@@ -25,6 +25,7 @@ from ctxext.io import (
     write_safetensors,
 )
 from ctxext.manifest import Check, OperationRecord, build_manifest, write_manifest, written_summary
+from ctxext.sentence_folder import SENTENCE_CONFIG, refresh_library_versions
 
 ProgressFn = Callable[[str, int, int], None]
 """Called as ``progress(task, done, total)``; the CLI renders it, the library never prints."""
@@ -133,7 +134,7 @@ def stage_files(plan: OutputPlan, staging: Path) -> Path:
     for relative, content in plan.extra_files.items():
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)
         write_json(staging / relative, content)
-    refresh_sentence_transformers_versions(staging)
+    refresh_library_versions(staging)
     if plan.model_max_length is not None:
         set_tokenizer_length(staging, model_dir, plan.model_max_length, record)
     return model_dir
@@ -177,27 +178,6 @@ def publishable_config(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key != "_name_or_path"}
 
 
-def refresh_sentence_transformers_versions(root: Path) -> None:
-    """A copied ``config_sentence_transformers.json`` names the library versions the source was saved with;
-    the output was written with these (read from package metadata: importing them would cost seconds)."""
-    from importlib import metadata
-
-    path = root / "config_sentence_transformers.json"
-    if not path.is_file():
-        return
-    versions = {}
-    for key, package in (
-        ("sentence_transformers", "sentence-transformers"),
-        ("transformers", "transformers"),
-        ("pytorch", "torch"),
-    ):
-        try:
-            versions[key] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    update_json(path, __version__=versions)
-
-
 def set_tokenizer_length(root: Path, model_dir: Path, length: int, record: OperationRecord) -> None:
     """Tell the tokenizer and sentence-transformers the new maximum length."""
     for folder in dict.fromkeys([root, model_dir]):
@@ -206,7 +186,7 @@ def set_tokenizer_length(root: Path, model_dir: Path, length: int, record: Opera
             old = update_json(tokenizer_config, model_max_length=length)
             if old:
                 record.config_changes[f"{_relative(tokenizer_config, root)}:model_max_length"] = length
-        st_config = folder / "sentence_bert_config.json"
+        st_config = folder / SENTENCE_CONFIG
         if st_config.is_file():
             old = update_json(st_config, max_seq_length=length)
             if old:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,9 @@ import numpy as np
 from ctxext.architectures import CAUSAL_DECODER_TYPES, learned_offset
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
-from ctxext.io import ModelFolder, open_model, read_json
-
-
-class Pooling(str, Enum):
-    """How token states become one embedding."""
-
-    cls = "cls"
-    mean = "mean"
-    max = "max"
-    last = "last"
-
-
-POOLINGS = tuple(pooling.value for pooling in Pooling)
+from ctxext.io import ModelFolder, open_model
+from ctxext.sentence_folder import POOLINGS, pool, read_settings
+from ctxext.sentence_folder import Pooling as Pooling  # re-exported: cli/embed.py types --pooling with it
 
 
 @dataclass
@@ -261,23 +250,6 @@ def word_prefix(text: str, size: int) -> str:
     return text[:size]
 
 
-def pool(hidden: Any, attention_mask: Any, pooling: str) -> Any:
-    """Pool token states into one vector per sequence (right padding assumed for ``last``)."""
-    import torch
-
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "mean":
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    if pooling == "max":
-        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(1).values
-    if pooling == "last":
-        last = attention_mask.sum(1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise InvalidArgument(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-
-
 def load_encoder(
     ref: str | Path,
     *,
@@ -334,26 +306,7 @@ def _model_max_length(config: dict[str, Any], tokenizer: Any) -> int:
 
 
 def sentence_transformers_settings(folder: ModelFolder) -> tuple[str | None, bool, int | None]:
-    """(pooling, normalize, max_seq_length) declared by a sentence-transformers folder, else (None, False, None)."""
-    if not folder.sentence_transformers:
-        return None, False, None
-    modules = read_json(folder.root / "modules.json")
-    pooling, normalize = None, False
-    for module in modules:
-        kind = module.get("type", "").rsplit(".", 1)[-1]
-        if kind == "Pooling":
-            settings = read_json(folder.root / module["path"] / "config.json")
-            pooling = next(
-                (
-                    name
-                    for name in POOLINGS
-                    if settings.get(f"pooling_mode_{'cls_token' if name == 'cls' else name + '_tokens'}")
-                    or (name == "last" and settings.get("pooling_mode_lasttoken"))
-                ),
-                "mean",
-            )
-        elif kind == "Normalize":
-            normalize = True
-    st_config = folder.model_dir / "sentence_bert_config.json"
-    max_length = read_json(st_config).get("max_seq_length") if st_config.is_file() else None
-    return pooling, normalize, max_length
+    """(pooling, normalize, max_seq_length) declared by a sentence-transformers folder, else (None, False, None)
+    (:func:`ctxext.sentence_folder.read_settings`, the pooling as its name)."""
+    settings = read_settings(folder)
+    return settings.pooling.value if settings.pooling else None, settings.normalize, settings.max_seq_length

@@ -13,6 +13,7 @@ from ctxext.errors import CtxextError
 from ctxext.io import CheckpointReader, open_model, read_json
 from ctxext.manifest import read_manifest
 from ctxext.positions import learned_layout
+from ctxext.sentence_folder import read_modules
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _positions(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> di
 
 
 def _sentence_transformers_modules(root: Path) -> list[str]:
-    return [module.get("type", "?").rsplit(".", 1)[-1] for module in read_json(root / "modules.json")]
+    return [module.kind or "?" for module in read_modules(root)]
 
 
 def _adapters(root: Path) -> list[dict[str, Any]]:

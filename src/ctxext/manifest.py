@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -79,13 +79,22 @@ class OperationRecord:
     def require(self, check: Check) -> Check:
         """Record a check and fail the operation if it did not pass."""
         self.checks.append(check)
-        if not check.passed:
-            bound = f" (bound {check.threshold:g})" if check.threshold is not None else ""
-            raise CheckFailed(f"check {check.name} failed: {check.value:g}{bound} {check.detail}".strip())
+        require_passed([check])
         return check
 
     def summary(self) -> dict[str, int]:
         return {key: len(getattr(self, key)) for key in ("copied", "modified", "created", "dropped", "renamed")}
+
+
+def require_passed(checks: Iterable[Check], *, bound: bool = True, detail: bool = True) -> None:
+    """Raise :class:`~ctxext.errors.CheckFailed` naming the first check that did not pass: its name, value, bound
+    (where it has one) and detail; ``bound`` / ``detail`` False leave those out."""
+    failed = next((check for check in checks if not check.passed), None)
+    if failed is None:
+        return
+    shown_bound = f" (bound {failed.threshold:g})" if bound and failed.threshold is not None else ""
+    shown_detail = failed.detail if detail else ""
+    raise CheckFailed(f"check {failed.name} failed: {failed.value:g}{shown_bound} {shown_detail}".strip())
 
 
 def library_versions() -> dict[str, str]:

@@ -23,9 +23,9 @@ from ctxext.architectures import (
 )
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
 from ctxext.checks import max_abs_diff
-from ctxext.errors import CheckFailed, InvalidArgument, UnsupportedArchitecture
+from ctxext.errors import InvalidArgument, UnsupportedArchitecture
 from ctxext.io import CheckpointReader, ModelFolder, OutTensor, array_to_bytes, bytes_to_array, open_model
-from ctxext.manifest import Check, OperationRecord
+from ctxext.manifest import Check, OperationRecord, require_passed
 
 
 class Method(str, Enum):
@@ -446,9 +446,7 @@ def written_table_checks(
                 )
             )
         checks.append(_full_length_check(after, layout.offset, target_length, rng))
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g} {failed[0].detail}")
+    require_passed(checks, bound=False)
     return checks
 
 
@@ -594,7 +592,5 @@ def model_checks(
             last_hidden_state(output_model, *random_batch(vocab_size, [target_length], seed=1)),
         )
     )
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g} (bound {failed[0].threshold})")
+    require_passed(checks, detail=False)
     return checks

@@ -51,7 +51,6 @@ from ctxext.flip.options import (
     NOT_FLIPPED,
     QA_HEAD,
     RELATIVE_TOLERANCE_OF,
-    ST_POOLING_KEYS,
     SUPPORTED_MODEL_TYPES,
     Head,
     Pooling,
@@ -59,10 +58,11 @@ from ctxext.flip.options import (
     register,
 )
 from ctxext.flip.source import LoadedSource, beyond_probe, check_model_type, load_gguf, resolve_gguf, source_dtype
-from ctxext.flip.write import full_tensor_names, output_tensors, sentence_transformers_files
+from ctxext.flip.write import full_tensor_names, output_tensors
 from ctxext.io import CheckpointReader, ModelFolder, check_output_target, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord, check_verdicts
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
+from ctxext.sentence_folder import sentence_transformers_files
 
 __all__ = [
     "BuiltModel",
@@ -76,7 +76,6 @@ __all__ = [
     "Pooling",
     "QA_HEAD",
     "RELATIVE_TOLERANCE_OF",
-    "ST_POOLING_KEYS",
     "SUPPORTED_MODEL_TYPES",
     "beyond_probe",
     "bidirectionality_checks",
@@ -108,7 +107,6 @@ __all__ = [
     "reloaded_window_check",
     "resolve_gguf",
     "sentence_transformers_check",
-    "sentence_transformers_files",
     "source_dtype",
 ]
 
@@ -316,7 +314,7 @@ def flip_plan(
         length = min(
             config.get("max_position_embeddings") or 512, getattr(built.tokenizer, "model_max_length", 10**9) or 10**9
         )
-        st_files = sentence_transformers_files(int(config["hidden_size"]), pooling, int(length))
+        st_files = sentence_transformers_files(pooling, int(config["hidden_size"]), int(length))
         record.files["sentence_transformers"] = list(st_files)
     return OutputPlan(
         "flip",

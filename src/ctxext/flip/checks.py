@@ -10,6 +10,7 @@ from ctxext.flip.build import BuiltModel
 from ctxext.flip.options import RELATIVE_TOLERANCE_OF, Head, Pooling, family_of, register
 from ctxext.flip.source import beyond_probe
 from ctxext.manifest import Check
+from ctxext.sentence_folder import pool as sentence_pool
 
 
 def probe_ids(vocab_size: int, length: int, rows: int, seed: int) -> Any:
@@ -186,13 +187,9 @@ def reloaded_window_check(reloaded: Any, window: int) -> Check:
 
 
 def pool(hidden: Any, mask: Any, pooling: Pooling) -> Any:
-    if pooling == Pooling.cls:
-        return hidden[:, 0]
-    if pooling == Pooling.last:
-        last = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)
-        return hidden[range(hidden.shape[0]), last]
-    weights = mask[..., None].to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    """Pooled as sentence-transformers pools a flipped folder: the last token found whichever side a row is
+    padded on (:func:`ctxext.sentence_folder.pool`)."""
+    return sentence_pool(hidden, mask, pooling, padding="either")
 
 
 def sentence_transformers_check(model_dir: Path, built: BuiltModel, ids: Any, mask: Any, pooling: Pooling) -> Check:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import Enum
 
 from ctxext.architectures import DECODER_FAMILIES, DecoderFamily
+from ctxext.sentence_folder import Pooling as SentencePooling
 
 SUPPORTED_MODEL_TYPES = tuple(DECODER_FAMILIES)
 NOT_FLIPPED = {  # model types close to a supported one: what to flip instead
@@ -22,21 +23,17 @@ RELATIVE_TOLERANCE_OF = {"float32": 1e-5, "float64": 1e-5, "float16": 1e-2, "bfl
 
 
 class Pooling(str, Enum):
-    mean = "mean"
-    last = "last"
-    cls = "cls"
+    """The poolings flip offers (its command's choices): those of :class:`ctxext.sentence_folder.Pooling` its
+    checks compare with sentence-transformers, each equal to the one of the same name there."""
+
+    mean = SentencePooling.mean.value
+    last = SentencePooling.last.value
+    cls = SentencePooling.cls.value
 
 
 class Head(str, Enum):
     none = "none"
     qa = "qa"
-
-
-ST_POOLING_KEYS = {
-    Pooling.mean: "pooling_mode_mean_tokens",
-    Pooling.last: "pooling_mode_lasttoken",
-    Pooling.cls: "pooling_mode_cls_token",
-}
 
 
 def register() -> None:

@@ -1,17 +1,15 @@
-"""What a flipped folder holds besides its config: every tensor (copied ones streamed from the source files) and
-the sentence-transformers modules."""
+"""What a flipped folder holds besides its config: every tensor, copied ones streamed from the source files (the
+sentence-transformers modules come from :mod:`ctxext.sentence_folder`)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from ctxext.compat import no_init_weights
 from ctxext.errors import UnsupportedArchitecture
 from ctxext.flip.build import BuiltModel
-from ctxext.flip.options import LM_HEAD, ST_POOLING_KEYS, Pooling
+from ctxext.flip.options import LM_HEAD
 from ctxext.flip.source import LoadedSource
 from ctxext.io import OutTensor
-from ctxext.manifest import OperationRecord, library_versions
+from ctxext.manifest import OperationRecord
 
 
 def output_tensors(loaded: LoadedSource, built: BuiltModel, record: OperationRecord) -> list[OutTensor]:
@@ -59,39 +57,3 @@ def full_tensor_names(built: BuiltModel) -> list[str]:
         return list(built.model.state_dict())
     with torch.device("meta"), no_init_weights():
         return list(type(built.model)(built.config).state_dict())
-
-
-def sentence_transformers_files(hidden_size: int, pooling: Pooling, max_seq_length: int) -> dict[str, Any]:
-    """modules.json, sentence_bert_config.json, 1_Pooling/config.json and config_sentence_transformers.json
-    (relative path -> content): the folder loads with SentenceTransformer."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    pooling_config = {
-        "word_embedding_dimension": hidden_size,
-        "pooling_mode_cls_token": False,
-        "pooling_mode_mean_tokens": False,
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-        "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": False,
-        "include_prompt": True,
-    }
-    pooling_config[ST_POOLING_KEYS[pooling]] = True
-    versions = library_versions()
-    return {
-        "modules.json": modules,
-        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
-        "1_Pooling/config.json": pooling_config,
-        "config_sentence_transformers.json": {
-            "__version__": {
-                "sentence_transformers": versions.get("sentence-transformers"),
-                "transformers": versions.get("transformers"),
-                "pytorch": versions.get("torch"),
-            },
-            "prompts": {},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        },
-    }

@@ -56,7 +56,8 @@ from ctxext.guide.projection import (
 from ctxext.guide.rules import FAMILIES, ROLE_RULES, TIED_ROLES, Family, Init, Projection, Rule, RuleKind, Select
 from ctxext.guide.student import Student, build_student, family_of, student_shape
 from ctxext.io import ModelFolder, check_output_target, read_json
-from ctxext.manifest import Check, check_verdicts
+from ctxext.manifest import Check, check_verdicts, require_passed
+from ctxext.sentence_folder import CLASSIC_MODE_KEYS, Pooling, read_modules, sentence_transformers_files
 
 __all__ = [
     "Assembly",
@@ -87,9 +88,9 @@ __all__ = [
     "load_student",
     "pca_projection",
     "project",
-    "sentence_transformers_files",
     "student_checks",
     "student_record",
+    "student_sentence_files",
     "student_shape",
     "top_by_score",
 ]
@@ -101,7 +102,7 @@ __all__ = [
 ST_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
-def sentence_transformers_files(folder: ModelFolder, dim: int, family: Family) -> dict[str, Any]:
+def student_sentence_files(folder: ModelFolder, dim: int, family: Family) -> dict[str, Any]:
     """The sentence-transformers files to write or rewrite: the teacher's pooling at the student's width.
 
     A teacher that is not a sentence-transformers folder gets mean pooling. A tokenizer that returns inputs
@@ -114,32 +115,18 @@ def sentence_transformers_files(folder: ModelFolder, dim: int, family: Family) -
             relative = tokenizer_config.relative_to(folder.root).as_posix()
             tokenizer_files[relative] = {**settings, "model_input_names": list(family.input_names)}
     if not folder.sentence_transformers:
-        return {
-            **tokenizer_files,
-            "modules.json": [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            ],
-            "sentence_bert_config.json": {"max_seq_length": 512, "do_lower_case": False},
-            "1_Pooling/config.json": {
-                "word_embedding_dimension": dim,
-                "pooling_mode_cls_token": False,
-                "pooling_mode_mean_tokens": True,
-                "pooling_mode_max_tokens": False,
-                "pooling_mode_mean_sqrt_len_tokens": False,
-            },
-        }
+        student = sentence_transformers_files(Pooling.mean, dim, 512, mode_keys=CLASSIC_MODE_KEYS, library_config=False)
+        return {**tokenizer_files, **student}
     files: dict[str, Any] = dict(tokenizer_files)
-    for module in read_json(folder.root / "modules.json"):
-        kind = module.get("type", "").rsplit(".", 1)[-1]
-        if kind not in ST_MODULES:
+    for module in read_modules(folder.root):
+        if module.kind not in ST_MODULES:
             raise UnsupportedArchitecture(
-                f"teacher's sentence-transformers pipeline has a {kind} module "
-                f"({module.get('path')}); guide handles {', '.join(ST_MODULES)} only"
+                f"teacher's sentence-transformers pipeline has a {module.kind} module "
+                f"({module.entry.get('path')}); guide handles {', '.join(ST_MODULES)} only"
             )
-        if kind == "Pooling":
-            pooling_config = read_json(folder.root / module["path"] / "config.json")
-            files[f"{module['path']}/config.json"] = {**pooling_config, "word_embedding_dimension": dim}
+        if module.kind == "Pooling":
+            pooling_config = read_json(folder.root / module.path / "config.json")
+            files[f"{module.path}/config.json"] = {**pooling_config, "word_embedding_dimension": dim}
     return files
 
 
@@ -222,7 +209,7 @@ def guide(
         [student.record],
         config,
         support_from=student.folder,
-        extra_files=sentence_transformers_files(student.folder, student.shape.dim, student.family),
+        extra_files=student_sentence_files(student.folder, student.shape.dim, student.family),
     )
     checks = (lambda staging: student_checks(student, ModelFolder.open(staging))) if check else None
     result = write_model_folder(plan, out, force=force, checks=checks, progress=progress, argv=argv)
@@ -301,7 +288,5 @@ def student_checks(student: Student, written: ModelFolder) -> list[Check]:
             detail="SentenceTransformer(out).encode gives finite vectors of width --dim",
         )
     )
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g} {failed[0].detail}")
+    require_passed(checks, bound=False)
     return checks

@@ -10,9 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from ctxext import sentence_folder
 from ctxext.compat import transformers_warnings_off
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder
+
+EMBEDDING_MODE_KEYS = (*sentence_folder.CLASSIC_MODE_KEYS, sentence_folder.MODE_KEY[sentence_folder.Pooling.last])
+"""The pooling flags the embedding stages write: a trained model pools by cls, mean, max or the last token."""
 
 
 def load_backbone(folder: ModelFolder) -> Any:
@@ -76,13 +80,12 @@ class EmbeddingModel(_module_base()):  # type: ignore[misc]  # torch loads on fi
         import torch
 
         from ctxext.block_sparse import attention_ran
-        from ctxext.encode import pool
 
         extra = {} if position_ids is None else {"position_ids": position_ids}
         output = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
         if self.attention_type is not None and record:
             self.attention_runs[attention_ran(self.backbone) or "original_full"] += 1
-        pooled = pool(output.last_hidden_state, attention_mask, self.pooling)
+        pooled = sentence_folder.pool(output.last_hidden_state, attention_mask, self.pooling)
         if self.normalize if normalize is None else normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled
@@ -183,22 +186,11 @@ def retrieval_callback(
 
 
 def sentence_transformers_files(pooling: str, dim: int, max_seq_length: int) -> dict[str, Any]:
-    """modules.json and friends that make a plain transformers folder a sentence-transformers model."""
-    return {
-        "modules.json": [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        ],
-        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
-        "1_Pooling/config.json": {
-            "word_embedding_dimension": dim,
-            "pooling_mode_cls_token": pooling == "cls",
-            "pooling_mode_mean_tokens": pooling == "mean",
-            "pooling_mode_max_tokens": pooling == "max",
-            "pooling_mode_mean_sqrt_len_tokens": False,
-            "pooling_mode_lasttoken": pooling == "last",
-        },
-    }
+    """modules.json and friends that make a plain transformers folder a sentence-transformers model: the
+    classic pooling flags and the last token's (:func:`ctxext.sentence_folder.sentence_transformers_files`)."""
+    return sentence_folder.sentence_transformers_files(
+        pooling, dim, max_seq_length, mode_keys=EMBEDDING_MODE_KEYS, library_config=False
+    )
 
 
 def relative_to_model_dir(folder: ModelFolder, names: dict[str, Any]) -> dict[str, Any]:

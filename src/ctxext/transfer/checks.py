@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from ctxext.checks import max_abs_diff
-from ctxext.errors import CheckFailed
-from ctxext.manifest import Check
+from ctxext.manifest import Check, require_passed
 from ctxext.transfer.sources import TransferSources
 from ctxext.transfer.tables import BIGBIRD, TOLERANCE
 
@@ -76,10 +75,7 @@ def equivalence_checks(
     checks.append(
         Check(f"{label}, a {target_length}-token input gives finite outputs", float(finite), 1.0, passed=finite)
     )
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        bound = f" (bound {failed[0].threshold:g})" if failed[0].threshold is not None else ""
-        raise CheckFailed(f"check {failed[0].name} failed: {failed[0].value:g}{bound} {failed[0].detail}".strip())
+    require_passed(checks)
     return checks
 
 
