@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ctxext.errors import InvalidArgument
 from ctxext.io import ModelFolder, read_json, update_json
@@ -68,20 +68,11 @@ def pooling_of(value: Pooling | str) -> Pooling:
 # ----------------------------------------------------------------------------- pooling
 
 
-def pool(
-    hidden: Any, attention_mask: Any, pooling: Pooling | str, *, padding: Literal["right", "either"] = "right"
-) -> Any:
+def pool(hidden: Any, attention_mask: Any, pooling: Pooling | str) -> Any:
     """Pool token states (batch, length, width) into one vector per sequence; padded positions never count.
-
-    ``padding`` says how ``last`` finds each row's last token, the one place the callers differ:
-
-    - ``right`` (embedding and training): position (number of real tokens - 1), which is the last real token
-      of a right-padded row; ctxext pads on the right where it pools by the last token (``load_encoder`` sets
-      the tokenizer's side).
-    - ``either``: each row's last 1 in the mask, as sentence-transformers' lasttoken pooling finds it, right for
-      rows padded on either side; flip's checks compare the written folder with sentence-transformers through
-      it. On a right-padded mask both pick the same position.
-    """
+    ``last`` takes each row's last 1 in the mask, as sentence-transformers' lasttoken pooling does: the last real
+    token whichever side the row is padded on (training pads as its tokenizer does, often on the left for
+    decoders)."""
     import torch
 
     pooling = pooling_of(pooling)
@@ -92,10 +83,7 @@ def pool(
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
     if pooling == Pooling.max:
         return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(1).values
-    if padding == "either":
-        last = attention_mask.shape[1] - 1 - attention_mask.flip(1).float().argmax(1)
-    else:
-        last = attention_mask.sum(1) - 1
+    last = attention_mask.shape[1] - 1 - attention_mask.flip(1).float().argmax(1)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 

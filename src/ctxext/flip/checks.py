@@ -10,7 +10,7 @@ from ctxext.flip.build import BuiltModel
 from ctxext.flip.options import RELATIVE_TOLERANCE_OF, Head, Pooling, family_of, register
 from ctxext.flip.source import beyond_probe
 from ctxext.manifest import Check
-from ctxext.sentence_folder import pool as sentence_pool
+from ctxext.sentence_folder import pool
 
 
 def probe_ids(vocab_size: int, length: int, rows: int, seed: int) -> Any:
@@ -184,12 +184,6 @@ def reloaded_window_check(reloaded: Any, window: int) -> Check:
         passed=config_window == window and windows <= {window},
         detail=f"layer windows {sorted(windows)}",
     )
-
-
-def pool(hidden: Any, mask: Any, pooling: Pooling) -> Any:
-    """Pooled as sentence-transformers pools a flipped folder: the last token found whichever side a row is
-    padded on (:func:`ctxext.sentence_folder.pool`)."""
-    return sentence_pool(hidden, mask, pooling, padding="either")
 
 
 def sentence_transformers_check(model_dir: Path, built: BuiltModel, ids: Any, mask: Any, pooling: Pooling) -> Check:
