@@ -29,7 +29,7 @@ per query, not a sort of all of them (``benchmarks/triplets_scale.py``: 100k doc
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,18 @@ import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
-from ctxext.data.formats import record_id, record_text
-from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, parse_choice, plain
-from ctxext.data.output import CountedOutput, FileOutput, InputRecord, JsonlWriter
+from ctxext.data.formats import record_id, record_text, triplet_schema
+from ctxext.data.options import (
+    DEFAULT_MODEL,
+    InputFormat,
+    NegativesFrom,
+    OnError,
+    OutputFormat,
+    Queries,
+    parse_choice,
+    plain,
+)
+from ctxext.data.output import CountedOutput, FileOutput, InputRecord, open_writer, output_format
 from ctxext.data.shards import Shard
 from ctxext.data.sources import (
     EmptySource,
@@ -582,7 +591,8 @@ def build_triplets(
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> TripletsResult:
-    """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets as jsonl to ``out``; with ``shard``
+    """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets to ``out`` (JSON lines, or Parquet
+    when it is named *.parquet: the same records, one column per key); with ``shard``
     (``I/N``) only the queries of the I-th share of the documents (negatives still from all of them)."""
     out, queries, negatives_from = _checked_options(out, queries, negatives_from, negatives, skip_top)
     share = Shard.parse(shard)
@@ -617,11 +627,11 @@ def build_triplets(
     embedder = LazyEncoder(encoder, revision)  # loaded only for embedding negatives
     found = _negatives(documents, made, negatives_from, embedder, negatives, skip_top, seed, progress)
     options = _recorded_options(dict(locals()), problems.on_error, embedder.folder)
-    triplets = [
+    triplets = (  # made one query at a time as they are written: never all the texts at once
         [triplet_record(query, documents[query.document], *negative, negatives_from) for negative in picked]
         for query, picked in zip(made, found, strict=False)
-    ]
-    _write_triplets(output, triplets, counts, problems, options, inputs, argv)
+    )
+    _write_triplets(output, output_format(out), triplets, counts, problems, options, inputs, argv)
     return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
 
 
@@ -662,8 +672,7 @@ def _checked_options(
 ) -> tuple[Path, Queries, NegativesFrom]:
     """The output path and the parsed choices, refused before any reading when they cannot work."""
     out = Path(out).expanduser().absolute()
-    if out.suffix.lower() != ".jsonl":
-        raise InvalidArgument(f"output {out.name}: triplets are written as JSON lines; name it *.jsonl")
+    output_format(out)
     negatives_from = parse_choice(NegativesFrom, negatives_from, "--negatives-from must be one of {choices}")
     if negatives < 1 or skip_top < 0:
         raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
@@ -673,17 +682,23 @@ def _checked_options(
     return out, queries, negatives_from
 
 
+TRIPLET_ROWS_PER_GROUP = 2048
+"""Triplets per Parquet row group (each holds two documents' text: a few MB a group)."""
+
+
 def _write_triplets(
     output: FileOutput,
-    triplets: list[list[dict[str, Any]]],
+    kind: OutputFormat,
+    triplets: Iterable[list[dict[str, Any]]],
     counts: TripletCounts,
     problems: Problems,
     options: dict[str, Any],
     inputs: list[InputRecord],
     argv: list[str] | None,
 ) -> None:
-    """The triplets of each query as JSON lines, and the manifest with the counts beside them."""
-    with output.writing(JsonlWriter) as writer:
+    """The triplets of each query as JSON lines or Parquet rows (``kind``), written as they come, and the manifest
+    with the counts beside them."""
+    with output.writing(lambda path: open_writer(path, kind, triplet_schema(), TRIPLET_ROWS_PER_GROUP)) as writer:
         for records in triplets:
             counts.queries_without_negative += not records
             writer.write(records)
