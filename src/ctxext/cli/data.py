@@ -238,6 +238,8 @@ def triplets_command(
       ctxext data pydocs -o pydocs.jsonl && ctxext data triplets pydocs.jsonl -o triplets.jsonl
 
       ctxext data triplets papers.parquet -o triplets.jsonl --queries title --negatives-from bm25
+
+      ctxext data triplets papers.parquet -o triplets.parquet --negatives-from bm25
     """
     from ctxext.data.triplets import build_triplets
 
@@ -421,6 +423,8 @@ def merge_command(
 
       for i in 0 1 2 3; do ctxext data triplets docs/ --shard $i/4 -o t-$i.jsonl & done; wait
       ctxext data merge t-*.jsonl -o triplets.jsonl
+
+    Parts are all .jsonl or all .parquet; the output is .jsonl, or .parquet from Parquet parts.
     """
     from ctxext.data.shards import merge_shards
 
