@@ -446,3 +446,58 @@ def test_finetune_trains_the_same_weights_from_parquet_or_jsonl_triplets(tmp_pat
         assert manifest["operations"][0]["parameters"]["triplets"] == 16
         tensors.append({name: tensor["sha256"] for name, tensor in manifest["tensors"].items()})
     assert tensors[0] == tensors[1]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_on_error_skip_leaves_out_bad_records_and_files_and_counts_them_in_the_manifest(tmp_path: Path, monkeypatch):
+    import ctxext.io
+    from data_helpers import write_parquet
+
+    monkeypatch.setattr(ctxext.io, "MAX_LINE_BYTES", 4096)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_jsonl(corpus / "good.jsonl", corpus_records())
+    write_jsonl(corpus / "bad.jsonl", ["{oops", '{"id": "no text"}', "[" + "1," * 4096 + "1]", corpus_records()[0]])
+    (corpus / "blob.md").write_bytes(b"# Title\n\0\0\1\2")
+    write_parquet(corpus / "broken.parquet", corpus_records()[:2])
+    data = bytearray((corpus / "broken.parquet").read_bytes())
+    data[8:68] = b"\xab" * 60
+    (corpus / "broken.parquet").write_bytes(bytes(data))
+    result = build_triplets(str(corpus), tmp_path / "t.parquet", negatives_from="bm25", on_error="skip")
+    manifest = json.loads((tmp_path / "t.parquet.manifest.json").read_text())
+    assert result.counts.problems == manifest["counts"]["problems"] == len(manifest["problems"]) == 5
+    said = "\n".join(manifest["problems"])
+    for where in ("bad.jsonl:1: malformed JSON", "bad.jsonl:2: no text", "bad.jsonl:3: a line longer than"):
+        assert where in said
+    assert "blob.md: binary data" in said and "broken.parquet: row group 0 (rows 0-1)" in said
+    assert result.counts.documents == 9  # eight good ones and the good line of bad.jsonl
+    stopped = CliRunner().invoke(app, ["data", "triplets", str(corpus), "--negatives-from", "bm25", "-o", "x.jsonl"])
+    assert stopped.exit_code == 6 and "bad.jsonl:1: malformed JSON" in stopped.stderr
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_an_interrupted_run_leaves_no_partial_output(tmp_path: Path, monkeypatch, suffix: str):
+    import ctxext.data.triplets
+
+    real_open_writer = ctxext.data.triplets.open_writer
+
+    def open_writer_interrupted_after_some_rows(*arguments):
+        writer = real_open_writer(arguments[0], arguments[1], arguments[2], 1)  # a row group per query
+        real_write = writer.write
+
+        def write(records):
+            if writer.rows >= 4:
+                raise KeyboardInterrupt
+            real_write(records)
+
+        writer.write = write
+        return writer
+
+    monkeypatch.setattr(ctxext.data.triplets, "open_writer", open_writer_interrupted_after_some_rows)
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    arguments = ["data", "triplets", str(tmp_path / "corpus.jsonl"), "--negatives-from", "bm25"]
+    result = CliRunner().invoke(app, [*arguments, "-o", str(tmp_path / f"t{suffix}")])
+    assert result.exit_code == 130
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus.jsonl"]
