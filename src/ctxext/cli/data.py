@@ -89,6 +89,10 @@ def corpus_command(
     pattern: PatternOpt = None,
     on_error: OnErrorOpt = OnError.stop,
     pdf_password: PdfPasswordOpt = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="I/N: only the I-th share of the documents, by id (join with `ctxext data merge`)."),
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,6 +106,9 @@ def corpus_command(
       ctxext data corpus news.jsonl wiki/ papers/ -o corpus.parquet --chunk 512 --overlap 64 --dedupe
 
       ctxext data corpus msmarco=triplets.jsonl encyclopedia=articles.parquet -o corpus.parquet
+
+      for i in 0 1 2 3; do ctxext data corpus docs/ --chunk 512 --shard $i/4 -o c-$i.parquet & done; wait
+      ctxext data merge c-*.parquet -o corpus.parquet
     """
     from ctxext.data.corpus import build_corpus
 
@@ -120,6 +127,7 @@ def corpus_command(
             pattern=pattern,
             on_error=on_error,
             pdf_password=pdf_password,
+            shard=shard,
             force=force,
             progress=progress,
             argv=sys.argv,

@@ -74,7 +74,7 @@ def merge_shards(
         )
     for manifest, path in ordered[1:]:
         for key in ("command", "inputs"):
-            if manifest[key] != first[key]:
+            if _without_counts(manifest[key]) != _without_counts(first[key]):
                 raise InvalidArgument(f"{path} was made by another run ({key} differs from {ordered[0][1]})")
         if {**manifest["options"], "shard": None} != {**first["options"], "shard": None}:
             raise InvalidArgument(f"{path} was made with other options than {ordered[0][1]}")
@@ -103,6 +103,13 @@ def merge_shards(
             extra={"parts": [{"shard": m["options"]["shard"], "rows": m["output"]["rows"]} for m, _ in ordered]},
         )
     return MergeResult(output.path, output.manifest)
+
+
+def _without_counts(value: Any) -> Any:
+    """A manifest's ``inputs`` without what each shard counted in them (its own share of each file)."""
+    if isinstance(value, list):
+        return [{k: v for k, v in item.items() if k != "counts"} if isinstance(item, dict) else item for item in value]
+    return value
 
 
 MERGED_ROWS_PER_GROUP = 2048
