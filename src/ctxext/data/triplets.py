@@ -417,6 +417,14 @@ Search = Callable[[list[Query], int], tuple[np.ndarray, np.ndarray]]
 """For a block of queries and ``k``: each query's top-``k`` documents (indices, scores; in any order)."""
 
 
+# Why not FAISS for embedding negatives (benchmarks/topk.py; the figures: benchmarks/results/topk-blockwise-vs-faiss-*):
+# 100k documents, 20k queries, 384 dims, k=32, float32 unit vectors, 2 shared cores (another job running; the three
+# interleaved chunk by chunk): this blockwise top-k 44.9 s (peak RSS 0.79 GiB), FAISS IndexFlatIP asked in the same
+# blocks of 256 queries 159.4 s (0.36 GiB), FAISS asked 4096 queries at a time 29.6 s (0.40 GiB); all agree (top-k
+# sets 100%). Alone on the machine this top-k took 93 s for 100k x 100k queries. FAISS is 1.5x faster only when
+# asked in large blocks (3.5x slower in ours); the search is a small part of an embedding-negatives run, which first
+# encodes every document and query with a transformer; and both stay far under the 4 GB goal. Not worth a new
+# dependency and a second search path: kept, one BLAS product and a partial sort per block.
 def top_k(scores_of: Callable[[list[Query]], np.ndarray]) -> Search:
     """A :data:`Search` over a function giving a block of queries' scores against every document (memory: one
     block's rows; time: linear in the documents, a partial sort instead of a full one)."""
