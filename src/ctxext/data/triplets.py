@@ -29,7 +29,7 @@ per query, not a sort of all of them (``benchmarks/triplets_scale.py``: 100k doc
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,25 +372,25 @@ def _passage_queries(
 
 def swapped_negatives(
     documents: list[StructuredDocument], queries: list[Query], *, negatives: int = 1, seed: int = 0
-) -> list[list[StructuredDocument]]:
-    """For each passage query, ``negatives`` copies of its positive with the passage replaced by as many words
-    from another document (id ``POSITIVE~DONOR``): the same text but for the one spot the query asks about, so
-    only an encoder that carries that spot into its embedding tells them apart."""
+) -> Iterator[list[StructuredDocument]]:
+    """For each passage query (made as they are asked for), ``negatives`` copies of its positive with the passage
+    replaced by as many words from another document (id ``POSITIVE~DONOR``): the same text but for the one spot the
+    query asks about, so only an encoder that carries that spot into its embedding tells them apart."""
     generator = np.random.default_rng([seed, 1])
     text_key = _text_keys(documents)
-    donors = [d.body().split() for d in documents]
-    found = []
+    word_counts = [_words(d.body()) for d in documents]  # a donor's words are split only when it is picked
     for query in queries:
         if query.span is None:
             raise InvalidArgument("--negatives-from swap needs --queries passage")
         length = len(query.text.split())
         candidates = [
-            i for i, words in enumerate(donors) if text_key[i] != text_key[query.document] and len(words) >= length
+            i for i, count in enumerate(word_counts) if text_key[i] != text_key[query.document] and count >= length
         ]
         picked = []
         for donor in generator.permutation(candidates)[:negatives].tolist():
-            start = int(generator.integers(len(donors[donor]) - length + 1))
-            replacement = " ".join(donors[donor][start : start + length])
+            words = documents[donor].body().split()
+            start = int(generator.integers(len(words) - length + 1))
+            replacement = " ".join(words[start : start + length])
             first, last = query.span
             text = query.positive_text[:first] + replacement + query.positive_text[last:]
             picked.append(
@@ -400,8 +400,7 @@ def swapped_negatives(
                     [Section(None, text)],
                 )
             )
-        found.append(picked)
-    return found
+        yield picked
 
 
 def _text_keys(documents: list[StructuredDocument]) -> list[int]:
@@ -764,13 +763,14 @@ def _negatives(
     skip_top: int,
     seed: int,
     progress: ProgressFn,
-) -> list[list[tuple[StructuredDocument, float | None, int]]]:
-    """(negative document, score, rank) of each query: swapped, or mined by BM25 or embedding."""
+) -> Iterable[list[tuple[StructuredDocument, float | None, int]]]:
+    """(negative document, score, rank) of each query: swapped (made as they are asked for), or mined by BM25 or
+    embedding."""
     if negatives_from == NegativesFrom.swap:
-        return [
+        return (
             [(swapped, None, 0) for swapped in picked]
             for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)
-        ]
+        )
     search = top_k(
         bm25_scores(documents)
         if negatives_from == NegativesFrom.bm25
