@@ -11,7 +11,9 @@ Three ways to search:
 Timing runs in one process, the three interleaved chunk by chunk (4096 queries each, the order rotating), so load
 from other jobs on a shared machine falls on all three alike. Peak RSS is measured in a fresh process per method
 (all the vectors made, the first 8192 queries searched: the search's memory does not grow with the queries).
-Threads: whatever OpenBLAS and OpenMP take (2 on the 2-core machine).
+Threads: whatever OpenBLAS and OpenMP take (2 on the 2-core machine). `--encode-sample N` also times encoding N
+synthetic 300-word documents with `--encoder` (all-MiniLM-L6-v2, as `data triplets` does, batches of 32), the
+step that precedes the search in an embedding-negatives run, and scales it to `--documents`.
 
     pip install faiss-cpu
     python benchmarks/topk.py --documents 100000 --queries 100000 --dim 384 --k 32 \
@@ -54,7 +56,7 @@ def searcher(method):
         return ids, scores
     return search, block if method == "faiss" else {chunk}
 
-methods = {methods!r} if mode == "interleaved" else (mode,)
+methods = tuple(sys.argv[8].split(",")) if mode == "interleaved" else (mode,)
 searchers = {{method: searcher(method) for method in methods}}
 seconds = dict.fromkeys(methods, 0.0)
 found = {{method: np.empty((searched, k), np.int64) for method in methods}}
@@ -73,7 +75,7 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 same = {{}}
 if mode == "interleaved":
     reference = found["blockwise"]
-    for method in methods[1:]:
+    for method in methods[1:]:  # blockwise first
         sets = np.mean([len(set(a) & set(b)) / k for a, b in zip(reference, found[method])])
         same[method] = {{"top_k_sets_shared": float(sets), "same_rank": float(np.mean(reference == found[method]))}}
 print(json.dumps({{"seconds": seconds, "peak_rss_bytes": peak, "vectors_rss_bytes": vectors_rss, "same": same}}))
@@ -82,11 +84,31 @@ print(json.dumps({{"seconds": seconds, "peak_rss_bytes": peak, "vectors_rss_byte
 
 def run(mode: str, arguments: argparse.Namespace, searched: int) -> dict:
     sizes = [arguments.documents, arguments.queries, arguments.dim, arguments.k, arguments.block, searched]
-    code = RUNNER.format(src=str(ROOT / "src"), methods=METHODS, chunk=CHUNK)
-    done = subprocess.run([sys.executable, "-c", code, mode, *map(str, sizes)], capture_output=True, text=True)
+    code = RUNNER.format(src=str(ROOT / "src"), chunk=CHUNK)
+    command = [sys.executable, "-c", code, mode, *map(str, sizes), ",".join(arguments.methods)]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{mode} failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def encoding_seconds(encoder_name: str, sample: int) -> float:
+    """Seconds to encode ``sample`` synthetic documents of 300 words each with ``encoder_name``, as triplets does."""
+    import time
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from ctxext.data.encoders import as_encoder
+
+    encoder = as_encoder(encoder_name)
+    vocabulary = np.array([f"word{index}" for index in range(5000)])
+    generator = np.random.default_rng(0)
+    texts = [" ".join(generator.choice(vocabulary, 300)) for _ in range(sample)]
+    encoder.encode(texts[:4], batch_size=32)  # warm up
+    start = time.perf_counter()
+    encoder.encode(texts, batch_size=32)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -96,13 +118,18 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--block", type=int, default=256, help="Queries per search call (hard_negatives' block).")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--encode-sample", type=int, default=0, help="Also time encoding this many documents.")
+    parser.add_argument("--encoder", default="all-MiniLM-L6-v2")
     parser.add_argument("--json", type=Path, default=None)
     arguments = parser.parse_args()
+    if arguments.methods[0] != "blockwise":
+        parser.error("--methods starts with blockwise (the others are compared with it)")
     import faiss
     import numpy as np
 
     memory = {}
-    for method in METHODS:
+    for method in arguments.methods:
         measured = run(method, arguments, min(arguments.queries, 2 * CHUNK))
         memory[method] = measured
         print(f"{method}: peak RSS {measured['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
@@ -112,7 +139,7 @@ def main() -> None:
     print(json.dumps(timed["same"]))
     result = {
         "command": " ".join(["python", "benchmarks/topk.py", *sys.argv[1:]]),
-        "sizes": {k: getattr(arguments, k) for k in ("documents", "queries", "dim", "k", "block")},
+        "sizes": {k: getattr(arguments, k) for k in ("documents", "queries", "dim", "k", "block", "methods")},
         "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
         "results": {
             method: {
@@ -120,10 +147,19 @@ def main() -> None:
                 "peak_rss_gib": round(memory[method]["peak_rss_bytes"] / 2**30, 3),
                 "vectors_rss_gib": round(memory[method]["vectors_rss_bytes"] / 2**30, 3),
             }
-            for method in METHODS
+            for method in arguments.methods
         },
         "agreement_with_blockwise": timed["same"],
     }
+    if arguments.encode_sample:
+        seconds = encoding_seconds(arguments.encoder, arguments.encode_sample)
+        result["encoding"] = {
+            "encoder": arguments.encoder,
+            "documents": arguments.encode_sample,
+            "seconds": round(seconds, 2),
+            "seconds_for_all_documents": round(seconds * arguments.documents / arguments.encode_sample, 1),
+        }
+        print(f"encoding {arguments.encode_sample} documents: {seconds:.1f} s", flush=True)
     print(json.dumps(result, indent=1))
     if arguments.json:
         arguments.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -416,14 +416,17 @@ Search = Callable[[list[Query], int], tuple[np.ndarray, np.ndarray]]
 """For a block of queries and ``k``: each query's top-``k`` documents (indices, scores; in any order)."""
 
 
-# Why not FAISS for embedding negatives (benchmarks/topk.py; the figures: benchmarks/results/topk-blockwise-vs-faiss-*):
-# 100k documents, 20k queries, 384 dims, k=32, float32 unit vectors, 2 shared cores (another job running; the three
-# interleaved chunk by chunk): this blockwise top-k 44.9 s (peak RSS 0.79 GiB), FAISS IndexFlatIP asked in the same
-# blocks of 256 queries 159.4 s (0.36 GiB), FAISS asked 4096 queries at a time 29.6 s (0.40 GiB); all agree (top-k
-# sets 100%). Alone on the machine this top-k took 93 s for 100k x 100k queries. FAISS is 1.5x faster only when
-# asked in large blocks (3.5x slower in ours); the search is a small part of an embedding-negatives run, which first
-# encodes every document and query with a transformer; and both stay far under the 4 GB goal. Not worth a new
-# dependency and a second search path: kept, one BLAS product and a partial sort per block.
+# Why not FAISS for embedding negatives (benchmarks/topk.py; figures in benchmarks/results/topk-*.json): float32 unit
+# vectors, 384 dims, k = 32, on 2 cores shared with another job (the methods interleaved chunk by chunk, so its load
+# falls on both alike):
+# - 100k documents x 100k queries: this blockwise top-k 290 s at a peak RSS of 0.90 GiB; FAISS IndexFlatIP asked
+#   4096 queries at a time 174 s, 0.51 GiB (1.7x faster); the same top-k (all but 1 in 3.2 million entries, float
+#   rounding). Alone on the machine this top-k took 93 s.
+# - FAISS asked in our blocks of 256 queries is 3.5x slower than this (100k x 20k: 159 s against 45 s).
+# - Encoding 128 documents of 300 words with all-MiniLM-L6-v2 took 11.7 s: 100k documents about 2.5 h on these
+#   cores, before any search. FAISS would save about 2 of those 150 minutes (about 1%), for a new dependency, a second
+#   search path with its own block size and arithmetic; both stay far under the 4 GB goal. Kept: one BLAS product and
+#   a partial sort per block.
 def top_k(scores_of: Callable[[list[Query]], np.ndarray]) -> Search:
     """A :data:`Search` over a function giving a block of queries' scores against every document (memory: one
     block's rows; time: linear in the documents, a partial sort instead of a full one)."""
