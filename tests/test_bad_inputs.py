@@ -119,6 +119,20 @@ class Scene:
         self.ctxext_output("out")
         return self.file(f"out/{name}", content)
 
+    def corrupt_parquet(self, name: str) -> Path:
+        """A Parquet file whose footer reads but whose first row group's pages are overwritten."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        words = "the model reads a long document about position embedding and sparse attention "
+        rows = [{"id": f"doc-{n}", "title": f"document {n}", "text": words * 8} for n in range(4)]
+        path = self.root / name
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        data = bytearray(path.read_bytes())
+        data[8:68] = b"\xab" * 60
+        path.write_bytes(bytes(data))
+        return path
+
     def triplets(self) -> Path:
         return self.jsonl(
             "triplets.jsonl",
@@ -582,6 +596,36 @@ CASES: list[Case] = [
     case("data triplets: fewer than two documents", INVALID, "two documents")(
         lambda s: ["data", "triplets", s.jsonl("one.jsonl", [{"title": "t", "text": "x " * 50}]), "-o", "t.jsonl"]
     ),
+    case("data triplets: a malformed JSON record", CORRUPT, "docs.jsonl:5", "malformed JSON")(
+        lambda s: ["data", "triplets", s.file("docs.jsonl", s.documents().read_text() + "{oops\n"), "-o", "t.jsonl"]
+    ),
+    case("data triplets: a record without text or sections", CORRUPT, "docs.jsonl:5", "no text field")(
+        lambda s: ["data", "triplets", s.file("docs.jsonl", s.documents().read_text() + '{"id": 7}\n'), "-o", "t.jsonl"]
+    ),
+    case("data triplets: a huge single line", CORRUPT, "docs.jsonl:5", "longer than 32 MiB")(
+        lambda s: [
+            "data",
+            "triplets",
+            s.file("docs.jsonl", s.documents().read_bytes() + b"[" + b"1," * (16 * 2**20) + b"1]\n"),
+            "-o",
+            "t.jsonl",
+        ]
+    ),
+    case("data triplets: a binary file named .jsonl", CORRUPT, "blob.jsonl:1", "binary data")(
+        lambda s: ["data", "triplets", s.file("blob.jsonl", bytes(range(256)) * 64), "-o", "t.jsonl"]
+    ),
+    case("data triplets: a binary file named .md", CORRUPT, "blob.md", "binary data")(
+        lambda s: ["data", "triplets", s.file("blob.md", b"# Title\n\0\0\0\1\2"), "-o", "t.jsonl"]
+    ),
+    case("data triplets: a Parquet file that is not Parquet", CORRUPT, "docs.parquet", "not a readable Parquet")(
+        lambda s: ["data", "triplets", s.file("docs.parquet", b"PAR1 not really"), "-o", "t.jsonl"]
+    ),
+    case("data triplets: a Parquet row group that cannot be read", CORRUPT, "docs.parquet", "row group 0 (rows 0-3)")(
+        lambda s: ["data", "triplets", s.corrupt_parquet("docs.parquet"), "-o", "t.parquet"]
+    ),
+    case("data triplets: wrong output suffix", INVALID, "*.parquet or *.jsonl")(
+        lambda s: ["data", "triplets", s.documents(), "-o", "t.csv"]
+    ),
     # --- training
     case("mlm: missing data", NOT_FOUND, "does not exist")(lambda s: ["mlm", s.model(), "--data", "nope.txt", *O]),
     case("mlm: data is a device", INVALID, "not a regular file")(
@@ -618,6 +662,12 @@ CASES: list[Case] = [
     ),
     case("finetune: triplets file is a folder", INVALID, "is a folder")(
         lambda s: ["finetune", s.model(), "--data", s.folder("t"), *T, *O]
+    ),
+    case("finetune: Parquet triplets that cannot be read", INVALID, "t.parquet", "row group 0")(
+        lambda s: ["finetune", s.model(), "--data", s.corrupt_parquet("t.parquet"), *T, *O]
+    ),
+    case("finetune: a triplets line longer than 32 MiB", INVALID, "t.jsonl:1", "longer than 32 MiB")(
+        lambda s: ["finetune", s.model(), "--data", s.file("t.jsonl", b'{"query": "' + b"a" * 2**25 + b'"}\n'), *T, *O]
     ),
     case("finetune: triplet without a negative", INVALID, "t.jsonl:1", "negative")(
         lambda s: ["finetune", s.model(), "--data", s.jsonl("t.jsonl", [{"query": "a", "positive": "b"}]), *T, *O]

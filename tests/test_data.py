@@ -224,6 +224,31 @@ def test_corpus_writes_row_groups_as_it_goes(tmp_path: Path, tokenizer_ref: str)
     assert parquet.metadata.num_rows == 95 and parquet.metadata.num_row_groups == 10
 
 
+def test_corpus_shards_merged_hold_the_rows_of_one_run(tmp_path: Path, tokenizer_ref: str):
+    records = [{"id": f"doc-{i}", "text": long_text(seed=i, paragraphs=2)} for i in range(12)]
+    write_jsonl(tmp_path / "docs.jsonl", [*records[:6], {"text": "A record without an id."}, *records[6:]])
+    whole = build_corpus([str(tmp_path / "docs.jsonl")], tmp_path / "whole.parquet", tokenizer=tokenizer_ref, chunk=48)
+    runner = CliRunner()
+    parts = []
+    for index in range(3):
+        parts.append(str(tmp_path / f"c-{index}.parquet"))
+        command = ["data", "corpus", str(tmp_path / "docs.jsonl"), "--tokenizer", tokenizer_ref, "--chunk", "48"]
+        result = runner.invoke(app, [*command, "--shard", f"{index}/3", "-o", parts[-1], "--json"])
+        assert result.exit_code == 0, result.output
+        held = json.loads(result.stdout)["sources"]["total"]
+        assert 0 < held["documents"] < 13 and held["documents"] + held["other_shards"] == 13
+    merged = runner.invoke(app, ["data", "merge", *reversed(parts), "-o", str(tmp_path / "merged.parquet")])
+    assert merged.exit_code == 0, merged.output
+    rows = lambda path: sorted(json.dumps(row, sort_keys=True) for row in pq.read_table(path).to_pylist())  # noqa: E731
+    assert rows(tmp_path / "merged.parquet") == rows(tmp_path / "whole.parquet")
+    assert pq.read_schema(tmp_path / "merged.parquet").equals(pq.read_schema(tmp_path / "whole.parquet"))
+    assert whole.totals.rows == pq.ParquetFile(tmp_path / "merged.parquet").metadata.num_rows
+    with pytest.raises(InvalidArgument, match="--dedupe"):
+        build_corpus(
+            [str(tmp_path / "docs.jsonl")], tmp_path / "d.parquet", tokenizer=tokenizer_ref, dedupe=True, shard="0/2"
+        )
+
+
 # ----------------------------------------------------------------------------- dedupe
 
 

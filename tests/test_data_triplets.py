@@ -384,3 +384,121 @@ def test_shards_merged_are_the_triplets_of_one_run_and_a_bad_set_of_parts_is_ref
     assert not (tmp_path / "bad.jsonl").exists()
     bad = runner.invoke(app, ["data", "triplets", str(tmp_path / "corpus.jsonl"), "--shard", "3/3", "-o", "x.jsonl"])
     assert bad.exit_code == 4 and "0 <= I < N" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- Parquet output
+
+
+def read_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def test_parquet_triplets_hold_the_rows_of_the_jsonl_ones_written_a_row_group_at_a_time(tmp_path: Path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    import ctxext.data.triplets
+
+    monkeypatch.setattr(ctxext.data.triplets, "TRIPLET_ROWS_PER_GROUP", 5)
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    as_lines = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25")
+    as_rows = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.parquet", negatives_from="bm25")
+    assert read_rows(tmp_path / "t.parquet") == read_lines(tmp_path / "t.jsonl")
+    assert as_rows.counts == as_lines.counts and as_rows.manifest["output"]["rows"] == 16
+    assert pq.ParquetFile(tmp_path / "t.parquet").num_row_groups == 4  # 5 + 5 + 5 + 1, written as they filled
+
+
+def test_parquet_shards_merge_into_the_triplets_of_one_run_in_either_format(tmp_path: Path):
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "whole.jsonl", negatives_from="bm25")
+    runner = CliRunner()
+    for index in range(3):
+        shard = ["data", "triplets", str(tmp_path / "corpus.jsonl"), "--negatives-from", "bm25", "--shard"]
+        result = runner.invoke(app, [*shard, f"{index}/3", "-o", str(tmp_path / f"part-{index}.parquet")])
+        assert result.exit_code == 0, result.output
+    parts = [str(tmp_path / f"part-{index}.parquet") for index in (2, 0, 1)]
+    for name in ("merged.parquet", "merged.jsonl"):
+        merged = runner.invoke(app, ["data", "merge", *parts, "-o", str(tmp_path / name)])
+        assert merged.exit_code == 0, merged.output
+    by_query = lambda rows: sorted(json.dumps(row, sort_keys=True) for row in rows)  # noqa: E731
+    whole = by_query(read_lines(tmp_path / "whole.jsonl"))
+    assert by_query(read_rows(tmp_path / "merged.parquet")) == whole
+    assert by_query(read_lines(tmp_path / "merged.jsonl")) == whole
+    build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "lines.jsonl", negatives_from="bm25", shard="2/3")
+    mixed = runner.invoke(app, ["data", "merge", *parts[1:], str(tmp_path / "lines.jsonl"), "-o", "m.jsonl"])
+    assert mixed.exit_code == 4 and "mix" in mixed.stderr
+
+
+def test_finetune_trains_the_same_weights_from_parquet_or_jsonl_triplets(tmp_path: Path, tiny_models):
+    from ctxext.data.formats import read_triplets
+
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    for name in ("t.jsonl", "t.parquet"):
+        build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / name, negatives_from="bm25")
+    assert read_triplets([tmp_path / "t.parquet"]) == read_triplets([tmp_path / "t.jsonl"])
+    tensors = []
+    for name in ("t.jsonl", "t.parquet"):
+        arguments = ["finetune", str(tiny_models("bert")), "--data", str(tmp_path / name), "--max-len", "32"]
+        arguments += ["--query-max-len", "16", "--steps", "2", "--batch-size", "4", "-o", str(tmp_path / f"m-{name}")]
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((tmp_path / f"m-{name}" / "manifest.json").read_text())
+        assert manifest["operations"][0]["parameters"]["triplets"] == 16
+        tensors.append({name: tensor["sha256"] for name, tensor in manifest["tensors"].items()})
+    assert tensors[0] == tensors[1]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_on_error_skip_leaves_out_bad_records_and_files_and_counts_them_in_the_manifest(tmp_path: Path, monkeypatch):
+    import ctxext.io
+    from data_helpers import write_parquet
+
+    monkeypatch.setattr(ctxext.io, "MAX_LINE_BYTES", 4096)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_jsonl(corpus / "good.jsonl", corpus_records())
+    write_jsonl(corpus / "bad.jsonl", ["{oops", '{"id": "no text"}', "[" + "1," * 4096 + "1]", corpus_records()[0]])
+    (corpus / "blob.md").write_bytes(b"# Title\n\0\0\1\2")
+    write_parquet(corpus / "broken.parquet", corpus_records()[:2])
+    data = bytearray((corpus / "broken.parquet").read_bytes())
+    data[8:68] = b"\xab" * 60
+    (corpus / "broken.parquet").write_bytes(bytes(data))
+    result = build_triplets(str(corpus), tmp_path / "t.parquet", negatives_from="bm25", on_error="skip")
+    manifest = json.loads((tmp_path / "t.parquet.manifest.json").read_text())
+    assert result.counts.problems == manifest["counts"]["problems"] == len(manifest["problems"]) == 5
+    said = "\n".join(manifest["problems"])
+    for where in ("bad.jsonl:1: malformed JSON", "bad.jsonl:2: no text", "bad.jsonl:3: a line longer than"):
+        assert where in said
+    assert "blob.md: binary data" in said and "broken.parquet: row group 0 (rows 0-1)" in said
+    assert result.counts.documents == 9  # eight good ones and the good line of bad.jsonl
+    stopped = CliRunner().invoke(app, ["data", "triplets", str(corpus), "--negatives-from", "bm25", "-o", "x.jsonl"])
+    assert stopped.exit_code == 6 and "bad.jsonl:1: malformed JSON" in stopped.stderr
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_an_interrupted_run_leaves_no_partial_output(tmp_path: Path, monkeypatch, suffix: str):
+    import ctxext.data.triplets
+
+    real_open_writer = ctxext.data.triplets.open_writer
+
+    def open_writer_interrupted_after_some_rows(*arguments):
+        writer = real_open_writer(arguments[0], arguments[1], arguments[2], 1)  # a row group per query
+        real_write = writer.write
+
+        def write(records):
+            if writer.rows >= 4:
+                raise KeyboardInterrupt
+            real_write(records)
+
+        writer.write = write
+        return writer
+
+    monkeypatch.setattr(ctxext.data.triplets, "open_writer", open_writer_interrupted_after_some_rows)
+    write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
+    arguments = ["data", "triplets", str(tmp_path / "corpus.jsonl"), "--negatives-from", "bm25"]
+    result = CliRunner().invoke(app, [*arguments, "-o", str(tmp_path / f"t{suffix}")])
+    assert result.exit_code == 130
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus.jsonl"]

@@ -89,6 +89,10 @@ def corpus_command(
     pattern: PatternOpt = None,
     on_error: OnErrorOpt = OnError.stop,
     pdf_password: PdfPasswordOpt = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="I/N: only the I-th share of the documents, by id (join with `ctxext data merge`)."),
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,6 +106,9 @@ def corpus_command(
       ctxext data corpus news.jsonl wiki/ papers/ -o corpus.parquet --chunk 512 --overlap 64 --dedupe
 
       ctxext data corpus msmarco=triplets.jsonl encyclopedia=articles.parquet -o corpus.parquet
+
+      for i in 0 1 2 3; do ctxext data corpus docs/ --chunk 512 --shard $i/4 -o c-$i.parquet & done; wait
+      ctxext data merge c-*.parquet -o corpus.parquet
     """
     from ctxext.data.corpus import build_corpus
 
@@ -120,6 +127,7 @@ def corpus_command(
             pattern=pattern,
             on_error=on_error,
             pdf_password=pdf_password,
+            shard=shard,
             force=force,
             progress=progress,
             argv=sys.argv,
@@ -238,6 +246,8 @@ def triplets_command(  # noqa: PLR0913 (a typer command: one parameter per comma
       ctxext data pydocs -o pydocs.jsonl && ctxext data triplets pydocs.jsonl -o triplets.jsonl
 
       ctxext data triplets papers.parquet -o triplets.jsonl --queries title --negatives-from bm25
+
+      ctxext data triplets papers.parquet -o triplets.parquet --negatives-from bm25
     """
     from ctxext.data.triplets import build_triplets
 
@@ -452,6 +462,8 @@ def merge_command(
 
       for i in 0 1 2 3; do ctxext data triplets docs/ --shard $i/4 -o t-$i.jsonl & done; wait
       ctxext data merge t-*.jsonl -o triplets.jsonl
+
+    Parts are all .jsonl or all .parquet; the output is .jsonl, or .parquet from Parquet parts.
     """
     from ctxext.data.shards import merge_shards
 

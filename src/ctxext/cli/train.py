@@ -284,7 +284,10 @@ def finetune_command(  # noqa: PLR0913 (a typer command: one parameter per comma
     ],
     data: Annotated[
         list[Path],
-        typer.Option("--data", help="Triplets jsonl (query, positive, negative; see docs/data.md). Repeat for more."),
+        typer.Option(
+            "--data",
+            help="Triplets: .jsonl or .parquet (query, positive, negative; see docs/data.md). Repeat for more.",
+        ),
     ],
     out: OutOpt,
     adapter: Annotated[

@@ -18,6 +18,7 @@ from ctxext.data.dedupe import Deduplicator, Duplicate
 from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, OnError, plain
 from ctxext.data.output import CountedOutput, FileOutput, InputRecord, ParquetRowWriter
+from ctxext.data.shards import Shard
 from ctxext.data.sources import (
     Document,
     Problems,
@@ -64,6 +65,8 @@ class SourceCounts:
     near_duplicates: int = 0
     empty_texts: int = 0
     problems: int = 0
+    other_shards: int = 0
+    """Documents left to the other shards (``--shard I/N``)."""
 
 
 @dataclass
@@ -112,6 +115,7 @@ def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to ta
     pattern: str | None = None,
     on_error: OnError | str = OnError.stop,
     pdf_password: str | None = None,
+    shard: str | None = None,
     force: bool = False,
     batch_documents: int = 256,
     batch_chars: int = 1_000_000,
@@ -123,11 +127,13 @@ def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to ta
     """Flatten ``sources`` (files or folders; ``label=path`` names one) into a Parquet corpus at ``out``.
 
     ``chunk`` is the most tokens a row may have, special tokens included (what the model sees);
-    ``overlap`` the fewest tokens consecutive chunks of one document share.
+    ``overlap`` the fewest tokens consecutive chunks of one document share. ``shard`` (``I/N``) keeps only the
+    documents of the I-th share (by their ids; ``data merge`` joins the N outputs).
     """
     out = Path(out).expanduser().absolute()
     if out.suffix.lower() != ".parquet":
         raise InvalidArgument(f"output {out.name}: the corpus is written as Parquet; name it *.parquet")
+    share = _checked_shard(shard, dedupe)
     problems = Problems(on_error)
     files = expand_sources(sources, input_format=input_format, pattern=pattern)
     output = FileOutput(out, files, force=force)
@@ -136,7 +142,7 @@ def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to ta
     deduplicator = Deduplicator(near=near_duplicates, threshold=near_threshold) if dedupe else None
     counts = {label: SourceCounts() for label in dict.fromkeys(f.label for f in files)}
     inputs: list[InputRecord] = []
-    reading = _Reading(files, problems, counts, inputs, pdf_password, progress)
+    reading = _Reading(files, problems, counts, inputs, pdf_password, progress, share)
     with output.writing(lambda path: ParquetRowWriter(path, corpus_schema())) as writer:
         groups = _RowGroups(writer, rows_per_group, group_chars)
         for batch in reading.batches(batch_documents, batch_chars):
@@ -158,6 +164,7 @@ def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to ta
             "pattern": pattern,
             "on_error": problems.on_error.value,
             "pdf_password": "***" if pdf_password else None,
+            "shard": shard,
         }
         output.finish(
             writer,
@@ -171,6 +178,16 @@ def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to ta
             extra={"tokenizer": tok.describe(), "dedupe": _dedupe_description(deduplicator)},
         )
     return CorpusResult(out, output.manifest_path, counts, totals, problems.messages, output.manifest)
+
+
+def _checked_shard(shard: str | None, dedupe: bool) -> Shard | None:
+    share = Shard.parse(shard)
+    if share is not None and dedupe:
+        raise InvalidArgument(
+            "--shard with --dedupe would miss duplicates across shards: merge the shards, then run "
+            "`ctxext data corpus merged.parquet --dedupe`"
+        )
+    return share
 
 
 def _row(document: Any, row_chunk: int, text: str, tokens: int) -> tuple[Any, ...]:
@@ -269,6 +286,7 @@ class _Reading:
     inputs: list[InputRecord]
     pdf_password: str | None
     progress: ProgressFn
+    share: Shard | None = None
 
     def batches(self, batch_documents: int, batch_chars: int) -> Iterator[list[Document]]:
         """Batches of at most ``batch_documents`` documents or about ``batch_chars`` characters."""
@@ -307,6 +325,9 @@ class _Reading:
             for document in found:
                 if not document.text.strip():
                     source_counts.empty_texts += 1
+                    continue
+                if self.share is not None and not self.share.holds(document.doc_id):
+                    source_counts.other_shards += 1
                     continue
                 documents += 1
                 yield document

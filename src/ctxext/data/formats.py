@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -54,6 +54,46 @@ def record_text(record: dict[str, Any]) -> tuple[str | None, str | None, str | N
 def record_id(record: dict[str, Any], where: str) -> str:
     """A record's ``doc_id`` or ``id``; ``where`` (file:line) when it has neither."""
     return str(record.get("doc_id") or record.get("id") or where)
+
+
+# ----------------------------------------------------------------------------- Parquet rows
+
+
+def read_parquet_rows(path: str | Path, columns: Sequence[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number from 0, record) of each row of a Parquet file, read a batch of rows at a time (only ``columns``,
+    those present, when given: none present gives no rows). A file or a row group that cannot be read is an error
+    naming the file and the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = input_file(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InvalidArgument(f"{path}: not a readable Parquet file ({first_line(error)})") from None
+    present = parquet.schema_arrow.names
+    wanted = present if columns is None else [name for name in present if name in columns]
+    if not wanted:
+        return
+    first = 0
+    for group in range(parquet.num_row_groups):
+        start, rows = first, parquet.metadata.row_group(group).num_rows
+        try:
+            for batch in parquet.iter_batches(batch_size=1024, row_groups=[group], columns=wanted):
+                records = batch.to_pylist()
+                yield from enumerate(records, start=first)
+                first += len(records)
+        except (pa.ArrowException, OSError) as error:
+            raise InvalidArgument(
+                f"{path}: row group {group} (rows {start}-{start + rows - 1}) is not readable Parquet "
+                f"({first_line(error)})"
+            ) from None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------- triplets
@@ -93,20 +133,39 @@ def triplet_text(value: Any, sep_token: str, where: str) -> str:
     raise InvalidArgument(f"{where}: expected a string or an object with 'text' or 'title'/'abstract'")
 
 
+def triplet_schema() -> Any:
+    """The Arrow schema of ``ctxext-triplets/1`` as Parquet: one column per key of a JSON line, the documents as
+    structs, so a row read back is the line's object."""
+    import pyarrow as pa
+
+    document = pa.struct([("doc_id", pa.string()), ("title", pa.string()), ("abstract", pa.string())])
+    return pa.schema(
+        [
+            ("query", pa.struct([("text", pa.string()), ("kind", pa.string()), ("heading", pa.string())])),
+            ("positive", document),
+            ("negative", document),
+            ("negative_method", pa.string()),
+            ("negative_score", pa.float64()),
+            ("negative_rank", pa.int32()),
+        ]
+    )
+
+
 def read_triplets(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list[tuple[str, str, str]]:
-    """(query, positive, negative) texts of every line of the jsonl files ``paths``."""
+    """(query, positive, negative) texts of every line of the jsonl files and every row of the Parquet files
+    ``paths`` (by suffix)."""
     return [(e["query"], e["positive"], e["negative"]) for e in read_triplet_examples(paths, sep_token)]
 
 
 def read_triplet_examples(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list[dict[str, Any]]:
-    """Every triplet of ``paths`` as a training example: ``query``, ``positive`` and ``negative`` texts, and
-    ``section_start``: where the query's section starts in the positive's text (:func:`section_start`)."""
+    """Every triplet of ``paths`` (JSON lines or Parquet) as a training example: ``query``, ``positive`` and
+    ``negative`` texts, and ``section_start``: where the query's section starts in the positive's text
+    (:func:`section_start`)."""
     if not paths:
         raise InvalidArgument("no training data: pass --data triplets.jsonl")
     examples = []
     for path in map(Path, paths):
-        for number, record in read_jsonl(path):
-            where = f"{path}:{number}"
+        for where, record in _triplet_records(path):
             query, positive, negative = (_role_text(record, keys, sep_token, where) for keys in TRIPLET_KEYS.values())
             heading = record["query"].get("heading") if isinstance(record.get("query"), dict) else None
             examples.append(
@@ -129,6 +188,16 @@ def section_start(document: str, heading: Any) -> int | None:
         return 0
     found = document.find(str(heading))
     return found if found >= 0 else None
+
+
+def _triplet_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) of each triplet of a file: a Parquet row (``path:row N``) or a JSON line (``path:N``)."""
+    if path.suffix.lower() == ".parquet":
+        for row, record in read_parquet_rows(path):
+            yield f"{path}:row {row}", record
+    else:
+        for number, record in read_jsonl(path):
+            yield f"{path}:{number}", record
 
 
 def _role_text(record: dict[str, Any], keys: tuple[str, ...], sep_token: str, where: str) -> str:

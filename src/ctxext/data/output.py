@@ -110,19 +110,29 @@ class JsonlWriter:
 
 
 class ParquetRowWriter:
-    """Write lists of records as Parquet row groups; the schema is given or taken from the first batch."""
+    """Write lists of records as Parquet row groups; the schema is given or taken from the first batch. Each
+    ``write`` is a row group, unless ``rows_per_group``: then records gather until that many are there."""
 
-    def __init__(self, path: Path, schema: Any = None):
+    def __init__(self, path: Path, schema: Any = None, rows_per_group: int | None = None):
         self.path = path
         self.schema = schema
+        self.rows_per_group = rows_per_group or 1
+        self.pending: list[dict[str, Any]] = []
         self.writer: Any = None
         self.rows = 0
         self.closed = False
 
     def write(self, records: list[dict[str, Any]]) -> None:
+        self.pending.extend(records)
+        self.rows += len(records)
+        if len(self.pending) >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        records, self.pending = self.pending, []
         if not records:
             return
         try:
@@ -133,7 +143,6 @@ class ParquetRowWriter:
             self.schema = table.schema
             self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
         self.writer.write_table(table)
-        self.rows += len(records)
 
     def write_columns(self, columns: dict[str, list[Any]]) -> None:
         import pyarrow as pa
@@ -154,6 +163,7 @@ class ParquetRowWriter:
         if self.closed:
             return
         self.closed = True
+        self._flush()
         if self.writer is None and self.schema is not None:
             self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
         if self.writer is not None:
@@ -171,8 +181,11 @@ class RowWriter(Protocol):
 Writer = TypeVar("Writer", bound=RowWriter)
 
 
-def open_writer(path: Path, kind: OutputFormat, schema: Any = None) -> JsonlWriter | ParquetRowWriter:
-    return JsonlWriter(path) if kind == OutputFormat.jsonl else ParquetRowWriter(path, schema)
+def open_writer(
+    path: Path, kind: OutputFormat, schema: Any = None, rows_per_group: int | None = None
+) -> JsonlWriter | ParquetRowWriter:
+    """The writer of ``kind`` (``schema`` and ``rows_per_group``: see :class:`ParquetRowWriter`)."""
+    return JsonlWriter(path) if kind == OutputFormat.jsonl else ParquetRowWriter(path, schema, rows_per_group)
 
 
 class FileOutput:

@@ -5,18 +5,19 @@ are the N shares of one run."""
 
 from __future__ import annotations
 
-import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ctxext.checkpoint import ProgressFn, no_progress
-from ctxext.data.options import InputFormat
-from ctxext.data.output import CountedOutput, FileOutput, InputRecord, JsonlWriter
+from ctxext.data.formats import first_line, read_parquet_rows
+from ctxext.data.options import InputFormat, OutputFormat
+from ctxext.data.output import OUTPUT_FORMATS, CountedOutput, FileOutput, InputRecord, open_writer, output_format
 from ctxext.data.sources import SourceFile
 from ctxext.errors import InvalidArgument
-from ctxext.io import file_manifest_path, input_file, is_ctxext_manifest, read_json
+from ctxext.io import file_manifest_path, input_file, is_ctxext_manifest, read_json, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class MergeResult(CountedOutput):
 def merge_shards(
     parts: list[str | Path], out: str | Path, *, force: bool = False, progress: ProgressFn = no_progress, argv=None
 ) -> MergeResult:
-    """The N shard outputs of one run (JSON lines, each with its ctxext manifest), joined in shard order into
-    ``out``: refused unless they are the shards 0..N-1 of the same command on the same inputs and options."""
+    """The N shard outputs of one run (JSON lines or Parquet, each with its ctxext manifest), joined in shard order
+    into ``out`` (JSON lines, or Parquet from Parquet parts): refused unless they are the shards 0..N-1 of the same
+    command on the same inputs and options."""
     read = sorted((_shard_manifest(Path(part)) + (Path(part),) for part in parts), key=lambda item: item[0].index)
     ordered = [(manifest, path) for _, manifest, path in read]
     first, count = ordered[0][0], read[0][0].count
@@ -72,17 +74,18 @@ def merge_shards(
         )
     for manifest, path in ordered[1:]:
         for key in ("command", "inputs"):
-            if manifest[key] != first[key]:
+            if _without_counts(manifest[key]) != _without_counts(first[key]):
                 raise InvalidArgument(f"{path} was made by another run ({key} differs from {ordered[0][1]})")
         if {**manifest["options"], "shard": None} != {**first["options"], "shard": None}:
             raise InvalidArgument(f"{path} was made with other options than {ordered[0][1]}")
-    sources = [SourceFile("part", path, InputFormat.jsonl) for _, path in ordered]
-    output = FileOutput(Path(out).expanduser().absolute(), sources, force=force)
-    with output.writing(JsonlWriter) as writer:
+    out = Path(out).expanduser().absolute()
+    kind, schema = _merged_format([path for _, path in ordered], out)
+    sources = [SourceFile("part", path, InputFormat(OUTPUT_FORMATS[path.suffix.lower()].value)) for _, path in ordered]
+    output = FileOutput(out, sources, force=force)
+    with output.writing(lambda path: open_writer(path, kind, schema, MERGED_ROWS_PER_GROUP)) as writer:
         for done, (_, path) in enumerate(ordered):
-            with path.open(encoding="utf-8") as lines:
-                for line in lines:
-                    writer.write([json.loads(line)])
+            for _, record in _part_rows(path):
+                writer.write([record])
             progress("merging shards", done + 1, len(ordered))
         output.finish(
             writer,
@@ -100,6 +103,45 @@ def merge_shards(
             extra={"parts": [{"shard": m["options"]["shard"], "rows": m["output"]["rows"]} for m, _ in ordered]},
         )
     return MergeResult(output.path, output.manifest)
+
+
+def _without_counts(value: Any) -> Any:
+    """A manifest's ``inputs`` without what each shard counted in them (its own share of each file)."""
+    if isinstance(value, list):
+        return [{k: v for k, v in item.items() if k != "counts"} if isinstance(item, dict) else item for item in value]
+    return value
+
+
+MERGED_ROWS_PER_GROUP = 2048
+"""Rows per Parquet row group of a merged output."""
+
+
+def _merged_format(parts: list[Path], out: Path) -> tuple[OutputFormat, Any]:
+    """The output's format (by its suffix) and, for Parquet, the parts' schema. The parts must all be JSON lines or
+    all Parquet; Parquet output needs Parquet parts (whose schema it keeps)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kind = output_format(out)
+    part_kinds = {OUTPUT_FORMATS.get(path.suffix.lower()) for path in parts}
+    if None in part_kinds:
+        raise InvalidArgument("a part is neither *.jsonl nor *.parquet: not a shard of a ctxext data command")
+    if len(part_kinds) > 1:
+        raise InvalidArgument("the parts mix *.jsonl and *.parquet: shards of one run are all of one format")
+    if kind == OutputFormat.jsonl:
+        return kind, None
+    if part_kinds != {OutputFormat.parquet}:
+        raise InvalidArgument(
+            f"output {out.name}: the parts are JSON lines; name the output *.jsonl (or write the shards as *.parquet)"
+        )
+    try:
+        return kind, pq.ParquetFile(parts[0]).schema_arrow.remove_metadata()
+    except (pa.ArrowException, OSError) as error:
+        raise InvalidArgument(f"{parts[0]}: not a readable Parquet file ({first_line(error)})") from None
+
+
+def _part_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    return read_parquet_rows(path) if OUTPUT_FORMATS[path.suffix.lower()] == OutputFormat.parquet else read_jsonl(path)
 
 
 def _shard_manifest(path: Path) -> tuple[Shard, dict[str, Any]]:

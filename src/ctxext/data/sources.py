@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS, record_id, record_text
+from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS, first_line, read_parquet_rows, record_id, record_text
 from ctxext.data.options import InputFormat, OnError, parse_choice
 from ctxext.errors import CtxextError, InvalidArgument, SourceNotFound
-from ctxext.io import file_manifest_path, input_file, is_ctxext_manifest, register_input
+from ctxext.io import bounded_lines, file_manifest_path, input_file, is_ctxext_manifest, line_too_long, register_input
 
 FORMAT_BY_SUFFIX = {
     ".txt": InputFormat.txt,
@@ -174,6 +174,10 @@ def _text_records(source: SourceFile, problems: Problems) -> Iterator[tuple[str,
     if not text or not text.strip():
         problems.report(EmptySource(f"{source.path}: empty source (no text)"))
         return
+    if "\0" in text:
+        offset = text.index("\0")
+        problems.report(UnreadableSource(f"{source.path}: binary data (a NUL byte at character {offset}), not text"))
+        return
     title = markdown_title(text) if source.format == InputFormat.md else None
     yield str(source.path), {"title": title, "text": text}
 
@@ -189,10 +193,16 @@ def markdown_title(text: str) -> str | None:
 def _jsonl_records(source: SourceFile, problems: Problems) -> Iterator[tuple[str, dict[str, Any]]]:
     seen = 0
     with open(source.path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in bounded_lines(handle):
+            where = f"{source.path}:{number}"
+            if raw is None:
+                problems.report(UnreadableSource(line_too_long(where)))
+                continue
+            if b"\0" in raw:  # never in JSON text (a string escapes it): the rest is binary too
+                problems.report(UnreadableSource(f"{where}: binary data (NUL bytes), not UTF-8 JSON lines"))
+                return
             if not raw.strip():
                 continue
-            where = f"{source.path}:{number}"
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -211,24 +221,18 @@ def _jsonl_records(source: SourceFile, problems: Problems) -> Iterator[tuple[str
 def _parquet_records(
     source: SourceFile, problems: Problems, columns: tuple[str, ...] | None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Each row (only ``columns`` when given); a file or row group that cannot be read is a problem, and the
+    rest of that file is skipped."""
+    seen = 0
     try:
-        parquet = pq.ParquetFile(source.path)
-    except (pa.ArrowException, OSError) as error:
-        problems.report(UnreadableSource(f"{source.path}: not a readable Parquet file ({_first_line(error)})"))
-        return
-    present = parquet.schema_arrow.names
-    wanted = [c for c in present if c in columns] if columns else present
-    if parquet.metadata.num_rows == 0 or not wanted:
-        problems.report(EmptySource(f"{source.path}: empty source (no rows or no usable columns)"))
-        return
-    row = 0
-    for batch in parquet.iter_batches(batch_size=1024, columns=wanted):
-        for record in batch.to_pylist():
+        for row, record in read_parquet_rows(source.path, columns):
+            seen += 1
             yield f"{source.path}:row {row}", record
-            row += 1
+    except InvalidArgument as error:
+        problems.report(UnreadableSource(str(error)))
+        return
+    if seen == 0:
+        problems.report(EmptySource(f"{source.path}: empty source (no rows or no usable columns)"))
 
 
 def _pdf_records(source: SourceFile, problems: Problems, password: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -243,7 +247,7 @@ def _pdf_records(source: SourceFile, problems: Problems, password: str | None) -
                 unlocked = reader.decrypt(password or "")
             except (PyPdfError, NotImplementedError) as error:
                 problems.report(
-                    UnreadableSource(f"{source.path}: encrypted PDF that cannot be opened ({_first_line(error)})")
+                    UnreadableSource(f"{source.path}: encrypted PDF that cannot be opened ({first_line(error)})")
                 )
                 return
             if not unlocked:
@@ -253,7 +257,7 @@ def _pdf_records(source: SourceFile, problems: Problems, password: str | None) -
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
         title = reader.metadata.title if reader.metadata else None
     except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, OSError) as error:
-        problems.report(UnreadableSource(f"{source.path}: unreadable PDF ({_first_line(error)})"))
+        problems.report(UnreadableSource(f"{source.path}: unreadable PDF ({first_line(error)})"))
         return
     text = "\n\n".join(page for page in pages if page)
     if not text.strip():
@@ -264,11 +268,6 @@ def _pdf_records(source: SourceFile, problems: Problems, password: str | None) -
         )
         return
     yield f"{source.path}:pages 1-{len(pages)}", {"title": str(title) if title else None, "text": text}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------- documents

@@ -29,7 +29,7 @@ per query, not a sort of all of them (``benchmarks/triplets_scale.py``: 100k doc
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,18 @@ import numpy as np
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.bm25 import BM25Index
 from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
-from ctxext.data.formats import record_id, record_text
-from ctxext.data.options import DEFAULT_MODEL, InputFormat, NegativesFrom, OnError, Queries, parse_choice, plain
-from ctxext.data.output import CountedOutput, FileOutput, InputRecord, JsonlWriter
+from ctxext.data.formats import record_id, record_text, triplet_schema
+from ctxext.data.options import (
+    DEFAULT_MODEL,
+    InputFormat,
+    NegativesFrom,
+    OnError,
+    OutputFormat,
+    Queries,
+    parse_choice,
+    plain,
+)
+from ctxext.data.output import CountedOutput, FileOutput, InputRecord, open_writer, output_format
 from ctxext.data.shards import Shard
 from ctxext.data.sources import (
     EmptySource,
@@ -364,25 +373,25 @@ def _passage_queries(
 
 def swapped_negatives(
     documents: list[StructuredDocument], queries: list[Query], *, negatives: int = 1, seed: int = 0
-) -> list[list[StructuredDocument]]:
-    """For each passage query, ``negatives`` copies of its positive with the passage replaced by as many words
-    from another document (id ``POSITIVE~DONOR``): the same text but for the one spot the query asks about, so
-    only an encoder that carries that spot into its embedding tells them apart."""
+) -> Iterator[list[StructuredDocument]]:
+    """For each passage query (made as they are asked for), ``negatives`` copies of its positive with the passage
+    replaced by as many words from another document (id ``POSITIVE~DONOR``): the same text but for the one spot the
+    query asks about, so only an encoder that carries that spot into its embedding tells them apart."""
     generator = np.random.default_rng([seed, 1])
     text_key = _text_keys(documents)
-    donors = [d.body().split() for d in documents]
-    found = []
+    word_counts = [_words(d.body()) for d in documents]  # a donor's words are split only when it is picked
     for query in queries:
         if query.span is None:
             raise InvalidArgument("--negatives-from swap needs --queries passage")
         length = len(query.text.split())
         candidates = [
-            i for i, words in enumerate(donors) if text_key[i] != text_key[query.document] and len(words) >= length
+            i for i, count in enumerate(word_counts) if text_key[i] != text_key[query.document] and count >= length
         ]
         picked = []
         for donor in generator.permutation(candidates)[:negatives].tolist():
-            start = int(generator.integers(len(donors[donor]) - length + 1))
-            replacement = " ".join(donors[donor][start : start + length])
+            words = documents[donor].body().split()
+            start = int(generator.integers(len(words) - length + 1))
+            replacement = " ".join(words[start : start + length])
             first, last = query.span
             text = query.positive_text[:first] + replacement + query.positive_text[last:]
             picked.append(
@@ -392,8 +401,7 @@ def swapped_negatives(
                     [Section(None, text)],
                 )
             )
-        found.append(picked)
-    return found
+        yield picked
 
 
 def _text_keys(documents: list[StructuredDocument]) -> list[int]:
@@ -409,6 +417,17 @@ Search = Callable[[list[Query], int], tuple[np.ndarray, np.ndarray]]
 """For a block of queries and ``k``: each query's top-``k`` documents (indices, scores; in any order)."""
 
 
+# Why not FAISS for embedding negatives (benchmarks/topk.py; figures in benchmarks/results/topk-*.json): float32 unit
+# vectors, 384 dims, k = 32, on 2 cores shared with another job (the methods interleaved chunk by chunk, so its load
+# falls on both alike):
+# - 100k documents x 100k queries: this blockwise top-k 290 s at a peak RSS of 0.90 GiB; FAISS IndexFlatIP asked
+#   4096 queries at a time 174 s, 0.51 GiB (1.7x faster); the same top-k (all but 1 in 3.2 million entries, float
+#   rounding). Alone on the machine this top-k took 93 s.
+# - FAISS asked in our blocks of 256 queries is 3.5x slower than this (100k x 20k: 159 s against 45 s).
+# - Encoding 128 documents of 300 words with all-MiniLM-L6-v2 took 11.7 s: 100k documents about 2.5 h on these
+#   cores, before any search. FAISS would save about 2 of those 150 minutes (about 1%), for a new dependency, a second
+#   search path with its own block size and arithmetic; both stay far under the 4 GB goal. Kept: one BLAS product and
+#   a partial sort per block.
 def top_k(scores_of: Callable[[list[Query]], np.ndarray]) -> Search:
     """A :data:`Search` over a function giving a block of queries' scores against every document (memory: one
     block's rows; time: linear in the documents, a partial sort instead of a full one)."""
@@ -558,7 +577,8 @@ def build_triplets(  # noqa: PLR0913 (one keyword per option of its command; to 
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
 ) -> TripletsResult:
-    """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets as jsonl to ``out``; with ``shard``
+    """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets to ``out`` (JSON lines, or Parquet
+    when it is named *.parquet: the same records, one column per key); with ``shard``
     (``I/N``) only the queries of the I-th share of the documents (negatives still from all of them)."""
     out, queries, negatives_from = _checked_options(out, queries, negatives_from, negatives, skip_top)
     share = Shard.parse(shard)
@@ -593,11 +613,11 @@ def build_triplets(  # noqa: PLR0913 (one keyword per option of its command; to 
     embedder = LazyEncoder(encoder, revision)  # loaded only for embedding negatives
     found = _negatives(documents, made, negatives_from, embedder, negatives, skip_top, seed, progress)
     options = _recorded_options(dict(locals()), problems.on_error, embedder.folder)
-    triplets = [
+    triplets = (  # made one query at a time as they are written: never all the texts at once
         [triplet_record(query, documents[query.document], *negative, negatives_from) for negative in picked]
         for query, picked in zip(made, found, strict=False)
-    ]
-    _write_triplets(output, triplets, counts, problems, options, inputs, argv)
+    )
+    _write_triplets(output, output_format(out), triplets, counts, problems, options, inputs, argv)
     return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
 
 
@@ -638,8 +658,7 @@ def _checked_options(
 ) -> tuple[Path, Queries, NegativesFrom]:
     """The output path and the parsed choices, refused before any reading when they cannot work."""
     out = Path(out).expanduser().absolute()
-    if out.suffix.lower() != ".jsonl":
-        raise InvalidArgument(f"output {out.name}: triplets are written as JSON lines; name it *.jsonl")
+    output_format(out)
     negatives_from = parse_choice(NegativesFrom, negatives_from, "--negatives-from must be one of {choices}")
     if negatives < 1 or skip_top < 0:
         raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
@@ -649,17 +668,23 @@ def _checked_options(
     return out, queries, negatives_from
 
 
+TRIPLET_ROWS_PER_GROUP = 2048
+"""Triplets per Parquet row group (each holds two documents' text: a few MB a group)."""
+
+
 def _write_triplets(
     output: FileOutput,
-    triplets: list[list[dict[str, Any]]],
+    kind: OutputFormat,
+    triplets: Iterable[list[dict[str, Any]]],
     counts: TripletCounts,
     problems: Problems,
     options: dict[str, Any],
     inputs: list[InputRecord],
     argv: list[str] | None,
 ) -> None:
-    """The triplets of each query as JSON lines, and the manifest with the counts beside them."""
-    with output.writing(JsonlWriter) as writer:
+    """The triplets of each query as JSON lines or Parquet rows (``kind``), written as they come, and the manifest
+    with the counts beside them."""
+    with output.writing(lambda path: open_writer(path, kind, triplet_schema(), TRIPLET_ROWS_PER_GROUP)) as writer:
         for records in triplets:
             counts.queries_without_negative += not records
             writer.write(records)
@@ -717,13 +742,14 @@ def _negatives(
     skip_top: int,
     seed: int,
     progress: ProgressFn,
-) -> list[list[tuple[StructuredDocument, float | None, int]]]:
-    """(negative document, score, rank) of each query: swapped, or mined by BM25 or embedding."""
+) -> Iterable[list[tuple[StructuredDocument, float | None, int]]]:
+    """(negative document, score, rank) of each query: swapped (made as they are asked for), or mined by BM25 or
+    embedding."""
     if negatives_from == NegativesFrom.swap:
-        return [
+        return (
             [(swapped, None, 0) for swapped in picked]
             for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)
-        ]
+        )
     search = top_k(
         bm25_scores(documents)
         if negatives_from == NegativesFrom.bm25

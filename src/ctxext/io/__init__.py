@@ -28,7 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.io.files import CHUNK_BYTES, file_sha256, input_file, read_json, read_jsonl
+from ctxext.io.files import (
+    CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    bounded_lines,
+    file_sha256,
+    input_file,
+    line_too_long,
+    read_json,
+    read_jsonl,
+)
 from ctxext.io.folder import (
     MANIFEST_NAME,
     PYTORCH_INDEX,
@@ -119,6 +128,9 @@ __all__ = [
     "file_manifest_path",
     "file_sha256",
     "input_file",
+    "MAX_LINE_BYTES",
+    "bounded_lines",
+    "line_too_long",
     "is_ctxext_manifest",
     "is_main_process",
     "is_stale_weight",

@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound
 from ctxext.io.locks import register_input
@@ -54,12 +54,39 @@ def input_file(path: str | os.PathLike[str], what: str = "input file") -> Path:
     return path
 
 
+MAX_LINE_BYTES = 32 * 2**20
+"""The longest line a JSON lines reader takes (one record); a longer one is a file that is not one record per line
+(a JSON array, a binary file) more often than a record, and is refused without being held in memory."""
+
+
+def bounded_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of each line of a file opened in binary mode; a line longer than
+    :data:`MAX_LINE_BYTES` comes as None, read past a piece at a time (never held whole)."""
+    limit = MAX_LINE_BYTES
+    number = 0
+    while raw := handle.readline(limit + 1):
+        number += 1
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield number, raw
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = handle.readline(2**20)
+        yield number, None
+
+
+def line_too_long(where: str) -> str:
+    """The message for a line over :data:`MAX_LINE_BYTES`, ``where`` naming the file and line."""
+    return f"{where}: a line longer than {MAX_LINE_BYTES / 2**20:g} MiB (not one JSON record per line?)"
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each non-blank line; a line that is not a JSON object (or not UTF-8) is an
-    error naming the file and line."""
+    """(line number, record) for each non-blank line; a line that is not a JSON object (or not UTF-8, or longer
+    than :data:`MAX_LINE_BYTES`) is an error naming the file and line."""
     path = input_file(path)
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in bounded_lines(handle):
+            if raw is None:
+                raise InvalidArgument(line_too_long(f"{path}:{number}"))
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
