@@ -453,10 +453,10 @@ def test_finetune_trains_the_same_weights_from_parquet_or_jsonl_triplets(tmp_pat
 
 
 def test_on_error_skip_leaves_out_bad_records_and_files_and_counts_them_in_the_manifest(tmp_path: Path, monkeypatch):
-    import ctxext.io
+    import ctxext.io.files
     from data_helpers import write_parquet
 
-    monkeypatch.setattr(ctxext.io, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr(ctxext.io.files, "MAX_LINE_BYTES", 4096)  # where the line reader looks it up
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     write_jsonl(corpus / "good.jsonl", corpus_records())

@@ -114,10 +114,6 @@ def test_the_import_graph_has_no_cycle():
 
 
 MAX_MODULE_LINES = 600
-# Modules over the limit that wait for work elsewhere to land before they are split, each with why.
-LONG_FOR_NOW = {
-    "data/triplets.py": "being reworked on issue 35 (Parquet triplets); split along its sections after that lands"
-}
 
 
 def test_no_module_is_longer_than_600_lines():
@@ -126,4 +122,4 @@ def test_no_module_is_longer_than_600_lines():
         for path in PACKAGE.rglob("*.py")
     }
     long = sorted(f"{name} ({lines} lines)" for name, lines in lengths.items() if lines > MAX_MODULE_LINES)
-    assert long == sorted(f"{name} ({lengths[name]} lines)" for name in LONG_FOR_NOW)
+    assert long == []
