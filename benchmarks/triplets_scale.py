@@ -1,9 +1,16 @@
-"""How `ctxext data triplets` scales with the corpus: a deterministic synthetic corpus of structured documents
-(title + 4 sections of about 100 words, Zipf-distributed over a 20,000-word vocabulary), at growing sizes; each
-run a fresh process (`python -m ctxext data triplets CORPUS --queries section --negatives-from bm25`), its wall
-time and peak RSS. Goal (issue 35): 100k documents in <= 10 minutes and <= 4 GB, and x10 documents <= x15 time.
+"""How `ctxext data` scales with the corpus: a deterministic synthetic corpus of structured documents (title + 4
+sections of about 100 words, Zipf-distributed over a 20,000-word vocabulary), at growing sizes; each job a fresh
+process, its wall time and peak RSS. Jobs (``--jobs``):
 
-    python benchmarks/triplets_scale.py --documents 1000 10000 100000
+- ``bm25``: `ctxext data triplets CORPUS --queries section --negatives-from bm25 -o t.jsonl`;
+- ``bm25-parquet``: the same written as Parquet;
+- ``embedding``: `--negatives-from embedding` (all-MiniLM-L6-v2 embeds every document and query: on 2 CPU cores
+  about a minute per thousand documents, so run it at the small sizes);
+- ``corpus``: `ctxext data corpus CORPUS -o c.parquet` (tokenized rows, streamed).
+
+Goal (issue 35): 100k documents to BM25 triplets in <= 10 minutes and <= 4 GB, and x10 documents <= x15 time.
+
+    python benchmarks/triplets_scale.py --documents 1000 10000 100000 --jobs bm25 bm25-parquet corpus
     python benchmarks/triplets_scale.py --documents 1000 --ref HEAD~1   # the same at an earlier commit
 """
 
@@ -44,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--ref", default=None, help="Run ctxext as it was at this commit (a git worktree).")
+    parser.add_argument("--jobs", nargs="+", default=["bm25"], choices=sorted(JOBS))
     parser.add_argument("--json", type=Path, default=None)
     arguments = parser.parse_args()
     rows = []
@@ -58,33 +66,53 @@ def main() -> None:
             for count in arguments.documents:
                 corpus = Path(scratch) / f"corpus-{count}.jsonl"
                 write_corpus(corpus, count)
-                command = ["data", "triplets", str(corpus), "--queries", "section", "--negatives-from", "bm25"]
-                command += ["-o", str(Path(scratch) / f"t-{count}.jsonl")]
-                launcher = (
-                    f"import sys, runpy; sys.path.insert(0, {str(source)!r}); sys.argv = ['ctxext', *sys.argv[1:]]; "
-                    "runpy.run_module('ctxext', run_name='__main__')"
-                )
-                env_python = [sys.executable, "-c", launcher, *command]
-                seconds, peak_bytes = measured(env_python)
-                peak = peak_bytes / 2**30
-                triplets = sum(1 for _ in open(Path(scratch) / f"t-{count}.jsonl"))
-                rows.append(
-                    {
-                        "documents": count,
-                        "triplets": triplets,
-                        "seconds": round(seconds, 1),
-                        "peak_rss_gib": round(peak, 2),
-                    }
-                )
-                print(f"{count:>7} documents: {triplets} triplets, {seconds:.1f} s, peak {peak:.2f} GiB", flush=True)
+                for job in arguments.jobs:
+                    rows.append(run_job(job, corpus, count, Path(scratch), source))
         finally:
             if arguments.ref:
                 subprocess.run(["git", "worktree", "remove", "--force", f"{scratch}/tree"], cwd=ROOT, check=False)
-    for before, after in zip(rows, rows[1:], strict=False):
-        growth = after["documents"] / before["documents"]
-        print(f"x{growth:g} documents -> x{after['seconds'] / before['seconds']:.1f} time")
+    for job in arguments.jobs:
+        ran = [row for row in rows if row["job"] == job]
+        for before, after in zip(ran, ran[1:], strict=False):
+            growth = after["documents"] / before["documents"]
+            print(f"{job}: x{growth:g} documents -> x{after['seconds'] / before['seconds']:.1f} time")
     if arguments.json:
         arguments.json.write_text(json.dumps({"ref": arguments.ref or "HEAD", "rows": rows}, indent=1) + "\n")
+
+
+JOBS = {
+    "bm25": (["data", "triplets", "{corpus}", "--queries", "section", "--negatives-from", "bm25"], "t.jsonl"),
+    "bm25-parquet": (["data", "triplets", "{corpus}", "--queries", "section", "--negatives-from", "bm25"], "t.parquet"),
+    "embedding": (["data", "triplets", "{corpus}", "--queries", "section", "--negatives-from", "embedding"], "t.jsonl"),
+    "corpus": (["data", "corpus", "{corpus}"], "c.parquet"),
+}
+
+
+def run_job(job: str, corpus: Path, count: int, scratch: Path, source: Path) -> dict:
+    """One job on one corpus, in a fresh process: its rows written, wall time and peak RSS."""
+    arguments, name = JOBS[job]
+    out = scratch / f"{job}-{count}-{name}"
+    command = [part.format(corpus=corpus) for part in arguments] + ["-o", str(out)]
+    launcher = (
+        f"import sys, runpy; sys.path.insert(0, {str(source)!r}); sys.argv = ['ctxext', *sys.argv[1:]]; "
+        "runpy.run_module('ctxext', run_name='__main__')"
+    )
+    seconds, peak_bytes = measured([sys.executable, "-c", launcher, *command])
+    if out.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        written = pq.ParquetFile(out).metadata.num_rows
+    else:
+        written = sum(1 for _ in open(out))
+    peak = peak_bytes / 2**30
+    print(f"{job:>12} {count:>7} documents: {written} rows, {seconds:.1f} s, peak {peak:.2f} GiB", flush=True)
+    return {
+        "job": job,
+        "documents": count,
+        "rows": written,
+        "seconds": round(seconds, 1),
+        "peak_rss_gib": round(peak, 2),
+    }
 
 
 if __name__ == "__main__":
