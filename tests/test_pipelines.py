@@ -143,9 +143,9 @@ def test_a_config_that_names_no_known_pipeline_is_one_line(tmp_path):
 
 
 def test_pipeline_docstrings_come_from_the_listed_packages_never_a_held_out_one(tmp_path, monkeypatch):
-    from ctxext.cli.pipeline import build_data
     from ctxext.data.pydocs import HELD_OUT_PACKAGES
     from ctxext.errors import InvalidArgument
+    from ctxext.pipeline import build_data
 
     monkeypatch.setenv("CTXEXT_CACHE", str(tmp_path / "cache"))
     held_out = HELD_OUT_PACKAGES["test"][0]

@@ -2,8 +2,9 @@
 documents, and the published model that carries it (manifest and card).
 
 The stages themselves (``data longdoc --corpus``, ``data triplets``, ``interpolate --tile``, ``finetune
---positions-only``, and for the ``bigbird`` recipe ``transfer`` and ``finetune``) are the ordinary commands,
-run by ``ctxext.cli.extend``; this module holds the recipes and never trains.
+--positions-only``, and for the ``bigbird`` recipe ``transfer`` and ``finetune``) are the ordinary commands'
+library calls, run by ``ctxext.pipeline`` from the config :func:`extend_config` builds; this module holds the
+recipes and never trains.
 """
 
 from __future__ import annotations
@@ -57,6 +58,52 @@ def chosen_recipe(recipe: Recipe, config: dict[str, Any], length: int) -> Recipe
     if recipe == Recipe.bigbird and why_not:
         raise InvalidArgument(f"--recipe bigbird needs {why_not}; use --recipe positions")
     return recipe
+
+
+def extend_config(
+    source: str,
+    length: int,
+    corpus: str,
+    work: Path,
+    *,
+    revision: str | None,
+    recipe: Recipe,
+    window: int,
+    steps: int,
+    held_out: float,
+    min_tokens: int,
+) -> dict[str, Any]:
+    """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes); ``window``: the
+    positions the source reads; ``revision``: of a hub source, for every stage that reads it."""
+    longdoc = {
+        "corpus": corpus,
+        "held_out": held_out,
+        "tokenizer": source,
+        "revision": revision,
+        "min_tokens": min_tokens,
+        "max_tokens": length,
+    }
+    bigbird = {
+        "transfer": {"len": length},
+        "finetune_bigbird": {
+            **BIGBIRD_STAGE,
+            "max_len": min(BIGBIRD_STAGE["max_len"], length // 2),
+            "position_span": length,
+            "steps": steps,
+        },
+    }
+    return {
+        "pipeline": PIPELINES[recipe],
+        "source": source,
+        "revision": revision,
+        "data": {
+            "longdoc": longdoc,
+            "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
+        },
+        "interpolate": {"len": length, "tile": True},
+        "finetune": {**POSITIONS_STAGE, "max_len": window, "position_span": length, "steps": steps},
+        **(bigbird if recipe == Recipe.bigbird else {}),
+    }
 
 
 HELD_OUT_FORMS = "chunk-mean,chunk-max,whole,late-chunk,bm25,hybrid:chunk-max,hybrid:late-chunk"

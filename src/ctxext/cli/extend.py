@@ -1,8 +1,8 @@
 """`ctxext extend`: a longer window for your own documents in one command, judged against chunking on a
 held-out part of them.
 
-Stages (each the ctxext command of that name, run in-process, its output kept under --work so a rerun skips
-what is done and --resume continues the training):
+Stages (each the library call of the ctxext command of that name, `ctxext.pipeline`; its output kept under
+--work so a rerun skips what is done and --resume continues the training):
 
   1. data longdoc --corpus DOCS: a held-out share of the documents becomes the test set (a section's first
      paragraph is the query, its document without it the target); the rest is the training text.
@@ -20,7 +20,7 @@ model is written to OUT with that comparison in its manifest and card.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -31,54 +31,6 @@ from ctxext.extend import Recipe
 
 def register(app: typer.Typer) -> None:
     app.command("extend")(extend_command)
-
-
-def extend_config(
-    source: str,
-    length: int,
-    corpus: str,
-    work: Path,
-    *,
-    revision: str | None,
-    recipe: Recipe,
-    window: int,
-    steps: int,
-    held_out: float,
-    min_tokens: int,
-) -> dict[str, Any]:
-    """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes); ``window``: the
-    positions the source reads; ``revision``: of a hub source, for every stage that reads it."""
-    from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS
-
-    longdoc = {
-        "corpus": corpus,
-        "held_out": held_out,
-        "tokenizer": source,
-        "revision": revision,
-        "min_tokens": min_tokens,
-        "max_tokens": length,
-    }
-    bigbird = {
-        "transfer": {"len": length},
-        "finetune_bigbird": {
-            **BIGBIRD_STAGE,
-            "max_len": min(BIGBIRD_STAGE["max_len"], length // 2),
-            "position_span": length,
-            "steps": steps,
-        },
-    }
-    return {
-        "pipeline": PIPELINES[recipe],
-        "source": source,
-        "revision": revision,
-        "data": {
-            "longdoc": longdoc,
-            "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
-        },
-        "interpolate": {"len": length, "tile": True},
-        "finetune": {**POSITIONS_STAGE, "max_len": window, "position_span": length, "steps": steps},
-        **(bigbird if recipe == Recipe.bigbird else {}),
-    }
 
 
 @reports_errors
@@ -109,10 +61,11 @@ def extend_command(
 
       ctxext extend all-MiniLM-L6-v2 --len 4096 --corpus my-docs/ -o minilm-4096-my-docs
     """
-    from ctxext.cli.pipeline import check_config, run_stages, work_folder
+    from ctxext.cli.pipeline import cli_events, stage_arguments
     from ctxext.errors import InvalidArgument, SourceNotFound
-    from ctxext.extend import ExtendResult, chosen_recipe, compare_on_held_out, publish, source_window
+    from ctxext.extend import ExtendResult, chosen_recipe, compare_on_held_out, extend_config, publish, source_window
     from ctxext.io import check_output_target, open_model, register_input
+    from ctxext.pipeline import check_config, run_stages, work_folder
     from ctxext.positions import check_target_length
     from ctxext.train.runner import is_main_process
 
@@ -138,9 +91,9 @@ def extend_command(
         held_out=held_out,
         min_tokens=min_tokens,
     )
-    check_config(config, "extend", work)
+    plan = check_config(config, "extend", work, stage_arguments)
     with work_folder(work):
-        data, written = run_stages(config, work, resume=resume, force=False)
+        data, written = run_stages(plan, resume=resume, force=False, events=cli_events())
     if not is_main_process():
         return  # under a distributed launch every process trains; the main one evaluates and writes OUT
     with progress_bars() as progress:
