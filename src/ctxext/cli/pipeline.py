@@ -74,10 +74,8 @@ def stage_arguments(command: str, values: dict[str, Any], where: str) -> dict[st
     try:
         context = click_command.make_context(command, [], default_map=by_name)
     except _click_exception() as error:
-        parameter = getattr(error, "param", None)
-        given = next(
-            (values[key] for key, name in names.items() if parameter and name == parameter.name and key in values), None
-        )
+        spelt = {name: key for key, name in names.items() if key in values}  # parameter name -> the config's key
+        given = values.get(spelt.get(getattr(getattr(error, "param", None), "name", None) or "", ""))
         shown = f" (given: {given!r})" if given is not None else ""
         raise InvalidArgument(f"{where}: {_usage_message(error)}{shown}") from None
     return dict(context.params)
