@@ -1,5 +1,5 @@
 """Kept for older instructions: `python scripts/pipeline.py CONFIG --work DIR` is `ctxext pipeline CONFIG --work DIR`
-(see ctxext/cli/pipeline.py)."""
+(see ctxext/pipeline.py)."""
 
 import sys
 

@@ -143,9 +143,9 @@ def test_a_config_that_names_no_known_pipeline_is_one_line(tmp_path):
 
 
 def test_pipeline_docstrings_come_from_the_listed_packages_never_a_held_out_one(tmp_path, monkeypatch):
-    from ctxext.cli.pipeline import build_data
     from ctxext.data.pydocs import HELD_OUT_PACKAGES
     from ctxext.errors import InvalidArgument
+    from ctxext.pipeline import build_data
 
     monkeypatch.setenv("CTXEXT_CACHE", str(tmp_path / "cache"))
     held_out = HELD_OUT_PACKAGES["test"][0]
@@ -165,3 +165,48 @@ def test_tiny_long_document_pipeline_trains_new_rows_and_evaluates_on_longdoc(tm
     assert (tmp_path / "run" / "longdoc" / "dev" / "qrels" / "test.tsv").is_file()
     printed = capsys.readouterr().out
     assert "mean of 64-token chunks" in printed and "MRR, 0-512" in printed
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (ROOT / "configs").glob("*.json") if p.name != "qa_special_tokens.json")
+)
+def test_every_shipped_config_is_checked_in_full_into_typed_steps(name, tmp_path):
+    from ctxext.cli.pipeline import stage_arguments
+    from ctxext.pipeline import check_config, read_config
+
+    config = read_config(ROOT / "configs" / name)
+    plan = check_config(config, name, tmp_path / "run", stage_arguments)
+    steps = [*plan.data_steps.values(), *plan.stages, *plan.evaluations]
+    assert [step.out.parent for step in plan.stages] == [tmp_path / "run"] * len(plan.stages)
+    assert all(isinstance(step.arguments["force"], bool) for step in steps)
+    for step in plan.stages:  # every option the config sets reaches the call, typed
+        section = config.get(step.section.split(": ")[-1], {})
+        assert all(key in step.values for key in section)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_misspelt_option_in_the_last_stage_is_one_usage_error_naming_it_before_anything_runs(tmp_path):
+    import time
+
+    from ctxext.cli.pipeline import stage_arguments
+    from ctxext.errors import InvalidArgument
+    from ctxext.pipeline import check_config, read_config
+
+    config = read_config(ROOT / "configs" / "specter2_bigbird_minilm.json")
+    config["finetune"]["stepz"] = 3
+    started = time.monotonic()
+    with pytest.raises(InvalidArgument, match=r"finetune: no such option: --stepz \(did you mean --steps\?\)"):
+        check_config(config, "c.json", tmp_path / "run", stage_arguments)
+    assert time.monotonic() - started < 2 and not (tmp_path / "run").exists()
+
+
+def test_a_false_value_turns_off_an_option_that_defaults_to_on(tmp_path):
+    from ctxext.cli.pipeline import stage_arguments
+    from ctxext.pipeline import check_config, read_config
+
+    config = read_config(ROOT / "configs" / "ci_transfer_finetune.json")
+    config["transfer"]["check"] = False
+    config["finetune"]["gradient_checkpointing"] = False
+    transfer, finetune = check_config(config, "c.json", tmp_path, stage_arguments).stages
+    assert transfer.arguments["check"] is False and finetune.arguments["gradient_checkpointing"] is False
+    assert transfer.arguments["target_length"] == 256 and finetune.arguments["data"] == [tmp_path / "triplets.jsonl"]

@@ -87,7 +87,7 @@ def test_distill_reads_a_hub_teacher_at_its_revision(hub, tiny_models, tmp_path)
 
 
 def test_a_pipeline_config_revision_reaches_the_stages_that_read_the_source():
-    from ctxext.cli.pipeline import PIPELINE_STAGES
+    from ctxext.pipeline import PIPELINE_STAGES
 
     config = {"source": HUB_ID, "teacher": HUB_ID, "revision": "v1"}
     firsts = {name: stages[0].arguments(config, {}, None) for name, stages in PIPELINE_STAGES.items()}
@@ -127,9 +127,8 @@ def test_data_commands_read_a_hub_tokenizer_and_encoder_at_the_revision(hub, tmp
 
 
 def test_extend_reads_its_source_at_the_revision_in_every_stage_that_reads_it(tmp_path):
-    from ctxext.cli.extend import extend_config
-    from ctxext.cli.pipeline import PIPELINE_STAGES
-    from ctxext.extend import Recipe
+    from ctxext.extend import Recipe, extend_config
+    from ctxext.pipeline import PIPELINE_STAGES
 
     config = extend_config(
         HUB_ID,

@@ -2,8 +2,9 @@
 documents, and the published model that carries it (manifest and card).
 
 The stages themselves (``data longdoc --corpus``, ``data triplets``, ``interpolate --tile``, ``finetune
---positions-only``, and for the ``bigbird`` recipe ``transfer`` and ``finetune``) are the ordinary commands,
-run by ``ctxext.cli.extend``; this module holds the recipes and never trains.
+--positions-only``, and for the ``bigbird`` recipe ``transfer`` and ``finetune``) are the ordinary commands'
+library calls, run by ``ctxext.pipeline`` from the config :func:`extend_config` builds; this module holds the
+recipes and never trains.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctxext.card import write_model_card
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.io import atomic_output
 from ctxext.manifest import read_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from ctxext.pipeline import Events, OptionParser
 
 
 class Recipe(str, Enum):
@@ -57,6 +61,52 @@ def chosen_recipe(recipe: Recipe, config: dict[str, Any], length: int) -> Recipe
     if recipe == Recipe.bigbird and why_not:
         raise InvalidArgument(f"--recipe bigbird needs {why_not}; use --recipe positions")
     return recipe
+
+
+def extend_config(
+    source: str,
+    length: int,
+    corpus: str,
+    work: Path,
+    *,
+    revision: str | None,
+    recipe: Recipe,
+    window: int,
+    steps: int,
+    held_out: float,
+    min_tokens: int,
+) -> dict[str, Any]:
+    """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes); ``window``: the
+    positions the source reads; ``revision``: of a hub source, for every stage that reads it."""
+    longdoc = {
+        "corpus": corpus,
+        "held_out": held_out,
+        "tokenizer": source,
+        "revision": revision,
+        "min_tokens": min_tokens,
+        "max_tokens": length,
+    }
+    bigbird = {
+        "transfer": {"len": length},
+        "finetune_bigbird": {
+            **BIGBIRD_STAGE,
+            "max_len": min(BIGBIRD_STAGE["max_len"], length // 2),
+            "position_span": length,
+            "steps": steps,
+        },
+    }
+    return {
+        "pipeline": PIPELINES[recipe],
+        "source": source,
+        "revision": revision,
+        "data": {
+            "longdoc": longdoc,
+            "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
+        },
+        "interpolate": {"len": length, "tile": True},
+        "finetune": {**POSITIONS_STAGE, "max_len": window, "position_span": length, "steps": steps},
+        **(bigbird if recipe == Recipe.bigbird else {}),
+    }
 
 
 HELD_OUT_FORMS = "chunk-mean,chunk-max,whole,late-chunk,bm25,hybrid:chunk-max,hybrid:late-chunk"
@@ -186,3 +236,83 @@ def publish(trained: Path, out: str | Path, comparison: HeldOutComparison, *, fo
         write_manifest(staging, manifest)
         write_model_card(staging, manifest, name=Path(out).name, source_card=trained / "README.md")
     return Path(out).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class ExtendOptions:
+    """``ctxext extend``'s options besides the source, the length, the documents and the output (their defaults
+    are the command's)."""
+
+    recipe: Recipe
+    steps: int
+    held_out: float
+    min_tokens: int
+    chunk: int
+    work: Path | None
+    resume: bool
+    revision: str | None
+    force: bool
+
+
+def extend(
+    source: str,
+    length: int,
+    corpus: str,
+    out: Path,
+    options: ExtendOptions,
+    *,
+    parse: OptionParser,
+    events: Events | None = None,
+) -> ExtendResult | None:
+    """Extend ``source``'s window to ``length`` for the documents in ``corpus``: the recipe's pipeline
+    (:func:`extend_config`; every option checked by ``parse`` before any stage runs; ``events`` hear each stage)
+    in the work folder, then the comparison with chunking on the held-out documents, published to ``out``.
+    Everything a user can get wrong (the corpus, the output, the length, the recipe) is refused before any stage
+    runs. Under a distributed launch every process trains; the main one evaluates and writes ``out`` (the
+    others return None)."""
+    from ctxext.errors import SourceNotFound
+    from ctxext.io import check_output_target, open_model, register_input
+    from ctxext.pipeline import Events, check_config, run_stages, work_folder
+    from ctxext.positions import check_target_length
+    from ctxext.train.runner import is_main_process
+
+    if not Path(corpus).expanduser().exists():
+        raise SourceNotFound(f"--corpus {corpus} does not exist")
+    register_input(corpus)  # never replaced by OUT, whatever --force says
+    source_config = open_model(source, revision=options.revision)[1].config
+    check_output_target(out, force=options.force)  # refused now, not after the training
+    check_target_length(source_window(source_config), length)
+    if options.min_tokens > length:
+        raise InvalidArgument(
+            f"--min-tokens {options.min_tokens} is above --len {length}: no held-out document could qualify"
+        )
+    work = (options.work or out.parent / f"{out.name}.ctxext-work").expanduser().absolute()
+    config = extend_config(
+        source,
+        length,
+        corpus,
+        work,
+        revision=options.revision,
+        recipe=chosen_recipe(options.recipe, source_config, length),
+        window=source_window(source_config),
+        steps=options.steps,
+        held_out=options.held_out,
+        min_tokens=options.min_tokens,
+    )
+    plan = check_config(config, "extend", work, parse)
+    with work_folder(work):
+        data, written = run_stages(plan, resume=options.resume, force=False, events=events)
+    if not is_main_process():
+        return None
+    with (events or Events()).progress() as progress:
+        comparison = compare_on_held_out(
+            source,
+            written[-1],
+            data["longdoc"] / "test",
+            length=length,
+            chunk=options.chunk,
+            revision=options.revision,
+            progress=progress,
+        )
+    published = publish(written[-1], out, comparison, force=options.force)
+    return ExtendResult(published, comparison, [str(path) for path in written])

@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from ctxext.card import held_out_rows
 from ctxext.errors import CtxextError, InvalidArgument, remote_code_refusal
-from ctxext.positions import Grid, Method
+from ctxext.positions import Grid
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -53,14 +53,6 @@ GridOpt = Annotated[
         "'scaled' (PI: row i lands on position i*N/n)."
     ),
 ]
-
-
-def chosen_method(*, linear: bool, spline: bool, tile: bool, default: Method) -> Method:
-    """The position-filling method of the --linear / --spline / --tile flags (at most one)."""
-    chosen = [m for m, flag in ((Method.linear, linear), (Method.spline, spline), (Method.tile, tile)) if flag]
-    if len(chosen) > 1:
-        raise InvalidArgument("choose one of --linear, --spline, --tile")
-    return chosen[0] if chosen else default
 
 
 def quiet_library_progress_bars() -> None:

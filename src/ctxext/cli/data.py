@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -249,32 +249,11 @@ def triplets_command(  # noqa: PLR0913 (a typer command: one parameter per comma
 
       ctxext data triplets papers.parquet -o triplets.parquet --negatives-from bm25
     """
-    from ctxext.data.triplets import build_triplets
+    from ctxext.commands import CallContext, data_triplets
 
+    arguments = locals()
     with progress_bars() as progress:
-        result = build_triplets(
-            corpus,
-            out,
-            queries=queries,
-            negatives_from=negatives_from,
-            encoder=encoder,
-            revision=revision,
-            negatives=negatives,
-            skip_top=skip_top,
-            sections_per_document=sections_per_document,
-            min_query_words=min_query_words,
-            max_query_words=max_query_words,
-            allow_verbatim=allow_verbatim,
-            passage_words=passage_words,
-            max_depth_words=max_depth_words,
-            seed=seed,
-            input_format=input_format,
-            on_error=on_error,
-            shard=shard,
-            force=force,
-            progress=progress,
-            argv=sys.argv,
-        )
+        result = data_triplets(arguments, CallContext(progress, sys.argv))
     _warn_problems(result.problems)
     emit(result, as_json)
 
@@ -303,21 +282,9 @@ def pydocs_command(
 
       ctxext data pydocs -o docs.jsonl --packages stdlib,transformers,PIL,pygments --min-words 50
     """
-    from ctxext.data.pydocs import write_python_docs_corpus
+    from ctxext.commands import CallContext, data_pydocs
 
-    chosen = [p.strip() for p in packages.split(",") if p.strip()]
-    emit(
-        write_python_docs_corpus(
-            out,
-            min_words=min_words,
-            limit=limit,
-            packages=chosen,
-            allow_held_out=allow_held_out,
-            force=force,
-            argv=sys.argv,
-        ),
-        as_json,
-    )
+    emit(data_pydocs(locals(), CallContext(argv=sys.argv)), as_json)
 
 
 @app.command("evidence")
@@ -388,33 +355,20 @@ def longdoc_command(
 
       ctxext data longdoc --corpus my-docs/ --held-out 0.2 --tokenizer all-MiniLM-L6-v2 -o my-longdoc
     """
-    from ctxext.data.longdoc import write_longdoc
-    from ctxext.data.pydocs import HELD_OUT_PACKAGES
+    from ctxext.commands import CallContext, data_longdoc
 
-    def listed(value: str | None, split: str) -> tuple[str, ...]:
-        return tuple(p.strip() for p in value.split(",") if p.strip()) if value else HELD_OUT_PACKAGES[split]
-
-    splits = {"dev": listed(dev_packages, "dev"), "test": listed(test_packages, "test")}
+    arguments = locals()
     with progress_bars() as progress:
-        result = write_longdoc(
-            out,
-            tokenizer=tokenizer,
-            revision=revision,
-            pages=pages,
-            min_tokens=min_tokens,
-            max_tokens=max_tokens,
-            seed=seed,
-            splits=splits,
-            corpus=corpus,
-            held_out=held_out,
-            force=force,
-            argv=sys.argv,
-            progress=progress,
-        )
+        result = data_longdoc(arguments, CallContext(progress, sys.argv))
+    warn_missing_packages(result)
+    emit(result, as_json)
+
+
+def warn_missing_packages(result: Any) -> None:
+    """After ``data longdoc``: the packages that gave no page."""
     missing = [p for packages in result.manifest.get("missing_packages", {}).values() for p in packages]
     if missing:
         stderr.print(f"[yellow]no pages from:[/] {', '.join(missing)} (not installed or too little documentation)")
-    emit(result, as_json)
 
 
 @app.command("links")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ctxext.cli._common import JsonOpt, emit, progress_bars, reports_errors
-from ctxext.evaluate import Comparison, Task
+from ctxext.evaluate import Task
 
 
 def register(app: typer.Typer) -> None:
@@ -76,61 +76,9 @@ def evaluate_command(  # noqa: PLR0913 (a typer command: one parameter per comma
 
       ctxext evaluate minilm-4096 --task retrieval --beir ./scifact --lengths 512,4096
     """
-    from ctxext.errors import InvalidArgument
-    from ctxext.evaluate import evaluate
-    from ctxext.evaluate import plot as plot_scores
-    from ctxext.io import check_output_target, names_hub_model
+    from ctxext.commands import CallContext, evaluate
 
-    chosen = task
-    try:
-        length_list = [int(v) for v in lengths.split(",") if v.strip()]
-    except ValueError as error:
-        raise InvalidArgument(f"{error}; --lengths takes whole numbers like 256,512") from None
-    if plot is not None:  # refused now, not after the evaluation
-        check_output_target(plot, force=force, is_file=True)
-    hub_models = [checkpoint for checkpoint in checkpoints if names_hub_model(checkpoint)]
-
-    def hub_revision(ref: str) -> str | None:
-        # every hub model is read at --revision; with none among them it reaches the folders given, which
-        # refuse it in one line
-        return revision if ref in hub_models or not hub_models else None
-
+    arguments = locals()
     with progress_bars() as progress:
-        if forms is not None:
-            if chosen != Task.retrieval or beir is None or truncate is not None:
-                raise InvalidArgument("--forms scores retrieval: give --task retrieval --beir FOLDER, not --truncate")
-            from ctxext.evaluate import adapted_encoder, beir_sets, check_evaluation_options
-            from ctxext.retrieval import FormOptions, evaluate_forms, parse_forms
-
-            options = FormOptions(parse_forms(forms), chunk or 512, overlap, chunk_source, batch_size, symmetric)
-            check_evaluation_options(length_list, None, None, 2, 1, batch_size)
-            sets = beir_sets(beir, length_list)
-            results = evaluate_forms(  # the adapter runs in the models evaluated, not in --chunk-source
-                checkpoints,
-                sets,
-                options,
-                lambda ref: adapted_encoder(ref, adapter if ref in checkpoints else None, None, hub_revision(ref)),
-                progress=progress,
-            )
-        else:
-            results = [
-                evaluate(
-                    checkpoint,
-                    chosen,
-                    lengths=length_list,
-                    max_length=truncate,
-                    chunk=chunk,
-                    beir=str(beir) if beir else None,
-                    documents=documents,
-                    queries=queries,
-                    seed=seed,
-                    batch_size=batch_size,
-                    adapter=adapter,
-                    revision=hub_revision(checkpoint),
-                    progress=progress,
-                )
-                for checkpoint in checkpoints
-            ]
-    if plot is not None:
-        plot_scores(results, plot, "ndcg_at_10" if chosen == Task.retrieval else "acc_at_1", force=force)
-    emit(Comparison(results), as_json)
+        result = evaluate(arguments, CallContext(progress))
+    emit(result, as_json)

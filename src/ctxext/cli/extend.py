@@ -1,8 +1,8 @@
 """`ctxext extend`: a longer window for your own documents in one command, judged against chunking on a
 held-out part of them.
 
-Stages (each the ctxext command of that name, run in-process, its output kept under --work so a rerun skips
-what is done and --resume continues the training):
+Stages (each the library call of the ctxext command of that name, run by `ctxext.extend.extend`; its output
+kept under --work so a rerun skips what is done and --resume continues the training):
 
   1. data longdoc --corpus DOCS: a held-out share of the documents becomes the test set (a section's first
      paragraph is the query, its document without it the target); the rest is the training text.
@@ -20,65 +20,17 @@ model is written to OUT with that comparison in its manifest and card.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from ctxext.cli._common import ForceOpt, JsonOpt, RevisionOpt, emit, progress_bars, reports_errors, stderr
+from ctxext.cli._common import ForceOpt, JsonOpt, RevisionOpt, emit, reports_errors, stderr
 from ctxext.extend import Recipe
 
 
 def register(app: typer.Typer) -> None:
     app.command("extend")(extend_command)
-
-
-def extend_config(
-    source: str,
-    length: int,
-    corpus: str,
-    work: Path,
-    *,
-    revision: str | None,
-    recipe: Recipe,
-    window: int,
-    steps: int,
-    held_out: float,
-    min_tokens: int,
-) -> dict[str, Any]:
-    """The recipe's pipeline on the user's documents (``ctxext.extend`` holds the recipes); ``window``: the
-    positions the source reads; ``revision``: of a hub source, for every stage that reads it."""
-    from ctxext.extend import BIGBIRD_STAGE, PIPELINES, POSITIONS_STAGE, TRIPLETS
-
-    longdoc = {
-        "corpus": corpus,
-        "held_out": held_out,
-        "tokenizer": source,
-        "revision": revision,
-        "min_tokens": min_tokens,
-        "max_tokens": length,
-    }
-    bigbird = {
-        "transfer": {"len": length},
-        "finetune_bigbird": {
-            **BIGBIRD_STAGE,
-            "max_len": min(BIGBIRD_STAGE["max_len"], length // 2),
-            "position_span": length,
-            "steps": steps,
-        },
-    }
-    return {
-        "pipeline": PIPELINES[recipe],
-        "source": source,
-        "revision": revision,
-        "data": {
-            "longdoc": longdoc,
-            "triplets": {"corpus": str(work / "longdoc" / "train.jsonl"), "options": TRIPLETS},
-        },
-        "interpolate": {"len": length, "tile": True},
-        "finetune": {**POSITIONS_STAGE, "max_len": window, "position_span": length, "steps": steps},
-        **(bigbird if recipe == Recipe.bigbird else {}),
-    }
 
 
 @reports_errors
@@ -109,52 +61,17 @@ def extend_command(
 
       ctxext extend all-MiniLM-L6-v2 --len 4096 --corpus my-docs/ -o minilm-4096-my-docs
     """
-    from ctxext.cli.pipeline import check_config, run_stages, work_folder
-    from ctxext.errors import InvalidArgument, SourceNotFound
-    from ctxext.extend import ExtendResult, chosen_recipe, compare_on_held_out, publish, source_window
-    from ctxext.io import check_output_target, open_model, register_input
-    from ctxext.positions import check_target_length
-    from ctxext.train.runner import is_main_process
+    from dataclasses import fields
 
-    if not Path(corpus).expanduser().exists():
-        raise SourceNotFound(f"--corpus {corpus} does not exist")
-    register_input(corpus)  # never replaced by OUT, whatever --force says
-    source_folder = open_model(source, revision=revision)[1]
-    check_output_target(out, force=force)  # refused now, not after the training
-    check_target_length(source_window(source_folder.config), length)
-    if min_tokens > length:
-        raise InvalidArgument(f"--min-tokens {min_tokens} is above --len {length}: no held-out document could qualify")
-    work = (work or out.parent / f"{out.name}.ctxext-work").expanduser().absolute()
-    recipe = chosen_recipe(recipe, source_folder.config, length)
-    config = extend_config(
-        source,
-        length,
-        corpus,
-        work,
-        revision=revision,
-        recipe=recipe,
-        window=source_window(source_folder.config),
-        steps=steps,
-        held_out=held_out,
-        min_tokens=min_tokens,
-    )
-    check_config(config, "extend", work)
-    with work_folder(work):
-        data, written = run_stages(config, work, resume=resume, force=False)
-    if not is_main_process():
+    from ctxext.cli.pipeline import cli_events, stage_arguments
+    from ctxext.extend import ExtendOptions, extend
+
+    arguments = locals()
+    options = ExtendOptions(**{field.name: arguments[field.name] for field in fields(ExtendOptions)})
+    result = extend(source, length, corpus, out, options, parse=stage_arguments, events=cli_events())
+    if result is None:
         return  # under a distributed launch every process trains; the main one evaluates and writes OUT
-    with progress_bars() as progress:
-        comparison = compare_on_held_out(
-            source,
-            written[-1],
-            data["longdoc"] / "test",
-            length=length,
-            chunk=chunk,
-            revision=revision,
-            progress=progress,
-        )
-    published = publish(written[-1], out, comparison, force=force)
-    advice = comparison.advice()
+    advice = result.comparison.advice()
     if advice:
         stderr.print(f"[yellow]{escape(advice)}[/]")
-    emit(ExtendResult(published, comparison, [str(path) for path in written]), as_json)
+    emit(result, as_json)

@@ -69,24 +69,9 @@ def guide_command(
 
       ctxext guide ./bert-base --dim 256 --layers 8 --init uniform -o bert-256x8
     """
-    from ctxext.guide import guide
+    from ctxext.commands import CallContext, guide
 
+    arguments = locals()
     with progress_bars() as progress:
-        result = guide(
-            teacher,
-            out,
-            dim,
-            layers=layers,
-            heads=heads,
-            intermediate=intermediate,
-            init=init,
-            select=select,
-            projection=projection,
-            seed=seed,
-            revision=revision,
-            force=force,
-            check=check,
-            progress=progress,
-            argv=sys.argv,
-        )
+        result = guide(arguments, CallContext(progress, sys.argv))
     emit(result, as_json)

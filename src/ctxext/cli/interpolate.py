@@ -16,12 +16,11 @@ from ctxext.cli._common import (
     OutOpt,
     RevisionOpt,
     TileOpt,
-    chosen_method,
     emit,
     progress_bars,
     reports_errors,
 )
-from ctxext.positions import Grid, Method, RopeScaling
+from ctxext.positions import Grid, RopeScaling
 
 
 def register(app: typer.Typer) -> None:
@@ -69,26 +68,9 @@ def interpolate_command(
 
       ctxext interpolate ./roberta-base --len 2048 --tile -o roberta-2048 --force
     """
-    from ctxext.errors import InvalidArgument
-    from ctxext.positions import CheckLevel, interpolate
+    from ctxext.commands import CallContext, interpolate
 
-    method = chosen_method(linear=linear, spline=spline, tile=tile, default=Method.spline)
-    if offset != "auto" and not (offset.isdigit() and offset.isascii()):
-        raise InvalidArgument(f"--offset must be 'auto' or a whole number of rows (0 or more), not {offset!r}")
-    offset_rows = None if offset == "auto" else int(offset)
+    arguments = locals()
     with progress_bars() as progress:
-        result = interpolate(
-            source,
-            target_length,
-            str(out),
-            method=method,
-            grid=grid,
-            offset=offset_rows,
-            rope_scaling=rope_scaling,
-            revision=revision,
-            force=force,
-            progress=progress,
-            argv=sys.argv,
-            check=CheckLevel.full if full_check else CheckLevel.fast if check else CheckLevel.none,
-        )
+        result = interpolate(arguments, CallContext(progress, sys.argv))
     emit(result, as_json)

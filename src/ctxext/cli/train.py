@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, RevisionOpt, SpecialTokensOpt, emit, reports_errors
+from ctxext.commands import run_options as command_run_options
+from ctxext.commands import settings_fields, training_settings
 
 GradAccumOpt = Annotated[
     int,
@@ -36,41 +38,9 @@ EvalBeirOpt = Annotated[
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
 
 
-# a training command's option -> the TrainSettings field it sets
-SETTINGS_OF_OPTIONS = {
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "lr": "learning_rate",
-    "warmup": "warmup_ratio",
-    "seed": "seed",
-    "eval_every": "eval_every",
-    "save_every": "save_every",
-    "log_every": "logging_every",
-    "grad_accum": "gradient_accumulation",
-    "bf16": "bf16",
-    "report_to": "report_to",
-}
-
-
-def settings_fields(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The TrainSettings fields among a training command's arguments (its ``locals()``). With ``--json`` the
-    Trainer draws no progress bar: it would write its loss logs into the JSON on stdout."""
-    fields = {field: arguments[option] for option, field in SETTINGS_OF_OPTIONS.items() if option in arguments}
-    return {**fields, "report_to": tuple(fields.get("report_to") or ()), "progress_bars": not arguments["as_json"]}
-
-
-def training_settings(arguments: dict[str, Any]) -> Any:
-    from ctxext.train import TrainSettings
-
-    return TrainSettings(**settings_fields(arguments))
-
-
 def run_options(arguments: dict[str, Any]) -> Any:
     """The RunOptions among a training command's arguments (its ``locals()``), with the command line."""
-    from ctxext.train import RunOptions
-
-    fields = ("work_dir", "resume", "keep_checkpoints", "force")
-    return RunOptions(**{field: arguments[field] for field in fields}, argv=sys.argv)
+    return command_run_options(arguments, sys.argv)
 
 
 def register(app: typer.Typer) -> None:
@@ -129,21 +99,9 @@ def mlm_command(  # noqa: PLR0913 (a typer command: one parameter per command-li
 
       accelerate launch -m ctxext mlm ./student --data texts/ --steps 20000 -o student-mlm --resume
     """
-    from ctxext.train import train_mlm
+    from ctxext.commands import CallContext, mlm
 
-    settings = training_settings(locals())
-    result = train_mlm(
-        checkpoint,
-        data,
-        out,
-        mask=mask,
-        max_len=max_len,
-        settings=settings,
-        eval_fraction=eval_fraction,
-        revision=revision,
-        run_options=run_options(locals()),
-    )
-    emit(result, as_json)
+    emit(mlm(locals(), CallContext(argv=sys.argv)), as_json)
 
 
 @reports_errors
@@ -257,24 +215,9 @@ def distill_command(  # noqa: PLR0913 (a typer command: one parameter per comman
       ctxext distill student-mlm --teacher all-mpnet-base-v2 --data docstrings.jsonl --eval-beir pydocs-beir \
         --eval-every 100 --steps 2000 -o student-distilled
     """
-    from ctxext.train.distill import distill
+    from ctxext.commands import CallContext, distill
 
-    settings = training_settings(locals())
-    result = distill(
-        student,
-        teacher,
-        data,
-        out,
-        max_len=max_len,
-        pca_sample=pca_sample,
-        settings=settings,
-        eval_beir=eval_beir,
-        cache=cache,
-        revision=revision,
-        teacher_revision=teacher_revision,
-        run_options=run_options(locals()),
-    )
-    emit(result, as_json)
+    emit(distill(locals(), CallContext(argv=sys.argv)), as_json)
 
 
 @reports_errors
@@ -365,31 +308,9 @@ def finetune_command(  # noqa: PLR0913 (a typer command: one parameter per comma
 
       ctxext finetune specter2-bigbird --adapter proximity --data triplets.jsonl --max-len 4096 -o prox-long
     """
-    from ctxext.train.finetune import FinetuneOptions, finetune
+    from ctxext.commands import CallContext, finetune
 
-    options = FinetuneOptions(
-        adapter=adapter,
-        max_len=max_len,
-        position_span=position_span,
-        query_max_len=query_max_len,
-        temperature=temperature,
-        gradient_checkpointing=gradient_checkpointing,
-        positions_only=positions_only,
-        cache_chunk=cache_chunk,
-        late_chunk=late_chunk,
-    )
-    settings = training_settings(locals())
-    result = finetune(
-        checkpoint,
-        data,
-        out,
-        options,
-        settings=settings,
-        eval_beir=eval_beir,
-        revision=revision,
-        run_options=run_options(locals()),
-    )
-    emit(result, as_json)
+    emit(finetune(locals(), CallContext(argv=sys.argv)), as_json)
 
 
 @reports_errors

@@ -16,12 +16,11 @@ from ctxext.cli._common import (
     OutOpt,
     RevisionOpt,
     SplineOpt,
-    chosen_method,
     emit,
     progress_bars,
     reports_errors,
 )
-from ctxext.positions import Grid, Method
+from ctxext.positions import Grid
 
 
 def register(app: typer.Typer) -> None:
@@ -92,33 +91,9 @@ def transfer_command(  # noqa: PLR0913 (a typer command: one parameter per comma
 
       ctxext transfer all-MiniLM-L6-v2 bigbird --len 4096 --adapter mine=./my-adapter -o minilm-bigbird
     """
-    from ctxext.errors import InvalidArgument
-    from ctxext.transfer import parse_named, transfer
+    from ctxext.commands import CallContext, transfer
 
-    method = chosen_method(linear=linear, spline=spline, tile=tile, default=Method.tile)
-    paths = {}
-    for name, ref in parse_named(adapter_path or [], "--adapter-path"):
-        if name is None:
-            raise InvalidArgument(f"--adapter-path {ref!r}: expected ROLE=PATH_OR_HUB_ID")
-        paths[name] = ref
+    arguments = locals()
     with progress_bars() as progress:
-        result = transfer(
-            source,
-            target,
-            target_length,
-            str(out),
-            base=base,
-            adapter_paths=paths,
-            adapters=parse_named(adapter or [], "--adapter"),
-            method=method,
-            grid=grid,
-            block_size=block_size,
-            num_random_blocks=random_blocks,
-            global_registers=global_registers,
-            revision=revision,
-            force=force,
-            check=check,
-            progress=progress,
-            argv=sys.argv,
-        )
+        result = transfer(arguments, CallContext(progress, sys.argv))
     emit(result, as_json)
