@@ -70,7 +70,7 @@ def main() -> None:
         work / f"guide-384x{arguments.layers}" if init == Init.first else work / f"{init.value}-384x{arguments.layers}"
     )
     wall: dict[str, float] = {}
-    wall["guide"] = timed_once(student, lambda: guide(teacher, student, 384, layers=arguments.layers, init=init))
+    wall["guide"] = timed_once(student, lambda: guide(teacher, student, dim=384, layers=arguments.layers, init=init))
     stages = [(f"init {init.value}, no training (384)", student)]
     start = student
     if arguments.mlm_steps:

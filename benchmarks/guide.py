@@ -147,7 +147,7 @@ def train_variant(comparison: Comparison, variant: Variant, work_dir: Path) -> d
     started = time.perf_counter()
     student = build_student(
         comparison.teacher,
-        comparison.dim,
+        dim=comparison.dim,
         layers=comparison.layers,
         init=variant.init,
         select=variant.select,

@@ -120,7 +120,7 @@ def test_rank_correlation_of_similarities_is_one_for_a_rotation_and_low_for_nois
 def test_student_loads_cleanly_with_the_right_shapes_and_origins(family, teachers, tmp_path):
     from transformers import AutoModel, AutoModelForMaskedLM
 
-    result = guide(teachers(family), tmp_path / "student", 16, layers=3, init=Init.first)
+    result = guide(teachers(family), tmp_path / "student", dim=16, layers=3, init=Init.first)
     folder = ModelFolder.open(result.path)
     config = folder.config
     assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]) == (16, 3, 2)
@@ -167,7 +167,7 @@ def test_full_width_student_with_identity_projection_reproduces_the_teacher(fami
     result = guide(
         teacher,
         tmp_path / "same",
-        tiny.TINY["hidden_size"],
+        dim=tiny.TINY["hidden_size"],
         init=Init.uniform,
         select=Select.norm,
         projection=Projection.even,
@@ -182,7 +182,7 @@ def test_full_width_student_with_identity_projection_reproduces_the_teacher(fami
 
 def test_projected_block_follows_the_formulas(teachers):
     teacher = teachers("bert")
-    student = build_student(teacher, 16, layers=2, init=Init.first, select=Select.norm)
+    student = build_student(teacher, dim=16, layers=2, init=Init.first, select=Select.norm)
     reader = CheckpointReader(ModelFolder.open(teacher))
     matrix = student.projection.matrix
     selection = student.record.parameters["selections"]["0"]
@@ -210,7 +210,7 @@ def test_projected_block_follows_the_formulas(teachers):
 
 def test_norm_selection_keeps_the_heads_that_survive_projection_best(teachers):
     teacher = teachers("mpnet")
-    student = build_student(teacher, 16, layers=1, heads=2, select=Select.norm)
+    student = build_student(teacher, dim=16, layers=1, heads=2, select=Select.norm)
     reader = CheckpointReader(ModelFolder.open(teacher))
     matrix = student.projection.matrix
     scores = np.zeros(4)
@@ -227,14 +227,14 @@ def test_norm_selection_keeps_the_heads_that_survive_projection_best(teachers):
 
 
 def test_narrow_heads_select_dimensions_within_each_head(teachers):
-    student = build_student(teachers("roberta"), 16, layers=1, heads=4)  # 4 heads of 4 dims from 4 heads of 8
+    student = build_student(teachers("roberta"), dim=16, layers=1, heads=4)  # 4 heads of 4 dims from 4 heads of 8
     selection = student.record.parameters["selections"]["0"]
     assert selection["heads"] == [0, 1, 2, 3]
     assert all(len(dims) == 4 and dims == sorted(dims) for dims in selection["head_dims"])
 
 
 def test_uniform_init_spreads_teacher_blocks_over_the_student(teachers):
-    student = build_student(teachers("bert"), 16, layers=5, init=Init.uniform)
+    student = build_student(teachers("bert"), dim=16, layers=5, init=Init.uniform)
     sources = student.record.parameters["block_sources"]
     assert sources == {
         "0": "teacher block 0",
@@ -251,7 +251,7 @@ def test_uniform_init_spreads_teacher_blocks_over_the_student(teachers):
 
 
 def test_random_baseline_takes_nothing_from_the_teacher(teachers):
-    student = build_student(teachers("bert"), 16, layers=2, init=Init.none)
+    student = build_student(teachers("bert"), dim=16, layers=2, init=Init.none)
     assert all(origin.startswith("random init") for origin in student.record.parameters["origins"].values())
 
 
@@ -263,7 +263,7 @@ def test_teacher_with_a_trained_mlm_head_passes_it_through_the_projection(tmp_pa
     torch.manual_seed(0)
     RobertaForMaskedLM(config).save_pretrained(tmp_path / "teacher")
     tiny.save_tokenizer(tmp_path / "teacher", 64)
-    student = build_student(tmp_path / "teacher", 16, layers=2)
+    student = build_student(tmp_path / "teacher", dim=16, layers=2)
     reader = CheckpointReader(ModelFolder.open(tmp_path / "teacher"))
     matrix = student.projection.matrix
     dense = reader.array("lm_head.dense.weight").astype(np.float64)
@@ -275,7 +275,7 @@ def test_teacher_with_a_trained_mlm_head_passes_it_through_the_projection(tmp_pa
 
 
 def test_sentence_transformers_output_keeps_the_teacher_pooling_at_the_student_width(teachers, tmp_path):
-    result = guide(teachers("mpnet"), tmp_path / "student", 16, layers=2)
+    result = guide(teachers("mpnet"), tmp_path / "student", dim=16, layers=2)
     pooling = json.loads((result.path / "1_Pooling" / "config.json").read_text())
     assert pooling["word_embedding_dimension"] == 16 and pooling["pooling_mode_mean_tokens"]
     assert json.loads((result.path / "modules.json").read_text()) == json.loads(

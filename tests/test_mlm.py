@@ -78,6 +78,41 @@ def test_bad_data_is_refused_with_a_clear_error(tmp_path):
         read_documents([tmp_path / "missing.txt"])
 
 
+def test_mlm_and_data_corpus_read_the_same_files_of_a_folder(tiny_models, tmp_path):
+    """One reader of local text (issue 32): known suffixes in any case, hidden files and folders left out, and a
+    ctxext output with its manifest beside it (written into the folder earlier) never read back in."""
+    folder = tmp_path / "docs"
+    (folder / ".cache").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "o.txt").write_text("an earlier corpus " * 20, encoding="utf-8")
+    earlier = runner.invoke(app, ["data", "corpus", str(tmp_path / "other"), "-o", str(folder / "old.parquet")])
+    assert earlier.exit_code == 0, earlier.output
+    (folder / "a.txt").write_text("\n\n".join(sentences(10, seed=1)), encoding="utf-8")
+    (folder / "B.MD").write_text("# Notes\n\n" + "\n\n".join(sentences(10, seed=2)), encoding="utf-8")
+    (folder / "c.jsonl").write_text(json.dumps({"text": " ".join(sentences(10, seed=3))}) + "\n", encoding="utf-8")
+    (folder / ".hidden.txt").write_text("hidden " * 50, encoding="utf-8")
+    (folder / ".cache" / "x.txt").write_text("cached " * 50, encoding="utf-8")
+    (folder / "table.csv").write_text("text\nnot a corpus file\n", encoding="utf-8")
+    corpus = runner.invoke(app, ["data", "corpus", str(folder), "-o", str(tmp_path / "corpus.parquet")])
+    assert corpus.exit_code == 0, corpus.output
+    trained = runner.invoke(
+        app,
+        [
+            *("mlm", str(tiny_models("bert")), "--data", str(folder), "--max-len", "16", "--steps", "1"),
+            *("--batch-size", "2", "-o", str(tmp_path / "mlm")),
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    corpus_manifest = json.loads((tmp_path / "corpus.parquet.manifest.json").read_text())
+    mlm_manifest = json.loads((tmp_path / "mlm" / "manifest.json").read_text())
+    read_by_corpus = sorted(Path(entry["file"]).relative_to(folder).as_posix() for entry in corpus_manifest["inputs"])
+    read_by_mlm = sorted(
+        Path(name).relative_to(folder).as_posix()
+        for name in mlm_manifest["operations"][0]["parameters"]["data_files_sha256"]
+    )
+    assert read_by_mlm == read_by_corpus == ["B.MD", "a.txt", "c.jsonl"]
+
+
 def test_packing_fills_every_sequence_to_max_len_in_order(tokenizer):
     documents = sentences(30)
     packed = pack_documents(tokenizer, documents, 16)

@@ -55,9 +55,9 @@ def build_outputs(root: Path) -> dict[str, Path]:
     specter2 = out / "transfer-specter2"
     transfer(str(parts["base"]), "bigbird", 128, specter2, adapters=adapters, block_size=8, num_random_blocks=1)
     transfer(str(model["roberta"]), "bigbird", 128, out / "transfer-roberta", block_size=8, num_random_blocks=1)
-    guide(str(model["bert"]), out / "guide-bert", 16, layers=3, init=Init.first)
-    guide(str(model["modernbert"]), out / "guide-modernbert", 16, layers=3, init=Init.uniform)
-    guide(str(model["mpnet"]), out / "guide-mpnet", 16, layers=2)
+    guide(str(model["bert"]), out / "guide-bert", dim=16, layers=3, init=Init.first)
+    guide(str(model["modernbert"]), out / "guide-modernbert", dim=16, layers=3, init=Init.uniform)
+    guide(str(model["mpnet"]), out / "guide-mpnet", dim=16, layers=2)
     flip(str(model["gemma3"]), out / "flip-gemma3", head=Head.qa, pooling=Pooling.mean)
     flip(str(model["llama"]), out / "flip-llama", pooling=Pooling.last)
     return {path.name: path for path in sorted(out.iterdir())}

@@ -18,6 +18,7 @@ LAYERS = {
         "ctxext",
         "compat",
         "errors",
+        "options",
         "presets",
         "card",
         "io",

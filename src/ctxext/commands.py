@@ -9,13 +9,16 @@ in manifests).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
 from ctxext.positions import Method
+
+OptionsT = TypeVar("OptionsT")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,13 @@ class CallContext:
 
     progress: ProgressFn = no_progress
     argv: list[str] | None = None
+
+
+def options_of(options_class: type[OptionsT], arguments: dict[str, Any]) -> OptionsT:
+    """An options dataclass from a command's arguments: each field the command has an option of the same name
+    for (the others keep their defaults)."""
+    names = [option.name for option in dataclasses.fields(options_class)]  # type: ignore[arg-type]
+    return options_class(**{name: arguments[name] for name in names if name in arguments})
 
 
 def chosen_method(*, linear: bool, spline: bool, tile: bool, default: Method) -> Method:
@@ -98,15 +108,16 @@ def transfer(arguments: dict[str, Any], context: CallContext) -> Any:
 
 def guide(arguments: dict[str, Any], context: CallContext) -> Any:
     """``ctxext guide``."""
+    from ctxext.guide import StudentOptions
     from ctxext.guide import guide as guide_student
 
     a = arguments
-    keywords = ("layers", "heads", "intermediate", "init", "select", "projection", "seed", "revision", "force")
     return guide_student(
         a["teacher"],
         a["out"],
-        a["dim"],
-        **{keyword: a[keyword] for keyword in keywords},
+        options_of(StudentOptions, a),
+        revision=a["revision"],
+        force=a["force"],
         check=a["check"],
         progress=context.progress,
         argv=context.argv,
@@ -331,19 +342,18 @@ def data_pydocs(arguments: dict[str, Any], context: CallContext) -> Any:
 
 
 TRIPLETS_KEYWORDS = (
-    *("queries", "negatives_from", "encoder", "revision", "negatives", "skip_top", "sections_per_document"),
-    *("min_query_words", "max_query_words", "allow_verbatim", "passage_words", "max_depth_words", "seed"),
-    *("input_format", "on_error", "shard", "force"),
+    *("negatives_from", "encoder", "revision", "negatives", "skip_top", "input_format", "on_error", "shard", "force"),
 )
 
 
 def data_triplets(arguments: dict[str, Any], context: CallContext) -> Any:
     """``ctxext data triplets``."""
-    from ctxext.data.triplets import build_triplets
+    from ctxext.data.triplets import QueryOptions, build_triplets
 
     a = arguments
     keywords = {keyword: a[keyword] for keyword in TRIPLETS_KEYWORDS}
-    return build_triplets(a["corpus"], a["out"], **keywords, progress=context.progress, argv=context.argv)
+    options = options_of(QueryOptions, a)
+    return build_triplets(a["corpus"], a["out"], options, **keywords, progress=context.progress, argv=context.argv)
 
 
 COMMANDS: dict[str, Callable[[dict[str, Any], CallContext], Any]] = {

@@ -61,7 +61,7 @@ def mlm_command(  # noqa: PLR0913 (a typer command: one parameter per command-li
         list[Path],
         typer.Option(
             "--data",
-            help="Text: .txt, .jsonl ('text' field), .parquet ('text' column), or a folder of them. Repeat for more.",
+            help="Text: .txt, .md, .pdf, .jsonl ('text' field), .parquet ('text' column), or a folder of them. Repeat.",
         ),
     ],
     out: OutOpt,
@@ -109,7 +109,9 @@ def mntp_command(  # noqa: PLR0913 (a typer command: one parameter per command-l
     checkpoint: Annotated[str, typer.Argument(help="A folder written by `ctxext flip` (with or without --head qa).")],
     data: Annotated[
         list[Path],
-        typer.Option("--data", help="Text: .txt, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat."),
+        typer.Option(
+            "--data", help="Text: .txt, .md, .pdf, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat."
+        ),
     ],
     out: OutOpt,
     mask: Annotated[float, typer.Option(help="Share of tokens masked (LLM2Vec: 0.2).")] = 0.2,
@@ -171,7 +173,7 @@ def distill_command(  # noqa: PLR0913 (a typer command: one parameter per comman
     data: Annotated[
         list[Path],
         typer.Option(
-            "--data", help="Texts: .txt, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat for more."
+            "--data", help="Texts: .txt, .md, .pdf, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat."
         ),
     ],
     out: OutOpt,

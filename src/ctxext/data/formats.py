@@ -13,15 +13,14 @@ and line); training, QA and evaluation only consume them.
   ``qrels/<split>.tsv`` (query-id, corpus-id, score; a header line first).
 - **documents to embed** (``ctxext embed``): a ``text`` field, or SPECTER2's ``title`` / ``abstract``
   (``title [SEP] abstract``).
-- **text corpora** for MLM and distillation: ``.txt`` (blank-line separated paragraphs), ``.jsonl`` (a
-  ``text`` field per line), ``.parquet`` (a ``text`` column); a folder stands for those files inside it.
+- **text corpora** for MLM, MNTP and distillation: read by :mod:`ctxext.data.sources` (the reader of the
+  ``data`` commands too, so a folder means the same files to both).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.errors import CorruptCheckpoint, InvalidArgument, SourceNotFound
-from ctxext.io import input_file, read_jsonl, register_input
+from ctxext.io import input_file, read_jsonl
 
 # ----------------------------------------------------------------------------- text records
 
@@ -458,80 +457,6 @@ def _required(record: dict[str, Any], key: str, where: str) -> Any:
 def _shown(text: str, limit: int = 40) -> str:
     """``text`` quoted for an error message, cut to ``limit`` characters."""
     return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-# ----------------------------------------------------------------------------- text corpora (MLM, distillation)
-
-CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet")
-CORPUS_TEXT_FIELD = "text"
-"""The one field (jsonl) or column (Parquet) a training text corpus is read from."""
-
-
-def read_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """The texts of a training corpus (see the module docstring), in file order."""
-    documents: list[str] = []
-    for path in data_files(paths):
-        if path.suffix == ".txt":
-            documents += _txt_paragraphs(path)
-        elif path.suffix == ".jsonl":
-            documents += _jsonl_texts(path)
-        else:
-            documents += _parquet_texts(path)
-    if not documents:
-        raise InvalidArgument(f"the data ({', '.join(map(str, paths))}) holds no text")
-    return documents
-
-
-def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The corpus files ``paths`` name, a folder standing for the supported files inside it (sorted)."""
-    if not paths:
-        raise InvalidArgument("no training data: pass --data FILE (txt, jsonl or parquet)")
-    files: list[Path] = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            register_input(entry, whole=False)
-            found = sorted(p for p in entry.rglob("*") if p.suffix in CORPUS_SUFFIXES and p.is_file())
-            if not found:
-                raise SourceNotFound(f"data folder {entry} holds no .txt, .jsonl or .parquet files")
-            files += found
-        elif entry.exists() or entry.is_symlink():
-            input_file(entry, "data file")
-            if entry.suffix not in CORPUS_SUFFIXES:
-                raise InvalidArgument(
-                    f"data file {entry}: unsupported type {entry.suffix!r}; "
-                    "use .txt, .jsonl (a 'text' field) or .parquet (a 'text' column)"
-                )
-            files.append(entry)
-        else:
-            raise SourceNotFound(f"data file {entry} does not exist")
-    return files
-
-
-def _txt_paragraphs(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    return [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
-
-
-def _jsonl_texts(path: Path) -> list[str]:
-    texts = []
-    for number, record in read_jsonl(path):
-        if not isinstance(record.get(CORPUS_TEXT_FIELD), str):
-            raise InvalidArgument(f"{path}:{number} has no string 'text' field")
-        texts.append(record[CORPUS_TEXT_FIELD])
-    return texts
-
-
-def _parquet_texts(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path, columns=[CORPUS_TEXT_FIELD])
-    except (KeyError, ValueError) as error:
-        raise InvalidArgument(f"{path} has no 'text' column ({error})") from None
-    except OSError as error:
-        raise InvalidArgument(f"{path} cannot be read as Parquet ({error})") from None
-    texts = table.column(CORPUS_TEXT_FIELD).to_pylist()
-    return [text for text in texts if isinstance(text, str) and text.strip()]
 
 
 # ----------------------------------------------------------------------------- documents to embed

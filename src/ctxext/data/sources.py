@@ -4,13 +4,19 @@ Every reader yields plain records (dicts) one at a time, each with a ``where`` t
 line (or row, or page range) it came from, so a bad record is reported where it is. A problem with one
 file or one record goes through :class:`Problems`: under ``on_error="stop"`` it raises at once, under
 ``"skip"`` it is recorded and the rest is read.
+
+The ``data`` commands and the training commands (``mlm``, ``mntp``, ``distill``: :func:`read_documents`) find
+files and read records here alike, so ``mlm --data docs/`` and ``data corpus docs/`` read the same files. What a
+training corpus takes of a record: the blank-line separated paragraphs of a text file (txt, md, PDF), the
+``text`` field of a JSON line, the ``text`` column of a Parquet row.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,3 +326,81 @@ def _triplet_documents(record: dict[str, Any], where: str, source: SourceFile) -
             elif value is not None:
                 raise UnreadableSource(f"{where}: field {key!r} holds a {type(value).__name__}, not text")
     return documents
+
+
+# ----------------------------------------------------------------------------- training text (mlm, mntp, distill)
+
+TRAINING_TEXT_FIELD = "text"
+"""The one field (jsonl) or column (Parquet) a training text corpus is read from."""
+
+
+def training_sources(paths: Sequence[str | os.PathLike[str]]) -> list[SourceFile]:
+    """The files of a training corpus, found as :func:`expand_sources` finds them (a folder: its files with a known
+    suffix, hidden ones and ctxext's own outputs left out); a file named with an unknown suffix is refused."""
+    if not paths:
+        raise InvalidArgument("no training data: pass --data FILE (txt, md, jsonl, parquet or pdf) or a folder")
+    for entry in map(Path, paths):
+        if not entry.is_dir() and (entry.exists() or entry.is_symlink()):
+            input_file(entry, "data file")
+            if entry.suffix.lower() not in FORMAT_BY_SUFFIX:
+                raise InvalidArgument(
+                    f"data file {entry}: unsupported type {entry.suffix!r}; use {', '.join(FORMAT_BY_SUFFIX)} "
+                    "(.jsonl with a 'text' field, .parquet with a 'text' column)"
+                )
+    return expand_sources([str(entry) for entry in paths])
+
+
+def data_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The paths of :func:`training_sources`."""
+    return [source.path for source in training_sources(paths)]
+
+
+def read_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The texts of a training corpus (see the module docstring), in file order."""
+    documents: list[str] = []
+    for source in training_sources(paths):
+        documents += training_texts(source)
+    if not documents:
+        raise InvalidArgument(f"the data ({', '.join(map(str, paths))}) holds no text")
+    return documents
+
+
+def training_texts(source: SourceFile) -> list[str]:
+    """The training texts of one file, read by :func:`iter_records`: a text file's paragraphs, each JSON line's
+    ``text`` field (required), each Parquet row's ``text`` (empty ones left out). An empty file gives none (a
+    corpus with no text at all is refused by :func:`read_documents`); any other problem raises."""
+    if source.format == InputFormat.parquet:
+        _require_text_column(source.path)
+    texts: list[str] = []
+    try:
+        for where, record in iter_records(source, Problems(OnError.stop), columns=(TRAINING_TEXT_FIELD,)):
+            text = record.get(TRAINING_TEXT_FIELD)
+            if source.format == InputFormat.jsonl:
+                if not isinstance(text, str):
+                    raise InvalidArgument(f"{where} has no string {TRAINING_TEXT_FIELD!r} field")
+                texts.append(text)
+            elif source.format == InputFormat.parquet:
+                texts += [text] if isinstance(text, str) and text.strip() else []
+            else:  # txt, md, pdf: one record, the whole text
+                texts += paragraphs(record[TRAINING_TEXT_FIELD])
+    except EmptySource:
+        pass  # reported at the end of the file (or before any record): what it gave is kept
+    return texts
+
+
+def paragraphs(text: str) -> list[str]:
+    """Blank-line separated paragraphs, stripped."""
+    return [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+
+
+def _require_text_column(path: Path) -> None:
+    """A Parquet training file must have a ``text`` column (a file Parquet cannot read is the reader's to report)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError):
+        return
+    if TRAINING_TEXT_FIELD not in names:
+        raise InvalidArgument(f"{path} has no {TRAINING_TEXT_FIELD!r} column (it has {', '.join(names[:8])})")

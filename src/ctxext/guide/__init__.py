@@ -53,8 +53,19 @@ from ctxext.guide.projection import (
     project,
     top_by_score,
 )
-from ctxext.guide.rules import FAMILIES, ROLE_RULES, TIED_ROLES, Family, Init, Projection, Rule, RuleKind, Select
-from ctxext.guide.student import Student, build_student, family_of, student_shape
+from ctxext.guide.rules import (
+    FAMILIES,
+    ROLE_RULES,
+    TIED_ROLES,
+    Family,
+    Init,
+    Projection,
+    Rule,
+    RuleKind,
+    Select,
+    StudentOptions,
+)
+from ctxext.guide.student import Student, build_student, family_of, student_options, student_shape
 from ctxext.io import ModelFolder, check_output_target, read_json
 from ctxext.manifest import Check, check_verdicts, require_passed
 from ctxext.sentence_folder import CLASSIC_MODE_KEYS, Pooling, read_modules, sentence_transformers_files
@@ -74,6 +85,7 @@ __all__ = [
     "Select",
     "StreamProjection",
     "Student",
+    "StudentOptions",
     "StudentShape",
     "TIED_ROLES",
     "block_selection",
@@ -89,6 +101,7 @@ __all__ = [
     "pca_projection",
     "project",
     "student_checks",
+    "student_options",
     "student_record",
     "student_sentence_files",
     "student_shape",
@@ -157,53 +170,25 @@ class GuideResult:
 def guide(
     teacher: str | Path,
     out: str | Path,
-    dim: int,
+    options: StudentOptions | None = None,
     *,
-    layers: int | None = None,
-    heads: int | None = None,
-    intermediate: int | None = None,
-    init: Init = Init.first,
-    select: Select = Select.norm,
-    projection: Projection = Projection.pca,
-    seed: int = 0,
     revision: str | None = None,
     force: bool = False,
     check: bool = True,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
+    **fields: Any,
 ) -> GuideResult:
     """Build a GUIDE student of ``teacher`` and write it to ``out`` (loads with AutoModel,
-    AutoModelForMaskedLM and sentence-transformers); the manifest records every tensor's origin."""
+    AutoModelForMaskedLM and sentence-transformers); the manifest records every tensor's origin.
+    ``fields``: :class:`StudentOptions` fields given as keywords (over ``options``)."""
+    options = student_options(options, fields, "guide")
     check_output_target(out, force=force)  # refuse before any work; atomic_output checks again, sources too
-    student = build_student(
-        teacher,
-        dim,
-        layers=layers,
-        heads=heads,
-        intermediate=intermediate,
-        init=init,
-        select=select,
-        projection=projection,
-        seed=seed,
-        revision=revision,
-        progress=progress,
-    )
+    student = build_student(teacher, options, revision=revision, progress=progress)
     config = student.model.config.to_dict()
-    options = {
-        "teacher": str(teacher),
-        "dim": dim,
-        "layers": student.shape.layers,
-        "heads": student.shape.heads,
-        "intermediate": student.shape.intermediate,
-        "init": init.value,
-        "select": select.value,
-        "projection": projection.value,
-        "seed": seed,
-        "check": check,
-    }
     plan = OutputPlan(
         "guide",
-        options,
+        {"teacher": str(teacher), **_recorded_options(options, student.shape), "check": check},
         {"teacher": (student.source, student.source_hashes)},
         model_tensors(student.model, student.extra_tensors),
         [student.record],
@@ -214,6 +199,20 @@ def guide(
     checks = (lambda staging: student_checks(student, ModelFolder.open(staging))) if check else None
     result = write_model_folder(plan, out, force=force, checks=checks, progress=progress, argv=argv)
     return GuideResult(result.path, result.manifest, student)
+
+
+def _recorded_options(options: StudentOptions, shape: StudentShape) -> dict[str, Any]:
+    """What the manifest records of the options: the shape the student has (defaults filled from the teacher)."""
+    return {
+        "dim": options.dim,
+        "layers": shape.layers,
+        "heads": shape.heads,
+        "intermediate": shape.intermediate,
+        "init": options.init.value,
+        "select": options.select.value,
+        "projection": options.projection.value,
+        "seed": options.seed,
+    }
 
 
 def load_student(model_dir: Path, model_class: Any, allowed_unexpected: tuple[str, ...] = ()) -> Any:

@@ -1,5 +1,5 @@
-"""What guide is asked for (init, selection, projection) and what it does to each tensor: one rule per tensor
-role, and the families it reads."""
+"""What guide is asked for (``StudentOptions``: the student's shape; init, selection, projection) and what it does
+to each tensor: one rule per tensor role, and the families it reads."""
 
 from __future__ import annotations
 
@@ -24,6 +24,25 @@ class Select(str, Enum):
 class Projection(str, Enum):
     pca = "pca"
     even = "even"
+
+
+@dataclass(frozen=True)
+class StudentOptions:
+    """The student asked for (the CLI builds it from its options): its width, its depth, heads and feed-forward
+    units (None: from the teacher, see ``student_shape``), and how it is initialised from the teacher."""
+
+    dim: int
+    layers: int | None = None
+    """Default: the teacher's depth."""
+    heads: int | None = None
+    """Default: the teacher's head size kept (``dim`` / the teacher's head size heads)."""
+    intermediate: int | None = None
+    """Default: the teacher's ratio of units to width."""
+    init: Init = Init.first
+    select: Select = Select.norm
+    projection: Projection = Projection.pca
+    seed: int = 0
+    """Seed of the random init of everything not taken from the teacher."""
 
 
 # ----------------------------------------------------------------------------- rules by tensor role

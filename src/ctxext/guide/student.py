@@ -14,9 +14,10 @@ from ctxext.checkpoint import ProgressFn, no_progress, tied_duplicates
 from ctxext.errors import InvalidArgument, UnsupportedArchitecture
 from ctxext.guide.assembly import Assembly, StudentShape, student_record
 from ctxext.guide.projection import StreamProjection, block_sources, even_projection, pca_projection
-from ctxext.guide.rules import FAMILIES, Family, Init, Projection, Select
+from ctxext.guide.rules import FAMILIES, Family, Init, Projection, StudentOptions
 from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
 from ctxext.manifest import OperationRecord
+from ctxext.options import with_fields
 
 
 @dataclass
@@ -34,9 +35,10 @@ class Student:
     extra_tensors: dict[str, Any] = field(default_factory=dict)
 
 
-def student_shape(
-    config: dict[str, Any], dim: int, layers: int | None, heads: int | None, intermediate: int | None
-) -> StudentShape:
+def student_shape(config: dict[str, Any], options: StudentOptions) -> StudentShape:
+    """The student's shape: the options' with what they leave to the teacher filled from its ``config``, checked
+    against it."""
+    dim, layers, heads, intermediate = options.dim, options.layers, options.heads, options.intermediate
     width, teacher_heads = int(config["hidden_size"]), int(config["num_attention_heads"])
     teacher_head_dim = width // teacher_heads
     teacher_units = int(config["intermediate_size"])
@@ -93,25 +95,30 @@ def _teacher_names(reader: CheckpointReader, family: Family) -> tuple[dict[str, 
     return canonical, unused
 
 
+def student_options(options: StudentOptions | None, fields: dict[str, Any], caller: str) -> StudentOptions:
+    """``options`` with ``fields`` (:class:`StudentOptions` fields given as keywords) over it; without
+    ``options``, ``fields`` must hold ``dim``."""
+    if options is None and "dim" not in fields:
+        raise TypeError(f"{caller}() needs StudentOptions or dim=")
+    return with_fields(StudentOptions, options, fields, caller)
+
+
 def build_student(
     teacher: str | Path,
-    dim: int,
+    options: StudentOptions | None = None,
     *,
-    layers: int | None = None,
-    heads: int | None = None,
-    intermediate: int | None = None,
-    init: Init = Init.first,
-    select: Select = Select.norm,
-    projection: Projection = Projection.pca,
-    seed: int = 0,
     revision: str | None = None,
     progress: ProgressFn = no_progress,
+    **fields: Any,
 ) -> Student:
-    """Build the student in memory (a masked-LM model) and the record of every tensor's origin."""
+    """Build the student in memory (a masked-LM model) and the record of every tensor's origin.
+    ``fields``: :class:`StudentOptions` fields given as keywords (over ``options``)."""
+    options = student_options(options, fields, "build_student")
+    dim, init, select, seed = options.dim, options.init, options.select, options.seed
     source, folder = open_model(teacher, revision=revision)
     config = folder.config
     family = family_of(config)
-    shape = student_shape(config, dim, layers, heads, intermediate)
+    shape = student_shape(config, options)
     reader = CheckpointReader(folder)
     names, unused = _teacher_names(reader, family)
     if family.token_table not in names:
@@ -119,7 +126,8 @@ def build_student(
 
     progress("projection", 0, 1)
     token_table = reader.array(names[family.token_table])
-    stream = pca_projection(token_table, dim) if projection == Projection.pca else even_projection(token_table, dim)
+    pca = options.projection == Projection.pca
+    stream = pca_projection(token_table, dim) if pca else even_projection(token_table, dim)
     progress("projection", 1, 1)
 
     model, student_config = _student_model(folder, family, shape, seed)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxext.data.formats import data_files, read_documents
+from ctxext.data.sources import data_files, read_documents
 from ctxext.errors import CtxextError, InvalidArgument
 from ctxext.io import CheckpointReader, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord, read_manifest

@@ -11,7 +11,6 @@ format under ``OUT/adapters/NAME``), with gradient checkpointing.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from ctxext.data.formats import read_triplet_examples
 from ctxext.errors import InvalidArgument
 from ctxext.io import file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
+from ctxext.options import with_fields
 from ctxext.train.contrastive import ContrastiveModel, TripletCollator
 from ctxext.train.embedding import check_max_len, load_backbone, retrieval_callbacks
 from ctxext.train.positions_only import train_new_positions_only
@@ -140,10 +140,7 @@ def finetune(
     """Contrastive fine-tuning of ``checkpoint`` on triplets; the output loads like the input (a
     sentence-transformers folder stays one; with an adapter the base is unchanged and the adapter is new).
     ``fields``: :class:`FinetuneOptions` fields given as keywords (over ``options``)."""
-    unknown = set(fields) - {f.name for f in dataclasses.fields(FinetuneOptions)}
-    if unknown:
-        raise TypeError(f"finetune() got unexpected keyword arguments {sorted(unknown)}")
-    options = dataclasses.replace(options or FinetuneOptions(), **fields)
+    options = with_fields(FinetuneOptions, options, fields, "finetune")
     options.check()
     settings = settings or TrainSettings(learning_rate=2e-5)
     from ctxext.encode import sentence_transformers_settings

@@ -1,6 +1,6 @@
 """Masked-LM training (``train_mlm``), a stage of :class:`~ctxext.train.runner.TrainingRun`.
 
-Text comes from :func:`ctxext.data.formats.read_documents`; it is packed into fixed-length sequences
+Text comes from :func:`ctxext.data.sources.read_documents`; it is packed into fixed-length sequences
 (:func:`pack_documents`) and masked per example from its own seed (:class:`MaskingCollator`), so masks do not
 depend on batching, processes or resuming; the held-out set is masked once (:func:`masked_held_out`).
 :func:`mlm_trainer` builds a Trainer for an in-memory model with no output (experiments, benchmarks/guide.py).
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxext.compat import loading_info, transformers_warnings_off
-from ctxext.data.formats import data_files, read_documents
+from ctxext.data.sources import data_files, read_documents
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ctxext.data.formats import data_files
+from ctxext.data.sources import data_files
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import OperationRecord, recorded_operations

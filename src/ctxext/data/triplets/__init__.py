@@ -58,12 +58,21 @@ from ctxext.data.triplets.documents import (
     structured_document,
 )
 from ctxext.data.triplets.negatives import Search, _negatives, bm25_scores, embedding_scores, hard_negatives, top_k
-from ctxext.data.triplets.queries import Query, TripletCounts, make_queries, parse_queries, swapped_negatives
+from ctxext.data.triplets.queries import (
+    Query,
+    QueryOptions,
+    TripletCounts,
+    make_queries,
+    parse_queries,
+    swapped_negatives,
+)
 from ctxext.errors import InvalidArgument
+from ctxext.options import with_fields
 
 __all__ = [
     "Queries",
     "Query",
+    "QueryOptions",
     "Search",
     "Section",
     "StructuredDocument",
@@ -135,24 +144,16 @@ def triplet_record(
     }
 
 
-def build_triplets(  # noqa: PLR0913 (one keyword per option of its command; to take an options object, issue 32)
+def build_triplets(
     corpus: str,
     out: str | Path,
+    options: QueryOptions | None = None,
     *,
-    queries: Queries | str = Queries.both,
     negatives_from: NegativesFrom | str = NegativesFrom.embedding,
     encoder: str = DEFAULT_MODEL,
     revision: str | None = None,
     negatives: int = 1,
     skip_top: int = 0,
-    sections_per_document: int = 1,
-    min_query_words: int = 8,
-    max_query_words: int = 128,
-    min_positive_words: int = 20,
-    allow_verbatim: bool = False,
-    passage_words: int = 32,
-    max_depth_words: int | None = None,
-    seed: int = 0,
     input_format: InputFormat | str | None = None,
     on_error: OnError | str = OnError.stop,
     pdf_password: str | None = None,
@@ -160,11 +161,14 @@ def build_triplets(  # noqa: PLR0913 (one keyword per option of its command; to 
     force: bool = False,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
+    **fields: Any,
 ) -> TripletsResult:
     """Read ``corpus`` (file or folder, any ``corpus`` format), write triplets to ``out`` (JSON lines, or Parquet
-    when it is named *.parquet: the same records, one column per key); with ``shard``
-    (``I/N``) only the queries of the I-th share of the documents (negatives still from all of them)."""
-    out, queries, negatives_from = _checked_options(out, queries, negatives_from, negatives, skip_top)
+    when it is named *.parquet: the same records, one column per key) for the queries ``options`` asks for; with
+    ``shard`` (``I/N``) only the queries of the I-th share of the documents (negatives still from all of them).
+    ``fields``: :class:`QueryOptions` fields given as keywords (over ``options``)."""
+    options = with_fields(QueryOptions, options, fields, "build_triplets")
+    out, negatives_from = _checked_options(out, options.queries, negatives_from, negatives, skip_top)
     share = Shard.parse(shard)
     problems = Problems(on_error)
     files = expand_sources([corpus], input_format=input_format)
@@ -174,82 +178,69 @@ def build_triplets(  # noqa: PLR0913 (one keyword per option of its command; to 
     counts = TripletCounts(documents=len(documents))
     if len(documents) < 2:
         raise EmptySource(f"{corpus}: a hard negative needs at least two documents; found {len(documents)}")
-    made = make_queries(
-        documents,
-        kinds=queries,
-        sections_per_document=sections_per_document,
-        min_query_words=min_query_words,
-        max_query_words=max_query_words,
-        min_positive_words=min_positive_words,
-        allow_verbatim=allow_verbatim,
-        passage_words=passage_words,
-        max_depth_words=max_depth_words,
-        seed=seed,
-        counts=counts,
-    )
+    made = make_queries(documents, options, counts=counts)
     if share is not None:
         made = [query for query in made if share.holds(documents[query.document].doc_id)]
     if not made:
         raise EmptySource(
             f"{corpus}: no document gave a query (titles, or two or more sections with "
-            f"{min_query_words}+ words, and {min_positive_words}+ words left for the positive)"
+            f"{options.min_query_words}+ words, and {options.min_positive_words}+ words left for the positive)"
         )
     embedder = LazyEncoder(encoder, revision)  # loaded only for embedding negatives
-    found = _negatives(documents, made, negatives_from, embedder, negatives, skip_top, seed, progress)
-    options = _recorded_options(dict(locals()), problems.on_error, embedder.folder)
+    found = _negatives(documents, made, negatives_from, embedder, negatives, skip_top, options.seed, progress)
+    recorded = _recorded_options(dict(locals()), options, problems.on_error, embedder.folder)
     triplets = (  # made one query at a time as they are written: never all the texts at once
         [triplet_record(query, documents[query.document], *negative, negatives_from) for negative in picked]
         for query, picked in zip(made, found, strict=False)
     )
-    _write_triplets(output, output_format(out), triplets, counts, problems, options, inputs, argv)
+    _write_triplets(output, output_format(out), triplets, counts, problems, recorded, inputs, argv)
     return TripletsResult(out, output.manifest_path, counts, problems.messages, output.manifest)
 
 
-RECORDED_OPTIONS = (
-    "corpus",
-    "revision",
-    "negatives",
-    "skip_top",
+RECORDED_ARGUMENTS = ("corpus", "revision", "negatives", "skip_top", "shard")
+RECORDED_QUERY_OPTIONS = (
     "sections_per_document",
     "min_query_words",
     "max_query_words",
     "min_positive_words",
     "allow_verbatim",
     "seed",
-    "shard",
 )
 
 
-def _recorded_options(arguments: dict[str, Any], on_error: OnError, encoder_folder: str | None) -> dict[str, Any]:
-    """What the manifest records of ``build_triplets``'s arguments; an option that did not apply is None."""
-    queries, negatives_from = arguments["queries"], arguments["negatives_from"]
+def _recorded_options(
+    arguments: dict[str, Any], options: QueryOptions, on_error: OnError, encoder_folder: str | None
+) -> dict[str, Any]:
+    """What the manifest records of ``build_triplets``'s arguments and query options; an option that did not
+    apply is None."""
+    queries, negatives_from = options.queries, arguments["negatives_from"]
     passage = queries == Queries.passages
     return {
-        **{name: arguments[name] for name in RECORDED_OPTIONS},
+        **{name: arguments[name] for name in RECORDED_ARGUMENTS},
+        **{name: getattr(options, name) for name in RECORDED_QUERY_OPTIONS},
         "queries": queries.value,
         "negatives_from": negatives_from.value,
         "encoder": arguments["encoder"] if negatives_from == NegativesFrom.embedding else None,
         "encoder_folder": encoder_folder,
-        "passage_words": arguments["passage_words"] if passage else None,
-        "max_depth_words": arguments["max_depth_words"] if passage or queries == Queries.summaries else None,
+        "passage_words": options.passage_words if passage else None,
+        "max_depth_words": options.max_depth_words if passage or queries == Queries.summaries else None,
         "format": plain(arguments["input_format"]),
         "on_error": on_error.value,
     }
 
 
 def _checked_options(
-    out: str | Path, queries: Queries | str, negatives_from: NegativesFrom | str, negatives: int, skip_top: int
-) -> tuple[Path, Queries, NegativesFrom]:
-    """The output path and the parsed choices, refused before any reading when they cannot work."""
+    out: str | Path, queries: Queries, negatives_from: NegativesFrom | str, negatives: int, skip_top: int
+) -> tuple[Path, NegativesFrom]:
+    """The output path and the parsed choice of negatives, refused before any reading when they cannot work."""
     out = Path(out).expanduser().absolute()
     output_format(out)
     negatives_from = parse_choice(NegativesFrom, negatives_from, "--negatives-from must be one of {choices}")
     if negatives < 1 or skip_top < 0:
         raise InvalidArgument("--negatives must be at least 1 and --skip-top at least 0")
-    queries = parse_queries(queries)
     if negatives_from == NegativesFrom.swap and queries != Queries.passages:
         raise InvalidArgument("--negatives-from swap needs --queries passage (it swaps the passage out)")
-    return out, queries, negatives_from
+    return out, negatives_from
 
 
 TRIPLET_ROWS_PER_GROUP = 2048

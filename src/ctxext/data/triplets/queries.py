@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,32 @@ from ctxext.data.options import Queries, parse_choice
 from ctxext.data.text import normalize, summary_line
 from ctxext.data.triplets.documents import NON_SPACE, Section, StructuredDocument
 from ctxext.errors import InvalidArgument
+from ctxext.options import with_fields
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """Which queries each document gives, and how they are cut (the CLI builds it from its options; the kinds are
+    described in :mod:`ctxext.data.triplets`). ``queries`` may be given as its name; it is parsed here."""
+
+    queries: Queries = Queries.both
+    sections_per_document: int = 1
+    """Section (or passage, or summary) queries per document."""
+    min_query_words: int = 8
+    """Shortest section usable as a query."""
+    max_query_words: int = 128
+    """Section queries are cut to this many words."""
+    min_positive_words: int = 20
+    allow_verbatim: bool = False
+    """Keep title and section queries that occur verbatim in their positive."""
+    passage_words: int = 32
+    max_depth_words: int | None = None
+    """Passage and summary queries lie within this many words of the body's start."""
+    seed: int = 0
+    """Seed of the section and passage choice (and of swapped negatives)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queries", parse_queries(self.queries))
 
 
 @dataclass
@@ -42,59 +69,32 @@ class TripletCounts:
 
 def make_queries(
     documents: list[StructuredDocument],
+    options: QueryOptions | None = None,
     *,
-    kinds: Queries | str = Queries.both,
-    sections_per_document: int = 1,
-    min_query_words: int = 8,
-    max_query_words: int = 128,
-    min_positive_words: int = 20,
-    allow_verbatim: bool = False,
-    passage_words: int = 32,
-    max_depth_words: int | None = None,
-    seed: int = 0,
     counts: TripletCounts | None = None,
+    **fields: Any,
 ) -> list[Query]:
     """Title, section or passage queries with their positives; verbatim title and section queries dropped
-    unless allowed (a passage is verbatim by design). ``sections_per_document`` also counts passages."""
-    kinds = parse_queries(kinds)
+    unless allowed (a passage is verbatim by design). ``sections_per_document`` also counts passages.
+    ``fields``: :class:`QueryOptions` fields given as keywords (over ``options``)."""
+    options = with_fields(QueryOptions, options, fields, "make_queries")
+    kinds = options.queries
     counts = counts if counts is not None else TripletCounts()
-    generator = np.random.default_rng(seed)
+    generator = np.random.default_rng(options.seed)
     queries: list[Query] = []
     for index, document in enumerate(documents):
         made = []
         if kinds in (Queries.titles, Queries.both):
-            made.extend(_title_queries(index, document, min_positive_words))
+            made.extend(_title_queries(index, document, options.min_positive_words))
         if kinds in (Queries.sections, Queries.both):
-            made.extend(
-                _section_queries(
-                    index,
-                    document,
-                    sections_per_document,
-                    min_query_words,
-                    max_query_words,
-                    min_positive_words,
-                    generator,
-                )
-            )
+            made.extend(_section_queries(index, document, options, generator))
         if kinds == Queries.passages:
-            made.extend(
-                _passage_queries(
-                    index,
-                    document,
-                    sections_per_document,
-                    passage_words,
-                    max_depth_words,
-                    min_positive_words,
-                    generator,
-                )
-            )
+            made.extend(_passage_queries(index, document, options, generator))
         if kinds == Queries.summaries:
-            made.extend(
-                _summary_queries(index, document, sections_per_document, max_depth_words, min_positive_words, generator)
-            )
+            made.extend(_summary_queries(index, document, options, generator))
         if not made:
             counts.documents_without_structure += 1
-        queries.extend(_kept_queries(made, allow_verbatim, counts))
+        queries.extend(_kept_queries(made, options.allow_verbatim, counts))
     counts.queries = len(queries)
     return queries
 
@@ -114,26 +114,21 @@ def _title_queries(index: int, document: StructuredDocument, min_positive_words:
 
 
 def _section_queries(
-    index: int,
-    document: StructuredDocument,
-    count: int,
-    min_query_words: int,
-    max_query_words: int,
-    min_positive_words: int,
-    generator: np.random.Generator,
+    index: int, document: StructuredDocument, options: QueryOptions, generator: np.random.Generator
 ) -> list[Query]:
-    """Up to ``count`` sections chosen at random as queries, each with the rest of the document as positive."""
+    """Up to ``sections_per_document`` sections chosen at random as queries, each with the rest of the document as
+    positive."""
     if len(document.sections) <= 1:
         return []
-    eligible = [i for i, s in enumerate(document.sections) if _words(s.text) >= min_query_words]
-    chosen: list[int] = generator.permutation(eligible)[:count].tolist() if eligible else []
+    eligible = [i for i, s in enumerate(document.sections) if _words(s.text) >= options.min_query_words]
+    chosen: list[int] = generator.permutation(eligible)[: options.sections_per_document].tolist() if eligible else []
     made = []
     for position in sorted(chosen):
         section = document.sections[position]
         rest = document.body(without=position)
-        if _words(rest) < min_positive_words:
+        if _words(rest) < options.min_positive_words:
             continue
-        query = " ".join(section.text.split()[:max_query_words])
+        query = " ".join(section.text.split()[: options.max_query_words])
         made.append(Query(index, Queries.sections, query, section.heading, document.title, rest))
     return made
 
@@ -157,15 +152,15 @@ def _kept_queries(made: list[Query], allow_verbatim: bool, counts: TripletCounts
 
 
 def _summary_queries(
-    index: int,
-    document: StructuredDocument,
-    count: int,
-    max_depth_words: int | None,
-    min_positive_words: int,
-    generator: np.random.Generator,
+    index: int, document: StructuredDocument, options: QueryOptions, generator: np.random.Generator
 ) -> list[Query]:
-    """Up to ``count`` section summary lines chosen at random (starting within ``max_depth_words``), each with
-    the document without that line as the positive."""
+    """Up to ``sections_per_document`` section summary lines chosen at random (starting within
+    ``max_depth_words``), each with the document without that line as the positive."""
+    count, max_depth_words, min_positive_words = (
+        options.sections_per_document,
+        options.max_depth_words,
+        options.min_positive_words,
+    )
     eligible, depth = [], 0
     for position, section in enumerate(document.sections):
         found = summary_line(section.text)
@@ -186,15 +181,15 @@ def _summary_queries(
 
 
 def _passage_queries(
-    index: int,
-    document: StructuredDocument,
-    count: int,
-    passage_words: int,
-    max_depth_words: int | None,
-    min_positive_words: int,
-    generator: np.random.Generator,
+    index: int, document: StructuredDocument, options: QueryOptions, generator: np.random.Generator
 ) -> list[Query]:
-    """``count`` passages at distinct random depths (word offsets) of the document's body."""
+    """``sections_per_document`` passages at distinct random depths (word offsets) of the document's body."""
+    count, passage_words, max_depth_words = (
+        options.sections_per_document,
+        options.passage_words,
+        options.max_depth_words,
+    )
+    min_positive_words = options.min_positive_words
     body = document.body()
     spans = [m.span() for m in NON_SPACE.finditer(body)]
     words = [body[first:last] for first, last in spans]
