@@ -148,3 +148,16 @@ def test_a_20_mb_single_line_record_embeds_with_memory_in_proportion_to_the_leng
     assert done.returncode == 0, done.stderr[-2000:]
     growth_mib = json.loads(done.stdout.strip().splitlines()[-1])["growth_kib"] / 1024
     assert growth_mib < 300, f"embedding one 20 MB line raised the peak by {growth_mib:.0f} MiB"
+
+
+def test_long_texts_are_batched_by_tokens_and_short_ones_by_batch_size():
+    import numpy as np
+
+    from ctxext.encode import BATCH_TOKENS, token_bounded_batches
+
+    lengths = [4096] * 9 + [100] * 40
+    batches = [batch.tolist() for batch in token_bounded_batches(np.arange(len(lengths)), lengths, 16)]
+    assert [len(b) for b in batches] == [4, 4, 4, 16, 16, 5] and BATCH_TOKENS // 4096 == 4
+    assert all(len(b) * lengths[b[0]] <= BATCH_TOKENS for b in batches)
+    assert sum(batches, []) == list(range(len(lengths)))
+    assert [b.tolist() for b in token_bounded_batches(np.arange(3), [10**6] * 3, 8)] == [[0], [1], [2]]
