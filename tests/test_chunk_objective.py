@@ -32,15 +32,14 @@ def test_training_chunks_are_the_late_chunks_of_inference(encoder):
 
 
 def test_a_query_targets_the_chunk_its_section_starts_in_or_none_past_the_kept_tokens(encoder):
-    from ctxext.train.chunk_objective import NO_TARGET, ChunkTripletCollator, section_start
+    from ctxext.train.chunk_objective import NO_TARGET, ChunkTripletCollator
 
     collator = ChunkTripletCollator(encoder.tokenizer, 64, chunk=8)
-    late = TEXTS[0].find("attention", 60)
     examples = [
-        {"query": "q", "positive": TEXTS[0], "negative": TEXTS[1], "section_start": late},
-        {"query": "q", "positive": TEXTS[1], "negative": TEXTS[0], "section_start": section_start(TEXTS[1], None)},
-        {"query": "q", "positive": TEXTS[0] * 9, "negative": TEXTS[1], "section_start": len(TEXTS[0]) * 8},
-        {"query": "q", "positive": TEXTS[1], "negative": TEXTS[0], "section_start": section_start(TEXTS[1], "Gone")},
+        {"query": "q", "positive": TEXTS[0], "negative": TEXTS[1], "heading": "attention"},
+        {"query": "q", "positive": TEXTS[1], "negative": TEXTS[0], "heading": None},
+        {"query": "q", "positive": TEXTS[0] * 9 + "Tail", "negative": TEXTS[1], "heading": "Tail"},
+        {"query": "q", "positive": TEXTS[1], "negative": TEXTS[0], "heading": "Gone"},
     ]
     targets = collator(examples)["target_chunk"].tolist()
     ids = encoder.tokenizer(TEXTS[0])["input_ids"]

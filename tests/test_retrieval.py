@@ -131,8 +131,8 @@ def test_hybrid_fuses_late_chunks_for_a_model_longer_than_a_chunk_else_chunk_max
 
     retrieval_set = RetrievalSet("tiny", 256, QUERIES, DOCUMENTS, RELEVANT)
     forms = parse_forms("hybrid")
-    long_model = ModelForms(retrieval_set, encoder, encoder, FormOptions(forms, chunk=128), None)
-    short_model = ModelForms(retrieval_set, encoder, encoder, FormOptions(forms, chunk=512), None)
+    long_model = ModelForms(retrieval_set, encoder, encoder, FormOptions(forms, chunk=128))
+    short_model = ModelForms(retrieval_set, encoder, encoder, FormOptions(forms, chunk=512))
     assert long_model.fused_form(forms[0]) == Form.late_chunk and short_model.fused_form(forms[0]) == Form.chunk_max
 
 
@@ -179,7 +179,7 @@ def test_symmetric_forms_represent_a_query_document_as_the_documents_are(encoder
 
     retrieval_set = RetrievalSet("docs", 256, [DOCUMENTS[0] * 2, DOCUMENTS[3]], DOCUMENTS, [{3: 1.0}, {0: 1.0}])
     options = FormOptions(parse_forms("whole,chunk-max,late-chunk"), chunk=10, symmetric=True)
-    forms = ModelForms(retrieval_set, encoder, encoder, options, None)
+    forms = ModelForms(retrieval_set, encoder, encoder, options)
     whole = similarity(encoder.encode(retrieval_set.queries), encoder.encode(DOCUMENTS))
     np.testing.assert_allclose(forms.scores(FormChoice(Form.whole)), whole, atol=1e-5)
     asked, asked_owners = chunk_vectors(encoder, retrieval_set.queries, 10, 4)

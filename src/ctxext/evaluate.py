@@ -378,7 +378,12 @@ def chunk_mean(
 ) -> np.ndarray:
     """The mean of embeddings of consecutive ``chunk_tokens``-token windows (the PCW / chunking baseline)."""
     embedded, owners = chunk_vectors(encoder, texts, chunk_tokens, batch_size, progress)
-    return np.stack([embedded[owners == i].mean(0) for i in range(len(texts))])
+    return chunk_means(embedded, owners, len(texts))
+
+
+def chunk_means(vectors: np.ndarray, owners: np.ndarray, texts: int) -> np.ndarray:
+    """The mean of each text's rows (``owners``: the text of each row)."""
+    return np.stack([vectors[owners == index].mean(0) for index in range(texts)])
 
 
 def chunk_vectors(

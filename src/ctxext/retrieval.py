@@ -16,17 +16,16 @@ One pass of the model serves ``whole`` and ``late-chunk``, one pass over the chu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.errors import InvalidArgument
-from ctxext.evaluate import Evaluation, RetrievalSet, chunk_vectors, score_matrix, similarity
+from ctxext.evaluate import Evaluation, RetrievalSet, chunk_means, chunk_vectors, score_matrix, similarity
 
 RRF_K = 60
 """Reciprocal-rank fusion's constant (Cormack, Clarke and Buettcher, 2009; Elasticsearch's and Vespa's default)."""
@@ -114,7 +113,7 @@ def reciprocal_rank_fusion(*rankings: np.ndarray, k: int = RRF_K) -> np.ndarray:
 def best_chunk(queries: np.ndarray, chunks: np.ndarray, owners: np.ndarray, documents: int) -> np.ndarray:
     """Each query's cosine with each document's best chunk; ``owners`` (one per chunk, consecutive and in
     order) says whose chunk each row is, and every document has at least one."""
-    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    starts = group_starts(owners)
     if len(starts) != documents:
         raise AssertionError(f"{len(starts)} documents have chunks, of {documents}")
     return np.maximum.reduceat(similarity(queries, chunks), starts, axis=1)
@@ -124,66 +123,83 @@ def best_pair(
     queries: np.ndarray, query_owners: np.ndarray, chunks: np.ndarray, owners: np.ndarray, documents: int
 ) -> np.ndarray:
     """Each query document's best chunk against each document's best chunk (both owners as in :func:`best_chunk`)."""
-    per_chunk = best_chunk(queries, chunks, owners, documents)
-    return np.maximum.reduceat(per_chunk, np.flatnonzero(np.r_[True, query_owners[1:] != query_owners[:-1]]), axis=0)
+    return np.maximum.reduceat(best_chunk(queries, chunks, owners, documents), group_starts(query_owners), axis=0)
 
 
-def chunk_means(vectors: np.ndarray, owners: np.ndarray, texts: int) -> np.ndarray:
-    return np.stack([vectors[owners == index].mean(0) for index in range(texts)])
+def group_starts(owners: np.ndarray) -> np.ndarray:
+    """Where each run of equal owners starts."""
+    return np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
 
 
 @dataclass
 class ModelForms:
-    """The forms of one set for one model (and its chunk source): each model pass made once, when first needed."""
+    """The forms of one set for one model (and its chunk source). Each model pass is made once, when first
+    needed, and kept in ``cache`` (shared by the sets of one evaluation: chunks, queries and BM25 do not depend
+    on the length, so several lengths reuse them)."""
 
     retrieval_set: RetrievalSet
     encoder: Any
     chunk_encoder: Any
     options: FormOptions
-    bm25: Any
     progress: ProgressFn = no_progress
-    _queries: dict[int, np.ndarray] = field(default_factory=dict)
+    cache: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
         limit = self.encoder.position_limit
         return min(self.retrieval_set.length or limit, limit)
 
-    def query_vectors(self, encoder: Any) -> np.ndarray:
-        if id(encoder) not in self._queries:
-            self._queries[id(encoder)] = encoder.encode(self.retrieval_set.queries, batch_size=self.options.batch_size)
-        return self._queries[id(encoder)]
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
 
-    @cached_property
+    def query_vectors(self, encoder: Any) -> np.ndarray:
+        queries = self.retrieval_set.queries
+        batch = self.options.batch_size
+        return self._cached(("queries", id(encoder), id(queries)), lambda: encoder.encode(queries, batch_size=batch))
+
+    @property
+    def bm25(self) -> Any:
+        from ctxext.data.bm25 import BM25Index
+
+        documents = self.retrieval_set.documents
+        return self._cached(("bm25", id(documents)), lambda: BM25Index(documents))
+
+    @property
     def late(self) -> Any:
         return self._late_chunks(self.retrieval_set.documents)
 
-    @cached_property
+    @property
     def query_late(self) -> Any:
         return self._late_chunks(self.retrieval_set.queries)
 
     def _late_chunks(self, texts: list[str]) -> Any:
-        options = self.options
-        return self.encoder.late_chunks(
-            texts,
-            chunk=options.chunk,
-            overlap=options.overlap,
-            batch_size=options.batch_size,
-            max_length=self.length,
-            progress=self.progress,
+        options, length = self.options, self.length
+        return self._cached(
+            ("late", id(self.encoder), id(texts), length),
+            lambda: self.encoder.late_chunks(
+                texts,
+                chunk=options.chunk,
+                overlap=options.overlap,
+                batch_size=options.batch_size,
+                max_length=length,
+                progress=self.progress,
+            ),
         )
 
-    @cached_property
+    @property
     def chunks(self) -> tuple[np.ndarray, np.ndarray]:
         return self._chunk_vectors(self.retrieval_set.documents)
 
-    @cached_property
+    @property
     def query_chunks(self) -> tuple[np.ndarray, np.ndarray]:
         return self._chunk_vectors(self.retrieval_set.queries)
 
     def _chunk_vectors(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        size = min(self.options.chunk, self.chunk_encoder.position_limit)
-        return chunk_vectors(self.chunk_encoder, texts, size, self.options.batch_size)
+        encoder, batch = self.chunk_encoder, self.options.batch_size
+        size = min(self.options.chunk, encoder.position_limit)
+        return self._cached(("chunks", id(encoder), id(texts)), lambda: chunk_vectors(encoder, texts, size, batch))
 
     def fused_form(self, choice: FormChoice) -> Form:
         if choice.fused:
@@ -244,17 +260,13 @@ def evaluate_forms(
     """One :class:`Evaluation` per model and form (``form``: its name; ``model``: who made it), over ``sets``
     (one per length). ``load(ref)`` gives an encoder. A row the same for every model (BM25, or a chunk form of
     ``chunk_source``) is scored once."""
-    from ctxext.data.bm25 import BM25Index
-
-    indexes: dict[int, Any] = {}
+    cache: dict[tuple[Any, ...], Any] = {}
     chunk_encoder = load(options.chunk_source) if options.chunk_source else None
     rows: dict[tuple[str, str], Evaluation] = {}
     for model in models:
         encoder = load(model)
         for number, retrieval_set in enumerate(sets):
-            if number not in indexes and any(c.form in (Form.bm25, Form.hybrid) for c in options.forms):
-                indexes[number] = BM25Index(retrieval_set.documents)
-            forms = ModelForms(retrieval_set, encoder, chunk_encoder or encoder, options, indexes.get(number), progress)
+            forms = ModelForms(retrieval_set, encoder, chunk_encoder or encoder, options, progress, cache)
             for choice in options.forms:
                 key = (choice.name, forms.model_of(choice, model, options.chunk_source))
                 if key in rows and len(rows[key].scores) > number:

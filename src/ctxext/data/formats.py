@@ -158,8 +158,8 @@ def read_triplets(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list
 
 def read_triplet_examples(paths: Sequence[str | Path], sep_token: str = "[SEP]") -> list[dict[str, Any]]:
     """Every triplet of ``paths`` (JSON lines or Parquet) as a training example: ``query``, ``positive`` and
-    ``negative`` texts, and ``section_start``: where the query's section starts in the positive's text
-    (:func:`section_start`)."""
+    ``negative`` texts, and the query's section ``heading`` (None for a query without one; where the section
+    starts in the positive is :func:`section_start`)."""
     if not paths:
         raise InvalidArgument("no training data: pass --data triplets.jsonl")
     examples = []
@@ -167,14 +167,7 @@ def read_triplet_examples(paths: Sequence[str | Path], sep_token: str = "[SEP]")
         for where, record in _triplet_records(path):
             query, positive, negative = (_role_text(record, keys, sep_token, where) for keys in TRIPLET_KEYS.values())
             heading = record["query"].get("heading") if isinstance(record.get("query"), dict) else None
-            examples.append(
-                {
-                    "query": query,
-                    "positive": positive,
-                    "negative": negative,
-                    "section_start": section_start(positive, heading),
-                }
-            )
+            examples.append({"query": query, "positive": positive, "negative": negative, "heading": heading})
     if not examples:
         raise InvalidArgument(f"{', '.join(map(str, paths))}: no triplets")
     return examples

@@ -19,7 +19,7 @@ from typing import Any
 from ctxext.data.formats import section_start
 from ctxext.train.contrastive import ContrastiveModel, TripletCollator
 
-__all__ = ["ChunkContrastiveModel", "ChunkTripletCollator", "chunk_means", "section_start"]
+__all__ = ["ChunkContrastiveModel", "ChunkTripletCollator", "chunk_means"]
 
 NO_TARGET = -100
 """The label of a query whose section is not among the kept tokens (cross-entropy's ignore index)."""
@@ -31,25 +31,17 @@ class ChunkTripletCollator(TripletCollator):
     (``target_chunk``; ``NO_TARGET`` where that is past ``max_len``) and which document tokens are content."""
 
     chunk: int = 256
+    document_marks: tuple[str, ...] = ("offsets_mapping", "special_tokens_mask")
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        batch = super().__call__(examples)
-        documents = [e["positive"] for e in examples] + [e["negative"] for e in examples]
-        marked = self.tokenizer(
-            documents,
-            truncation=True,
-            max_length=self.max_len,
-            padding=True,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            return_tensors="pt",
-        )
+        batch, marked = self.collate(examples)
         content = marked["attention_mask"].bool() & ~marked["special_tokens_mask"].bool()
         targets = []
         for row, example in enumerate(examples):
-            start, ends = example.get("section_start"), marked["offset_mapping"][row][:, 1].tolist()
+            start = section_start(example["positive"], example.get("heading"))
+            ends = marked["offset_mapping"][row][:, 1].tolist()
             kept = torch.nonzero(content[row]).flatten().tolist()
             reached = next((rank for rank, at in enumerate(kept) if start is not None and ends[at] > start), None)
             targets.append(NO_TARGET if reached is None else reached // self.chunk)

@@ -44,7 +44,15 @@ class TripletCollator:
     position_span: int | None = None
     position_offset: int = 0
 
+    document_marks: tuple[str, ...] = ()
+    """More of the tokenizer's per-token outputs for the documents (``offsets_mapping``, ...), kept in
+    :meth:`collate`'s encoding for a subclass."""
+
     def __call__(self, examples: list[dict[str, str]]) -> dict[str, Any]:
+        return self.collate(examples)[0]
+
+    def collate(self, examples: list[dict[str, str]]) -> tuple[dict[str, Any], Any]:
+        """The batch, and the documents' encoding (positives then negatives) it was made from."""
         queries = self.tokenizer(
             [e["query"] for e in examples],
             truncation=True,
@@ -53,7 +61,10 @@ class TripletCollator:
             return_tensors="pt",
         )
         documents = [e["positive"] for e in examples] + [e["negative"] for e in examples]
-        docs = self.tokenizer(documents, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
+        marks = {f"return_{mark}": True for mark in self.document_marks}
+        docs = self.tokenizer(
+            documents, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt", **marks
+        )
         batch = {
             "query_input_ids": queries["input_ids"],
             "query_attention_mask": queries["attention_mask"],
@@ -67,7 +78,7 @@ class TripletCollator:
                 self.position_span,
                 self.position_offset,
             )
-        return batch
+        return batch, docs
 
 
 class ContrastiveModel(EmbeddingModel):
