@@ -276,7 +276,7 @@ def _scores(a: dict[str, Any], lengths: list[int], hub_revision: Callable, progr
 
 
 def _scores_by_form(a: dict[str, Any], lengths: list[int], hub_revision: Callable, progress: ProgressFn) -> list:
-    from ctxext.evaluate import Task, adapted_encoder, beir_sets, check_evaluation_options
+    from ctxext.evaluate import Task, adapted_encoder, beir_sets, check_lengths
     from ctxext.retrieval import FormOptions, evaluate_forms, parse_forms
 
     if a["task"] != Task.retrieval or a["beir"] is None or a["truncate"] is not None:
@@ -284,7 +284,7 @@ def _scores_by_form(a: dict[str, Any], lengths: list[int], hub_revision: Callabl
     options = FormOptions(
         parse_forms(a["forms"]), a["chunk"] or 512, a["overlap"], a["chunk_source"], a["batch_size"], a["symmetric"]
     )
-    check_evaluation_options(lengths, None, None, 2, 1, a["batch_size"])
+    check_lengths(lengths)  # --chunk, --overlap and --batch-size: FormOptions checks them
     checkpoints = a["checkpoints"]
     return evaluate_forms(  # the adapter runs in the models evaluated, not in --chunk-source
         checkpoints,

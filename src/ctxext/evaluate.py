@@ -411,13 +411,7 @@ def check_evaluation_options(
     lengths: Sequence[int], max_length: int | None, chunk: int | None, documents: int, queries: int, batch_size: int
 ) -> None:
     """Refuse, in one line, values that cannot make a meaningful evaluation, before any model loads."""
-    if not lengths:
-        raise InvalidArgument("--lengths is empty; give lengths in tokens like 256,512,1024")
-    for length in lengths:
-        if not 16 <= length <= MAX_EVALUATION_LENGTH:
-            raise InvalidArgument(
-                f"--lengths: {length} is out of range; each length must be 16 to {MAX_EVALUATION_LENGTH} tokens"
-            )
+    check_lengths(lengths)
     for option, value in (("--truncate", max_length), ("--chunk", chunk)):
         if value is not None and value < 8:
             raise InvalidArgument(f"{option} {value} is too small; give at least 8 tokens")
@@ -430,6 +424,16 @@ def check_evaluation_options(
         )
     if batch_size < 1:
         raise InvalidArgument(f"--batch-size {batch_size} must be at least 1")
+
+
+def check_lengths(lengths: Sequence[int]) -> None:
+    if not lengths:
+        raise InvalidArgument("--lengths is empty; give lengths in tokens like 256,512,1024")
+    for length in lengths:
+        if not 16 <= length <= MAX_EVALUATION_LENGTH:
+            raise InvalidArgument(
+                f"--lengths: {length} is out of range; each length must be 16 to {MAX_EVALUATION_LENGTH} tokens"
+            )
 
 
 def adapted_encoder(ref: str, adapter: str | None, pooling: str | None, revision: str | None) -> Any:

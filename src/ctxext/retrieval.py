@@ -96,6 +96,8 @@ class FormOptions:
             raise InvalidArgument(f"--chunk {self.chunk} is too small; give at least 8 tokens")
         if not 0 <= self.overlap < self.chunk:
             raise InvalidArgument(f"--overlap {self.overlap} must be at least 0 and below --chunk {self.chunk}")
+        if self.batch_size < 1:
+            raise InvalidArgument(f"--batch-size {self.batch_size} must be at least 1")
 
 
 def reciprocal_rank_fusion(*rankings: np.ndarray, k: int = RRF_K) -> np.ndarray:
