@@ -16,6 +16,9 @@ from ctxext.data.text import normalize
 from ctxext.data.triplets.documents import StructuredDocument
 from ctxext.data.triplets.queries import Query, _text_keys, swapped_negatives
 
+SCORED_CELLS = 2**25
+"""A block of queries is scored against every document at once: at most this many scores (128 MiB of float32)."""
+
 Search = Callable[[list[Query], int], tuple[np.ndarray, np.ndarray]]
 """For a block of queries and ``k``: each query's top-``k`` documents (indices, scores; in any order)."""
 
@@ -43,9 +46,11 @@ def top_k(scores_of: Callable[[list[Query]], np.ndarray]) -> Search:
     return search
 
 
-def bm25_scores(documents: list[StructuredDocument]) -> Callable[[list[Query]], np.ndarray]:
+def bm25_scores(
+    documents: list[StructuredDocument], progress: ProgressFn = no_progress
+) -> Callable[[list[Query]], np.ndarray]:
     """BM25 of a block of queries against every document's title and body (``ctxext.data.bm25``)."""
-    index = BM25Index([f"{d.title or ''} {d.body()}" for d in documents])
+    index = BM25Index((f"{d.title or ''} {d.body()}" for d in documents), progress, len(documents))
     return lambda block: index.scores([query.text for query in block])
 
 
@@ -85,6 +90,7 @@ def hard_negatives(
     document sharing its normalized title or text: the ranking of an exact search over every document (ties by
     document order), read from the top-k of ``search``. A query whose pick the top-k cannot settle (too many
     exclusions, or a tie at its edge) asks again for four times as many, up to every document."""
+    block = max(1, min(block, SCORED_CELLS // max(len(documents), 1)))
     text_key = _text_keys(documents)
     title_key = [normalize(d.title) if d.title else None for d in documents]
 
@@ -149,7 +155,7 @@ def _negatives(
             for picked in swapped_negatives(documents, made, negatives=negatives, seed=seed)
         )
     search = top_k(
-        bm25_scores(documents)
+        bm25_scores(documents, progress)
         if negatives_from == NegativesFrom.bm25
         else embedding_scores(documents, made, encoder, progress)
     )
