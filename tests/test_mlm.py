@@ -67,9 +67,18 @@ def test_reads_txt_paragraphs_jsonl_text_fields_and_parquet_text_columns(tmp_pat
     assert len(read_documents([tmp_path])) == 5  # a folder stands for the files inside
 
 
+def test_training_text_is_read_from_the_fields_data_corpus_reads(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.jsonl").write_text('{"body": "a body"}\n{"abstract": "an abstract", "title": "T"}\n', "utf-8")
+    pq.write_table(pa.table({"content": ["some content"], "n": [1]}), tmp_path / "b.parquet")
+    assert read_documents([tmp_path / "a.jsonl", tmp_path / "b.parquet"]) == ["a body", "an abstract", "some content"]
+
+
 def test_bad_data_is_refused_with_a_clear_error(tmp_path):
-    (tmp_path / "bad.jsonl").write_text('{"body": "no text field"}\n', encoding="utf-8")
-    with pytest.raises(InvalidArgument, match="bad.jsonl:1 has no string 'text' field"):
+    (tmp_path / "bad.jsonl").write_text('{"n": 1}\n', encoding="utf-8")
+    with pytest.raises(InvalidArgument, match="bad.jsonl:1 has no text"):
         read_documents([tmp_path / "bad.jsonl"])
     (tmp_path / "x.csv").write_text("text\n", encoding="utf-8")
     with pytest.raises(InvalidArgument, match="unsupported type"):

@@ -61,7 +61,7 @@ def mlm_command(  # noqa: PLR0913 (a typer command: one parameter per command-li
         list[Path],
         typer.Option(
             "--data",
-            help="Text: .txt, .md, .pdf, .jsonl ('text' field), .parquet ('text' column), or a folder of them. Repeat.",
+            help="Text: .txt, .md, .pdf, .jsonl / .parquet (text, body, abstract, content) or a folder. Repeat.",
         ),
     ],
     out: OutOpt,
@@ -110,7 +110,8 @@ def mntp_command(  # noqa: PLR0913 (a typer command: one parameter per command-l
     data: Annotated[
         list[Path],
         typer.Option(
-            "--data", help="Text: .txt, .md, .pdf, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat."
+            "--data",
+            help="Text: .txt, .md, .pdf, .jsonl / .parquet (text, body, abstract, content) or a folder. Repeat.",
         ),
     ],
     out: OutOpt,
@@ -173,7 +174,8 @@ def distill_command(  # noqa: PLR0913 (a typer command: one parameter per comman
     data: Annotated[
         list[Path],
         typer.Option(
-            "--data", help="Texts: .txt, .md, .pdf, .jsonl ('text'), .parquet ('text'), or a folder of them. Repeat."
+            "--data",
+            help="Texts: .txt, .md, .pdf, .jsonl / .parquet (text, body, abstract, content) or a folder. Repeat.",
         ),
     ],
     out: OutOpt,

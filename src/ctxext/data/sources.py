@@ -7,8 +7,9 @@ file or one record goes through :class:`Problems`: under ``on_error="stop"`` it 
 
 The ``data`` commands and the training commands (``mlm``, ``mntp``, ``distill``: :func:`read_documents`) find
 files and read records here alike, so ``mlm --data docs/`` and ``data corpus docs/`` read the same files. What a
-training corpus takes of a record: the blank-line separated paragraphs of a text file (txt, md, PDF), the
-``text`` field of a JSON line, the ``text`` column of a Parquet row.
+training corpus takes of a record: the blank-line separated paragraphs of a text file (txt, md, PDF); of a JSON
+line or a Parquet row, the text ``data corpus`` takes (``formats.record_text``: ``text``, ``body``, ``abstract`` or
+``content``, else the title).
 """
 
 from __future__ import annotations
@@ -330,9 +331,6 @@ def _triplet_documents(record: dict[str, Any], where: str, source: SourceFile) -
 
 # ----------------------------------------------------------------------------- training text (mlm, mntp, distill)
 
-TRAINING_TEXT_FIELD = "text"
-"""The one field (jsonl) or column (Parquet) a training text corpus is read from."""
-
 
 def training_sources(paths: Sequence[str | os.PathLike[str]]) -> list[SourceFile]:
     """The files of a training corpus, found as :func:`expand_sources` finds them (a folder: its files with a known
@@ -345,7 +343,7 @@ def training_sources(paths: Sequence[str | os.PathLike[str]]) -> list[SourceFile
             if entry.suffix.lower() not in FORMAT_BY_SUFFIX:
                 raise InvalidArgument(
                     f"data file {entry}: unsupported type {entry.suffix!r}; use {', '.join(FORMAT_BY_SUFFIX)} "
-                    "(.jsonl with a 'text' field, .parquet with a 'text' column)"
+                    f"(.jsonl and .parquet records with a {'/'.join(TEXT_FIELDS)} field)"
                 )
     return expand_sources([str(entry) for entry in paths])
 
@@ -366,23 +364,23 @@ def read_documents(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def training_texts(source: SourceFile) -> list[str]:
-    """The training texts of one file, read by :func:`iter_records`: a text file's paragraphs, each JSON line's
-    ``text`` field (required), each Parquet row's ``text`` (empty ones left out). An empty file gives none (a
-    corpus with no text at all is refused by :func:`read_documents`); any other problem raises."""
+    """The training texts of one file, read by :func:`iter_records` as the ``data`` commands read it: a text
+    file's paragraphs, each JSON line's or Parquet row's text (:func:`record_text`: the first of
+    :data:`TEXT_FIELDS` holding a string, else its title; a JSON line with none raises, empty Parquet rows are left
+    out). An empty file gives none (a corpus with no text at all is refused by :func:`read_documents`); any other
+    problem raises."""
     if source.format == InputFormat.parquet:
         _require_text_column(source.path)
     texts: list[str] = []
     try:
-        for where, record in iter_records(source, Problems(OnError.stop), columns=(TRAINING_TEXT_FIELD,)):
-            text = record.get(TRAINING_TEXT_FIELD)
-            if source.format == InputFormat.jsonl:
-                if not isinstance(text, str):
-                    raise InvalidArgument(f"{where} has no string {TRAINING_TEXT_FIELD!r} field")
-                texts.append(text)
-            elif source.format == InputFormat.parquet:
-                texts += [text] if isinstance(text, str) and text.strip() else []
-            else:  # txt, md, pdf: one record, the whole text
-                texts += paragraphs(record[TRAINING_TEXT_FIELD])
+        for where, record in iter_records(source, Problems(OnError.stop), columns=(*TEXT_FIELDS, "title")):
+            if source.format in (InputFormat.txt, InputFormat.md, InputFormat.pdf):  # one record, the whole text
+                texts += paragraphs(record["text"])
+                continue
+            _, text, _ = record_text(record)
+            if source.format == InputFormat.jsonl and text is None:
+                raise InvalidArgument(f"{where} has no text (a string {', '.join(TEXT_FIELDS)} or title field)")
+            texts += [text] if text and text.strip() else []
     except EmptySource:
         pass  # reported at the end of the file (or before any record): what it gave is kept
     return texts
@@ -394,7 +392,8 @@ def paragraphs(text: str) -> list[str]:
 
 
 def _require_text_column(path: Path) -> None:
-    """A Parquet training file must have a ``text`` column (a file Parquet cannot read is the reader's to report)."""
+    """A Parquet training file must have a text column (one of :data:`TEXT_FIELDS`, or ``title``); a file Parquet
+    cannot read is the reader's to report."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -402,5 +401,7 @@ def _require_text_column(path: Path) -> None:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError):
         return
-    if TRAINING_TEXT_FIELD not in names:
-        raise InvalidArgument(f"{path} has no {TRAINING_TEXT_FIELD!r} column (it has {', '.join(names[:8])})")
+    if not set(names) & {*TEXT_FIELDS, "title"}:
+        raise InvalidArgument(
+            f"{path} has no text column ({', '.join(TEXT_FIELDS)} or title; it has {', '.join(names[:8])})"
+        )
