@@ -173,3 +173,20 @@ def test_cli_fit_prints_a_summary(tmp_path: Path, minilm: Path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["shortened"] == 1 and summary["tokens_after"] <= 32
+
+
+def test_fit_shards_merge_into_the_records_of_one_run(tmp_path: Path, minilm: Path):
+    texts = documents()
+    write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    options = {"budget": 40, "tokenizer": str(minilm), "strategy": "head-tail"}
+    fit_file(str(tmp_path / "docs.jsonl"), tmp_path / "whole.jsonl", **options)
+    parts = []
+    for index in range(2):
+        parts.append(tmp_path / f"part-{index}.jsonl")
+        part = fit_file(str(tmp_path / "docs.jsonl"), parts[-1], shard=f"{index}/2", **options)
+        assert part.counts.documents + part.counts.other_shards == len(texts)
+    merged = CliRunner().invoke(app, ["data", "merge", *map(str, parts[::-1]), "-o", str(tmp_path / "merged.jsonl")])
+    assert merged.exit_code == 0, merged.output
+    by_id = lambda path: sorted(path.read_text().splitlines())  # noqa: E731
+    assert by_id(tmp_path / "merged.jsonl") == by_id(tmp_path / "whole.jsonl")
+    assert json.loads((tmp_path / "part-1.jsonl.manifest.json").read_text())["options"]["shard"] == "1/2"

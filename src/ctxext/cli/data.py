@@ -155,6 +155,10 @@ def fit_command(
     input_format: FormatOpt = None,
     on_error: OnErrorOpt = OnError.stop,
     pdf_password: PdfPasswordOpt = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="I/N: only the I-th share of the documents, by id (join with `ctxext data merge`)."),
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -166,26 +170,26 @@ def fit_command(
         --strategy extractive
 
       ctxext data fit corpus.parquet -o corpus-512.parquet --budget 512 --strategy head-tail
-    """
-    from ctxext.data.fit import fit_file
 
+      for i in 0 1 2 3; do ctxext data fit papers.jsonl --strategy extractive --shard $i/4 -o f-$i.jsonl & done; wait
+      ctxext data merge f-0.jsonl f-1.jsonl f-2.jsonl f-3.jsonl -o papers-4k.jsonl
+    """
+    from ctxext.data.fit import FitOptions, fit_file
+
+    options = FitOptions(
+        budget=budget,
+        tokenizer=tokenizer,
+        strategy=strategy,
+        encoder=encoder,
+        revision=revision,
+        head_fraction=head_fraction,
+        input_format=input_format,
+        on_error=on_error,
+        pdf_password=pdf_password,
+        shard=shard,
+    )
     with progress_bars() as progress:
-        result = fit_file(
-            source,
-            out,
-            budget=budget,
-            tokenizer=tokenizer,
-            strategy=strategy,
-            encoder=encoder,
-            revision=revision,
-            head_fraction=head_fraction,
-            input_format=input_format,
-            on_error=on_error,
-            pdf_password=pdf_password,
-            force=force,
-            progress=progress,
-            argv=sys.argv,
-        )
+        result = fit_file(source, out, options, force=force, progress=progress, argv=sys.argv)
     _warn_problems(result.problems)
     emit(result, as_json)
 

@@ -24,9 +24,10 @@ import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
-from ctxext.data.formats import record_text
+from ctxext.data.formats import record_id, record_text
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, OnError, OutputFormat, Strategy, parse_choice, plain
 from ctxext.data.output import CountedOutput, FileOutput, InputRecord, open_writer, output_format
+from ctxext.data.shards import Shard
 from ctxext.data.sources import Problems, SourceFile, UnreadableSource, expand_sources, iter_records
 from ctxext.data.text import (
     Tokenizer,
@@ -38,6 +39,7 @@ from ctxext.data.text import (
     word_cut_at_or_before,
 )
 from ctxext.errors import InvalidArgument
+from ctxext.options import with_fields
 
 WORD_SEARCH = 64  # how far back (in tokens) a cut may move to land between two words
 
@@ -193,6 +195,8 @@ class FitCounts:
     tokens_before: int = 0
     tokens_after: int = 0
     problems: int = 0
+    other_shards: int = 0
+    """Documents left to the other shards (``--shard I/N``)."""
 
 
 @dataclass
@@ -221,65 +225,85 @@ class FitResult(CountedOutput):
         return {"documents": vars(self.counts)}
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How ``data fit`` reads its source and fits each document (the options of the command)."""
+
+    budget: int = 4096
+    tokenizer: str = DEFAULT_MODEL
+    strategy: Strategy | str = Strategy.head
+    encoder: str = DEFAULT_MODEL
+    revision: str | None = None
+    head_fraction: float = 0.5
+    separator: str = "\n\n"
+    input_format: InputFormat | str | None = None
+    on_error: OnError | str = OnError.stop
+    pdf_password: str | None = None
+    shard: str | None = None
+    """``I/N``: only the documents of the I-th share, by id (``data merge`` joins the N outputs)."""
+    batch_documents: int = 64
+
+    def recorded(self, source: str) -> dict[str, Any]:
+        """The options as the manifest records them."""
+        strategy = parse_strategy(self.strategy)
+        return {
+            "source": source,
+            "budget": self.budget,
+            "tokenizer": self.tokenizer,
+            "strategy": strategy.value,
+            "encoder": self.encoder if strategy == Strategy.extractive else None,
+            "revision": self.revision,
+            "head_fraction": self.head_fraction,
+            "separator": self.separator,
+            "format": plain(self.input_format),
+            "on_error": plain(self.on_error),
+            "shard": self.shard,
+        }
+
+
 def fit_file(
     source: str,
     out: str | Path,
+    options: FitOptions | None = None,
     *,
-    budget: int,
-    tokenizer: str,
-    strategy: Strategy | str = Strategy.head,
-    encoder: str = DEFAULT_MODEL,
-    revision: str | None = None,
-    head_fraction: float = 0.5,
-    separator: str = "\n\n",
-    input_format: InputFormat | str | None = None,
-    on_error: OnError | str = OnError.stop,
-    pdf_password: str | None = None,
     force: bool = False,
-    batch_documents: int = 64,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
+    **fields: Any,
 ) -> FitResult:
     """Fit every document of ``source`` (a file or folder of any ``corpus`` format) into ``budget`` tokens.
 
     Records keep all their fields; the text field (text, body, abstract or content) is replaced, and
-    ``tokens`` / ``original_tokens`` are added. Output: *.parquet or *.jsonl, by its suffix."""
-    strategy = parse_strategy(strategy)
+    ``tokens`` / ``original_tokens`` are added. Output: *.parquet or *.jsonl, by its suffix. ``fields``:
+    :class:`FitOptions` fields given as keywords (over ``options``)."""
+    options = with_fields(FitOptions, options, fields, "fit_file")
+    strategy = parse_strategy(options.strategy)
     out = Path(out).expanduser().absolute()
     kind = output_format(out)
-    problems = Problems(on_error)
-    files = expand_sources([source], input_format=input_format)
+    problems = Problems(options.on_error)
+    share = Shard.parse(options.shard)
+    files = expand_sources([source], input_format=options.input_format)
     output = FileOutput(out, files, force=force)
-    tok = load_tokenizer(tokenizer, revision)
-    if budget <= tok.special_tokens:
-        raise InvalidArgument(f"--budget {budget} leaves no room after {tok.special_tokens} special tokens")
-    fitting = _Fitting(tok, budget, strategy, LazyEncoder(encoder, revision), head_fraction, separator)
+    tok = load_tokenizer(options.tokenizer, options.revision)
+    if options.budget <= tok.special_tokens:
+        raise InvalidArgument(f"--budget {options.budget} leaves no room after {tok.special_tokens} special tokens")
+    encoder = LazyEncoder(options.encoder, options.revision)
+    fitting = _Fitting(tok, options.budget, strategy, encoder, options.head_fraction, options.separator)
     counts = FitCounts()
     inputs: list[InputRecord] = []
-    total = sum(_record_estimate(f) for f in files)
+    total = sum(_record_estimate(f) for f in files) // (share.count if share else 1)
     schema = _parquet_schema(files) if kind == OutputFormat.parquet else None
+    records = _RecordReader(problems, inputs, options.pdf_password, share, counts)
     with output.writing(lambda path: open_writer(path, kind, schema)) as writer:
-        for batch in _record_batches(files, problems, inputs, pdf_password, batch_documents):
+        for batch in records.batches(files, options.batch_documents):
             writer.write(fitting.rows(batch, counts))
             progress("fitting documents", counts.documents, max(total, counts.documents))
         counts.problems = len(problems.messages)
-        options = {
-            "source": source,
-            "budget": budget,
-            "tokenizer": tokenizer,
-            "strategy": strategy.value,
-            "encoder": encoder if strategy == Strategy.extractive else None,
-            "revision": revision,
-            "head_fraction": head_fraction,
-            "separator": separator,
-            "format": plain(input_format),
-            "on_error": problems.on_error.value,
-        }
         output.finish(
             writer,
             empty=f"{source}: no documents to fit{problems.count_note()}",
             command="data fit",
-            options=options,
+            options=options.recorded(source),
             inputs=inputs,
             counts=asdict(counts),
             problems=problems.messages,
@@ -355,25 +379,39 @@ def _parquet_schema(files: list[SourceFile]) -> Any:
     return schema.remove_metadata()
 
 
-def _record_batches(
-    files: list[SourceFile], problems: Problems, inputs: list[InputRecord], pdf_password: str | None, size: int
-) -> Iterator[list[tuple[dict[str, Any], str, str]]]:
-    batch: list[tuple[dict[str, Any], str, str]] = []
-    for source_file in files:
-        inputs.append(InputRecord.of(source_file))
-        documents = 0
-        for where, record in iter_records(source_file, problems, pdf_password=pdf_password):
-            text_field, text, _ = record_text(record)
-            if text is None or text_field in (None, "title"):
-                problems.report(UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)"))
-                continue
-            if source_file.format not in (InputFormat.jsonl, InputFormat.parquet):
-                record = {"file": str(source_file.path), **record}
-            batch.append((record, text_field, text))
-            documents += 1
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        inputs[-1].counts = {"documents": documents}
-    if batch:
-        yield batch
+@dataclass
+class _RecordReader:
+    """The records ``fit_file`` fits, with the text field of each, a batch at a time; records of other shards are
+    counted, not read further."""
+
+    problems: Problems
+    inputs: list[InputRecord]
+    pdf_password: str | None
+    share: Shard | None
+    counts: FitCounts
+
+    def batches(self, files: list[SourceFile], size: int) -> Iterator[list[tuple[dict[str, Any], str, str]]]:
+        batch: list[tuple[dict[str, Any], str, str]] = []
+        for source_file in files:
+            self.inputs.append(InputRecord.of(source_file))
+            documents = 0
+            for where, record in iter_records(source_file, self.problems, pdf_password=self.pdf_password):
+                if self.share is not None and not self.share.holds(record_id(record, where)):
+                    self.counts.other_shards += 1
+                    continue
+                text_field, text, _ = record_text(record)
+                if text is None or text_field in (None, "title"):
+                    self.problems.report(
+                        UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)")
+                    )
+                    continue
+                if source_file.format not in (InputFormat.jsonl, InputFormat.parquet):
+                    record = {"file": str(source_file.path), **record}
+                batch.append((record, text_field, text))
+                documents += 1
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+            self.inputs[-1].counts = {"documents": documents}
+        if batch:
+            yield batch
