@@ -29,7 +29,7 @@ from ctxext.evaluate import Evaluation, RetrievalSet, chunk_means, chunk_vectors
 
 RRF_K = 60
 """Reciprocal-rank fusion's constant (Cormack, Clarke and Buettcher, 2009; Elasticsearch's and Vespa's default)."""
-BM25_LABEL = "bm25 (bm25s, k1=1.5, b=0.75)"
+BM25_LABEL = "bm25 (Lucene, k1=1.5, b=0.75)"
 
 
 class Form(str, Enum):

@@ -15,7 +15,7 @@ Each document with structure (a title, or sections under headings) gives queries
   verbatim span of it: the query ``data longdoc`` evaluates on.
 A title or section query that still occurs verbatim in its positive (case and whitespace ignored) is dropped unless
 ``allow_verbatim``. The negative is the most similar *other* document to the query, under an embedding
-model (cosine) or BM25 (``bm25s``'s sparse score matrix), read as a top-k; the positive itself, and any
+model (cosine) or BM25 (``ctxext.data.bm25``), read as a top-k; the positive itself, and any
 document with the same title or the same text, is never a negative. ``skip_top`` passes over the nearest
 candidates (which are more often unlabelled positives). For passage queries the negative can instead be
 ``swap``: the positive itself with the passage replaced by as many words of another document, so that it differs
