@@ -77,7 +77,13 @@ def main() -> None:
             growth = after["documents"] / before["documents"]
             print(f"{job}: x{growth:g} documents -> x{after['seconds'] / before['seconds']:.1f} time")
     if arguments.json:
-        arguments.json.write_text(json.dumps({"ref": arguments.ref or "HEAD", "rows": rows}, indent=1) + "\n")
+        ref = (
+            arguments.ref
+            or subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+            ).stdout.strip()
+        )
+        arguments.json.write_text(json.dumps({"ref": ref, "rows": rows}, indent=1) + "\n")
 
 
 JOBS = {
