@@ -75,11 +75,18 @@ def interpolate(arguments: dict[str, Any], context: CallContext) -> Any:
 
 def transfer(arguments: dict[str, Any], context: CallContext) -> Any:
     """``ctxext transfer``."""
-    from ctxext.transfer import parse_named
+    from ctxext.transfer import TransferOptions, parse_named
     from ctxext.transfer import transfer as transfer_model
 
     a = arguments
     method = chosen_method(linear=a["linear"], spline=a["spline"], tile=a["tile"], default=Method.tile)
+    options = TransferOptions(
+        method=method,
+        grid=a["grid"],
+        block_size=a["block_size"],
+        num_random_blocks=a["random_blocks"],
+        global_registers=a["global_registers"],
+    )
     paths = {}
     for name, ref in parse_named(a["adapter_path"] or [], "--adapter-path"):
         if name is None:
@@ -90,14 +97,10 @@ def transfer(arguments: dict[str, Any], context: CallContext) -> Any:
         a["target"],
         a["target_length"],
         str(a["out"]),
+        options,
         base=a["base"],
         adapter_paths=paths,
         adapters=parse_named(a["adapter"] or [], "--adapter"),
-        method=method,
-        grid=a["grid"],
-        block_size=a["block_size"],
-        num_random_blocks=a["random_blocks"],
-        global_registers=a["global_registers"],
         revision=a["revision"],
         force=a["force"],
         check=a["check"],

@@ -110,28 +110,24 @@ def corpus_command(
       for i in 0 1 2 3; do ctxext data corpus docs/ --chunk 512 --shard $i/4 -o c-$i.parquet & done; wait
       ctxext data merge c-*.parquet -o corpus.parquet
     """
-    from ctxext.data.corpus import build_corpus
+    from ctxext.data.corpus import CorpusOptions, build_corpus
 
+    options = CorpusOptions(
+        tokenizer=tokenizer,
+        revision=revision,
+        chunk=chunk,
+        overlap=overlap,
+        dedupe=dedupe,
+        near_duplicates=not exact_only,
+        near_threshold=near_threshold,
+        input_format=input_format,
+        pattern=pattern,
+        on_error=on_error,
+        pdf_password=pdf_password,
+        shard=shard,
+    )
     with progress_bars() as progress:
-        result = build_corpus(
-            sources,
-            out,
-            tokenizer=tokenizer,
-            revision=revision,
-            chunk=chunk,
-            overlap=overlap,
-            dedupe=dedupe,
-            near_duplicates=not exact_only,
-            near_threshold=near_threshold,
-            input_format=input_format,
-            pattern=pattern,
-            on_error=on_error,
-            pdf_password=pdf_password,
-            shard=shard,
-            force=force,
-            progress=progress,
-            argv=sys.argv,
-        )
+        result = build_corpus(sources, out, options, force=force, progress=progress, argv=sys.argv)
     _warn_problems(result.problems)
     emit(result, as_json)
 

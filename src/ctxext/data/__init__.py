@@ -1,7 +1,8 @@
 """Corpora and long-document training sets from local files (``ctxext data``), and every file format ctxext reads.
 
 - :func:`build_corpus`: txt / md / jsonl / parquet / PDF sources flattened into one Parquet corpus,
-  chunked by tokens on paragraph and sentence boundaries, optionally deduplicated (exact + MinHash).
+  chunked by tokens on paragraph and sentence boundaries, optionally deduplicated (exact + MinHash), as its
+  :class:`CorpusOptions` say.
 - :func:`fit_file` / :func:`fit_texts`: every document into a token budget (head, head-tail, extractive).
 - :func:`build_triplets`: SciRepEval-style (query, positive, hard negative) triplets for ``finetune``.
 - :func:`python_docs_documents` / :func:`write_python_docs_corpus`: a long-document corpus from the
@@ -19,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 MODULE_OF = {
+    "CorpusOptions": "corpus",
     "CorpusResult": "corpus",
     "SourceCounts": "corpus",
     "build_corpus": "corpus",
@@ -48,6 +50,7 @@ MODULE_OF = {
 }
 
 __all__ = [
+    "CorpusOptions",
     "CorpusResult",
     "Deduplicator",
     "EmptySource",
@@ -77,7 +80,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ctxext.data.corpus import CorpusResult, SourceCounts, build_corpus
+    from ctxext.data.corpus import CorpusOptions, CorpusResult, SourceCounts, build_corpus
     from ctxext.data.dedupe import Deduplicator, MinHasher, jaccard
     from ctxext.data.fit import FitResult, Fitted, fit_file, fit_texts
     from ctxext.data.options import InputFormat, NegativesFrom, OnError, Queries, Strategy

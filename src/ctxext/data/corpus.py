@@ -30,6 +30,7 @@ from ctxext.data.sources import (
 )
 from ctxext.data.text import WORD, Tokenizer, cut_ranks, load_tokenizer, token_spans
 from ctxext.errors import InvalidArgument
+from ctxext.options import with_fields
 
 CORPUS_COLUMNS = ("source", "file", "doc_id", "field", "title", "chunk", "text", "tokens")
 READ_COLUMNS = ("doc_id", "id", "title", *TEXT_FIELDS, *ROLE_OF_KEY)
@@ -50,6 +51,68 @@ def corpus_schema() -> Any:
             ("tokens", pa.int32()),
         ]
     )
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """How a corpus is read, cut and filtered, and the sizes it is streamed in (the CLI builds it from its
+    options)."""
+
+    tokenizer: str = DEFAULT_MODEL
+    """Checkpoint whose tokenizer counts tokens: folder, hub ID or embedded name."""
+    revision: str | None = None
+    chunk: int | None = None
+    """The most tokens a row may have, special tokens included (what the model sees); None: one row per text."""
+    overlap: int = 0
+    """The fewest tokens consecutive chunks of one document share."""
+    dedupe: bool = False
+    near_duplicates: bool = True
+    """With ``dedupe``: near duplicates (MinHash, Jaccard >= ``near_threshold``) too, not only exact ones."""
+    near_threshold: float = 0.8
+    input_format: InputFormat | str | None = None
+    """Read every source as this format, whatever its suffix."""
+    pattern: str | None = None
+    """Glob for files inside folders."""
+    on_error: OnError | str = OnError.stop
+    pdf_password: str | None = None
+    shard: str | None = None
+    """``I/N``: keep only the documents of the I-th share (by their ids; ``data merge`` joins the N outputs)."""
+    batch_documents: int = 256
+    batch_chars: int = 1_000_000
+    """Documents are tokenized in batches of at most ``batch_documents`` documents or about this many
+    characters."""
+    rows_per_group: int = 8192
+    group_chars: int = 4_000_000
+    """A Parquet row group is written when ``rows_per_group`` rows or this many characters have gathered."""
+
+    def share(self) -> Shard | None:
+        """The share of the documents ``shard`` keeps (None: all); refused with ``dedupe``."""
+        share = Shard.parse(self.shard)
+        if share is not None and self.dedupe:
+            raise InvalidArgument(
+                "--shard with --dedupe would miss duplicates across shards: merge the shards, then run "
+                "`ctxext data corpus merged.parquet --dedupe`"
+            )
+        return share
+
+    def recorded(self, sources: list[str]) -> dict[str, Any]:
+        """The options as the manifest records them: not the batch sizes (they change no row), nor the PDF
+        password."""
+        return {
+            "sources": sources,
+            "tokenizer": self.tokenizer,
+            "revision": self.revision,
+            "chunk": self.chunk,
+            "overlap": self.overlap,
+            "dedupe": self.dedupe,
+            "near_duplicates": self.near_duplicates,
+            "near_threshold": self.near_threshold,
+            "format": plain(self.input_format),
+            "pattern": self.pattern,
+            "on_error": plain(self.on_error),
+            "pdf_password": "***" if self.pdf_password else None,
+            "shard": self.shard,
+        }
 
 
 @dataclass
@@ -100,77 +163,47 @@ class CorpusResult(CountedOutput):
         return rows
 
 
-def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to take an options object, issue 32)
+def build_corpus(
     sources: list[str],
     out: str | Path,
+    options: CorpusOptions | None = None,
     *,
-    tokenizer: str = DEFAULT_MODEL,
-    revision: str | None = None,
-    chunk: int | None = None,
-    overlap: int = 0,
-    dedupe: bool = False,
-    near_duplicates: bool = True,
-    near_threshold: float = 0.8,
-    input_format: InputFormat | str | None = None,
-    pattern: str | None = None,
-    on_error: OnError | str = OnError.stop,
-    pdf_password: str | None = None,
-    shard: str | None = None,
     force: bool = False,
-    batch_documents: int = 256,
-    batch_chars: int = 1_000_000,
-    rows_per_group: int = 8192,
-    group_chars: int = 4_000_000,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
+    **fields: Any,
 ) -> CorpusResult:
-    """Flatten ``sources`` (files or folders; ``label=path`` names one) into a Parquet corpus at ``out``.
-
-    ``chunk`` is the most tokens a row may have, special tokens included (what the model sees);
-    ``overlap`` the fewest tokens consecutive chunks of one document share. ``shard`` (``I/N``) keeps only the
-    documents of the I-th share (by their ids; ``data merge`` joins the N outputs).
-    """
+    """Flatten ``sources`` (files or folders; ``label=path`` names one) into a Parquet corpus at ``out``, read,
+    chunked and deduplicated as ``options`` says (:class:`CorpusOptions`).
+    ``fields``: :class:`CorpusOptions` fields given as keywords (over ``options``)."""
+    options = with_fields(CorpusOptions, options, fields, "build_corpus")
     out = Path(out).expanduser().absolute()
     if out.suffix.lower() != ".parquet":
         raise InvalidArgument(f"output {out.name}: the corpus is written as Parquet; name it *.parquet")
-    share = _checked_shard(shard, dedupe)
-    problems = Problems(on_error)
-    files = expand_sources(sources, input_format=input_format, pattern=pattern)
+    share = options.share()
+    problems = Problems(options.on_error)
+    files = expand_sources(sources, input_format=options.input_format, pattern=options.pattern)
     output = FileOutput(out, files, force=force)
-    tok = load_tokenizer(tokenizer, revision)
-    limit = content_limit(chunk, overlap, tok)
-    deduplicator = Deduplicator(near=near_duplicates, threshold=near_threshold) if dedupe else None
+    tok = load_tokenizer(options.tokenizer, options.revision)
+    limit = content_limit(options.chunk, options.overlap, tok)
+    near, threshold = options.near_duplicates, options.near_threshold
+    deduplicator = Deduplicator(near=near, threshold=threshold) if options.dedupe else None
     counts = {label: SourceCounts() for label in dict.fromkeys(f.label for f in files)}
     inputs: list[InputRecord] = []
-    reading = _Reading(files, problems, counts, inputs, pdf_password, progress, share)
+    reading = _Reading(files, problems, counts, inputs, options.pdf_password, progress, share)
     with output.writing(lambda path: ParquetRowWriter(path, corpus_schema())) as writer:
-        groups = _RowGroups(writer, rows_per_group, group_chars)
-        for batch in reading.batches(batch_documents, batch_chars):
-            for document, row_chunk, text, tokens in _rows(batch, tok, limit, overlap):
+        groups = _RowGroups(writer, options.rows_per_group, options.group_chars)
+        for batch in reading.batches(options.batch_documents, options.batch_chars):
+            for document, row_chunk, text, tokens in _rows(batch, tok, limit, options.overlap):
                 if _counted_and_kept(counts[document.source], document, row_chunk, text, tokens, deduplicator):
                     groups.add(_row(document, row_chunk, text, tokens))
         groups.flush()
         totals = SourceCounts(**{key: sum(getattr(c, key) for c in counts.values()) for key in asdict(SourceCounts())})
-        options = {
-            "sources": sources,
-            "tokenizer": tokenizer,
-            "revision": revision,
-            "chunk": chunk,
-            "overlap": overlap,
-            "dedupe": dedupe,
-            "near_duplicates": near_duplicates,
-            "near_threshold": near_threshold,
-            "format": plain(input_format),
-            "pattern": pattern,
-            "on_error": problems.on_error.value,
-            "pdf_password": "***" if pdf_password else None,
-            "shard": shard,
-        }
         output.finish(
             writer,
             empty=f"no rows to write: every source was empty{problems.count_note(' or skipped ')}",
             command="data corpus",
-            options=options,
+            options=options.recorded(sources),
             inputs=inputs,
             problems=problems.messages,
             argv=argv,
@@ -178,16 +211,6 @@ def build_corpus(  # noqa: PLR0913 (one keyword per option of its command; to ta
             extra={"tokenizer": tok.describe(), "dedupe": _dedupe_description(deduplicator)},
         )
     return CorpusResult(out, output.manifest_path, counts, totals, problems.messages, output.manifest)
-
-
-def _checked_shard(shard: str | None, dedupe: bool) -> Shard | None:
-    share = Shard.parse(shard)
-    if share is not None and dedupe:
-        raise InvalidArgument(
-            "--shard with --dedupe would miss duplicates across shards: merge the shards, then run "
-            "`ctxext data corpus merged.parquet --dedupe`"
-        )
-    return share
 
 
 def _row(document: Any, row_chunk: int, text: str, tokens: int) -> tuple[Any, ...]:

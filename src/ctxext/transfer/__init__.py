@@ -11,9 +11,10 @@ The numeric checks run on the finished temporary folder: for every adapter, the 
 against BigBird plus adapter on short inputs (original_full, and block-sparse as configured), and one input
 of the full new length in block-sparse attention.
 
-The package: :mod:`.tables` (the tensor and config tables), :mod:`.sources` (presets, the base model and its
-adapters), :mod:`.tokenizer` (the [SEP] id, global registers), :mod:`.mapping` (source tensors and adapters
--> BigBird's) and :mod:`.checks` (the numeric checks); ``transfer`` itself lives here.
+The package: :mod:`.options` (``TransferOptions``: the BigBird asked for, and its check), :mod:`.tables` (the
+tensor and config tables), :mod:`.sources` (presets, the base model and its adapters), :mod:`.tokenizer` (the
+[SEP] id, global registers), :mod:`.mapping` (source tensors and adapters -> BigBird's) and :mod:`.checks` (the
+numeric checks); ``transfer`` itself lives here.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from typing import Any
 from ctxext.architectures import ENCODER_FAMILIES, EncoderFamily
 from ctxext.bottleneck import ADAPTER_CONFIG, ADAPTER_WEIGHTS_SAFETENSORS, INTERFACE_FILE, interface_file_content
 from ctxext.checkpoint import OutputPlan, OutputResult, ProgressFn, config_diff, no_progress, write_model_folder
-from ctxext.errors import InvalidArgument, UnsupportedArchitecture
+from ctxext.errors import UnsupportedArchitecture
 from ctxext.io import CheckpointReader, OutTensor, file_sha256
 from ctxext.manifest import Check, OperationRecord
-from ctxext.positions import Grid, Method, check_target_length, learned_layout
+from ctxext.options import with_fields
+from ctxext.positions import check_target_length, learned_layout
 from ctxext.transfer.checks import equivalence_checks, pooled_checks, run_model, test_token_floor
 from ctxext.transfer.mapping import (
     AdapterOutput,
@@ -38,6 +40,7 @@ from ctxext.transfer.mapping import (
     map_tensor_name,
     map_tensors,
 )
+from ctxext.transfer.options import TransferOptions, full_attention_up_to
 from ctxext.transfer.sources import (
     ADAPTER_FILES,
     PRESETS,
@@ -97,12 +100,12 @@ __all__ = [
     "TARGETS",
     "TOLERANCE",
     "TensorRule",
+    "TransferOptions",
     "TransferResult",
     "TransferSources",
     "adapter_tensors",
     "base_prefix",
     "bigbird_config",
-    "check_bigbird_options",
     "equivalence_checks",
     "full_attention_up_to",
     "map_adapter",
@@ -126,31 +129,31 @@ __all__ = [
 # ----------------------------------------------------------------------------- the operation
 
 
-def transfer(  # noqa: PLR0913 (one keyword per option of its command; to take an options object, issue 32)
+def transfer(
     ref: str,
     target: str,
     target_length: int,
     out: str | Path,
+    options: TransferOptions | None = None,
     *,
     base: str | None = None,
     adapter_paths: dict[str, str] | None = None,
     adapters: list[tuple[str | None, str]] | None = None,
-    method: Method = Method.tile,
-    grid: Grid = Grid.pinned,
-    block_size: int = 64,
-    num_random_blocks: int = 3,
-    global_registers: bool = False,
     revision: str | None = None,
     force: bool = False,
     check: bool = True,
     progress: ProgressFn = no_progress,
     argv: list[str] | None = None,
+    **fields: Any,
 ) -> TransferResult:
     """Transfer ``ref`` (a preset such as ``specter2``, or a BERT-family folder / hub ID) into BigBird with
-    ``target_length`` positions, with every adapter renamed into the BigBird plugin layout.
-    ``global_registers``: the tokenizer fills BigBird's global blocks with reserved tokens
-    (``reserve_global_blocks``)."""
-    check_bigbird_options(target, target_length, block_size, num_random_blocks)
+    ``target_length`` positions, with every adapter renamed into the BigBird plugin layout; ``options`` says how
+    (:class:`TransferOptions`). ``base``, ``adapter_paths`` and ``adapters`` point the preset's parts elsewhere
+    or add adapters (``resolve_sources``); ``check``: run the numeric checks on the output.
+    ``fields``: :class:`TransferOptions` fields given as keywords (over ``options``)."""
+    options = with_fields(TransferOptions, options, fields, "transfer")
+    options.check(target, target_length)
+    block_size, num_random_blocks = options.block_size, options.num_random_blocks
     sources = resolve_sources(ref, base=base, adapter_paths=adapter_paths, extra_adapters=adapters, revision=revision)
     folder, config = sources.folder, sources.folder.config
     family = source_family(config)
@@ -160,15 +163,15 @@ def transfer(  # noqa: PLR0913 (one keyword per option of its command; to take a
     new_config, left_out = bigbird_config(
         config, target_length, block_size, num_random_blocks, tokenizer_sep_id(folder)
     )
-    options = {
+    recorded = {
         "source": ref,
         "target": target,
         "len": target_length,
-        "method": method.value,
-        "grid": grid.value,
+        "method": options.method.value,
+        "grid": options.grid.value,
         "block_size": block_size,
         "num_random_blocks": num_random_blocks,
-        "global_registers": global_registers,
+        "global_registers": options.global_registers,
         "base": base,
         "adapter_paths": adapter_paths or {},
         "adapters": [f"{n}={r}" if n else r for n, r in adapters or []],
@@ -178,19 +181,19 @@ def transfer(  # noqa: PLR0913 (one keyword per option of its command; to take a
     record = OperationRecord(
         "bert_to_bigbird",
         parameters={
-            **{key: options[key] for key in same},
+            **{key: recorded[key] for key in same},
             "target_length": target_length,
             "original_length": layout.length,
             "offset_rows_dropped": layout.offset,
         },
     )
     record.config_changes.update(config_diff(config, new_config))
-    tokenizer_files = register_tokenizer_files(folder, block_size, record) if global_registers else {}
+    tokenizer_files = register_tokenizer_files(folder, block_size, record) if options.global_registers else {}
     if left_out:
         record.notes.append(f"source config fields with no meaning in BigBird, left out: {', '.join(left_out)}")
-    tensors = map_tensors(reader, family, layout, target_length, method, grid, new_config, record)
+    tensors = map_tensors(reader, family, layout, target_length, options.method, options.grid, new_config, record)
     adapter_outputs = [map_adapter(item, new_config["hidden_size"]) for item in sources.adapters]
-    plan = _transfer_plan(options, sources, reader, tensors, record, adapter_outputs, new_config, tokenizer_files)
+    plan = _transfer_plan(recorded, sources, reader, tensors, record, adapter_outputs, new_config, tokenizer_files)
 
     def finish(staging: Path) -> list[Check]:
         if not check:
@@ -235,31 +238,6 @@ class TransferResult(OutputResult):
         }
 
 
-def check_bigbird_options(target: str, target_length: int, block_size: int, num_random_blocks: int) -> None:
-    """Refuse, before any work, a target or a BigBird shape that cannot run block-sparse at ``target_length``."""
-    if target not in TARGETS:
-        raise UnsupportedArchitecture(f"transfer target {target!r} is not supported; targets: {', '.join(TARGETS)}")
-    if block_size < 1 or num_random_blocks < 0:
-        raise InvalidArgument("--block-size must be at least 1 and --random-blocks at least 0")
-    if target_length % block_size:
-        raise InvalidArgument(
-            f"--len {target_length} is not a multiple of --block-size {block_size}: BigBird pads "
-            "inputs to whole blocks, so the last positions would be out of the table"
-        )
-    full_up_to = full_attention_up_to(block_size, num_random_blocks)
-    if target_length <= full_up_to:
-        raise InvalidArgument(
-            f"--len {target_length} is not above (5 + 2 * {num_random_blocks}) * {block_size} = "
-            f"{full_up_to}: "
-            "BigBird would always fall back to full attention; use a smaller --block-size or --random-blocks"
-        )
-
-
-def full_attention_up_to(block_size: int = 64, num_random_blocks: int = 3) -> int:
-    """The longest input BigBird runs with full attention: 2 global, 3 sliding and 2 x the random blocks."""
-    return (5 + 2 * num_random_blocks) * block_size
-
-
 def source_family(config: dict[str, Any]) -> EncoderFamily:
     """The source's family in ``ctxext.architectures``, if transfer reads it."""
     model_type = config.get("model_type")
@@ -271,7 +249,7 @@ def source_family(config: dict[str, Any]) -> EncoderFamily:
 
 
 def _transfer_plan(
-    options: dict[str, Any],
+    recorded: dict[str, Any],
     sources: TransferSources,
     reader: CheckpointReader,
     tensors: list[OutTensor],
@@ -287,12 +265,12 @@ def _transfer_plan(
             item.source.source,
             {item.source.folder.weights_file.name: file_sha256(item.source.folder.weights_file)},
         )
-    checks_record = OperationRecord("numeric_checks", parameters={"tolerance": TOLERANCE, "enabled": options["check"]})
+    checks_record = OperationRecord("numeric_checks", parameters={"tolerance": TOLERANCE, "enabled": recorded["check"]})
     operations = [record, *[item.record for item in adapter_outputs], checks_record]
     relative_model_dir = Path(sources.folder.relative_model_dir)
     return OutputPlan(
         "transfer",
-        options,
+        recorded,
         plan_sources,
         tensors,
         operations,
