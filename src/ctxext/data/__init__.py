@@ -27,6 +27,7 @@ MODULE_OF = {
     "Deduplicator": "dedupe",
     "MinHasher": "dedupe",
     "jaccard": "dedupe",
+    "FitOptions": "fit",
     "FitResult": "fit",
     "Fitted": "fit",
     "fit_file": "fit",
@@ -54,6 +55,7 @@ __all__ = [
     "CorpusResult",
     "Deduplicator",
     "EmptySource",
+    "FitOptions",
     "FitResult",
     "Fitted",
     "InputFormat",
@@ -82,7 +84,7 @@ __all__ = [
 if TYPE_CHECKING:
     from ctxext.data.corpus import CorpusOptions, CorpusResult, SourceCounts, build_corpus
     from ctxext.data.dedupe import Deduplicator, MinHasher, jaccard
-    from ctxext.data.fit import FitResult, Fitted, fit_file, fit_texts
+    from ctxext.data.fit import FitOptions, FitResult, Fitted, fit_file, fit_texts
     from ctxext.data.options import InputFormat, NegativesFrom, OnError, Queries, Strategy
     from ctxext.data.pydocs import python_docs_documents, write_python_docs_corpus
     from ctxext.data.sources import EmptySource, UnreadableSource
