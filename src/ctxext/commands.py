@@ -225,6 +225,40 @@ def finetune(arguments: dict[str, Any], context: CallContext) -> Any:
     )
 
 
+def mntp(arguments: dict[str, Any], context: CallContext) -> Any:
+    """``ctxext mntp``."""
+    from ctxext.train.mntp import MntpOptions, train_mntp
+
+    a = arguments
+    return train_mntp(
+        a["checkpoint"],
+        a["data"],
+        a["out"],
+        options_of(MntpOptions, a),
+        settings=training_settings(a),
+        revision=a["revision"],
+        run_options=run_options(a, context.argv),
+    )
+
+
+def finetune_qa(arguments: dict[str, Any], context: CallContext) -> Any:
+    """``ctxext finetune-qa``: the settings given over QA fine-tuning's own defaults (``qa_settings``)."""
+    from ctxext.train.qa import QaOptions, qa_settings
+    from ctxext.train.qa import finetune_qa as finetune_qa_model
+
+    a = arguments
+    return finetune_qa_model(
+        a["model"],
+        a["train"],
+        a["out"],
+        options_of(QaOptions, a),
+        eval_path=a["eval_file"],
+        settings=qa_settings(**settings_fields(a)),
+        revision=a["revision"],
+        run_options=run_options(a, context.argv),
+    )
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -366,6 +400,8 @@ COMMANDS: dict[str, Callable[[dict[str, Any], CallContext], Any]] = {
     "mlm": mlm,
     "distill": distill,
     "finetune": finetune,
+    "mntp": mntp,
+    "finetune-qa": finetune_qa,
     "evaluate": evaluate,
     "data longdoc": data_longdoc,
     "data pydocs": data_pydocs,

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from ctxext.cli._common import ForceOpt, JsonOpt, OutOpt, RevisionOpt, SpecialTokensOpt, emit, reports_errors
-from ctxext.commands import run_options as command_run_options
-from ctxext.commands import settings_fields, training_settings
 
 GradAccumOpt = Annotated[
     int,
@@ -36,11 +34,6 @@ EvalBeirOpt = Annotated[
     typer.Option("--eval-beir", help="BEIR folder scored (Acc@1, nDCG@10) every --eval-every steps and at the end."),
 ]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Retrieval evaluation every N steps.")]
-
-
-def run_options(arguments: dict[str, Any]) -> Any:
-    """The RunOptions among a training command's arguments (its ``locals()``), with the command line."""
-    return command_run_options(arguments, sys.argv)
 
 
 def register(app: typer.Typer) -> None:
@@ -150,21 +143,9 @@ def mntp_command(  # noqa: PLR0913 (a typer command: one parameter per command-l
 
       ctxext mntp gemma-qa --data texts.jsonl --steps 1000 -o gemma-qa-mntp
     """
-    from ctxext.train.mntp import train_mntp
+    from ctxext.commands import CallContext, mntp
 
-    settings = training_settings(locals())
-    result = train_mntp(
-        checkpoint,
-        data,
-        out,
-        mask=mask,
-        max_len=max_len,
-        lora_rank=lora_rank,
-        settings=settings,
-        revision=revision,
-        run_options=run_options(locals()),
-    )
-    emit(result, as_json)
+    emit(mntp(locals(), CallContext(argv=sys.argv)), as_json)
 
 
 @reports_errors
@@ -355,21 +336,6 @@ def finetune_qa_command(  # noqa: PLR0913 (a typer command: one parameter per co
 
       ctxext finetune-qa gemma3-qa --train train.jsonl --eval dev.jsonl --steps 200 -o gemma3-qa-tuned
     """
-    from ctxext.train.qa import finetune_qa, qa_settings
+    from ctxext.commands import CallContext, finetune_qa
 
-    settings = qa_settings(**settings_fields(locals()))
-    result = finetune_qa(
-        model,
-        train,
-        out,
-        eval_path=eval_file,
-        settings=settings,
-        max_length=max_length,
-        stride=stride,
-        freeze_embeddings=freeze_embeddings,
-        lora_rank=lora_rank,
-        special_tokens=special_tokens,
-        revision=revision,
-        run_options=run_options(locals()),
-    )
-    emit(result, as_json)
+    emit(finetune_qa(locals(), CallContext(argv=sys.argv)), as_json)

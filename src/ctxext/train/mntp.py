@@ -8,23 +8,37 @@ predicted its next token (so its LM head is reused, nothing is initialised). Onl
 QA head of the folder stays as it is, and the folder is written back in the same form, with the adaptation
 recorded in its manifest. With ``lora_rank`` only LoRA adapters on the attention and MLP projections train
 (peft, as LLM2Vec does, to keep memory low); they are merged into the weights before writing.
+
+:func:`train_mntp_in_memory` is the stage's core: MNTP of an in-memory model on texts, writing nothing
+(``train_mntp`` runs it in its run; benchmarks/flip.py alone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ctxext.data.sources import data_files
+from ctxext.data.sources import data_files, read_documents
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import OperationRecord, recorded_operations
+from ctxext.options import with_fields
 from ctxext.train.lora import train_with_lora
-from ctxext.train.mlm import MaskingCollator, PackedDataset, mlm_data
-from ctxext.train.runner import RunOptions, TrainingResult, TrainingRun, TrainSettings, write_trained_model
+from ctxext.train.mlm import MaskingCollator, PackedDataset, pack_documents
+from ctxext.train.runner import (
+    RunOptions,
+    TrainFn,
+    TrainingResult,
+    TrainingRun,
+    TrainSettings,
+    loss_history,
+    train_without_output,
+    write_trained_model,
+)
 
 MASK_STAND_INS = ("<mask>", "[MASK]", "<unused0>", "_")
 """Decoders have no mask token: the first of these the vocabulary holds stands in (LLM2Vec uses ``_``)."""
@@ -32,8 +46,6 @@ MASK_STAND_INS = ("<mask>", "[MASK]", "<unused0>", "_")
 
 HEADS = ("qa_outputs.",)
 """Tensors of a head on the backbone (``flip --head qa``): MNTP leaves them as they are."""
-
-"""The projections LoRA adapts (LLM2Vec's choice), named alike in every decoder family ``flip`` reads."""
 
 
 def mntp_loss(logits: Any, labels: Any) -> Any:
@@ -97,6 +109,77 @@ def load_flipped(folder: ModelFolder) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(folder.model_dir, trust_remote_code=False)
 
 
+@dataclass(frozen=True)
+class MntpOptions:
+    """What MNTP masks and trains (the CLI builds it from its options)."""
+
+    mask: float = 0.2
+    """Share of the tokens masked (LLM2Vec: 0.2)."""
+    max_len: int = 128
+    """Tokens per packed sequence."""
+    lora_rank: int = 0
+    """> 0: LoRA adapters of this rank train instead of every backbone weight, merged after."""
+
+    def check(self) -> None:
+        if not 0.0 < self.mask < 1.0:
+            raise InvalidArgument(f"--mask {self.mask} must be between 0 and 1")
+        if self.lora_rank < 0:
+            raise InvalidArgument(f"--lora-rank {self.lora_rank} must be 0 (off) or more")
+
+
+@dataclass
+class MntpTraining:
+    """A flipped model adapted in memory: the model (LoRA adapters merged into it), the token masked positions
+    became, how many packed sequences it trained on, the LoRA settings (None without) and the Trainer."""
+
+    model: Any
+    mask_id: int
+    train_sequences: int
+    lora: dict | None
+    trainer: Any
+
+    @property
+    def history(self) -> dict[str, list[list[float]]]:
+        return loss_history(self.trainer)
+
+
+def train_mntp_in_memory(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    settings: TrainSettings | None = None,
+    options: MntpOptions | None = None,
+    *,
+    train: TrainFn = train_without_output,
+    **fields: Any,
+) -> MntpTraining:
+    """MNTP of an in-memory flipped model (encoder or QA class, as :func:`load_flipped` gives it) on ``texts``
+    packed to ``options.max_len`` tokens; nothing is written. Its parameters train afterwards as they did before
+    (MNTP leaves a QA head alone, LoRA freezes the weights it adapts). ``train`` runs the Trainer:
+    :func:`train_without_output` (no checkpoints) unless given, :meth:`TrainingRun.train` in :func:`train_mntp`.
+    ``fields``: :class:`MntpOptions` fields given as keywords (over ``options``)."""
+    options = with_fields(MntpOptions, options, fields, "train_mntp_in_memory")
+    options.check()
+    settings = settings or TrainSettings(learning_rate=5e-5)
+    mask_id = mask_token_id(tokenizer)
+    sequences = pack_documents(tokenizer, texts, options.max_len)
+    if not sequences:
+        raise InvalidArgument(f"the data holds fewer than {options.max_len} tokens: nothing to train on")
+    collator = MaskingCollator(tokenizer, options.mask, mask_id=mask_id)
+    trains = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
+    trainers = []
+    model, lora = train_with_lora(
+        model,
+        options.lora_rank,
+        lambda trained: trainers.append(
+            train(MntpModel(trained), tokenizer, collator, PackedDataset(sequences, settings.seed), settings)
+        ),
+    )
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(trains.get(name, parameter.requires_grad))
+    return MntpTraining(model, mask_id, len(sequences), lora, trainers[-1])
+
+
 class MntpResult(TrainingResult):
     title = "mntp"
 
@@ -108,62 +191,58 @@ def train_mntp(
     checkpoint: str | Path,
     data: Sequence[str | Path],
     out: str | Path,
+    options: MntpOptions | None = None,
     *,
-    mask: float = 0.2,
-    max_len: int = 128,
-    lora_rank: int = 0,
     settings: TrainSettings | None = None,
     revision: str | None = None,
     run_options: RunOptions | None = None,
+    **fields: Any,
 ) -> MntpResult:
-    """MNTP of a flipped model on local text packed to ``max_len`` tokens; the output loads as the input did.
-    ``lora_rank`` > 0 trains LoRA adapters of that rank instead of every backbone weight, merged on writing."""
+    """MNTP of a flipped model on local text (:func:`train_mntp_in_memory` in a :class:`TrainingRun`); the output
+    loads as the input did. ``options`` (:class:`MntpOptions`): the share masked, the packed length, LoRA
+    (``lora_rank`` > 0 trains adapters of that rank instead of every backbone weight, merged on writing);
+    ``fields``: its fields as keywords (over ``options``)."""
+    options = with_fields(MntpOptions, options, fields, "train_mntp")
+    options.check()
     settings = settings or TrainSettings(learning_rate=5e-5)
-    if not 0.0 < mask < 1.0:
-        raise InvalidArgument(f"--mask {mask} must be between 0 and 1")
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     run = TrainingRun(out, run_options, protect=[source.path, *files])
     model, tokenizer = load_flipped(folder)
-    mask_id = mask_token_id(tokenizer)
-    data_set = mlm_data(tokenizer, files, max_len, mask, 0.0)
-    collator = MaskingCollator(tokenizer, mask, mask_id=mask_id)
-    model, lora = train_with_lora(
-        model,
-        lora_rank,
-        lambda trained: run.train(
-            MntpModel(trained), tokenizer, collator, PackedDataset(data_set.train_sequences, settings.seed), settings
-        ),
-    )
+    adapted = train_mntp_in_memory(model, tokenizer, read_documents(files), settings, options, train=run.train)
     history = run.history()
     record = OperationRecord(
         "mntp",
         parameters={
-            "mask": mask,
-            "mask_token": tokenizer.convert_ids_to_tokens(mask_id),
-            "max_len": max_len,
+            "mask": options.mask,
+            "mask_token": tokenizer.convert_ids_to_tokens(adapted.mask_id),
+            "max_len": options.max_len,
             **run.parameters(settings, history),
-            "train_sequences": len(data_set.train_sequences),
-            "lora": {**lora, "merged": True} if lora else None,
+            "train_sequences": adapted.train_sequences,
+            "lora": {**adapted.lora, "merged": True} if adapted.lora else None,
             "data_files_sha256": {str(path): file_sha256(path) for path in files},
         },
         notes=[
             "masked next-token prediction (LLM2Vec): "
-            + ("LoRA adapters of the backbone trained, then merged" if lora else "the backbone trained")
+            + ("LoRA adapters of the backbone trained, then merged" if adapted.lora else "the backbone trained")
             + ", any head left as it was"
         ],
     )
-    options = {"checkpoint": str(checkpoint), "data": [str(p) for p in files], "mask": mask, "max_len": max_len}
-    options["lora_rank"] = lora_rank
+    recorded = {
+        "checkpoint": str(checkpoint),
+        "data": [str(p) for p in files],
+        **{key: getattr(options, key) for key in ("mask", "max_len", "lora_rank")},
+        **vars(settings),
+    }
     path, manifest = run.write(
         lambda: write_trained_model(
-            model,
+            adapted.model,
             folder,
             run.out,
             source,
             record,
             command="mntp",
-            options={**options, **vars(settings)},
+            options=recorded,
             run_options=run.options,
             config_updates=folder.config,
         )

@@ -1,24 +1,36 @@
 """Extractive-QA fine-tuning (start/end spans) of a ``ctxext flip --head qa`` folder: a stage of the shared
 :class:`~ctxext.train.runner.TrainingRun` (checkpoints, ``--resume``, rank-0 writing), with exact match and
-F1 on a held-out SQuAD-format file recorded in the manifest."""
+F1 on a held-out SQuAD-format file recorded in the manifest. :func:`train_qa_in_memory` is its core: it trains
+an in-memory model and writes nothing (``finetune_qa`` runs it in its run; benchmarks/flip.py alone)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.checkpoint import OutputPlan, OutputResult, model_tensors, write_model_folder
 from ctxext.compat import loading_info
 from ctxext.data.formats import QAExample, read_squad_jsonl
 from ctxext.errors import CheckFailed, InvalidArgument
 from ctxext.flip import dtype_name
-from ctxext.io import CheckpointReader, ModelFolder, Source, open_model
+from ctxext.io import ModelFolder, open_model
 from ctxext.manifest import Check, OperationRecord
+from ctxext.options import with_fields
 from ctxext.qa import DOCUMENT_STRIDE, encode_example, encode_windows, evaluate_qa, pad_batch
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
 from ctxext.train.lora import train_with_lora
-from ctxext.train.runner import ListDataset, RunOptions, TrainingResult, TrainingRun, TrainSettings
+from ctxext.train.runner import (
+    ListDataset,
+    RunOptions,
+    TrainFn,
+    TrainingResult,
+    TrainingRun,
+    TrainSettings,
+    loss_history,
+    train_without_output,
+    write_trained_model,
+)
 
 
 def qa_settings(**fields: Any) -> TrainSettings:
@@ -57,6 +69,89 @@ def qa_training_data(
     return QAData(dataset, lambda batch: pad_batch(batch, pad_id, with_labels=True), sum(not group for group in usable))
 
 
+@dataclass(frozen=True)
+class QaOptions:
+    """How a QA fine-tuning run reads its examples and what trains (the CLI builds it from its options)."""
+
+    max_length: int = 384
+    """Tokens per input (question + context); a longer context is read in windows (:func:`encode_windows`)."""
+    stride: int = DOCUMENT_STRIDE
+    """Tokens that neighbouring windows of a long context share, in training and in prediction."""
+    freeze_embeddings: bool = False
+    """Keep the token embeddings fixed (fast on CPU)."""
+    lora_rank: int = 0
+    """> 0: LoRA adapters of this rank and the QA head train on the weights as they ship, merged after."""
+    special_tokens: str | Path | None = None
+    """The prompt's special tokens and template (:func:`~ctxext.qa_prompt.load_prompt_config`; None: the
+    default), which the folder's tokenizer must know."""
+
+    def check(self) -> None:
+        if self.max_length < 8:
+            raise InvalidArgument(f"--max-length {self.max_length} must be at least 8")
+        if self.stride < 1:
+            raise InvalidArgument(f"--stride {self.stride} must be at least 1")
+        if self.lora_rank < 0:
+            raise InvalidArgument(f"--lora-rank {self.lora_rank} must be 0 (off) or more")
+
+
+# the options the manifest records, beside the input and the settings
+RECORDED_OPTIONS = ("max_length", "stride", "freeze_embeddings", "lora_rank")
+
+
+@dataclass
+class QATraining:
+    """A QA model trained in memory: the model (LoRA adapters merged into it), its training features, the LoRA
+    settings (None without), the Trainer, and exact match and F1 on the evaluation examples (None without)."""
+
+    model: Any
+    data: QAData
+    lora: dict | None
+    trainer: Any
+    metrics: dict[str, float] | None
+
+    @property
+    def history(self) -> dict[str, list[list[float]]]:
+        return loss_history(self.trainer)
+
+
+def train_qa_in_memory(
+    model: Any,
+    tokenizer: Any,
+    examples: list[QAExample],
+    prompt: PromptConfig,
+    settings: TrainSettings | None = None,
+    options: QaOptions | None = None,
+    *,
+    eval_examples: Sequence[QAExample] | None = None,
+    train: TrainFn = train_without_output,
+    **fields: Any,
+) -> QATraining:
+    """Extractive-QA fine-tuning of an in-memory ...ForQuestionAnswering model on ``examples`` rendered with
+    ``prompt`` (``options.special_tokens`` is the caller's to load), then exact match and F1 on
+    ``eval_examples``; nothing is written. ``train`` runs the Trainer: :func:`train_without_output` (no
+    checkpoints) unless given, :meth:`TrainingRun.train` in :func:`finetune_qa`. ``fields``: :class:`QaOptions`
+    fields given as keywords (over ``options``)."""
+    options = with_fields(QaOptions, options, fields, "train_qa_in_memory")
+    options.check()
+    settings = settings or qa_settings()
+    if options.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    data = qa_training_data(tokenizer, examples, prompt, options.max_length, options.stride)
+    trainers = []
+    model, lora = train_with_lora(
+        model,
+        options.lora_rank,
+        lambda trained: trainers.append(train(trained, None, data.collator, data.dataset, settings)),
+        also_train=["qa_outputs"],
+    )
+    metrics = (
+        evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=options.max_length, stride=options.stride)
+        if eval_examples
+        else None
+    )
+    return QATraining(model, data, lora, trainers[-1], metrics)
+
+
 @dataclass
 class QAFinetuneResult(TrainingResult):
     train_examples: int
@@ -80,82 +175,62 @@ def finetune_qa(
     ref: str,
     train_path: str | Path,
     out: str | Path,
+    options: QaOptions | None = None,
     *,
     eval_path: str | Path | None = None,
     settings: TrainSettings | None = None,
-    max_length: int = 384,
-    stride: int = DOCUMENT_STRIDE,
-    freeze_embeddings: bool = False,
-    lora_rank: int = 0,
-    special_tokens: str | Path | None = None,
     revision: str | None = None,
     run_options: RunOptions | None = None,
+    **fields: Any,
 ) -> QAFinetuneResult:
     """Fine-tune a QA model folder (``ctxext flip --head qa``) on SQuAD-format jsonl and write the result
-    (atomically, with a manifest holding exact match and F1 on ``eval_path``). ``freeze_embeddings`` keeps
-    the token embeddings fixed (fast on CPU); a context longer than ``max_length`` is read in windows that share
-    ``stride`` tokens (:func:`ctxext.qa.encode_windows`), for training and for prediction. ``lora_rank`` > 0
-    trains LoRA adapters of that rank and the QA head on the weights as they ship (bf16 stays bf16), merged
-    on writing."""
+    (atomically, with a manifest holding exact match and F1 on ``eval_path``): :func:`train_qa_in_memory` in a
+    :class:`TrainingRun`. ``options`` (:class:`QaOptions`): the windows' length and overlap, frozen embeddings,
+    LoRA (``lora_rank`` > 0 trains adapters and the QA head on the weights as they ship, bf16 staying bf16,
+    merged on writing), the prompt's special tokens; ``fields``: its fields as keywords (over ``options``)."""
     from transformers import set_seed
 
+    options = with_fields(QaOptions, options, fields, "finetune_qa")
+    options.check()
     settings = settings or qa_settings()
     source, folder = open_model(ref, revision=revision)
     inputs = [source.path, train_path, *([eval_path] if eval_path else [])]
     run = TrainingRun(out, run_options, protect=inputs)
-    prompt = load_prompt_config(special_tokens)
+    prompt = load_prompt_config(options.special_tokens)
     train_examples = read_squad_jsonl(train_path)
     eval_examples = read_squad_jsonl(eval_path) if eval_path else None
     set_seed(settings.seed)
-    model, tokenizer, head_missing = load_qa_model(folder, prompt, keep_dtype=lora_rank > 0)
-    if freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    data = qa_training_data(tokenizer, train_examples, prompt, max_length, stride)
-    model, lora = train_with_lora(
-        model,
-        lora_rank,
-        lambda trained: run.train(trained, None, data.collator, data.dataset, settings),
-        also_train=["qa_outputs"],
+    model, tokenizer, head_missing = load_qa_model(folder, prompt, keep_dtype=options.lora_rank > 0)
+    trained = train_qa_in_memory(
+        model, tokenizer, train_examples, prompt, settings, options, eval_examples=eval_examples, train=run.train
     )
     history = run.history()
-    metrics = (
-        evaluate_qa(model, tokenizer, eval_examples, prompt, max_length=max_length, stride=stride)
-        if eval_examples
-        else None
-    )
-    model = model.cpu().eval()
-    options = {
-        "ref": ref,
-        "max_length": max_length,
-        "stride": stride,
-        "freeze_embeddings": freeze_embeddings,
-        "lora_rank": lora_rank,
-        **vars(settings),
-    }
+    model = trained.model.cpu().eval()
+    recorded = {"ref": ref, **{key: getattr(options, key) for key in RECORDED_OPTIONS}, **vars(settings)}
     record = OperationRecord(
         "finetune_qa",
         parameters={
-            **options,
+            **recorded,
             **run.parameters(settings, history),
             "prompt": prompt.describe(),
             "train": str(train_path),
             "eval": str(eval_path),
-            "train_examples": len(data.dataset),
-            "skipped_examples": data.skipped,
-            "lora": {**lora, "merged": True} if lora else None,
+            "train_examples": len(trained.data.dataset),
+            "skipped_examples": trained.data.skipped,
+            "lora": {**trained.lora, "merged": True} if trained.lora else None,
         },
     )
-    record.checks += qa_checks(history, metrics)
+    record.checks += qa_checks(history, trained.metrics)
     if head_missing:
         record.notes.append("the folder had no QA head: qa_outputs started from transformers' default init")
-    probe = [encode_example(ex, tokenizer, prompt, max_length) for ex in (eval_examples or train_examples)[:4]]
+    probe = [encode_example(ex, tokenizer, prompt, options.max_length) for ex in (eval_examples or train_examples)[:4]]
     probe_batch = pad_batch(probe, tokenizer.pad_token_id or 0, with_labels=False)
     path, manifest = run.write(
-        lambda: write_qa_model(
-            model, tokenizer, folder, source, record, run.out, options, probe_batch, inputs, run.options
-        )
+        lambda: _write_qa_model(model, tokenizer, folder, source, record, run, recorded, probe_batch, inputs)
     )
-    return QAFinetuneResult(path, manifest, history, run.global_step, len(data.dataset), data.skipped, metrics)
+    return QAFinetuneResult(
+        path, manifest, history, run.global_step, len(trained.data.dataset), trained.data.skipped, trained.metrics
+    )
 
 
 def load_qa_model(folder: ModelFolder, prompt: PromptConfig, *, keep_dtype: bool = False) -> tuple[Any, Any, bool]:
@@ -204,44 +279,39 @@ def qa_checks(history: dict[str, Any], metrics: dict[str, float] | None) -> list
     return checks
 
 
-def write_qa_model(
+def _write_qa_model(
     model: Any,
     tokenizer: Any,
     folder: ModelFolder,
-    source: Source,
+    source: Any,
     record: OperationRecord,
-    out: Path,
+    run: TrainingRun,
     options: dict[str, Any],
     probe: dict[str, Any],
-    protect: list[str | Path],
-    run_options: RunOptions,
-) -> OutputResult:
-    """Write the trained QA model beside the folder's support files; the written folder must reload giving
-    the same start logits on ``probe`` (a padded batch)."""
+    inputs: list[str | Path],
+) -> Any:
+    """The trained QA model beside the folder's support files, with the tokenizer it was trained with (the
+    prompt's tokens in it); the written folder must reload giving the same start logits on ``probe`` (a padded
+    batch). A QA head the folder lacked is recorded as created."""
     from ctxext.flip_models import config_for_saving
 
-    reader = CheckpointReader(folder)
-    source_names = set(reader.names)
-    for name in model.state_dict():
-        (record.modified if name in source_names else record.created).append(name)
-    plan = OutputPlan(
-        "finetune-qa",
-        options,
-        {"model": (source, reader.sha256_of_files())},
-        model_tensors(model),
-        [record],
-        config_for_saving(model.config, type(model).__name__, dtype_name(model.dtype)),
-        support_from=folder,
+    return write_trained_model(
+        model,
+        folder,
+        run.out,
+        source,
+        record,
+        command="finetune-qa",
+        options=options,
+        run_options=run.options,
+        finish=lambda staging: [reload_logits_check(model, staging / folder.relative_model_dir, probe)],
+        config_updates=config_for_saving(model.config, type(model).__name__, dtype_name(model.dtype)),
+        carry=False,
+        new_as_created=True,
+        record_resume=False,
         tokenizer=tokenizer,
-        protect=protect,
+        protect=inputs,
         require_checks=True,
-    )
-    return write_model_folder(
-        plan,
-        out,
-        force=run_options.force,
-        argv=run_options.argv,
-        checks=lambda staging: [reload_logits_check(model, staging / folder.relative_model_dir, probe)],
     )
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,33 @@ def build_trainer(
     return trainer
 
 
+TrainFn = Callable[[Any, Any, Any, Any, TrainSettings], Any]
+"""Runs the Trainer: ``train(model, tokenizer, collator, dataset, settings)`` -> the Trainer, trained. A stage's
+core takes one: :meth:`TrainingRun.train` when the stage writes, :func:`train_without_output` alone."""
+
+
+def train_without_output(
+    model: Any,
+    tokenizer: Any,
+    collator: Any,
+    dataset: Any,
+    settings: TrainSettings,
+    *,
+    work_dir: str | Path | None = None,
+    eval_dataset: Any = None,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """Train an in-memory model with the Trainer a stage's run builds, keeping no checkpoint and writing no
+    output (experiments, benchmarks), in ``work_dir`` (default: a temporary folder, removed after). Returns the
+    Trainer, trained."""
+    with tempfile.TemporaryDirectory(prefix="ctxext-train-") as temporary:
+        work = Path(work_dir) if work_dir else Path(temporary)
+        arguments = training_arguments(work, settings, save=False, evaluate=eval_dataset is not None)
+        trainer = build_trainer(model, tokenizer, collator, dataset, eval_dataset, arguments, callbacks)
+        trainer.train()
+    return trainer
+
+
 def loss_history(trainer: Any) -> dict[str, list[list[float]]]:
     """Training and evaluation losses the Trainer logged, as [step, loss] pairs."""
     history: dict[str, list[list[float]]] = {"train": [], "eval": []}
@@ -279,14 +307,26 @@ def write_trained_model(
     finish: Any = None,
     config_updates: dict[str, Any] | None = None,
     carry: bool = True,
+    new_as_created: bool = False,
+    record_resume: bool = True,
+    **plan_fields: Any,
 ):
     """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
     that the trained class does not hold (a pooler) are carried over unchanged, so AutoModel still loads it.
+    The one writer of every training stage.
 
     ``extra_files`` are JSON files to add (relative path -> content), ``sources`` more manifest sources
     (role -> (Source, sha256 of its files)), ``finish(staging)`` writes further files into the staging folder
-    and returns checks, before the manifest is written. ``carry=False`` writes the model's own tensors only
-    (an embedding stage writes the base model; the input's MLM head is left out, and listed as dropped)."""
+    and returns checks, before the manifest is written; ``config_updates`` are set over the model's config.
+    ``carry=False`` writes the model's own tensors only (an embedding stage writes the base model; the input's
+    MLM head is left out, and listed as dropped).
+
+    The record lists every written tensor as modified, sorted; with ``new_as_created``, in the model's order,
+    those the input lacks as created (a QA head the folder had none of) and the others as modified.
+    ``record_resume=False`` leaves ``resume`` out of the recorded options (finetune-qa's manifests never held
+    it). ``plan_fields`` are further :class:`~ctxext.checkpoint.OutputPlan` fields: ``tokenizer`` (one changed
+    in memory, saved over the input's), ``protect`` (inputs besides the model that the output must not
+    replace), ``require_checks`` (a failed check of ``finish`` stops the write)."""
 
     reader = CheckpointReader(folder)
     tensors = model_tensors(_unwrap(model))
@@ -304,7 +344,12 @@ def write_trained_model(
         carried = {}
     for name, target in carried.items():
         tensors.append(OutTensor.copied(reader, name, target))
-    record.modified = sorted(written)
+    if new_as_created:
+        in_input = set(reader.names)
+        record.modified = [tensor.info.name for tensor in tensors if tensor.info.name in in_input]
+        record.created = [tensor.info.name for tensor in tensors if tensor.info.name not in in_input]
+    else:
+        record.modified = sorted(written)
     record.copied = sorted(carried.values())
     record.renamed = {n: t for n, t in carried.items() if n != t}
     config = _unwrap(model).config.to_dict()
@@ -312,13 +357,14 @@ def write_trained_model(
     config.update(config_updates or {})
     plan = OutputPlan(
         command,
-        {**options, "resume": run_options.resume},
+        {**options, "resume": run_options.resume} if record_resume else dict(options),
         {"model": (source, reader.sha256_of_files()), **(sources or {})},
         tensors,
         [record],
         config,
         support_from=folder,
         extra_files=dict(extra_files or {}),
+        **plan_fields,
     )
     return write_model_folder(plan, out, force=run_options.force, argv=run_options.argv, checks=finish)
 
