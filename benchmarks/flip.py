@@ -146,44 +146,34 @@ def build_docstring_squad(modules: tuple[str, ...], limit: int, prefix: str, dis
 
 
 def train_in_memory(built, train, evaluation, prompt, settings, max_length: int) -> dict:
-    """QA fine-tuning of an in-memory model (token embeddings fixed), then exact match and F1: the pieces of
-    ``ctxext.train.qa.finetune_qa`` without an output folder."""
-    from transformers import set_seed
+    """QA fine-tuning of an in-memory model (token embeddings fixed), then exact match and F1:
+    ``ctxext.train.qa.train_qa_in_memory``, the core of ``ctxext finetune-qa``, with no output folder."""
+    from ctxext.train.qa import train_qa_in_memory
 
-    from ctxext.qa import evaluate_qa
-    from ctxext.train.qa import qa_training_data
-    from ctxext.train.runner import build_trainer, training_arguments
-
-    set_seed(settings.seed)
-    built.model.get_input_embeddings().weight.requires_grad_(False)
-    data = qa_training_data(built.tokenizer, train, prompt, max_length)
-    with tempfile.TemporaryDirectory() as work_dir:
-        trainer = build_trainer(
-            built.model,
-            None,
-            data.collator,
-            data.dataset,
-            None,
-            training_arguments(Path(work_dir), settings, save=False),
-        )
-        trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    metrics = evaluate_qa(built.model, built.tokenizer, evaluation, prompt, max_length=max_length)
-    return {"metrics": metrics, "final_loss": losses[-1] if losses else float("nan")}
+    trained = train_qa_in_memory(
+        built.model,
+        built.tokenizer,
+        train,
+        prompt,
+        settings,
+        max_length=max_length,
+        freeze_embeddings=True,
+        eval_examples=evaluation,
+    )
+    losses = trained.history["train"]
+    return {"metrics": trained.metrics, "final_loss": losses[-1][1] if losses else float("nan")}
 
 
 def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float, lora_rank: int = 0) -> dict:
-    """MNTP (``ctxext mntp``) of an in-memory flipped model on standard-library docstrings of modules the QA
-    sets do not use (LoRA adapters of ``lora_rank``, merged afterwards, when it is set); returns its cost."""
+    """MNTP (``ctxext.train.mntp.train_mntp_in_memory``, the core of ``ctxext mntp``) of an in-memory flipped
+    model on standard-library docstrings of modules the QA sets do not use (LoRA adapters of ``lora_rank``,
+    merged afterwards, when it is set); returns its cost. The model's parameters train afterwards as before."""
     from ctxext.data.pydocs import python_docstrings
-    from ctxext.train.lora import with_lora
-    from ctxext.train.mlm import MaskingCollator, PackedDataset, pack_documents
-    from ctxext.train.mntp import MntpModel, mask_token_id
-    from ctxext.train.runner import TrainSettings, build_trainer, training_arguments
+    from ctxext.train.mntp import train_mntp_in_memory
+    from ctxext.train.runner import TrainSettings
 
     used = set(TRAIN_MODULES) | set(EVAL_MODULES)
     texts = [text for name, text in python_docstrings() if name.rsplit(".", 1)[0] not in used]
-    sequences = pack_documents(built.tokenizer, texts, max_len)
     settings = TrainSettings(
         steps=steps,
         batch_size=batch_size,
@@ -193,22 +183,9 @@ def adapt_in_memory(built, steps: int, batch_size: int, max_len: int, lr: float,
         progress_bars=False,
     )
     started = time.perf_counter()
-    adapted = with_lora(built.model, lora_rank)[0] if lora_rank else built.model
-    with tempfile.TemporaryDirectory() as work_dir:
-        trainer = build_trainer(
-            MntpModel(adapted),
-            None,
-            MaskingCollator(built.tokenizer, 0.2, mask_id=mask_token_id(built.tokenizer)),
-            PackedDataset(sequences, 0),
-            None,
-            training_arguments(Path(work_dir), settings, save=False),
-        )
-        trainer.train()
-    if lora_rank:
-        adapted.merge_and_unload()  # the LoRA layers of built.model become plain, merged projections
-    for parameter in built.model.parameters():
-        parameter.requires_grad_(True)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    adapted = train_mntp_in_memory(built.model, built.tokenizer, texts, settings, max_len=max_len, lora_rank=lora_rank)
+    built.model = adapted.model  # the same model: LoRA adapters are merged into its projections in place
+    losses = [loss for _, loss in adapted.history["train"]]
     return {
         "steps": steps,
         "lora_rank": lora_rank,
