@@ -374,6 +374,44 @@ def test_finetune_qa_cli_trains_and_reports_exact_match_and_f1(flipped, tmp_path
     assert tuned["sliding_window"] == json.loads((flipped("gemma3") / "config.json").read_text())["sliding_window"]
 
 
+def test_finetune_qa_writes_the_weights_its_in_memory_core_trains(flipped, tmp_path):
+    """finetune_qa is train_qa_in_memory run in a TrainingRun: the same model, examples, options and settings
+    trained alone in memory give every written tensor, and the core writes nothing."""
+    from safetensors.torch import load_file
+
+    from ctxext.data.formats import write_squad_jsonl
+    from ctxext.io import open_model
+    from ctxext.qa_prompt import PromptConfig
+    from ctxext.train.qa import QaOptions, finetune_qa, load_qa_model, qa_settings, train_qa_in_memory
+
+    write_squad_jsonl(tmp_path / "train.jsonl", qa_examples(8))
+    settings = qa_settings(steps=3, batch_size=2, learning_rate=1e-2, logging_every=1)
+    options = QaOptions(max_length=48, stride=16, freeze_embeddings=True)
+    tuned = finetune_qa(str(flipped("llama")), tmp_path / "train.jsonl", tmp_path / "tuned", options, settings=settings)
+    model, tokenizer, _ = load_qa_model(open_model(str(flipped("llama")))[1], PromptConfig())
+    before = set(tmp_path.iterdir())
+    trained = train_qa_in_memory(model, tokenizer, qa_examples(8), PromptConfig(), settings, options)
+    assert set(tmp_path.iterdir()) == before
+    written = load_file(tuned.path / "model.safetensors")
+    state = trained.model.state_dict()
+    assert written.keys() == state.keys()
+    assert all(torch.equal(written[name], state[name]) for name in written)
+    assert trained.history["train"] == tuned.history["train"]
+    assert tuned.parameters["max_length"] == 48 and tuned.parameters["stride"] == 16
+
+
+def test_qa_options_refuse_bad_values_before_reading_any_input(tmp_path):
+    from ctxext.train.qa import QaOptions, finetune_qa
+
+    with pytest.raises(InvalidArgument, match="--lora-rank -1"):
+        finetune_qa("nowhere", tmp_path / "nothing.jsonl", tmp_path / "out", lora_rank=-1)
+    with pytest.raises(InvalidArgument, match="--stride 0"):
+        finetune_qa("nowhere", tmp_path / "nothing.jsonl", tmp_path / "out", QaOptions(stride=0))
+    with pytest.raises(TypeError, match="max_len"):
+        finetune_qa("nowhere", tmp_path / "nothing.jsonl", tmp_path / "out", max_len=48)
+    assert not (tmp_path / "out").exists()
+
+
 def test_read_squad_rejects_an_answer_not_at_its_start(tmp_path):
     from ctxext.data.formats import read_squad_jsonl
     from ctxext.errors import CorruptCheckpoint

@@ -119,3 +119,42 @@ def test_lora_adapters_merge_into_weights_that_reproduce_the_adapted_model(head,
         got = MntpModel(merged.eval())(input_ids)["logits"]
     assert (expected - MntpModel(load_flipped(open_model(str(flipped))[1])[0])(input_ids)["logits"]).abs().max() > 1e-4
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_mntp_writes_the_weights_its_in_memory_core_trains_and_the_core_leaves_what_trains(tiny_models, tmp_path):
+    """train_mntp is train_mntp_in_memory run in a TrainingRun: the same model, texts, options and settings give
+    every written tensor; alone, the core writes nothing and leaves trainable what was (MNTP froze the QA head)."""
+    from safetensors.torch import load_file
+
+    from ctxext.data.sources import read_documents
+    from ctxext.io import open_model
+    from ctxext.train.mntp import MntpOptions, load_flipped, train_mntp_in_memory
+
+    flipped = flip(str(tiny_models("llama")), tmp_path / "flipped", head=Head.qa, pooling=Pooling.mean).path
+    texts = write_texts(tmp_path / "texts.jsonl")
+    settings = TrainSettings(steps=3, batch_size=4, learning_rate=1e-3, save_every=100, progress_bars=False)
+    options = MntpOptions(mask=0.25, max_len=32)
+    result = train_mntp(str(flipped), [texts], tmp_path / "adapted", options, settings=settings)
+    model, tokenizer = load_flipped(open_model(str(flipped))[1])
+    before = set(tmp_path.iterdir())
+    adapted = train_mntp_in_memory(model, tokenizer, read_documents([texts]), settings, options)
+    assert set(tmp_path.iterdir()) == before
+    assert all(parameter.requires_grad for parameter in adapted.model.parameters())
+    written = load_file(result.path / "model.safetensors")
+    state = adapted.model.state_dict()
+    assert written.keys() == state.keys()
+    assert all(torch.equal(written[name], state[name]) for name in written)
+    assert result.parameters["mask"] == 0.25 and result.parameters["train_sequences"] == adapted.train_sequences
+
+
+def test_mntp_options_refuse_bad_values_before_reading_any_input(tmp_path):
+    from ctxext.errors import InvalidArgument
+    from ctxext.train.mntp import MntpOptions
+
+    with pytest.raises(InvalidArgument, match="--mask 1.5"):
+        train_mntp("nowhere", [tmp_path / "nothing.txt"], tmp_path / "out", mask=1.5)
+    with pytest.raises(InvalidArgument, match="--lora-rank -2"):
+        train_mntp("nowhere", [tmp_path / "nothing.txt"], tmp_path / "out", MntpOptions(lora_rank=-2))
+    with pytest.raises(TypeError, match="max_length"):
+        train_mntp("nowhere", [tmp_path / "nothing.txt"], tmp_path / "out", max_length=32)
+    assert not (tmp_path / "out").exists()
