@@ -308,7 +308,6 @@ def _write_qa_model(
         config_updates=config_for_saving(model.config, type(model).__name__, dtype_name(model.dtype)),
         carry=False,
         new_as_created=True,
-        record_resume=False,
         tokenizer=tokenizer,
         protect=inputs,
         require_checks=True,

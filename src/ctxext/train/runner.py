@@ -308,7 +308,6 @@ def write_trained_model(
     config_updates: dict[str, Any] | None = None,
     carry: bool = True,
     new_as_created: bool = False,
-    record_resume: bool = True,
     **plan_fields: Any,
 ):
     """Write a trained model beside the input's tokenizer and sentence-transformers files; tensors of the input
@@ -323,8 +322,7 @@ def write_trained_model(
 
     The record lists every written tensor as modified, sorted; with ``new_as_created``, in the model's order,
     those the input lacks as created (a QA head the folder had none of) and the others as modified.
-    ``record_resume=False`` leaves ``resume`` out of the recorded options (finetune-qa's manifests never held
-    it). ``plan_fields`` are further :class:`~ctxext.checkpoint.OutputPlan` fields: ``tokenizer`` (one changed
+    ``plan_fields`` are further :class:`~ctxext.checkpoint.OutputPlan` fields: ``tokenizer`` (one changed
     in memory, saved over the input's), ``protect`` (inputs besides the model that the output must not
     replace), ``require_checks`` (a failed check of ``finish`` stops the write)."""
 
@@ -357,7 +355,7 @@ def write_trained_model(
     config.update(config_updates or {})
     plan = OutputPlan(
         command,
-        {**options, "resume": run_options.resume} if record_resume else dict(options),
+        {**options, "resume": run_options.resume},
         {"model": (source, reader.sha256_of_files()), **(sources or {})},
         tensors,
         [record],
