@@ -168,17 +168,15 @@ def run_options(arguments: dict[str, Any], argv: list[str] | None) -> Any:
 
 def mlm(arguments: dict[str, Any], context: CallContext) -> Any:
     """``ctxext mlm``."""
-    from ctxext.train import train_mlm
+    from ctxext.train.mlm import MlmOptions, train_mlm
 
     a = arguments
     return train_mlm(
         a["checkpoint"],
         a["data"],
         a["out"],
-        mask=a["mask"],
-        max_len=a["max_len"],
+        options_of(MlmOptions, a),
         settings=training_settings(a),
-        eval_fraction=a["eval_fraction"],
         revision=a["revision"],
         run_options=run_options(a, context.argv),
     )
@@ -186,6 +184,7 @@ def mlm(arguments: dict[str, Any], context: CallContext) -> Any:
 
 def distill(arguments: dict[str, Any], context: CallContext) -> Any:
     """``ctxext distill``."""
+    from ctxext.train.distill import DistillOptions
     from ctxext.train.distill import distill as distill_student
 
     a = arguments
@@ -194,8 +193,7 @@ def distill(arguments: dict[str, Any], context: CallContext) -> Any:
         a["teacher"],
         a["data"],
         a["out"],
-        max_len=a["max_len"],
-        pca_sample=a["pca_sample"],
+        options_of(DistillOptions, a),
         settings=training_settings(a),
         eval_beir=a["eval_beir"],
         cache=a["cache"],

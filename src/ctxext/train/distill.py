@@ -29,6 +29,7 @@ from ctxext.data.sources import data_files, read_documents
 from ctxext.errors import CtxextError, InvalidArgument
 from ctxext.io import CheckpointReader, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord, read_manifest
+from ctxext.options import with_fields
 from ctxext.train.embedding import (
     EmbeddingModel,
     check_max_len,
@@ -275,30 +276,52 @@ def kept_projection(folder: Any, teacher_sha256: dict[str, str]) -> Projection |
     return Projection.load(path) if recorded == teacher_sha256 else None
 
 
+@dataclass(frozen=True)
+class DistillOptions:
+    """How the teacher's embeddings become the student's targets (the CLI builds it from its options)."""
+
+    max_len: int = 128
+    """Tokens per text, for the student and the teacher."""
+    pca_sample: int = 20000
+    """Teacher embeddings the PCA is fitted on."""
+    teacher_batch_size: int = 32
+    """Texts the teacher encodes at a time."""
+
+    def check(self) -> None:
+        if self.pca_sample < 2:
+            raise InvalidArgument(f"--pca-sample {self.pca_sample} must be at least 2")
+
+
+# the options of a run the manifest records, beside the inputs, the data, the evaluation set, the teacher cache
+# and the settings
+RECORDED_OPTIONS = ("max_len", "pca_sample")
+
+
 def distill(
     student: str | Path,
     teacher: str | Path,
     data: Sequence[str | Path],
     out: str | Path,
+    options: DistillOptions | None = None,
     *,
-    max_len: int = 128,
-    pca_sample: int = 20000,
     settings: TrainSettings | None = None,
     eval_beir: str | Path | None = None,
     cache: str | Path | None = None,
-    teacher_batch_size: int = 32,
     revision: str | None = None,
     teacher_revision: str | None = None,
     run_options: RunOptions | None = None,
+    **fields: Any,
 ) -> DistillResult:
     """Distil ``teacher``'s sentence embeddings of the texts in ``data`` into ``student``; see the module doc.
-    ``cache`` holds the teacher's embeddings (default: ctxext's cache dir; ``False``-y string "none": off)."""
+    ``options`` (:class:`DistillOptions`): the texts' length, the PCA's sample, the teacher's batch; ``fields``: its
+    fields as keywords (over ``options``). ``cache`` holds the teacher's embeddings (default: ctxext's cache dir;
+    the string "none": off)."""
     from ctxext.encode import sentence_transformers_settings
     from ctxext.presets import cache_dir
 
+    options = with_fields(DistillOptions, options, fields, "distill")
+    options.check()
     settings = settings or TrainSettings(learning_rate=1e-4)
-    if pca_sample < 2:
-        raise InvalidArgument(f"--pca-sample {pca_sample} must be at least 2")
     cache_path = None if str(cache) == "none" else Path(cache) if cache else cache_dir() / "distill"
 
     source, folder = open_model(student, revision=revision)
@@ -306,6 +329,7 @@ def distill(
     inputs = [source.path, teacher_source.path, *data]
     run = TrainingRun(out, run_options, protect=inputs)
     backbone, tokenizer = load_backbone(folder)
+    max_len = options.max_len
     check_max_len(folder, tokenizer, max_len, "student")
     pooling, normalize, _ = sentence_transformers_settings(folder)
     pooling = pooling or "mean"
@@ -318,10 +342,10 @@ def distill(
             dim,
             normalize,
             max_len,
-            pca_sample,
+            options.pca_sample,
             settings.seed,
             cache_path,
-            teacher_batch_size,
+            options.teacher_batch_size,
             folder,
         )
     model = DistillModel(backbone, pooling, normalize)
@@ -334,19 +358,18 @@ def distill(
     history = run.history(retrieval=True)
     model.finish_training()
     record = _distill_record(run, settings, history, goal, model, files, max_len, eval_beir)
-    options = {
+    recorded = {
         "student": str(student),
         "teacher": str(teacher),
         "data": [str(p) for p in files],
-        "max_len": max_len,
-        "pca_sample": pca_sample,
+        **{key: getattr(options, key) for key in RECORDED_OPTIONS},
         "eval_beir": str(eval_beir) if eval_beir else None,
         "cache": str(cache_path) if cache_path else None,
         **vars(settings),
     }
     sources = {"model": source, "teacher": (teacher_source, goal.teacher_sha256)}
     path, manifest = run.write(
-        lambda: _write_student(model, folder, run.out, record, goal, sources, options, run.options)
+        lambda: _write_student(model, folder, run.out, record, goal, sources, recorded, run.options)
     )
     return DistillResult(path, manifest, history, run.global_step, goal.cache_files, goal.cached)
 

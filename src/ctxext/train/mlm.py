@@ -8,6 +8,7 @@ depend on batching, processes or resuming; the held-out set is masked once (:fun
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ctxext.data.sources import data_files, read_documents
 from ctxext.errors import InvalidArgument, remote_code_refusal
 from ctxext.io import ModelFolder, file_sha256, open_model
 from ctxext.manifest import Check, OperationRecord
+from ctxext.options import with_fields
 from ctxext.train.runner import (
     ListDataset,
     RunOptions,
@@ -249,29 +251,51 @@ def mlm_data(tokenizer: Any, files: Sequence[Path], max_len: int, mask: float, e
     return MlmData(len(documents), train_sequences, held_sequences, eval_dataset)
 
 
+@dataclass(frozen=True)
+class MlmOptions:
+    """What masked-LM training masks, how long its packed sequences are and what it holds out (the CLI builds it
+    from its options)."""
+
+    mask: float = 0.3
+    """Share of the tokens masked."""
+    max_len: int | None = None
+    """Tokens per packed sequence (None: the model's, at most 512)."""
+    eval_fraction: float = 0.0
+    """Share of the documents held out for the evaluation loss (0: none)."""
+
+    def check(self) -> None:
+        if not 0.0 < self.mask < 1.0:
+            raise InvalidArgument(f"--mask {self.mask} must be between 0 and 1")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise InvalidArgument(f"--eval-fraction {self.eval_fraction} must be in [0, 1)")
+
+
+# the options of a run the manifest records, beside the input, the data and the settings
+RECORDED_OPTIONS = ("mask", "max_len", "eval_fraction")
+
+
 def train_mlm(
     checkpoint: str | Path,
     data: Sequence[str | Path],
     out: str | Path,
+    options: MlmOptions | None = None,
     *,
-    mask: float = 0.3,
-    max_len: int | None = None,
     settings: TrainSettings | None = None,
-    eval_fraction: float = 0.0,
     revision: str | None = None,
     run_options: RunOptions | None = None,
+    **fields: Any,
 ) -> MlmResult:
-    """Masked-LM training of ``checkpoint`` on local text, packed to ``max_len`` tokens, with the Trainer.
+    """Masked-LM training of ``checkpoint`` on local text, packed to ``options.max_len`` tokens, with the Trainer.
 
-    ``run_options`` say where the Trainer checkpoints go (default: ``<out>.checkpoints`` beside the output)
-    and whether to resume from the latest one there. The trained model is written to ``out`` atomically with a manifest
-    and loads with AutoModelForMaskedLM (a sentence-transformers input stays a sentence-transformers folder).
+    ``options`` (:class:`MlmOptions`): the share masked, the packed length, the share held out; ``fields``: its
+    fields as keywords (over ``options``). ``run_options`` say where the Trainer checkpoints go (default:
+    ``<out>.checkpoints`` beside the output) and whether to resume from the latest one there. The trained model is
+    written to ``out`` atomically with a manifest and loads with AutoModelForMaskedLM (a sentence-transformers
+    input stays a sentence-transformers folder).
     """
+    options = with_fields(MlmOptions, options, fields, "train_mlm")
+    options.check()
     settings = settings or TrainSettings()
-    if not 0.0 < mask < 1.0:
-        raise InvalidArgument(f"--mask {mask} must be between 0 and 1")
-    if not 0.0 <= eval_fraction < 1.0:
-        raise InvalidArgument(f"--eval-fraction {eval_fraction} must be in [0, 1)")
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     inputs = [source.path, *files]
@@ -283,32 +307,31 @@ def train_mlm(
     from ctxext.encode import _model_max_length
 
     limit = _model_max_length(folder.config, tokenizer)
-    max_len = max_len or min(512, limit)
+    max_len = options.max_len or min(512, limit)
+    options = dataclasses.replace(options, max_len=max_len)  # the manifest records the length trained at
     if max_len > limit:
         raise InvalidArgument(f"--max-len {max_len} exceeds the model's {limit} positions")
-    data_set = mlm_data(tokenizer, files, max_len, mask, eval_fraction)
+    data_set = mlm_data(tokenizer, files, max_len, options.mask, options.eval_fraction)
     trainer = run.train(
         model,
         tokenizer,
-        MaskingCollator(tokenizer, mask),
+        MaskingCollator(tokenizer, options.mask),
         PackedDataset(data_set.train_sequences, settings.seed),
         settings,
         eval_dataset=data_set.eval_dataset,
     )
     final_eval = trainer.evaluate() if data_set.eval_dataset is not None else {}
     history = run.history()
-    record = _mlm_record(run, settings, history, mask, max_len, data_set, files, new_head, final_eval)
-    options = {
+    record = _mlm_record(run, settings, history, options.mask, max_len, data_set, files, new_head, final_eval)
+    recorded = {
         "checkpoint": str(checkpoint),
         "data": [str(p) for p in files],
-        "mask": mask,
-        "max_len": max_len,
-        "eval_fraction": eval_fraction,
+        **{key: getattr(options, key) for key in RECORDED_OPTIONS},
         **vars(settings),
     }
     path, manifest = run.write(
         lambda: write_trained_model(
-            model, folder, run.out, source, record, command="mlm", options=options, run_options=run.options
+            model, folder, run.out, source, record, command="mlm", options=recorded, run_options=run.options
         )
     )
     return MlmResult(path, manifest, history, run.global_step)
