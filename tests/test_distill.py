@@ -186,3 +186,21 @@ def test_pydocs_retrieval_set_pairs_summaries_with_bodies_and_scores_during_trai
     steps = [entry["step"] for entry in result.history["retrieval"]]
     assert steps == [0, 1, 2]
     assert all(0.0 <= entry["retrieval_ndcg_at_10"] <= 1.0 for entry in result.history["retrieval"])
+
+
+def test_the_projection_file_is_the_same_bytes_from_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np; from pathlib import Path; from ctxext.train.distill import Projection;"
+        "Projection(np.eye(4, 2, dtype=np.float32), np.ones(4, np.float32), 0.5, 10).save(Path(sys.argv[1]))"
+    )
+    for name in ("a.safetensors", "b.safetensors", "c.safetensors"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True)
+    written = {(tmp_path / name).read_bytes() for name in ("a.safetensors", "b.safetensors", "c.safetensors")}
+    assert len(written) == 1
+    from ctxext.train.distill import Projection
+
+    loaded = Projection.load(tmp_path / "a.safetensors")
+    assert loaded.components.shape == (4, 2) and loaded.sample == 10 and loaded.explained_variance_ratio == 0.5

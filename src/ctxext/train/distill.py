@@ -27,7 +27,7 @@ import numpy as np
 
 from ctxext.data.sources import data_files, read_documents
 from ctxext.errors import CtxextError, InvalidArgument
-from ctxext.io import CheckpointReader, file_sha256, open_model
+from ctxext.io import CheckpointReader, OutTensor, file_sha256, open_model, write_safetensors
 from ctxext.manifest import Check, OperationRecord, read_manifest
 from ctxext.options import with_fields
 from ctxext.train.embedding import (
@@ -107,18 +107,18 @@ class Projection:
         return ((embeddings - self.mean) @ self.components).astype(np.float32)
 
     def save(self, path: Path) -> None:
-        from safetensors.numpy import save_file
-
-        save_file(
-            {"components": self.components.astype(np.float32), "mean": self.mean.astype(np.float32)},
-            str(path),
-            metadata={
-                "format": "np",
-                "explained_variance_ratio": f"{self.explained_variance_ratio}",
-                "sample": str(self.sample),
-                "usage": "(teacher - mean) @ components",
-            },
-        )
+        """Through ctxext's safetensors writer, whose header keeps its order (the same run writes the same bytes,
+        so the manifest's sha256 of the file repeats)."""
+        tensors = [
+            OutTensor.from_array("components", self.components.astype(np.float32)),
+            OutTensor.from_array("mean", self.mean.astype(np.float32)),
+        ]
+        metadata = {
+            "explained_variance_ratio": f"{self.explained_variance_ratio}",
+            "sample": str(self.sample),
+            "usage": "(teacher - mean) @ components",
+        }
+        write_safetensors(path.parent, tensors, metadata=metadata, file_name=path.name)
 
     @classmethod
     def load(cls, path: Path) -> Projection:
