@@ -438,3 +438,16 @@ def test_cli_reports_bad_input_in_one_line_and_writes_nothing(tmp_path: Path, to
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["sources"]["total"]["rows"] == 1 and summary["sources"]["total"]["problems"] == 1
+
+
+def test_a_record_of_sections_keeps_every_section_and_triplets_read_them_back(tmp_path: Path, tokenizer_ref: str):
+    from ctxext.data.triplets import read_documents as read_structured
+
+    sections = [{"heading": f"Part {i}", "text": f"words of part {i} " * 30} for i in range(3)]
+    write_jsonl(tmp_path / "docs.jsonl", [{"id": "d0", "title": "A title", "sections": sections}])
+    build_corpus([str(tmp_path / "docs.jsonl")], tmp_path / "c.parquet", tokenizer=tokenizer_ref)
+    row = pq.read_table(tmp_path / "c.parquet").to_pylist()[0]
+    assert row["title"] == "A title" and all(f"## Part {i}\n\nwords of part {i}" in row["text"] for i in range(3))
+    (document,) = read_structured(str(tmp_path / "c.parquet"))
+    assert [s.heading for s in document.sections] == ["Part 0", "Part 1", "Part 2"]
+    assert [s.text for s in document.sections] == [s["text"].strip() for s in sections]

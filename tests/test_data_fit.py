@@ -190,3 +190,15 @@ def test_fit_shards_merge_into_the_records_of_one_run(tmp_path: Path, minilm: Pa
     by_id = lambda path: sorted(path.read_text().splitlines())  # noqa: E731
     assert by_id(tmp_path / "merged.jsonl") == by_id(tmp_path / "whole.jsonl")
     assert json.loads((tmp_path / "part-1.jsonl.manifest.json").read_text())["options"]["shard"] == "1/2"
+
+
+def test_fit_writes_a_record_of_sections_as_fitted_text(tmp_path: Path, minilm: Path):
+    sections = [{"heading": f"Part {i}", "text": long_text(paragraphs=1, seed=i)} for i in range(4)]
+    write_jsonl(tmp_path / "d.jsonl", [{"id": "d0", "sections": sections}])
+    write_parquet(tmp_path / "d.parquet", [{"id": "d0", "sections": sections}])
+    fit_file(str(tmp_path / "d.jsonl"), tmp_path / "f.jsonl", budget=40, tokenizer=str(minilm))
+    fit_file(str(tmp_path / "d.parquet"), tmp_path / "f.parquet", budget=40, tokenizer=str(minilm))
+    (line,) = [json.loads(text) for text in (tmp_path / "f.jsonl").read_text().splitlines()]
+    (row,) = pq.read_table(tmp_path / "f.parquet").to_pylist()
+    assert "sections" not in line and line["text"].startswith("## Part 0") and line["tokens"] <= 40
+    assert row == line

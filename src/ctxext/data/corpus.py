@@ -33,7 +33,7 @@ from ctxext.errors import InvalidArgument
 from ctxext.options import with_fields
 
 CORPUS_COLUMNS = ("source", "file", "doc_id", "field", "title", "chunk", "text", "tokens")
-READ_COLUMNS = ("doc_id", "id", "title", *TEXT_FIELDS, *ROLE_OF_KEY)
+READ_COLUMNS = ("doc_id", "id", "title", *TEXT_FIELDS, "sections", *ROLE_OF_KEY)
 
 
 def corpus_schema() -> Any:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.encoders import LazyEncoder, as_encoder, unit_rows
-from ctxext.data.formats import record_id, record_text
+from ctxext.data.formats import TEXT_FIELDS, record_id, record_text
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, OnError, OutputFormat, Strategy, parse_choice, plain
 from ctxext.data.output import CountedOutput, FileOutput, InputRecord, open_writer, output_format
 from ctxext.data.shards import Shard
@@ -372,6 +372,8 @@ def _parquet_schema(files: list[SourceFile]) -> Any:
         schema = pq.ParquetFile(files[0].path).schema_arrow
     except (pa.ArrowException, OSError):
         return None
+    if "sections" in schema.names and not set(schema.names) & set(TEXT_FIELDS):  # fitted into a text column
+        schema = schema.remove(schema.get_field_index("sections")).append(pa.field("text", pa.string()))
     for name in ("tokens", "original_tokens"):
         if name in schema.names:
             schema = schema.remove(schema.get_field_index(name))
@@ -402,11 +404,14 @@ class _RecordReader:
                 text_field, text, _ = record_text(record)
                 if text is None or text_field in (None, "title"):
                     self.problems.report(
-                        UnreadableSource(f"{where}: no text field to fit (text, body, abstract or content)")
+                        UnreadableSource(f"{where}: no text field to fit (text, body, abstract, content or sections)")
                     )
                     continue
                 if source_file.format not in (InputFormat.jsonl, InputFormat.parquet):
                     record = {"file": str(source_file.path), **record}
+                if text_field == "sections":  # the fitted text replaces the list, as Markdown (record_text)
+                    record = {key: value for key, value in record.items() if key != "sections"}
+                    text_field = "text"
                 batch.append((record, text_field, text))
                 documents += 1
                 if len(batch) >= size:

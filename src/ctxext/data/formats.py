@@ -4,7 +4,8 @@ The readers are built on :func:`ctxext.io.read_jsonl` (one JSON object per line,
 and line); training, QA and evaluation only consume them.
 
 - **text records** (corpus lines and rows, BEIR documents, triplet documents): the text is the first of
-  :data:`TEXT_FIELDS` that holds a string, ``title`` stands beside it, ``doc_id`` or ``id`` names it.
+  :data:`TEXT_FIELDS` that holds a string, else a ``sections`` list (headings and texts) as Markdown; ``title``
+  stands beside it, ``doc_id`` or ``id`` names it.
 - **triplets** (``ctxext-triplets/1``, docs/data.md): one key per role in :data:`TRIPLET_KEYS`
   (sentence-transformers' ``anchor``/``pos``/``neg`` and the plural ``positives``/``negatives`` too); a
   value is a string, a text record, or a list of those.
@@ -37,17 +38,38 @@ TEXT_FIELDS = ("text", "body", "abstract", "content")
 
 
 def record_text(record: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(field name, text, title) of a text record: the first of :data:`TEXT_FIELDS` that holds a string,
-    else its title alone (field ``title``); (None, None, None) when it has neither."""
+    """(field name, text, title) of a text record: the first of :data:`TEXT_FIELDS` that holds a string, else
+    its ``sections`` as Markdown (field ``sections``, :func:`sections_text`), else its title alone (field
+    ``title``); (None, None, None) when it has none of them."""
     title = record.get("title")
     title = str(title) if title not in (None, "") else None
     for name in TEXT_FIELDS:
         value = record.get(name)
         if isinstance(value, str):
             return name, value, title
+    flattened = sections_text(record.get("sections"))
+    if flattened is not None:
+        return "sections", flattened, title
     if title is not None:
         return "title", title, None
     return None, None, None
+
+
+def sections_text(sections: Any) -> str | None:
+    """A record's ``sections`` list (``{"heading", "text"}`` objects or strings) as one Markdown text, each
+    heading a ``## heading`` line over its text (``data triplets`` splits it back into the same sections); None
+    when it is not a list or holds no text."""
+    if not isinstance(sections, list):
+        return None
+    parts = []
+    for item in sections:
+        if isinstance(item, dict):
+            heading, text = item.get("heading") or item.get("title"), str(item.get("text") or "")
+            parts.append(f"## {heading}\n\n{text}" if heading else text)
+        elif isinstance(item, str):
+            parts.append(item)
+    flattened = "\n\n".join(part.strip() for part in parts if part.strip())
+    return flattened or None
 
 
 def record_id(record: dict[str, Any], where: str) -> str:

@@ -373,7 +373,7 @@ def training_texts(source: SourceFile) -> list[str]:
         _require_text_column(source.path)
     texts: list[str] = []
     try:
-        for where, record in iter_records(source, Problems(OnError.stop), columns=(*TEXT_FIELDS, "title")):
+        for where, record in iter_records(source, Problems(OnError.stop), columns=(*TEXT_FIELDS, "sections", "title")):
             if source.format in (InputFormat.txt, InputFormat.md, InputFormat.pdf):  # one record, the whole text
                 texts += paragraphs(record["text"])
                 continue
@@ -401,7 +401,7 @@ def _require_text_column(path: Path) -> None:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError):
         return
-    if not set(names) & {*TEXT_FIELDS, "title"}:
+    if not set(names) & {*TEXT_FIELDS, "sections", "title"}:
         raise InvalidArgument(
-            f"{path} has no text column ({', '.join(TEXT_FIELDS)} or title; it has {', '.join(names[:8])})"
+            f"{path} has no text column ({', '.join(TEXT_FIELDS)}, sections or title; it has {', '.join(names[:8])})"
         )

@@ -66,7 +66,8 @@ def split_sections(text: str) -> list[Section]:
 
 def structured_document(record: dict[str, Any], where: str, default_title: str | None = None) -> StructuredDocument:
     """A record's title and sections: a ``sections`` list when given, else headings parsed from its text."""
-    _, text, title = record_text(record)
+    field, text, title = record_text(record)
+    text = None if field == "sections" else text  # the list itself is read below
     raw_sections = record.get("sections")
     if isinstance(raw_sections, list) and raw_sections:
         sections = []
