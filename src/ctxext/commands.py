@@ -209,13 +209,11 @@ def finetune(arguments: dict[str, Any], context: CallContext) -> Any:
     from ctxext.train.finetune import finetune as finetune_model
 
     a = arguments
-    fields = ("adapter", "max_len", "position_span", "query_max_len", "temperature", "gradient_checkpointing")
-    options = FinetuneOptions(**{field: a[field] for field in (*fields, "positions_only", "cache_chunk", "late_chunk")})
     return finetune_model(
         a["checkpoint"],
         a["data"],
         a["out"],
-        options,
+        options_of(FinetuneOptions, a),
         settings=training_settings(a),
         eval_beir=a["eval_beir"],
         revision=a["revision"],
