@@ -30,12 +30,12 @@ from ctxext.options import with_fields
 from ctxext.train.lora import train_with_lora
 from ctxext.train.mlm import MaskingCollator, PackedDataset, pack_documents
 from ctxext.train.runner import (
+    InMemoryTraining,
     RunOptions,
     TrainFn,
     TrainingResult,
     TrainingRun,
     TrainSettings,
-    loss_history,
     train_without_output,
     write_trained_model,
 )
@@ -128,19 +128,12 @@ class MntpOptions:
 
 
 @dataclass
-class MntpTraining:
-    """A flipped model adapted in memory: the model (LoRA adapters merged into it), the token masked positions
-    became, how many packed sequences it trained on, the LoRA settings (None without) and the Trainer."""
+class MntpTraining(InMemoryTraining):
+    """A flipped model adapted in memory, the token masked positions became and how many packed sequences it
+    trained on."""
 
-    model: Any
     mask_id: int
     train_sequences: int
-    lora: dict | None
-    trainer: Any
-
-    @property
-    def history(self) -> dict[str, list[list[float]]]:
-        return loss_history(self.trainer)
 
 
 def train_mntp_in_memory(
@@ -177,7 +170,7 @@ def train_mntp_in_memory(
     )
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(trains.get(name, parameter.requires_grad))
-    return MntpTraining(model, mask_id, len(sequences), lora, trainers[-1])
+    return MntpTraining(model, lora, trainers[-1], mask_id, len(sequences))
 
 
 class MntpResult(TrainingResult):

@@ -21,13 +21,13 @@ from ctxext.qa import DOCUMENT_STRIDE, encode_example, encode_windows, evaluate_
 from ctxext.qa_prompt import PromptConfig, load_prompt_config
 from ctxext.train.lora import train_with_lora
 from ctxext.train.runner import (
+    InMemoryTraining,
     ListDataset,
     RunOptions,
     TrainFn,
     TrainingResult,
     TrainingRun,
     TrainSettings,
-    loss_history,
     train_without_output,
     write_trained_model,
 )
@@ -99,19 +99,12 @@ RECORDED_OPTIONS = ("max_length", "stride", "freeze_embeddings", "lora_rank")
 
 
 @dataclass
-class QATraining:
-    """A QA model trained in memory: the model (LoRA adapters merged into it), its training features, the LoRA
-    settings (None without), the Trainer, and exact match and F1 on the evaluation examples (None without)."""
+class QATraining(InMemoryTraining):
+    """A QA model trained in memory, its training features, and exact match and F1 on the evaluation examples
+    (None without)."""
 
-    model: Any
     data: QAData
-    lora: dict | None
-    trainer: Any
     metrics: dict[str, float] | None
-
-    @property
-    def history(self) -> dict[str, list[list[float]]]:
-        return loss_history(self.trainer)
 
 
 def train_qa_in_memory(
@@ -149,7 +142,7 @@ def train_qa_in_memory(
         if eval_examples
         else None
     )
-    return QATraining(model, data, lora, trainers[-1], metrics)
+    return QATraining(model, lora, trainers[-1], data, metrics)
 
 
 @dataclass

@@ -216,6 +216,20 @@ def train_without_output(
     return trainer
 
 
+@dataclass
+class InMemoryTraining:
+    """What a stage's core trained in memory: the model (LoRA adapters merged into it), the LoRA settings (None
+    without) and the Trainer, whose logged losses are :attr:`history`."""
+
+    model: Any
+    lora: dict | None
+    trainer: Any
+
+    @property
+    def history(self) -> dict[str, list[list[float]]]:
+        return loss_history(self.trainer)
+
+
 def loss_history(trainer: Any) -> dict[str, list[list[float]]]:
     """Training and evaluation losses the Trainer logged, as [step, loss] pairs."""
     history: dict[str, list[list[float]]] = {"train": [], "eval": []}
