@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,38 +46,44 @@ class BM25Index:
 
         self.vocabulary: dict[str, int] = {}
         total = len(documents) if total is None and isinstance(documents, Sequence) else total or 0
-        terms, frequencies, lengths = [], [], []
-        for number, text in enumerate(documents, 1):
-            counted = Counter(words(text))
-            vocabulary = self.vocabulary
-            terms.append(np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in counted), np.int32))
-            frequencies.append(np.fromiter(counted.values(), np.float32))
-            lengths.append(counted.total())
-            if number % 1000 == 0:
-                progress("indexing documents (BM25)", number, total)
-        self.documents = len(lengths)
-        self.terms = len(self.vocabulary)
-        indptr = np.concatenate([[0], np.cumsum([len(t) for t in terms])])
-        term_ids = np.concatenate(terms) if terms else np.zeros(0, np.int32)
-        tf = np.concatenate(frequencies) if frequencies else np.zeros(0, np.float32)
-        del terms, frequencies
-        document_length = np.repeat(np.asarray(lengths, np.float64), np.diff(indptr))
-        average_length = float(np.mean(lengths)) if lengths else 1.0
-        document_frequency = np.bincount(term_ids, minlength=self.terms)
-        idf = np.log(1 + (self.documents - document_frequency + 0.5) / (document_frequency + 0.5))
-        tf_part = tf / (K1 * ((1 - B) + B * document_length / max(average_length, 1e-9)) + tf)
-        scores = (idf[term_ids] * tf_part).astype(np.float32)
-        del document_length, tf_part, tf
-        by_document = sparse.csr_matrix((scores, term_ids, indptr), shape=(self.documents, self.terms))
+        by_document = self._score_matrix(documents, progress, total)
+        self.documents, self.terms = by_document.shape
         term_documents = by_document.T.tocsr()
-        del by_document, scores, term_ids
+        del by_document
+        document_frequency = np.diff(term_documents.indptr)
         frequent = np.argsort(-document_frequency, kind="stable")
         frequent = frequent[document_frequency[frequent] * DENSE_SHARE >= max(self.documents, 1)]
         frequent = np.sort(frequent[: DENSE_BYTES // (4 * max(self.documents, 1))])
         self.dense = np.zeros(self.terms, dtype=bool)
         self.dense[frequent] = True
         self.dense_rows = term_documents[frequent].toarray()
-        self.sparse_rows = term_documents[~self.dense]
+        self.sparse_rows: sparse.csr_matrix = term_documents[~self.dense]
+
+    def _score_matrix(self, documents: Iterable[str], progress: ProgressFn, total: int) -> Any:
+        """The documents x terms matrix of Lucene's BM25 term scores, idf x tf / (tf + k1 (1 - b + b dl / avgdl)),
+        counted a document at a time (the vocabulary grows as terms are met)."""
+        from scipy import sparse
+
+        terms, frequencies, lengths = [], [], []
+        vocabulary = self.vocabulary
+        for number, text in enumerate(documents, 1):
+            counted = Counter(words(text))
+            terms.append(np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in counted), np.int32))
+            frequencies.append(np.fromiter(counted.values(), np.float32))
+            lengths.append(counted.total())
+            if number % 1000 == 0:
+                progress("indexing documents (BM25)", number, total)
+        indptr = np.concatenate([[0], np.cumsum([len(t) for t in terms])])
+        term_ids = np.concatenate(terms) if terms else np.zeros(0, np.int32)
+        tf = np.concatenate(frequencies) if frequencies else np.zeros(0, np.float32)
+        del terms, frequencies
+        document_frequency = np.bincount(term_ids, minlength=len(vocabulary))
+        idf = np.log(1 + (len(lengths) - document_frequency + 0.5) / (document_frequency + 0.5))
+        document_length = np.repeat(np.asarray(lengths, np.float64), np.diff(indptr))
+        average_length = max(float(np.mean(lengths or [1])), 1e-9)
+        tf_part = tf / (K1 * ((1 - B) + B * document_length / average_length) + tf)  # bm25s's order of operations
+        scores = (idf[term_ids] * tf_part).astype(np.float32)
+        return sparse.csr_matrix((scores, term_ids, indptr), shape=(len(lengths), len(vocabulary)))
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """BM25 of each query (a row) against each document (a column), float32; a query word repeated counts
