@@ -49,6 +49,13 @@ def test_markdown_title_is_taken_from_the_first_heading():
     assert [(s.heading, s.text) for s in document.sections] == [(None, "Abstract here."), ("Method", "Steps.")]
 
 
+def test_a_record_of_title_and_sections_keeps_both():
+    record = {"title": "A Paper", "sections": [{"heading": "Method", "text": "Steps."}, "Closing words."]}
+    document = structured_document(record, "x.jsonl:1")
+    assert document.title == "A Paper"
+    assert [(s.heading, s.text) for s in document.sections] == [("Method", "Steps."), (None, "Closing words.")]
+
+
 def test_bm25_triplets_pick_the_same_topic_document_and_never_the_positive(tmp_path: Path):
     write_jsonl(tmp_path / "corpus.jsonl", corpus_records())
     result = build_triplets(str(tmp_path / "corpus.jsonl"), tmp_path / "t.jsonl", negatives_from="bm25")
