@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -398,6 +399,50 @@ def test_finetune_qa_writes_the_weights_its_in_memory_core_trains(flipped, tmp_p
     assert all(torch.equal(written[name], state[name]) for name in written)
     assert trained.history["train"] == tuned.history["train"]
     assert tuned.parameters["max_length"] == 48 and tuned.parameters["stride"] == 16
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_resuming_finetune_qa_from_a_checkpoint_continues_where_it_stopped(lora_rank, flipped, tmp_path):
+    """A run stopped after step 2 keeps checkpoint-2; rerun with --resume it goes on to step 4, with the loss log
+    and the written weights of the run that was never interrupted (LoRA too: adapters, QA head, optimizer)."""
+    from safetensors.torch import load_file
+
+    import train_helpers
+    from ctxext.data.formats import write_squad_jsonl
+    from ctxext.train import RunOptions
+    from ctxext.train.qa import QaOptions, finetune_qa, qa_settings
+
+    write_squad_jsonl(tmp_path / "train.jsonl", qa_examples(8))
+    settings = qa_settings(steps=4, batch_size=2, learning_rate=1e-2, save_every=2, **train_helpers.STEPS_SETTINGS)
+    options = QaOptions(max_length=48, stride=16, freeze_embeddings=True, lora_rank=lora_rank)
+    model, train = str(flipped("llama")), tmp_path / "train.jsonl"
+    whole = finetune_qa(model, train, tmp_path / "whole", options, settings=settings)
+    work = tmp_path / "work"
+    stopped = finetune_qa(
+        model,
+        train,
+        tmp_path / "stopped",
+        options,
+        settings=settings,
+        run_options=RunOptions(work_dir=work, keep_checkpoints=True, callbacks=[train_helpers.StopAt(2)]),
+    )
+    assert stopped.global_step == 2 and (work / "checkpoint-2").is_dir()
+    resumed = finetune_qa(
+        model,
+        train,
+        tmp_path / "resumed",
+        options,
+        settings=settings,
+        run_options=RunOptions(work_dir=work, resume=True),
+    )
+    assert resumed.global_step == 4
+    assert [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]
+    assert np.allclose(resumed.history["train"], whole.history["train"], atol=1e-4)
+    expected, produced = load_file(whole.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
+    assert expected.keys() == produced.keys()
+    assert max((expected[k] - produced[k]).abs().max().item() for k in expected) < 1e-5
+    assert resumed.parameters["resumed_from"].endswith("checkpoint-2")
+    assert not work.exists()  # removed after the successful run (no --keep-checkpoints)
 
 
 def test_qa_options_refuse_bad_values_before_reading_any_input(tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import train_helpers
 from ctxext.flip import Head, Pooling, flip
 from ctxext.train import RunOptions, TrainSettings
 from ctxext.train.mntp import mntp_loss, train_mntp
@@ -119,6 +121,39 @@ def test_lora_adapters_merge_into_weights_that_reproduce_the_adapted_model(head,
         got = MntpModel(merged.eval())(input_ids)["logits"]
     assert (expected - MntpModel(load_flipped(open_model(str(flipped))[1])[0])(input_ids)["logits"]).abs().max() > 1e-4
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_resuming_mntp_from_a_checkpoint_continues_where_it_stopped(lora_rank, tiny_models, tmp_path):
+    """A run stopped after step 2 keeps checkpoint-2; rerun with --resume it goes on to step 4, with the loss log
+    and the written weights of the run that was never interrupted (LoRA too: adapters and optimizer state)."""
+    from safetensors.torch import load_file
+
+    flipped = flip(str(tiny_models("llama")), tmp_path / "flipped", head=Head.qa, pooling=Pooling.mean).path
+    texts = write_texts(tmp_path / "texts.jsonl")
+    settings = TrainSettings(steps=4, batch_size=4, learning_rate=1e-3, save_every=2, **train_helpers.STEPS_SETTINGS)
+    common = {"max_len": 32, "lora_rank": lora_rank, "settings": settings}
+    whole = train_mntp(str(flipped), [texts], tmp_path / "whole", **common)
+    work = tmp_path / "work"
+    stopped = train_mntp(
+        str(flipped),
+        [texts],
+        tmp_path / "stopped",
+        run_options=RunOptions(work_dir=work, keep_checkpoints=True, callbacks=[train_helpers.StopAt(2)]),
+        **common,
+    )
+    assert stopped.global_step == 2 and (work / "checkpoint-2").is_dir()
+    resumed = train_mntp(
+        str(flipped), [texts], tmp_path / "resumed", run_options=RunOptions(work_dir=work, resume=True), **common
+    )
+    assert resumed.global_step == 4
+    assert [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]
+    assert np.allclose(resumed.history["train"], whole.history["train"], atol=1e-4)
+    expected, produced = load_file(whole.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
+    assert expected.keys() == produced.keys()
+    assert max((expected[k] - produced[k]).abs().max().item() for k in expected) < 1e-5
+    assert resumed.parameters["resumed_from"].endswith("checkpoint-2")
+    assert not work.exists()  # removed after the successful run (no --keep-checkpoints)
 
 
 def test_mntp_writes_the_weights_its_in_memory_core_trains_and_the_core_leaves_what_trains(tiny_models, tmp_path):

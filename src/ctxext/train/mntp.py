@@ -195,12 +195,15 @@ def train_mntp(
     loads as the input did. ``options`` (:class:`MntpOptions`): the share masked, the packed length, LoRA
     (``lora_rank`` > 0 trains adapters of that rank instead of every backbone weight, merged on writing);
     ``fields``: its fields as keywords (over ``options``)."""
+    from transformers import set_seed
+
     options = with_fields(MntpOptions, options, fields, "train_mntp")
     options.check()
     settings = settings or TrainSettings(learning_rate=5e-5)
     source, folder = open_model(checkpoint, revision=revision)
     files = data_files(data)
     run = TrainingRun(out, run_options, protect=[source.path, *files])
+    set_seed(settings.seed)  # LoRA adapters start at random: the seed makes them, and so the run, reproducible
     model, tokenizer = load_flipped(folder)
     adapted = train_mntp_in_memory(model, tokenizer, read_documents(files), settings, options, train=run.train)
     history = run.history()
