@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -405,7 +404,6 @@ def test_finetune_qa_writes_the_weights_its_in_memory_core_trains(flipped, tmp_p
 def test_resuming_finetune_qa_from_a_checkpoint_continues_where_it_stopped(lora_rank, flipped, tmp_path):
     """A run stopped after step 2 keeps checkpoint-2; rerun with --resume it goes on to step 4, with the loss log
     and the written weights of the run that was never interrupted (LoRA too: adapters, QA head, optimizer)."""
-    from safetensors.torch import load_file
 
     import train_helpers
     from ctxext.data.formats import write_squad_jsonl
@@ -435,14 +433,7 @@ def test_resuming_finetune_qa_from_a_checkpoint_continues_where_it_stopped(lora_
         settings=settings,
         run_options=RunOptions(work_dir=work, resume=True),
     )
-    assert resumed.global_step == 4
-    assert [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]
-    assert np.allclose(resumed.history["train"], whole.history["train"], atol=1e-4)
-    expected, produced = load_file(whole.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
-    assert expected.keys() == produced.keys()
-    assert max((expected[k] - produced[k]).abs().max().item() for k in expected) < 1e-5
-    assert resumed.parameters["resumed_from"].endswith("checkpoint-2")
-    assert not work.exists()  # removed after the successful run (no --keep-checkpoints)
+    train_helpers.assert_resumed_like_uninterrupted(resumed, whole, work, stopped_at=2, steps=4)
 
 
 def test_qa_options_refuse_bad_values_before_reading_any_input(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -127,7 +126,6 @@ def test_lora_adapters_merge_into_weights_that_reproduce_the_adapted_model(head,
 def test_resuming_mntp_from_a_checkpoint_continues_where_it_stopped(lora_rank, tiny_models, tmp_path):
     """A run stopped after step 2 keeps checkpoint-2; rerun with --resume it goes on to step 4, with the loss log
     and the written weights of the run that was never interrupted (LoRA too: adapters and optimizer state)."""
-    from safetensors.torch import load_file
 
     flipped = flip(str(tiny_models("llama")), tmp_path / "flipped", head=Head.qa, pooling=Pooling.mean).path
     texts = write_texts(tmp_path / "texts.jsonl")
@@ -146,14 +144,7 @@ def test_resuming_mntp_from_a_checkpoint_continues_where_it_stopped(lora_rank, t
     resumed = train_mntp(
         str(flipped), [texts], tmp_path / "resumed", run_options=RunOptions(work_dir=work, resume=True), **common
     )
-    assert resumed.global_step == 4
-    assert [step for step, _ in resumed.history["train"]] == [1, 2, 3, 4]
-    assert np.allclose(resumed.history["train"], whole.history["train"], atol=1e-4)
-    expected, produced = load_file(whole.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
-    assert expected.keys() == produced.keys()
-    assert max((expected[k] - produced[k]).abs().max().item() for k in expected) < 1e-5
-    assert resumed.parameters["resumed_from"].endswith("checkpoint-2")
-    assert not work.exists()  # removed after the successful run (no --keep-checkpoints)
+    train_helpers.assert_resumed_like_uninterrupted(resumed, whole, work, stopped_at=2, steps=4)
 
 
 def test_mntp_writes_the_weights_its_in_memory_core_trains_and_the_core_leaves_what_trains(tiny_models, tmp_path):
