@@ -212,3 +212,12 @@ def test_data_links_relates_documents_by_link_field_qualified_names_and_markdown
     assert related <= linked and result.manifest["counts"]["test"]["queries"] == len(related) >= 2
     answer = CliRunner().invoke(app, ["data", "links", str(corpus), "-o", str(tmp_path / "none"), "--links", "field"])
     assert answer.exit_code != 0 and "link to a candidate" in answer.output and not (tmp_path / "none").exists()
+
+
+def test_bm25_of_no_documents_or_documents_without_words_is_zero():
+    from ctxext.data.bm25 import BM25Index
+
+    assert BM25Index([]).scores(["any words"]).shape == (1, 0)
+    assert not BM25Index(["", "  ", "!!"]).scores(["any", ""]).any()
+    scores = BM25Index(["alpha alpha beta", "beta gamma", ""]).scores(["alpha", "beta beta", "unknown"])
+    assert scores[0, 0] > 0 and scores[0, 1:].sum() == 0 and scores[2].sum() == 0 and scores[:, 2].sum() == 0

@@ -73,7 +73,7 @@ class BM25Index:
             lengths.append(counted.total())
             if number % 1000 == 0:
                 progress("indexing documents (BM25)", number, total)
-        indptr = np.concatenate([[0], np.cumsum([len(t) for t in terms])])
+        indptr = np.concatenate([[0], np.cumsum([len(t) for t in terms], dtype=np.int64)]).astype(np.int64)
         term_ids = np.concatenate(terms) if terms else np.zeros(0, np.int32)
         tf = np.concatenate(frequencies) if frequencies else np.zeros(0, np.float32)
         del terms, frequencies
