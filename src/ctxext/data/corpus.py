@@ -15,7 +15,7 @@ from typing import Any
 from ctxext.checkpoint import ProgressFn, no_progress
 from ctxext.data.chunking import chunk_spans
 from ctxext.data.dedupe import Deduplicator, Duplicate
-from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS
+from ctxext.data.formats import ROLE_OF_KEY, TEXT_RECORD_FIELDS
 from ctxext.data.options import DEFAULT_MODEL, InputFormat, OnError, plain
 from ctxext.data.output import CountedOutput, FileOutput, InputRecord, ParquetRowWriter
 from ctxext.data.shards import Shard
@@ -33,7 +33,7 @@ from ctxext.errors import InvalidArgument
 from ctxext.options import with_fields
 
 CORPUS_COLUMNS = ("source", "file", "doc_id", "field", "title", "chunk", "text", "tokens")
-READ_COLUMNS = ("doc_id", "id", "title", *TEXT_FIELDS, "sections", *ROLE_OF_KEY)
+READ_COLUMNS = ("doc_id", "id", *TEXT_RECORD_FIELDS, *ROLE_OF_KEY)
 
 
 def corpus_schema() -> Any:

@@ -36,6 +36,9 @@ from ctxext.io import input_file, read_jsonl
 TEXT_FIELDS = ("text", "body", "abstract", "content")
 """Where a record keeps its text, in order of preference."""
 
+TEXT_RECORD_FIELDS = (*TEXT_FIELDS, "sections", "title")
+"""Every field :func:`record_text` reads (the columns to read of a Parquet text record)."""
+
 
 def record_text(record: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     """(field name, text, title) of a text record: the first of :data:`TEXT_FIELDS` that holds a string, else

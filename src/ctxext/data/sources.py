@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxext.data.formats import ROLE_OF_KEY, TEXT_FIELDS, first_line, read_parquet_rows, record_id, record_text
+from ctxext.data.formats import (
+    ROLE_OF_KEY,
+    TEXT_FIELDS,
+    TEXT_RECORD_FIELDS,
+    first_line,
+    read_parquet_rows,
+    record_id,
+    record_text,
+)
 from ctxext.data.options import InputFormat, OnError, parse_choice
 from ctxext.errors import CtxextError, InvalidArgument, SourceNotFound
 from ctxext.io import bounded_lines, file_manifest_path, input_file, is_ctxext_manifest, line_too_long, register_input
@@ -373,7 +381,7 @@ def training_texts(source: SourceFile) -> list[str]:
         _require_text_column(source.path)
     texts: list[str] = []
     try:
-        for where, record in iter_records(source, Problems(OnError.stop), columns=(*TEXT_FIELDS, "sections", "title")):
+        for where, record in iter_records(source, Problems(OnError.stop), columns=TEXT_RECORD_FIELDS):
             if source.format in (InputFormat.txt, InputFormat.md, InputFormat.pdf):  # one record, the whole text
                 texts += paragraphs(record["text"])
                 continue
@@ -401,7 +409,7 @@ def _require_text_column(path: Path) -> None:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError):
         return
-    if not set(names) & {*TEXT_FIELDS, "sections", "title"}:
+    if not set(names) & set(TEXT_RECORD_FIELDS):
         raise InvalidArgument(
             f"{path} has no text column ({', '.join(TEXT_FIELDS)}, sections or title; it has {', '.join(names[:8])})"
         )
