@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,22 +111,10 @@ def corpus_command(
       for i in 0 1 2 3; do ctxext data corpus docs/ --chunk 512 --shard $i/4 -o c-$i.parquet & done; wait
       ctxext data merge c-*.parquet -o corpus.parquet
     """
+    from ctxext.commands import options_of
     from ctxext.data.corpus import CorpusOptions, build_corpus
 
-    options = CorpusOptions(
-        tokenizer=tokenizer,
-        revision=revision,
-        chunk=chunk,
-        overlap=overlap,
-        dedupe=dedupe,
-        near_duplicates=not exact_only,
-        near_threshold=near_threshold,
-        input_format=input_format,
-        pattern=pattern,
-        on_error=on_error,
-        pdf_password=pdf_password,
-        shard=shard,
-    )
+    options = dataclasses.replace(options_of(CorpusOptions, locals()), near_duplicates=not exact_only)
     with progress_bars() as progress:
         result = build_corpus(sources, out, options, force=force, progress=progress, argv=sys.argv)
     _warn_problems(result.problems)
@@ -170,20 +159,10 @@ def fit_command(
       for i in 0 1 2 3; do ctxext data fit papers.jsonl --strategy extractive --shard $i/4 -o f-$i.jsonl & done; wait
       ctxext data merge f-0.jsonl f-1.jsonl f-2.jsonl f-3.jsonl -o papers-4k.jsonl
     """
+    from ctxext.commands import options_of
     from ctxext.data.fit import FitOptions, fit_file
 
-    options = FitOptions(
-        budget=budget,
-        tokenizer=tokenizer,
-        strategy=strategy,
-        encoder=encoder,
-        revision=revision,
-        head_fraction=head_fraction,
-        input_format=input_format,
-        on_error=on_error,
-        pdf_password=pdf_password,
-        shard=shard,
-    )
+    options = options_of(FitOptions, locals())
     with progress_bars() as progress:
         result = fit_file(source, out, options, force=force, progress=progress, argv=sys.argv)
     _warn_problems(result.problems)
